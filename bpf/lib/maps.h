@@ -1,0 +1,355 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Bastion datapath: every map, its key and its value, in one place.
+ *
+ * This header is a contract with the control plane: src/datapath/layout.ts
+ * encodes and decodes exactly these structs (same field order, same sizes,
+ * same byte order). Change one, change the other, and the round-trip tests
+ * in test/unit/layout.test.ts.
+ *
+ * All maps are pinned by name under the pin root (default /sys/fs/bpf/bastion)
+ * so that enforcement survives a restart or crash of the agent: the tc filters
+ * keep the programs alive, and the programs keep using the pinned maps.
+ *
+ * Byte order: addresses and ports are kept in network byte order (__be32,
+ * __be16) exactly as they appear in packets; identities, ifindexes and flags
+ * are host byte order.
+ */
+#ifndef BASTION_MAPS_H
+#define BASTION_MAPS_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+/* ---------------------------------------------------------------- sizes */
+
+#define BASTION_MAX_ENDPOINTS	65536
+#define BASTION_MAX_IPCACHE	65536
+#define BASTION_MAX_POLICY	1048576
+#define BASTION_MAX_NEIGH	1048576
+#define BASTION_MAX_CT		262144
+#define BASTION_MAX_FRAGS	8192
+#define BASTION_EVENTS_BYTES	(4 * 1024 * 1024)
+#define BASTION_NR_COUNTERS	64
+
+/* ---------------------------------------------------------- identities */
+
+/*
+ * Identities are numbers the manager hands out; policy is keyed by them,
+ * never by IP. They are never reused (the allocator is persisted in
+ * bastion_state), so a container that inherits an IP never inherits rights.
+ */
+#define ID_ANY		0	/* wildcard peer in a policy key */
+#define ID_HOST		1	/* any address of the host (gateway included) */
+#define ID_WORLD	2	/* 0.0.0.0/0: everything not otherwise known */
+#define ID_FIRST_DYNAMIC 256	/* endpoints and CIDR prefixes from here on */
+
+/* ------------------------------------------------------------ endpoints */
+
+#define EP_F_AUDIT	(1U << 0)	/* this endpoint is in audit mode */
+
+/* One managed container interface. Keyed by the host-side veth ifindex in
+ * bastion_endpoints, and by IPv4 address in bastion_endpoints_ip. */
+struct endpoint_info {
+	__u32 identity;
+	__u32 ifindex;		/* host-side veth (where the stack is attached) */
+	__be32 ipv4;
+	__u32 flags;		/* EP_F_* */
+	__u8 mac[6];		/* the container's own MAC (container-side veth) */
+	__u8 gw_mac[6];		/* MAC of the bridge (gateway) behind this endpoint */
+};				/* 28 bytes */
+
+/* ------------------------------------------------------------- ipcache */
+
+#define IPC_F_HOST	(1U << 0)	/* the address belongs to the host */
+
+struct ipcache_key {
+	__u32 prefixlen;	/* LPM: bits of addr that must match */
+	__be32 addr;
+};
+
+struct ipcache_val {
+	__u32 identity;
+	__u32 flags;		/* IPC_F_* */
+};
+
+/* -------------------------------------------------------------- policy */
+
+#define DIR_EGRESS	0	/* the endpoint sends to the peer */
+#define DIR_INGRESS	1	/* the endpoint receives from the peer */
+
+#define PROTO_ANY	0
+
+/*
+ * Longest-prefix-match key. Data bits, in order:
+ *   ep_id(32) peer_id(32) direction(8) | proto(8) | dport(16)
+ * A rule for every protocol and port has prefixlen 72; every port of one
+ * protocol 80; one port 96; a port range is split by the manager into the
+ * few prefixes that cover it exactly. peer_id ID_ANY is a wildcard peer,
+ * looked up second.
+ */
+#define POLICY_PREFIX_ANY_PROTO	72
+#define POLICY_PREFIX_ANY_PORT	80
+#define POLICY_PREFIX_FULL	96
+
+struct policy_key {
+	__u32 prefixlen;
+	__u32 ep_id;
+	__u32 peer_id;
+	__u8 direction;		/* DIR_* */
+	__u8 proto;		/* IPPROTO_*, or PROTO_ANY */
+	__be16 dport;
+};				/* 16 bytes */
+
+struct policy_val {
+	__u32 rule_id;		/* which rule allowed it (reported in flow events) */
+	__u32 flags;		/* reserved */
+};
+
+/* ----------------------------------------------------------- neighbours */
+
+/* Present when ep_id may resolve peer_id's MAC through ARP: when either may
+ * open a connection to the other (the answering side needs the MAC too).
+ * peer_id ID_HOST stands for the gateway. */
+struct neigh_key {
+	__u32 ep_id;
+	__u32 peer_id;
+};
+
+/* ------------------------------------------------------------ conntrack */
+
+/* Keyed by the 5-tuple of the packet that opened the connection. For ICMP
+ * echo, sport is the echo identifier and dport is 0. */
+struct ct_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};				/* 16 bytes */
+
+#define CT_F_AUDIT		(1U << 0)	/* opened while policy would have denied */
+#define CT_F_SEEN_REPLY		(1U << 1)
+#define CT_F_CLOSING		(1U << 2)	/* FIN or RST seen */
+
+struct ct_entry {
+	__u64 expires;		/* bpf_ktime_get_ns() deadline */
+	__u32 src_id;		/* identities at open time: a later packet whose */
+	__u32 dst_id;		/* ends resolve to other identities is not ours */
+	__u32 rule_id;
+	__u32 flags;		/* CT_F_* */
+};				/* 24 bytes */
+
+/* ------------------------------------------------------------ fragments */
+
+/* Ports of a fragmented datagram, learnt from its first fragment so that the
+ * later fragments (which carry no L4 header) get the same verdict. */
+struct frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct frag_val {
+	__be16 sport;
+	__be16 dport;
+	__u32 verdict;		/* 1 allowed, 0 dropped */
+};
+
+/* --------------------------------------------------------------- events */
+
+#define VERDICT_ALLOWED	1	/* first packet of an allowed connection */
+#define VERDICT_DROPPED	2
+#define VERDICT_AUDIT	3	/* would have been dropped (audit mode) */
+#define VERDICT_ARP_REPLY 4	/* the stack answered an ARP request */
+
+#define TRACE_FROM_CONTAINER	0	/* seen on the container's way out */
+#define TRACE_TO_CONTAINER	1	/* seen on the way into the container */
+
+struct flow_event {
+	__u64 ts_ns;		/* bpf_ktime_get_ns() */
+	__u32 src_id;
+	__u32 dst_id;
+	__be32 saddr;		/* for ARP: sender and target IP */
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;		/* 0 for ARP */
+	__u8 verdict;		/* VERDICT_* */
+	__u8 reason;		/* REASON_* */
+	__u8 trace;		/* TRACE_* */
+	__u32 ifindex;		/* the endpoint's host-side veth */
+	__u32 rule_id;
+	__u16 pkt_len;
+	__be16 ethertype;
+	__u32 pad;
+};				/* 48 bytes */
+
+/* ------------------------------------------------------------- reasons */
+
+/* Index into bastion_counter. Below 16: packets that passed. */
+#define REASON_ALLOWED_NEW	1	/* first packet of an allowed connection */
+#define REASON_ESTABLISHED	2	/* belongs to a tracked connection */
+#define REASON_REDIRECTED	3	/* handed straight to the peer's veth */
+#define REASON_ARP_REPLIED	4	/* ARP request answered by the stack */
+#define REASON_ARP_HOST		5	/* ARP exchanged with the host, allowed */
+#define REASON_AUDITED		6	/* would be dropped, passed (audit mode) */
+
+/* 16 and above: drops. */
+#define REASON_NO_ENDPOINT	16	/* stack attached, endpoint not provisioned yet */
+#define REASON_SPOOFED_MAC	17
+#define REASON_SPOOFED_IP	18
+#define REASON_SPOOFED_ARP	19	/* ARP sender MAC/IP not the container's */
+#define REASON_SPOOFED_IFINDEX	20	/* a managed IP arriving on another interface */
+#define REASON_ARP_DENIED	21	/* ARP for a container that is not a dependency */
+#define REASON_ARP_UNSOLICITED	22	/* gratuitous ARP, replies, other ops */
+#define REASON_POLICY_DENIED	23
+#define REASON_HOST_DENIED	24
+#define REASON_IPV6		25	/* IPv6 is not configured for managed containers */
+#define REASON_MALFORMED	26	/* truncated or invalid headers */
+#define REASON_FRAGMENT		27	/* fragment without a known first fragment */
+#define REASON_UNSUPPORTED_L3	28	/* other ethertypes, VLAN tags */
+#define REASON_UNSUPPORTED_L4	29	/* IP protocol Bastion does not track */
+#define REASON_CT_INVALID	30	/* e.g. a SYN in the reply direction */
+#define REASON_BROADCAST	31	/* IP broadcast or multicast */
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Per-endpoint traffic, keyed by host-side ifindex. "tx" is what the
+ * container sent, "rx" what it was handed. */
+struct ep_stats {
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 drops;
+};
+
+/* --------------------------------------------------------------- config */
+
+#define MODE_ENFORCE	0
+#define MODE_AUDIT	1
+
+#define CFG_F_TRACE_ALLOWED	(1U << 0)	/* emit events for new allowed connections */
+
+struct bastion_config {
+	__u32 mode;		/* MODE_*: global mode; EP_F_AUDIT adds per endpoint */
+	__u32 flags;		/* CFG_F_* */
+	__u32 ct_tcp_lifetime_s;	/* established TCP idle lifetime */
+	__u32 ct_other_lifetime_s;	/* UDP, SCTP, ICMP, and TCP before it is established */
+};
+
+/* Control-plane state kept in bpffs so it survives the agent. Not read by
+ * the programs. */
+struct bastion_state {
+	__u64 next_identity;
+	__u64 generation;	/* bumped on every applied change */
+};
+
+/* ----------------------------------------------------------------- maps */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BASTION_MAX_ENDPOINTS);
+	__type(key, __u32);			/* host-side ifindex */
+	__type(value, struct endpoint_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_ep SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BASTION_MAX_ENDPOINTS);
+	__type(key, __be32);			/* IPv4 address */
+	__type(value, struct endpoint_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_ep_ip SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, BASTION_MAX_IPCACHE);
+	__type(key, struct ipcache_key);
+	__type(value, struct ipcache_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_ipcache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, BASTION_MAX_POLICY);
+	__type(key, struct policy_key);
+	__type(value, struct policy_val);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BASTION_MAX_NEIGH);
+	__type(key, struct neigh_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_neigh SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BASTION_MAX_CT);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BASTION_MAX_FRAGS);
+	__type(key, struct frag_key);
+	__type(value, struct frag_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_frags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, BASTION_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BASTION_NR_COUNTERS);
+	__type(key, __u32);
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_counter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, BASTION_MAX_ENDPOINTS);
+	__type(key, __u32);			/* host-side ifindex */
+	__type(value, struct ep_stats);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_ep_stat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bastion_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bastion_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_state SEC(".maps");
+
+#endif /* BASTION_MAPS_H */

@@ -1,0 +1,35 @@
+/**
+ * `bastion`: the command line. Each command lives in its own module under
+ * ./commands and registers itself on the program.
+ */
+import { Command } from 'commander';
+import { registerCommands } from './commands/index.js';
+import { CliError } from './errors.js';
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command();
+  program
+    .name('bastion')
+    .description('Security enforcement network stack for container networks')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerCommands(program);
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return process.exitCode === undefined ? 0 : Number(process.exitCode);
+  } catch (err) {
+    const e = err as { code?: string; exitCode?: number; message?: string };
+    if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+    if (typeof e.code === 'string' && e.code.startsWith('commander.')) return e.exitCode ?? 2;
+    if (err instanceof CliError) {
+      process.stderr.write(`bastion: ${err.message}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`bastion: ${e.message ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+process.exitCode = code;

@@ -1,0 +1,484 @@
+/**
+ * Codecs for every key and value of the datapath maps.
+ *
+ * This file mirrors bpf/lib/maps.h field by field: same order, same sizes,
+ * same byte order (addresses and ports big-endian as on the wire; identities,
+ * ifindexes and flags little-endian, the host order of every machine we run
+ * on). test/unit/layout.test.ts round-trips every codec, and the datapath
+ * tests check the C side reads what these write.
+ */
+
+export const MAP_NAMES = {
+  endpoints: 'bastion_ep',
+  endpointsByIp: 'bastion_ep_ip',
+  ipcache: 'bastion_ipcache',
+  policy: 'bastion_policy',
+  neigh: 'bastion_neigh',
+  ct: 'bastion_ct',
+  frags: 'bastion_frags',
+  events: 'bastion_events',
+  counters: 'bastion_counter',
+  epStats: 'bastion_ep_stat',
+  config: 'bastion_config',
+  state: 'bastion_state',
+} as const;
+export type MapName = (typeof MAP_NAMES)[keyof typeof MAP_NAMES];
+
+export const DEFAULT_PIN_PATH = '/sys/fs/bpf/bastion';
+
+// ------------------------------------------------------------ identities
+export const ID_ANY = 0;
+export const ID_HOST = 1;
+export const ID_WORLD = 2;
+export const ID_FIRST_DYNAMIC = 256;
+
+// -------------------------------------------------------------- flags
+export const EP_F_AUDIT = 1;
+export const IPC_F_HOST = 1;
+export const DIR_EGRESS = 0;
+export const DIR_INGRESS = 1;
+export const PROTO_ANY = 0;
+export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, sctp: 132 } as const;
+export const POLICY_PREFIX_ANY_PROTO = 72;
+export const POLICY_PREFIX_ANY_PORT = 80;
+export const POLICY_PREFIX_FULL = 96;
+export const CT_F_AUDIT = 1;
+export const CT_F_SEEN_REPLY = 2;
+export const CT_F_CLOSING = 4;
+export const MODE_ENFORCE = 0;
+export const MODE_AUDIT = 1;
+export const CFG_F_TRACE_ALLOWED = 1;
+
+export const VERDICT = { allowed: 1, dropped: 2, audit: 3, arpReply: 4 } as const;
+export const VERDICT_NAMES: Record<number, string> = {
+  1: 'ALLOWED',
+  2: 'DROPPED',
+  3: 'AUDIT',
+  4: 'ARP_REPLY',
+};
+export const TRACE_NAMES: Record<number, string> = { 0: 'from-container', 1: 'to-container' };
+
+/** Index into bastion_counter; below 16 passed, 16 and above dropped. */
+export const REASON = {
+  allowedNew: 1,
+  established: 2,
+  redirected: 3,
+  arpReplied: 4,
+  arpHost: 5,
+  audited: 6,
+  noEndpoint: 16,
+  spoofedMac: 17,
+  spoofedIp: 18,
+  spoofedArp: 19,
+  spoofedIfindex: 20,
+  arpDenied: 21,
+  arpUnsolicited: 22,
+  policyDenied: 23,
+  hostDenied: 24,
+  ipv6: 25,
+  malformed: 26,
+  fragment: 27,
+  unsupportedL3: 28,
+  unsupportedL4: 29,
+  ctInvalid: 30,
+  broadcast: 31,
+} as const;
+export const REASON_NAMES: Record<number, string> = {
+  1: 'allowed-new',
+  2: 'established',
+  3: 'redirected',
+  4: 'arp-replied',
+  5: 'arp-host',
+  6: 'audited',
+  16: 'no-endpoint',
+  17: 'spoofed-mac',
+  18: 'spoofed-ip',
+  19: 'spoofed-arp',
+  20: 'spoofed-ifindex',
+  21: 'arp-denied',
+  22: 'arp-unsolicited',
+  23: 'policy-denied',
+  24: 'host-denied',
+  25: 'ipv6',
+  26: 'malformed',
+  27: 'fragment',
+  28: 'unsupported-l3',
+  29: 'unsupported-l4',
+  30: 'ct-invalid',
+  31: 'broadcast',
+};
+export const NR_COUNTERS = 64;
+export const FIRST_DROP_REASON = 16;
+
+// ------------------------------------------------------- address helpers
+
+/** '10.0.0.1' -> 4 bytes in network order. Throws on anything else. */
+export function ipv4ToBytes(ip: string): Buffer {
+  const parts = ip.split('.');
+  if (parts.length !== 4) throw new Error(`not an IPv4 address: ${ip}`);
+  const b = Buffer.alloc(4);
+  parts.forEach((p, i) => {
+    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) throw new Error(`not an IPv4 address: ${ip}`);
+    b[i] = Number(p);
+  });
+  return b;
+}
+
+export function bytesToIpv4(b: Buffer, off = 0): string {
+  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+}
+
+/** 'aa:bb:cc:dd:ee:ff' -> 6 bytes. */
+export function macToBytes(mac: string): Buffer {
+  const parts = mac.split(':');
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
+    throw new Error(`not a MAC address: ${mac}`);
+  }
+  return Buffer.from(parts.map((p) => parseInt(p, 16)));
+}
+
+export function bytesToMac(b: Buffer, off = 0): string {
+  return [...b.subarray(off, off + 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+// ------------------------------------------------------------ endpoints
+
+export interface EndpointInfo {
+  identity: number;
+  ifindex: number;
+  ipv4: string;
+  flags: number;
+  mac: string;
+  gwMac: string;
+}
+export const ENDPOINT_INFO_SIZE = 28;
+
+export function encodeEndpointInfo(e: EndpointInfo): Buffer {
+  const b = Buffer.alloc(ENDPOINT_INFO_SIZE);
+  b.writeUInt32LE(e.identity, 0);
+  b.writeUInt32LE(e.ifindex, 4);
+  ipv4ToBytes(e.ipv4).copy(b, 8);
+  b.writeUInt32LE(e.flags, 12);
+  macToBytes(e.mac).copy(b, 16);
+  macToBytes(e.gwMac).copy(b, 22);
+  return b;
+}
+
+export function decodeEndpointInfo(b: Buffer): EndpointInfo {
+  return {
+    identity: b.readUInt32LE(0),
+    ifindex: b.readUInt32LE(4),
+    ipv4: bytesToIpv4(b, 8),
+    flags: b.readUInt32LE(12),
+    mac: bytesToMac(b, 16),
+    gwMac: bytesToMac(b, 22),
+  };
+}
+
+export function encodeU32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0, 0);
+  return b;
+}
+export function decodeU32(b: Buffer): number {
+  return b.readUInt32LE(0);
+}
+
+/** Key of bastion_ep_ip: the IPv4 address in network order. */
+export function encodeIpKey(ip: string): Buffer {
+  return ipv4ToBytes(ip);
+}
+export function decodeIpKey(b: Buffer): string {
+  return bytesToIpv4(b, 0);
+}
+
+// -------------------------------------------------------------- ipcache
+
+export interface IpcacheKey {
+  prefixlen: number;
+  addr: string;
+}
+export interface IpcacheVal {
+  identity: number;
+  flags: number;
+}
+export const IPCACHE_KEY_SIZE = 8;
+export const IPCACHE_VAL_SIZE = 8;
+
+export function encodeIpcacheKey(k: IpcacheKey): Buffer {
+  const b = Buffer.alloc(IPCACHE_KEY_SIZE);
+  b.writeUInt32LE(k.prefixlen, 0);
+  ipv4ToBytes(k.addr).copy(b, 4);
+  return b;
+}
+export function decodeIpcacheKey(b: Buffer): IpcacheKey {
+  return { prefixlen: b.readUInt32LE(0), addr: bytesToIpv4(b, 4) };
+}
+export function encodeIpcacheVal(v: IpcacheVal): Buffer {
+  const b = Buffer.alloc(IPCACHE_VAL_SIZE);
+  b.writeUInt32LE(v.identity, 0);
+  b.writeUInt32LE(v.flags, 4);
+  return b;
+}
+export function decodeIpcacheVal(b: Buffer): IpcacheVal {
+  return { identity: b.readUInt32LE(0), flags: b.readUInt32LE(4) };
+}
+
+// --------------------------------------------------------------- policy
+
+export interface PolicyKey {
+  prefixlen: number;
+  epId: number;
+  peerId: number;
+  direction: number; // DIR_*
+  proto: number; // IPPROTO or PROTO_ANY
+  dport: number; // host number; encoded big-endian
+}
+export interface PolicyVal {
+  ruleId: number;
+  flags: number;
+}
+export const POLICY_KEY_SIZE = 16;
+export const POLICY_VAL_SIZE = 8;
+
+export function encodePolicyKey(k: PolicyKey): Buffer {
+  const b = Buffer.alloc(POLICY_KEY_SIZE);
+  b.writeUInt32LE(k.prefixlen, 0);
+  b.writeUInt32LE(k.epId, 4);
+  b.writeUInt32LE(k.peerId, 8);
+  b.writeUInt8(k.direction, 12);
+  b.writeUInt8(k.proto, 13);
+  b.writeUInt16BE(k.dport, 14);
+  return b;
+}
+export function decodePolicyKey(b: Buffer): PolicyKey {
+  return {
+    prefixlen: b.readUInt32LE(0),
+    epId: b.readUInt32LE(4),
+    peerId: b.readUInt32LE(8),
+    direction: b.readUInt8(12),
+    proto: b.readUInt8(13),
+    dport: b.readUInt16BE(14),
+  };
+}
+export function encodePolicyVal(v: PolicyVal): Buffer {
+  const b = Buffer.alloc(POLICY_VAL_SIZE);
+  b.writeUInt32LE(v.ruleId, 0);
+  b.writeUInt32LE(v.flags, 4);
+  return b;
+}
+export function decodePolicyVal(b: Buffer): PolicyVal {
+  return { ruleId: b.readUInt32LE(0), flags: b.readUInt32LE(4) };
+}
+
+// ----------------------------------------------------------- neighbours
+
+export interface NeighKey {
+  epId: number;
+  peerId: number;
+}
+export const NEIGH_KEY_SIZE = 8;
+export function encodeNeighKey(k: NeighKey): Buffer {
+  const b = Buffer.alloc(NEIGH_KEY_SIZE);
+  b.writeUInt32LE(k.epId, 0);
+  b.writeUInt32LE(k.peerId, 4);
+  return b;
+}
+export function decodeNeighKey(b: Buffer): NeighKey {
+  return { epId: b.readUInt32LE(0), peerId: b.readUInt32LE(4) };
+}
+
+// ------------------------------------------------------------ conntrack
+
+export interface CtKey {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+}
+export interface CtEntry {
+  expires: bigint;
+  srcId: number;
+  dstId: number;
+  ruleId: number;
+  flags: number;
+}
+export const CT_KEY_SIZE = 16;
+export const CT_ENTRY_SIZE = 24;
+
+export function encodeCtKey(k: CtKey): Buffer {
+  const b = Buffer.alloc(CT_KEY_SIZE);
+  ipv4ToBytes(k.saddr).copy(b, 0);
+  ipv4ToBytes(k.daddr).copy(b, 4);
+  b.writeUInt16BE(k.sport, 8);
+  b.writeUInt16BE(k.dport, 10);
+  b.writeUInt8(k.proto, 12);
+  return b;
+}
+export function decodeCtKey(b: Buffer): CtKey {
+  return {
+    saddr: bytesToIpv4(b, 0),
+    daddr: bytesToIpv4(b, 4),
+    sport: b.readUInt16BE(8),
+    dport: b.readUInt16BE(10),
+    proto: b.readUInt8(12),
+  };
+}
+export function encodeCtEntry(e: CtEntry): Buffer {
+  const b = Buffer.alloc(CT_ENTRY_SIZE);
+  b.writeBigUInt64LE(e.expires, 0);
+  b.writeUInt32LE(e.srcId, 8);
+  b.writeUInt32LE(e.dstId, 12);
+  b.writeUInt32LE(e.ruleId, 16);
+  b.writeUInt32LE(e.flags, 20);
+  return b;
+}
+export function decodeCtEntry(b: Buffer): CtEntry {
+  return {
+    expires: b.readBigUInt64LE(0),
+    srcId: b.readUInt32LE(8),
+    dstId: b.readUInt32LE(12),
+    ruleId: b.readUInt32LE(16),
+    flags: b.readUInt32LE(20),
+  };
+}
+
+// --------------------------------------------------------------- events
+
+export interface FlowEvent {
+  tsNs: bigint;
+  srcId: number;
+  dstId: number;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+  verdict: number;
+  reason: number;
+  trace: number;
+  ifindex: number;
+  ruleId: number;
+  pktLen: number;
+  ethertype: number;
+}
+export const FLOW_EVENT_SIZE = 48;
+
+export function encodeFlowEvent(e: FlowEvent): Buffer {
+  const b = Buffer.alloc(FLOW_EVENT_SIZE);
+  b.writeBigUInt64LE(e.tsNs, 0);
+  b.writeUInt32LE(e.srcId, 8);
+  b.writeUInt32LE(e.dstId, 12);
+  ipv4ToBytes(e.saddr).copy(b, 16);
+  ipv4ToBytes(e.daddr).copy(b, 20);
+  b.writeUInt16BE(e.sport, 24);
+  b.writeUInt16BE(e.dport, 26);
+  b.writeUInt8(e.proto, 28);
+  b.writeUInt8(e.verdict, 29);
+  b.writeUInt8(e.reason, 30);
+  b.writeUInt8(e.trace, 31);
+  b.writeUInt32LE(e.ifindex, 32);
+  b.writeUInt32LE(e.ruleId, 36);
+  b.writeUInt16LE(e.pktLen, 40);
+  b.writeUInt16BE(e.ethertype, 42);
+  return b;
+}
+export function decodeFlowEvent(b: Buffer): FlowEvent {
+  return {
+    tsNs: b.readBigUInt64LE(0),
+    srcId: b.readUInt32LE(8),
+    dstId: b.readUInt32LE(12),
+    saddr: bytesToIpv4(b, 16),
+    daddr: bytesToIpv4(b, 20),
+    sport: b.readUInt16BE(24),
+    dport: b.readUInt16BE(26),
+    proto: b.readUInt8(28),
+    verdict: b.readUInt8(29),
+    reason: b.readUInt8(30),
+    trace: b.readUInt8(31),
+    ifindex: b.readUInt32LE(32),
+    ruleId: b.readUInt32LE(36),
+    pktLen: b.readUInt16LE(40),
+    ethertype: b.readUInt16BE(42),
+  };
+}
+
+// ------------------------------------------------------------- counters
+
+export interface Counter {
+  packets: bigint;
+  bytes: bigint;
+}
+export const COUNTER_SIZE = 16;
+export function decodeCounter(b: Buffer, off = 0): Counter {
+  return { packets: b.readBigUInt64LE(off), bytes: b.readBigUInt64LE(off + 8) };
+}
+
+export interface EpStats {
+  txPackets: bigint;
+  txBytes: bigint;
+  rxPackets: bigint;
+  rxBytes: bigint;
+  drops: bigint;
+}
+export const EP_STATS_SIZE = 40;
+export function decodeEpStats(b: Buffer, off = 0): EpStats {
+  return {
+    txPackets: b.readBigUInt64LE(off),
+    txBytes: b.readBigUInt64LE(off + 8),
+    rxPackets: b.readBigUInt64LE(off + 16),
+    rxBytes: b.readBigUInt64LE(off + 24),
+    drops: b.readBigUInt64LE(off + 32),
+  };
+}
+export function encodeEpStats(s: EpStats): Buffer {
+  const b = Buffer.alloc(EP_STATS_SIZE);
+  b.writeBigUInt64LE(s.txPackets, 0);
+  b.writeBigUInt64LE(s.txBytes, 8);
+  b.writeBigUInt64LE(s.rxPackets, 16);
+  b.writeBigUInt64LE(s.rxBytes, 24);
+  b.writeBigUInt64LE(s.drops, 32);
+  return b;
+}
+
+// --------------------------------------------------------------- config
+
+export interface DatapathConfig {
+  mode: number;
+  flags: number;
+  ctTcpLifetimeS: number;
+  ctOtherLifetimeS: number;
+}
+export const CONFIG_SIZE = 16;
+export function encodeConfig(c: DatapathConfig): Buffer {
+  const b = Buffer.alloc(CONFIG_SIZE);
+  b.writeUInt32LE(c.mode, 0);
+  b.writeUInt32LE(c.flags, 4);
+  b.writeUInt32LE(c.ctTcpLifetimeS, 8);
+  b.writeUInt32LE(c.ctOtherLifetimeS, 12);
+  return b;
+}
+export function decodeConfig(b: Buffer): DatapathConfig {
+  return {
+    mode: b.readUInt32LE(0),
+    flags: b.readUInt32LE(4),
+    ctTcpLifetimeS: b.readUInt32LE(8),
+    ctOtherLifetimeS: b.readUInt32LE(12),
+  };
+}
+
+export interface ControlState {
+  nextIdentity: bigint;
+  generation: bigint;
+}
+export const STATE_SIZE = 16;
+export function encodeState(s: ControlState): Buffer {
+  const b = Buffer.alloc(STATE_SIZE);
+  b.writeBigUInt64LE(s.nextIdentity, 0);
+  b.writeBigUInt64LE(s.generation, 8);
+  return b;
+}
+export function decodeState(b: Buffer): ControlState {
+  return { nextIdentity: b.readBigUInt64LE(0), generation: b.readBigUInt64LE(8) };
+}
