@@ -216,6 +216,7 @@ struct flow_event {
 #define REASON_UNSUPPORTED_L4	29	/* IP protocol Bastion does not track */
 #define REASON_CT_INVALID	30	/* e.g. a SYN in the reply direction */
 #define REASON_BROADCAST	31	/* IP broadcast or multicast */
+#define REASON_NOT_FOR_ENDPOINT	32	/* flooded frame addressed to someone else */
 
 struct counter {
 	__u64 packets;

@@ -82,6 +82,7 @@ export const REASON = {
   unsupportedL4: 29,
   ctInvalid: 30,
   broadcast: 31,
+  notForEndpoint: 32,
 } as const;
 export const REASON_NAMES: Record<number, string> = {
   1: 'allowed-new',
@@ -106,6 +107,7 @@ export const REASON_NAMES: Record<number, string> = {
   29: 'unsupported-l4',
   30: 'ct-invalid',
   31: 'broadcast',
+  32: 'not-for-endpoint',
 };
 export const NR_COUNTERS = 64;
 export const FIRST_DROP_REASON = 16;
