@@ -1,0 +1,722 @@
+/**
+ * Kubernetes input objects for the NetworkPolicy engine: Namespace, Pod and
+ * NetworkPolicy (the real API types of @kubernetes/client-node), read from
+ * multi-document YAML or JSON (also `kind: List` / `*List` with items),
+ * checked for shape with zod and for meaning with the API server's own
+ * validation rules, and normalised into a `Cluster` snapshot.
+ *
+ * Every error names the object, the field and (when read from a file) the file
+ * and document, e.g.
+ *   policies.yaml (document 3): NetworkPolicy x/allow-cidr: spec.egress[0].to[0].ipBlock.cidr: "10.0.0.0/33" is not a valid CIDR
+ */
+import { readFile } from 'node:fs/promises';
+import { parseAllDocuments } from 'yaml';
+import { z } from 'zod';
+import type {
+  V1LabelSelector,
+  V1Namespace,
+  V1NetworkPolicy,
+  V1NetworkPolicyEgressRule,
+  V1NetworkPolicyIngressRule,
+  V1NetworkPolicyPeer,
+  V1NetworkPolicyPort,
+  V1NetworkPolicySpec,
+  V1Pod,
+} from '@kubernetes/client-node';
+import { cidrCovers, parseCidr, parseIp } from './cidr.js';
+import {
+  checkDns1123Label,
+  checkDns1123Subdomain,
+  checkPortName,
+  validateLabels,
+  validateSelector,
+  type FieldIssue,
+} from './labels.js';
+
+export type K8sProtocol = 'TCP' | 'UDP' | 'SCTP';
+export const K8S_PROTOCOLS: readonly K8sProtocol[] = ['TCP', 'UDP', 'SCTP'];
+export type PolicyType = 'Ingress' | 'Egress';
+/** Set by the API server on every namespace (immutable, equal to its name). */
+export const NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name';
+
+/** Where an object came from, for error messages. */
+export interface ObjectSource {
+  file?: string;
+  /** 1-based document number in a multi-document file */
+  document?: number;
+  /** 0-based index in a List's items */
+  item?: number;
+}
+
+export interface ValidationIssue {
+  /** "NetworkPolicy x/deny-all", "Pod y/b", "document" when the kind is unknown */
+  object: string;
+  /** "policies.yaml (document 2, items[3])" */
+  source?: string;
+  /** "spec.ingress[0].from[1].ipBlock.cidr" */
+  field: string;
+  message: string;
+}
+
+export function formatIssue(i: ValidationIssue): string {
+  return `${i.source ? `${i.source}: ` : ''}${i.object}: ${i.field ? `${i.field}: ` : ''}${i.message}`;
+}
+
+/** Invalid input: every problem found, not only the first. */
+export class K8sInputError extends Error {
+  constructor(readonly issues: ValidationIssue[]) {
+    super(
+      issues.length === 1
+        ? formatIssue(issues[0]!)
+        : `${issues.length} invalid fields:\n` + issues.map((i) => '  ' + formatIssue(i)).join('\n'),
+    );
+    this.name = 'K8sInputError';
+  }
+}
+
+export interface NamespaceInfo {
+  name: string;
+  /** includes kubernetes.io/metadata.name */
+  labels: Record<string, string>;
+  /** false when no Namespace object was given and it was inferred from a pod or policy */
+  declared: boolean;
+}
+
+export interface ContainerPortInfo {
+  container: string;
+  name?: string;
+  port: number;
+  protocol: K8sProtocol;
+}
+
+export interface PodInfo {
+  /** "ns/name" */
+  key: string;
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+  /** status.podIP (or the first of status.podIPs) */
+  ip?: string;
+  /** every pod IP (status.podIPs, or podIP) */
+  ips: string[];
+  ports: ContainerPortInfo[];
+  hostNetwork: boolean;
+}
+
+export interface PolicyInfo {
+  /** "ns/name" */
+  key: string;
+  namespace: string;
+  name: string;
+  /** spec.podSelector; {} (all pods of the namespace) when omitted */
+  podSelector: V1LabelSelector;
+  /** effective policy types (spec.policyTypes, or the API default) */
+  policyTypes: PolicyType[];
+  /** true when spec.policyTypes was omitted and the API default applied */
+  policyTypesDefaulted: boolean;
+  /** rules (empty when missing) */
+  ingress: V1NetworkPolicyIngressRule[];
+  egress: V1NetworkPolicyEgressRule[];
+}
+
+/** A snapshot of the objects the engine needs. */
+export interface Cluster {
+  namespaces: Map<string, NamespaceInfo>;
+  /** sorted by namespace, then name */
+  pods: PodInfo[];
+  policies: PolicyInfo[];
+  /** things worth telling the user that are not errors (ignored kinds, inferred namespaces) */
+  warnings: string[];
+}
+
+export type K8sObject = V1Namespace | V1Pod | V1NetworkPolicy;
+
+// ---- shape (zod) ----------------------------------------------------------
+
+/** null means absent in Kubernetes JSON */
+const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? undefined);
+const stringMap = z.record(z.string(), z.string({ error: 'must be a string' }));
+
+const Selector = z.strictObject({
+  matchLabels: opt(stringMap),
+  matchExpressions: opt(
+    z.array(
+      z.strictObject({
+        key: z.string({ error: 'required string' }),
+        operator: z.string({ error: 'required string' }),
+        values: opt(z.array(z.string())),
+      }),
+    ),
+  ),
+});
+
+const IntOrString = z.union([z.number().int(), z.string()], { error: 'must be an integer or a port name' });
+
+const PolicyPort = z.strictObject({
+  protocol: opt(z.string()),
+  port: opt(IntOrString),
+  endPort: opt(z.number({ error: 'must be an integer' }).int({ error: 'must be an integer' })),
+});
+
+const Peer = z.strictObject({
+  podSelector: opt(Selector),
+  namespaceSelector: opt(Selector),
+  ipBlock: opt(
+    z.strictObject({
+      cidr: z.string({ error: 'required string' }),
+      except: opt(z.array(z.string())),
+    }),
+  ),
+});
+
+const PolicySpec = z.strictObject({
+  podSelector: opt(Selector),
+  policyTypes: opt(z.array(z.string())),
+  ingress: opt(
+    z.array(
+      z
+        .strictObject({
+          from: opt(z.array(Peer)),
+          /** the client-node TypeScript name of `from`, accepted for objects built in code */
+          _from: opt(z.array(Peer)),
+          ports: opt(z.array(PolicyPort)),
+        })
+        .refine((r) => r.from === undefined || r._from === undefined, {
+          message: 'may not specify both from and _from',
+          path: ['from'],
+        }),
+    ),
+  ),
+  egress: opt(z.array(z.strictObject({ to: opt(z.array(Peer)), ports: opt(z.array(PolicyPort)) }))),
+});
+
+const Metadata = z.looseObject({
+  name: z.string({ error: 'required string' }),
+  namespace: opt(z.string()),
+  labels: opt(stringMap),
+});
+
+const NetworkPolicySchema = z.looseObject({
+  apiVersion: z.string(),
+  kind: z.literal('NetworkPolicy'),
+  metadata: Metadata,
+  spec: opt(PolicySpec),
+});
+
+const ContainerSchema = z.looseObject({
+  name: opt(z.string()),
+  restartPolicy: opt(z.string()),
+  ports: opt(
+    z.array(
+      z.looseObject({
+        containerPort: z.number({ error: 'required integer' }).int({ error: 'must be an integer' }),
+        name: opt(z.string()),
+        protocol: opt(z.string()),
+      }),
+    ),
+  ),
+});
+
+const PodSchema = z.looseObject({
+  apiVersion: z.string(),
+  kind: z.literal('Pod'),
+  metadata: Metadata,
+  spec: opt(
+    z.looseObject({
+      containers: opt(z.array(ContainerSchema)),
+      initContainers: opt(z.array(ContainerSchema)),
+      hostNetwork: opt(z.boolean()),
+    }),
+  ),
+  status: opt(
+    z.looseObject({
+      podIP: opt(z.string()),
+      podIPs: opt(z.array(z.looseObject({ ip: z.string() }))),
+    }),
+  ),
+});
+
+const NamespaceSchema = z.looseObject({
+  apiVersion: z.string(),
+  kind: z.literal('Namespace'),
+  metadata: z.looseObject({ name: z.string({ error: 'required string' }), labels: opt(stringMap) }),
+});
+
+const API_VERSIONS: Record<string, string> = {
+  Namespace: 'v1',
+  Pod: 'v1',
+  NetworkPolicy: 'networking.k8s.io/v1',
+};
+
+function zodPath(path: ReadonlyArray<PropertyKey>): string {
+  let s = '';
+  for (const p of path) {
+    if (typeof p === 'number') s += `[${p}]`;
+    else s += (s ? '.' : '') + String(p);
+  }
+  return s;
+}
+
+function zodIssues(err: z.ZodError): FieldIssue[] {
+  return err.issues.map((i) => {
+    const field = zodPath(i.path);
+    if (i.code === 'unrecognized_keys') {
+      const keys = (i as { keys: string[] }).keys;
+      return {
+        field,
+        message: `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}`,
+      };
+    }
+    if (i.code === 'invalid_type' && (i as { input?: unknown }).input === undefined)
+      return { field, message: 'required field is missing' };
+    return { field, message: i.message };
+  });
+}
+
+// ---- meaning (the API server's validation) ---------------------------------
+
+function checkProtocol(p: string | undefined, field: string, out: FieldIssue[]): void {
+  if (p !== undefined && !(K8S_PROTOCOLS as readonly string[]).includes(p))
+    out.push({ field, message: `unsupported protocol "${p}": supported values are "TCP", "UDP", "SCTP"` });
+}
+
+function validatePolicyPort(p: V1NetworkPolicyPort, field: string, out: FieldIssue[]): void {
+  checkProtocol(p.protocol, `${field}.protocol`, out);
+  if (typeof p.port === 'number') {
+    if (p.port < 1 || p.port > 65535)
+      out.push({ field: `${field}.port`, message: `${p.port} is not a valid port number (1-65535)` });
+  } else if (typeof p.port === 'string') {
+    const e = checkPortName(p.port);
+    if (e) out.push({ field: `${field}.port`, message: `invalid port name: ${e}` });
+  }
+  if (p.endPort !== undefined) {
+    if (p.port === undefined)
+      out.push({ field: `${field}.endPort`, message: 'may not be specified when `port` is not specified' });
+    else if (typeof p.port === 'string')
+      out.push({ field: `${field}.endPort`, message: 'may not be specified when `port` is a named port' });
+    else if (p.endPort < p.port)
+      out.push({ field: `${field}.endPort`, message: `must be greater than or equal to \`port\` (${p.endPort} < ${p.port})` });
+    if (p.endPort < 1 || p.endPort > 65535)
+      out.push({ field: `${field}.endPort`, message: `${p.endPort} is not a valid port number (1-65535)` });
+  }
+}
+
+function validatePeer(peer: V1NetworkPolicyPeer, field: string, out: FieldIssue[]): void {
+  let n = 0;
+  if (peer.podSelector) {
+    n++;
+    out.push(...validateSelector(peer.podSelector, `${field}.podSelector`));
+  }
+  if (peer.namespaceSelector) {
+    n++;
+    out.push(...validateSelector(peer.namespaceSelector, `${field}.namespaceSelector`));
+  }
+  if (peer.ipBlock) {
+    n++;
+    const f = `${field}.ipBlock`;
+    const c = parseCidr(peer.ipBlock.cidr);
+    if (!c) out.push({ field: `${f}.cidr`, message: `"${peer.ipBlock.cidr}" is not a valid CIDR` });
+    (peer.ipBlock.except ?? []).forEach((e, i) => {
+      const x = parseCidr(e);
+      if (!x) out.push({ field: `${f}.except[${i}]`, message: `"${e}" is not a valid CIDR` });
+      else if (c && (!cidrCovers(c, x) || x.prefix <= c.prefix))
+        out.push({
+          field: `${f}.except[${i}]`,
+          message: `"${e}" must be a strict subset of cidr "${peer.ipBlock!.cidr}"`,
+        });
+    });
+  }
+  if (n === 0) out.push({ field, message: 'must specify a peer (podSelector, namespaceSelector or ipBlock)' });
+  else if (n > 1 && peer.ipBlock) out.push({ field, message: 'may not specify both ipBlock and another peer' });
+}
+
+function validatePolicySpec(spec: V1NetworkPolicySpec, out: FieldIssue[]): void {
+  if (spec.podSelector) out.push(...validateSelector(spec.podSelector, 'spec.podSelector'));
+  (spec.ingress ?? []).forEach((r, i) => {
+    (r.ports ?? []).forEach((p, j) => validatePolicyPort(p, `spec.ingress[${i}].ports[${j}]`, out));
+    (r._from ?? []).forEach((p, j) => validatePeer(p, `spec.ingress[${i}].from[${j}]`, out));
+  });
+  (spec.egress ?? []).forEach((r, i) => {
+    (r.ports ?? []).forEach((p, j) => validatePolicyPort(p, `spec.egress[${i}].ports[${j}]`, out));
+    (r.to ?? []).forEach((p, j) => validatePeer(p, `spec.egress[${i}].to[${j}]`, out));
+  });
+  const types = spec.policyTypes ?? [];
+  if (types.length > 2) out.push({ field: 'spec.policyTypes', message: 'may not specify more than two policyTypes' });
+  types.forEach((t, i) => {
+    if (t !== 'Ingress' && t !== 'Egress')
+      out.push({
+        field: `spec.policyTypes[${i}]`,
+        message: `unsupported value "${t}": supported values are "Ingress", "Egress"`,
+      });
+  });
+}
+
+/**
+ * The effective policy types: spec.policyTypes, or when omitted, Ingress plus
+ * Egress if the policy has at least one egress rule (the API server default).
+ */
+export function effectivePolicyTypes(spec: V1NetworkPolicySpec): { types: PolicyType[]; defaulted: boolean } {
+  if (spec.policyTypes && spec.policyTypes.length > 0) {
+    const types: PolicyType[] = [];
+    if (spec.policyTypes.includes('Ingress')) types.push('Ingress');
+    if (spec.policyTypes.includes('Egress')) types.push('Egress');
+    return { types, defaulted: false };
+  }
+  const types: PolicyType[] = ['Ingress'];
+  if ((spec.egress ?? []).length > 0) types.push('Egress');
+  return { types, defaulted: true };
+}
+
+// ---- building a cluster ------------------------------------------------------
+
+interface Located {
+  obj: unknown;
+  source: ObjectSource;
+}
+
+export function formatSource(s: ObjectSource): string | undefined {
+  const where: string[] = [];
+  if (s.document !== undefined) where.push(`document ${s.document}`);
+  if (s.item !== undefined) where.push(`items[${s.item}]`);
+  if (s.file === undefined && where.length === 0) return undefined;
+  if (s.file === undefined) return where.join(', ');
+  return where.length ? `${s.file} (${where.join(', ')})` : s.file;
+}
+
+function describe(obj: unknown): string {
+  if (typeof obj !== 'object' || obj === null) return 'document';
+  const o = obj as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
+  const kind = typeof o.kind === 'string' ? o.kind : 'object';
+  const name = typeof o.metadata?.name === 'string' ? o.metadata.name : '<unnamed>';
+  if (kind === 'Namespace') return `Namespace ${name}`;
+  const ns = typeof o.metadata?.namespace === 'string' ? o.metadata.namespace : 'default';
+  return `${kind} ${ns}/${name}`;
+}
+
+/**
+ * Parses one file's text: multi-document YAML, or JSON (one object, or an
+ * array of objects). Returns the top-level documents (null documents dropped).
+ */
+export function parseText(text: string, file?: string): Located[] {
+  const trimmed = text.trimStart();
+  if (trimmed.startsWith('{') || trimmed.startsWith('[')) {
+    try {
+      const v: unknown = JSON.parse(text);
+      if (Array.isArray(v)) return v.map((obj, i) => ({ obj, source: { file, item: i } }));
+      return [{ obj: v, source: { file } }];
+    } catch {
+      // not JSON after all: let the YAML parser report
+    }
+  }
+  const docs = parseAllDocuments(text, { prettyErrors: true });
+  const out: Located[] = [];
+  const issues: ValidationIssue[] = [];
+  const list = Array.isArray(docs) ? docs : [docs];
+  list.forEach((doc, i) => {
+    const source = { file, document: i + 1 };
+    if (doc.errors.length > 0) {
+      for (const e of doc.errors)
+        issues.push({ object: 'document', source: formatSource(source), field: '', message: `YAML: ${e.message}` });
+      return;
+    }
+    const obj: unknown = doc.toJS({ maxAliasCount: 1000 });
+    if (obj === null || obj === undefined) return;
+    out.push({ obj, source: list.length > 1 ? source : { file } });
+  });
+  if (issues.length > 0) throw new K8sInputError(issues);
+  return out;
+}
+
+export interface BuildOptions {
+  /** error (default) or let the later object replace the earlier one */
+  duplicates?: 'error' | 'replace';
+}
+
+/**
+ * Validates and normalises objects into a Cluster. Accepts Namespace, Pod,
+ * NetworkPolicy and lists of them (`kind: List` or any `*List` with items);
+ * other kinds are ignored with a warning. Throws K8sInputError listing every
+ * invalid field.
+ */
+export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions = {}): Cluster {
+  const located: Located[] = input.map((x) =>
+    typeof x === 'object' && x !== null && 'obj' in x && 'source' in x ? (x as Located) : { obj: x, source: {} },
+  );
+  const issues: ValidationIssue[] = [];
+  const warnings: string[] = [];
+  const namespaces = new Map<string, NamespaceInfo>();
+  const pods = new Map<string, PodInfo>();
+  const policies = new Map<string, PolicyInfo>();
+  const seen = new Map<string, string | undefined>();
+
+  const add = (issue: FieldIssue, obj: unknown, source: ObjectSource) =>
+    issues.push({ object: describe(obj), source: formatSource(source), ...issue });
+
+  const visit = ({ obj, source }: Located): void => {
+    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
+      add({ field: '', message: 'is not a Kubernetes object (expected a mapping with apiVersion and kind)' }, obj, source);
+      return;
+    }
+    const o = obj as Record<string, unknown>;
+    if (typeof o.kind !== 'string') {
+      add({ field: 'kind', message: 'required field is missing' }, obj, source);
+      return;
+    }
+    if (o.kind === 'List' || (o.kind.endsWith('List') && 'items' in o)) {
+      if (!Array.isArray(o.items)) {
+        add({ field: 'items', message: 'must be a list' }, obj, source);
+        return;
+      }
+      o.items.forEach((item, i) => visit({ obj: item, source: { ...source, item: i } }));
+      return;
+    }
+    const expected = API_VERSIONS[o.kind];
+    if (expected === undefined) {
+      warnings.push(`${formatSource(source) ? formatSource(source) + ': ' : ''}${describe(obj)}: kind ignored`);
+      return;
+    }
+    if (o.apiVersion !== expected) {
+      add(
+        {
+          field: 'apiVersion',
+          message:
+            o.apiVersion === undefined
+              ? `required field is missing (expected "${expected}")`
+              : `"${String(o.apiVersion)}" is not supported for ${o.kind} (expected "${expected}")`,
+        },
+        obj,
+        source,
+      );
+      return;
+    }
+    const local: FieldIssue[] = [];
+    let key: string | undefined;
+    if (o.kind === 'Namespace') {
+      const r = NamespaceSchema.safeParse(obj);
+      if (!r.success) return void zodIssues(r.error).forEach((i) => add(i, obj, source));
+      const ns = r.data;
+      const e = checkDns1123Label(ns.metadata.name);
+      if (e) local.push({ field: 'metadata.name', message: e });
+      local.push(...validateLabels(ns.metadata.labels, 'metadata.labels'));
+      const labels = { ...(ns.metadata.labels ?? {}) };
+      if (labels[NAMESPACE_NAME_LABEL] !== undefined && labels[NAMESPACE_NAME_LABEL] !== ns.metadata.name)
+        warnings.push(
+          `${describe(obj)}: label ${NAMESPACE_NAME_LABEL}="${labels[NAMESPACE_NAME_LABEL]}" replaced by "${ns.metadata.name}" (the API server sets it to the namespace name)`,
+        );
+      labels[NAMESPACE_NAME_LABEL] = ns.metadata.name;
+      key = `Namespace ${ns.metadata.name}`;
+      if (local.length === 0) namespaces.set(ns.metadata.name, { name: ns.metadata.name, labels, declared: true });
+    } else if (o.kind === 'Pod') {
+      const r = PodSchema.safeParse(obj);
+      if (!r.success) return void zodIssues(r.error).forEach((i) => add(i, obj, source));
+      const pod = r.data;
+      const namespace = pod.metadata.namespace ?? 'default';
+      checkMeta(pod.metadata.name, namespace, local);
+      local.push(...validateLabels(pod.metadata.labels, 'metadata.labels'));
+      const ports: ContainerPortInfo[] = [];
+      const names = new Map<string, string>();
+      const visitContainers = (list: z.infer<typeof ContainerSchema>[] | undefined, field: string, sidecarsOnly: boolean) =>
+        (list ?? []).forEach((c, ci) => {
+          if (sidecarsOnly && c.restartPolicy !== 'Always') return;
+          (c.ports ?? []).forEach((p, pi) => {
+            const f = `${field}[${ci}].ports[${pi}]`;
+            if (p.containerPort < 1 || p.containerPort > 65535)
+              local.push({ field: `${f}.containerPort`, message: `${p.containerPort} is not a valid port number (1-65535)` });
+            checkProtocol(p.protocol, `${f}.protocol`, local);
+            if (p.name !== undefined) {
+              const e = checkPortName(p.name);
+              if (e) local.push({ field: `${f}.name`, message: `invalid port name: ${e}` });
+              const prev = names.get(p.name);
+              if (prev) local.push({ field: `${f}.name`, message: `duplicate port name "${p.name}" (also ${prev})` });
+              names.set(p.name, f);
+            }
+            ports.push({
+              container: c.name ?? `#${ci}`,
+              ...(p.name !== undefined ? { name: p.name } : {}),
+              port: p.containerPort,
+              protocol: (p.protocol ?? 'TCP') as K8sProtocol,
+            });
+          });
+        });
+      visitContainers(pod.spec?.containers, 'spec.containers', false);
+      visitContainers(pod.spec?.initContainers, 'spec.initContainers', true);
+      const ips: string[] = [];
+      if (pod.status?.podIP !== undefined && pod.status.podIP !== '') {
+        if (!parseIp(pod.status.podIP)) local.push({ field: 'status.podIP', message: `"${pod.status.podIP}" is not a valid IP address` });
+        else ips.push(pod.status.podIP);
+      }
+      (pod.status?.podIPs ?? []).forEach((p, i) => {
+        if (!parseIp(p.ip)) local.push({ field: `status.podIPs[${i}].ip`, message: `"${p.ip}" is not a valid IP address` });
+        else if (!ips.includes(p.ip)) ips.push(p.ip);
+      });
+      key = `Pod ${namespace}/${pod.metadata.name}`;
+      if (local.length === 0)
+        pods.set(`${namespace}/${pod.metadata.name}`, {
+          key: `${namespace}/${pod.metadata.name}`,
+          namespace,
+          name: pod.metadata.name,
+          labels: { ...(pod.metadata.labels ?? {}) },
+          ...(ips[0] !== undefined ? { ip: ips[0] } : {}),
+          ips,
+          ports,
+          hostNetwork: pod.spec?.hostNetwork ?? false,
+        });
+    } else {
+      const r = NetworkPolicySchema.safeParse(obj);
+      if (!r.success) return void zodIssues(r.error).forEach((i) => add(i, obj, source));
+      const np = r.data;
+      const namespace = np.metadata.namespace ?? 'default';
+      checkMeta(np.metadata.name, namespace, local);
+      const spec = toV1Spec(np.spec ?? {});
+      validatePolicySpec(spec, local);
+      key = `NetworkPolicy ${namespace}/${np.metadata.name}`;
+      if (local.length === 0) {
+        const { types, defaulted } = effectivePolicyTypes(spec);
+        policies.set(`${namespace}/${np.metadata.name}`, {
+          key: `${namespace}/${np.metadata.name}`,
+          namespace,
+          name: np.metadata.name,
+          podSelector: spec.podSelector ?? {},
+          policyTypes: types,
+          policyTypesDefaulted: defaulted,
+          ingress: spec.ingress ?? [],
+          egress: spec.egress ?? [],
+        });
+      }
+    }
+    for (const i of local) add(i, obj, source);
+    if (key !== undefined) {
+      if (seen.has(key) && (opts.duplicates ?? 'error') === 'error')
+        add({ field: 'metadata.name', message: `duplicate object (first defined in ${seen.get(key) ?? 'the input'})` }, obj, source);
+      seen.set(key, formatSource(source));
+    }
+  };
+
+  for (const l of located) visit(l);
+  if (issues.length > 0) throw new K8sInputError(issues);
+
+  // namespaces referenced but not given: the API server would have them with their name label
+  const refer = (ns: string, by: string) => {
+    if (namespaces.has(ns)) return;
+    namespaces.set(ns, { name: ns, labels: { [NAMESPACE_NAME_LABEL]: ns }, declared: false });
+    warnings.push(`namespace ${ns} (used by ${by}) has no Namespace object: assuming only the label ${NAMESPACE_NAME_LABEL}=${ns}`);
+  };
+  for (const p of pods.values()) refer(p.namespace, `Pod ${p.key}`);
+  for (const p of policies.values()) refer(p.namespace, `NetworkPolicy ${p.key}`);
+
+  const sortedPods = [...pods.values()].sort((a, b) =>
+    a.namespace === b.namespace ? cmp(a.name, b.name) : cmp(a.namespace, b.namespace),
+  );
+  return { namespaces, pods: sortedPods, policies: [...policies.values()], warnings };
+}
+
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+function checkMeta(name: string, namespace: string, out: FieldIssue[]): void {
+  const e = checkDns1123Subdomain(name);
+  if (e) out.push({ field: 'metadata.name', message: e });
+  const n = checkDns1123Label(namespace);
+  if (n) out.push({ field: 'metadata.namespace', message: n });
+}
+
+type ParsedSpec = z.infer<typeof PolicySpec>;
+
+/** zod's output → the client-node types (same JSON names, except `from`, which the client calls `_from`). */
+function toV1Spec(s: Partial<ParsedSpec>): V1NetworkPolicySpec {
+  const sel = (x: z.infer<typeof Selector> | undefined): V1LabelSelector | undefined =>
+    x === undefined
+      ? undefined
+      : {
+          ...(x.matchLabels !== undefined ? { matchLabels: x.matchLabels } : {}),
+          ...(x.matchExpressions !== undefined
+            ? {
+                matchExpressions: x.matchExpressions.map((r) => ({
+                  key: r.key,
+                  operator: r.operator,
+                  ...(r.values !== undefined ? { values: r.values } : {}),
+                })),
+              }
+            : {}),
+        };
+  const peer = (p: z.infer<typeof Peer>): V1NetworkPolicyPeer => ({
+    ...(p.podSelector !== undefined ? { podSelector: sel(p.podSelector)! } : {}),
+    ...(p.namespaceSelector !== undefined ? { namespaceSelector: sel(p.namespaceSelector)! } : {}),
+    ...(p.ipBlock !== undefined
+      ? { ipBlock: { cidr: p.ipBlock.cidr, ...(p.ipBlock.except !== undefined ? { except: p.ipBlock.except } : {}) } }
+      : {}),
+  });
+  const port = (p: z.infer<typeof PolicyPort>): V1NetworkPolicyPort => ({
+    ...(p.protocol !== undefined ? { protocol: p.protocol } : {}),
+    ...(p.port !== undefined ? { port: p.port } : {}),
+    ...(p.endPort !== undefined ? { endPort: p.endPort } : {}),
+  });
+  return {
+    ...(s.podSelector !== undefined ? { podSelector: sel(s.podSelector)! } : {}),
+    ...(s.policyTypes !== undefined ? { policyTypes: s.policyTypes } : {}),
+    ...(s.ingress !== undefined
+      ? {
+          ingress: s.ingress.map((r) => ({
+            ...((r.from ?? r._from) !== undefined ? { _from: (r.from ?? r._from)!.map(peer) } : {}),
+            ...(r.ports !== undefined ? { ports: r.ports.map(port) } : {}),
+          })),
+        }
+      : {}),
+    ...(s.egress !== undefined
+      ? {
+          egress: s.egress.map((r) => ({
+            ...(r.to !== undefined ? { to: r.to.map(peer) } : {}),
+            ...(r.ports !== undefined ? { ports: r.ports.map(port) } : {}),
+          })),
+        }
+      : {}),
+  };
+}
+
+/** Parses texts (YAML or JSON) and builds a cluster. */
+export function loadCluster(texts: Array<{ text: string; file?: string }>, opts: BuildOptions = {}): Cluster {
+  const located: Located[] = [];
+  const issues: ValidationIssue[] = [];
+  for (const t of texts) {
+    try {
+      located.push(...parseText(t.text, t.file));
+    } catch (e) {
+      if (e instanceof K8sInputError) issues.push(...e.issues);
+      else throw e;
+    }
+  }
+  if (issues.length > 0) throw new K8sInputError(issues);
+  return buildCluster(located, opts);
+}
+
+/** Reads files and builds a cluster. */
+export async function readCluster(paths: string[], opts: BuildOptions = {}): Promise<Cluster> {
+  const texts = await Promise.all(
+    paths.map(async (file) => {
+      try {
+        return { text: await readFile(file, 'utf8'), file };
+      } catch (e) {
+        throw new K8sInputError([
+          { object: 'file', source: file, field: '', message: `cannot read: ${(e as Error).message}` },
+        ]);
+      }
+    }),
+  );
+  return loadCluster(texts, opts);
+}
+
+/** The peers of a rule: `from` of an ingress rule, `to` of an egress rule (undefined when missing). */
+export function rulePeers(
+  rule: V1NetworkPolicyIngressRule | V1NetworkPolicyEgressRule,
+): V1NetworkPolicyPeer[] | undefined {
+  return '_from' in rule ? rule._from : 'to' in rule ? (rule as V1NetworkPolicyEgressRule).to : undefined;
+}
+
+/** Finds a pod by "ns/name" (or "name" for the default namespace). */
+export function findPod(cluster: Cluster, ref: string): PodInfo | undefined {
+  const key = ref.includes('/') ? ref : `default/${ref}`;
+  return cluster.pods.find((p) => p.key === key);
+}
+
+export function isProtocol(p: string): p is K8sProtocol {
+  return (K8S_PROTOCOLS as readonly string[]).includes(p);
+}
