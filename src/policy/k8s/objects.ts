@@ -137,71 +137,86 @@ export type K8sObject = V1Namespace | V1Pod | V1NetworkPolicy;
 const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? undefined);
 const stringMap = z.record(z.string(), z.string({ error: 'must be a string' }));
 
-const Selector = z.strictObject({
-  matchLabels: opt(stringMap),
-  matchExpressions: opt(
-    z.array(
-      z.strictObject({
-        key: z.string({ error: 'required string' }),
-        operator: z.string({ error: 'required string' }),
-        values: opt(z.array(z.string())),
-      }),
-    ),
-  ),
-});
-
-const IntOrString = z.union([z.number().int(), z.string()], { error: 'must be an integer or a port name' });
-
-const PolicyPort = z.strictObject({
-  protocol: opt(z.string()),
-  port: opt(IntOrString),
-  endPort: opt(z.number({ error: 'must be an integer' }).int({ error: 'must be an integer' })),
-});
-
-const Peer = z.strictObject({
-  podSelector: opt(Selector),
-  namespaceSelector: opt(Selector),
-  ipBlock: opt(
-    z.strictObject({
-      cidr: z.string({ error: 'required string' }),
-      except: opt(z.array(z.string())),
-    }),
-  ),
-});
-
-const PolicySpec = z.strictObject({
-  podSelector: opt(Selector),
-  policyTypes: opt(z.array(z.string())),
-  ingress: opt(
-    z.array(
-      z
-        .strictObject({
-          from: opt(z.array(Peer)),
-          /** the client-node TypeScript name of `from`, accepted for objects built in code */
-          _from: opt(z.array(Peer)),
-          ports: opt(z.array(PolicyPort)),
-        })
-        .refine((r) => r.from === undefined || r._from === undefined, {
-          message: 'may not specify both from and _from',
-          path: ['from'],
-        }),
-    ),
-  ),
-  egress: opt(z.array(z.strictObject({ to: opt(z.array(Peer)), ports: opt(z.array(PolicyPort)) }))),
-});
-
 const Metadata = z.looseObject({
   name: z.string({ error: 'required string' }),
   namespace: opt(z.string()),
   labels: opt(stringMap),
 });
 
-const NetworkPolicySchema = z.looseObject({
-  apiVersion: z.string(),
-  kind: z.literal('NetworkPolicy'),
-  metadata: Metadata,
-  spec: opt(PolicySpec),
-});
+/**
+ * The NetworkPolicy schemas, strict (unknown fields are errors, as with
+ * kubectl's strict field validation) or lenient (unknown fields dropped, used
+ * to go on validating the rest of an object that has unknown fields).
+ */
+function policySchemas(strict: boolean) {
+  const obj = <S extends z.ZodRawShape>(shape: S) => (strict ? z.strictObject(shape) : z.object(shape));
+  const Selector = obj({
+    matchLabels: opt(stringMap),
+    matchExpressions: opt(
+      z.array(
+        obj({
+          key: z.string({ error: 'required string' }),
+          operator: z.string({ error: 'required string' }),
+          values: opt(z.array(z.string())),
+        }),
+      ),
+    ),
+  });
+
+  const IntOrString = z.union([z.number().int(), z.string()], { error: 'must be an integer or a port name' });
+
+  const PolicyPort = obj({
+    protocol: opt(z.string()),
+    port: opt(IntOrString),
+    endPort: opt(z.number({ error: 'must be an integer' }).int({ error: 'must be an integer' })),
+  });
+
+  const Peer = obj({
+    podSelector: opt(Selector),
+    namespaceSelector: opt(Selector),
+    ipBlock: opt(
+      obj({
+        cidr: z.string({ error: 'required string' }),
+        except: opt(z.array(z.string())),
+      }),
+    ),
+  });
+
+  const PolicySpec = obj({
+    podSelector: opt(Selector),
+    policyTypes: opt(z.array(z.string())),
+    ingress: opt(
+      z.array(
+        obj({
+          from: opt(z.array(Peer)),
+            /** the client-node TypeScript name of `from`, accepted for objects built in code */
+            _from: opt(z.array(Peer)),
+            ports: opt(z.array(PolicyPort)),
+          })
+          .refine((r) => r.from === undefined || r._from === undefined, {
+            message: 'may not specify both from and _from',
+            path: ['from'],
+          }),
+      ),
+    ),
+    egress: opt(z.array(obj({ to: opt(z.array(Peer)), ports: opt(z.array(PolicyPort)) }))),
+  });
+
+  const NetworkPolicy = z.looseObject({
+    apiVersion: z.string(),
+    kind: z.literal('NetworkPolicy'),
+    metadata: Metadata,
+    spec: opt(PolicySpec),
+  });
+  return { Selector, PolicyPort, Peer, PolicySpec, NetworkPolicy };
+}
+
+const STRICT = policySchemas(true);
+const LENIENT = policySchemas(false);
+type Selector = z.infer<typeof STRICT.Selector>;
+type Peer = z.infer<typeof STRICT.Peer>;
+type PolicyPort = z.infer<typeof STRICT.PolicyPort>;
+type PolicySpec = z.infer<typeof STRICT.PolicySpec>;
 
 const ContainerSchema = z.looseObject({
   name: opt(z.string()),
@@ -562,8 +577,14 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
           hostNetwork: pod.spec?.hostNetwork ?? false,
         });
     } else {
-      const r = NetworkPolicySchema.safeParse(obj);
-      if (!r.success) return void zodIssues(r.error).forEach((i) => add(i, obj, source));
+      let r = STRICT.NetworkPolicy.safeParse(obj);
+      if (!r.success) {
+        zodIssues(r.error).forEach((i) => add(i, obj, source));
+        // unknown fields only: report them, and go on validating the rest
+        if (!r.error.issues.every((i) => i.code === 'unrecognized_keys')) return;
+        r = LENIENT.NetworkPolicy.safeParse(obj);
+        if (!r.success) return;
+      }
       const np = r.data;
       const namespace = np.metadata.namespace ?? 'default';
       checkMeta(np.metadata.name, namespace, local);
@@ -619,11 +640,11 @@ function checkMeta(name: string, namespace: string, out: FieldIssue[]): void {
   if (n) out.push({ field: 'metadata.namespace', message: n });
 }
 
-type ParsedSpec = z.infer<typeof PolicySpec>;
+type ParsedSpec = PolicySpec;
 
 /** zod's output → the client-node types (same JSON names, except `from`, which the client calls `_from`). */
 function toV1Spec(s: Partial<ParsedSpec>): V1NetworkPolicySpec {
-  const sel = (x: z.infer<typeof Selector> | undefined): V1LabelSelector | undefined =>
+  const sel = (x: Selector | undefined): V1LabelSelector | undefined =>
     x === undefined
       ? undefined
       : {
@@ -638,14 +659,14 @@ function toV1Spec(s: Partial<ParsedSpec>): V1NetworkPolicySpec {
               }
             : {}),
         };
-  const peer = (p: z.infer<typeof Peer>): V1NetworkPolicyPeer => ({
+  const peer = (p: Peer): V1NetworkPolicyPeer => ({
     ...(p.podSelector !== undefined ? { podSelector: sel(p.podSelector)! } : {}),
     ...(p.namespaceSelector !== undefined ? { namespaceSelector: sel(p.namespaceSelector)! } : {}),
     ...(p.ipBlock !== undefined
       ? { ipBlock: { cidr: p.ipBlock.cidr, ...(p.ipBlock.except !== undefined ? { except: p.ipBlock.except } : {}) } }
       : {}),
   });
-  const port = (p: z.infer<typeof PolicyPort>): V1NetworkPolicyPort => ({
+  const port = (p: PolicyPort): V1NetworkPolicyPort => ({
     ...(p.protocol !== undefined ? { protocol: p.protocol } : {}),
     ...(p.port !== undefined ? { port: p.port } : {}),
     ...(p.endPort !== undefined ? { endPort: p.endPort } : {}),
