@@ -135,10 +135,10 @@ export type K8sObject = V1Namespace | V1Pod | V1NetworkPolicy;
 
 /** null means absent in Kubernetes JSON */
 const opt = <T extends z.ZodType>(s: T) => s.nullish().transform((v) => v ?? undefined);
-const stringMap = z.record(z.string(), z.string({ error: 'must be a string' }));
+const stringMap = z.record(z.string(), z.string());
 
 const Metadata = z.looseObject({
-  name: z.string({ error: 'required string' }),
+  name: z.string(),
   namespace: opt(z.string()),
   labels: opt(stringMap),
 });
@@ -155,8 +155,8 @@ function policySchemas(strict: boolean) {
     matchExpressions: opt(
       z.array(
         obj({
-          key: z.string({ error: 'required string' }),
-          operator: z.string({ error: 'required string' }),
+          key: z.string(),
+          operator: z.string(),
           values: opt(z.array(z.string())),
         }),
       ),
@@ -168,7 +168,7 @@ function policySchemas(strict: boolean) {
   const PolicyPort = obj({
     protocol: opt(z.string()),
     port: opt(IntOrString),
-    endPort: opt(z.number({ error: 'must be an integer' }).int({ error: 'must be an integer' })),
+    endPort: opt(z.number().int({ error: 'must be an integer' })),
   });
 
   const Peer = obj({
@@ -176,7 +176,7 @@ function policySchemas(strict: boolean) {
     namespaceSelector: opt(Selector),
     ipBlock: opt(
       obj({
-        cidr: z.string({ error: 'required string' }),
+        cidr: z.string(),
         except: opt(z.array(z.string())),
       }),
     ),
@@ -224,7 +224,7 @@ const ContainerSchema = z.looseObject({
   ports: opt(
     z.array(
       z.looseObject({
-        containerPort: z.number({ error: 'required integer' }).int({ error: 'must be an integer' }),
+        containerPort: z.number().int({ error: 'must be an integer' }),
         name: opt(z.string()),
         protocol: opt(z.string()),
       }),
@@ -254,7 +254,7 @@ const PodSchema = z.looseObject({
 const NamespaceSchema = z.looseObject({
   apiVersion: z.string(),
   kind: z.literal('Namespace'),
-  metadata: z.looseObject({ name: z.string({ error: 'required string' }), labels: opt(stringMap) }),
+  metadata: z.looseObject({ name: z.string(), labels: opt(stringMap) }),
 });
 
 const API_VERSIONS: Record<string, string> = {
@@ -282,8 +282,8 @@ function zodIssues(err: z.ZodError): FieldIssue[] {
         message: `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}`,
       };
     }
-    if (i.code === 'invalid_type' && (i as { input?: unknown }).input === undefined)
-      return { field, message: 'required field is missing' };
+    const m = /^Invalid input: expected (\w+), received (\w+)$/.exec(i.message);
+    if (m) return { field, message: m[2] === 'undefined' ? 'required field is missing' : `expected ${m[1]}, got ${m[2]}` };
     return { field, message: i.message };
   });
 }
