@@ -87,8 +87,8 @@ export function registerK8s(program: Command): void {
   k8s
     .command('matrix')
     .description('reachability between all pods (rows: from, columns: to; "." allowed, "X" denied)')
-    .requiredOption('-f, --filename <files...>', 'YAML or JSON files with Namespace, Pod, NetworkPolicy objects')
-    .requiredOption('--port <port>', 'destination port (number, or a container port name resolved on each server)')
+    .option('-f, --filename <files...>', '(required) YAML or JSON files with Namespace, Pod, NetworkPolicy objects')
+    .option('--port <port>', '(required) destination port (number, or a container port name resolved on each server)')
     .option('--protocol <protocol>', 'TCP, UDP or SCTP', 'TCP')
     .option('-o, --output <format>', 'table, json or yaml', 'table')
     .action(async (o: CommonOpts & { port?: string; protocol?: string }) => {
@@ -107,10 +107,10 @@ export function registerK8s(program: Command): void {
   k8s
     .command('explain')
     .description('the verdict for one connection, and which policies and rules decided it')
-    .requiredOption('-f, --filename <files...>', 'YAML or JSON files with Namespace, Pod, NetworkPolicy objects')
-    .requiredOption('--from <pod>', 'client pod, namespace/name')
-    .requiredOption('--to <pod>', 'server pod, namespace/name (the connection goes to its IP)')
-    .requiredOption('--port <port>', 'destination port (number, or a container port name of the server)')
+    .option('-f, --filename <files...>', '(required) YAML or JSON files with Namespace, Pod, NetworkPolicy objects')
+    .option('--from <pod>', '(required) client pod, namespace/name')
+    .option('--to <pod>', '(required) server pod, namespace/name (the connection goes to its IP)')
+    .option('--port <port>', '(required) destination port (number, or a container port name of the server)')
     .option('--protocol <protocol>', 'TCP, UDP or SCTP', 'TCP')
     .option('-o, --output <format>', 'table, json or yaml', 'table')
     .action(async (o: CommonOpts & { from?: string; to?: string; port?: string; protocol?: string }) => {
@@ -130,7 +130,7 @@ export function registerK8s(program: Command): void {
   k8s
     .command('compile')
     .description("the policies compiled into Bastion's rule model, with the endpoint labels")
-    .requiredOption('-f, --filename <files...>', 'YAML or JSON files with Namespace, Pod, NetworkPolicy objects')
+    .option('-f, --filename <files...>', '(required) YAML or JSON files with Namespace, Pod, NetworkPolicy objects')
     .option('-o, --output <format>', 'table, json or yaml', 'table')
     .action(async (o: CommonOpts) => {
       const fmt = format(o);
