@@ -152,8 +152,8 @@ export class Evaluator {
     if (!serverIP) notes.push(`${to.key} has no IP (status.podIP): ipBlock peers cannot match it`);
     if (!clientIP)
       notes.push(`${from.key} has no IP${serverFamily ? ` of the server's family (IPv${serverFamily})` : ''}: ipBlock peers cannot match it`);
-    const egress = this.direction('egress', from, to, clientIP, serverIP, to, resolvedPort, protocol);
-    const ingress = this.direction('ingress', to, from, serverIP, clientIP, to, resolvedPort, protocol);
+    const egress = this.direction('egress', from, to, serverIP, to, resolvedPort, protocol);
+    const ingress = this.direction('ingress', to, from, clientIP, to, resolvedPort, protocol);
     return {
       from: from.key,
       to: to.key,
@@ -173,7 +173,7 @@ export class Evaluator {
     direction: Direction,
     subject: PodInfo,
     other: PodInfo,
-    _subjectIP: string | undefined,
+    /** the other side's address in this connection (what ipBlock peers match) */
     otherIP: string | undefined,
     server: PodInfo,
     port: number | undefined,
