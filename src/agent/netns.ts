@@ -1,0 +1,188 @@
+/**
+ * Finding a container's interface, and the host-side veth where its stack is
+ * attached, from the container's network namespace.
+ *
+ * This runs once per endpoint (not per packet or per policy update), so it
+ * uses iproute2's JSON output (`ip -j`) rather than a netlink client: named
+ * namespaces through `ip -n NAME`, namespace paths (/proc/PID/ns/net, Docker's
+ * /run/docker/netns/ID) through `nsenter --net=PATH ip ...`. Commands are run
+ * with execFile: no shell, arguments never interpreted.
+ */
+import { execFile } from 'node:child_process';
+import { access } from 'node:fs/promises';
+import type { NetnsRef } from '../manager/endpoint.js';
+
+/** What discovery learns about one container interface. */
+export interface DiscoveredInterface {
+  /** the container-side interface's first global IPv4 address */
+  ipv4: string;
+  prefixLen: number;
+  /** the container-side MAC */
+  mac: string;
+  /** ifindex of the interface inside the container's namespace */
+  ifindex: number;
+  /** ifindex of the host-side veth, in the agent's namespace (where tc programs go) */
+  peerIfindex: number;
+  hostIfname: string;
+  /** the bridge the host-side veth is enslaved to, if any */
+  bridge?: string;
+  /** MAC the container must reach its gateway at: the bridge's, or the host veth's when there is no bridge */
+  gwMac: string;
+  /** the container's default gateway, if it has a default route */
+  gateway?: string;
+}
+
+const IP_TIMEOUT_MS = 10_000;
+
+/** How to name a namespace in messages: its name, or its path. */
+export function netnsLabel(ref: NetnsRef): string {
+  return ref.kind === 'name' ? ref.name : ref.path;
+}
+
+/** The path of the namespace file, checked to exist. */
+async function netnsPath(ref: NetnsRef): Promise<string> {
+  if (ref.kind === 'name' && (ref.name === '' || ref.name.includes('/') || ref.name === '.' || ref.name === '..')) {
+    throw new Error(`invalid netns name ${JSON.stringify(ref.name)}`);
+  }
+  const path = ref.kind === 'name' ? `/run/netns/${ref.name}` : ref.path;
+  try {
+    await access(path);
+  } catch {
+    throw new Error(`netns ${netnsLabel(ref)} not found`);
+  }
+  return path;
+}
+
+export class CommandError extends Error {
+  constructor(
+    message: string,
+    readonly stderr: string,
+    readonly exitCode: number | null,
+  ) {
+    super(message);
+    this.name = 'CommandError';
+  }
+}
+
+function run(cmd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { timeout: IP_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) {
+        const code = typeof err.code === 'number' ? err.code : null;
+        const detail = String(stderr).trim() || err.message;
+        reject(new CommandError(`${cmd} ${args.join(' ')}: ${detail}`, String(stderr), code));
+      } else {
+        resolve(String(stdout));
+      }
+    });
+  });
+}
+
+/**
+ * Runs `ip -j ARGS` in the agent's namespace (no `ns`) or in `ns`, and
+ * parses its JSON. An empty output (e.g. no default route) is [].
+ */
+export async function ipJson<T = unknown>(args: string[], ns?: NetnsRef): Promise<T[]> {
+  let out: string;
+  if (!ns) out = await run('ip', ['-j', ...args]);
+  else if (ns.kind === 'name') out = await run('ip', ['-n', ns.name, '-j', ...args]);
+  else out = await run('nsenter', [`--net=${ns.path}`, 'ip', '-j', ...args]);
+  const trimmed = out.trim();
+  if (!trimmed) return [];
+  return JSON.parse(trimmed) as T[];
+}
+
+/** The fields of `ip -j -d link` we use. */
+export interface IpLink {
+  ifindex: number;
+  ifname: string;
+  address?: string;
+  /** peer ifindex (veth) in the namespace `link_netnsid` designates */
+  link_index?: number;
+  /** present when the peer lives in another namespace */
+  link_netnsid?: number;
+  /** peer name, when the peer is in the same namespace */
+  link?: string;
+  master?: string;
+  flags?: string[];
+  linkinfo?: { info_kind?: string; info_slave_kind?: string };
+}
+
+interface IpAddr extends IpLink {
+  addr_info?: Array<{ family: string; local: string; prefixlen: number; scope?: string }>;
+}
+
+interface IpRoute {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+}
+
+/**
+ * Discovers `ifname` in the namespace `ref` and its host-side veth peer.
+ * Errors name the namespace and the interface: "netns web not found",
+ * "interface eth0 not found in netns web", "eth0 in netns web is not a veth".
+ */
+export async function discoverInterface(ref: NetnsRef, ifname: string): Promise<DiscoveredInterface> {
+  const label = netnsLabel(ref);
+  await netnsPath(ref);
+
+  let links: IpAddr[];
+  try {
+    links = await ipJson<IpAddr>(['-d', 'addr', 'show', 'dev', ifname], ref);
+  } catch (e) {
+    const stderr = e instanceof CommandError ? e.stderr : '';
+    if (/does not exist/i.test(stderr)) throw new Error(`interface ${ifname} not found in netns ${label}`);
+    if (/Cannot open network namespace|No such file/i.test(stderr)) throw new Error(`netns ${label} not found`);
+    throw new Error(`cannot inspect ${ifname} in netns ${label}: ${(e as Error).message}`);
+  }
+  const link = links[0];
+  if (!link) throw new Error(`interface ${ifname} not found in netns ${label}`);
+
+  const kind = link.linkinfo?.info_kind;
+  if (kind !== 'veth') throw new Error(`${ifname} in netns ${label} is not a veth (${kind ? `it is a ${kind}` : 'no link kind'})`);
+  if (link.link_index === undefined || link.link_netnsid === undefined) {
+    throw new Error(`the veth peer of ${ifname} in netns ${label} is in the same namespace, not on the host`);
+  }
+  if (!link.address) throw new Error(`${ifname} in netns ${label} has no MAC address`);
+
+  const inet = (link.addr_info ?? []).filter((a) => a.family === 'inet');
+  const addr = inet.find((a) => a.scope === undefined || a.scope === 'global') ?? inet[0];
+  if (!addr) throw new Error(`${ifname} in netns ${label} has no IPv4 address`);
+
+  // The peer's ifindex is relative to the peer's namespace; check that the
+  // interface with that index here really is the other end of this veth.
+  const peerIfindex = link.link_index;
+  const hostLinks = await ipJson<IpLink>(['-d', 'link', 'show']);
+  const peer = hostLinks.find((l) => l.ifindex === peerIfindex);
+  if (!peer || peer.linkinfo?.info_kind !== 'veth' || peer.link_index !== link.ifindex || peer.link_netnsid === undefined) {
+    throw new Error(
+      `the veth peer of ${ifname} in netns ${label} (ifindex ${peerIfindex}) is not in the agent's network namespace`,
+    );
+  }
+
+  let gwMac = peer.address;
+  let bridge: string | undefined;
+  if (peer.master) {
+    bridge = peer.master;
+    const br = hostLinks.find((l) => l.ifname === peer.master);
+    if (!br?.address) throw new Error(`bridge ${peer.master} of ${peer.ifname} not found`);
+    gwMac = br.address;
+  }
+  if (!gwMac) throw new Error(`host-side veth ${peer.ifname} has no MAC address`);
+
+  const routes = await ipJson<IpRoute>(['-4', 'route', 'show', 'default'], ref);
+  const gateway = routes.find((r) => r.gateway)?.gateway;
+
+  return {
+    ipv4: addr.local,
+    prefixLen: addr.prefixlen,
+    mac: link.address.toLowerCase(),
+    ifindex: link.ifindex,
+    peerIfindex,
+    hostIfname: peer.ifname,
+    ...(bridge ? { bridge } : {}),
+    gwMac: gwMac.toLowerCase(),
+    ...(gateway ? { gateway } : {}),
+  };
+}
