@@ -1,0 +1,667 @@
+/**
+ * Bastion's own configuration file (YAML): containers to protect (optional
+ * when a platform such as Docker supplies them) and policies between them.
+ *
+ *   mode: enforce                # or audit
+ *   containers:
+ *     - name: web
+ *       netns: web               # a name under /run/netns, or a path (/proc/1234/ns/net)
+ *       interface: eth0          # default eth0
+ *       labels: { app: web }
+ *       mode: audit              # optional per-container override
+ *   policies:
+ *     - name: web-to-api
+ *       from: { app: web }       # a label selector, host, or { cidr: ..., except: [...] }
+ *       to: { app: api }         # a label selector, host, or { cidr: ..., except: [...] }
+ *       ports: [ "8080/tcp", "9000-9010/udp", "icmp" ]   # omitted: every protocol and port
+ *
+ * Validation is complete (every error, not just the first; unknown fields
+ * rejected) and every error names the file, the field and the object:
+ *   config.yaml: policies[1] (web-to-api).ports[0]: "80/tcpx" is not a port: ...
+ * Decisions the format leaves open are in docs/policy.md.
+ *
+ * Everything here is pure except loadConfigFile, which only reads the file.
+ */
+import { readFile } from 'node:fs/promises';
+import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
+import { z } from 'zod';
+import type { LabelSelector, LabelSelectorRequirement, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
+import { BUILTIN_LABELS } from './model.js';
+import { closest, formatConfigError, type ConfigError } from './errors.js';
+import { checkLabelValue, fieldPath, formatSelector, matches, validateLabels, validateSelector } from './selector.js';
+import { parsePortSpec } from './ports.js';
+import { cidrCovers, formatCidr, isIpv6Text, parseCidr4, parseIpv4 } from './compile.js';
+
+export { formatConfigError, type ConfigError } from './errors.js';
+
+// ================================================================= types
+
+export interface ContainerConfig {
+  name: string;
+  /** a name under /run/netns, or an absolute path */
+  netns: string;
+  /** container-side interface, default eth0 */
+  interface: string;
+  /** the user's labels (without the built-in ones; see containerLabels) */
+  labels: Record<string, string>;
+  mode?: Mode;
+}
+
+/** One end of a policy. */
+export type PolicyEnd =
+  | { kind: 'host' }
+  | { kind: 'endpoints'; selector: LabelSelector }
+  | { kind: 'cidr'; cidr: string; except?: string[] };
+
+export interface PolicyConfig {
+  name: string;
+  from: PolicyEnd;
+  to: PolicyEnd;
+  /** undefined: every protocol and port */
+  ports?: PortRange[];
+}
+
+export interface BastionConfig {
+  mode: Mode;
+  /** undefined when the file lists none (a platform supplies them) */
+  containers?: ContainerConfig[];
+  policies: PolicyConfig[];
+}
+
+export type ConfigParseResult = { ok: true; config: BastionConfig } | { ok: false; errors: ConfigError[] };
+
+export interface ParseOptions {
+  /** no platform supplies containers: the file must list them */
+  containersRequired?: boolean;
+}
+
+export const RESERVED_LABEL_PREFIX = 'bastion.io/';
+
+const ROOT_FIELDS = ['mode', 'containers', 'policies'];
+const CONTAINER_FIELDS = ['name', 'netns', 'interface', 'labels', 'mode'];
+const POLICY_FIELDS = ['name', 'from', 'to', 'ports'];
+const CIDR_FIELDS = ['cidr', 'except'];
+const K8S_SELECTOR_FIELDS = ['matchLabels', 'matchExpressions'];
+const REQUIREMENT_FIELDS = ['key', 'operator', 'values'];
+
+// ============================================================== schemas
+
+type Seg = string | number;
+
+/** Where a refinement reports its issues (zod's context), counting them. */
+class Sink {
+  n = 0;
+  constructor(private readonly ctx: { addIssue(i: { code: 'custom'; message: string; path: Seg[] }): void }) {}
+  add(message: string, path: Seg[] = []): void {
+    this.n++;
+    this.ctx.addIssue({ code: 'custom', message, path });
+  }
+}
+type Ctx = Sink;
+
+function issue(ctx: Ctx, message: string, path: Seg[] = []): void {
+  ctx.add(message, path);
+}
+
+const OBJECT_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+const containerName = z.string().superRefine((v, zctx) => {
+  const ctx = new Sink(zctx);
+  if (v.length === 0) issue(ctx, 'must not be empty');
+  else if (v.length > 63) issue(ctx, `must be no more than 63 characters (is ${v.length})`);
+  else if (!OBJECT_NAME.test(v))
+    issue(ctx, `"${v}" is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
+});
+
+const policyName = z.string().superRefine((v, zctx) => {
+  const ctx = new Sink(zctx);
+  if (v.length === 0) issue(ctx, 'must not be empty');
+  else if (v.length > 253) issue(ctx, `must be no more than 253 characters (is ${v.length})`);
+  else if (!OBJECT_NAME.test(v))
+    issue(ctx, `"${v}" is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
+});
+
+const netnsField = z.string().superRefine((v, zctx) => {
+  const ctx = new Sink(zctx);
+  if (v.length === 0) issue(ctx, 'must not be empty');
+  else if (v.includes('\0')) issue(ctx, 'must not contain NUL');
+  else if (v.includes('/')) {
+    if (!v.startsWith('/')) issue(ctx, `"${v}" is neither a name under /run/netns nor an absolute path`);
+  } else if (v === '.' || v === '..' || /\s/.test(v) || v.length > 255) {
+    issue(ctx, `"${v}" is not a valid network namespace name`);
+  }
+});
+
+const interfaceField = z.string().superRefine((v, zctx) => {
+  const ctx = new Sink(zctx);
+  if (v.length === 0 || v.length > 15 || v === '.' || v === '..' || /[/:\s]/.test(v))
+    issue(ctx, `"${v}" is not a valid interface name (1 to 15 characters, no '/', ':' or spaces)`);
+});
+
+const labelsField = z.record(z.string(), z.unknown()).superRefine((labels, zctx) => {
+  const ctx = new Sink(zctx);
+  for (const i of validateLabels(labels)) issue(ctx, i.message, pathSegs(i.path));
+  for (const k of Object.keys(labels))
+    if (k.startsWith(RESERVED_LABEL_PREFIX)) issue(ctx, `label keys under "${RESERVED_LABEL_PREFIX}" are reserved for Bastion`, [k]);
+});
+
+/** "matchLabels.app" / 'matchLabels["a/b"]' / "matchExpressions[0].values" → segments */
+function pathSegs(p: string): Seg[] {
+  const out: Seg[] = [];
+  const re = /(?:^|\.)([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(p))) {
+    if (m[1] !== undefined) out.push(m[1]);
+    else if (m[2] !== undefined) out.push(Number(m[2]));
+    else out.push(JSON.parse(m[3]!) as string);
+  }
+  return out;
+}
+
+const containerSchema = z.strictObject({
+  name: containerName,
+  netns: netnsField,
+  interface: interfaceField.optional(),
+  labels: labelsField.optional(),
+  mode: z.enum(['enforce', 'audit']).optional(),
+});
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (isPlainObject(v)) return 'a mapping';
+  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
+  if (typeof v === 'number') return `the number ${v}`;
+  if (typeof v === 'boolean') return `the boolean ${v}`;
+  return typeof v;
+}
+
+function unknownFields(ctx: Ctx, obj: Record<string, unknown>, known: readonly string[], base: Seg[] = []): void {
+  for (const k of Object.keys(obj)) {
+    if (known.includes(k)) continue;
+    const hint = closest(k, known);
+    issue(ctx, `unknown field "${k}"${hint ? ` (did you mean "${hint}"?)` : ''}`, base);
+  }
+}
+
+/** Parses a CIDR text of the file: IPv4 only, no host bits set (a bare address is a /32). */
+function cidrText(ctx: Ctx, v: unknown, path: Seg[]): string | undefined {
+  if (typeof v !== 'string') {
+    issue(ctx, `expected a CIDR such as "10.0.0.0/8", got ${describe(v)}`, path);
+    return undefined;
+  }
+  if (isIpv6Text(v)) {
+    issue(ctx, `"${v}": IPv6 is not supported (Bastion protects IPv4 container networks)`, path);
+    return undefined;
+  }
+  const c = parseCidr4(v);
+  if (!c) {
+    issue(ctx, `"${v}" is not an IPv4 CIDR such as "10.0.0.0/8"`, path);
+    return undefined;
+  }
+  const slash = v.indexOf('/');
+  const ip = parseIpv4(slash < 0 ? v : v.slice(0, slash))!;
+  if (ip !== c.base) {
+    issue(ctx, `"${v}" has host bits set: did you mean "${formatCidr(c)}"?`, path);
+    return undefined;
+  }
+  return formatCidr(c);
+}
+
+function parseSelector(ctx: Ctx, v: Record<string, unknown>): LabelSelector | undefined {
+  const k8s = Object.keys(v).some((k) => K8S_SELECTOR_FIELDS.includes(k));
+  let ok = true;
+  let selector: LabelSelector;
+  if (!k8s) {
+    // a plain map: matchLabels
+    const iss = validateLabels(v);
+    for (const i of iss) issue(ctx, i.message, pathSegs(i.path));
+    if (iss.length) return undefined;
+    selector = Object.keys(v).length ? { matchLabels: { ...(v as Record<string, string>) } } : {};
+  } else {
+    const before = countIssues(ctx);
+    unknownFields(ctx, v, K8S_SELECTOR_FIELDS);
+    const ml = v.matchLabels;
+    const me = v.matchExpressions;
+    selector = {};
+    if (ml !== undefined) {
+      if (!isPlainObject(ml)) {
+        issue(ctx, `expected a mapping of labels, got ${describe(ml)}`, ['matchLabels']);
+        ok = false;
+      } else if (Object.keys(ml).length) selector.matchLabels = ml as Record<string, string>;
+    }
+    if (me !== undefined) {
+      if (!Array.isArray(me)) {
+        issue(ctx, `expected a list of requirements, got ${describe(me)}`, ['matchExpressions']);
+        ok = false;
+      } else {
+        const reqs: LabelSelectorRequirement[] = [];
+        me.forEach((r, i) => {
+          if (!isPlainObject(r)) {
+            issue(ctx, `expected a mapping with key, operator and values, got ${describe(r)}`, ['matchExpressions', i]);
+            ok = false;
+            return;
+          }
+          unknownFields(ctx, r, REQUIREMENT_FIELDS, ['matchExpressions', i]);
+          if (typeof r.key !== 'string') {
+            issue(ctx, r.key === undefined ? 'required' : `expected a string, got ${describe(r.key)}`, ['matchExpressions', i, 'key']);
+            ok = false;
+          }
+          if (typeof r.operator !== 'string') {
+            issue(ctx, r.operator === undefined ? 'required' : `expected a string, got ${describe(r.operator)}`, ['matchExpressions', i, 'operator']);
+            ok = false;
+          }
+          if (r.values !== undefined && (!Array.isArray(r.values) || r.values.some((x) => typeof x !== 'string'))) {
+            issue(ctx, `expected a list of strings, got ${describe(r.values)}`, ['matchExpressions', i, 'values']);
+            ok = false;
+          }
+          reqs.push({
+            key: r.key as string,
+            operator: r.operator as LabelSelectorRequirement['operator'],
+            ...(Array.isArray(r.values) ? { values: [...(r.values as string[])] } : {}),
+          });
+        });
+        if (reqs.length) selector.matchExpressions = reqs;
+      }
+    }
+    if (ok) for (const i of validateSelector(selector)) issue(ctx, i.message, pathSegs(i.path));
+    if (countIssues(ctx) !== before) return undefined;
+  }
+  return ok ? selector : undefined;
+}
+
+function countIssues(ctx: Ctx): number {
+  return ctx.n;
+}
+
+function policyEnd(containerNames: ReadonlySet<string>) {
+  return z.unknown().transform((v, zctx): PolicyEnd => {
+    const ctx = new Sink(zctx);
+    const fail = (m: string): PolicyEnd => {
+      issue(ctx, m);
+      return { kind: 'host' };
+    };
+    const expected = 'expected a label selector such as { app: web }, the word host, or { cidr: 10.0.0.0/8 }';
+    if (v === undefined) return fail(`required: ${expected}`);
+    if (typeof v === 'string') {
+      if (v === 'host') return { kind: 'host' };
+      if (containerNames.has(v)) return fail(`"${v}" is not a peer: to select the container ${v}, write { ${BUILTIN_LABELS.name}: ${v} }`);
+      return fail(`"${v}" is not a peer: ${expected}${v === 'any' || v === 'world' ? ` (everything outside is { cidr: 0.0.0.0/0 })` : ''}`);
+    }
+    if (!isPlainObject(v)) return fail(`${expected}, got ${describe(v)}`);
+    if (Object.hasOwn(v, 'cidr')) {
+      unknownFields(ctx, v, CIDR_FIELDS);
+      const cidr = cidrText(ctx, v.cidr, ['cidr']);
+      const except: string[] = [];
+      if (v.except !== undefined) {
+        if (!Array.isArray(v.except)) issue(ctx, `expected a list of CIDRs, got ${describe(v.except)}`, ['except']);
+        else
+          v.except.forEach((e, i) => {
+            const c = cidrText(ctx, e, ['except', i]);
+            if (c === undefined || cidr === undefined) return;
+            const outer = parseCidr4(cidr)!;
+            const inner = parseCidr4(c)!;
+            if (!cidrCovers(outer, inner) || inner.prefixLen === outer.prefixLen)
+              issue(ctx, `"${c}" is not strictly inside ${cidr}`, ['except', i]);
+            else if (except.includes(c)) issue(ctx, `"${c}" is listed twice`, ['except', i]);
+            else except.push(c);
+          });
+      }
+      if (countIssues(ctx) > 0) return { kind: 'host' };
+      return { kind: 'cidr', cidr: cidr!, ...(except.length ? { except } : {}) };
+    }
+    const selector = parseSelector(ctx, v);
+    if (!selector) return { kind: 'host' };
+    return { kind: 'endpoints', selector };
+  });
+}
+
+const portsField = z.unknown().transform((v, zctx): PortRange[] | undefined => {
+  const ctx = new Sink(zctx);
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v)) {
+    issue(ctx, `expected a list of ports such as [ "8080/tcp", "53/udp", "icmp" ], got ${describe(v)}`);
+    return undefined;
+  }
+  if (v.length === 0) {
+    issue(ctx, 'an empty list: omit "ports" to allow every protocol and port, or list the ports');
+    return undefined;
+  }
+  const out: PortRange[] = [];
+  const seen = new Set<string>();
+  v.forEach((spec, i) => {
+    const r = parsePortSpec(spec);
+    if (!r.ok) issue(ctx, r.message, [i]);
+    else {
+      const k = `${r.port.protocol}:${r.port.from}:${r.port.to}`;
+      if (!seen.has(k)) out.push(r.port);
+      seen.add(k);
+    }
+  });
+  return out;
+});
+
+function policySchema(containerNames: ReadonlySet<string>) {
+  return z.strictObject({
+    name: policyName,
+    from: policyEnd(containerNames),
+    to: policyEnd(containerNames),
+    ports: portsField.optional(),
+  });
+}
+
+const rootSchema = z.strictObject({
+  mode: z.enum(['enforce', 'audit']).optional(),
+  containers: z.array(z.unknown()).optional(),
+  policies: z.array(z.unknown()).optional(),
+});
+
+// ============================================================= parsing
+
+function segsToPath(segs: readonly Seg[]): string {
+  let p = '';
+  for (const s of segs) p = typeof s === 'number' ? `${p}[${s}]` : fieldPath(p, s);
+  return p;
+}
+
+class Collector {
+  readonly errors: ConfigError[] = [];
+  constructor(
+    private readonly file: string,
+    private readonly raw: unknown,
+    private readonly lineOf: (segs: Seg[]) => number | undefined,
+  ) {}
+
+  add(segs: Seg[], message: string): void {
+    const object = this.objectOf(segs);
+    const line = this.lineOf(segs);
+    this.errors.push({
+      file: this.file,
+      path: segsToPath(segs),
+      ...(object !== undefined ? { object } : {}),
+      ...(line !== undefined ? { line } : {}),
+      message,
+    });
+  }
+
+  private objectOf(segs: Seg[]): string | undefined {
+    if (segs.length < 2 || (segs[0] !== 'containers' && segs[0] !== 'policies') || typeof segs[1] !== 'number') return undefined;
+    const list = isPlainObject(this.raw) ? this.raw[segs[0]] : undefined;
+    const item = Array.isArray(list) ? list[segs[1]] : undefined;
+    const name = isPlainObject(item) ? item.name : undefined;
+    return typeof name === 'string' && name !== '' ? name : undefined;
+  }
+
+  zod(base: Seg[], err: z.ZodError, value: unknown, known: readonly string[]): void {
+    for (const i of err.issues) {
+      const segs = [...base, ...(i.path as Seg[])];
+      switch (i.code) {
+        case 'unrecognized_keys':
+          for (const k of i.keys) {
+            const hint = closest(k, known);
+            this.add(segs, `unknown field "${k}"${hint ? ` (did you mean "${hint}"?)` : ''}`);
+          }
+          break;
+        case 'invalid_type': {
+          const actual = valueAt(value, i.path as Seg[]);
+          if (actual === undefined) this.add(segs, 'required');
+          else this.add(segs, `expected ${article(i.expected)}, got ${describe(actual)}`);
+          break;
+        }
+        case 'invalid_value':
+          this.add(segs, `${JSON.stringify(valueAt(value, i.path as Seg[]))} is not one of: ${i.values.map(String).join(', ')}`);
+          break;
+        default:
+          this.add(segs, i.message);
+      }
+    }
+  }
+}
+
+function article(t: string): string {
+  if (t === 'array') return 'a list';
+  if (t === 'object' || t === 'record') return 'a mapping';
+  return /^[aeiou]/.test(t) ? `an ${t}` : `a ${t}`;
+}
+
+function valueAt(v: unknown, segs: readonly Seg[]): unknown {
+  let cur = v;
+  for (const s of segs) {
+    if (Array.isArray(cur) && typeof s === 'number') cur = cur[s];
+    else if (isPlainObject(cur) && typeof s === 'string' && Object.hasOwn(cur, s)) cur = cur[s];
+    else return undefined;
+  }
+  return cur;
+}
+
+/** A container's labels as an endpoint carries them: the user's, plus bastion.io/name. */
+export function containerLabels(c: { name: string; labels?: Record<string, string> }): Record<string, string> {
+  return { ...(c.labels ?? {}), [BUILTIN_LABELS.name]: c.name };
+}
+
+/**
+ * Parses and validates the text of a config file. `fileName` is only used
+ * in the errors. Collects every error.
+ */
+export function parseConfigText(text: string, fileName: string, opts: ParseOptions = {}): ConfigParseResult {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    return {
+      ok: false,
+      errors: doc.errors.map((e) => {
+        const line = e.linePos?.[0]?.line;
+        const col = e.linePos?.[0]?.col;
+        const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+        return {
+          file: fileName,
+          path: '',
+          ...(line !== undefined ? { line } : {}),
+          message: `YAML syntax error: ${msg}${col !== undefined ? ` (column ${col})` : ''}`,
+        };
+      }),
+    };
+  }
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    return { ok: false, errors: [{ file: fileName, path: '', message: `YAML error: ${(err as Error).message}` }] };
+  }
+  if (raw === null || raw === undefined) raw = {};
+
+  const lineOf = (segs: Seg[]): number | undefined => {
+    let node: unknown = doc.contents;
+    let line: number | undefined;
+    const lineAt = (n: unknown) => {
+      const r = (n as YamlNode | undefined)?.range;
+      return r ? lc.linePos(r[0]).line : undefined;
+    };
+    line = lineAt(node);
+    for (const s of segs) {
+      if (isMap(node)) {
+        const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(s));
+        if (!pair) break;
+        line = lineAt(pair.key) ?? line;
+        node = pair.value;
+        if (!isMap(node) && !isSeq(node)) line = lineAt(node) ?? line;
+      } else if (isSeq(node) && typeof s === 'number') {
+        node = node.items[s];
+        if (node === undefined) break;
+        line = lineAt(node) ?? line;
+      } else break;
+    }
+    return line;
+  };
+  const c = new Collector(fileName, raw, lineOf);
+
+  if (!isPlainObject(raw)) {
+    c.add([], `expected a mapping with mode, containers and policies, got ${describe(raw)}`);
+    return { ok: false, errors: c.errors };
+  }
+  const root = rootSchema.safeParse(raw);
+  if (!root.success) c.zod([], root.error, raw, ROOT_FIELDS);
+  const mode: Mode = root.success ? (root.data.mode ?? 'enforce') : raw.mode === 'audit' ? 'audit' : 'enforce';
+
+  // ---- containers
+  const rawContainers = Array.isArray(raw.containers) ? (raw.containers as unknown[]) : undefined;
+  const containers: ContainerConfig[] = [];
+  let containersOk = true;
+  rawContainers?.forEach((item, i) => {
+    if (!isPlainObject(item)) {
+      c.add(['containers', i], `expected a mapping with name, netns, interface, labels and mode, got ${describe(item)}`);
+      containersOk = false;
+      return;
+    }
+    const r = containerSchema.safeParse(item);
+    if (!r.success) {
+      c.zod(['containers', i], r.error, item, CONTAINER_FIELDS);
+      containersOk = false;
+      return;
+    }
+    containers.push({
+      name: r.data.name,
+      netns: r.data.netns,
+      interface: r.data.interface ?? 'eth0',
+      labels: (r.data.labels ?? {}) as Record<string, string>,
+      ...(r.data.mode ? { mode: r.data.mode } : {}),
+    });
+  });
+  if (raw.containers === undefined && opts.containersRequired) {
+    c.add(['containers'], 'required: no platform supplies containers here, so the file must list the containers to protect');
+  }
+  // duplicates (on the raw items, so that they are reported even when another field is wrong)
+  const seenNames = new Map<string, number>();
+  const seenIfaces = new Map<string, number>();
+  rawContainers?.forEach((item, i) => {
+    if (!isPlainObject(item)) return;
+    if (typeof item.name === 'string' && item.name !== '') {
+      const prev = seenNames.get(item.name);
+      if (prev !== undefined) c.add(['containers', i, 'name'], `duplicate name "${item.name}" (also containers[${prev}])`);
+      else seenNames.set(item.name, i);
+    }
+    if (typeof item.netns === 'string') {
+      const iface = typeof item.interface === 'string' ? item.interface : 'eth0';
+      const k = `${item.netns}\0${iface}`;
+      const prev = seenIfaces.get(k);
+      if (prev !== undefined)
+        c.add(['containers', i, 'netns'], `netns "${item.netns}" interface ${iface} is already containers[${prev}]`);
+      else seenIfaces.set(k, i);
+    }
+  });
+
+  // label sets to check selectors against (best effort on items that failed)
+  const labelSets: Record<string, string>[] | undefined = rawContainers?.flatMap((item) => {
+    if (!isPlainObject(item) || typeof item.name !== 'string') return [];
+    const labels = isPlainObject(item.labels)
+      ? Object.fromEntries(Object.entries(item.labels).filter(([, v]) => typeof v === 'string'))
+      : {};
+    return [containerLabels({ name: item.name, labels: labels as Record<string, string> })];
+  });
+
+  // ---- policies
+  const rawPolicies = Array.isArray(raw.policies) ? (raw.policies as unknown[]) : [];
+  const policies: PolicyConfig[] = [];
+  const seenPolicies = new Map<string, number>();
+  const schema = policySchema(new Set(seenNames.keys()));
+  rawPolicies.forEach((item, i) => {
+    const base: Seg[] = ['policies', i];
+    if (!isPlainObject(item)) {
+      c.add(base, `expected a mapping with name, from, to and ports, got ${describe(item)}`);
+      return;
+    }
+    if (typeof item.name === 'string' && item.name !== '') {
+      const prev = seenPolicies.get(item.name);
+      if (prev !== undefined) c.add([...base, 'name'], `duplicate name "${item.name}" (also policies[${prev}])`);
+      else seenPolicies.set(item.name, i);
+    }
+    const r = schema.safeParse(item);
+    if (!r.success) {
+      c.zod(base, r.error, item, POLICY_FIELDS);
+      return;
+    }
+    const p = r.data;
+    const managed = (e: PolicyEnd) => e.kind === 'endpoints';
+    if (!managed(p.from) && !managed(p.to)) {
+      const desc = (e: PolicyEnd) => (e.kind === 'host' ? 'host' : e.kind === 'cidr' ? `{ cidr: ${e.cidr} }` : '');
+      c.add(
+        base,
+        p.from.kind === 'host' && p.to.kind === 'host'
+          ? 'from: host and to: host: traffic of the host with itself is not filtered by Bastion; one end must be a container selector'
+          : `neither end is a managed container (from: ${desc(p.from)}, to: ${desc(p.to)}); one end must be a container selector`,
+      );
+      return;
+    }
+    if (labelSets !== undefined && containersOk) {
+      for (const which of ['from', 'to'] as const) {
+        const e = p[which];
+        if (e.kind === 'endpoints' && !labelSets.some((l) => matches(e.selector, l))) {
+          c.add([...base, which], `selector ${formatSelector(e.selector)} matches no container`);
+        }
+      }
+    }
+    policies.push({ name: p.name, from: p.from, to: p.to, ...(p.ports !== undefined ? { ports: p.ports } : {}) });
+  });
+
+  if (c.errors.length > 0) return { ok: false, errors: c.errors };
+  return {
+    ok: true,
+    config: { mode, ...(rawContainers !== undefined ? { containers } : {}), policies },
+  };
+}
+
+/** Reads and parses a config file. The only function here with I/O. */
+export async function loadConfigFile(path: string, opts: ParseOptions = {}): Promise<ConfigParseResult> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return { ok: false, errors: [{ file: path, path: '', message: `cannot read the file: ${e.code ?? e.message}` }] };
+  }
+  return parseConfigText(text, path, opts);
+}
+
+/** Every error, one per line (for a CLI). */
+export function formatConfigErrors(errors: readonly ConfigError[]): string {
+  return errors.map(formatConfigError).join('\n');
+}
+
+// ======================================================= to the model
+
+function toPeer(e: PolicyEnd): Peer {
+  switch (e.kind) {
+    case 'host':
+      return { kind: 'host' };
+    case 'cidr':
+      return { kind: 'cidr', cidr: e.cidr, ...(e.except?.length ? { except: [...e.except] } : {}) };
+    case 'endpoints':
+      return { kind: 'endpoints', selector: e.selector };
+  }
+}
+
+/**
+ * The policy set of a config. A policy "from A to B ports P" is two
+ * directional rules with the policy's name as id: egress on A with peer B,
+ * and ingress on B with peer A. An end that is not a container selector
+ * (host, cidr) has no rule of its own: from host → only the ingress rule on
+ * B; to host or to a cidr → only the egress rule on A; from a cidr → only
+ * the ingress rule on B.
+ */
+export function configToPolicySet(config: BastionConfig): PolicySet {
+  const rules: Rule[] = [];
+  for (const p of config.policies) {
+    const ports = p.ports ? p.ports.map((x) => ({ ...x })) : [];
+    if (p.from.kind === 'endpoints') {
+      rules.push({ id: p.name, subject: p.from.selector, direction: 'egress', peers: [toPeer(p.to)], ports });
+    }
+    if (p.to.kind === 'endpoints') {
+      rules.push({ id: p.name, subject: p.to.selector, direction: 'ingress', peers: [toPeer(p.from)], ports: ports.map((x) => ({ ...x })) });
+    }
+  }
+  return { mode: config.mode, rules };
+}

@@ -1,0 +1,932 @@
+/**
+ * Compilation of the internal policy model (model.ts) into the datapath's
+ * map entries (layout.ts / bpf/lib/maps.h): the policy LPM map, the
+ * neighbour (ARP) map and the ipcache. Pure: no I/O, no clock, no
+ * randomness; the same input always gives the same entries.
+ *
+ * Policy entries. For each endpoint E and each rule whose subject selects E,
+ * for each identity the rule's peers resolve to, for each port prefix:
+ *   { epId: E, peerId, direction, proto, dport, prefixlen } → { ruleId }
+ * Peer resolution:
+ *   endpoints S      → identities of the managed endpoints S matches
+ *   host             → ID_HOST
+ *   any              → ID_ANY (the wildcard peer: one entry, never expanded)
+ *   cidr X except Es → (a) identities of managed endpoints whose IP is in X
+ *                      and in none of Es, and (b) the identities of every
+ *                      registered prefix P with P ⊆ X and P ⊄ E for every E.
+ * Registered prefixes are every cidr and except prefix any rule names, plus
+ * 0.0.0.0/0 (ID_WORLD). They all go into the ipcache.
+ *
+ * Why (b) is exact. The datapath resolves an address a that is neither a
+ * managed endpoint nor a host address through the LPM ipcache, i.e. to m(a),
+ * the most specific registered prefix that contains a (0.0.0.0/0 always
+ * does, so m(a) exists). Two prefixes that share an address are nested. Let
+ * S = { P registered : P ⊆ X, P ⊄ E for all E }. Then m(a) ∈ S ⟺ a ∈ X \ ∪E:
+ *   (⇐) a ∈ X and X is registered, so m(a), the most specific registered
+ *       prefix containing a, is nested in X: m(a) ⊆ X. If m(a) ⊆ E for some
+ *       E, then a ∈ E: impossible. So m(a) ∈ S.
+ *   (⇒) m(a) ⊆ X, so a ∈ X. If a ∈ E for some E: E is registered and
+ *       contains a, so m(a) ⊆ E, contradicting m(a) ∈ S. So a ∉ ∪E.
+ * Managed endpoints are resolved by exact address first (bastion_ep_ip), so
+ * (a) covers them; host addresses resolve to ID_HOST, which is in no S: the
+ * host is never a CIDR peer, as the model says. The property test in
+ * test/unit/policy-evaluate.test.ts checks this against the reference
+ * evaluator on random rules, prefixes and addresses.
+ *
+ * Requirements on the caller: cidrIdentity is stable, injective, and never
+ * returns an identity used by an endpoint or a reserved one (it is never
+ * called for 0.0.0.0/0, which is ID_WORLD); ruleNumber is stable, and
+ * should be ≥ 1 (the datapath reports rule 0 as 1).
+ *
+ * Ports: no ports → prefixlen 72 (proto PROTO_ANY, every protocol); protocol
+ * 'any' → 72; icmp → proto 1 at 80; tcp/udp/sctp 0-65535 → 80; another
+ * range → its minimal prefixes (80 + bits, ports.ts). A named port resolves
+ * on the destination: for an ingress rule E itself; for an egress rule each
+ * peer endpoint separately (so the entry is per peer identity; a peer that is
+ * not a managed endpoint — host, prefix, world — never declares one, and
+ * 'any' then means every managed endpoint that declares it). A name no
+ * destination declares (with that protocol) gives no entry. Identical keys
+ * keep the lowest rule number.
+ *
+ * Neighbour entries. For every policy entry (E, peer): (E, peer) and
+ * (peer, E) when the peer is a managed endpoint (either may need the other's
+ * MAC: the one that opens and the one that answers); (E, ID_HOST) when the
+ * peer is the host, a prefix, the world or ID_ANY (the container needs the
+ * gateway's MAC); and (E, ID_ANY) as well for ID_ANY (the datapath reads it
+ * as "may resolve anyone", see neigh_allowed in bpf/lib/policy.h).
+ *
+ * Ipcache entries: every managed endpoint /32 → its identity; every host
+ * address /32 → ID_HOST with IPC_F_HOST; every registered prefix → its
+ * identity; 0.0.0.0/0 → ID_WORLD. When the same /32 is two of these, the
+ * endpoint wins over the host, and both over a prefix.
+ *
+ * Incremental use. A CompileContext holds the endpoints and rules with the
+ * caches that make one endpoint's slice cheap: selector → matching endpoints
+ * (through a label index), cidr peer → identities, subject → rules. Its
+ * mutators (setRules, upsertEndpoint, removeEndpoint) update the caches and
+ * return the keys of the endpoints whose slices may have changed; the
+ * manager recompiles only those with compileEndpointSlice.
+ */
+import type { LabelSelector, Peer, PortRange, Rule } from './model.js';
+import {
+  DIR_EGRESS,
+  DIR_INGRESS,
+  ID_ANY,
+  ID_HOST,
+  ID_WORLD,
+  IPC_F_HOST,
+  IPPROTO,
+  POLICY_PREFIX_ANY_PORT,
+  POLICY_PREFIX_ANY_PROTO,
+  POLICY_PREFIX_FULL,
+  PROTO_ANY,
+  type IpcacheKey,
+  type IpcacheVal,
+  type NeighKey,
+  type PolicyKey,
+  type PolicyVal,
+} from '../datapath/layout.js';
+import { LabelIndex, canonicalSelector, matches } from './selector.js';
+import { MAX_PORT, portPrefixes } from './ports.js';
+
+// =============================================================== IPv4 / CIDR
+
+/** An IPv4 prefix: base (host bits cleared) as an unsigned 32-bit number. */
+export interface Cidr4 {
+  base: number;
+  prefixLen: number;
+  /** the base address, dotted */
+  addr: string;
+}
+
+/** Strict dotted quad (no leading zeros) → unsigned 32-bit number, or undefined. */
+export function parseIpv4(s: string): number | undefined {
+  const parts = s.split('.');
+  if (parts.length !== 4) return undefined;
+  let v = 0;
+  for (const p of parts) {
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
+    const n = Number(p);
+    if (n > 255) return undefined;
+    v = v * 256 + n;
+  }
+  return v;
+}
+
+export function formatIpv4(n: number): string {
+  return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+}
+
+export function maskOf(prefixLen: number): number {
+  return prefixLen === 0 ? 0 : (0xffffffff << (32 - prefixLen)) >>> 0;
+}
+
+/**
+ * "a.b.c.d/n" (or a bare address, taken as /32) → Cidr4 with host bits
+ * cleared, or undefined (IPv6 included: the datapath is IPv4 only).
+ */
+export function parseCidr4(s: string): Cidr4 | undefined {
+  const slash = s.indexOf('/');
+  const ip = parseIpv4(slash < 0 ? s : s.slice(0, slash));
+  if (ip === undefined) return undefined;
+  let prefixLen = 32;
+  if (slash >= 0) {
+    const p = s.slice(slash + 1);
+    if (!/^(0|[1-9][0-9]?)$/.test(p) || Number(p) > 32) return undefined;
+    prefixLen = Number(p);
+  }
+  const base = (ip & maskOf(prefixLen)) >>> 0;
+  return { base, prefixLen, addr: formatIpv4(base) };
+}
+
+/** Like parseCidr4, for callers that know the text is valid: throws otherwise. */
+export function parseCidr(s: string): Cidr4 {
+  const c = parseCidr4(s);
+  if (!c) throw new Error(`not an IPv4 CIDR: ${s}`);
+  return c;
+}
+
+export function formatCidr(c: Cidr4): string {
+  return `${c.addr}/${c.prefixLen}`;
+}
+
+/** Canonical text of a prefix ("10.0.0.0/8"), or undefined if it is not an IPv4 prefix. */
+export function canonicalCidr(s: string): string | undefined {
+  const c = parseCidr4(s);
+  return c ? formatCidr(c) : undefined;
+}
+
+export function ipInCidr4(c: Cidr4, ip: number): boolean {
+  return ((ip & maskOf(c.prefixLen)) >>> 0) === c.base;
+}
+
+/** Is the address in the prefix? False for anything unparseable. */
+export function cidrContains(cidr: string, ip: string): boolean {
+  const c = parseCidr4(cidr);
+  const a = parseIpv4(ip);
+  return c !== undefined && a !== undefined && ipInCidr4(c, a);
+}
+
+/** outer ⊇ inner */
+export function cidrCovers(outer: Cidr4, inner: Cidr4): boolean {
+  return inner.prefixLen >= outer.prefixLen && ((inner.base & maskOf(outer.prefixLen)) >>> 0) === outer.base;
+}
+
+/** True for text that looks like an IPv6 address or prefix (which never matches an IPv4 address). */
+export function isIpv6Text(s: string): boolean {
+  return s.includes(':');
+}
+
+/**
+ * A cidr peer as the compiler and the evaluators read it, or null when it
+ * matches no IPv4 address at all: an IPv6 cidr, an unparseable cidr, or an
+ * unparseable except (fail closed: a typo in an except must not widen the
+ * peer). IPv6 excepts are dropped (they exclude no IPv4 address).
+ */
+export function readCidrPeer(peer: { cidr: string; except?: string[] }): { cidr: Cidr4; except: Cidr4[] } | null {
+  const cidr = parseCidr4(peer.cidr);
+  if (!cidr) return null;
+  const except: Cidr4[] = [];
+  for (const e of peer.except ?? []) {
+    if (isIpv6Text(e)) continue;
+    const c = parseCidr4(e);
+    if (!c) return null;
+    except.push(c);
+  }
+  return { cidr, except };
+}
+
+export const WORLD_CIDR = '0.0.0.0/0';
+
+// ================================================================== entries
+
+export interface PolicyEntry {
+  key: PolicyKey;
+  val: PolicyVal;
+}
+export interface IpcacheEntry {
+  key: IpcacheKey;
+  val: IpcacheVal;
+}
+
+/** Canonical key strings: equal keys ⟺ equal strings (for diffing and maps). */
+export function policyKeyString(k: PolicyKey): string {
+  return `${k.epId}:${k.peerId}:${k.direction}:${k.proto}:${k.dport}/${k.prefixlen}`;
+}
+export function neighKeyString(k: NeighKey): string {
+  return `${k.epId}:${k.peerId}`;
+}
+export function ipcacheKeyString(k: IpcacheKey): string {
+  return `${k.addr}/${k.prefixlen}`;
+}
+
+/** An endpoint as the compiler sees it. */
+export interface CompileEndpoint {
+  key: string;
+  identity: number;
+  ipv4: string;
+  labels: Readonly<Record<string, string>>;
+  namedPorts?: Readonly<Record<string, { port: number; protocol: 'tcp' | 'udp' | 'sctp' }>>;
+}
+
+export interface CompileInput {
+  endpoints: readonly CompileEndpoint[];
+  rules: readonly Rule[];
+  /** every address of the host (gateways included) */
+  hostAddrs: readonly string[];
+  /** stable identity of a registered prefix (canonical text, never 0.0.0.0/0) */
+  cidrIdentity(cidr: string): number;
+  /** stable number of a rule id (≥ 1), reported in flow events */
+  ruleNumber(ruleId: string): number;
+}
+
+/** One endpoint's own entries: those keyed by its identity, and the neighbour pairs its rules create. */
+export interface EndpointSlice {
+  policy: PolicyEntry[];
+  neigh: NeighKey[];
+}
+
+export interface CompiledState {
+  policy: Map<string, PolicyEntry>;
+  neigh: Map<string, NeighKey>;
+  ipcache: Map<string, IpcacheEntry>;
+}
+
+// ================================================================ the context
+
+interface PortKey {
+  proto: number;
+  dport: number;
+  prefixlen: number;
+}
+
+type PeerRef =
+  | { kind: 'sel'; sel: SelState }
+  | { kind: 'cidr'; peer: CidrPeerState }
+  | { kind: 'host' }
+  | { kind: 'any' }
+  | { kind: 'none' };
+
+interface RuleInfo {
+  rule: Rule;
+  canon: string;
+  number: number;
+  dir: number;
+  subject: SelState;
+  peers: PeerRef[];
+  portKeys: PortKey[];
+  named: PortRange[];
+}
+
+interface SelState {
+  canon: string;
+  selector: LabelSelector;
+  members: Set<string>;
+  /** identities of the members, sorted; rebuilt lazily */
+  ids: number[] | undefined;
+  asSubject: Set<RuleInfo>;
+  asPeer: Set<RuleInfo>;
+}
+
+interface CidrPeerState {
+  canon: string;
+  cidr: Cidr4;
+  except: Cidr4[];
+  /** managed endpoints inside (case a) */
+  members: Set<string>;
+  /** sorted identities of the registered prefixes inside (case b) */
+  prefixIds: number[];
+  /** members' identities then prefixIds; rebuilt lazily */
+  ids: number[] | undefined;
+  /** created by the current setRules: prefixIds not computed yet */
+  fresh: boolean;
+  asPeer: Set<RuleInfo>;
+}
+
+interface Registered {
+  cidr: Cidr4;
+  id: number;
+  refs: number;
+}
+
+function portKeysOf(ports: readonly PortRange[]): { keys: PortKey[]; named: PortRange[] } {
+  if (ports.length === 0) return { keys: [{ proto: PROTO_ANY, dport: 0, prefixlen: POLICY_PREFIX_ANY_PROTO }], named: [] };
+  const keys: PortKey[] = [];
+  const named: PortRange[] = [];
+  for (const p of ports) {
+    if (p.name !== undefined) {
+      named.push(p);
+      continue;
+    }
+    switch (p.protocol) {
+      case 'any':
+        keys.push({ proto: PROTO_ANY, dport: 0, prefixlen: POLICY_PREFIX_ANY_PROTO });
+        break;
+      case 'icmp':
+        keys.push({ proto: IPPROTO.icmp, dport: 0, prefixlen: POLICY_PREFIX_ANY_PORT });
+        break;
+      case 'tcp':
+      case 'udp':
+      case 'sctp': {
+        const proto = IPPROTO[p.protocol];
+        if (p.from <= 0 && p.to >= MAX_PORT) keys.push({ proto, dport: 0, prefixlen: POLICY_PREFIX_ANY_PORT });
+        else for (const x of portPrefixes(p.from, p.to)) keys.push({ proto, dport: x.port, prefixlen: POLICY_PREFIX_ANY_PORT + x.bits });
+        break;
+      }
+      default:
+        break; // unknown protocol: allows nothing
+    }
+  }
+  return { keys, named };
+}
+
+/** A named port resolved on a destination: [proto, port] or undefined. */
+export function resolveNamedPort(
+  p: PortRange,
+  namedPorts: CompileEndpoint['namedPorts'],
+): { proto: number; port: number } | undefined {
+  if (p.name === undefined || !namedPorts || !Object.hasOwn(namedPorts, p.name)) return undefined;
+  const np = namedPorts[p.name]!;
+  if (p.protocol !== 'any' && p.protocol !== np.protocol) return undefined;
+  if (np.protocol !== 'tcp' && np.protocol !== 'udp' && np.protocol !== 'sctp') return undefined;
+  if (!Number.isInteger(np.port) || np.port < 0 || np.port > MAX_PORT) return undefined;
+  return { proto: IPPROTO[np.protocol], port: np.port };
+}
+
+function canonicalRule(r: Rule): string {
+  return JSON.stringify([
+    r.id,
+    r.direction,
+    canonicalSelector(r.subject),
+    r.peers.map((p) => canonicalPeer(p)),
+    r.ports.map((p) => [p.protocol, p.from, p.to, p.name ?? null]),
+  ]);
+}
+
+function canonicalPeer(p: Peer): string {
+  switch (p.kind) {
+    case 'endpoints':
+      return `sel:${canonicalSelector(p.selector)}`;
+    case 'cidr':
+      return `cidr:${p.cidr}|${(p.except ?? []).join(',')}`;
+    default:
+      return p.kind;
+  }
+}
+
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  if (a === b) return true;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (!Object.hasOwn(b, k) || a[k] !== b[k]) return false;
+  return true;
+}
+
+function sameNamedPorts(a: CompileEndpoint['namedPorts'], b: CompileEndpoint['namedPorts']): boolean {
+  if (a === b) return true;
+  const ka = Object.keys(a ?? {});
+  const kb = Object.keys(b ?? {});
+  if (ka.length !== kb.length) return false;
+  for (const k of ka) {
+    const x = a![k]!;
+    const y = b?.[k];
+    if (!y || x.port !== y.port || x.protocol !== y.protocol) return false;
+  }
+  return true;
+}
+
+/**
+ * Endpoints and rules with the caches of compilation. Create it with
+ * createCompileContext; change it with setRules / upsertEndpoint /
+ * removeEndpoint / setHostAddrs, which return the endpoints whose slices
+ * must be recompiled.
+ */
+export class CompileContext {
+  private readonly eps = new Map<string, CompileEndpoint>();
+  private readonly byId = new Map<number, CompileEndpoint>();
+  private readonly index = new LabelIndex<string>();
+  /** named port → endpoints that declare it */
+  private readonly byPortName = new Map<string, Set<string>>();
+  private readonly sels = new Map<string, SelState>();
+  /** endpoint → selector states it is a member of */
+  private readonly memberOf = new Map<string, Set<SelState>>();
+  private readonly cidrPeers = new Map<string, CidrPeerState>();
+  private readonly registered = new Map<string, Registered>();
+  private infos: RuleInfo[] = [];
+  /** egress rules with a named port and an 'any' peer: they resolve on every endpoint */
+  private readonly anyNamed = new Set<RuleInfo>();
+  /** bumped whenever the set of registered prefixes changes */
+  private registryVersion = 0;
+  private readonly infoCache = new WeakMap<Rule, RuleInfo>();
+  private hosts: string[] = [];
+  private readonly world: Registered = { cidr: { base: 0, prefixLen: 0, addr: '0.0.0.0' }, id: ID_WORLD, refs: 1 };
+
+  constructor(
+    private readonly cidrIdentityFn: (cidr: string) => number,
+    private readonly ruleNumberFn: (ruleId: string) => number,
+  ) {}
+
+  // ------------------------------------------------------------ queries
+
+  endpoint(key: string): CompileEndpoint | undefined {
+    return this.eps.get(key);
+  }
+  endpointByIdentity(id: number): CompileEndpoint | undefined {
+    return this.byId.get(id);
+  }
+  endpoints(): IterableIterator<CompileEndpoint> {
+    return this.eps.values();
+  }
+  rules(): Rule[] {
+    return this.infos.map((i) => i.rule);
+  }
+  hostAddrs(): readonly string[] {
+    return this.hosts;
+  }
+  ruleNumberOf(rule: Rule): number {
+    return this.infoCache.get(rule)?.number ?? this.ruleNumberFn(rule.id);
+  }
+
+  /** Registered prefixes (canonical text → identity), 0.0.0.0/0 included. */
+  registeredPrefixes(): Map<string, number> {
+    const out = new Map<string, number>([[WORLD_CIDR, ID_WORLD]]);
+    for (const [k, r] of this.registered) out.set(k, r.id);
+    return out;
+  }
+
+  /** The rules whose subject selects this endpoint, in rule order. */
+  rulesFor(ep: CompileEndpoint): Rule[] {
+    const set = new Set(this.infosFor(ep));
+    return this.infos.filter((i) => set.has(i)).map((i) => i.rule);
+  }
+
+  /** Keys of the managed endpoints a selector matches. */
+  select(selector: LabelSelector): string[] {
+    return this.index.select(selector);
+  }
+
+  /** The global ipcache entries (see the header for the precedence on collisions). */
+  ipcacheEntries(): Map<string, IpcacheEntry> {
+    const out = new Map<string, IpcacheEntry>();
+    const put = (addr: string, prefixlen: number, identity: number, flags: number) => {
+      const key = { prefixlen, addr };
+      out.set(ipcacheKeyString(key), { key, val: { identity, flags } });
+    };
+    put('0.0.0.0', 0, ID_WORLD, 0);
+    for (const r of this.registered.values()) put(r.cidr.addr, r.cidr.prefixLen, r.id, 0);
+    for (const h of this.hosts) {
+      const a = parseIpv4(h);
+      if (a !== undefined) put(formatIpv4(a), 32, ID_HOST, IPC_F_HOST);
+    }
+    for (const e of this.eps.values()) {
+      const a = parseIpv4(e.ipv4);
+      if (a !== undefined) put(formatIpv4(a), 32, e.identity, 0);
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------ mutators
+
+  setHostAddrs(addrs: readonly string[]): void {
+    this.hosts = [...addrs];
+  }
+
+  /**
+   * Replaces the rule list. Returns the endpoints whose slices may change:
+   * the subjects of added and removed rules, and, when the registered
+   * prefixes change, the subjects of rules whose cidr peers now expand
+   * differently. Rules that are the same objects (or equal) as before cost
+   * nothing.
+   */
+  setRules(rules: readonly Rule[]): Set<string> {
+    const affected = new Set<string>();
+    const oldByCanon = new Map<string, RuleInfo[]>();
+    for (const i of this.infos) {
+      const l = oldByCanon.get(i.canon);
+      if (l) l.push(i);
+      else oldByCanon.set(i.canon, [i]);
+    }
+    const next: RuleInfo[] = [];
+    const added: RuleInfo[] = [];
+    const versionBefore = this.registryVersion;
+    for (const r of rules) {
+      let canon = this.infoCache.get(r)?.canon;
+      if (canon === undefined) canon = canonicalRule(r);
+      const l = oldByCanon.get(canon);
+      const reused = l?.pop();
+      if (reused) {
+        if (reused.rule !== r) this.infoCache.set(r, reused);
+        next.push(reused);
+        continue;
+      }
+      const info = this.buildInfo(r, canon);
+      next.push(info);
+      added.push(info);
+    }
+    const removed: RuleInfo[] = [];
+    for (const l of oldByCanon.values()) removed.push(...l);
+
+    // unlink removed rules (and drop what nothing uses any more)
+    for (const info of removed) {
+      for (const m of info.subject.members) affected.add(m);
+      this.unlink(info);
+    }
+    for (const info of added) for (const m of info.subject.members) affected.add(m);
+    this.infos = next;
+    const registryChanged = this.registryVersion !== versionBefore;
+    for (const cp of this.cidrPeers.values()) {
+      if (!registryChanged && !cp.fresh) continue;
+      const before = cp.prefixIds;
+      cp.prefixIds = this.expandPrefixes(cp);
+      cp.ids = undefined;
+      if (!cp.fresh && !sameNumbers(before, cp.prefixIds)) {
+        for (const ri of cp.asPeer) for (const m of ri.subject.members) affected.add(m);
+      }
+      cp.fresh = false;
+    }
+    return affected;
+  }
+
+  /**
+   * Adds an endpoint, or replaces the one with the same key. Returns the
+   * endpoints whose slices may change: this one, and every endpoint with a
+   * rule whose peers include it (before or after), or that resolves a named
+   * port on it.
+   */
+  upsertEndpoint(ep: CompileEndpoint): Set<string> {
+    const affected = this.detach(ep.key);
+    affected.add(ep.key);
+    this.eps.set(ep.key, ep);
+    this.byId.set(ep.identity, ep);
+    this.index.set(ep.key, ep.labels);
+    for (const name of Object.keys(ep.namedPorts ?? {})) {
+      let s = this.byPortName.get(name);
+      if (!s) this.byPortName.set(name, (s = new Set()));
+      s.add(ep.key);
+    }
+    const mine = new Set<SelState>();
+    this.memberOf.set(ep.key, mine);
+    for (const s of this.sels.values()) {
+      if (matches(s.selector, ep.labels)) {
+        s.members.add(ep.key);
+        s.ids = undefined;
+        mine.add(s);
+        for (const ri of s.asPeer) for (const m of ri.subject.members) affected.add(m);
+      }
+    }
+    const ip = parseIpv4(ep.ipv4);
+    for (const cp of this.cidrPeers.values()) {
+      if (ip !== undefined && inPeer(cp, ip)) {
+        cp.members.add(ep.key);
+        cp.ids = undefined;
+        for (const ri of cp.asPeer) for (const m of ri.subject.members) affected.add(m);
+      }
+    }
+    if (Object.keys(ep.namedPorts ?? {}).length > 0) this.addAnyNamedSubjects(affected);
+    return affected;
+  }
+
+  /** Removes an endpoint. Returns the other endpoints whose slices may change (drop this one's slice yourself). */
+  removeEndpoint(key: string): Set<string> {
+    const affected = this.detach(key);
+    affected.delete(key);
+    return affected;
+  }
+
+  // ------------------------------------------------------------ compile
+
+  /** The rules whose subject selects ep (from the membership index when the context knows ep as given). */
+  private infosFor(ep: CompileEndpoint): RuleInfo[] {
+    const known = this.eps.get(ep.key);
+    let subjects: Iterable<SelState>;
+    if (known && sameLabels(known.labels, ep.labels)) subjects = this.memberOf.get(ep.key) ?? [];
+    else subjects = [...this.sels.values()].filter((s) => s.asSubject.size > 0 && matches(s.selector, ep.labels));
+    const out: RuleInfo[] = [];
+    for (const s of subjects) for (const ri of s.asSubject) out.push(ri);
+    return out;
+  }
+
+  /** Identities a peer resolves to, and the managed endpoints among them (for named ports). */
+  private peerIds(p: PeerRef): number[] {
+    switch (p.kind) {
+      case 'sel':
+        return this.selIds(p.sel);
+      case 'host':
+        return [ID_HOST];
+      case 'any':
+        return [ID_ANY];
+      case 'cidr': {
+        const cp = p.peer;
+        if (!cp.ids) {
+          const ids: number[] = [];
+          for (const k of cp.members) ids.push(this.eps.get(k)!.identity);
+          ids.sort((a, b) => a - b).push(...cp.prefixIds);
+          cp.ids = ids;
+        }
+        return cp.ids;
+      }
+      case 'none':
+        return [];
+    }
+  }
+
+  /** Managed endpoints of a peer, for an egress named port (which resolves on each of them). */
+  private peerEndpointsFor(p: PeerRef, name: string): CompileEndpoint[] {
+    const out: CompileEndpoint[] = [];
+    const declares = this.byPortName.get(name);
+    if (!declares) return out;
+    switch (p.kind) {
+      case 'sel':
+        for (const k of p.sel.members) if (declares.has(k)) out.push(this.eps.get(k)!);
+        break;
+      case 'cidr':
+        for (const k of p.peer.members) if (declares.has(k)) out.push(this.eps.get(k)!);
+        break;
+      case 'any':
+        for (const k of declares) out.push(this.eps.get(k)!);
+        break;
+      default:
+        break;
+    }
+    return out;
+  }
+
+  private selIds(s: SelState): number[] {
+    if (!s.ids) {
+      s.ids = [...s.members].map((k) => this.eps.get(k)!.identity).sort((a, b) => a - b);
+    }
+    return s.ids;
+  }
+
+  /** See compileEndpointSlice. */
+  slice(ep: CompileEndpoint): EndpointSlice {
+    const policy = new Map<string, PolicyEntry>();
+    const peers = new Set<number>();
+    const epId = ep.identity;
+    const emit = (peerId: number, dir: number, proto: number, dport: number, prefixlen: number, ruleId: number) => {
+      const ks = `${epId}:${peerId}:${dir}:${proto}:${dport}/${prefixlen}`;
+      const old = policy.get(ks);
+      if (old) {
+        if (ruleId < old.val.ruleId) old.val.ruleId = ruleId;
+        return;
+      }
+      policy.set(ks, { key: { prefixlen, epId, peerId, direction: dir, proto, dport }, val: { ruleId, flags: 0 } });
+      peers.add(peerId);
+    };
+    for (const ri of this.infosFor(ep)) {
+      for (const p of ri.peers) {
+        if (ri.portKeys.length > 0) {
+          const ids = this.peerIds(p);
+          for (const id of ids) for (const k of ri.portKeys) emit(id, ri.dir, k.proto, k.dport, k.prefixlen, ri.number);
+        }
+        for (const np of ri.named) {
+          if (ri.dir === DIR_INGRESS) {
+            const r = resolveNamedPort(np, ep.namedPorts);
+            if (!r) continue;
+            for (const id of this.peerIds(p)) emit(id, DIR_INGRESS, r.proto, r.port, POLICY_PREFIX_FULL, ri.number);
+          } else {
+            for (const dst of this.peerEndpointsFor(p, np.name!)) {
+              const r = resolveNamedPort(np, dst.namedPorts);
+              if (r) emit(dst.identity, DIR_EGRESS, r.proto, r.port, POLICY_PREFIX_FULL, ri.number);
+            }
+          }
+        }
+      }
+    }
+    const neigh = new Map<string, NeighKey>();
+    const addN = (a: number, b: number) => {
+      const k = `${a}:${b}`;
+      if (!neigh.has(k)) neigh.set(k, { epId: a, peerId: b });
+    };
+    for (const peer of peers) {
+      if (peer !== ID_ANY && peer !== ID_HOST && this.byId.has(peer)) {
+        addN(epId, peer);
+        addN(peer, epId);
+      } else {
+        addN(epId, ID_HOST);
+        if (peer === ID_ANY) addN(epId, ID_ANY);
+      }
+    }
+    return { policy: [...policy.values()], neigh: [...neigh.values()] };
+  }
+
+  // ------------------------------------------------------------ internals
+
+  private buildInfo(r: Rule, canon: string): RuleInfo {
+    const { keys, named } = portKeysOf(r.ports);
+    const info: RuleInfo = {
+      rule: r,
+      canon,
+      number: this.ruleNumberFn(r.id),
+      dir: r.direction === 'ingress' ? DIR_INGRESS : DIR_EGRESS,
+      subject: undefined as unknown as SelState,
+      peers: [],
+      portKeys: keys,
+      named,
+    };
+    info.subject = this.selState(r.subject);
+    info.subject.asSubject.add(info);
+    for (const p of r.peers) info.peers.push(this.peerRef(p, info));
+    if (info.dir === DIR_EGRESS && named.length > 0 && info.peers.some((p) => p.kind === 'any')) this.anyNamed.add(info);
+    this.infoCache.set(r, info);
+    return info;
+  }
+
+  private peerRef(p: Peer, info: RuleInfo): PeerRef {
+    switch (p.kind) {
+      case 'endpoints': {
+        const sel = this.selState(p.selector);
+        sel.asPeer.add(info);
+        return { kind: 'sel', sel };
+      }
+      case 'host':
+        return { kind: 'host' };
+      case 'any':
+        return { kind: 'any' };
+      case 'cidr': {
+        const parsed = readCidrPeer(p);
+        if (!parsed) return { kind: 'none' };
+        const canon = `${formatCidr(parsed.cidr)}|${parsed.except.map(formatCidr).sort().join(',')}`;
+        let cp = this.cidrPeers.get(canon);
+        if (!cp) {
+          cp = { canon, cidr: parsed.cidr, except: parsed.except, members: new Set(), prefixIds: [], ids: undefined, fresh: true, asPeer: new Set() };
+          for (const e of this.eps.values()) {
+            const ip = parseIpv4(e.ipv4);
+            if (ip !== undefined && inPeer(cp, ip)) cp.members.add(e.key);
+          }
+          this.cidrPeers.set(canon, cp);
+        }
+        this.register(parsed.cidr);
+        for (const e of parsed.except) this.register(e);
+        cp.asPeer.add(info);
+        return { kind: 'cidr', peer: cp };
+      }
+      default:
+        return { kind: 'none' };
+    }
+  }
+
+  private register(c: Cidr4): void {
+    if (c.prefixLen === 0) return; // the world, always there
+    const k = formatCidr(c);
+    const r = this.registered.get(k);
+    if (r) r.refs++;
+    else {
+      this.registered.set(k, { cidr: c, id: this.cidrIdentityFn(k), refs: 1 });
+      this.registryVersion++;
+    }
+  }
+
+  private unregister(c: Cidr4): void {
+    if (c.prefixLen === 0) return;
+    const k = formatCidr(c);
+    const r = this.registered.get(k)!;
+    if (--r.refs === 0) {
+      this.registered.delete(k);
+      this.registryVersion++;
+    }
+  }
+
+  private expandPrefixes(cp: CidrPeerState): number[] {
+    const ids: number[] = [];
+    const consider = (r: Registered) => {
+      if (cidrCovers(cp.cidr, r.cidr) && !cp.except.some((e) => cidrCovers(e, r.cidr))) ids.push(r.id);
+    };
+    consider(this.world);
+    for (const r of this.registered.values()) consider(r);
+    return ids.sort((a, b) => a - b);
+  }
+
+  private selState(selector: LabelSelector): SelState {
+    const canon = canonicalSelector(selector);
+    let s = this.sels.get(canon);
+    if (!s) {
+      s = { canon, selector, members: new Set(this.index.select(selector)), ids: undefined, asSubject: new Set(), asPeer: new Set() };
+      this.sels.set(canon, s);
+      for (const m of s.members) this.memberOf.get(m)!.add(s);
+    }
+    return s;
+  }
+
+  private unlink(info: RuleInfo): void {
+    this.anyNamed.delete(info);
+    info.subject.asSubject.delete(info);
+    this.maybeDropSel(info.subject);
+    for (const p of info.peers) {
+      if (p.kind === 'sel') {
+        p.sel.asPeer.delete(info);
+        this.maybeDropSel(p.sel);
+      } else if (p.kind === 'cidr') {
+        p.peer.asPeer.delete(info);
+        this.unregister(p.peer.cidr);
+        for (const e of p.peer.except) this.unregister(e);
+        if (p.peer.asPeer.size === 0) this.cidrPeers.delete(p.peer.canon);
+      }
+    }
+  }
+
+  private maybeDropSel(s: SelState): void {
+    if (s.asSubject.size > 0 || s.asPeer.size > 0) return;
+    this.sels.delete(s.canon);
+    for (const m of s.members) this.memberOf.get(m)?.delete(s);
+  }
+
+  /** Removes an endpoint from every index; returns the endpoints affected by its disappearance (itself included). */
+  private detach(key: string): Set<string> {
+    const affected = new Set<string>();
+    const old = this.eps.get(key);
+    if (!old) return affected;
+    affected.add(key);
+    this.eps.delete(key);
+    if (this.byId.get(old.identity) === old) this.byId.delete(old.identity);
+    this.index.delete(key);
+    for (const name of Object.keys(old.namedPorts ?? {})) {
+      const s = this.byPortName.get(name);
+      s?.delete(key);
+      if (s && s.size === 0) this.byPortName.delete(name);
+    }
+    for (const s of this.memberOf.get(key) ?? []) {
+      s.members.delete(key);
+      s.ids = undefined;
+      for (const ri of s.asPeer) for (const m of ri.subject.members) affected.add(m);
+    }
+    this.memberOf.delete(key);
+    for (const cp of this.cidrPeers.values()) {
+      if (cp.members.delete(key)) {
+        cp.ids = undefined;
+        for (const ri of cp.asPeer) for (const m of ri.subject.members) affected.add(m);
+      }
+    }
+    if (Object.keys(old.namedPorts ?? {}).length > 0) this.addAnyNamedSubjects(affected);
+    return affected;
+  }
+
+  /** Subjects of egress rules with a named port and an 'any' peer (they resolve on every endpoint). */
+  private addAnyNamedSubjects(affected: Set<string>): void {
+    for (const ri of this.anyNamed) for (const m of ri.subject.members) affected.add(m);
+  }
+
+  /** Loads endpoints without computing affected sets (construction). */
+  load(endpoints: readonly CompileEndpoint[], rules: readonly Rule[], hostAddrs: readonly string[]): void {
+    this.hosts = [...hostAddrs];
+    for (const ep of endpoints) {
+      this.eps.set(ep.key, ep);
+      this.byId.set(ep.identity, ep);
+      this.index.set(ep.key, ep.labels);
+      this.memberOf.set(ep.key, new Set());
+      for (const name of Object.keys(ep.namedPorts ?? {})) {
+        let s = this.byPortName.get(name);
+        if (!s) this.byPortName.set(name, (s = new Set()));
+        s.add(ep.key);
+      }
+    }
+    this.setRules(rules);
+  }
+}
+
+function inPeer(cp: { cidr: Cidr4; except: Cidr4[] }, ip: number): boolean {
+  return ipInCidr4(cp.cidr, ip) && !cp.except.some((e) => ipInCidr4(e, ip));
+}
+
+function sameNumbers(a: number[], b: number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+// ================================================================== the API
+
+export function createCompileContext(input: CompileInput): CompileContext {
+  const ctx = new CompileContext(input.cidrIdentity, input.ruleNumber);
+  ctx.load(input.endpoints, input.rules, input.hostAddrs);
+  return ctx;
+}
+
+/**
+ * One endpoint's own entries: the policy entries keyed by its identity, and
+ * the neighbour pairs its rules create. Uses only the rules whose subject
+ * selects `ep`; peers resolve against the context's endpoints.
+ */
+export function compileEndpointSlice(ep: CompileEndpoint, ctx: CompileContext): EndpointSlice {
+  return ctx.slice(ep);
+}
+
+/** Every entry of the whole state: the union of every endpoint's slice, and the ipcache. */
+export function compileAll(input: CompileInput | CompileContext): CompiledState {
+  const ctx = input instanceof CompileContext ? input : createCompileContext(input);
+  const policy = new Map<string, PolicyEntry>();
+  const neigh = new Map<string, NeighKey>();
+  for (const ep of ctx.endpoints()) {
+    const s = ctx.slice(ep);
+    for (const e of s.policy) {
+      const k = policyKeyString(e.key);
+      const old = policy.get(k);
+      if (!old || e.val.ruleId < old.val.ruleId) policy.set(k, e);
+    }
+    for (const n of s.neigh) {
+      const k = neighKeyString(n);
+      if (!neigh.has(k)) neigh.set(k, n);
+    }
+  }
+  return { policy, neigh, ipcache: ctx.ipcacheEntries() };
+}

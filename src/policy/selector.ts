@@ -1,0 +1,302 @@
+/**
+ * Label selectors of the internal model (src/policy/model.ts), with the
+ * Kubernetes semantics (metav1.LabelSelector):
+ *
+ * - matchLabels and every matchExpressions requirement must all hold (AND);
+ * - In: the key is present and its value is listed;
+ * - NotIn: the key is absent, or its value is not listed;
+ * - Exists / DoesNotExist: the key is present / absent;
+ * - the empty selector ({}) matches everything.
+ *
+ * Plus validation (the API server's rules for keys, values and operators),
+ * a canonical string form (equal for selectors that differ only in the order
+ * of their labels, requirements or values; used as a cache key) and a short
+ * human form for messages. Pure functions, no I/O.
+ */
+import type { LabelSelector, LabelSelectorRequirement } from './model.js';
+
+export type Labels = Readonly<Record<string, string>>;
+
+const OPERATORS = ['In', 'NotIn', 'Exists', 'DoesNotExist'] as const;
+
+/** Does `labels` satisfy `selector`? Assumes a valid selector (an unknown operator never matches). */
+export function matches(selector: LabelSelector, labels: Labels): boolean {
+  const ml = selector.matchLabels;
+  if (ml !== undefined) {
+    for (const k in ml) {
+      if (!Object.hasOwn(ml, k)) continue;
+      if (!Object.hasOwn(labels, k) || labels[k] !== ml[k]) return false;
+    }
+  }
+  const me = selector.matchExpressions;
+  if (me !== undefined) {
+    for (const req of me) if (!requirementMatches(req, labels)) return false;
+  }
+  return true;
+}
+
+export function requirementMatches(req: LabelSelectorRequirement, labels: Labels): boolean {
+  const has = Object.hasOwn(labels, req.key);
+  switch (req.operator) {
+    case 'In':
+      return has && (req.values ?? []).includes(labels[req.key]!);
+    case 'NotIn':
+      return !has || !(req.values ?? []).includes(labels[req.key]!);
+    case 'Exists':
+      return has;
+    case 'DoesNotExist':
+      return !has;
+    default:
+      return false;
+  }
+}
+
+/** True for {} (and for selectors whose parts are all empty). */
+export function isEmptySelector(selector: LabelSelector): boolean {
+  return Object.keys(selector.matchLabels ?? {}).length === 0 && (selector.matchExpressions ?? []).length === 0;
+}
+
+// ------------------------------------------------------------ validation
+
+const QUALIFIED_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** undefined when `key` is a valid label key ([prefix/]name), else why not. */
+export function checkLabelKey(key: string): string | undefined {
+  const parts = key.split('/');
+  let name: string;
+  if (parts.length === 1) name = parts[0]!;
+  else if (parts.length === 2) {
+    const prefix = parts[0]!;
+    name = parts[1]!;
+    if (prefix.length === 0) return 'the prefix before "/" must be non-empty';
+    if (prefix.length > 253) return `the prefix must be no more than 253 characters (is ${prefix.length})`;
+    if (!DNS1123_SUBDOMAIN.test(prefix))
+      return "the prefix must be a DNS subdomain: lowercase alphanumerics, '-' or '.', starting and ending with an alphanumeric";
+  } else {
+    return "a label key is an optional DNS subdomain prefix and a name, separated by one '/'";
+  }
+  if (name.length === 0) return 'the name must be non-empty';
+  if (name.length > 63) return `the name must be no more than 63 characters (is ${name.length})`;
+  if (!QUALIFIED_NAME.test(name))
+    return "the name must consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric";
+  return undefined;
+}
+
+/** undefined when `v` is a valid label value, else why not. */
+export function checkLabelValue(v: string): string | undefined {
+  if (v.length > 63) return `must be no more than 63 characters (is ${v.length})`;
+  if (v.length > 0 && !QUALIFIED_NAME.test(v))
+    return "must be empty or consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric";
+  return undefined;
+}
+
+export interface SelectorIssue {
+  /** relative to the selector: "matchLabels.app", "matchExpressions[0].values" */
+  path: string;
+  message: string;
+}
+
+/** `base` + `.key`, or `base["key"]` when the key is not a plain identifier. */
+export function fieldPath(base: string, key: string): string {
+  if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(key)) return base === '' ? key : `${base}.${key}`;
+  return `${base}[${JSON.stringify(key)}]`;
+}
+
+/** Validates labels (a label set, or a matchLabels map). Paths are relative to the map. */
+export function validateLabels(labels: Readonly<Record<string, unknown>>, base = ''): SelectorIssue[] {
+  const out: SelectorIssue[] = [];
+  for (const [k, v] of Object.entries(labels)) {
+    const path = fieldPath(base, k);
+    const ek = checkLabelKey(k);
+    if (ek) out.push({ path, message: `"${k}" is not a valid label key: ${ek}` });
+    if (typeof v !== 'string') {
+      out.push({ path, message: `a label value must be a string (quote it)` });
+      continue;
+    }
+    const ev = checkLabelValue(v);
+    if (ev) out.push({ path, message: `"${v}" is not a valid label value: ${ev}` });
+  }
+  return out;
+}
+
+/**
+ * Validates a selector as the Kubernetes API server does: label keys and
+ * values, known operators, In/NotIn with a non-empty values list,
+ * Exists/DoesNotExist without values.
+ */
+export function validateSelector(selector: LabelSelector): SelectorIssue[] {
+  const out: SelectorIssue[] = [];
+  out.push(...validateLabels(selector.matchLabels ?? {}, 'matchLabels'));
+  (selector.matchExpressions ?? []).forEach((r, i) => {
+    const f = `matchExpressions[${i}]`;
+    const ek = typeof r.key === 'string' ? checkLabelKey(r.key) : 'must be a string';
+    if (ek) out.push({ path: `${f}.key`, message: `"${String(r.key)}" is not a valid label key: ${ek}` });
+    const values = r.values ?? [];
+    switch (r.operator) {
+      case 'In':
+      case 'NotIn':
+        if (values.length === 0) out.push({ path: `${f}.values`, message: `must be a non-empty list when the operator is ${r.operator}` });
+        values.forEach((v, j) => {
+          const ev = typeof v === 'string' ? checkLabelValue(v) : 'must be a string';
+          if (ev) out.push({ path: `${f}.values[${j}]`, message: `"${String(v)}" is not a valid label value: ${ev}` });
+        });
+        break;
+      case 'Exists':
+      case 'DoesNotExist':
+        if (values.length > 0) out.push({ path: `${f}.values`, message: `must be empty when the operator is ${r.operator}` });
+        break;
+      default:
+        out.push({
+          path: `${f}.operator`,
+          message: `"${String(r.operator)}" is not an operator: expected one of ${OPERATORS.join(', ')}`,
+        });
+    }
+  });
+  return out;
+}
+
+// ---------------------------------------------------------- string forms
+
+/**
+ * Canonical string form: identical for selectors with the same labels and
+ * requirements in any order, with duplicate values or requirements removed.
+ * Two selectors with the same canonical form match exactly the same label
+ * sets. (Different forms may still be equivalent, e.g. {a: x} and
+ * a In (x); that only costs a cache miss.)
+ */
+export function canonicalSelector(selector: LabelSelector): string {
+  const ml = Object.entries(selector.matchLabels ?? {})
+    .sort(([a], [b]) => cmp(a, b))
+    .map(([k, v]) => [k, v]);
+  const reqs = new Map<string, [string, string, string[]]>();
+  for (const r of selector.matchExpressions ?? []) {
+    const vals = [...new Set(r.values ?? [])].sort(cmp);
+    const e: [string, string, string[]] = [r.key, r.operator, vals];
+    reqs.set(JSON.stringify(e), e);
+  }
+  const me = [...reqs.keys()].sort(cmp).map((k) => reqs.get(k)!);
+  return JSON.stringify([ml, me]);
+}
+
+/** Short human form, as kubectl prints it: "{}" (everything), "app=web,tier in (a,b),!debug". */
+export function formatSelector(selector: LabelSelector): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(selector.matchLabels ?? {})) parts.push(`${k}=${v}`);
+  for (const r of selector.matchExpressions ?? []) {
+    const vals = (r.values ?? []).join(',');
+    if (r.operator === 'In') parts.push(`${r.key} in (${vals})`);
+    else if (r.operator === 'NotIn') parts.push(`${r.key} notin (${vals})`);
+    else if (r.operator === 'Exists') parts.push(r.key);
+    else if (r.operator === 'DoesNotExist') parts.push(`!${r.key}`);
+    else parts.push(`${r.key} ${String(r.operator)} (${vals})`);
+  }
+  return parts.length === 0 ? '{}' : parts.join(',');
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+// ------------------------------------------------------------ index
+
+/**
+ * An inverted index of label sets (key=value → members) that answers "which
+ * members does this selector match" without scanning every member when the
+ * selector has a positive constraint (a matchLabels entry, In or Exists):
+ * candidates come from the smallest posting list and are then checked with
+ * matches(). Selectors with only negative constraints (NotIn, DoesNotExist,
+ * or {}) scan all members.
+ */
+export class LabelIndex<K> {
+  private readonly labels = new Map<K, Labels>();
+  /** key -> value -> members */
+  private readonly byPair = new Map<string, Map<string, Set<K>>>();
+  /** key -> members that have the key */
+  private readonly byKey = new Map<string, Set<K>>();
+
+  get size(): number {
+    return this.labels.size;
+  }
+
+  has(member: K): boolean {
+    return this.labels.has(member);
+  }
+
+  labelsOf(member: K): Labels | undefined {
+    return this.labels.get(member);
+  }
+
+  members(): IterableIterator<K> {
+    return this.labels.keys();
+  }
+
+  set(member: K, labels: Labels): void {
+    this.delete(member);
+    this.labels.set(member, labels);
+    for (const k of Object.keys(labels)) {
+      const v = labels[k]!;
+      let byV = this.byPair.get(k);
+      if (!byV) this.byPair.set(k, (byV = new Map()));
+      let s = byV.get(v);
+      if (!s) byV.set(v, (s = new Set()));
+      s.add(member);
+      let ks = this.byKey.get(k);
+      if (!ks) this.byKey.set(k, (ks = new Set()));
+      ks.add(member);
+    }
+  }
+
+  delete(member: K): void {
+    const old = this.labels.get(member);
+    if (!old) return;
+    this.labels.delete(member);
+    for (const k of Object.keys(old)) {
+      const byV = this.byPair.get(k)!;
+      const s = byV.get(old[k]!)!;
+      s.delete(member);
+      if (s.size === 0) byV.delete(old[k]!);
+      if (byV.size === 0) this.byPair.delete(k);
+      const ks = this.byKey.get(k)!;
+      ks.delete(member);
+      if (ks.size === 0) this.byKey.delete(k);
+    }
+  }
+
+  /** Every member whose labels the selector matches (in no particular order). */
+  select(selector: LabelSelector): K[] {
+    let best: Iterable<K> | undefined;
+    let bestSize = Infinity;
+    const consider = (c: Iterable<K>, size: number) => {
+      if (size < bestSize) {
+        best = c;
+        bestSize = size;
+      }
+    };
+    const EMPTY: K[] = [];
+    for (const [k, v] of Object.entries(selector.matchLabels ?? {})) {
+      const s = this.byPair.get(k)?.get(v);
+      if (!s) return EMPTY;
+      consider(s, s.size);
+    }
+    for (const r of selector.matchExpressions ?? []) {
+      if (r.operator === 'Exists') {
+        const s = this.byKey.get(r.key);
+        if (!s) return EMPTY;
+        consider(s, s.size);
+      } else if (r.operator === 'In') {
+        const byV = this.byPair.get(r.key);
+        if (!byV) return EMPTY;
+        const union: K[] = [];
+        for (const v of new Set(r.values ?? [])) for (const m of byV.get(v) ?? []) union.push(m);
+        if (union.length === 0) return EMPTY;
+        consider(union, union.length);
+      }
+    }
+    const out: K[] = [];
+    for (const m of best ?? this.labels.keys()) {
+      if (matches(selector, this.labels.get(m)!)) out.push(m);
+    }
+    return out;
+  }
+}
