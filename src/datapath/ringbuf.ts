@@ -34,6 +34,9 @@ export class RingBufReader {
   private timer: NodeJS.Timeout | undefined;
   private poller: ReturnType<typeof koffi.node.poll> | undefined;
   private total = 0;
+  /** inside ring_buffer__consume: libbpf's reader must not be re-entered or freed now */
+  private consuming = false;
+  private closeRequested = false;
   private readonly wakeup: 'epoll' | 'interval';
   private readonly intervalMs: number;
   private readonly onError: (err: unknown) => void;
@@ -65,11 +68,9 @@ export class RingBufReader {
     if (this.wakeup === 'epoll') {
       const efd = lib().ring_buffer__epoll_fd(this.rb!);
       if (efd < 0) throw libbpfError('ring_buffer__epoll_fd', efd);
-      this.poller = koffi.node.poll(efd, { readable: true }, () => {
-        this.consume();
-      });
+      this.poller = koffi.node.poll(efd, { readable: true }, () => this.tick());
     } else {
-      this.timer = setInterval(() => this.consume(), this.intervalMs);
+      this.timer = setInterval(() => this.tick(), this.intervalMs);
     }
   }
 
@@ -79,7 +80,18 @@ export class RingBufReader {
     this.timer = undefined;
     if (this.poller) this.poller.close();
     this.poller = undefined;
-    return this.rb ? this.consume() : 0;
+    // From a listener (inside a consume) the running consume drains the rest.
+    return this.rb && !this.consuming ? this.consume() : 0;
+  }
+
+  /** A wake-up: consume, reporting failures instead of throwing into the event loop. */
+  private tick(): void {
+    if (this.consuming || !this.rb) return;
+    try {
+      this.consume();
+    } catch (e) {
+      this.onError(e);
+    }
   }
 
   /**
@@ -87,14 +99,27 @@ export class RingBufReader {
    * start() for callers that drive reading themselves (tests, `bastion flows`).
    */
   consume(): number {
+    if (this.consuming) throw new Error('RingBufReader.consume() called from its own listener');
     this.open();
-    const n = lib().ring_buffer__consume(this.rb!);
+    this.consuming = true;
+    let n: number;
+    try {
+      n = lib().ring_buffer__consume(this.rb!);
+    } finally {
+      this.consuming = false;
+      if (this.closeRequested) this.close();
+    }
     if (n < 0) throw libbpfError('ring_buffer__consume', n, `map fd ${this.mapFd}`);
     return n;
   }
 
-  /** Stops and frees libbpf's reader and the callback slot. */
+  /** Stops and frees libbpf's reader and the callback slot (deferred until a running consume returns). */
   close(): void {
+    if (this.consuming) {
+      this.closeRequested = true;
+      return;
+    }
+    this.closeRequested = false;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     if (this.poller) this.poller.close();
@@ -112,6 +137,7 @@ export class RingBufReader {
     // ring_buffer and calls it from every later consume.
     this.cb = koffi.register(
       (_ctx: Pointer | null, data: Pointer, size: number | bigint): number => {
+        if (this.closeRequested) return 0; // closed by a listener: drop the rest of this batch
         const len = Number(size);
         // Copy out: the view aliases the ring, which the producer reuses once we return.
         const record = Buffer.from(new Uint8Array(koffi.view(data, len)));
