@@ -157,6 +157,24 @@ describe('bpf objects', () => {
     assert.throws(() => o.program('fx_tc_a'), /closed/);
   });
 
+  it('pins a program and a map by hand (bpf_program__pin, bpf_obj_pin)', () => {
+    const o = load();
+    const progPin = join(pinRoot, 'prog_a');
+    const mapPin = join(pinRoot, 'private_copy');
+    o.pinProgram('fx_tc_a', progPin);
+    o.map('fx_private').pin(mapPin);
+    try {
+      assert.ok(existsSync(progPin));
+      const m = BpfMap.openPinned(mapPin, 4, 4);
+      assert.equal(m.id, o.map('fx_private').id);
+      m.close();
+      assert.throws(() => o.pinProgram('fx_tc_a', progPin), /bpf_program__pin\(fx_tc_a at .*prog_a\): File exists/);
+    } finally {
+      rmSync(progPin, { force: true });
+      rmSync(mapPin, { force: true });
+    }
+  });
+
   it('names what is missing', () => {
     const o = load();
     assert.throws(() => o.program('nope'), /no program nope \(programs: .*fx_tc_a/);
