@@ -20,6 +20,7 @@ import {
   renderComposeYaml,
 } from '../../src/policy/compose.js';
 import { registerCompose } from '../../src/cli/commands/compose.js';
+import { configToPolicySet, formatConfigErrors, parseConfigText } from '../../src/policy/bastion-config.js';
 import { CliError, EXIT } from '../../src/cli/errors.js';
 
 // compiled to dist/test/unit: the fixtures stay in the source tree
@@ -91,6 +92,13 @@ describe('compose: sample app (depends_on, links, expose, every ports syntax)', 
     // and it reads back as the same data
     assert.deepEqual(parseYaml(out), composeConfigDocument(composeToPolicies(app)));
     assert.match(out, /# api → queue \(depends_on\): queue declares no ports \(expose or ports\), so EVERY port and protocol is allowed/);
+  });
+
+  test('the output is a valid Bastion config and means the same as the internal model', () => {
+    const p = composeToPolicies(app);
+    const parsed = parseConfigText(renderComposeYaml(p, 'shop.compose.yaml'), 'generated.yaml', { containersRequired: false });
+    assert.ok(parsed.ok, parsed.ok ? '' : formatConfigErrors(parsed.errors));
+    assert.deepEqual(configToPolicySet(parsed.config), composeToPolicySet(p));
   });
 
   test('--unported none: an edge to a port-less service allows nothing, and says so', () => {
