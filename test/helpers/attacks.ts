@@ -6,6 +6,24 @@
  * source address, and arpspoof. Every attack is bounded in time and count.
  */
 import { nsRun, startBackground, sleep, type Ns, type RunResult } from './probes.js';
+import { arpReply, gratuitousArp, tcpFrame } from './packets.js';
+
+/** A TCP SYN frame with whatever Ethernet and IP source the attacker chooses. */
+export function synFrame(o: { srcMac: string; dstMac: string; src: string; dst: string; sport: number; dport: number }): Buffer {
+  return tcpFrame({ ...o, flags: 'S', seq: 0x0badcafe });
+}
+
+/**
+ * Forged ARP answers claiming `claimIp` is at `claimMac`: a unicast reply to
+ * the victim and a gratuitous broadcast (as request and as reply).
+ */
+export function arpPoisonFrames(o: { claimIp: string; claimMac: string; victimIp: string; victimMac: string }): Buffer[] {
+  return [
+    arpReply({ srcMac: o.claimMac, srcIp: o.claimIp, dstMac: o.victimMac, dstIp: o.victimIp }),
+    gratuitousArp({ mac: o.claimMac, ip: o.claimIp, op: 'reply' }),
+    gratuitousArp({ mac: o.claimMac, ip: o.claimIp, op: 'request' }),
+  ];
+}
 
 // ---------------------------------------------------------------- injection
 

@@ -220,6 +220,36 @@ export async function tcpConnect(ns: Ns, ip: string, port: number, timeoutS = 2)
   };
 }
 
+/** A TCP connection attempt with a sub-second bound (socat connect-timeout), for timing how fast a change takes effect. */
+export async function tcpConnectQuick(ns: Ns, ip: string, port: number, timeoutMs = 300): Promise<ConnectResult> {
+  const r = await nsRun(ns, 'socat', ['-u', 'OPEN:/dev/null', `TCP4:${ip}:${port},connect-timeout=${(timeoutMs / 1000).toFixed(3)}`], {
+    timeoutMs: timeoutMs + 3000,
+  });
+  const refused = /refused/i.test(r.stderr);
+  return {
+    ok: r.code === 0,
+    refused,
+    timedOut: r.code !== 0 && !refused,
+    ms: r.ms,
+    detail: `socat connect ${ip}:${port} from ${ns ?? 'host'}: exit ${r.code} ${r.stderr.trim()}`.trim(),
+  };
+}
+
+/**
+ * Repeats a quick connection attempt until its outcome is `want`; returns
+ * when the first attempt with that outcome started, relative to t0 (ms), or
+ * undefined if it never happened within maxMs.
+ */
+export async function timeUntilConnect(ns: Ns, ip: string, port: number, want: boolean, t0: number, maxMs = 5000): Promise<number | undefined> {
+  while (Date.now() - t0 < maxMs) {
+    const start = Date.now();
+    const r = await tcpConnectQuick(ns, ip, port, 300);
+    if (r.ok === want) return start - t0;
+    if (r.ok || r.refused) await sleep(50);
+  }
+  return undefined;
+}
+
 /** Sends one datagram to ip:port and waits (bounded) for the echo server's reply. */
 export async function udpEcho(ns: Ns, ip: string, port: number, timeoutS = 2): Promise<{ ok: boolean; detail: string }> {
   const marker = `bastion-udp-${randomBytes(4).toString('hex')}`;

@@ -1,0 +1,118 @@
+/**
+ * Core issue, part 5: host / gateway isolation.
+ *
+ * Listeners in the host namespace bound to the bridge (gateway) address
+ * only, and to a second host address (another subnet, on the same bridge): no
+ * container reaches them unless a `to: host` rule names the port, and then
+ * only that container and that port. The host reaching a container needs a
+ * `from: host` rule likewise.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomInt } from 'node:crypto';
+import { CoreLab, type PolicyEntry } from '../helpers/bastion-daemon.js';
+import { connectAll, expectAllConnect, expectNoneConnect, nsRun, startTcpEcho } from '../helpers/probes.js';
+import { freeSubnet24 } from '../helpers/netns.js';
+
+describe('core: host isolation (listeners on the gateway address)', () => {
+  let lab: CoreLab;
+  let hostIp2: string;
+  const P1 = randomInt(20000, 29000);
+  const P2 = P1 + 1;
+
+  before(async () => {
+    lab = await CoreLab.create();
+    // A second host address (outside the containers' subnet) on our own bridge.
+    hostIp2 = `${await freeSubnet24()}.1`;
+    const r = await nsRun(null, 'ip', ['addr', 'add', `${hostIp2}/32`, 'dev', lab.topo.bridge], { timeoutMs: 5000 });
+    assert.equal(r.code, 0, `ip addr add ${hostIp2}/32 dev ${lab.topo.bridge}: ${r.stderr}`);
+    await Promise.all([
+      startTcpEcho(null, lab.gateway, P1),
+      startTcpEcho(null, lab.gateway, P2),
+      startTcpEcho(null, hostIp2, P1),
+      startTcpEcho(lab.web.netns, lab.web.ip, 8080),
+      startTcpEcho(lab.api.netns, lab.api.ip, 8080),
+    ]);
+  });
+
+  after(async () => {
+    await lab?.cleanup();
+  });
+
+  const webToHost = (): PolicyEntry => ({ name: 'web-to-host', from: { app: 'web' }, to: 'host', ports: [`${P1}/tcp`] });
+
+  it('baseline without Bastion: containers reach the host listeners, the host reaches web', { timeout: 60_000 }, async () => {
+    const { web, api, attacker } = lab;
+    expectAllConnect(
+      await connectAll([
+        [`web→gateway:${P1}`, web.netns, lab.gateway, P1],
+        [`web→gateway:${P2}`, web.netns, lab.gateway, P2],
+        [`web→host address ${hostIp2}:${P1}`, web.netns, hostIp2, P1],
+        [`api→gateway:${P1}`, api.netns, lab.gateway, P1],
+        [`attacker→gateway:${P1}`, attacker.netns, lab.gateway, P1],
+        ['host→web:8080', null, web.ip, 8080],
+        ['host→api:8080', null, api.ip, 8080],
+      ]),
+    );
+  });
+
+  it('the daemon starts and becomes ready with the core config (no host rule)', { timeout: 60_000 }, async () => {
+    await lab.startDaemon();
+  });
+
+  it('without a `to: host` rule no container reaches the host, on the gateway or another host address', { timeout: 30_000 }, async () => {
+    lab.requireDaemon();
+    const { web, api, attacker } = lab;
+    expectNoneConnect(
+      await connectAll([
+        [`web→gateway:${P1}`, web.netns, lab.gateway, P1],
+        [`web→gateway:${P2}`, web.netns, lab.gateway, P2],
+        [`web→host address ${hostIp2}:${P1}`, web.netns, hostIp2, P1],
+        [`api→gateway:${P1}`, api.netns, lab.gateway, P1],
+        [`attacker→gateway:${P1}`, attacker.netns, lab.gateway, P1],
+      ]),
+    );
+  });
+
+  it('without a `from: host` rule the host does not reach web', { timeout: 30_000 }, async () => {
+    lab.requireDaemon();
+    expectNoneConnect(await connectAll([['host→web:8080', null, lab.web.ip, 8080]]));
+  });
+
+  it(`a \`to: host\` rule for ${P1}/tcp lets web (only web, only that port) reach the host`, { timeout: 30_000 }, async () => {
+    const daemon = lab.requireDaemon();
+    const applied = await daemon.rewriteConfig(lab.config({ extra: [webToHost()] }));
+    assert.ok(applied.applied, `the config with web-to-host was not applied: ${JSON.stringify(applied.record)}\n${daemon.describe(20)}`);
+    const { web, api, attacker } = lab;
+    expectAllConnect(
+      await connectAll([
+        [`web→gateway:${P1}`, web.netns, lab.gateway, P1],
+        [`web→host address ${hostIp2}:${P1}`, web.netns, hostIp2, P1],
+      ]),
+    );
+    expectNoneConnect(
+      await connectAll([
+        [`web→gateway:${P2} (port not in the rule)`, web.netns, lab.gateway, P2],
+        [`api→gateway:${P1} (rule is for web)`, api.netns, lab.gateway, P1],
+        [`attacker→gateway:${P1}`, attacker.netns, lab.gateway, P1],
+        ['host→web:8080 (to: host does not open from: host)', null, web.ip, 8080],
+      ]),
+    );
+  });
+
+  it('a `from: host` rule lets the host reach web:8080', { timeout: 30_000 }, async () => {
+    const daemon = lab.requireDaemon();
+    const hostToWeb: PolicyEntry = { name: 'host-to-web', from: 'host', to: { app: 'web' }, ports: ['8080/tcp'] };
+    const applied = await daemon.rewriteConfig(lab.config({ extra: [webToHost(), hostToWeb] }));
+    assert.ok(applied.applied, `the config with host-to-web was not applied: ${JSON.stringify(applied.record)}\n${daemon.describe(20)}`);
+    expectAllConnect(await connectAll([['host→web:8080', null, lab.web.ip, 8080]]));
+    expectNoneConnect(await connectAll([['host→api:8080', null, lab.api.ip, 8080]]));
+  });
+
+  it('removing the `to: host` rule closes the host again', { timeout: 30_000 }, async () => {
+    const daemon = lab.requireDaemon();
+    const applied = await daemon.rewriteConfig(lab.config());
+    assert.ok(applied.applied, `the core config was not re-applied: ${JSON.stringify(applied.record)}`);
+    expectNoneConnect(await connectAll([[`web→gateway:${P1}`, lab.web.netns, lab.gateway, P1]]));
+  });
+});
