@@ -20,7 +20,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { createTopology, freeSubnet24, type Container, type Topology } from './netns.js';
-import { nsRun, startBackground, stopBackground, waitFor, type Background, type RunResult } from './probes.js';
+import { flushNeighbours, nsRun, startBackground, stopBackground, waitFor, type Background, type RunResult } from './probes.js';
+import { pinNeighbour } from './attacks.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const BASTION_BIN = join(REPO_ROOT, 'bin', 'bastion');
@@ -365,6 +366,24 @@ export class CoreLab {
   /** Runs `bastion run` on a config expected to be rejected; bounded; returns its exit and output. */
   async runExpectingFailure(configPath: string, pinPath: string, timeoutMs = 20_000): Promise<RunResult> {
     return bastion(['run', '--config', configPath, '--pin-path', pinPath], timeoutMs);
+  }
+
+  /**
+   * Static ARP entries (the true MACs) in each container of `who` for every
+   * other core container and the gateway. With them a refused connection
+   * proves the IP policy refused it, not merely that ARP went unanswered.
+   */
+  async pinNeighbours(who: readonly CoreName[] = CORE_CONTAINERS): Promise<void> {
+    for (const name of who) {
+      const c = this.c(name);
+      await pinNeighbour(c.netns, 'eth0', this.gateway, this.topo.bridgeMac);
+      for (const other of CORE_CONTAINERS) if (other !== name) await pinNeighbour(c.netns, 'eth0', this.c(other).ip, this.c(other).mac);
+    }
+  }
+
+  /** Empties the containers' neighbour tables (static entries too), so the next packets go through ARP again. */
+  async flushNeighbours(who: readonly CoreName[] = CORE_CONTAINERS): Promise<void> {
+    await Promise.all(who.map((n) => flushNeighbours(this.c(n).netns)));
   }
 
   hostIfs(): string[] {

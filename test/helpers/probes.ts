@@ -410,8 +410,9 @@ export function usableMac(n: Neighbour | undefined): string | undefined {
   return n.lladdr;
 }
 
+/** Empties the neighbour table of `dev`, static (permanent) entries included. */
 export async function flushNeighbours(ns: Ns, dev = 'eth0'): Promise<void> {
-  await nsRun(ns, 'ip', ['neigh', 'flush', 'dev', dev], { timeoutMs: 3000 });
+  await nsRun(ns, 'ip', ['neigh', 'flush', 'dev', dev, 'nud', 'all'], { timeoutMs: 3000 });
 }
 
 // --------------------------------------------------------------------- nmap

@@ -11,7 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { CoreLab, type PolicyEntry } from '../helpers/bastion-daemon.js';
-import { connectAll, expectAllConnect, expectNoneConnect, nsRun, startTcpEcho } from '../helpers/probes.js';
+import { connectAll, expectAllConnect, expectNoneConnect, flushNeighbours, nsRun, startTcpEcho } from '../helpers/probes.js';
+import { pinNeighbour } from '../helpers/attacks.js';
 import { freeSubnet24 } from '../helpers/netns.js';
 
 describe('core: host isolation (listeners on the gateway address)', () => {
@@ -41,28 +42,42 @@ describe('core: host isolation (listeners on the gateway address)', () => {
 
   const webToHost = (): PolicyEntry => ({ name: 'web-to-host', from: { app: 'web' }, to: 'host', ports: [`${P1}/tcp`] });
 
-  it('baseline without Bastion: containers reach the host listeners, the host reaches web', { timeout: 60_000 }, async () => {
+  it('baseline without Bastion: containers reach the host listeners, the host reaches web (with and without static ARP entries)', { timeout: 60_000 }, async () => {
     const { web, api, attacker } = lab;
-    expectAllConnect(
-      await connectAll([
-        [`web→gateway:${P1}`, web.netns, lab.gateway, P1],
-        [`web→gateway:${P2}`, web.netns, lab.gateway, P2],
-        [`web→host address ${hostIp2}:${P1}`, web.netns, hostIp2, P1],
-        [`api→gateway:${P1}`, api.netns, lab.gateway, P1],
-        [`attacker→gateway:${P1}`, attacker.netns, lab.gateway, P1],
-        ['host→web:8080', null, web.ip, 8080],
-        ['host→api:8080', null, api.ip, 8080],
-      ]),
-    );
+    const probes = (label: string) =>
+      connectAll([
+        [`${label}web→gateway:${P1}`, web.netns, lab.gateway, P1],
+        [`${label}web→gateway:${P2}`, web.netns, lab.gateway, P2],
+        [`${label}web→host address ${hostIp2}:${P1}`, web.netns, hostIp2, P1],
+        [`${label}api→gateway:${P1}`, api.netns, lab.gateway, P1],
+        [`${label}attacker→gateway:${P1}`, attacker.netns, lab.gateway, P1],
+        [`${label}host→web:8080`, null, web.ip, 8080],
+        [`${label}host→api:8080`, null, api.ip, 8080],
+      ]);
+    expectAllConnect(await probes(''));
+    await pinAll();
+    expectAllConnect(await probes('[static ARP] '));
+    await flushAll();
   });
 
   it('the daemon starts and becomes ready with the core config (no host rule)', { timeout: 60_000 }, async () => {
     await lab.startDaemon();
   });
 
+  /** Static ARP entries for the gateway in the containers, and for the containers on the host: refusals are then the IP policy's. */
+  async function pinAll(): Promise<void> {
+    await lab.pinNeighbours();
+    for (const c of lab.topo.containers) await pinNeighbour(null, lab.topo.bridge, c.ip, c.mac);
+  }
+  async function flushAll(): Promise<void> {
+    await lab.flushNeighbours();
+    await flushNeighbours(null, lab.topo.bridge);
+  }
+
   it('without a `to: host` rule no container reaches the host, on the gateway or another host address', { timeout: 30_000 }, async () => {
     lab.requireDaemon();
     const { web, api, attacker } = lab;
+    await pinAll();
     expectNoneConnect(
       await connectAll([
         [`web→gateway:${P1}`, web.netns, lab.gateway, P1],
@@ -84,12 +99,14 @@ describe('core: host isolation (listeners on the gateway address)', () => {
     const applied = await daemon.rewriteConfig(lab.config({ extra: [webToHost()] }));
     assert.ok(applied.applied, `the config with web-to-host was not applied: ${JSON.stringify(applied.record)}\n${daemon.describe(20)}`);
     const { web, api, attacker } = lab;
+    await flushAll(); // the allowed path resolves the gateway through ARP
     expectAllConnect(
       await connectAll([
         [`web→gateway:${P1}`, web.netns, lab.gateway, P1],
         [`web→host address ${hostIp2}:${P1}`, web.netns, hostIp2, P1],
       ]),
     );
+    await pinAll();
     expectNoneConnect(
       await connectAll([
         [`web→gateway:${P2} (port not in the rule)`, web.netns, lab.gateway, P2],
@@ -105,7 +122,9 @@ describe('core: host isolation (listeners on the gateway address)', () => {
     const hostToWeb: PolicyEntry = { name: 'host-to-web', from: 'host', to: { app: 'web' }, ports: ['8080/tcp'] };
     const applied = await daemon.rewriteConfig(lab.config({ extra: [webToHost(), hostToWeb] }));
     assert.ok(applied.applied, `the config with host-to-web was not applied: ${JSON.stringify(applied.record)}\n${daemon.describe(20)}`);
+    await flushAll();
     expectAllConnect(await connectAll([['host→web:8080', null, lab.web.ip, 8080]]));
+    await pinAll();
     expectNoneConnect(await connectAll([['host→api:8080', null, lab.api.ip, 8080]]));
   });
 
@@ -113,6 +132,7 @@ describe('core: host isolation (listeners on the gateway address)', () => {
     const daemon = lab.requireDaemon();
     const applied = await daemon.rewriteConfig(lab.config());
     assert.ok(applied.applied, `the core config was not re-applied: ${JSON.stringify(applied.record)}`);
+    await pinAll();
     expectNoneConnect(await connectAll([[`web→gateway:${P1}`, lab.web.netns, lab.gateway, P1]]));
   });
 });

@@ -79,23 +79,27 @@ describe('core: isolation between containers (web→api 8080/tcp, api→db 5432/
     await lab?.cleanup();
   });
 
-  it('baseline without Bastion: every probe used below succeeds', { timeout: 60_000 }, async () => {
+  it('baseline without Bastion: every probe used below succeeds (with and without static ARP entries)', { timeout: 60_000 }, async () => {
     assert.deepEqual(await lab.assertNoStacks(), [], 'no Bastion filter may be on the veths before the daemon runs');
     const { web, api, db, attacker } = lab;
-    expectAllConnect(
-      await connectAll([
-        ['web→api:8080', web.netns, api.ip, 8080],
-        ['web→api:9090', web.netns, api.ip, 9090],
-        ['api→web:8080', api.netns, web.ip, 8080],
-        ['web→db:5432', web.netns, db.ip, 5432],
-        ['api→db:5432', api.netns, db.ip, 5432],
-        ['db→api:8080', db.netns, api.ip, 8080],
-        ['attacker→web:8080', attacker.netns, web.ip, 8080],
-        ['attacker→api:8080', attacker.netns, api.ip, 8080],
-        ['attacker→db:5432', attacker.netns, db.ip, 5432],
-        ['web→attacker:8080', web.netns, attacker.ip, 8080],
-      ]),
-    );
+    const probes: Array<[string, string, string, number]> = [
+      ['web→api:8080', web.netns, api.ip, 8080],
+      ['web→api:9090', web.netns, api.ip, 9090],
+      ['api→web:8080', api.netns, web.ip, 8080],
+      ['web→db:5432', web.netns, db.ip, 5432],
+      ['api→db:5432', api.netns, db.ip, 5432],
+      ['db→api:8080', db.netns, api.ip, 8080],
+      ['attacker→web:8080', attacker.netns, web.ip, 8080],
+      ['attacker→api:8080', attacker.netns, api.ip, 8080],
+      ['attacker→db:5432', attacker.netns, db.ip, 5432],
+      ['web→attacker:8080', web.netns, attacker.ip, 8080],
+      ['api→attacker:8080', api.netns, attacker.ip, 8080],
+    ];
+    const all = (label: string) => probes.map(([what, ns, ip, port]): [string, string, string, number] => [`${label}${what}`, ns, ip, port]);
+    expectAllConnect(await connectAll(all('')));
+    await lab.pinNeighbours();
+    expectAllConnect(await connectAll(all('[static ARP] ')));
+    await lab.flushNeighbours();
     const udp = await udpEcho(web.netns, api.ip, 8080);
     assert.ok(udp.ok, `udp echo web→api:8080 without Bastion: ${udp.detail}`);
     assert.ok(await ping(web.netns, api.ip), 'ping web→api without Bastion');
@@ -123,32 +127,38 @@ describe('core: isolation between containers (web→api 8080/tcp, api→db 5432/
     assert.ok(t.ok, `api→db:5432 transfer: ${JSON.stringify(t)}`);
   });
 
-  it('web→api on a port no policy names (9090/tcp), on udp 8080, and icmp are refused', { timeout: 30_000 }, async () => {
-    lab.requireDaemon();
-    const { web, api } = lab;
-    expectNoneConnect(await connectAll([['web→api:9090/tcp', web.netns, api.ip, 9090]]));
-    const udp = await udpEcho(web.netns, api.ip, 8080);
-    assert.equal(udp.ok, false, `udp web→api:8080 must be refused (the policy says 8080/tcp): ${udp.detail}`);
-    assert.equal(await ping(web.netns, api.ip), false, 'icmp web→api must be refused (the policy does not name icmp)');
-  });
-
-  it('the reverse direction (api→web), web→db, db→api and every attacker connection are refused', { timeout: 30_000 }, async () => {
-    lab.requireDaemon();
+  /** Every probe that must be refused; run as a container would, then again with static ARP entries. */
+  async function refusals(label: string): Promise<void> {
     const { web, api, db, attacker } = lab;
     expectNoneConnect(
       await connectAll([
-        ['api→web:8080 (reverse of web→api)', api.netns, web.ip, 8080],
-        ['web→db:5432 (no web→db policy)', web.netns, db.ip, 5432],
-        ['db→api:8080 (reverse of api→db, other port)', db.netns, api.ip, 8080],
-        ['attacker→web:8080', attacker.netns, web.ip, 8080],
-        ['attacker→api:8080', attacker.netns, api.ip, 8080],
-        ['attacker→api:9090', attacker.netns, api.ip, 9090],
-        ['attacker→db:5432', attacker.netns, db.ip, 5432],
-        ['web→attacker:8080', web.netns, attacker.ip, 8080],
-        ['api→attacker:8080', api.netns, attacker.ip, 8080],
+        [`${label} web→api:9090 (port no policy names)`, web.netns, api.ip, 9090],
+        [`${label} api→web:8080 (reverse of web→api)`, api.netns, web.ip, 8080],
+        [`${label} web→db:5432 (no web→db policy)`, web.netns, db.ip, 5432],
+        [`${label} db→api:8080 (reverse of api→db, other port)`, db.netns, api.ip, 8080],
+        [`${label} attacker→web:8080`, attacker.netns, web.ip, 8080],
+        [`${label} attacker→api:8080`, attacker.netns, api.ip, 8080],
+        [`${label} attacker→api:9090`, attacker.netns, api.ip, 9090],
+        [`${label} attacker→db:5432`, attacker.netns, db.ip, 5432],
+        [`${label} web→attacker:8080`, web.netns, attacker.ip, 8080],
+        [`${label} api→attacker:8080`, api.netns, attacker.ip, 8080],
       ]),
     );
-    assert.equal(await ping(attacker.netns, api.ip), false, 'icmp attacker→api must be refused');
+    const udp = await udpEcho(web.netns, api.ip, 8080);
+    assert.equal(udp.ok, false, `${label} udp web→api:8080 must be refused (the policy says 8080/tcp): ${udp.detail}`);
+    assert.equal(await ping(web.netns, api.ip), false, `${label} icmp web→api must be refused (the policy does not name icmp)`);
+    assert.equal(await ping(attacker.netns, api.ip), false, `${label} icmp attacker→api must be refused`);
+  }
+
+  it('refused: another port, udp, icmp, the reverse direction, web→db, db→api, and every attacker connection', { timeout: 60_000 }, async () => {
+    lab.requireDaemon();
+    await refusals('');
+  });
+
+  it('refused likewise with static ARP entries everywhere (the IP policy itself decides, not ARP)', { timeout: 60_000 }, async () => {
+    lab.requireDaemon();
+    await lab.pinNeighbours();
+    await refusals('[static ARP]');
   });
 
   it('the allowed path still works after all those drops (no collateral damage)', { timeout: 30_000 }, async () => {

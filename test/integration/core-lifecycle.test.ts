@@ -50,12 +50,20 @@ describe('core: live policy changes and daemon lifecycle', () => {
     await lab?.cleanup();
   });
 
-  /** The core expectations: allowed works (with data), attacks and unlisted flows are refused. */
+  /**
+   * The core expectations: allowed works (with data, ARP through the stack),
+   * attacks and unlisted flows are refused (with static ARP entries, so the
+   * IP policy itself is what refuses them).
+   */
   async function enforcementHolds(when: string): Promise<void> {
     const { web, api, db, attacker } = lab;
+    await lab.flushNeighbours();
     const t = await echoTransfer(web.netns, api.ip, 8080, { bytes: 1 * MB, timeoutMs: 15_000 }).done;
     assert.ok(t.ok, `${when}: web→api:8080 transfer: ${JSON.stringify(t)}`);
     expectAllConnect(await connectAll([[`${when}: api→db:5432`, api.netns, db.ip, 5432]]));
+    const a = await arping(attacker.netns, 'eth0', api.ip, 2);
+    assert.equal(a.replies, 0, `${when}: arping attacker→api answered:\n${a.output}`);
+    await lab.pinNeighbours(['web', 'attacker']);
     expectNoneConnect(
       await connectAll([
         [`${when}: attacker→api:8080`, attacker.netns, api.ip, 8080],
@@ -64,8 +72,6 @@ describe('core: live policy changes and daemon lifecycle', () => {
         [`${when}: web→api:9090`, web.netns, api.ip, 9090],
       ]),
     );
-    const a = await arping(attacker.netns, 'eth0', api.ip, 2);
-    assert.equal(a.replies, 0, `${when}: arping attacker→api answered:\n${a.output}`);
   }
 
   /** Exactly one BPF filter on each hook of every host veth: from_container on ingress, to_container on egress. */
@@ -84,17 +90,20 @@ describe('core: live policy changes and daemon lifecycle', () => {
     assert.deepEqual(problems, [], `${when}: tc filters on the host veths`);
   }
 
-  it('baseline without Bastion: every probe used below succeeds', { timeout: 60_000 }, async () => {
+  it('baseline without Bastion: every probe used below succeeds (with and without static ARP entries)', { timeout: 60_000 }, async () => {
     const { web, api, db, attacker } = lab;
-    expectAllConnect(
-      await connectAll([
-        ['web→api:8080', web.netns, api.ip, 8080],
-        ['web→api:9090', web.netns, api.ip, 9090],
-        ['attacker→api:8080', attacker.netns, api.ip, 8080],
-        ['attacker→db:5432', attacker.netns, db.ip, 5432],
-        ['web→db:5432', web.netns, db.ip, 5432],
-      ]),
-    );
+    const probes = (label: string) =>
+      connectAll([
+        [`${label}web→api:8080`, web.netns, api.ip, 8080],
+        [`${label}web→api:9090`, web.netns, api.ip, 9090],
+        [`${label}attacker→api:8080`, attacker.netns, api.ip, 8080],
+        [`${label}attacker→db:5432`, attacker.netns, db.ip, 5432],
+        [`${label}web→db:5432`, web.netns, db.ip, 5432],
+      ]);
+    expectAllConnect(await probes(''));
+    await lab.pinNeighbours(['web', 'attacker']);
+    expectAllConnect(await probes('[static ARP] '));
+    await lab.flushNeighbours();
     const a = await arping(attacker.netns, 'eth0', api.ip, 2);
     assert.ok(a.replies > 0, `arping attacker→api without Bastion:\n${a.output}`);
   });
@@ -192,6 +201,7 @@ describe('core: live policy changes and daemon lifecycle', () => {
     }
     assert.deepEqual(left, [], 'Bastion left these on the host veths');
     const { web, api, db, attacker } = lab;
+    await lab.flushNeighbours();
     expectAllConnect(
       await connectAll([
         ['attacker→api:8080 after down', attacker.netns, api.ip, 8080],
