@@ -1,0 +1,196 @@
+/**
+ * Label selectors: Kubernetes semantics, validation, canonical form, index.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import type { LabelSelector } from '../../src/policy/model.js';
+import {
+  LabelIndex,
+  canonicalSelector,
+  checkLabelKey,
+  checkLabelValue,
+  formatSelector,
+  isEmptySelector,
+  matches,
+  validateSelector,
+} from '../../src/policy/selector.js';
+import { selectorMatches } from '../../src/policy/k8s/labels.js';
+import { LABEL_KEYS, LABEL_VALUES, selectorArb } from './policy-world.test.js';
+
+const labelsArb = fc.dictionary(fc.constantFrom(...LABEL_KEYS), fc.constantFrom(...LABEL_VALUES), { maxKeys: 3 }).map((d) => ({ ...d }));
+
+describe('matches', () => {
+  const L = { app: 'web', tier: 'front' };
+  it('matchLabels, every operator, AND of everything', () => {
+    assert.equal(matches({}, L), true);
+    assert.equal(matches({}, {}), true);
+    assert.equal(matches({ matchLabels: { app: 'web' } }, L), true);
+    assert.equal(matches({ matchLabels: { app: 'web', tier: 'back' } }, L), false);
+    assert.equal(matches({ matchLabels: { env: 'x' } }, L), false);
+    assert.equal(matches({ matchExpressions: [{ key: 'app', operator: 'In', values: ['api', 'web'] }] }, L), true);
+    assert.equal(matches({ matchExpressions: [{ key: 'app', operator: 'In', values: ['api'] }] }, L), false);
+    assert.equal(matches({ matchExpressions: [{ key: 'env', operator: 'In', values: ['x'] }] }, L), false);
+    assert.equal(matches({ matchExpressions: [{ key: 'app', operator: 'NotIn', values: ['api'] }] }, L), true);
+    assert.equal(matches({ matchExpressions: [{ key: 'app', operator: 'NotIn', values: ['web'] }] }, L), false);
+    assert.equal(matches({ matchExpressions: [{ key: 'env', operator: 'NotIn', values: ['x'] }] }, L), true, 'NotIn matches an absent key');
+    assert.equal(matches({ matchExpressions: [{ key: 'tier', operator: 'Exists' }] }, L), true);
+    assert.equal(matches({ matchExpressions: [{ key: 'env', operator: 'Exists' }] }, L), false);
+    assert.equal(matches({ matchExpressions: [{ key: 'env', operator: 'DoesNotExist' }] }, L), true);
+    assert.equal(matches({ matchExpressions: [{ key: 'app', operator: 'DoesNotExist' }] }, L), false);
+    assert.equal(
+      matches({ matchLabels: { app: 'web' }, matchExpressions: [{ key: 'tier', operator: 'Exists' }, { key: 'env', operator: 'DoesNotExist' }] }, L),
+      true,
+    );
+    assert.equal(matches({ matchLabels: { app: 'web' }, matchExpressions: [{ key: 'tier', operator: 'DoesNotExist' }] }, L), false);
+    assert.equal(matches({ matchExpressions: [{ key: 'app', operator: 'Bogus' as 'In', values: ['web'] }] }, L), false, 'unknown operator never matches');
+  });
+
+  it('is not fooled by inherited properties', () => {
+    assert.equal(matches({ matchExpressions: [{ key: 'constructor', operator: 'Exists' }] }, {}), false);
+    assert.equal(matches({ matchExpressions: [{ key: 'toString', operator: 'DoesNotExist' }] }, {}), true);
+    assert.equal(matches({ matchLabels: { __proto__: 'x' } as Record<string, string> }, {}), true, 'a literal __proto__ key sets the prototype, not a label');
+  });
+
+  it('agrees with the Kubernetes engine on random selectors and labels (property)', () => {
+    fc.assert(
+      fc.property(selectorArb, labelsArb, (s, l) => {
+        assert.equal(matches(s, l), selectorMatches(s, l));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('validateSelector', () => {
+  it('accepts valid selectors', () => {
+    assert.deepEqual(validateSelector({}), []);
+    assert.deepEqual(
+      validateSelector({
+        matchLabels: { 'bastion.io/name': 'web', app: '' },
+        matchExpressions: [
+          { key: 'a', operator: 'In', values: ['x'] },
+          { key: 'b', operator: 'Exists' },
+          { key: 'c', operator: 'DoesNotExist', values: [] },
+        ],
+      }),
+      [],
+    );
+  });
+
+  it('rejects bad operators, values lists, keys and values, with their paths', () => {
+    const issues = validateSelector({
+      matchLabels: { 'bad key': 'x', ok: 'bad value!' },
+      matchExpressions: [
+        { key: 'a', operator: 'In' },
+        { key: 'b', operator: 'NotIn', values: [] },
+        { key: 'c', operator: 'Exists', values: ['x'] },
+        { key: 'd', operator: 'Equals' as 'In', values: ['x'] },
+        { key: '-bad', operator: 'Exists' },
+        { key: 'e', operator: 'In', values: ['ok', 'not ok'] },
+      ],
+    });
+    assert.deepEqual(
+      issues.map((i) => i.path),
+      [
+        'matchLabels["bad key"]',
+        'matchLabels.ok',
+        'matchExpressions[0].values',
+        'matchExpressions[1].values',
+        'matchExpressions[2].values',
+        'matchExpressions[3].operator',
+        'matchExpressions[4].key',
+        'matchExpressions[5].values[1]',
+      ],
+    );
+    assert.match(issues[2]!.message, /non-empty list when the operator is In/);
+    assert.match(issues[4]!.message, /must be empty when the operator is Exists/);
+    assert.match(issues[5]!.message, /"Equals" is not an operator/);
+  });
+
+  it('label keys and values as the API server checks them', () => {
+    for (const k of ['app', 'a.b-c_d', 'example.com/app', 'a'.repeat(63), `${'a'.repeat(253)}/x`]) assert.equal(checkLabelKey(k), undefined, k);
+    for (const k of ['', '/app', 'a/', 'a/b/c', 'Example.com/app', '-a', 'a-', 'a'.repeat(64), 'a b']) assert.notEqual(checkLabelKey(k), undefined, k);
+    for (const v of ['', 'x', 'A.b_c-1', 'a'.repeat(63)]) assert.equal(checkLabelValue(v), undefined, v);
+    for (const v of ['-x', 'x-', 'a b', 'a/b', 'a'.repeat(64)]) assert.notEqual(checkLabelValue(v), undefined, v);
+  });
+});
+
+describe('canonical and human forms', () => {
+  const shuffle = <T>(xs: T[], seed: number) => xs.map((x, i) => [x, (i * 7919 + seed) % 101] as const).sort((a, b) => a[1] - b[1]).map(([x]) => x);
+
+  it('the canonical form ignores order and duplicates, and equal forms match the same labels (property)', () => {
+    fc.assert(
+      fc.property(selectorArb, fc.nat(100), labelsArb, (s, seed, l) => {
+        const t: LabelSelector = {
+          ...(s.matchLabels ? { matchLabels: Object.fromEntries(shuffle(Object.entries(s.matchLabels), seed)) } : {}),
+          ...(s.matchExpressions
+            ? {
+                matchExpressions: shuffle(
+                  [...s.matchExpressions, ...s.matchExpressions.slice(0, 1)].map((r) => ({ ...r, ...(r.values ? { values: shuffle([...r.values, ...r.values], seed) } : {}) })),
+                  seed,
+                ),
+              }
+            : {}),
+        };
+        assert.equal(canonicalSelector(t), canonicalSelector(s));
+        assert.equal(matches(t, l), matches(s, l));
+      }),
+      { numRuns: 1000 },
+    );
+    assert.notEqual(canonicalSelector({ matchLabels: { a: 'b' } }), canonicalSelector({ matchLabels: { a: 'c' } }));
+    assert.notEqual(
+      canonicalSelector({ matchExpressions: [{ key: 'a', operator: 'In', values: ['x'] }] }),
+      canonicalSelector({ matchExpressions: [{ key: 'a', operator: 'NotIn', values: ['x'] }] }),
+    );
+    assert.equal(canonicalSelector({}), canonicalSelector({ matchLabels: {}, matchExpressions: [] }));
+    assert.equal(isEmptySelector({ matchLabels: {}, matchExpressions: [] }), true);
+    assert.equal(isEmptySelector({ matchLabels: { a: 'b' } }), false);
+  });
+
+  it('prints like kubectl', () => {
+    assert.equal(formatSelector({}), '{}');
+    assert.equal(
+      formatSelector({
+        matchLabels: { app: 'web' },
+        matchExpressions: [
+          { key: 't', operator: 'In', values: ['a', 'b'] },
+          { key: 'u', operator: 'NotIn', values: ['c'] },
+          { key: 'v', operator: 'Exists' },
+          { key: 'w', operator: 'DoesNotExist' },
+        ],
+      }),
+      'app=web,t in (a,b),u notin (c),v,!w',
+    );
+  });
+});
+
+describe('LabelIndex', () => {
+  it('select equals filtering with matches, through changes (property)', () => {
+    const opArb = fc.oneof(
+      fc.record({ set: fc.nat(9), labels: labelsArb }),
+      fc.record({ del: fc.nat(9) }),
+    );
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 30 }), fc.array(selectorArb, { minLength: 1, maxLength: 5 }), (ops, sels) => {
+        const idx = new LabelIndex<number>();
+        const truth = new Map<number, Record<string, string>>();
+        for (const op of ops) {
+          if ('set' in op) {
+            idx.set(op.set, op.labels);
+            truth.set(op.set, op.labels);
+          } else {
+            idx.delete(op.del);
+            truth.delete(op.del);
+          }
+        }
+        assert.equal(idx.size, truth.size);
+        for (const s of sels) {
+          const want = [...truth].filter(([, l]) => matches(s, l)).map(([k]) => k).sort();
+          assert.deepEqual(idx.select(s).sort(), want);
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
