@@ -1,0 +1,250 @@
+/**
+ * The scale series: N container entries (each with ~10 dependencies) on the
+ * benchmark's bridges, and for iptables and Bastion at each N:
+ *   - new connections per second between the measured pair,
+ *   - the time from applying one added dependency until a connection to the
+ *     newly allowed port succeeds (bbprobe knocks every 250 us meanwhile),
+ *   - for Bastion, the daemon's memory (VmRSS, VmHWM).
+ * The topology grows from one point to the next (entries are only added).
+ */
+import { join } from 'node:path';
+import { BastionDaemon, policyLine, renderConfig } from './bastion.js';
+import type { Context } from './context.js';
+import { CONN_PORT, DENIED_PORT, PROBE_BASE, fillerDeps, orderedDeps, pairDeps, probeDep, type Dep } from './deps.js';
+import { Background, hrMs, inNs, run, sleep } from './exec.js';
+import { appendRuleArgs, clearRuleset, countRules, loadRuleset, renderRuleset } from './iptables.js';
+import { percentile, summarize } from './stats.js';
+import { waitQuiet } from './quiet.js';
+import { Topology } from './topology.js';
+import { canConnect, connRate, startConnServer, startProbe, type ConnResult } from './tools.js';
+
+export interface UpdateStats {
+  update_ms_p50: number;
+  update_ms_p99: number;
+  update_ms_min: number;
+  update_ms_max: number;
+  updates: number[];
+  update_failures: number;
+}
+
+export interface BackendPoint extends UpdateStats {
+  conn_per_s: number;
+  conn_per_s_min: number;
+  conn_per_s_max: number;
+  conn_runs: ConnResult[];
+  /** CPU busy (%) before the conn/s measurement */
+  background_busy_pct: number;
+}
+
+export interface IptablesPoint extends BackendPoint {
+  rules_loaded: number;
+  load_s: number;
+  rule_position: string;
+  /** spawn cost of `nsenter --net=... true` included in every update (not paid on a real host) */
+  nsenter_overhead_ms: number;
+}
+
+export interface BastionPoint extends BackendPoint {
+  rss_mb: number | null;
+  rss_hwm_mb: number | null;
+  rss_tree_mb: number | null;
+  rss_after_start_mb: number | null;
+  startup_s: number;
+  sighup_fallbacks: number;
+}
+
+export interface ScalePoint {
+  containers: number;
+  /** ACCEPT rules = dependencies (N x deps per entry) + the measured pair's ports */
+  rules: number;
+  dependencies: number;
+  namespaces: number;
+  veths: number;
+  bridges: number;
+  build_s: number;
+  iptables: IptablesPoint | null;
+  bastion: BastionPoint | null;
+  errors: string[];
+}
+
+async function measureConn(ctx: Context, topo: Topology): Promise<Pick<BackendPoint, 'conn_per_s' | 'conn_per_s_min' | 'conn_per_s_max' | 'conn_runs' | 'background_busy_pct'>> {
+  const { opts, tools } = ctx;
+  const quiet = await waitQuiet(opts.quietPct, opts.quietWaitMs);
+  await connRate(tools.bbconn, topo.client.netns, topo.server.ip, CONN_PORT, 0.5, opts.conn); // warm-up
+  const runs: ConnResult[] = [];
+  for (let r = 0; r < opts.scaleReps; r++) {
+    runs.push(await connRate(tools.bbconn, topo.client.netns, topo.server.ip, CONN_PORT, opts.scaleSeconds, opts.conn));
+  }
+  const s = summarize(runs.map((r) => r.conn_per_s));
+  return { conn_per_s: s.median, conn_per_s_min: s.min, conn_per_s_max: s.max, conn_runs: runs, background_busy_pct: quiet.busyPct };
+}
+
+/**
+ * Apply `count` added dependencies one at a time; each is timed from just
+ * before `apply` until the probe's first successful connection to the new port.
+ */
+async function measureUpdates(ctx: Context, topo: Topology, count: number, apply: (dep: Dep) => Promise<void>, onSlow?: () => void): Promise<UpdateStats> {
+  const samples: number[] = [];
+  let failures = 0;
+  for (let i = 0; i < count; i++) {
+    const dep = probeDep(i);
+    const probe = await startProbe(ctx.tools.bbprobe, topo.client.netns, topo.server.ip, dep.port, 15_000);
+    await sleep(20); // the probe is knocking (and being dropped) before the change
+    const t0 = hrMs();
+    await apply(dep);
+    let slowTimer: NodeJS.Timeout | undefined;
+    if (onSlow) slowTimer = setTimeout(onSlow, 3000);
+    const r = await probe.result;
+    clearTimeout(slowTimer);
+    await probe.proc.stop();
+    if (!r) {
+      failures++;
+      ctx.log(`    update ${i}: port ${dep.port} never became reachable`);
+      continue;
+    }
+    if (r.launchMs < t0) throw new Error(`port ${dep.port} was reachable before its dependency was added: enforcement is not in place`);
+    samples.push(r.okMs - t0);
+    await sleep(120); // let the previous change settle (e.g. a daemon's debounced file-watch reload)
+  }
+  if (samples.length === 0) throw new Error('no added dependency was ever enforced');
+  const s = summarize(samples);
+  return {
+    update_ms_p50: percentile(samples, 50),
+    update_ms_p99: percentile(samples, 99),
+    update_ms_min: s.min,
+    update_ms_max: s.max,
+    updates: samples,
+    update_failures: failures,
+  };
+}
+
+async function nsenterOverhead(hostNs: string): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < 10; i++) xs.push((await run(inNs(hostNs, ['true']))).ms);
+  return percentile(xs, 50);
+}
+
+async function checkPair(ctx: Context, topo: Topology, what: string): Promise<void> {
+  const { bbprobe } = ctx.tools;
+  if (!(await canConnect(bbprobe, topo.client.netns, topo.server.ip, CONN_PORT, 5000))) throw new Error(`${what}: the allowed port ${CONN_PORT} is not reachable`);
+  if (await canConnect(bbprobe, topo.client.netns, topo.server.ip, DENIED_PORT, 500)) throw new Error(`${what}: port ${DENIED_PORT} is reachable: the policy is not enforced`);
+}
+
+async function iptablesPoint(ctx: Context, topo: Topology, n: number, deps: Dep[]): Promise<IptablesPoint> {
+  const ipOf = (i: number) => topo.entries[i]!.ip;
+  topo.setBridgeNetfilter(true);
+  try {
+    const load = await loadRuleset(topo.hostNs, renderRuleset(deps, ipOf));
+    const loaded = await countRules(topo.hostNs);
+    await checkPair(ctx, topo, `iptables at ${n}`);
+    const conn = await measureConn(ctx, topo);
+    const overhead = await nsenterOverhead(topo.hostNs);
+    const upd = await measureUpdates(ctx, topo, ctx.opts.updates, async (dep) => {
+      await run(appendRuleArgs(topo.hostNs, dep, ipOf));
+    });
+    return { ...conn, ...upd, rules_loaded: loaded, load_s: load.ms / 1000, rule_position: ctx.opts.rulePosition, nsenter_overhead_ms: overhead };
+  } finally {
+    await clearRuleset(topo.hostNs);
+    topo.setBridgeNetfilter(false);
+  }
+}
+
+async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: Dep[]): Promise<BastionPoint> {
+  const daemon = new BastionDaemon({
+    cmd: ctx.bastionCmd,
+    topo,
+    configPath: join(ctx.work, `bastion-scale-${n}.yaml`),
+    pinPath: `/sys/fs/bpf/${ctx.prefix}`,
+    logPath: join(ctx.opts.outDir, 'logs', `bastion-scale-${n}.log`),
+    reload: ctx.opts.bastionReload,
+    probeBin: ctx.tools.bbprobe,
+  });
+  try {
+    await daemon.start(renderConfig(topo.entries.slice(0, n), pairDeps(), fillers));
+    const startup = await daemon.waitEnforced(60_000 + n * 20);
+    await checkPair(ctx, topo, `bastion at ${n}`);
+    const afterStart = daemon.memory();
+    const conn = await measureConn(ctx, topo);
+    const upd = await measureUpdates(
+      ctx,
+      topo,
+      ctx.opts.updates,
+      async (dep) => daemon.addPolicy(policyLine(dep.name, topo.client, topo.server, [`${dep.port}/${dep.proto}`])),
+      () => daemon.hup(),
+    );
+    const mem = daemon.memory();
+    return {
+      ...conn,
+      ...upd,
+      rss_mb: mem.rssMb,
+      rss_hwm_mb: mem.hwmMb,
+      rss_tree_mb: mem.treeRssMb,
+      rss_after_start_mb: afterStart.rssMb,
+      startup_s: startup,
+      sighup_fallbacks: daemon.sighupFallbacks,
+    };
+  } finally {
+    const problems = await daemon.stop();
+    for (const p of problems) ctx.notes.push(`bastion at ${n} containers: ${p}`);
+  }
+}
+
+export async function runScale(ctx: Context, onPoint?: (p: ScalePoint) => void): Promise<ScalePoint[]> {
+  const { opts, tools } = ctx;
+  const topo = new Topology({ prefix: ctx.prefix, octet: ctx.octet, entriesPerNetns: opts.entriesPerNetns }, tools.bbnsconf);
+  const points: ScalePoint[] = [];
+  let server: Background | null = null;
+  try {
+    await topo.create();
+    server = startConnServer(tools.bbconn, topo.server.netns, topo.server.ip, [CONN_PORT], [PROBE_BASE, DENIED_PORT]);
+    if (!(await server.waitFor(/listening/, 10_000))) throw new Error(`bbconn server did not start: ${server.out}`);
+    for (const n of [...opts.scale].sort((a, b) => a - b)) {
+      const t0 = hrMs();
+      ctx.log(`  scale ${n}: building ${n} containers`);
+      await topo.grow(n);
+      const build = (hrMs() - t0) / 1000;
+      const fillers = fillerDeps(n, opts.depsPerEntry);
+      const pair = pairDeps();
+      const point: ScalePoint = {
+        containers: n,
+        rules: fillers.length + pair.length,
+        dependencies: fillers.length,
+        namespaces: topo.netnsCount,
+        veths: n,
+        bridges: topo.bridges.length,
+        build_s: build,
+        iptables: null,
+        bastion: null,
+        errors: [],
+      };
+      ctx.log(`  scale ${n}: ${point.namespaces} namespaces, ${point.bridges} bridge(s), built in ${build.toFixed(1)} s`);
+      try {
+        ctx.log(`  scale ${n}: iptables (${point.rules} rules, pair at the ${opts.rulePosition})`);
+        point.iptables = await iptablesPoint(ctx, topo, n, orderedDeps(fillers, pair, opts.rulePosition));
+        ctx.log(`  scale ${n}: iptables ${point.iptables.conn_per_s.toFixed(0)} conn/s, update p50 ${point.iptables.update_ms_p50.toFixed(2)} ms p99 ${point.iptables.update_ms_p99.toFixed(2)} ms`);
+      } catch (err) {
+        point.errors.push(`iptables: ${(err as Error).message}`);
+        ctx.log(`  scale ${n}: iptables FAILED: ${(err as Error).message}`);
+      }
+      if (ctx.bastion.available && opts.bastion) {
+        try {
+          ctx.log(`  scale ${n}: bastion`);
+          point.bastion = await bastionPoint(ctx, topo, n, fillers);
+          ctx.log(
+            `  scale ${n}: bastion ${point.bastion.conn_per_s.toFixed(0)} conn/s, update p50 ${point.bastion.update_ms_p50.toFixed(2)} ms p99 ${point.bastion.update_ms_p99.toFixed(2)} ms, rss ${point.bastion.rss_mb?.toFixed(1)} MB`,
+          );
+        } catch (err) {
+          point.errors.push(`bastion: ${(err as Error).message}`);
+          ctx.log(`  scale ${n}: bastion FAILED: ${(err as Error).message.split('\n')[0]}`);
+        }
+      }
+      points.push(point);
+      onPoint?.(point);
+    }
+  } finally {
+    await server?.stop();
+    ctx.log('  scale: removing the topology');
+    await topo.destroy();
+  }
+  return points;
+}

@@ -1,0 +1,191 @@
+/**
+ * Unit tests of the benchmark's pure parts: statistics, dependency sets,
+ * iptables and Bastion config rendering, sockperf parsing, report shape.
+ *   npx tsc -p bench/tsconfig.json && node --test dist/bench/test/
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parse } from 'yaml';
+import { policyLine, renderConfig } from '../lib/bastion.js';
+import { fillerDeps, orderedDeps, pairDeps, probeDep, PROBE_PORTS } from '../lib/deps.js';
+import { renderRuleset } from '../lib/iptables.js';
+import { figures, ratios, renderMarkdown, scaleRatios, targets } from '../lib/report.js';
+import type { ScenarioRun } from '../lib/scenarios.js';
+import { median, percentile, ratio, summarize } from '../lib/stats.js';
+import { Topology, type Entry } from '../lib/topology.js';
+import { parseSockperf } from '../lib/tools.js';
+import { renderScaleSvg } from '../lib/chart.js';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+test('percentile interpolates between ranks', () => {
+  assert.equal(median([1, 2, 3, 4]), 2.5);
+  assert.equal(median([5, 1, 3]), 3);
+  assert.equal(percentile([1, 2, 3, 4, 5], 0), 1);
+  assert.equal(percentile([1, 2, 3, 4, 5], 100), 5);
+  const xs = Array.from({ length: 20 }, (_, i) => i + 1);
+  assert.ok(percentile(xs, 99) > 19 && percentile(xs, 99) < 20);
+  assert.ok(Number.isNaN(percentile([], 50)));
+});
+
+test('summarize and ratio', () => {
+  const s = summarize([3, 1, 2, NaN]);
+  assert.deepEqual([s.median, s.min, s.max, s.n], [2, 1, 3, 3]);
+  assert.equal(ratio(2, 4), 0.5);
+  assert.equal(ratio(2, 0), null);
+  assert.equal(ratio(null, 1), null);
+});
+
+test('filler dependencies: perEntry each, distinct, never self', () => {
+  for (const n of [2, 10, 100, 1000]) {
+    const deps = fillerDeps(n, 10);
+    assert.equal(deps.length, n * 10);
+    const keys = new Set(deps.map((d) => `${d.src}>${d.dst}:${d.port}`));
+    assert.equal(keys.size, deps.length);
+    assert.ok(deps.every((d) => d.src !== d.dst && d.dst >= 0 && d.dst < n));
+  }
+});
+
+test('ordered dependencies place the pair where asked', () => {
+  const f = fillerDeps(10, 10);
+  const p = pairDeps();
+  assert.deepEqual(orderedDeps(f, p, 'start').slice(0, 4), p);
+  assert.deepEqual(orderedDeps(f, p, 'end').slice(-4), p);
+  assert.deepEqual(orderedDeps(f, p, 'middle').slice(50, 54), p);
+  assert.throws(() => probeDep(PROBE_PORTS));
+});
+
+test('addresses: 1000 entries per bridge, distinct, inside the /16', () => {
+  const seen = new Set<string>();
+  for (let i = 0; i < 5000; i++) {
+    const a = Topology.addressOf(123, i);
+    assert.ok(!seen.has(a.ip));
+    seen.add(a.ip);
+    assert.equal(a.bridge, Math.floor(i / 1000));
+    const [, , third, fourth] = a.ip.split('.').map(Number);
+    assert.equal(Math.floor(third! / 4), a.bridge);
+    assert.notEqual(`${third}.${fourth}`, `${a.bridge * 4}.1`); // never the gateway
+    assert.ok(!(third! % 4 === 3 && fourth === 255)); // never the broadcast
+  }
+});
+
+function entries(n: number): Entry[] {
+  return Array.from({ length: n }, (_, i) => {
+    const name = i === 0 ? 'client' : i === 1 ? 'server' : `c${i}`;
+    return { index: i, name, netns: `bbtest${name}`, ifname: 'eth0', hostIf: `bbtestv${i}`, ip: Topology.addressOf(9, i).ip, prefixLen: 22, bridge: 'bbtestb0', labels: { app: name } };
+  });
+}
+
+test('iptables ruleset: ESTABLISHED first, one ACCEPT per dependency, then DROP', () => {
+  const e = entries(10);
+  const deps = orderedDeps(fillerDeps(10), pairDeps(), 'middle');
+  const text = renderRuleset(deps, (i) => e[i]!.ip);
+  const fwd = text.split('\n').filter((l) => l.startsWith('-A FORWARD'));
+  assert.match(fwd[0]!, /ESTABLISHED/);
+  assert.match(fwd[fwd.length - 1]!, /-j DROP$/);
+  assert.equal(text.split('\n').filter((l) => l.startsWith('-A BB-DEPS') && l.endsWith('-j ACCEPT')).length, 104);
+  assert.match(text, /-s 10\.9\.0\.2\/32 -d 10\.9\.0\.3\/32 -p udp -m udp --dport 11111 -j ACCEPT/);
+});
+
+test('bastion config: the reference shape, and appending a policy line keeps it valid', () => {
+  const e = entries(12);
+  const text = renderConfig(e, pairDeps(), fillerDeps(12, 10));
+  const appended = text + policyLine('added-0', e[0]!, e[1]!, ['9000/tcp']) + '\n';
+  const cfg = parse(appended);
+  assert.equal(cfg.mode, 'enforce');
+  assert.equal(cfg.containers.length, 12);
+  assert.deepEqual(cfg.containers[0], { name: 'client', netns: 'bbtestclient', interface: 'eth0', labels: { app: 'client' } });
+  assert.deepEqual(cfg.policies[0], { name: 'client-to-server', from: { app: 'client' }, to: { app: 'server' }, ports: ['5201/tcp', '11111/tcp', '11111/udp', '8080/tcp'] });
+  assert.equal(cfg.policies.length, 1 + 120 + 1);
+  assert.deepEqual(cfg.policies.at(-1), { name: 'added-0', from: { app: 'client' }, to: { app: 'server' }, ports: ['9000/tcp'] });
+});
+
+test("bastion config is accepted by the daemon's own parser (when built)", async (t) => {
+  const mod = join(repo, 'dist/src/policy/bastion-config.js');
+  if (!existsSync(mod)) return t.skip('dist/src/policy/bastion-config.js not built');
+  let parser: { parseConfigText: (text: string, file: string, o?: object) => { ok: boolean; errors?: unknown[] } };
+  try {
+    parser = await import(pathToFileURL(mod).href);
+  } catch (err) {
+    return t.skip(`cannot load the parser: ${(err as Error).message}`);
+  }
+  const e = entries(12);
+  const r = parser.parseConfigText(renderConfig(e, pairDeps(), fillerDeps(12, 10)), 'bench.yaml', { containersRequired: true });
+  assert.equal(r.ok, true, JSON.stringify(r.errors));
+});
+
+test('sockperf output parsing', () => {
+  const out = `sockperf: [2;35m====> avg-rtt=24.952 (std-dev=15.939)[0m
+sockperf: [2;35mTotal 102049 observations[0m; each percentile contains 1020.49 observations
+sockperf: ---> <MAX> observation = 4006.691
+sockperf: ---> percentile 99.999 = 1332.097
+sockperf: ---> percentile 99.000 =   36.919
+sockperf: ---> percentile 90.000 =   27.301
+sockperf: ---> percentile 50.000 =   23.313
+sockperf: ---> <MIN> observation =   18.354`;
+  const r = parseSockperf(out);
+  assert.deepEqual(r, { p50Us: 23.313, p99Us: 36.919, avgUs: 24.952, observations: 102049 });
+  assert.throws(() => parseSockperf('nothing'));
+});
+
+function fakeRun(x: number): ScenarioRun {
+  return { tcp_gbps_1: x, tcp_gbps_4: 2 * x, rr_p50_us: 10 / x, rr_p99_us: 20 / x, conn_per_s: 1000 * x } as ScenarioRun;
+}
+
+test('figures, ratios and targets', () => {
+  const bridge = figures([fakeRun(1), fakeRun(2), fakeRun(3)])!;
+  assert.equal(bridge.tcp_gbps_1, 2);
+  assert.equal(bridge.min.tcp_gbps_1, 1);
+  assert.equal(bridge.max.conn_per_s, 3000);
+  assert.equal(bridge.reps, 3);
+  const bastion = figures([fakeRun(4)])!;
+  assert.equal(ratios(bastion, bridge)!.tcp_gbps_1, 2);
+  assert.equal(ratios(null, bridge), null);
+  const t = targets({ bridge, iptables: bridge, bastion }, []);
+  assert.equal(t.find((x) => x.id === 'tcp1_vs_bridge')!.met, true);
+  assert.equal(t.find((x) => x.id === 'rr_p50_vs_bridge')!.met, true); // 2.5 / 5
+  assert.equal(t.find((x) => x.id === 'rss_5000')!.met, null);
+  const none = targets({ bridge, iptables: bridge, bastion: null }, []);
+  assert.ok(none.every((x) => x.met === null));
+});
+
+test('markdown and chart render without bastion', () => {
+  const f = figures([fakeRun(1)]);
+  const point = {
+    containers: 10,
+    rules: 104,
+    dependencies: 100,
+    namespaces: 10,
+    veths: 10,
+    bridges: 1,
+    build_s: 0.1,
+    iptables: { conn_per_s: 100, conn_per_s_min: 90, conn_per_s_max: 110, update_ms_p50: 4, update_ms_p99: 5 },
+    bastion: null,
+    errors: [],
+  } as never;
+  const doc = {
+    quick: true,
+    finished_at: 'now',
+    duration_s: 1,
+    machine: { cpus: 2, cpu_model: 'x', mem_gb: 1, kernel: 'k', load_avg_start: [0, 0, 0] },
+    config: { reps: 1, seconds: 1, rr_proto: 'tcp', rr_msg_size: 64, conn: { req: 64, concurrency: 16, threads: 2 }, deps_per_entry: 10, rule_position: 'middle', scale_reps: 1, scale_seconds: 1, updates: 20 },
+    bastion: { available: false, note: 'not built' },
+    scenarios: { loopback: f, bridge: f, iptables: f, bastion: null },
+    ratios: { bastion_vs_bridge: null, bastion_vs_iptables: null, iptables_vs_bridge: ratios(f, f) },
+    scale: [point],
+    scale_ratios: scaleRatios([point]),
+    targets: targets({ bridge: f, iptables: f, bastion: null }, [point]),
+    notes: [],
+    errors: [],
+  };
+  const md = renderMarkdown(doc);
+  assert.match(md, /\| new connections per second \| 1,000 \(1,000–1,000\) \|/);
+  assert.match(md, /bastion: not measured/);
+  assert.match(md, /\| 10 \| 104 \| 10 \| 100 \(90–110\) \| n\/a \|/);
+  const svg = renderScaleSvg([point], 'test');
+  assert.match(svg, /^<svg/);
+  assert.match(svg, /not measured/);
+});
