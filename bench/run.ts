@@ -15,6 +15,7 @@ import { detectBastion, removePinPath } from './lib/bastion.js';
 import { writeChart, renderScaleSvg } from './lib/chart.js';
 import { SCENARIOS, type Context, type Options, type ScenarioName } from './lib/context.js';
 import { hrMs, killAllTrackedSync, runSync, which } from './lib/exec.js';
+import { setQuietBudget } from './lib/quiet.js';
 import { iptablesVersion } from './lib/iptables.js';
 import { figures, ratios, renderMarkdown, scaleRatios, targets, type Figures } from './lib/report.js';
 import { runScale, type ScalePoint } from './lib/scale.js';
@@ -41,7 +42,8 @@ const HELP = `usage: npm run bench -- [options]
                           watch: append only and let the daemon notice the change (SIGHUP after 3 s if not)
   --bastion-cmd "CMD"     run this instead of bin/bastion (e.g. a test double: "node dist/bench/tools/fake-bastion.js")
   --quiet-pct P           before each measurement wait until other work uses < P % of the CPUs (default 25)
-  --quiet-wait S          ... but at most S seconds (default 10 quick, 30 full; 0: only record it)
+  --quiet-wait S          ... but at most S seconds each time (default 5 quick, 30 full; 0: only record it);
+                          all waits of a run add up to at most 60 s (quick) or 600 s (full)
   --conn-threads N --conn-concurrency N --conn-linger0   bbconn client settings (default 2, 16, normal close)
   --out DIR               results directory (default bench/results)
 `;
@@ -66,7 +68,7 @@ function parseArgs(argv: string[], repo: string): Options {
     bastionReload: 'signal',
     bastionCmd: null,
     quietPct: 25,
-    quietWaitMs: quick ? 10_000 : 30_000,
+    quietWaitMs: quick ? 5_000 : 30_000,
     outDir: join(repo, 'bench/results'),
   };
   const num = (v: string | undefined, name: string): number => {
@@ -245,6 +247,7 @@ async function main(): Promise<number> {
   }
   process.on('exit', cleanupSync);
 
+  setQuietBudget(opts.quick ? 60_000 : 600_000);
   const tools = buildTools(join(repo, 'bench/tools'), join(repo, 'dist/bench/tools'));
   const bastionCmd = opts.bastionCmd ?? [join(repo, 'bin/bastion')];
   const bastion = opts.bastion && opts.scenarios.includes('bastion') ? await detectBastion(bastionCmd, opts.bastionCmd ? null : repo) : { available: false, note: 'disabled with --no-bastion' };

@@ -97,8 +97,9 @@ export class BastionDaemon {
 
   async start(config: string): Promise<void> {
     writeFileSync(this.o.configPath, config);
+    // stdout (flow events, one JSON line per drop and per new allowed connection) goes to a file
     this.proc = new Background('bastion', inNs(this.o.topo.hostNs, [...this.o.cmd, 'run', '--config', this.o.configPath, '--pin-path', this.o.pinPath]), {
-      keepOutput: 200_000,
+      logFile: this.o.configPath.replace(/\.yaml$/, '') + '.log',
     });
   }
 
@@ -177,10 +178,12 @@ export class BastionDaemon {
         await this.proc.waitExit(3000);
       }
       try {
-        writeFileSync(this.o.logPath, this.proc.out);
+        writeFileSync(this.o.logPath, this.proc.out); // the last 200 kB
       } catch {
         /* best effort */
       }
+      this.proc.closeLog();
+      rmSync(this.o.configPath.replace(/\.yaml$/, '') + '.log', { force: true });
     }
     const d = await run(inNs(this.o.topo.hostNs, [...this.o.cmd, 'down', '--pin-path', this.o.pinPath]), { allowFail: true, timeoutMs: 120_000 });
     if (d.code !== 0) problems.push(`bastion down failed (${d.code}): ${(d.stderr || d.stdout).trim().slice(-300)}`);

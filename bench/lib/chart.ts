@@ -80,8 +80,8 @@ function panel(p: Panel, ox: number, oy: number, xs: number[]): string {
   let yMin: number;
   let yMax: number;
   if (p.yLog) {
-    yMin = finite.length ? Math.min(...finite) / 2 : 0.1;
-    yMax = finite.length ? Math.max(...finite) * 2 : 10;
+    yMin = finite.length ? Math.min(...finite) / 1.2 : 0.1;
+    yMax = finite.length ? Math.max(...finite) * 1.2 : 10;
     yMin = 10 ** Math.floor(Math.log10(yMin));
     yMax = 10 ** Math.ceil(Math.log10(yMax));
   } else {

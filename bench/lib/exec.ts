@@ -5,6 +5,7 @@
  * background processes that are tracked so that every exit path can stop them.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 export interface RunResult {
   code: number | null;
@@ -97,10 +98,15 @@ function track(child: ChildProcess): void {
   child.on('exit', () => live.delete(child));
 }
 
-/** A long-running process (server, daemon) with its output kept in memory. */
+/**
+ * A long-running process (server, daemon). Its output is kept in memory, or,
+ * with logFile, written straight to that file (a chatty daemon then costs the
+ * harness nothing) and `out` reads the file's tail.
+ */
 export class Background {
   readonly child: ChildProcess;
-  out = '';
+  private buf = '';
+  private readonly logFd: number | null = null;
   private exited: Promise<void>;
   exitCode: number | null = null;
   exitSignal: NodeJS.Signals | null = null;
@@ -109,17 +115,22 @@ export class Background {
   constructor(
     readonly name: string,
     readonly cmd: string[],
-    opts: { env?: NodeJS.ProcessEnv; keepOutput?: number } = {},
+    opts: { env?: NodeJS.ProcessEnv; keepOutput?: number; logFile?: string } = {},
   ) {
     const keep = opts.keepOutput ?? 1_000_000;
-    this.child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    if (opts.logFile) {
+      this.logFd = openSync(opts.logFile, 'w+');
+      this.child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', this.logFd, this.logFd], env: opts.env ?? process.env });
+    } else {
+      this.child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    }
     track(this.child);
     const onData = (d: string) => {
-      this.out += d;
-      if (this.out.length > keep) this.out = this.out.slice(-keep);
+      this.buf += d;
+      if (this.buf.length > keep) this.buf = this.buf.slice(-keep);
     };
-    this.child.stdout!.setEncoding('utf8').on('data', onData);
-    this.child.stderr!.setEncoding('utf8').on('data', onData);
+    this.child.stdout?.setEncoding('utf8').on('data', onData);
+    this.child.stderr?.setEncoding('utf8').on('data', onData);
     this.child.on('error', (err) => onData(`\n[spawn error] ${err.message}\n`));
     this.exited = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
@@ -129,6 +140,31 @@ export class Background {
         resolve();
       });
     });
+  }
+
+  /** the output so far (with logFile: its last 200 kB) */
+  get out(): string {
+    if (this.logFd === null) return this.buf;
+    try {
+      const size = fstatSync(this.logFd).size;
+      const len = Math.min(size, 200_000);
+      const b = Buffer.alloc(len);
+      readSync(this.logFd, b, 0, len, size - len);
+      return b.toString('utf8') + this.buf;
+    } catch {
+      return this.buf;
+    }
+  }
+
+  /** close the log file (after the process has exited) */
+  closeLog(): void {
+    if (this.logFd !== null) {
+      try {
+        closeSync(this.logFd);
+      } catch {
+        /* closed */
+      }
+    }
   }
 
   get pid(): number | undefined {

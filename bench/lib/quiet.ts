@@ -25,16 +25,26 @@ export async function busyPercent(windowMs = 300): Promise<number> {
   return dt > 0 ? (100 * (b.busy - a.busy)) / dt : 0;
 }
 
+let budgetMs = Infinity;
+
+/** the most all waits of a run may add up to */
+export function setQuietBudget(ms: number): void {
+  budgetMs = ms;
+}
+
 /**
  * Wait until the machine is below thresholdPct busy (measured over 300 ms
  * windows), at most maxWaitMs. Returns the last reading and the time waited.
  */
 export async function waitQuiet(thresholdPct: number, maxWaitMs: number): Promise<{ busyPct: number; waitedMs: number }> {
   const t0 = Date.now();
+  const limit = Math.min(maxWaitMs, budgetMs);
   let busy = await busyPercent();
-  while (busy > thresholdPct && Date.now() - t0 < maxWaitMs) {
+  while (busy > thresholdPct && Date.now() - t0 < limit) {
     await sleep(500);
     busy = await busyPercent();
   }
-  return { busyPct: Math.round(busy * 10) / 10, waitedMs: Date.now() - t0 };
+  const waited = Date.now() - t0;
+  budgetMs = Math.max(0, budgetMs - waited);
+  return { busyPct: Math.round(busy * 10) / 10, waitedMs: waited };
 }
