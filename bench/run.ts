@@ -44,6 +44,7 @@ const HELP = `usage: npm run bench -- [options]
   --quiet-pct P           before each measurement wait until other work uses < P % of the CPUs (default 25)
   --quiet-wait S          ... but at most S seconds each time (default 5 quick, 30 full; 0: only record it);
                           all waits of a run add up to at most 60 s (quick) or 600 s (full)
+  --budget S              skip what is left after S seconds (default 540 quick, none full)
   --conn-threads N --conn-concurrency N --conn-linger0   bbconn client settings (default 2, 16, normal close)
   --out DIR               results directory (default bench/results)
 `;
@@ -69,6 +70,7 @@ function parseArgs(argv: string[], repo: string): Options {
     bastionCmd: null,
     quietPct: 25,
     quietWaitMs: quick ? 5_000 : 30_000,
+    budgetS: quick ? 540 : Infinity,
     outDir: join(repo, 'bench/results'),
   };
   const num = (v: string | undefined, name: string): number => {
@@ -152,6 +154,9 @@ function parseArgs(argv: string[], repo: string): Options {
         o.quietWaitMs = w * 1000;
         break;
       }
+      case '--budget':
+        o.budgetS = num(take(), a);
+        break;
       case '--conn-threads':
         o.conn.threads = Math.round(num(take(), a));
         break;
@@ -251,7 +256,8 @@ async function main(): Promise<number> {
   const tools = buildTools(join(repo, 'bench/tools'), join(repo, 'dist/bench/tools'));
   const bastionCmd = opts.bastionCmd ?? [join(repo, 'bin/bastion')];
   const bastion = opts.bastion && opts.scenarios.includes('bastion') ? await detectBastion(bastionCmd, opts.bastionCmd ? null : repo) : { available: false, note: 'disabled with --no-bastion' };
-  const ctx: Context = { opts, repo, tools, prefix, octet: pickOctet(), work, bastion, bastionCmd, notes: [], log };
+  const overBudget = () => (hrMs() - started) / 1000 > opts.budgetS;
+  const ctx: Context = { opts, repo, tools, prefix, octet: pickOctet(), work, bastion, bastionCmd, notes: [], log, overBudget };
   const errors: string[] = [];
   log(`bench: prefix ${prefix}, subnet 10.${ctx.octet}.0.0/16, ${opts.quick ? 'quick' : 'full'} run, ${opts.reps} reps × ${opts.seconds} s`);
   log(`bench: bastion ${bastion.available ? 'available' : `not measured (${bastion.note})`}`);
@@ -263,6 +269,10 @@ async function main(): Promise<number> {
   const active = opts.scenarios.filter((s) => s !== 'bastion' || bastion.available);
   const runs: Record<ScenarioName, ScenarioRun[]> = { loopback: [], bridge: [], iptables: [], bastion: [] };
   for (let rep = 0; rep < opts.reps; rep++) {
+    if (overBudget()) {
+      ctx.notes.push(`time budget (${opts.budgetS} s) used up: only ${rep} of ${opts.reps} repetitions run`);
+      break;
+    }
     for (const s of active) {
       try {
         const r = await runScenarioOnce(ctx, s, rep);
@@ -340,6 +350,7 @@ async function main(): Promise<number> {
       bastion_cmd: bastionCmd.join(' '),
       quiet_pct: opts.quietPct,
       quiet_wait_s: opts.quietWaitMs / 1000,
+      budget_s: Number.isFinite(opts.budgetS) ? opts.budgetS : null,
       prefix,
     },
     bastion,

@@ -30,6 +30,8 @@ export interface Options {
   /** before each measurement wait (at most quietWaitMs) until other work uses < quietPct of the CPUs */
   quietPct: number;
   quietWaitMs: number;
+  /** seconds after which the remaining measurements are skipped (quick mode: 540) */
+  budgetS: number;
   outDir: string;
 }
 
@@ -46,4 +48,6 @@ export interface Context {
   bastionCmd: string[];
   notes: string[];
   log: (msg: string) => void;
+  /** true once the run has used up opts.budgetS */
+  overBudget: () => boolean;
 }

@@ -153,6 +153,7 @@ export function renderMarkdown(doc: any): string {
   L.push('');
   L.push('Ratios are ratios of medians; for latency a ratio below 1 is better.');
   if (!sc.bastion) L.push('', `**bastion: not measured** — ${doc.bastion.note}`);
+  else if (doc.config.bastion_cmd && !/\/bin\/bastion$/.test(doc.config.bastion_cmd)) L.push('', `**bastion was measured with \`${doc.config.bastion_cmd}\`, not bin/bastion.**`);
   L.push('');
   if (doc.scale?.length) {
     L.push('## Scale series');
