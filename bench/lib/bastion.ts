@@ -5,7 +5,7 @@
  * The daemon runs inside the benchmark's host namespace (nsenter, which does
  * not touch the mount namespace, so /sys/fs/bpf is the real bpffs).
  */
-import { appendFileSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Dep } from './deps.js';
 import { CONN_PORT, DENIED_PORT } from './deps.js';
@@ -167,6 +167,57 @@ export class BastionDaemon {
     return this.proc?.out ?? '';
   }
 
+  private get logFile(): string {
+    return this.o.configPath.replace(/\.yaml$/, '') + '.log';
+  }
+
+  /** current size of the daemon's output file (a mark for appliedSince) */
+  logOffset(): number {
+    try {
+      return statSync(this.logFile).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /**
+   * The apply times the daemon itself reports after `offset`: its "config
+   * applied" log lines carry { ms } (src/manager/daemon.ts), the time spent
+   * applying the new policy once the file is read.
+   */
+  appliedSince(offset: number): number[] {
+    const out: number[] = [];
+    let fd: number | null = null;
+    try {
+      fd = openSync(this.logFile, 'r');
+      const size = fstatSync(fd).size;
+      const chunk = Buffer.alloc(1 << 20);
+      let pos = offset;
+      let rest = '';
+      while (pos < size) {
+        const n = readSync(fd, chunk, 0, chunk.length, pos);
+        if (n <= 0) break;
+        pos += n;
+        const lines = (rest + chunk.toString('utf8', 0, n)).split('\n');
+        rest = lines.pop() ?? '';
+        for (const l of lines) {
+          if (!l.includes('config applied')) continue;
+          try {
+            const rec = JSON.parse(l) as { ms?: unknown };
+            if (typeof rec.ms === 'number') out.push(rec.ms);
+          } catch {
+            /* not JSON */
+          }
+        }
+      }
+    } catch {
+      /* no log */
+    } finally {
+      if (fd !== null) closeSync(fd);
+    }
+    return out;
+  }
+
   /** SIGTERM, then `bastion down`, then make sure nothing of ours is left. */
   async stop(): Promise<string[]> {
     const problems: string[] = [];
@@ -183,7 +234,7 @@ export class BastionDaemon {
         /* best effort */
       }
       this.proc.closeLog();
-      rmSync(this.o.configPath.replace(/\.yaml$/, '') + '.log', { force: true });
+      rmSync(this.logFile, { force: true });
     }
     const d = await run(inNs(this.o.topo.hostNs, [...this.o.cmd, 'down', '--pin-path', this.o.pinPath]), { allowFail: true, timeoutMs: 120_000 });
     if (d.code !== 0) problems.push(`bastion down failed (${d.code}): ${(d.stderr || d.stdout).trim().slice(-300)}`);

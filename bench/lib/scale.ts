@@ -51,6 +51,10 @@ export interface BastionPoint extends BackendPoint {
   rss_after_start_mb: number | null;
   startup_s: number;
   sighup_fallbacks: number;
+  /** what the daemon logs as its own apply time ("config applied" ms) during the update series */
+  daemon_apply_ms_p50: number | null;
+  daemon_apply_ms_p99: number | null;
+  daemon_reloads: number;
 }
 
 export interface ScalePoint {
@@ -172,6 +176,7 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
     await checkPair(ctx, topo, `bastion at ${n}`);
     const afterStart = daemon.memory();
     const conn = await measureConn(ctx, topo);
+    const mark = daemon.logOffset();
     const upd = await measureUpdates(
       ctx,
       topo,
@@ -180,6 +185,7 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
       () => daemon.hup(),
     );
     const mem = daemon.memory();
+    const applied = daemon.appliedSince(mark);
     return {
       ...conn,
       ...upd,
@@ -189,6 +195,9 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
       rss_after_start_mb: afterStart.rssMb,
       startup_s: startup,
       sighup_fallbacks: daemon.sighupFallbacks,
+      daemon_apply_ms_p50: applied.length ? percentile(applied, 50) : null,
+      daemon_apply_ms_p99: applied.length ? percentile(applied, 99) : null,
+      daemon_reloads: applied.length,
     };
   } finally {
     const problems = await daemon.stop();

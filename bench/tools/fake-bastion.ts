@@ -118,8 +118,9 @@ apply(config);
 process.stdout.write(JSON.stringify({ msg: 'ready' }) + '\n');
 const reload = () => {
   try {
+    const t0 = performance.now();
     apply(config);
-    process.stdout.write(JSON.stringify({ msg: 'config applied' }) + '\n');
+    process.stdout.write(JSON.stringify({ msg: 'config applied', ms: +(performance.now() - t0).toFixed(2) }) + '\n');
   } catch (err) {
     process.stderr.write(`fake-bastion: ${(err as Error).message}\n`);
   }
