@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { CoreLab, WEB_TO_API, API_TO_DB, bastionDown, configText, pinsUnder, tcBpfFilters, uniquePinPath, writeConfigFile, type BastionConfig } from '../helpers/bastion-daemon.js';
-import { connectAll, expectAllConnect, expectNoneConnect, startTcpEcho } from '../helpers/probes.js';
+import { connectAll, expectAllConnect, expectNoneConnect, startTcpEcho, waitFor } from '../helpers/probes.js';
 
 interface BadCase {
   name: string;
@@ -173,6 +173,8 @@ describe('core: bad configs are rejected whole, with a clear error', () => {
       const res = await daemon.rewriteConfig(c.text(lab), 5000);
       assert.ok(daemon.running, `the daemon died on a bad config (${c.name}):\n${daemon.describe(20)}`);
       assert.equal(res.applied, false, `the daemon applied a config with ${c.name}: ${JSON.stringify(res.record)}`);
+      // The error goes to stderr (a different pipe from the log line we waited for): give it a moment.
+      await waitFor(() => namesFileObjectField(daemon.stderr.slice(errBefore), lab.configPath, c).length === 0, 2000, 50);
       const err = daemon.stderr.slice(errBefore);
       const missing = namesFileObjectField(err, lab.configPath, c);
       assert.deepEqual(missing, [], `the daemon's error should name ${missing.join(', ')}; its new stderr was:\n${err}\nrecord: ${JSON.stringify(res.record)}`);

@@ -199,7 +199,7 @@ describe('core: isolation between containers (web→api 8080/tcp, api→db 5432/
     assert.ok(mentions(rec, 'web') && mentions(rec, 'api'), `the line should name web and api: ${JSON.stringify(rec)}`);
   });
 
-  it('bastion status --json exits 0 and lists the 4 containers with identities and counters', { timeout: 30_000 }, async () => {
+  it('bastion status --json exits 0 and lists the 4 containers with identities, interfaces, rules and counters', { timeout: 30_000 }, async () => {
     lab.requireDaemon();
     const s = await bastionStatus(lab.pinPath);
     assert.equal(s.code, 0, `status exit code while the daemon runs\n${s.raw.stdout}\n${s.raw.stderr}`);
@@ -215,6 +215,9 @@ describe('core: isolation between containers (web→api 8080/tcp, api→db 5432/
       assert.ok(Object.keys(o).some((k) => /counter|stats|packets|bytes|drops/i.test(k)), `${name}: no counters in ${JSON.stringify(o)}`);
     }
     assert.equal(identities.size, 4, 'every container has its own identity');
+    const text = JSON.stringify(s.json);
+    for (const c of lab.topo.containers) assert.ok(text.includes(`"${c.hostIf}"`), `status should list ${c.name}'s host interface ${c.hostIf}`);
+    for (const rule of ['web-to-api', 'api-to-db']) assert.ok(text.includes(rule), `status should list the rule ${rule}`);
     // Counters move: the attacker's refused attempts above are counted as drops.
     const drops = numbersUnder(found.get('attacker'), /drop/i);
     assert.ok(drops.some((n) => n > 0), `attacker's drop counters should be > 0 after its refused connections: ${JSON.stringify(found.get('attacker'))}`);
