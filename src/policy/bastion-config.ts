@@ -376,9 +376,10 @@ class Collector {
     private readonly lineOf: (segs: Seg[]) => number | undefined,
   ) {}
 
-  add(segs: Seg[], message: string): void {
+  /** `at`: where the line is taken from, when it is not the field itself (an unknown key) */
+  add(segs: Seg[], message: string, at: Seg[] = segs): void {
     const object = this.objectOf(segs);
-    const line = this.lineOf(segs);
+    const line = this.lineOf(at);
     this.errors.push({
       file: this.file,
       path: segsToPath(segs),
@@ -403,7 +404,7 @@ class Collector {
         case 'unrecognized_keys':
           for (const k of i.keys) {
             const hint = closest(k, known);
-            this.add(segs, `unknown field "${k}"${hint ? ` (did you mean "${hint}"?)` : ''}`);
+            this.add(segs, `unknown field "${k}"${hint ? ` (did you mean "${hint}"?)` : ''}`, [...segs, k]);
           }
           break;
         case 'invalid_type': {
