@@ -327,6 +327,10 @@ export class CoreLab {
   get gateway(): string {
     return this.topo.bridgeIp;
   }
+  /** The /28 of the test subnet that holds the gateway (.1) and the containers (.10-.13): what the ARP scans cover. */
+  get scanCidr(): string {
+    return `${this.topo.bridgeIp.split('.').slice(0, 3).join('.')}.0/28`;
+  }
 
   /** The containers section: every core container, labelled app=<name>. */
   containersSection(): ContainerEntry[] {

@@ -26,7 +26,7 @@ function requestsFrom(lines: string[], ip: string): string[] {
 
 describe('core: ARP and discovery (web→api 8080/tcp, api→db 5432/tcp)', () => {
   let lab: CoreLab;
-  const scanned = (lab: CoreLab) => lab.topo.subnet;
+  const scanned = (lab: CoreLab) => lab.scanCidr;
 
   before(async () => {
     lab = await CoreLab.create();
