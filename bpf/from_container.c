@@ -112,6 +112,8 @@ static __always_inline int ipv4_from_container(struct __sk_buff *skb, struct ctx
 
 	count_endpoint(ci->ifindex, ci->pkt_len, 1, 0);
 	if (peer.ep) {
+		/* The receiver's own hook is bypassed: count what it was handed here. */
+		count_endpoint(peer.ep->ifindex, ci->pkt_len, 0, 0);
 		count_reason(REASON_REDIRECTED, ci->pkt_len);
 		return redirect_to_endpoint(skb, peer.ep);
 	}

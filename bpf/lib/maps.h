@@ -111,7 +111,8 @@ struct policy_val {
 
 /* Present when ep_id may resolve peer_id's MAC through ARP: when either may
  * open a connection to the other (the answering side needs the MAC too).
- * peer_id ID_HOST stands for the gateway. */
+ * peer_id ID_HOST stands for the gateway; ID_ANY for everyone (the endpoint
+ * has a rule with a wildcard peer). */
 struct neigh_key {
 	__u32 ep_id;
 	__u32 peer_id;

@@ -65,11 +65,15 @@ static __always_inline __u32 policy_allows(__u32 ep_id, __u32 peer_id, __u8 dir,
 	return 0;
 }
 
-/* May `ep_id` resolve `peer_id`'s MAC (a dependency in either direction)? */
+/* May `ep_id` resolve `peer_id`'s MAC (a dependency in either direction)?
+ * (ep_id, ID_ANY) stands for a rule with a wildcard peer: anyone. */
 static __always_inline int neigh_allowed(__u32 ep_id, __u32 peer_id)
 {
 	struct neigh_key key = { .ep_id = ep_id, .peer_id = peer_id };
 
+	if (bpf_map_lookup_elem(&bastion_neigh, &key))
+		return 1;
+	key.peer_id = ID_ANY;
 	return bpf_map_lookup_elem(&bastion_neigh, &key) != NULL;
 }
 

@@ -57,5 +57,9 @@ export type PlatformEvent =
   | { type: 'remove'; key: string }
   | { type: 'unprotected'; container: UnprotectedContainer }
   | { type: 'unprotected-gone'; key: string }
+  /** a new host-side veth of a container about to start: guard it (drop-all) until its endpoint is known */
+  | { type: 'port-guard'; hostIfindex: number }
+  /** that veth is gone, or belongs to a container Bastion must leave alone */
+  | { type: 'port-release'; hostIfindex: number }
   /** the adapter has reported everything it knows at start-up (or after a resync) */
   | { type: 'synced'; keys: string[] };

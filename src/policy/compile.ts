@@ -86,7 +86,7 @@ import {
   type PolicyKey,
   type PolicyVal,
 } from '../datapath/layout.js';
-import { LabelIndex, canonicalSelector, matches } from './selector.js';
+import { LabelIndex, SelectorIndex, canonicalSelector, matches } from './selector.js';
 import { MAX_PORT, portPrefixes } from './ports.js';
 
 // =============================================================== IPv4 / CIDR
@@ -258,6 +258,12 @@ interface PortKey {
   proto: number;
   dport: number;
   prefixlen: number;
+  /** ":proto:dport/prefixlen", the end of the key string */
+  tail: string;
+}
+
+function portKey(proto: number, dport: number, prefixlen: number): PortKey {
+  return { proto, dport, prefixlen, tail: `:${proto}:${dport}/${prefixlen}` };
 }
 
 type PeerRef =
@@ -310,7 +316,7 @@ interface Registered {
 }
 
 function portKeysOf(ports: readonly PortRange[]): { keys: PortKey[]; named: PortRange[] } {
-  if (ports.length === 0) return { keys: [{ proto: PROTO_ANY, dport: 0, prefixlen: POLICY_PREFIX_ANY_PROTO }], named: [] };
+  if (ports.length === 0) return { keys: [portKey(PROTO_ANY, 0, POLICY_PREFIX_ANY_PROTO)], named: [] };
   const keys: PortKey[] = [];
   const named: PortRange[] = [];
   for (const p of ports) {
@@ -320,17 +326,17 @@ function portKeysOf(ports: readonly PortRange[]): { keys: PortKey[]; named: Port
     }
     switch (p.protocol) {
       case 'any':
-        keys.push({ proto: PROTO_ANY, dport: 0, prefixlen: POLICY_PREFIX_ANY_PROTO });
+        keys.push(portKey(PROTO_ANY, 0, POLICY_PREFIX_ANY_PROTO));
         break;
       case 'icmp':
-        keys.push({ proto: IPPROTO.icmp, dport: 0, prefixlen: POLICY_PREFIX_ANY_PORT });
+        keys.push(portKey(IPPROTO.icmp, 0, POLICY_PREFIX_ANY_PORT));
         break;
       case 'tcp':
       case 'udp':
       case 'sctp': {
         const proto = IPPROTO[p.protocol];
-        if (p.from <= 0 && p.to >= MAX_PORT) keys.push({ proto, dport: 0, prefixlen: POLICY_PREFIX_ANY_PORT });
-        else for (const x of portPrefixes(p.from, p.to)) keys.push({ proto, dport: x.port, prefixlen: POLICY_PREFIX_ANY_PORT + x.bits });
+        if (p.from <= 0 && p.to >= MAX_PORT) keys.push(portKey(proto, 0, POLICY_PREFIX_ANY_PORT));
+        else for (const x of portPrefixes(p.from, p.to)) keys.push(portKey(proto, x.port, POLICY_PREFIX_ANY_PORT + x.bits));
         break;
       }
       default:
@@ -353,20 +359,29 @@ export function resolveNamedPort(
   return { proto: IPPROTO[np.protocol], port: np.port };
 }
 
+/** Rules and their selectors are treated as immutable: canonical forms are cached by object. */
+const canonCache = new WeakMap<LabelSelector, string>();
+function canonSel(s: LabelSelector): string {
+  let c = canonCache.get(s);
+  if (c === undefined) canonCache.set(s, (c = canonicalSelector(s)));
+  return c;
+}
+
 function canonicalRule(r: Rule): string {
-  return JSON.stringify([
-    r.id,
+  // fields joined by NUL; the free-form parts (id, peers) are JSON strings, so no field can contain one
+  return [
+    JSON.stringify(r.id),
     r.direction,
-    canonicalSelector(r.subject),
-    r.peers.map((p) => canonicalPeer(p)),
-    r.ports.map((p) => [p.protocol, p.from, p.to, p.name ?? null]),
-  ]);
+    canonSel(r.subject),
+    JSON.stringify(r.peers.map((p) => canonicalPeer(p))),
+    r.ports.map((p) => `${p.protocol}/${p.from}/${p.to}/${p.name === undefined ? '' : JSON.stringify(p.name)}`).join(' '),
+  ].join('\0');
 }
 
 function canonicalPeer(p: Peer): string {
   switch (p.kind) {
     case 'endpoints':
-      return `sel:${canonicalSelector(p.selector)}`;
+      return `sel:${canonSel(p.selector)}`;
     case 'cidr':
       return `cidr:${p.cidr}|${(p.except ?? []).join(',')}`;
     default:
@@ -408,6 +423,10 @@ export class CompileContext {
   /** named port → endpoints that declare it */
   private readonly byPortName = new Map<string, Set<string>>();
   private readonly sels = new Map<string, SelState>();
+  /** the selector states, by a positive constraint (which may match a label set) */
+  private readonly selIndex = new SelectorIndex<SelState>();
+  /** rule infos by canonical form (a multiset: equal rules may repeat) */
+  private readonly byCanon = new Map<string, RuleInfo[]>();
   /** endpoint → selector states it is a member of */
   private readonly memberOf = new Map<string, Set<SelState>>();
   private readonly cidrPeers = new Map<string, CidrPeerState>();
@@ -499,40 +518,73 @@ export class CompileContext {
    * nothing.
    */
   setRules(rules: readonly Rule[]): Set<string> {
-    const affected = new Set<string>();
-    const oldByCanon = new Map<string, RuleInfo[]>();
-    for (const i of this.infos) {
-      const l = oldByCanon.get(i.canon);
-      if (l) l.push(i);
-      else oldByCanon.set(i.canon, [i]);
-    }
+    const pool = new Map<string, RuleInfo[]>();
+    for (const [c, l] of this.byCanon) pool.set(c, [...l]);
     const next: RuleInfo[] = [];
-    const added: RuleInfo[] = [];
-    const versionBefore = this.registryVersion;
+    const added: Rule[] = [];
+    const addedAt: number[] = [];
     for (const r of rules) {
-      let canon = this.infoCache.get(r)?.canon;
-      if (canon === undefined) canon = canonicalRule(r);
-      const l = oldByCanon.get(canon);
-      const reused = l?.pop();
+      const canon = this.canonOf(r);
+      const reused = pool.get(canon)?.pop();
       if (reused) {
         if (reused.rule !== r) this.infoCache.set(r, reused);
         next.push(reused);
-        continue;
+      } else {
+        addedAt.push(next.length);
+        next.push(undefined as unknown as RuleInfo);
+        added.push(r);
       }
-      const info = this.buildInfo(r, canon);
-      next.push(info);
-      added.push(info);
     }
     const removed: RuleInfo[] = [];
-    for (const l of oldByCanon.values()) removed.push(...l);
+    for (const l of pool.values()) removed.push(...l);
+    return this.change(added, removed, (infos) => {
+      addedAt.forEach((at, i) => (next[at] = infos[i]!));
+      return next;
+    });
+  }
 
-    // unlink removed rules (and drop what nothing uses any more)
+  /** Appends rules (cost in proportion to them, not to the rule list). */
+  addRules(rules: readonly Rule[]): Set<string> {
+    return this.change([...rules], [], (infos) => [...this.infos, ...infos]);
+  }
+
+  /** Removes rules equal to these (one occurrence each; cost in proportion to them). */
+  removeRules(rules: readonly Rule[]): Set<string> {
+    const removed: RuleInfo[] = [];
+    const taken = new Set<RuleInfo>();
+    for (const r of rules) {
+      const info = this.byCanon.get(this.canonOf(r))?.find((i) => !taken.has(i));
+      if (info) {
+        taken.add(info);
+        removed.push(info);
+      }
+    }
+    return this.change([], removed, () => this.infos.filter((i) => !taken.has(i)));
+  }
+
+  private canonOf(r: Rule): string {
+    return this.infoCache.get(r)?.canon ?? canonicalRule(r);
+  }
+
+  /** Links added rules, unlinks removed ones, installs the new list; returns the affected endpoints. */
+  private change(added: Rule[], removed: RuleInfo[], list: (addedInfos: RuleInfo[]) => RuleInfo[]): Set<string> {
+    const affected = new Set<string>();
+    const versionBefore = this.registryVersion;
+    const infos = added.map((r) => this.buildInfo(r, this.canonOf(r)));
+    for (const info of infos) {
+      const l = this.byCanon.get(info.canon);
+      if (l) l.push(info);
+      else this.byCanon.set(info.canon, [info]);
+      for (const m of info.subject.members) affected.add(m);
+    }
     for (const info of removed) {
+      const l = this.byCanon.get(info.canon)!;
+      l.splice(l.indexOf(info), 1);
+      if (l.length === 0) this.byCanon.delete(info.canon);
       for (const m of info.subject.members) affected.add(m);
       this.unlink(info);
     }
-    for (const info of added) for (const m of info.subject.members) affected.add(m);
-    this.infos = next;
+    this.infos = list(infos);
     const registryChanged = this.registryVersion !== versionBefore;
     for (const cp of this.cidrPeers.values()) {
       if (!registryChanged && !cp.fresh) continue;
@@ -566,7 +618,7 @@ export class CompileContext {
     }
     const mine = new Set<SelState>();
     this.memberOf.set(ep.key, mine);
-    for (const s of this.sels.values()) {
+    for (const s of this.selIndex.candidates(ep.labels)) {
       if (matches(s.selector, ep.labels)) {
         s.members.add(ep.key);
         s.ids = undefined;
@@ -661,12 +713,23 @@ export class CompileContext {
   /** See compileEndpointSlice. */
   slice(ep: CompileEndpoint): EndpointSlice {
     const policy = new Map<string, PolicyEntry>();
+    const neigh = new Map<string, NeighKey>();
+    this.sliceInto(ep, policy, neigh);
+    return { policy: [...policy.values()], neigh: [...neigh.values()] };
+  }
+
+  /**
+   * Adds ep's slice to the maps (keyed by policyKeyString / neighKeyString).
+   * Policy keys of one endpoint never collide with another's (they start
+   * with its identity); an existing neighbour entry is kept.
+   */
+  sliceInto(ep: CompileEndpoint, policy: Map<string, PolicyEntry>, neigh: Map<string, NeighKey>): void {
     const peers = new Set<number>();
     const epId = ep.identity;
-    const emit = (peerId: number, dir: number, proto: number, dport: number, prefixlen: number, ruleId: number) => {
-      const ks = `${epId}:${peerId}:${dir}:${proto}:${dport}/${prefixlen}`;
+    const head = `${epId}:`;
+    const put = (ks: string, peerId: number, dir: number, proto: number, dport: number, prefixlen: number, ruleId: number) => {
       const old = policy.get(ks);
-      if (old) {
+      if (old !== undefined) {
         if (ruleId < old.val.ruleId) old.val.ruleId = ruleId;
         return;
       }
@@ -674,40 +737,46 @@ export class CompileContext {
       peers.add(peerId);
     };
     for (const ri of this.infosFor(ep)) {
+      const dir = ri.dir;
+      const dirText = dir === DIR_EGRESS ? ':0' : ':1';
+      const number = ri.number;
       for (const p of ri.peers) {
         if (ri.portKeys.length > 0) {
-          const ids = this.peerIds(p);
-          for (const id of ids) for (const k of ri.portKeys) emit(id, ri.dir, k.proto, k.dport, k.prefixlen, ri.number);
+          for (const id of this.peerIds(p)) {
+            const base = head + id + dirText;
+            for (const k of ri.portKeys) put(base + k.tail, id, dir, k.proto, k.dport, k.prefixlen, number);
+          }
         }
         for (const np of ri.named) {
-          if (ri.dir === DIR_INGRESS) {
+          if (dir === DIR_INGRESS) {
             const r = resolveNamedPort(np, ep.namedPorts);
             if (!r) continue;
-            for (const id of this.peerIds(p)) emit(id, DIR_INGRESS, r.proto, r.port, POLICY_PREFIX_FULL, ri.number);
+            const tail = `:${r.proto}:${r.port}/${POLICY_PREFIX_FULL}`;
+            for (const id of this.peerIds(p)) put(head + id + dirText + tail, id, dir, r.proto, r.port, POLICY_PREFIX_FULL, number);
           } else {
             for (const dst of this.peerEndpointsFor(p, np.name!)) {
               const r = resolveNamedPort(np, dst.namedPorts);
-              if (r) emit(dst.identity, DIR_EGRESS, r.proto, r.port, POLICY_PREFIX_FULL, ri.number);
+              if (r) put(`${head}${dst.identity}${dirText}:${r.proto}:${r.port}/${POLICY_PREFIX_FULL}`, dst.identity, dir, r.proto, r.port, POLICY_PREFIX_FULL, number);
             }
           }
         }
       }
     }
-    const neigh = new Map<string, NeighKey>();
-    const addN = (a: number, b: number) => {
-      const k = `${a}:${b}`;
-      if (!neigh.has(k)) neigh.set(k, { epId: a, peerId: b });
-    };
+    const hostKey = head + ID_HOST;
     for (const peer of peers) {
       if (peer !== ID_ANY && peer !== ID_HOST && this.byId.has(peer)) {
-        addN(epId, peer);
-        addN(peer, epId);
+        const k1 = head + peer;
+        if (!neigh.has(k1)) neigh.set(k1, { epId, peerId: peer });
+        const k2 = `${peer}:${epId}`;
+        if (!neigh.has(k2)) neigh.set(k2, { epId: peer, peerId: epId });
       } else {
-        addN(epId, ID_HOST);
-        if (peer === ID_ANY) addN(epId, ID_ANY);
+        if (!neigh.has(hostKey)) neigh.set(hostKey, { epId, peerId: ID_HOST });
+        if (peer === ID_ANY) {
+          const k = head + ID_ANY;
+          if (!neigh.has(k)) neigh.set(k, { epId, peerId: ID_ANY });
+        }
       }
     }
-    return { policy: [...policy.values()], neigh: [...neigh.values()] };
   }
 
   // ------------------------------------------------------------ internals
@@ -798,11 +867,12 @@ export class CompileContext {
   }
 
   private selState(selector: LabelSelector): SelState {
-    const canon = canonicalSelector(selector);
+    const canon = canonSel(selector);
     let s = this.sels.get(canon);
     if (!s) {
       s = { canon, selector, members: new Set(this.index.select(selector)), ids: undefined, asSubject: new Set(), asPeer: new Set() };
       this.sels.set(canon, s);
+      this.selIndex.add(selector, s);
       for (const m of s.members) this.memberOf.get(m)!.add(s);
     }
     return s;
@@ -828,6 +898,7 @@ export class CompileContext {
   private maybeDropSel(s: SelState): void {
     if (s.asSubject.size > 0 || s.asPeer.size > 0) return;
     this.sels.delete(s.canon);
+    this.selIndex.delete(s.selector, s);
     for (const m of s.members) this.memberOf.get(m)?.delete(s);
   }
 
@@ -916,17 +987,6 @@ export function compileAll(input: CompileInput | CompileContext): CompiledState 
   const ctx = input instanceof CompileContext ? input : createCompileContext(input);
   const policy = new Map<string, PolicyEntry>();
   const neigh = new Map<string, NeighKey>();
-  for (const ep of ctx.endpoints()) {
-    const s = ctx.slice(ep);
-    for (const e of s.policy) {
-      const k = policyKeyString(e.key);
-      const old = policy.get(k);
-      if (!old || e.val.ruleId < old.val.ruleId) policy.set(k, e);
-    }
-    for (const n of s.neigh) {
-      const k = neighKeyString(n);
-      if (!neigh.has(k)) neigh.set(k, n);
-    }
-  }
+  for (const ep of ctx.endpoints()) ctx.sliceInto(ep, policy, neigh);
   return { policy, neigh, ipcache: ctx.ipcacheEntries() };
 }

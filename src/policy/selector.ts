@@ -300,3 +300,68 @@ export class LabelIndex<K> {
     return out;
   }
 }
+
+/**
+ * The reverse of LabelIndex: selectors indexed so that "which of them may
+ * match this label set" does not scan them all. Each selector is filed
+ * under one of its positive constraints (a matchLabels pair, the pairs of an
+ * In, or an Exists key); selectors without one are always candidates.
+ * candidates() over-approximates: check each with matches().
+ */
+export class SelectorIndex<T> {
+  private readonly byPair = new Map<string, Map<string, Set<T>>>();
+  private readonly byKey = new Map<string, Set<T>>();
+  private readonly always = new Set<T>();
+
+  private static anchor(sel: LabelSelector): { pairs: Array<[string, string]> } | { key: string } | undefined {
+    for (const [k, v] of Object.entries(sel.matchLabels ?? {})) return { pairs: [[k, v]] };
+    for (const r of sel.matchExpressions ?? []) if (r.operator === 'In') return { pairs: [...new Set(r.values ?? [])].map((v): [string, string] => [r.key, v]) };
+    for (const r of sel.matchExpressions ?? []) if (r.operator === 'Exists') return { key: r.key };
+    return undefined;
+  }
+
+  add(sel: LabelSelector, item: T): void {
+    const a = SelectorIndex.anchor(sel);
+    if (!a) this.always.add(item);
+    else if ('key' in a) {
+      let s = this.byKey.get(a.key);
+      if (!s) this.byKey.set(a.key, (s = new Set()));
+      s.add(item);
+    } else
+      for (const [k, v] of a.pairs) {
+        let byV = this.byPair.get(k);
+        if (!byV) this.byPair.set(k, (byV = new Map()));
+        let s = byV.get(v);
+        if (!s) byV.set(v, (s = new Set()));
+        s.add(item);
+      }
+  }
+
+  /** `sel` must be the selector `item` was added with. */
+  delete(sel: LabelSelector, item: T): void {
+    const a = SelectorIndex.anchor(sel);
+    if (!a) this.always.delete(item);
+    else if ('key' in a) {
+      const s = this.byKey.get(a.key);
+      s?.delete(item);
+      if (s?.size === 0) this.byKey.delete(a.key);
+    } else
+      for (const [k, v] of a.pairs) {
+        const byV = this.byPair.get(k);
+        const s = byV?.get(v);
+        s?.delete(item);
+        if (s?.size === 0) byV!.delete(v);
+        if (byV?.size === 0) this.byPair.delete(k);
+      }
+  }
+
+  /** Every selector that may match `labels` (and possibly others). */
+  candidates(labels: Labels): Set<T> {
+    const out = new Set<T>(this.always);
+    for (const k of Object.keys(labels)) {
+      for (const x of this.byPair.get(k)?.get(labels[k]!) ?? []) out.add(x);
+      for (const x of this.byKey.get(k) ?? []) out.add(x);
+    }
+    return out;
+  }
+}

@@ -187,7 +187,7 @@ class Recorder {
 }
 
 const keyOf = (e: PlatformEvent): string =>
-  e.type === 'upsert' ? e.spec.key : e.type === 'unprotected' ? e.container.key : e.type === 'synced' ? '' : e.key;
+  e.type === 'upsert' ? e.spec.key : e.type === 'unprotected' ? e.container.key : e.type === 'synced' ? '' : 'key' in e ? e.key : '';
 
 describe('Docker platform adapter on a real engine', { skip, timeout: 300_000 }, () => {
   const docker = engine.ok ? engine.docker : (undefined as never);

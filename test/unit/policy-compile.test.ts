@@ -301,15 +301,20 @@ describe('compile: incremental context', () => {
               rules = freshRules(m.rules);
               affected = ctx.setRules(rules);
               break;
-            case 'add-rule':
-              rules = [...rules, ...freshRules([m.rule])];
-              affected = ctx.setRules(rules);
+            case 'add-rule': {
+              const added = freshRules([m.rule]);
+              rules = [...rules, ...added];
+              affected = m.rule.direction === 'egress' ? ctx.addRules(added) : ctx.setRules(rules);
               break;
-            case 'drop-rule':
+            }
+            case 'drop-rule': {
               if (rules.length === 0) continue;
-              rules = rules.filter((_, i) => i !== m.index % rules.length);
-              affected = ctx.setRules([...rules]);
+              const dropped = rules[m.index % rules.length]!;
+              rules = rules.filter((r) => r !== dropped);
+              // by an equal copy, to remove by value
+              affected = m.index % 2 ? ctx.removeRules([{ ...dropped }]) : ctx.setRules([...rules]);
               break;
+            }
             case 'upsert': {
               // keep addresses unique: drop whoever has the address (another key) first
               const clash = endpoints.find((e) => e.ipv4 === m.ep.ipv4 && e.key !== m.ep.key);
@@ -357,6 +362,7 @@ describe('compile: incremental context', () => {
           }
           assert.deepEqual(new Map([...ctx.ipcacheEntries()].sort()), new Map([...fresh.ipcacheEntries()].sort()));
           assert.deepEqual(ctx.registeredPrefixes(), fresh.registeredPrefixes());
+          assert.deepEqual(ctx.rules(), rules);
         }
       }),
       { numRuns: 300 },

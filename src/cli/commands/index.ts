@@ -1,9 +1,14 @@
 import type { Command } from 'commander';
+import { registerRun } from './run.js';
+import { registerStatus } from './status.js';
+import { registerFlows } from './flows.js';
+import { registerDown } from './down.js';
+import { registerDemo } from './demo.js';
+import { registerK8s } from './k8s.js';
+import { registerCompose } from './compose.js';
 
-/** Every command module exports register(program). Add new ones here. */
-const modules: Array<(program: Command) => void> = [];
-import { registerK8s } from './k8s.js'; modules.push(registerK8s);
-import { registerCompose } from './compose.js'; modules.push(registerCompose);
+/** Every command module exports register(program), in the order --help lists them. */
+const modules: Array<(program: Command) => void> = [registerRun, registerStatus, registerFlows, registerDown, registerDemo, registerK8s, registerCompose];
 
 export function registerCommands(program: Command): void {
   for (const register of modules) register(program);

@@ -1,0 +1,98 @@
+/**
+ * Flow events from the datapath, turned into records a person can read:
+ * container names instead of identities, rule names instead of numbers,
+ * wall-clock time instead of the kernel's monotonic clock.
+ */
+import { EventEmitter } from 'node:events';
+import { REASON_NAMES, TRACE_NAMES, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
+
+export interface FlowPeer {
+  identity: number;
+  /** container name, "host", "world", a CIDR, or undefined when unknown */
+  name?: string;
+  ip: string;
+  port?: number;
+}
+
+export interface FlowRecord {
+  time: string;
+  verdict: string;
+  reason: string;
+  /** from-container: seen leaving the container; to-container: entering it */
+  trace: string;
+  protocol: string;
+  src: FlowPeer;
+  dst: FlowPeer;
+  /** the container whose stack decided */
+  endpoint?: string;
+  rule?: string;
+  bytes: number;
+}
+
+export interface FlowNames {
+  identityName(identity: number): string | undefined;
+  ruleName(ruleNumber: number): string | undefined;
+  endpointName(ifindex: number): string | undefined;
+}
+
+const PROTOCOLS: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 132: 'sctp' };
+const ETH_P_ARP = 0x0806;
+
+/** CLOCK_MONOTONIC (bpf_ktime_get_ns) to wall-clock milliseconds. */
+export function monotonicToWallMs(tsNs: bigint): number {
+  const nowMono = process.hrtime.bigint();
+  return Date.now() - Number(nowMono - tsNs) / 1e6;
+}
+
+export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonicToWallMs(ev.tsNs)): FlowRecord {
+  const isArp = ev.ethertype === ETH_P_ARP;
+  const protocol = isArp ? 'arp' : (PROTOCOLS[ev.proto] ?? (ev.proto ? `ip-proto-${ev.proto}` : `ethertype-0x${ev.ethertype.toString(16).padStart(4, '0')}`));
+  const hasPorts = ev.proto === 6 || ev.proto === 17 || ev.proto === 132;
+  const rec: FlowRecord = {
+    time: new Date(wallMs).toISOString(),
+    verdict: VERDICT_NAMES[ev.verdict] ?? String(ev.verdict),
+    reason: REASON_NAMES[ev.reason] ?? String(ev.reason),
+    trace: TRACE_NAMES[ev.trace] ?? String(ev.trace),
+    protocol,
+    src: { identity: ev.srcId, name: names.identityName(ev.srcId), ip: ev.saddr, ...(hasPorts ? { port: ev.sport } : {}) },
+    dst: { identity: ev.dstId, name: names.identityName(ev.dstId), ip: ev.daddr, ...(hasPorts ? { port: ev.dport } : {}) },
+    endpoint: names.endpointName(ev.ifindex),
+    bytes: ev.pktLen,
+  };
+  if (ev.ruleId) rec.rule = names.ruleName(ev.ruleId) ?? `#${ev.ruleId}`;
+  return rec;
+}
+
+/** One line, Hubble-style: "web:43512 -> api:8080 tcp DROPPED (policy-denied)". */
+export function formatFlowLine(r: FlowRecord): string {
+  const end = (p: FlowPeer) => `${p.name ?? p.ip}${p.name ? `(${p.ip})` : ''}${p.port !== undefined ? `:${p.port}` : ''}`;
+  const rule = r.rule ? ` rule=${r.rule}` : '';
+  return `${r.time} ${end(r.src)} -> ${end(r.dst)} ${r.protocol} ${r.verdict} (${r.reason})${rule}`;
+}
+
+/** The most recent flows, for the API and the UI; emits 'flow' for followers. */
+export class FlowStore extends EventEmitter {
+  private readonly ring: FlowRecord[] = [];
+  private total = 0;
+
+  constructor(private readonly capacity = 10000) {
+    super();
+    this.setMaxListeners(100);
+  }
+
+  push(r: FlowRecord): void {
+    this.ring.push(r);
+    if (this.ring.length > this.capacity) this.ring.splice(0, this.ring.length - this.capacity);
+    this.total++;
+    this.emit('flow', r);
+  }
+
+  recent(limit = 100, filter?: (r: FlowRecord) => boolean): FlowRecord[] {
+    const src = filter ? this.ring.filter(filter) : this.ring;
+    return src.slice(-limit);
+  }
+
+  get count(): number {
+    return this.total;
+  }
+}

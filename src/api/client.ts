@@ -1,0 +1,54 @@
+/** A client for the manager's API over its unix socket. */
+import { request } from 'node:http';
+
+export class DaemonUnreachable extends Error {}
+
+export function apiRequest<T>(socketPath: string, method: string, path: string, timeoutMs = 5000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, method, path, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        try {
+          const body = JSON.parse(text) as T & { error?: string };
+          if ((res.statusCode ?? 500) >= 400 && (res.statusCode ?? 500) !== 422) reject(new Error(body.error ?? text));
+          else resolve(body);
+        } catch {
+          reject(new Error(`bad answer from daemon: ${text.slice(0, 200)}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new DaemonUnreachable(`daemon at ${socketPath} did not answer in ${timeoutMs} ms`)));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err instanceof DaemonUnreachable) reject(err);
+      else if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new DaemonUnreachable(`no daemon is listening on ${socketPath}`));
+      else reject(err);
+    });
+    req.end();
+  });
+}
+
+/** Stream NDJSON lines (flows --follow). Resolves when the stream ends. */
+export function apiStream(socketPath: string, path: string, onLine: (line: string) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, method: 'GET', path }, (res) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        buf += c;
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          if (line) onLine(line);
+        }
+      });
+      res.on('end', () => resolve());
+    });
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? new DaemonUnreachable(`no daemon is listening on ${socketPath}`) : err),
+    );
+    req.end();
+  });
+}

@@ -1,0 +1,16 @@
+/**
+ * Where a daemon listens. One daemon per pin path: the socket's name is
+ * derived from the pin directory's name, so `--pin-path` alone is enough for
+ * `status`, `down` and `flows` to find the daemon that owns it.
+ */
+import { basename } from 'node:path';
+
+export const RUN_DIR = process.env.BASTION_RUN_DIR ?? '/run/bastion';
+
+export function socketPathFor(pinPath: string): string {
+  return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.sock`;
+}
+
+export function pidFileFor(pinPath: string): string {
+  return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.pid`;
+}

@@ -1,0 +1,84 @@
+/**
+ * The manager's HTTP API. It listens on a unix socket only reachable by root
+ * (mode 0600 in a 0700 directory): the file system is the authentication, as
+ * for the Docker socket. Routes:
+ *
+ *   GET  /v1/status            the status report (`bastion status`)
+ *   GET  /v1/flows?limit=N     recent flows; &follow=1 streams NDJSON
+ *   POST /v1/reload            re-read the config (same as SIGHUP)
+ *   GET  /metrics              Prometheus metrics
+ *   GET  /                     the web UI (network map and live flows)
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { FlowRecord, FlowStore } from '../agent/flow-log.js';
+
+export interface ApiHandlers {
+  status(): Promise<unknown> | unknown;
+  reload(): Promise<{ ok: boolean; errors?: string[] }>;
+  metrics(): Promise<string>;
+  metricsContentType: string;
+  flows: FlowStore;
+  ui?(): string;
+}
+
+function sendJson(res: ServerResponse, code: number, body: unknown): void {
+  const text = JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? Number(v) : v));
+  res.writeHead(code, { 'content-type': 'application/json' });
+  res.end(text + '\n');
+}
+
+function flowFilter(url: URL): (r: FlowRecord) => boolean {
+  const verdict = url.searchParams.get('verdict')?.toUpperCase();
+  const container = url.searchParams.get('container');
+  return (r) =>
+    (!verdict || r.verdict === verdict) &&
+    (!container || r.src.name === container || r.dst.name === container || r.endpoint === container);
+}
+
+export async function startApiServer(socketPath: string, h: ApiHandlers): Promise<Server> {
+  mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
+  if (existsSync(socketPath)) unlinkSync(socketPath);
+
+  const server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
+    const url = new URL(req.url ?? '/', 'http://bastion');
+    try {
+      if (req.method === 'GET' && url.pathname === '/v1/status') return sendJson(res, 200, await h.status());
+      if (req.method === 'POST' && url.pathname === '/v1/reload') {
+        const r = await h.reload();
+        return sendJson(res, r.ok ? 200 : 422, r);
+      }
+      if (req.method === 'GET' && url.pathname === '/metrics') {
+        res.writeHead(200, { 'content-type': h.metricsContentType });
+        return res.end(await h.metrics());
+      }
+      if (req.method === 'GET' && url.pathname === '/v1/flows') {
+        const filter = flowFilter(url);
+        const limit = Number(url.searchParams.get('limit') ?? '100');
+        if (url.searchParams.get('follow') !== '1') return sendJson(res, 200, h.flows.recent(limit, filter));
+        res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        for (const r of h.flows.recent(limit, filter)) res.write(JSON.stringify(r) + '\n');
+        const onFlow = (r: FlowRecord) => {
+          if (filter(r)) res.write(JSON.stringify(r) + '\n');
+        };
+        h.flows.on('flow', onFlow);
+        req.on('close', () => h.flows.off('flow', onFlow));
+        return;
+      }
+      if (req.method === 'GET' && url.pathname === '/' && h.ui) {
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+        return res.end(h.ui());
+      }
+      sendJson(res, 404, { error: `no route ${req.method} ${url.pathname}` });
+    } catch (err) {
+      sendJson(res, 500, { error: (err as Error).message });
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => resolve());
+  });
+  chmodSync(socketPath, 0o600);
+  return server;
+}

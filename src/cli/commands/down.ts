@@ -1,0 +1,46 @@
+import type { Command } from 'commander';
+import { existsSync, readFileSync } from 'node:fs';
+import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { pidFileFor } from '../../api/paths.js';
+import { tearDown } from '../../agent/cleanup.js';
+import { parseOutputFormat, printData } from '../output.js';
+
+async function stopDaemon(pinPath: string): Promise<number | undefined> {
+  const file = pidFileFor(pinPath);
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, 'utf8').trim());
+  if (!(pid > 0)) return undefined;
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return undefined;
+  }
+  for (let i = 0; i < 50; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return pid;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  process.kill(pid, 'SIGKILL');
+  return pid;
+}
+
+export function registerDown(program: Command): void {
+  program
+    .command('down')
+    .description('Stop the daemon and remove every stack and pin Bastion made (enforcement ends)')
+    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
+    .option('-o, --output <format>', 'table, json or yaml', 'table')
+    .option('--json', 'same as -o json')
+    .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
+      const format = parseOutputFormat(opts.output, opts.json);
+      const stopped = await stopDaemon(opts.pinPath);
+      const r = tearDown(opts.pinPath);
+      printData({ daemonStopped: stopped ?? null, ...r }, format, () =>
+        (stopped ? `stopped daemon (pid ${stopped})\n` : '') +
+        `detached ${r.detached.length} stacks, removed ${r.pinsRemoved.length} pins under ${opts.pinPath}\n`,
+      );
+    });
+}

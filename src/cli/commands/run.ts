@@ -1,0 +1,58 @@
+import type { Command } from 'commander';
+import { Daemon, ConfigRejected } from '../../manager/daemon.js';
+import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { CliError, EXIT } from '../errors.js';
+import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
+
+interface RunOptions extends PlatformOptions {
+  config?: string;
+  pinPath: string;
+  logLevel: string;
+}
+
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('Run the Bastion daemon in the foreground: protect the containers and apply the policy')
+    .option('-c, --config <file>', 'Bastion config file (containers, policies, mode); re-applied when it changes and on SIGHUP')
+    .option('--pin-path <dir>', 'bpffs directory for the pinned maps', DEFAULT_PIN_PATH)
+    .option('--docker', 'follow the containers of the local Docker engine')
+    .option('--compose <file>', 'derive policy from a Compose file (depends_on, links, expose, ports)')
+    .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
+    .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .addHelpText(
+      'after',
+      `
+Drops and allowed connections are logged on stdout as JSON lines.
+SIGTERM, SIGINT or even SIGKILL leave enforcement in place; "bastion down" removes it.
+
+Examples:
+  bastion run --config bastion.yaml
+  bastion run --docker --config policy.yaml
+  bastion run --docker --compose docker-compose.yml`,
+    )
+    .action(async (opts: RunOptions) => {
+      if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      const platform = await platformFromOptions(opts);
+      const daemon = new Daemon({
+        configPath: opts.config,
+        pinPath: opts.pinPath,
+        logLevel: opts.logLevel,
+        platform: platform?.source,
+        extraPolicy: platform?.extraPolicy,
+      });
+      try {
+        await daemon.start();
+      } catch (err) {
+        if (err instanceof ConfigRejected) {
+          throw new CliError(`config rejected, nothing applied:\n  ${err.errors.join('\n  ')}`, EXIT.invalid);
+        }
+        throw err;
+      }
+      await new Promise<void>((resolve) => {
+        const stop = () => void daemon.stop().then(resolve);
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    });
+}

@@ -1,0 +1,86 @@
+import type { Command } from 'commander';
+import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { socketPathFor } from '../../api/paths.js';
+import { apiRequest, DaemonUnreachable } from '../../api/client.js';
+import type { StatusReport } from '../../manager/status.js';
+import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
+import { EXIT } from '../errors.js';
+import { inspectPins } from '../../agent/cleanup.js';
+
+function human(n: number): string {
+  if (n < 1024) return `${n}B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)}K`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)}M`;
+  return `${(n / 1024 ** 3).toFixed(1)}G`;
+}
+
+function renderStatus(s: StatusReport): string {
+  const c = colors;
+  const out: string[] = [];
+  out.push(
+    `${c.bold('Daemon')}     ${c.green('running')} (pid ${s.daemon.pid}), mode ${s.daemon.mode === 'enforce' ? c.green('enforce') : c.yellow(s.daemon.mode)}, pins ${s.daemon.pinPath}` +
+      (s.daemon.configPath ? `, config ${s.daemon.configPath}` : ''),
+  );
+  out.push(`${c.bold('Stacks')}     ${s.ok ? c.green(`${s.endpoints.length}/${s.endpoints.length} in place`) : c.red(`${s.endpoints.filter((e) => e.stack.ok).length}/${s.endpoints.length} in place`)}`);
+  out.push('');
+  out.push(
+    formatTable(
+      ['CONTAINER', 'IDENTITY', 'IP', 'HOST-IF', 'MODE', 'STACK', 'TX', 'RX', 'DROPS'],
+      s.endpoints.map((e) => [
+        e.name,
+        String(e.identity),
+        e.ipv4,
+        e.hostInterface,
+        e.mode,
+        e.stack.ok ? 'ok' : 'MISSING',
+        human(e.counters.txBytes),
+        human(e.counters.rxBytes),
+        String(e.counters.drops),
+      ]),
+    ).trimEnd(),
+  );
+  if (s.unprotected.length) {
+    out.push('', c.bold(c.yellow('Unprotected containers')));
+    out.push(formatTable(['CONTAINER', 'REASON'], s.unprotected.map((u) => [u.name, u.reason])).trimEnd());
+  }
+  out.push('', c.bold('Rules'));
+  out.push(formatTable(['RULE', 'DIRECTION', 'SUBJECT', 'PEERS', 'PORTS'], s.rules.map((r) => [r.id, r.direction, r.subject, r.peers, r.ports])).trimEnd());
+  out.push('', c.bold('Datapath counters'));
+  out.push(
+    formatTable(
+      ['REASON', 'VERDICT', 'PACKETS', 'BYTES'],
+      Object.entries(s.counters).map(([k, v]) => [k, v.drop ? 'drop' : 'pass', String(v.packets), human(v.bytes)]),
+    ).trimEnd(),
+  );
+  out.push('', `Map entries: ${Object.entries(s.entries).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  return out.join('\n') + '\n';
+}
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description('Show the daemon, the protected containers, their identities, stacks, rules and counters')
+    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
+    .option('-o, --output <format>', 'table, json or yaml', 'table')
+    .option('--json', 'same as -o json')
+    .addHelpText('after', '\nExit status: 0 when the daemon runs and every container has its stack; 4 otherwise.')
+    .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
+      const format = parseOutputFormat(opts.output, opts.json);
+      try {
+        const s = await apiRequest<StatusReport>(socketPathFor(opts.pinPath), 'GET', '/v1/status');
+        printData(s, format, () => renderStatus(s));
+        process.exitCode = s.ok ? EXIT.ok : EXIT.notReady;
+      } catch (err) {
+        if (!(err instanceof DaemonUnreachable)) throw err;
+        const pins = inspectPins(opts.pinPath);
+        const data = { ok: false, daemon: null, reason: 'daemon not running', pinPath: opts.pinPath, enforcement: pins };
+        printData(data, format, () =>
+          `${colors.bold('Daemon')}     ${colors.red('not running')} (${(err as Error).message})\n` +
+          (pins.present
+            ? `${colors.bold('Datapath')}   still enforcing from ${opts.pinPath}: ${pins.endpoints} containers, ${pins.stacks} stacks attached\n`
+            : `${colors.bold('Datapath')}   nothing pinned at ${opts.pinPath}\n`),
+        );
+        process.exitCode = EXIT.notReady;
+      }
+    });
+}

@@ -1,0 +1,252 @@
+/**
+ * `bastion run`: the daemon. It applies a config (and/or follows a platform),
+ * re-applies on change of the file and on SIGHUP as a delta, serves the API,
+ * and turns datapath events into JSON log lines. When it stops, for whatever
+ * reason, enforcement stays: the programs stay attached and the maps pinned.
+ */
+import { watch, writeFileSync, mkdirSync, unlinkSync, type FSWatcher } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import type { Server } from 'node:http';
+import pino, { type Logger } from 'pino';
+import { Manager } from './manager.js';
+import { collectStatus, type StatusReport } from './status.js';
+import { createMetrics } from './metrics.js';
+import type { EndpointSpec, PlatformEvent } from './endpoint.js';
+import type { PolicySet } from '../policy/model.js';
+import { loadConfigSource, type LoadedConfig } from './config-source.js';
+import { describeFlow, FlowStore } from '../agent/flow-log.js';
+import { startApiServer } from '../api/server.js';
+import { pidFileFor, socketPathFor } from '../api/paths.js';
+import { openDatapath } from '../agent/datapath-agent.js';
+import { NodeAgent } from '../agent/node-agent.js';
+import { renderUi } from '../ui/page.js';
+
+export interface DaemonOptions {
+  configPath?: string;
+  pinPath: string;
+  /** extra policy sources (a Compose file) and platforms (Docker) plug in here */
+  platform?: PlatformSource;
+  extraPolicy?: () => Promise<PolicySet | undefined>;
+  logLevel?: string;
+}
+
+/** A platform that reports endpoints as events (Docker, Kubernetes). */
+export interface PlatformSource {
+  name: string;
+  start(onEvent: (ev: PlatformEvent) => void): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export class ConfigRejected extends Error {
+  constructor(readonly errors: string[]) {
+    super(errors.join('\n'));
+  }
+}
+
+export class Daemon {
+  readonly log: Logger;
+  readonly flows = new FlowStore();
+  manager!: Manager;
+  private server?: Server;
+  private watcher?: FSWatcher;
+  private reloadTimer?: NodeJS.Timeout;
+  private hostTimer?: NodeJS.Timeout;
+  private current?: LoadedConfig;
+  private readonly startedAt = new Date();
+  private closing = false;
+
+  constructor(readonly o: DaemonOptions) {
+    this.log = pino({ level: o.logLevel ?? 'info', base: undefined, timestamp: pino.stdTimeFunctions.isoTime });
+  }
+
+  /** Validate everything first; apply only if all of it is good. */
+  private async loadAll(): Promise<LoadedConfig> {
+    const loaded = await loadConfigSource(this.o.configPath, { containersRequired: !this.o.platform });
+    if (!loaded.ok) throw new ConfigRejected(loaded.errors);
+    if (this.o.extraPolicy) {
+      const extra = await this.o.extraPolicy();
+      if (extra) loaded.policy = { mode: loaded.policy.mode, rules: [...loaded.policy.rules, ...extra.rules] };
+    }
+    return loaded;
+  }
+
+  async start(): Promise<void> {
+    const first = await this.loadAll();
+    const node = new NodeAgent();
+    // Discover every listed container before touching anything: an unknown
+    // netns rejects the whole config.
+    await this.checkDiscoverable(node, first.containers);
+
+    const datapath = await openDatapath(this.o.pinPath, this.log);
+    this.manager = new Manager({ datapath, node, log: this.log });
+    await this.manager.setHostAddresses(await node.hostAddresses());
+    await this.manager.setPolicy(first.policy);
+    for (const spec of first.containers) await this.manager.upsertEndpoint(spec);
+    this.current = first;
+
+    datapath.onEvent((ev) => {
+      const rec = describeFlow(ev, {
+        identityName: (id) => this.manager.identityName(id),
+        ruleName: (n) => this.manager.rules.name(n),
+        endpointName: (ifi) => this.manager.endpointByIfindex(ifi)?.name,
+      });
+      this.flows.push(rec);
+      const { time, ...fields } = rec;
+      this.log.info({ flowTime: time, ...fields }, 'flow');
+    });
+
+    if (this.o.platform) {
+      await this.o.platform.start((ev) => void this.onPlatformEvent(ev));
+    }
+    // Whatever a previous run left that this one does not manage goes away.
+    const pruned = await this.manager.pruneLeftovers();
+    if (pruned.entries || pruned.stacks) this.log.info(pruned, 'removed leftovers of a previous run');
+
+    const metrics = createMetrics(() => this.manager, () => datapath.counters(), this.flows);
+    const socket = socketPathFor(this.o.pinPath);
+    this.server = await startApiServer(socket, {
+      status: () => this.status(),
+      reload: () => this.reload(),
+      metrics: () => metrics.registry.metrics(),
+      metricsContentType: metrics.registry.contentType,
+      flows: this.flows,
+      ui: () => renderUi(),
+    });
+    mkdirSync(dirname(pidFileFor(this.o.pinPath)), { recursive: true });
+    writeFileSync(pidFileFor(this.o.pinPath), `${process.pid}\n`);
+
+    this.watchConfig();
+    process.on('SIGHUP', () => void this.reload());
+    this.hostTimer = setInterval(() => {
+      void node.hostAddresses().then((a) => this.manager.setHostAddresses(a)).catch(() => undefined);
+    }, 10_000);
+    this.hostTimer.unref();
+
+    this.log.info(
+      {
+        pinPath: this.o.pinPath,
+        socket,
+        mode: first.policy.mode,
+        endpoints: this.manager.endpoints.size,
+        rules: first.policy.rules.length,
+        entries: this.manager.entryCounts(),
+      },
+      'ready',
+    );
+  }
+
+  private async checkDiscoverable(node: NodeAgent, specs: EndpointSpec[]): Promise<void> {
+    const errors: string[] = [];
+    await Promise.all(
+      specs.map(async (s, i) => {
+        try {
+          await node.discover(s);
+        } catch (err) {
+          errors.push(`${this.o.configPath ?? 'config'}: containers[${i}] (${s.name}).netns: ${(err as Error).message}`);
+        }
+      }),
+    );
+    if (errors.length) throw new ConfigRejected(errors.sort());
+  }
+
+  private watchConfig(): void {
+    if (!this.o.configPath) return;
+    const file = resolve(this.o.configPath);
+    // Watch the directory: editors and `mv` replace the file, which would
+    // silently end a watch on the file itself.
+    this.watcher = watch(dirname(file), (_ev, name) => {
+      if (name && name.toString() !== basename(file)) return;
+      clearTimeout(this.reloadTimer);
+      this.reloadTimer = setTimeout(() => void this.reload(), 50);
+    });
+  }
+
+  /** Re-read the config; apply the difference, or reject it whole. */
+  async reload(): Promise<{ ok: boolean; errors?: string[] }> {
+    if (this.closing) return { ok: false, errors: ['daemon is stopping'] };
+    try {
+      const next = await this.loadAll();
+      const node = new NodeAgent();
+      const known = new Set(this.manager.endpoints.keys());
+      await this.checkDiscoverable(node, next.containers.filter((c) => !known.has(c.key)));
+      const t0 = performance.now();
+      await this.manager.setPolicy(next.policy);
+      if (!this.o.platform) {
+        const keep = new Set(next.containers.map((c) => c.key));
+        await this.manager.retainOnly(keep);
+        for (const spec of next.containers) await this.manager.upsertEndpoint(spec);
+      }
+      this.current = next;
+      this.log.info(
+        { rules: next.policy.rules.length, endpoints: this.manager.endpoints.size, ms: +(performance.now() - t0).toFixed(2) },
+        'config applied',
+      );
+      return { ok: true };
+    } catch (err) {
+      const errors = err instanceof ConfigRejected ? err.errors : [(err as Error).message];
+      this.log.error({ errors }, 'config rejected, previous config stays in force');
+      for (const e of errors) process.stderr.write(`bastion: ${e}\n`);
+      return { ok: false, errors };
+    }
+  }
+
+  private async onPlatformEvent(ev: PlatformEvent): Promise<void> {
+    try {
+      switch (ev.type) {
+        case 'upsert': {
+          const spec = { ...ev.spec, mode: ev.spec.mode ?? this.current?.defaultEndpointMode };
+          await this.manager.upsertEndpoint(spec);
+          break;
+        }
+        case 'remove':
+          await this.manager.removeEndpoint(ev.key);
+          break;
+        case 'unprotected':
+          this.manager.setUnprotected(ev.container);
+          this.log.warn({ container: ev.container.name, reason: ev.container.reason }, 'container cannot be protected');
+          break;
+        case 'unprotected-gone':
+          this.manager.clearUnprotected(ev.key);
+          break;
+        case 'port-guard':
+          await this.manager.guardPort(ev.hostIfindex);
+          break;
+        case 'port-release':
+          await this.manager.releasePort(ev.hostIfindex);
+          break;
+        case 'synced':
+          await this.manager.retainOnly(new Set(ev.keys));
+          break;
+      }
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, event: ev.type }, 'platform event failed');
+    }
+  }
+
+  status(): Promise<StatusReport> {
+    return collectStatus(this, this.startedAt);
+  }
+
+  get configPath(): string | undefined {
+    return this.o.configPath;
+  }
+  get mode(): string {
+    return this.manager.policy.mode;
+  }
+
+  async stop(): Promise<void> {
+    this.closing = true;
+    clearTimeout(this.reloadTimer);
+    clearInterval(this.hostTimer);
+    this.watcher?.close();
+    await this.o.platform?.stop().catch(() => undefined);
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    try {
+      unlinkSync(socketPathFor(this.o.pinPath));
+      unlinkSync(pidFileFor(this.o.pinPath));
+    } catch {
+      // already gone
+    }
+    this.log.info({}, 'stopped; enforcement stays in place');
+  }
+}

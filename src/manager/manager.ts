@@ -1,0 +1,282 @@
+/**
+ * The manager: keeps the network map (endpoints and their identities) and
+ * the policy, and keeps the datapath's maps equal to what they imply.
+ *
+ * Every change is turned into the set of endpoint slices it can touch; only
+ * those are recompiled, and only their differences are written. Writes are
+ * ordered so that a container never runs unprotected (stack attached and
+ * dropping before its entries exist) and a policy change never opens a gap.
+ */
+import type { Logger } from 'pino';
+import type { Endpoint, EndpointSpec, UnprotectedContainer } from './endpoint.js';
+import type { DatapathPort, NodePort } from './ports.js';
+import type { PolicySet } from '../policy/model.js';
+import { IdentityAllocator, RuleNumbers } from './identity.js';
+import { SliceStore, type MapOp } from './entries.js';
+import { SliceCompiler } from './slices.js';
+import { ID_FIRST_DYNAMIC } from '../datapath/layout.js';
+
+export interface ManagerOptions {
+  datapath: DatapathPort;
+  node: NodePort;
+  log: Logger;
+}
+
+export interface ApplyStats {
+  ops: number;
+  slices: number;
+  ms: number;
+}
+
+const GLOBAL_SLICE = '@global';
+
+export class Manager {
+  readonly endpoints = new Map<string, Endpoint>();
+  readonly unprotected = new Map<string, UnprotectedContainer>();
+  private readonly byIdentity = new Map<number, Endpoint>();
+  private readonly guarded = new Set<number>();
+  readonly ids: IdentityAllocator;
+  readonly datapath: DatapathPort;
+  readonly rules = new RuleNumbers();
+  policy: PolicySet = { mode: 'enforce', rules: [] };
+  hostAddrs: string[] = [];
+  generation = 0;
+  lastApply?: ApplyStats;
+  private readonly slices = new SliceStore();
+  private readonly compiler: SliceCompiler;
+  /** identities of endpoints found in the maps at start-up, by host ifindex */
+  private readonly adoptable = new Map<number, { identity: number; ipv4: string; mac: string }>();
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly o: ManagerOptions) {
+    this.datapath = o.datapath;
+    this.ids = new IdentityAllocator({
+      loadNext: () => o.datapath.loadNextIdentity(),
+      saveNext: (n) => o.datapath.saveNextIdentity(n),
+    });
+    this.compiler = new SliceCompiler({
+      cidrIdentity: (cidr) => this.ids.get(`cidr:${cidr}`),
+      ruleNumber: (id) => this.rules.number(id),
+    });
+    for (const e of o.datapath.existingEndpoints()) {
+      this.adoptable.set(e.ifindex, { identity: e.identity, ipv4: e.ipv4, mac: e.mac });
+    }
+    for (const [k, v] of o.datapath.existingIpcache()) {
+      // CIDR identities of a previous run keep their numbers, so policy
+      // entries that refer to them stay valid across the restart.
+      if (k.prefixlen < 32 && k.prefixlen > 0 && v.identity >= ID_FIRST_DYNAMIC) {
+        this.ids.adopt(`cidr:${k.addr}/${k.prefixlen}`, v.identity);
+      }
+    }
+  }
+
+  /** Serialise every change: they are applied one at a time, whole. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  setHostAddresses(addrs: string[]): Promise<void> {
+    return this.serial(async () => {
+      const sorted = [...new Set(addrs)].sort();
+      if (sorted.join() === this.hostAddrs.join()) return;
+      this.hostAddrs = sorted;
+      this.compiler.setHostAddrs(sorted);
+      this.commit(new Set(), true);
+    });
+  }
+
+  /** Replace the whole policy (a config file reload). */
+  setPolicy(next: PolicySet): Promise<ApplyStats> {
+    return this.serial(async () => {
+      const modeChanged = next.mode !== this.policy.mode;
+      this.policy = next;
+      const touched = this.compiler.setRules(next.rules);
+      if (modeChanged) for (const k of this.endpoints.keys()) touched.add(k);
+      return this.commit(touched, true);
+    });
+  }
+
+  /** Add or update a container interface. */
+  upsertEndpoint(spec: EndpointSpec): Promise<Endpoint> {
+    return this.serial(async () => {
+      const d = await this.o.node.discover(spec);
+      const old = this.endpoints.get(spec.key);
+      const same = old && old.hostIfindex === d.hostIfindex && old.ipv4 === d.ipv4 && old.mac === d.mac;
+      let identity: number;
+      if (same) {
+        identity = old.identity;
+      } else {
+        if (old) this.dropEndpoint(old);
+        // After a restart, the same interface with the same address keeps
+        // its identity (and so its connections). Anything else is new.
+        const prior = this.adoptable.get(d.hostIfindex);
+        this.adoptable.delete(d.hostIfindex);
+        if (prior && prior.ipv4 === d.ipv4 && prior.mac === d.mac) {
+          this.ids.adopt(`ep:${spec.key}#${d.hostIfindex}`, prior.identity);
+        }
+        identity = this.ids.get(`ep:${spec.key}#${d.hostIfindex}`);
+      }
+      const ep: Endpoint = {
+        ...spec,
+        identity,
+        ipv4: d.ipv4,
+        mac: d.mac,
+        hostIfindex: d.hostIfindex,
+        hostIfname: d.hostIfname,
+        gwMac: d.gwMac,
+        gateway: d.gateway,
+        bridge: d.bridge,
+      };
+      // The stack goes on first and drops everything until the endpoint's
+      // entries exist: there is no moment where the container is unguarded.
+      this.o.datapath.attach(ep.hostIfindex);
+      this.endpoints.set(spec.key, ep);
+      this.guarded.delete(ep.hostIfindex);
+      this.byIdentity.set(ep.identity, ep);
+      this.unprotected.delete(spec.key);
+      const touched = this.compiler.upsertEndpoint(ep);
+      touched.add(spec.key);
+      this.commit(touched, false);
+      this.o.log.info({ endpoint: ep.name, identity, ip: ep.ipv4, hostInterface: ep.hostIfname }, 'endpoint protected');
+      return ep;
+    });
+  }
+
+  removeEndpoint(key: string, opts: { detach?: boolean } = {}): Promise<void> {
+    return this.serial(async () => {
+      const ep = this.endpoints.get(key);
+      if (!ep) return;
+      this.dropEndpoint(ep, opts.detach ?? true);
+      this.o.log.info({ endpoint: ep.name, identity: ep.identity, ip: ep.ipv4 }, 'endpoint removed');
+    });
+  }
+
+  private dropEndpoint(ep: Endpoint, detach = true): void {
+    this.endpoints.delete(ep.key);
+    this.byIdentity.delete(ep.identity);
+    const touched = this.compiler.removeEndpoint(ep.key);
+    touched.add(ep.key);
+    this.commit(touched, false);
+    // The identity is retired for good; connections of the old owner of
+    // this address are forgotten.
+    this.ids.release(`ep:${ep.key}#${ep.hostIfindex}`);
+    this.o.datapath.flushConntrack([ep.ipv4]);
+    if (detach) {
+      try {
+        this.o.datapath.detach(ep.hostIfindex);
+      } catch {
+        // the veth is usually gone with its container
+      }
+    }
+  }
+
+  /** A container's veth appeared before the container is known: stack on, dropping everything. */
+  guardPort(hostIfindex: number): Promise<void> {
+    return this.serial(async () => {
+      if (this.endpointByIfindex(hostIfindex)) return;
+      try {
+        this.o.datapath.attach(hostIfindex);
+        this.guarded.add(hostIfindex);
+      } catch (err) {
+        this.o.log.warn({ hostIfindex, err: (err as Error).message }, 'could not guard new port');
+      }
+    });
+  }
+
+  /** Undo guardPort for a port that is gone or not ours to protect. */
+  releasePort(hostIfindex: number): Promise<void> {
+    return this.serial(async () => {
+      if (!this.guarded.delete(hostIfindex) || this.endpointByIfindex(hostIfindex)) return;
+      try {
+        this.o.datapath.detach(hostIfindex);
+      } catch {
+        // gone with its container
+      }
+    });
+  }
+
+  setUnprotected(c: UnprotectedContainer): void {
+    this.unprotected.set(c.key, c);
+  }
+  clearUnprotected(key: string): void {
+    this.unprotected.delete(key);
+  }
+
+  /** Keep only these endpoint keys (after a platform resync). */
+  retainOnly(keys: Set<string>): Promise<void> {
+    const gone = [...this.endpoints.keys()].filter((k) => !keys.has(k));
+    return Promise.all(gone.map((k) => this.removeEndpoint(k))).then(() => undefined);
+  }
+
+  /** Recompile the given endpoint slices (and the global one) and write the differences. */
+  private commit(keys: Set<string>, global: boolean): ApplyStats {
+    const t0 = performance.now();
+    const ops: MapOp[] = [];
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.policy.mode };
+    if (global) ops.push(...this.slices.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx)));
+    for (const key of keys) {
+      const ep = this.endpoints.get(key);
+      ops.push(...(ep ? this.slices.replace(key, this.compiler.endpointSlice(ep, ctx)) : this.slices.remove(key)));
+    }
+    // Within one commit, put every upsert before every delete (each replace
+    // already orders its own writes by map).
+    ops.sort((a, b) => (a.op === b.op ? 0 : a.op === 'upsert' ? -1 : 1));
+    this.o.datapath.apply(ops);
+    if (ops.length) this.generation++;
+    const stats = { ops: ops.length, slices: keys.size, ms: performance.now() - t0 };
+    this.lastApply = stats;
+    return stats;
+  }
+
+  /** Rewrite every entry (after a restart, to repair whatever a crash left half-done). */
+  resyncAll(): Promise<ApplyStats> {
+    return this.serial(async () => this.commit(new Set(this.endpoints.keys()), true));
+  }
+
+  /**
+   * After start-up: delete map entries and detach stacks that a previous run
+   * left and this one does not manage (containers dropped from the config
+   * while the daemon was down).
+   */
+  pruneLeftovers(): Promise<{ entries: number; stacks: number }> {
+    return this.serial(async () => {
+      const entries = this.o.datapath.prune(this.slices.all());
+      const mine = new Set([...this.endpoints.values()].map((e) => e.hostIfindex));
+      for (const g of this.guarded) mine.add(g);
+      let stacks = 0;
+      for (const ifindex of this.o.datapath.attachedIfindexes()) {
+        if (mine.has(ifindex)) continue;
+        try {
+          this.o.datapath.detach(ifindex);
+        } catch {
+          // interface already gone
+        }
+        stacks++;
+      }
+      this.adoptable.clear();
+      return { entries, stacks };
+    });
+  }
+
+  entryCounts(): Record<string, number> {
+    return {
+      policy: this.slices.count('bastion_policy'),
+      neigh: this.slices.count('bastion_neigh'),
+      ipcache: this.slices.count('bastion_ipcache'),
+      endpoints: this.slices.count('bastion_ep'),
+    };
+  }
+
+  identityName(identity: number): string | undefined {
+    if (identity === 1) return 'host';
+    if (identity === 2) return 'world';
+    return this.byIdentity.get(identity)?.name ?? this.compiler.cidrName(identity);
+  }
+
+  endpointByIfindex(ifindex: number): Endpoint | undefined {
+    for (const ep of this.endpoints.values()) if (ep.hostIfindex === ifindex) return ep;
+    return undefined;
+  }
+}

@@ -1,0 +1,66 @@
+/** Prometheus metrics, read from the manager and the datapath counters at scrape time. */
+import { Counter as PromCounter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { FIRST_DROP_REASON, REASON_NAMES, type Counter } from '../datapath/layout.js';
+import type { Manager } from './manager.js';
+import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
+
+export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
+
+  new Gauge({
+    name: 'bastion_endpoints',
+    help: 'Container interfaces protected by a Bastion stack',
+    registers: [registry],
+    collect() {
+      this.set(manager().endpoints.size);
+    },
+  });
+  new Gauge({
+    name: 'bastion_unprotected_containers',
+    help: 'Containers Bastion sees but cannot protect',
+    registers: [registry],
+    collect() {
+      this.set(manager().unprotected.size);
+    },
+  });
+  new Gauge({
+    name: 'bastion_map_entries',
+    help: 'Entries the manager keeps in each datapath map',
+    labelNames: ['map'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [map, n] of Object.entries(manager().entryCounts())) this.set({ map }, n);
+    },
+  });
+  new Gauge({
+    name: 'bastion_last_apply_seconds',
+    help: 'Time the last change took to compile and write',
+    registers: [registry],
+    collect() {
+      this.set((manager().lastApply?.ms ?? 0) / 1000);
+    },
+  });
+  new Gauge({
+    name: 'bastion_datapath_packets',
+    help: 'Packets seen by the datapath, by reason (verdict=drop for reasons that drop)',
+    labelNames: ['reason', 'verdict'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [r, c] of counters()) {
+        if (c.packets === 0n) continue;
+        this.set({ reason: REASON_NAMES[r] ?? String(r), verdict: r >= FIRST_DROP_REASON ? 'drop' : 'pass' }, Number(c.packets));
+      }
+    },
+  });
+  const flowsTotal = new PromCounter({
+    name: 'bastion_flow_events_total',
+    help: 'Flow events read from the datapath',
+    labelNames: ['verdict', 'reason'],
+    registers: [registry],
+  });
+  flows.on('flow', (r: FlowRecord) => flowsTotal.inc({ verdict: r.verdict, reason: r.reason }));
+  return { registry };
+}

@@ -1,0 +1,166 @@
+/**
+ * From the network map and the policy to map entries, one slice at a time.
+ *
+ * An endpoint's slice holds everything that exists because of it: its
+ * endpoint entries (by ifindex and by IP), its /32 in the ipcache, its stats
+ * entry, the policy entries keyed by its identity and the neighbour pairs its
+ * rules create. The global slice holds what no endpoint owns: host addresses,
+ * the CIDR prefixes policy names, 0.0.0.0/0 as world, the datapath config.
+ *
+ * The policy part is the pure compiler of src/policy/compile.ts; this module
+ * only encodes its output and decides which slices a change touches.
+ */
+import {
+  CFG_F_TRACE_ALLOWED,
+  EP_F_AUDIT,
+  ID_ANY,
+  ID_HOST,
+  ID_WORLD,
+  IPC_F_HOST,
+  MAP_NAMES,
+  MODE_AUDIT,
+  MODE_ENFORCE,
+  encodeConfig,
+  encodeEndpointInfo,
+  encodeEpStats,
+  encodeIpKey,
+  encodeIpcacheKey,
+  encodeIpcacheVal,
+  encodeNeighKey,
+  encodePolicyKey,
+  encodePolicyVal,
+  encodeU32,
+} from '../datapath/layout.js';
+import type { Endpoint } from './endpoint.js';
+import type { Mode, Rule } from '../policy/model.js';
+import { addEntry, emptyEntrySet, type EntrySet } from './entries.js';
+import { createCompileContext, compileEndpointSlice, type CompileContext, type CompileEndpoint } from '../policy/compile.js';
+
+export interface SliceEnv {
+  endpoints: Map<string, Endpoint>;
+  hostAddrs: string[];
+  mode: Mode;
+}
+
+export interface SliceCompilerOptions {
+  cidrIdentity(cidr: string): number;
+  ruleNumber(ruleId: string): number;
+}
+
+const ZERO_STATS = encodeEpStats({ txPackets: 0n, txBytes: 0n, rxPackets: 0n, rxBytes: 0n, drops: 0n });
+
+export class SliceCompiler {
+  private readonly ctx: CompileContext;
+  private readonly cidrNames = new Map<number, string>();
+
+  constructor(private readonly o: SliceCompilerOptions) {
+    this.ctx = createCompileContext({
+      endpoints: [],
+      rules: [],
+      hostAddrs: [],
+      cidrIdentity: (c) => this.cidrIdentity(c),
+      ruleNumber: (id) => o.ruleNumber(id),
+    });
+  }
+
+  /** Replace the rules; returns the endpoints whose slices may change. */
+  setRules(rules: Rule[]): Set<string> {
+    return this.ctx.setRules(rules);
+  }
+
+  setHostAddrs(addrs: string[]): void {
+    this.ctx.setHostAddrs(addrs);
+  }
+
+  /** Add or replace an endpoint; returns the endpoints whose slices may change (itself included). */
+  upsertEndpoint(ep: Endpoint): Set<string> {
+    return this.ctx.upsertEndpoint(toCompileEndpoint(ep));
+  }
+
+  /** Remove an endpoint; returns the other endpoints whose slices may change. */
+  removeEndpoint(key: string): Set<string> {
+    return this.ctx.removeEndpoint(key);
+  }
+
+  private cidrIdentity(cidr: string): number {
+    if (cidr === '0.0.0.0/0') return ID_WORLD;
+    const id = this.o.cidrIdentity(cidr);
+    this.cidrNames.set(id, cidr);
+    return id;
+  }
+
+  cidrName(identity: number): string | undefined {
+    return this.cidrNames.get(identity);
+  }
+
+  endpointSlice(ep: Endpoint, env: SliceEnv): EntrySet {
+    const set = emptyEntrySet();
+    const flags = (ep.mode ?? env.mode) === 'audit' && env.mode !== 'audit' ? EP_F_AUDIT : 0;
+    const info = encodeEndpointInfo({
+      identity: ep.identity,
+      ifindex: ep.hostIfindex,
+      ipv4: ep.ipv4,
+      flags,
+      mac: ep.mac,
+      gwMac: ep.gwMac,
+    });
+    addEntry(set, { map: MAP_NAMES.endpoints, key: encodeU32(ep.hostIfindex), value: info });
+    addEntry(set, { map: MAP_NAMES.endpointsByIp, key: encodeIpKey(ep.ipv4), value: info });
+    addEntry(set, { map: MAP_NAMES.epStats, key: encodeU32(ep.hostIfindex), value: ZERO_STATS });
+    addEntry(set, {
+      map: MAP_NAMES.ipcache,
+      key: encodeIpcacheKey({ prefixlen: 32, addr: ep.ipv4 }),
+      value: encodeIpcacheVal({ identity: ep.identity, flags: 0 }),
+    });
+
+    const compiled = compileEndpointSlice(toCompileEndpoint(ep), this.ctx);
+    let wildcard = false;
+    for (const e of compiled.policy) {
+      addEntry(set, { map: MAP_NAMES.policy, key: encodePolicyKey(e.key), value: encodePolicyVal(e.val) });
+      if (e.key.peerId === ID_ANY) wildcard = true;
+    }
+    for (const n of compiled.neigh) {
+      addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey(n), value: encodeU32(1) });
+    }
+    // A wildcard peer lets the endpoint resolve anyone it may now talk to.
+    if (wildcard) {
+      addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey({ epId: ep.identity, peerId: ID_ANY }), value: encodeU32(1) });
+    }
+    return set;
+  }
+
+  /** Host addresses, registered CIDR prefixes, world, and the datapath config. */
+  globalSlice(env: SliceEnv): EntrySet {
+    const set = emptyEntrySet();
+    for (const addr of env.hostAddrs) {
+      addEntry(set, {
+        map: MAP_NAMES.ipcache,
+        key: encodeIpcacheKey({ prefixlen: 32, addr }),
+        value: encodeIpcacheVal({ identity: ID_HOST, flags: IPC_F_HOST }),
+      });
+    }
+    for (const [cidr, identity] of this.ctx.registeredPrefixes()) {
+      const [addr, len] = cidr.split('/');
+      addEntry(set, {
+        map: MAP_NAMES.ipcache,
+        key: encodeIpcacheKey({ prefixlen: Number(len), addr: addr! }),
+        value: encodeIpcacheVal({ identity, flags: 0 }),
+      });
+    }
+    addEntry(set, {
+      map: MAP_NAMES.config,
+      key: encodeU32(0),
+      value: encodeConfig({
+        mode: env.mode === 'audit' ? MODE_AUDIT : MODE_ENFORCE,
+        flags: CFG_F_TRACE_ALLOWED,
+        ctTcpLifetimeS: 0,
+        ctOtherLifetimeS: 0,
+      }),
+    });
+    return set;
+  }
+}
+
+function toCompileEndpoint(ep: Endpoint): CompileEndpoint {
+  return { key: ep.key, identity: ep.identity, ipv4: ep.ipv4, labels: ep.labels, namedPorts: ep.namedPorts };
+}

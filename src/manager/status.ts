@@ -1,0 +1,140 @@
+/** The status report: what `bastion status` prints and /v1/status serves. */
+import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
+import type { Daemon } from './daemon.js';
+import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
+
+export interface EndpointStatus {
+  name: string;
+  key: string;
+  identity: number;
+  ipv4: string;
+  mac: string;
+  interface: string;
+  hostInterface: string;
+  hostIfindex: number;
+  mode: string;
+  labels: Record<string, string>;
+  stack: { ingress?: number; egress?: number; ok: boolean };
+  counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
+}
+
+export interface StatusReport {
+  ok: boolean;
+  daemon: {
+    pid: number;
+    pinPath: string;
+    configPath?: string;
+    mode: string;
+    startedAt: string;
+    generation: number;
+    lastApplyMs?: number;
+    flowsSeen: number;
+  };
+  endpoints: EndpointStatus[];
+  unprotected: Array<{ name: string; key: string; reason: string }>;
+  rules: Array<{ id: string; direction: string; subject: string; peers: string; ports: string }>;
+  entries: Record<string, number>;
+  counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
+}
+
+export function selectorText(s: LabelSelector): string {
+  const parts = Object.entries(s.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
+  for (const e of s.matchExpressions ?? []) {
+    parts.push(
+      e.operator === 'Exists' ? e.key : e.operator === 'DoesNotExist' ? `!${e.key}` : `${e.key} ${e.operator.toLowerCase()} (${(e.values ?? []).join(',')})`,
+    );
+  }
+  return parts.length ? parts.join(',') : '*';
+}
+
+export function peerText(p: Peer): string {
+  switch (p.kind) {
+    case 'endpoints':
+      return selectorText(p.selector);
+    case 'host':
+      return 'host';
+    case 'any':
+      return 'any';
+    case 'cidr':
+      return p.except?.length ? `${p.cidr} except ${p.except.join(',')}` : p.cidr;
+  }
+}
+
+export function portsText(ports: PortRange[]): string {
+  if (!ports.length) return 'any';
+  return ports
+    .map((p) => {
+      if (p.protocol === 'icmp' || p.protocol === 'any') return p.protocol;
+      if (p.name) return `${p.name}/${p.protocol}`;
+      if (p.from === 0 && p.to === 65535) return `*/${p.protocol}`;
+      return `${p.from === p.to ? p.from : `${p.from}-${p.to}`}/${p.protocol}`;
+    })
+    .join(',');
+}
+
+export function ruleRows(rules: Rule[]): StatusReport['rules'] {
+  return rules.map((r) => ({
+    id: r.id,
+    direction: r.direction,
+    subject: selectorText(r.subject),
+    peers: r.peers.map(peerText).join(' | ') || 'none',
+    ports: portsText(r.ports),
+  }));
+}
+
+export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusReport> {
+  const m = d.manager;
+  const dp = m.datapath;
+  const endpoints: EndpointStatus[] = [...m.endpoints.values()]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((ep) => {
+      const s = dp.endpointStats(ep.hostIfindex);
+      return {
+        name: ep.name,
+        key: ep.key,
+        identity: ep.identity,
+        ipv4: ep.ipv4,
+        mac: ep.mac,
+        interface: ep.interface,
+        hostInterface: ep.hostIfname,
+        hostIfindex: ep.hostIfindex,
+        mode: ep.mode ?? m.policy.mode,
+        labels: ep.labels,
+        stack: dp.stackState(ep.hostIfindex),
+        counters: {
+          txPackets: Number(s?.txPackets ?? 0n),
+          txBytes: Number(s?.txBytes ?? 0n),
+          rxPackets: Number(s?.rxPackets ?? 0n),
+          rxBytes: Number(s?.rxBytes ?? 0n),
+          drops: Number(s?.drops ?? 0n),
+        },
+      };
+    });
+  const counters: StatusReport['counters'] = {};
+  for (const [reason, c] of dp.counters()) {
+    if (c.packets === 0n) continue;
+    counters[REASON_NAMES[reason] ?? `reason-${reason}`] = {
+      packets: Number(c.packets),
+      bytes: Number(c.bytes),
+      drop: reason >= FIRST_DROP_REASON,
+    };
+  }
+  return {
+    ok: endpoints.every((e) => e.stack.ok),
+    daemon: {
+      pid: process.pid,
+      pinPath: d.o.pinPath,
+      configPath: d.configPath,
+      mode: m.policy.mode,
+      startedAt: startedAt.toISOString(),
+      generation: m.generation,
+      lastApplyMs: m.lastApply ? +m.lastApply.ms.toFixed(3) : undefined,
+      flowsSeen: d.flows.count,
+    },
+    endpoints,
+    unprotected: [...m.unprotected.values()].map((u) => ({ name: u.name, key: u.key, reason: u.reason })),
+    rules: ruleRows(m.policy.rules),
+    entries: m.entryCounts(),
+    counters,
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * Which platform `bastion run` follows, from its flags: Docker (--docker,
+ * optionally limited with --select), plus policy from a Compose file
+ * (--compose). The file config is handled by the daemon itself.
+ */
+import { readFile } from 'node:fs/promises';
+import type { PlatformSource } from '../manager/daemon.js';
+import type { PlatformEvent } from '../manager/endpoint.js';
+import type { PolicySet } from '../policy/model.js';
+import { DockerPlatform, watchDockerBridgePorts } from './docker/index.js';
+import { composeTextToPolicies, composeToPolicySet } from '../policy/compose.js';
+import { CliError, EXIT } from '../cli/errors.js';
+
+export interface PlatformOptions {
+  docker?: boolean;
+  compose?: string;
+  select?: string[];
+}
+
+export function parseSelect(items: string[] | undefined): Record<string, string> | undefined {
+  if (!items?.length) return undefined;
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const i = item.indexOf('=');
+    if (i <= 0) throw new CliError(`--select ${item}: expected LABEL=VALUE`, EXIT.usage);
+    out[item.slice(0, i)] = item.slice(i + 1);
+  }
+  return out;
+}
+
+/**
+ * Docker as a PlatformSource. The bridge port watcher starts first: a new
+ * container's veth is reported (and guarded with a drop-all stack) before
+ * the container's process runs; the endpoint entry follows with Docker's
+ * start event. A port that turns out to belong to an unprotected or
+ * unselected container is released.
+ */
+function dockerSource(select: Record<string, string> | undefined): PlatformSource {
+  const platform = new DockerPlatform({ select });
+  const watcher = watchDockerBridgePorts(platform);
+  return {
+    name: 'docker',
+    async start(onEvent: (ev: PlatformEvent) => void) {
+      watcher.on('added', (port: { ifindex: number }) => {
+        const owner = platform.portOwner(port.ifindex);
+        if (!owner || owner.kind === 'endpoint') onEvent({ type: 'port-guard', hostIfindex: port.ifindex });
+      });
+      watcher.on('removed', (port: { ifindex: number }) => onEvent({ type: 'port-release', hostIfindex: port.ifindex }));
+      platform.on('port', (ifindex: number, owner: { kind: string } | undefined) => {
+        if (owner && owner.kind !== 'endpoint') onEvent({ type: 'port-release', hostIfindex: ifindex });
+      });
+      await watcher.start();
+      await platform.start(onEvent);
+    },
+    async stop() {
+      await watcher.stop();
+      await platform.stop();
+    },
+  };
+}
+
+export async function platformFromOptions(
+  opts: PlatformOptions,
+): Promise<{ source?: PlatformSource; extraPolicy?: () => Promise<PolicySet | undefined> } | undefined> {
+  if (!opts.docker && !opts.compose) return undefined;
+  if (opts.select && !opts.docker) throw new CliError('--select goes with --docker', EXIT.usage);
+  const out: { source?: PlatformSource; extraPolicy?: () => Promise<PolicySet | undefined> } = {};
+  if (opts.docker) out.source = dockerSource(parseSelect(opts.select));
+  if (opts.compose) {
+    const file = opts.compose;
+    out.extraPolicy = async () => {
+      const text = await readFile(file, 'utf8');
+      return composeToPolicySet(composeTextToPolicies(text, { file }));
+    };
+  }
+  return out;
+}
