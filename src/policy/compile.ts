@@ -58,7 +58,12 @@
  * Ipcache entries: every managed endpoint /32 → its identity; every host
  * address /32 → ID_HOST with IPC_F_HOST; every registered prefix → its
  * identity; 0.0.0.0/0 → ID_WORLD. When the same /32 is two of these, the
- * endpoint wins over the host, and both over a prefix.
+ * host wins over a prefix, and both over the endpoint: the datapath finds a
+ * local endpoint by its exact address (bastion_ep_ip) before it looks at the
+ * ipcache, so an endpoint's /32 is only a fallback there, while a prefix
+ * that names exactly the endpoint's address (an except, typically) must
+ * stay in force for the moments the endpoint is not there (before it is
+ * provisioned, after it is removed; see diff.ts).
  *
  * Incremental use. A CompileContext holds the endpoints and rules with the
  * caches that make one endpoint's slice cheap: selector → matching endpoints
@@ -491,15 +496,16 @@ export class CompileContext {
       const key = { prefixlen, addr };
       out.set(ipcacheKeyString(key), { key, val: { identity, flags } });
     };
+    // lowest precedence first: a later put replaces
+    for (const e of this.eps.values()) {
+      const a = parseIpv4(e.ipv4);
+      if (a !== undefined) put(formatIpv4(a), 32, e.identity, 0);
+    }
     put('0.0.0.0', 0, ID_WORLD, 0);
     for (const r of this.registered.values()) put(r.cidr.addr, r.cidr.prefixLen, r.id, 0);
     for (const h of this.hosts) {
       const a = parseIpv4(h);
       if (a !== undefined) put(formatIpv4(a), 32, ID_HOST, IPC_F_HOST);
-    }
-    for (const e of this.eps.values()) {
-      const a = parseIpv4(e.ipv4);
-      if (a !== undefined) put(formatIpv4(a), 32, e.identity, 0);
     }
     return out;
   }

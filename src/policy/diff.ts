@@ -59,7 +59,9 @@
  *     final (a new except not written yet would widen its egress). Before
  *     its keys, a new endpoint's address is judged as an address of the
  *     prefixes around it, and a cidr rule allows such an address only if it
- *     allows the endpoint too (compile.ts, peers case a). (An endpoint's /32
+ *     allows the endpoint too (compile.ts, peers case a; a prefix that names
+ *     exactly the endpoint's address keeps its /32 in the ipcache, so it is
+ *     written with the prefixes). (An endpoint's /32
  *     in the ipcache before its address entry would, for a moment, make it a
  *     known identity that is not managed: its peers' egress would apply
  *     without its ingress.)

@@ -142,11 +142,20 @@ describe('compile: policy entries', () => {
     assert.deepEqual(out.ipcache.get('10.0.0.3/32')!.val, { identity: 301, flags: 0 });
   });
 
-  it('ipcache precedence on one /32: endpoint over host over prefix', () => {
+  it('ipcache precedence on one /32: host over prefix over endpoint (endpoints are found by exact address first)', () => {
     const rules: Rule[] = [{ id: 'x', subject: sel('web'), direction: 'egress', peers: [{ kind: 'cidr', cidr: '10.0.0.3/32' }, { kind: 'cidr', cidr: '10.0.0.1/32' }], ports: [] }];
-    const out = compileAll(input(rules));
-    assert.equal(out.ipcache.get('10.0.0.3/32')!.val.identity, 301);
+    const inp = input(rules, [WEB, API, DB, { key: 'odd', identity: 399, ipv4: '10.0.0.1', labels: {} }]);
+    const out = compileAll(inp);
+    assert.equal(out.ipcache.get('10.0.0.3/32')!.val.identity, inp.cidrIdentity('10.0.0.3/32'));
     assert.equal(out.ipcache.get('10.0.0.1/32')!.val.identity, ID_HOST);
+    assert.equal(out.ipcache.get('10.0.0.4/32')!.val.identity, 302);
+    // the peer still resolves api by its address: both api's identity and the prefix's are allowed
+    assert.deepEqual(show(out.policy.values()).filter((x) => x.startsWith('300>')), [
+      `300>${inp.cidrIdentity('10.0.0.1/32')} eg 0:0/72 #1`, // shadowed by the host: inert
+      `300>${inp.cidrIdentity('10.0.0.3/32')} eg 0:0/72 #1`,
+      '300>301 eg 0:0/72 #1',
+      '300>399 eg 0:0/72 #1',
+    ].sort());
   });
 
   it('named ports: ingress on the endpoint itself; egress per peer endpoint; unresolvable → nothing', () => {

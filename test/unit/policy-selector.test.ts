@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import type { LabelSelector } from '../../src/policy/model.js';
 import {
   LabelIndex,
+  SelectorIndex,
   canonicalSelector,
   checkLabelKey,
   checkLabelValue,
@@ -191,6 +192,25 @@ describe('LabelIndex', () => {
         }
       }),
       { numRuns: 500 },
+    );
+  });
+});
+
+describe('SelectorIndex', () => {
+  it('candidates include every selector that matches (property)', () => {
+    fc.assert(
+      fc.property(fc.array(selectorArb, { maxLength: 12 }), fc.array(fc.nat(11), { maxLength: 6 }), labelsArb, (sels, drops, l) => {
+        const idx = new SelectorIndex<number>();
+        sels.forEach((s, i) => idx.add(s, i));
+        const dropped = new Set(drops.filter((d) => d < sels.length));
+        for (const d of dropped) idx.delete(sels[d]!, d);
+        const c = idx.candidates(l);
+        sels.forEach((s, i) => {
+          if (dropped.has(i)) assert.ok(!c.has(i), 'a deleted selector is no candidate');
+          else if (matches(s, l)) assert.ok(c.has(i), `selector ${i} matches but is no candidate`);
+        });
+      }),
+      { numRuns: 1000 },
     );
   });
 });
