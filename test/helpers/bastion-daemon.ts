@@ -306,8 +306,18 @@ export class CoreLab {
       registerCleanup: false,
     });
     const dir = mkdtempSync(join(tmpdir(), 'bastion-core-'));
-    return new CoreLab(topo, dir, join(dir, 'bastion.yaml'), uniquePinPath());
+    const lab = new CoreLab(topo, dir, join(dir, 'bastion.yaml'), uniquePinPath());
+    // If the test process ends without cleanup() (a crash), still take our files away;
+    // the topology helper removes the namespaces and links, and with them the attachments.
+    const onExit = () => {
+      for (const p of [lab.pinPath, lab.dir]) rmSync(p, { recursive: true, force: true });
+    };
+    process.once('exit', onExit);
+    lab.removeExitHook = () => process.off('exit', onExit);
+    return lab;
   }
+
+  private removeExitHook = (): void => undefined;
 
   c(name: CoreName): Container {
     return this.topo.container(name);
@@ -410,6 +420,7 @@ export class CoreLab {
     for (const f of ['sock', 'pid']) rmSync(`/run/bastion/${this.pinPath.split('/').pop()}.${f}`, { force: true });
     await this.topo.destroy().catch((e) => problems.push(String(e)));
     rmSync(this.dir, { recursive: true, force: true });
+    this.removeExitHook();
     if (problems.length) console.error(`core lab cleanup: ${problems.join('\n')}`);
   }
 

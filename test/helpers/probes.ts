@@ -25,8 +25,14 @@ export interface RunResult {
   ms: number;
 }
 
+/**
+ * The argv that runs cmd in the namespace. setpriv gives the command a
+ * parent-death signal: if the test runner itself dies (SIGKILL, a closed
+ * pipe), its listeners and captures die with it instead of lingering.
+ */
 export function nsArgv(ns: Ns, cmd: string, args: string[]): [string, string[]] {
-  return ns === null ? [cmd, args] : ['ip', ['netns', 'exec', ns, cmd, ...args]];
+  const guarded = ['--pdeathsig', 'KILL', cmd, ...args];
+  return ns === null ? ['setpriv', guarded] : ['ip', ['netns', 'exec', ns, 'setpriv', ...guarded]];
 }
 
 // ------------------------------------------------------- background processes
