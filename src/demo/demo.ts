@@ -43,9 +43,9 @@ export const DEMO = {
 };
 
 const SERVICES: Array<{ name: string; app: string; ip: string; cmd: string }> = [
-  { name: 'demo-web', app: 'web', ip: '10.213.7.10', cmd: 'nc -lk -p 80 -e cat' },
-  { name: 'demo-api', app: 'api', ip: '10.213.7.20', cmd: 'nc -lk -p 8080 -e cat & nc -lk -p 9090 -e cat & wait' },
-  { name: 'demo-db', app: 'db', ip: '10.213.7.30', cmd: 'nc -lk -p 5432 -e cat' },
+  { name: 'demo-web', app: 'web', ip: '10.213.7.10', cmd: 'nc -ll -p 80 -e cat' },
+  { name: 'demo-api', app: 'api', ip: '10.213.7.20', cmd: 'nc -ll -p 8080 -e cat & nc -ll -p 9090 -e cat & wait' },
+  { name: 'demo-db', app: 'db', ip: '10.213.7.30', cmd: 'nc -ll -p 5432 -e cat' },
   { name: 'demo-attacker', app: 'attacker', ip: '10.213.7.66', cmd: 'sleep 2147483647' },
 ];
 

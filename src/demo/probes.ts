@@ -97,6 +97,7 @@ export async function captureWhile(ns: Netns | 'host', iface: string, filter: st
   const args = ['-i', iface, '-n', '-l', '-q', filter];
   const [c, a] = ns === 'host' ? ['tcpdump', args] : nsArgs(ns, 'tcpdump', args);
   const p = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise((r) => p.once('exit', r));
   let lines = 0;
   let started = false;
   p.stdout.setEncoding('utf8');
@@ -110,13 +111,14 @@ export async function captureWhile(ns: Netns | 'host', iface: string, filter: st
       }
     });
     setTimeout(resolve, 2000);
+    void exited.then(() => resolve());
   });
   const t0 = Date.now();
   await during();
   const rest = ms - (Date.now() - t0);
   if (rest > 0) await new Promise((r) => setTimeout(r, rest));
   p.kill('SIGINT');
-  await new Promise((r) => p.once('exit', r));
+  await exited;
   return lines;
 }
 
@@ -129,6 +131,7 @@ export async function spoofedSyns(ns: Netns, spoofIp: string, dstIp: string, dpo
 export async function arpspoofFor(ns: Netns, iface: string, victim: string, impersonated: string, ms: number): Promise<void> {
   const [c, a] = nsArgs(ns, 'arpspoof', ['-i', iface, '-t', victim, impersonated]);
   const p = spawn(c, a, { stdio: 'ignore' });
+  p.on('error', () => undefined);
   await new Promise((r) => setTimeout(r, ms));
   p.kill('SIGINT');
   await new Promise((r) => setTimeout(r, 300));
