@@ -342,9 +342,17 @@ export class CoreLab {
     return `${this.topo.bridgeIp.split('.').slice(0, 3).join('.')}.0/28`;
   }
 
-  /** The containers section: every core container, labelled app=<name>. */
+  /**
+   * The containers section: every core container, labelled app=<name>. web
+   * and db name their interface; api and attacker rely on the default (eth0).
+   */
   containersSection(): ContainerEntry[] {
-    return CORE_CONTAINERS.map((name) => ({ name, netns: this.c(name).netns, interface: 'eth0', labels: { app: name } }));
+    return CORE_CONTAINERS.map((name) => ({
+      name,
+      netns: this.c(name).netns,
+      ...(name === 'web' || name === 'db' ? { interface: 'eth0' } : {}),
+      labels: { app: name },
+    }));
   }
 
   /** The core config: web→api 8080/tcp, api→db 5432/tcp, plus `extra`. */

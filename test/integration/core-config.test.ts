@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { CoreLab, WEB_TO_API, API_TO_DB, bastionDown, configText, pinsUnder, tcBpfFilters, uniquePinPath, writeConfigFile, type BastionConfig } from '../helpers/bastion-daemon.js';
-import { connectAll, expectAllConnect, expectNoneConnect, startTcpEcho, waitFor } from '../helpers/probes.js';
+import { connectAll, expectAllConnect, expectNoneConnect, startBackground, startTcpEcho, waitFor } from '../helpers/probes.js';
 
 interface BadCase {
   name: string;
@@ -183,6 +183,22 @@ describe('core: bad configs are rejected whole, with a clear error', () => {
       expectNoneConnect(await connectAll([[`web→api:9090 still refused after ${c.name}`, web.netns, api.ip, 9090]]));
     });
   }
+
+  it('a container given by a /proc/PID/ns/net path is protected like one given by name', { timeout: 60_000 }, async () => {
+    const daemon = lab.requireDaemon();
+    const { web, api } = lab;
+    const holder = startBackground(api.netns, 'sleep', ['120']);
+    const cfg = lab.config();
+    cfg.containers = cfg.containers.map((c) => (c.name === 'api' ? { ...c, netns: `/proc/${holder.child.pid}/ns/net` } : c));
+    const res = await daemon.rewriteConfig(cfg);
+    assert.ok(res.applied, `config with api's netns as a /proc path not applied: ${JSON.stringify(res.record)}\n${daemon.describe(20)}`);
+    expectAllConnect(await connectAll([['web→api:8080', web.netns, api.ip, 8080]]));
+    expectNoneConnect(await connectAll([['web→api:9090', web.netns, api.ip, 9090]]));
+    const f = [...(await tcBpfFilters(api.hostIf, 'ingress')), ...(await tcBpfFilters(api.hostIf, 'egress'))];
+    assert.equal(f.length, 2, `api's veth should carry exactly its two programs: ${f.map((x) => x.line).join('\n')}`);
+    const back = await daemon.rewriteConfig(lab.config());
+    assert.ok(back.applied, 'the core config (netns by name) re-applies');
+  });
 
   it('after all that, a good config is still applied (the daemon is healthy)', { timeout: 60_000 }, async () => {
     const daemon = lab.requireDaemon();

@@ -10,7 +10,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { CoreLab, type PolicyEntry } from '../helpers/bastion-daemon.js';
+import { CoreLab, tcBpfFilters, type PolicyEntry } from '../helpers/bastion-daemon.js';
 import { connectAll, expectAllConnect, expectNoneConnect, flushNeighbours, nsRun, startTcpEcho } from '../helpers/probes.js';
 import { pinNeighbour } from '../helpers/attacks.js';
 import { freeSubnet24 } from '../helpers/netns.js';
@@ -23,6 +23,8 @@ describe('core: host isolation (listeners on the gateway address)', () => {
 
   before(async () => {
     lab = await CoreLab.create();
+    // A container on the same bridge that the config does not list.
+    await lab.topo.addContainer({ name: 'bystander', ip: `${lab.gateway.split('.').slice(0, 3).join('.')}.20` });
     // A second host address (outside the containers' subnet) on our own bridge.
     hostIp2 = `${await freeSubnet24()}.1`;
     const r = await nsRun(null, 'ip', ['addr', 'add', `${hostIp2}/32`, 'dev', lab.topo.bridge], { timeoutMs: 5000 });
@@ -53,6 +55,7 @@ describe('core: host isolation (listeners on the gateway address)', () => {
         [`${label}attacker→gateway:${P1}`, attacker.netns, lab.gateway, P1],
         [`${label}host→web:8080`, null, web.ip, 8080],
         [`${label}host→api:8080`, null, api.ip, 8080],
+        [`${label}bystander→gateway:${P1}`, lab.topo.container('bystander').netns, lab.gateway, P1],
       ]);
     expectAllConnect(await probes(''));
     await pinAll();
@@ -87,6 +90,15 @@ describe('core: host isolation (listeners on the gateway address)', () => {
         [`attacker→gateway:${P1}`, attacker.netns, lab.gateway, P1],
       ]),
     );
+  });
+
+  it('a container the config does not list is not touched: no stack on its veth, its traffic flows', { timeout: 30_000 }, async () => {
+    lab.requireDaemon();
+    const b = lab.topo.container('bystander');
+    const filters = [...(await tcBpfFilters(b.hostIf, 'ingress')), ...(await tcBpfFilters(b.hostIf, 'egress'))];
+    assert.deepEqual(filters.map((f) => f.line), [], `Bastion attached to the unlisted container's veth ${b.hostIf}`);
+    await flushNeighbours(b.netns);
+    expectAllConnect(await connectAll([[`bystander→gateway:${P1}`, b.netns, lab.gateway, P1]]));
   });
 
   it('without a `from: host` rule the host does not reach web', { timeout: 30_000 }, async () => {

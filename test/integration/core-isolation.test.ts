@@ -7,7 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CoreLab, bastionStatus, type BastionDaemon, type LogRecord } from '../helpers/bastion-daemon.js';
+import { CoreLab, bastionStatus, type BastionDaemon, type LogRecord, type PolicyEntry } from '../helpers/bastion-daemon.js';
 import {
   connectAll,
   echoTransfer,
@@ -69,6 +69,7 @@ describe('core: isolation between containers (web→api 8080/tcp, api→db 5432/
       startTcpEcho(api.netns, api.ip, 8080),
       startTcpEcho(api.netns, api.ip, 9090),
       startUdpEcho(api.netns, api.ip, 8080),
+      startUdpEcho(api.netns, api.ip, 9095),
       startTcpEcho(web.netns, web.ip, 8080),
       startTcpEcho(db.netns, db.ip, 5432),
       startTcpEcho(attacker.netns, attacker.ip, 8080),
@@ -100,8 +101,10 @@ describe('core: isolation between containers (web→api 8080/tcp, api→db 5432/
     await lab.pinNeighbours();
     expectAllConnect(await connectAll(all('[static ARP] ')));
     await lab.flushNeighbours();
-    const udp = await udpEcho(web.netns, api.ip, 8080);
-    assert.ok(udp.ok, `udp echo web→api:8080 without Bastion: ${udp.detail}`);
+    for (const port of [8080, 9095]) {
+      const udp = await udpEcho(web.netns, api.ip, port);
+      assert.ok(udp.ok, `udp echo web→api:${port} without Bastion: ${udp.detail}`);
+    }
     assert.ok(await ping(web.netns, api.ip), 'ping web→api without Bastion');
     const t = await echoTransfer(web.netns, api.ip, 8080, { bytes: 4 * MB }).done;
     assert.ok(t.ok, `4 MB echo transfer web→api:8080 without Bastion: ${JSON.stringify(t)}`);
@@ -197,6 +200,40 @@ describe('core: isolation between containers (web→api 8080/tcp, api→db 5432/
     );
     assert.ok(rec, `no allowed-connection line for web(${web.ip})→api(${api.ip}):8080\n${daemon.describe(20)}`);
     assert.ok(mentions(rec, 'web') && mentions(rec, 'api'), `the line should name web and api: ${JSON.stringify(rec)}`);
+  });
+
+  it('port ranges and icmp in a policy: "8070-8090/udp" and "icmp" open exactly that', { timeout: 60_000 }, async () => {
+    const d = lab.requireDaemon();
+    const { web, api } = lab;
+    const extra: PolicyEntry = { name: 'web-to-api-extra', from: { app: 'web' }, to: { app: 'api' }, ports: ['8070-8090/udp', 'icmp'] };
+    const res = await d.rewriteConfig(lab.config({ extra: [extra] }));
+    assert.ok(res.applied, `config with udp range and icmp not applied: ${JSON.stringify(res.record)}\n${d.describe(20)}`);
+    const inRange = await udpEcho(web.netns, api.ip, 8080);
+    assert.ok(inRange.ok, `udp web→api:8080 (inside 8070-8090/udp) should pass: ${inRange.detail}`);
+    const outOfRange = await udpEcho(web.netns, api.ip, 9095);
+    assert.equal(outOfRange.ok, false, `udp web→api:9095 (outside the range) should be refused: ${outOfRange.detail}`);
+    assert.ok(await ping(web.netns, api.ip), 'icmp web→api should pass with "icmp" in the policy');
+    assert.equal(await ping(api.netns, web.ip), false, 'icmp api→web (reverse direction) should still be refused');
+    expectNoneConnect(await connectAll([['web→api:9090/tcp (tcp untouched by the udp range)', web.netns, api.ip, 9090]]));
+  });
+
+  it('`from: {}` selects every managed container', { timeout: 60_000 }, async () => {
+    const d = lab.requireDaemon();
+    const { web, api, db, attacker } = lab;
+    const everyone: PolicyEntry = { name: 'all-to-db', from: {}, to: { app: 'db' }, ports: ['5432/tcp'] };
+    const res = await d.rewriteConfig(lab.config({ extra: [everyone] }));
+    assert.ok(res.applied, `config with from: {} not applied: ${JSON.stringify(res.record)}\n${d.describe(20)}`);
+    expectAllConnect(
+      await connectAll([
+        ['web→db:5432', web.netns, db.ip, 5432],
+        ['attacker→db:5432', attacker.netns, db.ip, 5432],
+        ['api→db:5432', api.netns, db.ip, 5432],
+      ]),
+    );
+    expectNoneConnect(await connectAll([['attacker→api:8080 (not in all-to-db)', attacker.netns, api.ip, 8080]]));
+    const back = await d.rewriteConfig(lab.config());
+    assert.ok(back.applied, 'the core config re-applies');
+    expectNoneConnect(await connectAll([['attacker→db:5432 after all-to-db was removed', attacker.netns, db.ip, 5432]]));
   });
 
   it('bastion status --json exits 0 and lists the 4 containers with identities, interfaces, rules and counters', { timeout: 30_000 }, async () => {

@@ -26,6 +26,7 @@ import {
   echoTransfer,
   expectAllConnect,
   expectNoneConnect,
+  nsRun,
   sleep,
   startTcpEcho,
   timeUntilConnect,
@@ -175,6 +176,26 @@ describe('core: live policy changes and daemon lifecycle', () => {
     const s = await bastionStatus(lab.pinPath);
     assert.equal(s.code, 0, `status after restart: ${s.raw.stdout}\n${s.raw.stderr}`);
     await enforcementHolds('after restart');
+  });
+
+  it("status notices a stack removed behind the daemon's back (or the daemon restores it); a restart re-attaches it", { timeout: 60_000 }, async () => {
+    const daemon = lab.requireDaemon();
+    const victim = lab.attacker;
+    const del = await nsRun(null, 'tc', ['qdisc', 'del', 'dev', victim.hostIf, 'clsact'], { timeoutMs: 5000 });
+    assert.equal(del.code, 0, `tc qdisc del dev ${victim.hostIf} clsact: ${del.stderr}`);
+    await sleep(500);
+    const s = await bastionStatus(lab.pinPath);
+    const restored = (await tcBpfFilters(victim.hostIf, 'ingress')).length === 1 && (await tcBpfFilters(victim.hostIf, 'egress')).length === 1;
+    assert.ok(
+      s.code !== 0 || restored,
+      `status exits 0 although ${victim.name}'s stack is gone from ${victim.hostIf} and was not restored:\n${s.raw.stdout.slice(0, 1500)}`,
+    );
+    await daemon.kill9();
+    await lab.startDaemon(null);
+    await exactlyOneStackEach('after a restart that found a stack missing');
+    const s2 = await bastionStatus(lab.pinPath);
+    assert.equal(s2.code, 0, `status after the restart: ${s2.raw.stdout.slice(0, 1500)}`);
+    await enforcementHolds('after a restart that found a stack missing');
   });
 
   it('SIGTERM stops the daemon (it exits within 10 s)', { timeout: 30_000 }, async () => {
