@@ -166,15 +166,14 @@ function keysByIdentity(s: EntrySets): Map<number, Set<string>> {
   return out;
 }
 
-/** Identities whose set of keys differs between the two states (see the header). */
+/** Identities live in both states whose set of keys differs (see the header). */
 export function rekeyedIdentities(current: EntrySets, desired: EntrySets): Set<number> {
   const a = keysByIdentity(current);
   const b = keysByIdentity(desired);
   const out = new Set<number>();
-  for (const id of new Set([...a.keys(), ...b.keys()])) {
-    const x = a.get(id) ?? new Set<string>();
-    const y = b.get(id) ?? new Set<string>();
-    if (x.size !== y.size || [...x].some((k) => !y.has(k))) out.add(id);
+  for (const [id, x] of a) {
+    const y = b.get(id);
+    if (y && (x.size !== y.size || [...x].some((k) => !y.has(k)))) out.add(id);
   }
   return out;
 }
@@ -227,7 +226,7 @@ export function diffEntries(current: EntrySets, desired: EntrySets): Diff {
 
   const liveNow = liveIdentities(current);
   const liveAfter = liveIdentities(desired);
-  // rekeyed and live in both states (an identity that comes or goes is handled as inert on the side where it is not live)
+  // an identity that comes or goes is handled as inert on the side where it is not live
   const rekeyed = rekeyedIdentities(current, desired);
   const ops: DiffOp[] = [];
   const push = (op: 'upsert' | 'delete', m: MapKind, i: number) => {
