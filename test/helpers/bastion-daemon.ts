@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { createTopology, freeSubnet24, type Container, type Topology } from './netns.js';
-import { flushNeighbours, nsRun, startBackground, stopBackground, waitFor, type Background, type RunResult } from './probes.js';
+import { flushNeighbours, nsRun, startBackground, stopBackground, type Background, type RunResult } from './probes.js';
 import { pinNeighbour } from './attacks.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -92,6 +92,12 @@ export function bastionDown(pinPath: string): Promise<RunResult> {
 // ------------------------------------------------------------------- daemon
 
 export type LogRecord = Record<string, any>;
+
+/** Does a log record mention every needle anywhere (container names, addresses; numbers as whole numbers, e.g. ports)? */
+export function recordMentions(r: LogRecord, ...needles: Array<string | number>): boolean {
+  const s = JSON.stringify(r);
+  return needles.every((n) => (typeof n === 'number' ? new RegExp(`(^|[^0-9])${n}([^0-9]|$)`).test(s) : s.includes(n)));
+}
 
 export class BastionDaemon {
   private bg?: Background;
@@ -227,13 +233,6 @@ export class BastionDaemon {
   async stop(): Promise<void> {
     await this.bg?.stop('SIGTERM');
   }
-}
-
-/** Starts a daemon and waits for readiness. */
-export async function startDaemon(configPath: string, pinPath: string, readyTimeoutMs = 30_000): Promise<BastionDaemon> {
-  const d = new BastionDaemon(configPath, pinPath).start();
-  await d.waitReady(readyTimeoutMs);
-  return d;
 }
 
 // ------------------------------------------------------- datapath inspection
@@ -432,17 +431,12 @@ export class CoreLab {
     if (problems.length) console.error(`core lab cleanup: ${problems.join('\n')}`);
   }
 
-  /** Ensures the host veths carry nothing of Bastion's (for tests that want a clean slate, e.g. the baseline). */
-  async assertNoStacks(): Promise<string[]> {
+  /** Every BPF filter on the lab's host veths, one line each ("dev dir: tc line"); empty when Bastion attached nothing. */
+  async bpfFilters(): Promise<string[]> {
     const found: string[] = [];
     for (const dev of this.hostIfs()) {
       for (const dir of ['ingress', 'egress'] as const) for (const f of await tcBpfFilters(dev, dir)) found.push(`${dev} ${dir}: ${f.line}`);
     }
     return found;
-  }
-
-  /** Waits until `check` holds (polling), for assertions about things that settle. */
-  eventually(check: () => Promise<boolean>, timeoutMs = 3000, intervalMs = 100): Promise<boolean> {
-    return waitFor(check, timeoutMs, intervalMs);
   }
 }

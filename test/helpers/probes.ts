@@ -483,24 +483,6 @@ export async function startCapture(ns: Ns, iface: string, filter: string, o: { p
   return new Capture(bg, label);
 }
 
-/** Captures while `during` runs (plus settleMs for stragglers), then returns what was seen. */
-export async function captureDuring<T>(
-  ns: Ns,
-  iface: string,
-  filter: string,
-  during: () => Promise<T>,
-  o: { promisc?: boolean; settleMs?: number } = {},
-): Promise<{ capture: CaptureResult; result: T }> {
-  const cap = await startCapture(ns, iface, filter, o);
-  try {
-    const result = await during();
-    await sleep(o.settleMs ?? 300);
-    return { capture: await cap.stop(), result };
-  } finally {
-    await cap.stop();
-  }
-}
-
 // --------------------------------------------------------------- assertions
 
 /** Fails unless every probe connected; the message lists each failure with what the probe saw. */

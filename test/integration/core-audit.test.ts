@@ -5,13 +5,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CoreLab, type LogRecord } from '../helpers/bastion-daemon.js';
+import { CoreLab, recordMentions as mentions } from '../helpers/bastion-daemon.js';
 import { connectAll, echoTransfer, expectAllConnect, expectNoneConnect, startTcpEcho } from '../helpers/probes.js';
-
-function mentions(r: LogRecord, ...needles: Array<string | number>): boolean {
-  const s = JSON.stringify(r);
-  return needles.every((n) => (typeof n === 'number' ? new RegExp(`[^0-9]${n}[^0-9]`).test(s) : s.includes(n)));
-}
 
 describe('core: audit mode', () => {
   let lab: CoreLab;

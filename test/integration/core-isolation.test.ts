@@ -7,7 +7,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CoreLab, bastionStatus, type BastionDaemon, type LogRecord, type PolicyEntry } from '../helpers/bastion-daemon.js';
+import { CoreLab, bastionStatus, recordMentions as mentions, type BastionDaemon, type PolicyEntry } from '../helpers/bastion-daemon.js';
 import {
   connectAll,
   echoTransfer,
@@ -20,12 +20,6 @@ import {
 } from '../helpers/probes.js';
 
 const MB = 1024 * 1024;
-
-/** Does the record mention every needle anywhere (names, addresses, ports)? */
-function mentions(r: LogRecord, ...needles: Array<string | number>): boolean {
-  const s = JSON.stringify(r);
-  return needles.every((n) => (typeof n === 'number' ? new RegExp(`[^0-9]${n}[^0-9]`).test(s) : s.includes(n)));
-}
 
 /** Every object inside `json` that has a `name` among `names`. */
 function objectsNamed(json: unknown, names: string[]): Map<string, Record<string, unknown>> {
@@ -81,7 +75,7 @@ describe('core: isolation between containers (web→api 8080/tcp, api→db 5432/
   });
 
   it('baseline without Bastion: every probe used below succeeds (with and without static ARP entries)', { timeout: 60_000 }, async () => {
-    assert.deepEqual(await lab.assertNoStacks(), [], 'no Bastion filter may be on the veths before the daemon runs');
+    assert.deepEqual(await lab.bpfFilters(), [], 'no Bastion filter may be on the veths before the daemon runs');
     const { web, api, db, attacker } = lab;
     const probes: Array<[string, string, string, number]> = [
       ['web→api:8080', web.netns, api.ip, 8080],

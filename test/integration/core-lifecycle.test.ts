@@ -230,11 +230,8 @@ describe('core: live policy changes and daemon lifecycle', () => {
     assert.equal(r.code, 0, `bastion down: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
     assert.ok(await waitFor(() => !daemon.running, 5000), 'the daemon is still running after bastion down');
     assert.deepEqual(pinsUnder(lab.pinPath), [], `pins left under ${lab.pinPath}`);
-    const left: string[] = [];
-    for (const c of lab.topo.containers) {
-      if (await hasClsact(c.hostIf)) left.push(`${c.hostIf}: clsact qdisc`);
-      for (const dir of ['ingress', 'egress'] as const) for (const f of await tcBpfFilters(c.hostIf, dir)) left.push(`${c.hostIf} ${dir}: ${f.line}`);
-    }
+    const left = await lab.bpfFilters();
+    for (const c of lab.topo.containers) if (await hasClsact(c.hostIf)) left.push(`${c.hostIf}: clsact qdisc`);
     assert.deepEqual(left, [], 'Bastion left these on the host veths');
     const { web, api, db, attacker } = lab;
     await lab.flushNeighbours();
