@@ -402,19 +402,6 @@ function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<stri
   return true;
 }
 
-function sameNamedPorts(a: CompileEndpoint['namedPorts'], b: CompileEndpoint['namedPorts']): boolean {
-  if (a === b) return true;
-  const ka = Object.keys(a ?? {});
-  const kb = Object.keys(b ?? {});
-  if (ka.length !== kb.length) return false;
-  for (const k of ka) {
-    const x = a![k]!;
-    const y = b?.[k];
-    if (!y || x.port !== y.port || x.protocol !== y.protocol) return false;
-  }
-  return true;
-}
-
 /**
  * Endpoints and rules with the caches of compilation. Create it with
  * createCompileContext; change it with setRules / upsertEndpoint /

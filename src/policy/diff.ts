@@ -42,6 +42,11 @@
  *  1. Upserts of entries with an arriving identity (and otherwise stable
  *     ones): inert until step 3, and complete when it comes. (A new
  *     endpoint's policy and every rule naming it; a new prefix's policy.)
+ *     Also every new entry with the wildcard peer (ID_ANY) of a stable
+ *     endpoint: it allows, in the new state, whatever the peer resolves to,
+ *     so it may come first; mirrored, an old wildcard entry goes last
+ *     (step 10). (Otherwise an address whose prefix comes or goes would
+ *     lose a wildcard allowance of both states while it moves.)
  *  2. Deletes of entries with a rekeyed identity: before its keys change, a
  *     rekeyed identity keeps only the entries valid in both states.
  *  3. Resolution: ipcache prefix upserts from the longest prefix to the
@@ -80,7 +85,8 @@
  *  9. Upserts of entries with a rekeyed or departing identity, now that
  *     every key is final (until now, such an entry would have applied to
  *     addresses that are that identity only in the old state).
- * 10. Deletes of entries with a departing identity: inert now.
+ * 10. Deletes of entries with a departing identity (inert now), and of old
+ *     wildcard-peer entries.
  * Upserts before deletes for everything that is not rekeyed means a rule
  * replaced by another never leaves a moment with neither (established and
  * new allowed connections keep flowing), and a loosened policy applies
@@ -246,11 +252,13 @@ export function diffEntries(current: EntrySets, desired: EntrySets): Diff {
         return rekeyed.has(id) ? 'rekeyed' : 'stable';
       }),
     );
+  const wildcard = (m: 'policy' | 'neigh', e: unknown) => entryIds(m, e as PolicyEntry | NeighKey)[1] === ID_ANY;
   /** when an upsert may be written: while inert, or once every identity has its final keys */
   const upsertPhase = (m: 'policy' | 'neigh', e: unknown): 'early' | 'stable' | 'late' => {
     const k = kinds(m, e);
     if (k.has('departing') || k.has('rekeyed')) return 'late';
-    if (k.has('arriving')) return 'early';
+    // a wildcard-peer entry of the new state allows, in the new state, whatever the peer is
+    if (k.has('arriving') || wildcard(m, e)) return 'early';
     return 'stable';
   };
   /** when a delete may be made: while inert, before the keys change (tightening), or once inert again */
@@ -258,7 +266,8 @@ export function diffEntries(current: EntrySets, desired: EntrySets): Diff {
     const k = kinds(m, e);
     if (k.has('arriving')) return 'early';
     if (k.has('rekeyed')) return 'rekeyed';
-    if (k.has('departing')) return 'late';
+    // an old wildcard-peer entry allowed, in the old state, whatever the peer is
+    if (k.has('departing') || wildcard(m, e)) return 'late';
     return 'stable';
   };
   const upserts = (phase: ReturnType<typeof upsertPhase>) => {
