@@ -240,7 +240,15 @@ export class Daemon {
     clearInterval(this.hostTimer);
     this.watcher?.close();
     await this.o.platform?.stop().catch(() => undefined);
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    await new Promise<void>((r) => {
+      if (!this.server) return r();
+      this.server.close(() => r());
+      // followers of /v1/flows hold their connections open
+      this.server.closeAllConnections();
+    });
+    // Close the ring buffer reader and the map fds: the pins and the tc
+    // filters keep enforcing without us.
+    this.manager?.datapath.close();
     try {
       unlinkSync(socketPathFor(this.o.pinPath));
       unlinkSync(pidFileFor(this.o.pinPath));
