@@ -166,17 +166,25 @@ export function validateSelector(selector: LabelSelector): SelectorIssue[] {
  * a In (x); that only costs a cache miss.)
  */
 export function canonicalSelector(selector: LabelSelector): string {
-  const ml = Object.entries(selector.matchLabels ?? {})
-    .sort(([a], [b]) => cmp(a, b))
-    .map(([k, v]) => [k, v]);
-  const reqs = new Map<string, [string, string, string[]]>();
-  for (const r of selector.matchExpressions ?? []) {
-    const vals = [...new Set(r.values ?? [])].sort(cmp);
-    const e: [string, string, string[]] = [r.key, r.operator, vals];
-    reqs.set(JSON.stringify(e), e);
+  // JSON-quoted pieces: a quoted string cannot contain the separators used around it
+  let ml = '';
+  const ml0 = selector.matchLabels;
+  if (ml0) {
+    const keys = Object.keys(ml0);
+    if (keys.length > 1) keys.sort(cmp);
+    for (const k of keys) ml += `${JSON.stringify(k)}=${JSON.stringify(ml0[k])},`;
   }
-  const me = [...reqs.keys()].sort(cmp).map((k) => reqs.get(k)!);
-  return JSON.stringify([ml, me]);
+  let me = '';
+  const me0 = selector.matchExpressions;
+  if (me0 && me0.length) {
+    const reqs = new Set<string>();
+    for (const r of me0) {
+      const vals = r.values && r.values.length ? [...new Set(r.values)].sort(cmp).map((v) => JSON.stringify(v)).join(',') : '';
+      reqs.add(`${JSON.stringify(r.key)} ${JSON.stringify(r.operator)} [${vals}]`);
+    }
+    me = [...reqs].sort(cmp).join(';');
+  }
+  return `{${ml}|${me}}`;
 }
 
 /** Short human form, as kubectl prints it: "{}" (everything), "app=web,tier in (a,b),!debug". */
