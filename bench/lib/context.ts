@@ -50,4 +50,6 @@ export interface Context {
   log: (msg: string) => void;
   /** true once the run has used up opts.budgetS */
   overBudget: () => boolean;
+  /** ms left of opts.budgetS (Infinity without a budget) */
+  remainingMs: () => number;
 }

@@ -83,16 +83,30 @@ async function measureConn(ctx: Context, topo: Topology): Promise<Pick<BackendPo
   return { conn_per_s: s.median, conn_per_s_min: s.min, conn_per_s_max: s.max, conn_runs: runs, background_busy_pct: quiet.busyPct };
 }
 
+/** how long one added dependency may take to be enforced before it counts as a failure */
+const UPDATE_TIMEOUT_MS = 15_000;
+
 /**
  * Apply `count` added dependencies one at a time; each is timed from just
  * before `apply` until the probe's first successful connection to the new port.
  */
-async function measureUpdates(ctx: Context, topo: Topology, count: number, apply: (dep: Dep) => Promise<void>, onSlow?: () => void): Promise<UpdateStats> {
+async function measureUpdates(
+  ctx: Context,
+  topo: Topology,
+  count: number,
+  apply: (dep: Dep) => Promise<void>,
+  onSlow?: () => void,
+  /** hrMs() after which no further update is started (a share of the time budget) */
+  deadline = Infinity,
+): Promise<UpdateStats> {
+  const left = () => Math.min(ctx.remainingMs(), deadline - hrMs());
   const samples: number[] = [];
   let failures = 0;
+  let inARow = 0;
   for (let i = 0; i < count; i++) {
     const dep = probeDep(i);
-    const probe = await startProbe(ctx.tools.bbprobe, topo.client.netns, topo.server.ip, dep.port, 15_000);
+    const timeout = Math.round(Math.min(UPDATE_TIMEOUT_MS, Math.max(2000, left())));
+    const probe = await startProbe(ctx.tools.bbprobe, topo.client.netns, topo.server.ip, dep.port, timeout);
     await sleep(20); // the probe is knocking (and being dropped) before the change
     const t0 = hrMs();
     await apply(dep);
@@ -103,17 +117,21 @@ async function measureUpdates(ctx: Context, topo: Topology, count: number, apply
     await probe.proc.stop();
     if (!r) {
       failures++;
-      ctx.log(`    update ${i}: port ${dep.port} never became reachable`);
+      inARow++;
+      ctx.log(`    update ${i}: port ${dep.port} not reachable within ${timeout / 1000} s`);
+      if (inARow >= 3) throw new Error(`${inARow} added dependencies in a row were not enforced within ${timeout / 1000} s each (${samples.length} enforced before)`);
+      if (left() <= 0) throw new Error(`time budget used up after ${samples.length} enforced updates`);
       continue;
     }
+    inARow = 0;
     if (r.launchMs < t0) throw new Error(`port ${dep.port} was reachable before its dependency was added: enforcement is not in place`);
     const ms = r.okMs - t0;
     samples.push(ms);
     // let the change settle before the next one (e.g. a daemon's second, file-watch
     // triggered reload): at least 120 ms, longer after a slow update
     await sleep(Math.min(5000, Math.max(120, 1.5 * ms + 60)));
-    if (ctx.overBudget() && samples.length >= 5 && i < count - 1) {
-      ctx.notes.push(`time budget used up: only ${samples.length} of ${count} updates measured at one scale point`);
+    if (left() <= 0 && i < count - 1) {
+      ctx.notes.push(`time budget used up: only ${samples.length} of ${count} updates measured at ${topo.entries.length} containers`);
       break;
     }
   }
@@ -160,7 +178,7 @@ async function iptablesPoint(ctx: Context, topo: Topology, n: number, deps: Dep[
   }
 }
 
-async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: Dep[]): Promise<BastionPoint> {
+async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: Dep[], deadline: number): Promise<BastionPoint> {
   const daemon = new BastionDaemon({
     cmd: ctx.bastionCmd,
     topo,
@@ -172,7 +190,7 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
   });
   try {
     await daemon.start(renderConfig(topo.entries.slice(0, n), pairDeps(), fillers));
-    const startup = await daemon.waitEnforced(60_000 + n * 20);
+    const startup = await daemon.waitEnforced(Math.round(Math.min(60_000 + n * 20, Math.max(10_000, deadline - hrMs()))));
     await checkPair(ctx, topo, `bastion at ${n}`);
     const afterStart = daemon.memory();
     const conn = await measureConn(ctx, topo);
@@ -183,6 +201,7 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
       ctx.opts.updates,
       async (dep) => daemon.addPolicy(policyLine(dep.name, topo.client, topo.server, [`${dep.port}/${dep.proto}`])),
       () => daemon.hup(),
+      deadline,
     );
     const mem = daemon.memory();
     const applied = daemon.appliedSince(mark);
@@ -214,7 +233,8 @@ export async function runScale(ctx: Context, onPoint?: (p: ScalePoint) => void):
     await topo.create();
     server = startConnServer(tools.bbconn, topo.server.netns, topo.server.ip, [CONN_PORT], [PROBE_BASE, DENIED_PORT]);
     if (!(await server.waitFor(/listening/, 10_000))) throw new Error(`bbconn server did not start: ${server.out}`);
-    for (const n of [...opts.scale].sort((a, b) => a - b)) {
+    const sizes = [...opts.scale].sort((a, b) => a - b);
+    for (const n of sizes) {
       if (ctx.overBudget()) {
         ctx.notes.push(`scale ${n} and above: skipped, the run's time budget (${opts.budgetS} s) was used up`);
         break;
@@ -246,13 +266,18 @@ export async function runScale(ctx: Context, onPoint?: (p: ScalePoint) => void):
         point.errors.push(`iptables: ${(err as Error).message}`);
         ctx.log(`  scale ${n}: iptables FAILED: ${(err as Error).message}`);
       }
-      if (ctx.bastion.available && opts.bastion && ctx.overBudget()) {
+      if (ctx.bastion.available && opts.bastion && ctx.remainingMs() < 20_000) {
         point.errors.push('bastion: skipped, time budget used up');
         ctx.notes.push(`scale ${n}: bastion skipped, the run's time budget (${opts.budgetS} s) was used up`);
       } else if (ctx.bastion.available && opts.bastion) {
         try {
+          // a budgeted run gives each remaining point's bastion phase a fair share, keeping
+          // ~30 s for each later iptables phase, so one slow point cannot starve the rest
+          const pointsLeft = sizes.length - sizes.indexOf(n);
+          const share = (ctx.remainingMs() - 30_000 * (pointsLeft - 1)) / pointsLeft;
+          const deadline = hrMs() + Math.max(20_000, share);
           ctx.log(`  scale ${n}: bastion`);
-          point.bastion = await bastionPoint(ctx, topo, n, fillers);
+          point.bastion = await bastionPoint(ctx, topo, n, fillers, deadline);
           ctx.log(
             `  scale ${n}: bastion ${point.bastion.conn_per_s.toFixed(0)} conn/s, update p50 ${point.bastion.update_ms_p50.toFixed(2)} ms p99 ${point.bastion.update_ms_p99.toFixed(2)} ms, rss ${point.bastion.rss_mb?.toFixed(1)} MB`,
           );

@@ -88,7 +88,7 @@ export async function runScenarioOnce(ctx: Context, name: ScenarioName, rep: num
         probeBin: tools.bbprobe,
       });
       await daemon.start(renderConfig(topo.entries, pairDeps(), []));
-      startup = await daemon.waitEnforced(60_000);
+      startup = await daemon.waitEnforced(Math.min(60_000, Math.max(10_000, ctx.remainingMs())));
     }
 
     // sanity: the allowed port answers, the never-allowed one only without enforcement

@@ -165,7 +165,8 @@ export interface ProbeHandle {
  */
 export async function startProbe(bin: string, ns: string, host: string, port: number, timeoutMs: number, intervalUs = 250): Promise<ProbeHandle> {
   const proc = new Background('bbprobe', inNs(ns, [bin, '--host', host, '--port', String(port), '--timeout-ms', String(timeoutMs), '--interval-us', String(intervalUs)]));
-  if (!(await proc.waitFor(/^ready /m, 10_000))) {
+  // generous: a daemon starting thousands of containers can make process start-up slow
+  if (!(await proc.waitFor(/^ready /m, 30_000))) {
     await proc.stop();
     throw new Error(`bbprobe did not start: ${proc.out.slice(-500)}`);
   }
