@@ -9,7 +9,7 @@
  * with execFile: no shell, arguments never interpreted.
  */
 import { execFile } from 'node:child_process';
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import type { NetnsRef } from '../manager/endpoint.js';
 
 /** What discovery learns about one container interface. */
@@ -168,6 +168,7 @@ export async function discoverInterface(ref: NetnsRef, ifname: string): Promise<
     const br = hostLinks.find((l) => l.ifname === peer.master);
     if (!br?.address) throw new Error(`bridge ${peer.master} of ${peer.ifname} not found`);
     gwMac = br.address;
+    await freezeBridgeMac(bridge, gwMac);
   }
   if (!gwMac) throw new Error(`host-side veth ${peer.ifname} has no MAC address`);
 
@@ -185,4 +186,26 @@ export async function discoverInterface(ref: NetnsRef, ifname: string): Promise<
     gwMac: gwMac.toLowerCase(),
     ...(gateway ? { gateway } : {}),
   };
+}
+
+/** NET_ADDR_SET in /sys/class/net/DEV/addr_assign_type: the address was set explicitly. */
+const NET_ADDR_SET = 3;
+
+/**
+ * A Linux bridge whose MAC was never set explicitly takes the lowest MAC of
+ * its ports, so it changes when a container joins or leaves. The stacks answer
+ * ARP for the gateway with the bridge MAC they were given, so a bridge MAC that
+ * moves would cut every container off its gateway. Setting the address to its
+ * own current value makes it fixed (Docker does the same for its bridges);
+ * nothing else about the bridge changes.
+ */
+export async function freezeBridgeMac(bridge: string, mac: string): Promise<void> {
+  const type = Number((await readFile(`/sys/class/net/${bridge}/addr_assign_type`, 'utf8').catch(() => '')).trim());
+  if (type === NET_ADDR_SET) return;
+  await new Promise<void>((resolve, reject) => {
+    execFile('ip', ['link', 'set', 'dev', bridge, 'address', mac], { timeout: IP_TIMEOUT_MS }, (err, _out, stderr) => {
+      if (err) reject(new Error(`could not fix the MAC of bridge ${bridge} at ${mac}: ${String(stderr).trim() || err.message}`));
+      else resolve();
+    });
+  });
 }

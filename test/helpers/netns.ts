@@ -48,6 +48,8 @@ export interface TopologyOptions {
    * running Docker). Default true.
    */
   acceptForward?: boolean;
+  /** leave the bridge MAC to the kernel (it then follows the lowest port MAC) instead of fixing a random one */
+  kernelBridgeMac?: boolean;
   /**
    * include this topology in the end-of-file cleanup (default true). Exit and
    * signal cleanup always apply.
@@ -457,7 +459,9 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
 
   try {
     resources.push({ kind: 'link', name: bridge });
-    await run('ip', ['link', 'add', bridge, 'type', 'bridge']);
+    // A fixed MAC, as Docker gives its bridges: otherwise the bridge takes the
+    // lowest MAC of its ports and changes as containers join.
+    await run('ip', ['link', 'add', bridge, ...(opts.kernelBridgeMac ? [] : ['address', randomBridgeMac()]), 'type', 'bridge']);
     await run('ip', ['addr', 'add', `${bridgeIp}/${prefixLen}`, 'dev', bridge]);
     await run('ip', ['link', 'set', bridge, 'up']);
     if ((opts.acceptForward ?? true) && bridgeNfCallsIptables()) {
@@ -505,4 +509,11 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
 
   if (opts.registerCleanup ?? true) endOfFile.add(destroy);
   return topo;
+}
+
+/** A random locally administered unicast MAC. */
+function randomBridgeMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfc) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }

@@ -5,6 +5,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { discoverInterface } from '../../src/agent/netns.js';
 import { listHostAddressDetails, listHostAddresses } from '../../src/agent/host-addresses.js';
@@ -181,6 +182,23 @@ describe('netns discovery', () => {
   it('refuses a veth whose peer is not on the host', async () => {
     await topo.exec('web', 'ip', ['link', 'add', 'va', 'type', 'veth', 'peer', 'name', 'vb']);
     await assert.rejects(discoverInterface(topo.container('web').netnsRef, 'va'), /same namespace, not on the host/);
+  });
+
+  it('fixes the MAC of a bridge that follows its ports, so a joining container does not move the gateway', async () => {
+    const net = await freeSubnet24();
+    const t = await createTopology({ kernelBridgeMac: true, bridgeIp: `${net}.1/24`, containers: [{ name: 'a', ip: `${net}.2`, mac: '02:00:00:cc:00:20' }] });
+    try {
+      const assignType = () => readFileSync(`/sys/class/net/${t.bridge}/addr_assign_type`, 'utf8').trim();
+      assert.notEqual(assignType(), '3', 'the kernel bridge MAC starts as not set explicitly');
+      const d = await discoverInterface(t.container('a').netnsRef, 'eth0');
+      assert.equal(assignType(), '3', 'discovery set the bridge MAC explicitly');
+      // A port with a lower MAC would have become the bridge's MAC.
+      await t.addContainer({ name: 'b', ip: `${net}.3`, mac: '02:00:00:00:00:01' });
+      const now = (await discoverInterface(t.container('b').netnsRef, 'eth0')).gwMac;
+      assert.equal(now, d.gwMac, 'the bridge MAC did not change when a port with a lower MAC joined');
+    } finally {
+      await t.destroy();
+    }
   });
 
   it('lists the host addresses, the bridge and loopback included', async () => {
