@@ -70,26 +70,39 @@ export function formatFlowLine(r: FlowRecord): string {
   return `${r.time} ${end(r.src)} -> ${end(r.dst)} ${r.protocol} ${r.verdict} (${r.reason})${rule}`;
 }
 
-/** The most recent flows, for the API and the UI; emits 'flow' for followers. */
+/**
+ * The most recent flows, for the API and the UI; emits 'flow' for followers.
+ * A fixed ring: a push is O(1) whatever the flow rate (at tens of thousands
+ * of new connections per second the daemon shares the CPU with them).
+ */
 export class FlowStore extends EventEmitter {
-  private readonly ring: FlowRecord[] = [];
+  private readonly ring: (FlowRecord | undefined)[];
+  private next = 0;
   private total = 0;
 
   constructor(private readonly capacity = 10000) {
     super();
+    if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`flow store capacity must be a positive integer, got ${capacity}`);
+    this.ring = new Array<FlowRecord | undefined>(capacity);
     this.setMaxListeners(100);
   }
 
   push(r: FlowRecord): void {
-    this.ring.push(r);
-    if (this.ring.length > this.capacity) this.ring.splice(0, this.ring.length - this.capacity);
+    this.ring[this.next] = r;
+    this.next = (this.next + 1) % this.capacity;
     this.total++;
-    this.emit('flow', r);
+    if (this.listenerCount('flow') > 0) this.emit('flow', r);
   }
 
+  /** The last `limit` records (after filtering), oldest first. */
   recent(limit = 100, filter?: (r: FlowRecord) => boolean): FlowRecord[] {
-    const src = filter ? this.ring.filter(filter) : this.ring;
-    return src.slice(-limit);
+    const out: FlowRecord[] = [];
+    const held = Math.min(this.total, this.capacity);
+    for (let i = 1; i <= held && out.length < limit; i++) {
+      const r = this.ring[(this.next - i + this.capacity) % this.capacity]!;
+      if (!filter || filter(r)) out.push(r);
+    }
+    return out.reverse();
   }
 
   get count(): number {

@@ -1,0 +1,49 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { FlowStore, type FlowRecord } from '../../src/agent/flow-log.js';
+
+function rec(i: number, verdict = i % 3 === 0 ? 'DROPPED' : 'ALLOWED'): FlowRecord {
+  return {
+    time: new Date(1_700_000_000_000 + i).toISOString(),
+    verdict,
+    reason: 'x',
+    trace: 'from-container',
+    protocol: 'tcp',
+    src: { identity: 256, ip: '10.0.0.2', port: 1000 + (i % 60000) },
+    dst: { identity: 257, ip: '10.0.0.3', port: 80 },
+    bytes: i,
+  };
+}
+
+describe('FlowStore', () => {
+  it('keeps the last `capacity` flows in order, with filters and limits, like a plain array (property)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 0, max: 150 }), fc.integer({ min: 0, max: 60 }), fc.boolean(), (cap, n, limit, filtered) => {
+        const store = new FlowStore(cap);
+        const all: FlowRecord[] = [];
+        for (let i = 0; i < n; i++) {
+          const r = rec(i);
+          store.push(r);
+          all.push(r);
+        }
+        const filter = filtered ? (r: FlowRecord) => r.verdict === 'DROPPED' : undefined;
+        const expected = all.slice(-cap).filter(filter ?? (() => true)).slice(-limit);
+        assert.deepEqual(limit === 0 ? [] : store.recent(limit, filter), limit === 0 ? [] : expected);
+        assert.equal(store.count, n);
+      }),
+    );
+  });
+
+  it('tells followers about each flow', () => {
+    const store = new FlowStore(2);
+    const seen: number[] = [];
+    store.on('flow', (r: FlowRecord) => seen.push(r.bytes));
+    for (let i = 0; i < 5; i++) store.push(rec(i));
+    assert.deepEqual(seen, [0, 1, 2, 3, 4]);
+  });
+
+  it('refuses a capacity that is not a positive integer', () => {
+    assert.throws(() => new FlowStore(0), /positive integer/);
+  });
+});
