@@ -29,6 +29,32 @@ export function apiRequest<T>(socketPath: string, method: string, path: string, 
   });
 }
 
+/** A request whose answer is wanted whatever its status (the API's errors carry `errors`). */
+export function apiCall<T>(socketPath: string, method: string, path: string, body?: string, timeoutMs = 30_000): Promise<{ status: number; body: T }> {
+  return new Promise((resolve, reject) => {
+    const headers = body !== undefined ? { 'content-type': 'application/yaml', 'content-length': Buffer.byteLength(body) } : undefined;
+    const req = request({ socketPath, method, path, timeout: timeoutMs, ...(headers ? { headers } : {}) }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        try {
+          resolve({ status: res.statusCode ?? 500, body: JSON.parse(text) as T });
+        } catch {
+          reject(new Error(`bad answer from daemon: ${text.slice(0, 200)}`));
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new DaemonUnreachable(`daemon at ${socketPath} did not answer in ${timeoutMs} ms`)));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (err instanceof DaemonUnreachable) reject(err);
+      else if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new DaemonUnreachable(`no daemon is listening on ${socketPath}`));
+      else reject(err);
+    });
+    req.end(body);
+  });
+}
+
 /** Stream NDJSON lines (flows --follow). Resolves when the stream ends. */
 export function apiStream(socketPath: string, path: string, onLine: (line: string) => void): Promise<void> {
   return new Promise((resolve, reject) => {

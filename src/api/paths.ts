@@ -14,3 +14,8 @@ export function socketPathFor(pinPath: string): string {
 export function pidFileFor(pinPath: string): string {
   return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.pid`;
 }
+
+/** Policies added through the API (`bastion policy add`), kept across daemon restarts until `bastion down`. */
+export function policiesFileFor(pinPath: string): string {
+  return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.policies.json`;
+}

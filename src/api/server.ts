@@ -6,6 +6,9 @@
  *   GET  /v1/status            the status report (`bastion status`)
  *   GET  /v1/flows?limit=N     recent flows; &follow=1 streams NDJSON
  *   POST /v1/reload            re-read the config (same as SIGHUP)
+ *   GET  /v1/policies          every policy: the config file's and the runtime ones
+ *   POST /v1/policies          add or replace runtime policies (a `policies:` document, YAML or JSON)
+ *   DELETE /v1/policies/NAME   delete a runtime policy (several: ?name=a&name=b)
  *   GET  /metrics              Prometheus metrics
  *   GET  /                     the web UI (network map and live flows)
  */
@@ -14,9 +17,20 @@ import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { FlowRecord, FlowStore } from '../agent/flow-log.js';
 
+/** An answer with its HTTP status. */
+export interface ApiResult {
+  code: number;
+  body: unknown;
+}
+
 export interface ApiHandlers {
   status(): Promise<unknown> | unknown;
   reload(): Promise<{ ok: boolean; errors?: string[] }>;
+  policies?: {
+    list(): unknown;
+    add(text: string, source: string): Promise<ApiResult>;
+    delete(names: string[]): Promise<ApiResult>;
+  };
   metrics(): Promise<string>;
   metricsContentType: string;
   flows: FlowStore;
@@ -28,6 +42,29 @@ function sendJson(res: ServerResponse, code: number, body: unknown): void {
   res.writeHead(code, { 'content-type': 'application/json' });
   res.end(text + '\n');
 }
+
+/** Largest request body accepted (a policies document). */
+const MAX_BODY = 4 << 20;
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(new BodyTooLarge(`request body over ${MAX_BODY} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+class BodyTooLarge extends Error {}
 
 function flowFilter(url: URL): (r: FlowRecord) => boolean {
   const verdict = url.searchParams.get('verdict')?.toUpperCase();
@@ -48,6 +85,18 @@ export async function startApiServer(socketPath: string, h: ApiHandlers): Promis
       if (req.method === 'POST' && url.pathname === '/v1/reload') {
         const r = await h.reload();
         return sendJson(res, r.ok ? 200 : 422, r);
+      }
+      if (h.policies && url.pathname === '/v1/policies' && req.method === 'GET') return sendJson(res, 200, h.policies.list());
+      if (h.policies && url.pathname === '/v1/policies' && req.method === 'POST') {
+        const body = await readBody(req);
+        const r = await h.policies.add(body, url.searchParams.get('source') || 'request');
+        return sendJson(res, r.code, r.body);
+      }
+      if (h.policies && req.method === 'DELETE' && (url.pathname === '/v1/policies' || url.pathname.startsWith('/v1/policies/'))) {
+        const names = url.pathname === '/v1/policies' ? url.searchParams.getAll('name') : [decodeURIComponent(url.pathname.slice('/v1/policies/'.length))];
+        if (names.length === 0 || names.some((n) => !n)) return sendJson(res, 400, { ok: false, errors: ['give the names of the policies to delete'] });
+        const r = await h.policies.delete(names);
+        return sendJson(res, r.code, r.body);
       }
       if (req.method === 'GET' && url.pathname === '/metrics') {
         res.writeHead(200, { 'content-type': h.metricsContentType });
@@ -72,6 +121,7 @@ export async function startApiServer(socketPath: string, h: ApiHandlers): Promis
       }
       sendJson(res, 404, { error: `no route ${req.method} ${url.pathname}` });
     } catch (err) {
+      if (err instanceof BodyTooLarge) return sendJson(res, 413, { ok: false, errors: [err.message] });
       sendJson(res, 500, { error: (err as Error).message });
     }
   });

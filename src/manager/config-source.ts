@@ -6,12 +6,14 @@ import { readFile } from 'node:fs/promises';
 import type { EndpointSpec, NetnsRef } from './endpoint.js';
 import type { Mode, PolicySet } from '../policy/model.js';
 import { BUILTIN_LABELS } from '../policy/model.js';
-import { configToPolicySet, formatConfigError, parseConfigText } from '../policy/bastion-config.js';
+import { configToPolicySet, formatConfigError, parseConfigText, type PolicyConfig } from '../policy/bastion-config.js';
 
 export type LoadedConfig = {
   ok: true;
   policy: PolicySet;
   containers: EndpointSpec[];
+  /** the file's policies as written (for listing) */
+  policies: PolicyConfig[];
   defaultEndpointMode?: Mode;
 };
 
@@ -22,7 +24,7 @@ export function netnsRef(netns: string): NetnsRef {
 }
 
 export async function loadConfigSource(path: string | undefined, opts: { containersRequired: boolean }): Promise<ConfigLoad> {
-  if (!path) return { ok: true, policy: { mode: 'enforce', rules: [] }, containers: [] };
+  if (!path) return { ok: true, policy: { mode: 'enforce', rules: [] }, containers: [], policies: [] };
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -40,5 +42,5 @@ export async function loadConfigSource(path: string | undefined, opts: { contain
     labels: { ...(c.labels ?? {}), [BUILTIN_LABELS.name]: c.name },
     ...(c.mode ? { mode: c.mode } : {}),
   }));
-  return { ok: true, policy: configToPolicySet(config), containers };
+  return { ok: true, policy: configToPolicySet(config), containers, policies: config.policies };
 }

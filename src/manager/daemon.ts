@@ -16,7 +16,9 @@ import type { PolicySet } from '../policy/model.js';
 import { loadConfigSource, type LoadedConfig } from './config-source.js';
 import { describeFlow, FlowStore } from '../agent/flow-log.js';
 import { startApiServer } from '../api/server.js';
-import { pidFileFor, socketPathFor } from '../api/paths.js';
+import { pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
+import { RuntimePolicies, parsePoliciesDocument, policyRow, type PolicyRow } from './runtime-policies.js';
+import type { ApiResult } from '../api/server.js';
 import { openDatapath } from '../agent/datapath-agent.js';
 import { NodeAgent } from '../agent/node-agent.js';
 import { renderUi } from '../ui/page.js';
@@ -54,9 +56,25 @@ export class Daemon {
   private current?: LoadedConfig;
   private readonly startedAt = new Date();
   private closing = false;
+  private readonly logDest: pino.DestinationStream & { flushSync(): void };
+  readonly runtime: RuntimePolicies;
 
   constructor(readonly o: DaemonOptions) {
-    this.log = pino({ level: o.logLevel ?? 'info', base: undefined, timestamp: pino.stdTimeFunctions.isoTime });
+    // Asynchronous stdout: under a flood of flow lines, writes are merged
+    // instead of blocking the daemon once per line. Flushed on stop.
+    this.logDest = pino.destination({ dest: 1, sync: false });
+    this.log = pino({ level: o.logLevel ?? 'info', base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, this.logDest);
+    this.runtime = new RuntimePolicies(policiesFileFor(o.pinPath));
+  }
+
+  /** The config's rules, then the runtime policies' (in the order they were added). */
+  private withRuntime(policy: PolicySet): PolicySet {
+    return { mode: policy.mode, rules: [...policy.rules, ...this.runtime.rules()] };
+  }
+
+  /** Names that are both a config-file policy and a runtime policy. */
+  private clashes(loaded: LoadedConfig): string[] {
+    return loaded.policies.map((p) => p.name).filter((n) => this.runtime.get(n));
   }
 
   /** Validate everything first; apply only if all of it is good. */
@@ -77,10 +95,20 @@ export class Daemon {
     // netns rejects the whole config.
     await this.checkDiscoverable(node, first.containers);
 
+    const kept = this.runtime.load();
+    if (kept.errors.length) this.log.error({ errors: kept.errors }, 'saved runtime policies not used');
+    else if (kept.loaded) this.log.info({ policies: kept.loaded }, 'runtime policies of the previous run restored');
+    const clash = this.clashes(first);
+    if (clash.length) {
+      this.log.warn({ policies: clash }, 'the config file now defines policies of these names: the file wins, the runtime ones are dropped');
+      this.runtime.delete(clash);
+      this.runtime.save();
+    }
+
     const datapath = await openDatapath(this.o.pinPath, this.log);
     this.manager = new Manager({ datapath, node, log: this.log });
     await this.manager.setHostAddresses(await node.hostAddresses());
-    await this.manager.setPolicy(first.policy);
+    await this.manager.setPolicy(this.withRuntime(first.policy));
     for (const spec of first.containers) await this.manager.upsertEndpoint(spec);
     this.current = first;
 
@@ -107,6 +135,11 @@ export class Daemon {
     this.server = await startApiServer(socket, {
       status: () => this.status(),
       reload: () => this.reload(),
+      policies: {
+        list: () => this.listPolicies(),
+        add: (text, source) => this.addPolicies(text, source),
+        delete: (names) => this.deletePolicies(names),
+      },
       metrics: () => metrics.registry.metrics(),
       metricsContentType: metrics.registry.contentType,
       flows: this.flows,
@@ -169,12 +202,24 @@ export class Daemon {
       const node = new NodeAgent();
       const known = new Set(this.manager.endpoints.keys());
       await this.checkDiscoverable(node, next.containers.filter((c) => !known.has(c.key)));
+      const clash = this.clashes(next);
+      if (clash.length) {
+        throw new ConfigRejected(
+          clash.map((n) => `${this.o.configPath}: policy "${n}" is also a runtime policy (bastion policy add); delete one of them first (bastion policy delete ${n})`),
+        );
+      }
       const t0 = performance.now();
-      await this.manager.setPolicy(next.policy);
+      await this.manager.setPolicy(this.withRuntime(next.policy));
       if (!this.o.platform) {
         const keep = new Set(next.containers.map((c) => c.key));
         await this.manager.retainOnly(keep);
-        for (const spec of next.containers) await this.manager.upsertEndpoint(spec);
+        // Containers whose entry did not change are not looked at again:
+        // a reload costs what changed, not the number of containers.
+        const before = new Map((this.current?.containers ?? []).map((c) => [c.key, JSON.stringify(c)]));
+        for (const spec of next.containers) {
+          if (this.manager.endpoints.has(spec.key) && before.get(spec.key) === JSON.stringify(spec)) continue;
+          await this.manager.upsertEndpoint(spec);
+        }
       }
       this.current = next;
       this.log.info(
@@ -187,6 +232,64 @@ export class Daemon {
       this.log.error({ errors }, 'config rejected, previous config stays in force');
       for (const e of errors) process.stderr.write(`bastion: ${e}\n`);
       return { ok: false, errors };
+    }
+  }
+
+  listPolicies(): PolicyRow[] {
+    const rows: PolicyRow[] = (this.current?.policies ?? []).map((p) => policyRow(p, 'file'));
+    for (const r of this.runtime.all()) rows.push(policyRow(r.policy, 'api', r.added));
+    return rows;
+  }
+
+  /** Add or replace runtime policies from a policies document; all of it or nothing. */
+  async addPolicies(text: string, source: string): Promise<ApiResult> {
+    if (this.closing) return { code: 503, body: { ok: false, errors: ['daemon is stopping'] } };
+    const parsed = parsePoliciesDocument(text, source);
+    if (!parsed.ok) return { code: 422, body: { ok: false, errors: parsed.errors } };
+    const fileNames = new Set((this.current?.policies ?? []).map((p) => p.name));
+    const clash = parsed.policies.filter((p) => fileNames.has(p.name));
+    if (clash.length) {
+      return {
+        code: 409,
+        body: {
+          ok: false,
+          errors: clash.map((p) => `${source}: policy "${p.name}" is defined in the config file ${this.o.configPath}; change it there, or give this one another name`),
+        },
+      };
+    }
+    const t0 = performance.now();
+    const actions = parsed.policies.map((p) => ({ name: p.name, action: this.runtime.get(p.name) ? 'replaced' : 'created' }));
+    const { added, removed } = this.runtime.set(parsed.policies);
+    const stats = await this.manager.changeRules(added, removed);
+    const ms = +(performance.now() - t0).toFixed(3);
+    this.saveRuntime();
+    this.log.info({ policies: actions, ops: stats.ops, ms }, 'policies applied');
+    return { code: 200, body: { ok: true, policies: actions, entries: stats.ops, ms } };
+  }
+
+  async deletePolicies(names: string[]): Promise<ApiResult> {
+    if (this.closing) return { code: 503, body: { ok: false, errors: ['daemon is stopping'] } };
+    const fileNames = new Set((this.current?.policies ?? []).map((p) => p.name));
+    const errors = names
+      .filter((n) => !this.runtime.get(n))
+      .map((n) => (fileNames.has(n) ? `policy "${n}" comes from the config file ${this.o.configPath}; remove it there` : `no runtime policy "${n}"`));
+    // All of them or none: a name that is not a runtime policy deletes nothing.
+    if (errors.length) return { code: names.some((n) => !this.runtime.get(n) && fileNames.has(n)) ? 409 : 404, body: { ok: false, errors } };
+    const t0 = performance.now();
+    const removed = this.runtime.delete(names);
+    const stats = await this.manager.changeRules([], removed);
+    const ms = +(performance.now() - t0).toFixed(3);
+    this.saveRuntime();
+    this.log.info({ policies: names, ops: stats.ops, ms }, 'policies deleted');
+    return { code: 200, body: { ok: true, deleted: names, entries: stats.ops, ms } };
+  }
+
+  private saveRuntime(): void {
+    try {
+      this.runtime.save();
+    } catch (err) {
+      // Enforcement is already in place; only a restart would forget it.
+      this.log.error({ err: (err as Error).message }, 'could not save the runtime policies');
     }
   }
 
@@ -256,5 +359,6 @@ export class Daemon {
       // already gone
     }
     this.log.info({}, 'stopped; enforcement stays in place');
+    this.logDest.flushSync();
   }
 }

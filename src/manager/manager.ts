@@ -10,7 +10,7 @@
 import type { Logger } from 'pino';
 import type { Endpoint, EndpointSpec, UnprotectedContainer } from './endpoint.js';
 import type { DatapathPort, NodePort } from './ports.js';
-import type { PolicySet } from '../policy/model.js';
+import type { PolicySet, Rule } from '../policy/model.js';
 import { IdentityAllocator, RuleNumbers } from './identity.js';
 import { SliceStore, type MapOp } from './entries.js';
 import { SliceCompiler } from './slices.js';
@@ -94,6 +94,26 @@ export class Manager {
       this.policy = next;
       const touched = this.compiler.setRules(next.rules);
       if (modeChanged) for (const k of this.endpoints.keys()) touched.add(k);
+      return this.commit(touched, true);
+    });
+  }
+
+  /**
+   * Add rules and remove others in one step (runtime policies through the
+   * API). Only the endpoints those rules select are recompiled, so the cost
+   * follows the size of the change, not the number of rules or containers.
+   * The compiler sees both changes before anything is written: one commit
+   * takes the maps from the old set to the new one, upserts first.
+   */
+  changeRules(add: Rule[], remove: Rule[]): Promise<ApplyStats> {
+    return this.serial(async () => {
+      const touched = this.compiler.changeRules(add, remove);
+      let rules = this.policy.rules;
+      if (remove.length) {
+        const gone = new Set(remove);
+        rules = rules.filter((r) => !gone.has(r));
+      }
+      this.policy = { mode: this.policy.mode, rules: add.length ? rules.concat(add) : rules };
       return this.commit(touched, true);
     });
   }

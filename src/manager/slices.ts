@@ -68,6 +68,13 @@ export class SliceCompiler {
     return this.ctx.setRules(rules);
   }
 
+  /** Add some rules and remove others (equal ones, one each): cost in proportion to them, not to all rules. */
+  changeRules(add: readonly Rule[], remove: readonly Rule[]): Set<string> {
+    const touched = remove.length ? this.ctx.removeRules(remove) : new Set<string>();
+    if (add.length) for (const k of this.ctx.addRules(add)) touched.add(k);
+    return touched;
+  }
+
   setHostAddrs(addrs: string[]): void {
     this.ctx.setHostAddrs(addrs);
   }

@@ -73,6 +73,11 @@ export type ConfigParseResult = { ok: true; config: BastionConfig } | { ok: fals
 export interface ParseOptions {
   /** no platform supplies containers: the file must list them */
   containersRequired?: boolean;
+  /**
+   * a policies document (`bastion policy add -f`, POST /v1/policies): only
+   * `policies:`; mode and containers belong in the config file
+   */
+  policiesOnly?: boolean;
 }
 
 export const RESERVED_LABEL_PREFIX = 'bastion.io/';
@@ -504,6 +509,14 @@ export function parseConfigText(text: string, fileName: string, opts: ParseOptio
     c.add([], `expected a mapping with mode, containers and policies, got ${describe(raw)}`);
     return { ok: false, errors: c.errors };
   }
+  if (opts.policiesOnly) {
+    for (const key of ['mode', 'containers'] as const) {
+      if (key in raw) c.add([key], `not allowed here: this document only adds policies; ${key} belongs in the daemon's config file`);
+    }
+    if (raw.policies === undefined || raw.policies === null) c.add(['policies'], 'required: the list of policies to add');
+    else if (Array.isArray(raw.policies) && raw.policies.length === 0) c.add(['policies'], 'empty: give at least one policy');
+    if (c.errors.length > 0) return { ok: false, errors: c.errors };
+  }
   const root = rootSchema.safeParse(raw);
   if (!root.success) c.zod([], root.error, raw, ROOT_FIELDS);
   const mode: Mode = root.success ? (root.data.mode ?? 'enforce') : raw.mode === 'audit' ? 'audit' : 'enforce';
@@ -654,15 +667,25 @@ function toPeer(e: PolicyEnd): Peer {
  * the ingress rule on B.
  */
 export function configToPolicySet(config: BastionConfig): PolicySet {
+  return { mode: config.mode, rules: config.policies.flatMap(policyToRules) };
+}
+
+/** The directional rules of one policy (see configToPolicySet). */
+export function policyToRules(p: PolicyConfig): Rule[] {
   const rules: Rule[] = [];
-  for (const p of config.policies) {
-    const ports = p.ports ? p.ports.map((x) => ({ ...x })) : [];
-    if (p.from.kind === 'endpoints') {
-      rules.push({ id: p.name, subject: p.from.selector, direction: 'egress', peers: [toPeer(p.to)], ports });
-    }
-    if (p.to.kind === 'endpoints') {
-      rules.push({ id: p.name, subject: p.to.selector, direction: 'ingress', peers: [toPeer(p.from)], ports: ports.map((x) => ({ ...x })) });
-    }
+  const ports = p.ports ? p.ports.map((x) => ({ ...x })) : [];
+  if (p.from.kind === 'endpoints') {
+    rules.push({ id: p.name, subject: p.from.selector, direction: 'egress', peers: [toPeer(p.to)], ports });
   }
-  return { mode: config.mode, rules };
+  if (p.to.kind === 'endpoints') {
+    rules.push({ id: p.name, subject: p.to.selector, direction: 'ingress', peers: [toPeer(p.from)], ports: ports.map((x) => ({ ...x })) });
+  }
+  return rules;
+}
+
+/** One end of a policy as a person writes it: "host", "cidr 10.0.0.0/8 except ...", or a selector. */
+export function formatPolicyEnd(e: PolicyEnd): string {
+  if (e.kind === 'host') return 'host';
+  if (e.kind === 'cidr') return `cidr ${e.cidr}${e.except?.length ? ` except ${e.except.join(',')}` : ''}`;
+  return formatSelector(e.selector);
 }

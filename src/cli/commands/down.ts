@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
-import { pidFileFor } from '../../api/paths.js';
+import { pidFileFor, policiesFileFor } from '../../api/paths.js';
 import { tearDown } from '../../agent/cleanup.js';
 import { parseOutputFormat, printData } from '../output.js';
 
@@ -38,8 +38,13 @@ export function registerDown(program: Command): void {
       const format = parseOutputFormat(opts.output, opts.json);
       const stopped = await stopDaemon(opts.pinPath);
       const r = tearDown(opts.pinPath);
-      printData({ daemonStopped: stopped ?? null, ...r }, format, () =>
+      // Runtime policies (bastion policy add) go with the rest.
+      const policiesFile = policiesFileFor(opts.pinPath);
+      const runtimePoliciesRemoved = existsSync(policiesFile);
+      rmSync(policiesFile, { force: true });
+      printData({ daemonStopped: stopped ?? null, ...r, runtimePoliciesRemoved }, format, () =>
         (stopped ? `stopped daemon (pid ${stopped})\n` : '') +
+        (runtimePoliciesRemoved ? `forgot the runtime policies (${policiesFile})\n` : '') +
         `detached ${r.detached.length} stacks, removed ${r.pinsRemoved.length} pins under ${opts.pinPath}\n`,
       );
     });

@@ -1,0 +1,165 @@
+/**
+ * `bastion policy`: runtime policies, next to the config file's.
+ *
+ *   bastion policy add NAME --from app=web --to app=api --ports 8080/tcp
+ *   bastion policy add -f policies.yaml          (a `policies:` document; - for stdin)
+ *   bastion policy list [-o json|yaml]
+ *   bastion policy delete NAME...
+ *
+ * A runtime policy is applied as a delta (only the containers it selects are
+ * recompiled), validated exactly like the config file's policies, kept across
+ * daemon restarts, and forgotten by `bastion down`.
+ */
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { stringify as toYaml } from 'yaml';
+import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { socketPathFor } from '../../api/paths.js';
+import { apiCall, DaemonUnreachable } from '../../api/client.js';
+import type { PolicyRow } from '../../manager/runtime-policies.js';
+import { CliError, EXIT } from '../errors.js';
+import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
+
+interface ApiAnswer {
+  ok?: boolean;
+  errors?: string[];
+  error?: string;
+  policies?: Array<{ name: string; action: string }>;
+  deleted?: string[];
+  entries?: number;
+  ms?: number;
+}
+
+/**
+ * One end of an inline policy: "host", a CIDR ("10.0.0.0/8"), "all" (every
+ * managed container), or labels "app=web,tier=front". Returned in the
+ * document form, so the daemon validates it like a config file entry.
+ */
+export function parsePolicyEnd(flag: string, v: string): unknown {
+  const t = v.trim();
+  if (t === 'host') return 'host';
+  if (t === 'all' || t === '*') return {};
+  if (/^[0-9.]+\/\d+$/.test(t) || /^[0-9a-fA-F:]+\/\d+$/.test(t)) return { cidr: t };
+  const labels: Record<string, string> = {};
+  for (const part of t.split(',')) {
+    const i = part.indexOf('=');
+    if (i <= 0) throw new CliError(`${flag} "${v}": expected host, all, a CIDR, or labels such as app=web,tier=front`, EXIT.usage);
+    const key = part.slice(0, i).trim();
+    if (key in labels) throw new CliError(`${flag} "${v}": label ${key} given twice`, EXIT.usage);
+    labels[key] = part.slice(i + 1).trim();
+  }
+  return labels;
+}
+
+async function call(pinPath: string, method: string, path: string, body?: string): Promise<{ status: number; body: ApiAnswer }> {
+  try {
+    return await apiCall<ApiAnswer>(socketPathFor(pinPath), method, path, body);
+  } catch (err) {
+    if (err instanceof DaemonUnreachable) throw new CliError(`${err.message} (is "bastion run" running with --pin-path ${pinPath}?)`, EXIT.notReady);
+    throw err;
+  }
+}
+
+function failed(status: number, body: ApiAnswer): never {
+  const errors = body.errors ?? [body.error ?? `HTTP ${status}`];
+  const code = status === 422 ? EXIT.invalid : EXIT.failure;
+  throw new CliError(`nothing applied:\n  ${errors.join('\n  ')}`, code);
+}
+
+export function registerPolicy(program: Command): void {
+  const policy = program
+    .command('policy')
+    .description('Add, list and delete runtime policies (applied at once, as a delta, next to the config file\'s)');
+
+  policy
+    .command('add')
+    .description('Add or replace runtime policies: one given inline, or a `policies:` document (-f)')
+    .argument('[name]', 'policy name (inline form)')
+    .option('--from <end>', 'inline: who opens the connections: labels (app=web,tier=x), all, host, or a CIDR')
+    .option('--to <end>', 'inline: who receives them: labels, all, host, or a CIDR')
+    .option('--ports <spec...>', 'inline: 8080/tcp, 9000-9010/udp, tcp, icmp ... (default: every protocol and port)')
+    .option('-f, --filename <file>', 'a YAML or JSON document with a policies: list, as in the config file (- for stdin)')
+    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
+    .option('-o, --output <format>', 'table, json or yaml', 'table')
+    .option('--json', 'same as -o json')
+    .addHelpText(
+      'after',
+      `
+A policy with the name of an existing runtime policy replaces it. Names of the
+config file's policies are refused: change those in the file.
+
+Examples:
+  bastion policy add web-to-api --from app=web --to app=api --ports 8080/tcp
+  bastion policy add api-to-host --from app=api --to host --ports 53/udp
+  bastion policy add -f extra-policies.yaml`,
+    )
+    .action(async (name: string | undefined, opts: { from?: string; to?: string; ports?: string[]; filename?: string; pinPath: string; output: string; json?: boolean }) => {
+      const format = parseOutputFormat(opts.output, opts.json);
+      let body: string;
+      let source: string;
+      if (opts.filename) {
+        if (name || opts.from || opts.to || opts.ports) throw new CliError('give either -f FILE or NAME --from --to [--ports], not both', EXIT.usage);
+        source = opts.filename === '-' ? 'stdin' : opts.filename;
+        try {
+          body = readFileSync(opts.filename === '-' ? 0 : opts.filename, 'utf8');
+        } catch (err) {
+          throw new CliError(`${source}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EXIT.invalid);
+        }
+      } else {
+        if (!name || !opts.from || !opts.to) throw new CliError('give NAME --from END --to END [--ports SPEC...], or -f FILE', EXIT.usage);
+        const p = {
+          name,
+          from: parsePolicyEnd('--from', opts.from),
+          to: parsePolicyEnd('--to', opts.to),
+          ...(opts.ports ? { ports: opts.ports.flatMap((x) => x.split(',')).filter(Boolean) } : {}),
+        };
+        body = JSON.stringify({ policies: [p] });
+        source = 'command line';
+      }
+      const r = await call(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}`, body);
+      if (r.status !== 200) failed(r.status, r.body);
+      printData(r.body, format, () =>
+        (r.body.policies ?? []).map((p) => `policy ${p.name} ${p.action} (${r.body.entries} map entries changed in ${r.body.ms} ms)\n`).join(''),
+      );
+    });
+
+  policy
+    .command('list')
+    .alias('ls')
+    .description("List every policy in force: the config file's and the runtime ones")
+    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
+    .option('-o, --output <format>', 'table, json or yaml', 'table')
+    .option('--json', 'same as -o json')
+    .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
+      const format = parseOutputFormat(opts.output, opts.json);
+      const r = await call(opts.pinPath, 'GET', '/v1/policies');
+      if (r.status !== 200) failed(r.status, r.body);
+      const rows = r.body as unknown as PolicyRow[];
+      if (format === 'yaml') {
+        process.stdout.write(toYaml(rows));
+        return;
+      }
+      printData(rows, format, () =>
+        formatTable(
+          ['NAME', 'SOURCE', 'FROM', 'TO', 'PORTS'],
+          rows.map((p) => [p.name, p.source === 'api' ? colors.cyan('api') : p.source, p.from, p.to, p.ports]),
+        ),
+      );
+    });
+
+  policy
+    .command('delete')
+    .alias('rm')
+    .description('Delete runtime policies (all of the names, or none if one is unknown)')
+    .argument('<names...>', 'policy names')
+    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
+    .option('-o, --output <format>', 'table, json or yaml', 'table')
+    .option('--json', 'same as -o json')
+    .action(async (names: string[], opts: { pinPath: string; output: string; json?: boolean }) => {
+      const format = parseOutputFormat(opts.output, opts.json);
+      const q = new URLSearchParams(names.map((n) => ['name', n]));
+      const r = await call(opts.pinPath, 'DELETE', `/v1/policies?${q}`);
+      if (r.status !== 200) failed(r.status, r.body);
+      printData(r.body, format, () => names.map((n) => `policy ${n} deleted\n`).join(''));
+    });
+}
