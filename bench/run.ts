@@ -38,7 +38,8 @@ const HELP = `usage: npm run bench -- [options]
   --scenarios LIST        subset of loopback,bridge,iptables,bastion
   --rr-proto tcp|udp      sockperf ping-pong protocol (default tcp)
   --no-bastion            do not run the daemon even if it is built
-  --bastion-reload MODE   signal: append the policy to the config file and send SIGHUP at once (default);
+  --bastion-reload MODE   api: POST the added policy to the daemon's API, as "bastion policy add" does (default);
+                          signal: append the policy to the config file and send SIGHUP at once;
                           watch: append only and let the daemon notice the change (SIGHUP after 3 s if not)
   --bastion-cmd "CMD"     run this instead of bin/bastion (e.g. a test double: "node dist/bench/tools/fake-bastion.js")
   --quiet-pct P           before each measurement wait until other work uses < P % of the CPUs (default 25)
@@ -66,7 +67,7 @@ function parseArgs(argv: string[], repo: string): Options {
     rrProto: 'tcp',
     conn: { ...DEFAULT_CONN_OPTIONS },
     bastion: true,
-    bastionReload: 'signal',
+    bastionReload: 'api',
     bastionCmd: null,
     quietPct: 25,
     quietWaitMs: quick ? 5_000 : 30_000,
@@ -138,7 +139,7 @@ function parseArgs(argv: string[], repo: string): Options {
         break;
       case '--bastion-reload': {
         const m = take();
-        if (m !== 'watch' && m !== 'signal') throw new Error('--bastion-reload is watch or signal');
+        if (m !== 'api' && m !== 'watch' && m !== 'signal') throw new Error('--bastion-reload is api, watch or signal');
         o.bastionReload = m;
         break;
       }

@@ -6,7 +6,8 @@
  * not touch the mount namespace, so /sys/fs/bpf is the real bpffs).
  */
 import { appendFileSync, closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { request } from 'node:http';
+import { basename, join } from 'node:path';
 import type { Dep } from './deps.js';
 import { CONN_PORT, DENIED_PORT } from './deps.js';
 import { Background, hrMs, inNs, run, sleep } from './exec.js';
@@ -76,7 +77,11 @@ export function renderConfig(entries: Entry[], pair: Dep[], fillers: Dep[], mode
 
 /* ------------------------------------------------------------ daemon */
 
-export type ReloadMode = 'watch' | 'signal';
+/**
+ * api: POST the one added policy to the daemon's API (`bastion policy add`);
+ * signal: append it to the config file and send SIGHUP; watch: append only.
+ */
+export type ReloadMode = 'api' | 'watch' | 'signal';
 
 /** how long the daemon may take to exit after SIGTERM before it is killed */
 const STOP_GRACE_MS = 5000;
@@ -126,8 +131,18 @@ export class BastionDaemon {
     throw new Error(`bastion did not enforce the policy within ${Math.round(timeoutMs / 1000)} s:\n${this.proc?.out.slice(-3000)}`);
   }
 
-  /** Append one policy line to the config; in "signal" mode also send SIGHUP. Returns when written. */
-  addPolicy(line: string): void {
+  /**
+   * Add one policy. api: POST it to the daemon (returns when the daemon
+   * answers; the probe may already have seen it enforced). Otherwise append
+   * the line to the config file, and in "signal" mode send SIGHUP.
+   */
+  async addPolicy(line: string, policy: { name: string; from: Entry; to: Entry; ports: string[] }): Promise<void> {
+    if (this.o.reload === 'api') {
+      const body = JSON.stringify({ policies: [{ name: policy.name, from: policy.from.labels, to: policy.to.labels, ports: policy.ports }] });
+      const r = await postUnix(socketPath(this.o.pinPath), '/v1/policies', body);
+      if (r.status !== 200) throw new Error(`POST /v1/policies: ${r.status} ${r.text.slice(0, 300)}`);
+      return;
+    }
     appendFileSync(this.o.configPath, line + '\n');
     if (this.o.reload === 'signal') this.proc?.signal('SIGHUP');
   }
@@ -208,7 +223,7 @@ export class BastionDaemon {
         const lines = (rest + chunk.toString('utf8', 0, n)).split('\n');
         rest = lines.pop() ?? '';
         for (const l of lines) {
-          if (!l.includes('config applied')) continue;
+          if (!l.includes('config applied') && !l.includes('policies applied')) continue;
           try {
             const rec = JSON.parse(l) as { ms?: unknown };
             if (typeof rec.ms === 'number') out.push(rec.ms);
@@ -262,6 +277,27 @@ export class BastionDaemon {
     this.proc = null;
     return problems;
   }
+}
+
+/** The daemon's API socket for a pin path (src/api/paths.ts: /run/bastion/<basename>.sock). */
+export function socketPath(pinPath: string): string {
+  return `/run/bastion/${basename(pinPath.replace(/\/+$/, ''))}.sock`;
+}
+
+function postUnix(socket: string, path: string, body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { socketPath: socket, method: 'POST', path, timeout: 30_000, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${socket} in 30 s`)));
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 /** veths of the topology that still have a clsact qdisc (checked on the measured pair and a sample) */

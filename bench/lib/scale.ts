@@ -199,7 +199,10 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
       ctx,
       topo,
       ctx.opts.updates,
-      async (dep) => daemon.addPolicy(policyLine(dep.name, topo.client, topo.server, [`${dep.port}/${dep.proto}`])),
+      async (dep) => {
+        const ports = [`${dep.port}/${dep.proto}`];
+        await daemon.addPolicy(policyLine(dep.name, topo.client, topo.server, ports), { name: dep.name, from: topo.client, to: topo.server, ports });
+      },
       () => daemon.hup(),
       deadline,
     );
