@@ -64,9 +64,9 @@ export class CommandError extends Error {
   }
 }
 
-function run(cmd: string, args: string[]): Promise<string> {
+function run(cmd: string, args: string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: IP_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    const child = execFile(cmd, args, { timeout: IP_TIMEOUT_MS, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       if (err) {
         const code = typeof err.code === 'number' ? err.code : null;
         const detail = String(stderr).trim() || err.message;
@@ -75,7 +75,15 @@ function run(cmd: string, args: string[]): Promise<string> {
         resolve(String(stdout));
       }
     });
+    if (input !== undefined) child.stdin?.end(input);
   });
+}
+
+/** `ip` in a namespace (or here), its arguments and, for `-b -`, its batch input. */
+function ipIn(ns: NetnsRef | undefined, args: string[], input?: string): Promise<string> {
+  if (!ns) return run('ip', args, input);
+  if (ns.kind === 'name') return run('ip', ['-n', ns.name, ...args], input);
+  return run('nsenter', [`--net=${ns.path}`, 'ip', ...args], input);
 }
 
 /**
@@ -83,10 +91,7 @@ function run(cmd: string, args: string[]): Promise<string> {
  * parses its JSON. An empty output (e.g. no default route) is [].
  */
 export async function ipJson<T = unknown>(args: string[], ns?: NetnsRef): Promise<T[]> {
-  let out: string;
-  if (!ns) out = await run('ip', ['-j', ...args]);
-  else if (ns.kind === 'name') out = await run('ip', ['-n', ns.name, '-j', ...args]);
-  else out = await run('nsenter', [`--net=${ns.path}`, 'ip', '-j', ...args]);
+  const out = await ipIn(ns, ['-j', ...args]);
   const trimmed = out.trim();
   if (!trimmed) return [];
   return JSON.parse(trimmed) as T[];
@@ -123,13 +128,17 @@ interface IpRoute {
  * Errors name the namespace and the interface: "netns web not found",
  * "interface eth0 not found in netns web", "eth0 in netns web is not a veth".
  */
-export async function discoverInterface(ref: NetnsRef, ifname: string): Promise<DiscoveredInterface> {
+export async function discoverInterface(ref: NetnsRef, ifname: string, hostLinks: HostLinks = new HostLinks()): Promise<DiscoveredInterface> {
   const label = netnsLabel(ref);
   await netnsPath(ref);
 
+  // One process in the container's namespace: the interface and the default route.
   let links: IpAddr[];
+  let routes: IpRoute[];
   try {
-    links = await ipJson<IpAddr>(['-d', 'addr', 'show', 'dev', ifname], ref);
+    const out = (await ipIn(ref, ['-d', '-j', '-b', '-'], `addr show dev ${ifname}\nroute show default\n`)).split('\n').filter((l) => l.trim());
+    links = out[0] ? (JSON.parse(out[0]) as IpAddr[]) : [];
+    routes = out[1] ? (JSON.parse(out[1]) as IpRoute[]) : [];
   } catch (e) {
     const stderr = e instanceof CommandError ? e.stderr : '';
     if (/does not exist/i.test(stderr)) throw new Error(`interface ${ifname} not found in netns ${label}`);
@@ -153,9 +162,11 @@ export async function discoverInterface(ref: NetnsRef, ifname: string): Promise<
   // The peer's ifindex is relative to the peer's namespace; check that the
   // interface with that index here really is the other end of this veth.
   const peerIfindex = link.link_index;
-  const hostLinks = await ipJson<IpLink>(['-d', 'link', 'show']);
-  const peer = hostLinks.find((l) => l.ifindex === peerIfindex);
-  if (!peer || peer.linkinfo?.info_kind !== 'veth' || peer.link_index !== link.ifindex || peer.link_netnsid === undefined) {
+  const isPeer = (l: IpLink | undefined) => !!l && l.linkinfo?.info_kind === 'veth' && l.link_index === link.ifindex && l.link_netnsid !== undefined;
+  let peer = await hostLinks.byIndex(peerIfindex);
+  // A snapshot older than this veth: look again once.
+  if (!isPeer(peer)) peer = await hostLinks.byIndex(peerIfindex, { fresh: true });
+  if (!peer || !isPeer(peer)) {
     throw new Error(
       `the veth peer of ${ifname} in netns ${label} (ifindex ${peerIfindex}) is not in the agent's network namespace`,
     );
@@ -165,14 +176,13 @@ export async function discoverInterface(ref: NetnsRef, ifname: string): Promise<
   let bridge: string | undefined;
   if (peer.master) {
     bridge = peer.master;
-    const br = hostLinks.find((l) => l.ifname === peer.master);
+    const br = await hostLinks.byName(peer.master);
     if (!br?.address) throw new Error(`bridge ${peer.master} of ${peer.ifname} not found`);
     gwMac = br.address;
     await freezeBridgeMac(bridge, gwMac);
   }
   if (!gwMac) throw new Error(`host-side veth ${peer.ifname} has no MAC address`);
 
-  const routes = await ipJson<IpRoute>(['-4', 'route', 'show', 'default'], ref);
   const gateway = routes.find((r) => r.gateway)?.gateway;
 
   return {
@@ -208,4 +218,47 @@ export async function freezeBridgeMac(bridge: string, mac: string): Promise<void
       else resolve();
     });
   });
+}
+
+/** How long a snapshot of the host's links answers before it is taken again. */
+const HOST_LINKS_MAX_AGE_MS = 2000;
+
+/**
+ * The host's links, from one `ip -d link show`, shared by every discovery
+ * in a short window: at thousands of containers, one dump per container
+ * would cost seconds each (every dump lists every veth). A lookup that
+ * misses, or that the caller finds stale, takes a fresh snapshot; snapshots
+ * taken while one is under way are the same one.
+ */
+export class HostLinks {
+  private snapshot?: { at: number; byIndex: Map<number, IpLink>; byName: Map<string, IpLink> };
+  private pending?: Promise<NonNullable<HostLinks['snapshot']>>;
+
+  private take(): Promise<NonNullable<HostLinks['snapshot']>> {
+    this.pending ??= ipJson<IpLink>(['-d', 'link', 'show'])
+      .then((links) => {
+        this.snapshot = { at: Date.now(), byIndex: new Map(links.map((l) => [l.ifindex, l])), byName: new Map(links.map((l) => [l.ifname, l])) };
+        return this.snapshot;
+      })
+      .finally(() => {
+        this.pending = undefined;
+      });
+    return this.pending;
+  }
+
+  private async current(fresh: boolean): Promise<NonNullable<HostLinks['snapshot']>> {
+    if (this.pending) return this.pending;
+    if (!fresh && this.snapshot && Date.now() - this.snapshot.at < HOST_LINKS_MAX_AGE_MS) return this.snapshot;
+    return this.take();
+  }
+
+  async byIndex(ifindex: number, o: { fresh?: boolean } = {}): Promise<IpLink | undefined> {
+    const snap = await this.current(o.fresh ?? false);
+    return snap.byIndex.get(ifindex) ?? (o.fresh ? undefined : (await this.current(true)).byIndex.get(ifindex));
+  }
+
+  async byName(name: string): Promise<IpLink | undefined> {
+    const snap = await this.current(false);
+    return snap.byName.get(name) ?? (await this.current(true)).byName.get(name);
+  }
 }

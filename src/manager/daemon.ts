@@ -8,10 +8,12 @@ import { watch, writeFileSync, mkdirSync, unlinkSync, type FSWatcher } from 'nod
 import { basename, dirname, resolve } from 'node:path';
 import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
+import pLimit from 'p-limit';
 import { Manager } from './manager.js';
 import { collectStatus, type StatusReport } from './status.js';
 import { createMetrics } from './metrics.js';
 import type { EndpointSpec, PlatformEvent } from './endpoint.js';
+import type { Discovered } from './ports.js';
 import type { PolicySet } from '../policy/model.js';
 import { loadConfigSource, type LoadedConfig } from './config-source.js';
 import { describeFlow, FlowStore } from '../agent/flow-log.js';
@@ -38,6 +40,9 @@ export interface PlatformSource {
   start(onEvent: (ev: PlatformEvent) => void): Promise<void>;
   stop(): Promise<void>;
 }
+
+/** Discoveries in flight at once (each runs one `ip` in a container's namespace). */
+const DISCOVERY_CONCURRENCY = 8;
 
 export class ConfigRejected extends Error {
   constructor(readonly errors: string[]) {
@@ -88,12 +93,14 @@ export class Daemon {
     return loaded;
   }
 
+  private readonly node = new NodeAgent();
+
   async start(): Promise<void> {
     const first = await this.loadAll();
-    const node = new NodeAgent();
+    const node = this.node;
     // Discover every listed container before touching anything: an unknown
     // netns rejects the whole config.
-    await this.checkDiscoverable(node, first.containers);
+    const found = await this.discoverAll(first.containers);
 
     const kept = this.runtime.load();
     if (kept.errors.length) this.log.error({ errors: kept.errors }, 'saved runtime policies not used');
@@ -109,7 +116,7 @@ export class Daemon {
     this.manager = new Manager({ datapath, node, log: this.log });
     await this.manager.setHostAddresses(await node.hostAddresses());
     await this.manager.setPolicy(this.withRuntime(first.policy));
-    for (const spec of first.containers) await this.manager.upsertEndpoint(spec);
+    await this.manager.upsertEndpoints(first.containers.map((spec) => ({ spec, known: found.get(spec.key)! })));
     this.current = first;
 
     datapath.onEvent((ev) => {
@@ -168,18 +175,29 @@ export class Daemon {
     );
   }
 
-  private async checkDiscoverable(node: NodeAgent, specs: EndpointSpec[]): Promise<void> {
+  /**
+   * Discover containers, a few at a time (each is one `ip` process in the
+   * container's namespace); any failure rejects the whole config.
+   */
+  private async discoverAll(specs: EndpointSpec[], listed: EndpointSpec[] = specs): Promise<Map<string, Discovered>> {
     const errors: string[] = [];
+    const found = new Map<string, Discovered>();
+    const limit = pLimit(DISCOVERY_CONCURRENCY);
+    // errors name the container by its place in the file
+    const index = new Map(listed.map((c, i) => [c.key, i]));
     await Promise.all(
-      specs.map(async (s, i) => {
-        try {
-          await node.discover(s);
-        } catch (err) {
-          errors.push(`${this.o.configPath ?? 'config'}: containers[${i}] (${s.name}).netns: ${(err as Error).message}`);
-        }
-      }),
+      specs.map((s, i) =>
+        limit(async () => {
+          try {
+            found.set(s.key, await this.node.discover(s));
+          } catch (err) {
+            errors.push(`${this.o.configPath ?? 'config'}: containers[${index.get(s.key) ?? i}] (${s.name}).netns: ${(err as Error).message}`);
+          }
+        }),
+      ),
     );
     if (errors.length) throw new ConfigRejected(errors.sort());
+    return found;
   }
 
   private watchConfig(): void {
@@ -199,9 +217,13 @@ export class Daemon {
     if (this.closing) return { ok: false, errors: ['daemon is stopping'] };
     try {
       const next = await this.loadAll();
-      const node = new NodeAgent();
-      const known = new Set(this.manager.endpoints.keys());
-      await this.checkDiscoverable(node, next.containers.filter((c) => !known.has(c.key)));
+      // Containers whose entry did not change are not looked at again:
+      // a reload costs what changed, not the number of containers.
+      const before = new Map((this.current?.containers ?? []).map((c) => [c.key, JSON.stringify(c)]));
+      const changed = this.o.platform
+        ? []
+        : next.containers.filter((c) => !this.manager.endpoints.has(c.key) || before.get(c.key) !== JSON.stringify(c));
+      const found = await this.discoverAll(changed, next.containers);
       const clash = this.clashes(next);
       if (clash.length) {
         throw new ConfigRejected(
@@ -213,13 +235,7 @@ export class Daemon {
       if (!this.o.platform) {
         const keep = new Set(next.containers.map((c) => c.key));
         await this.manager.retainOnly(keep);
-        // Containers whose entry did not change are not looked at again:
-        // a reload costs what changed, not the number of containers.
-        const before = new Map((this.current?.containers ?? []).map((c) => [c.key, JSON.stringify(c)]));
-        for (const spec of next.containers) {
-          if (this.manager.endpoints.has(spec.key) && before.get(spec.key) === JSON.stringify(spec)) continue;
-          await this.manager.upsertEndpoint(spec);
-        }
+        await this.manager.upsertEndpoints(changed.map((spec) => ({ spec, known: found.get(spec.key)! })));
       }
       this.current = next;
       this.log.info(

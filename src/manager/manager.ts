@@ -9,7 +9,7 @@
  */
 import type { Logger } from 'pino';
 import type { Endpoint, EndpointSpec, UnprotectedContainer } from './endpoint.js';
-import type { DatapathPort, NodePort } from './ports.js';
+import type { DatapathPort, Discovered, NodePort } from './ports.js';
 import type { PolicySet, Rule } from '../policy/model.js';
 import { IdentityAllocator, RuleNumbers } from './identity.js';
 import { SliceStore, type MapOp } from './entries.js';
@@ -118,50 +118,81 @@ export class Manager {
     });
   }
 
-  /** Add or update a container interface. */
-  upsertEndpoint(spec: EndpointSpec): Promise<Endpoint> {
+  /** Add or update a container interface (`known`: what a discovery already found). */
+  upsertEndpoint(spec: EndpointSpec, known?: Discovered): Promise<Endpoint> {
     return this.serial(async () => {
-      const d = await this.o.node.discover(spec);
-      const old = this.endpoints.get(spec.key);
-      const same = old && old.hostIfindex === d.hostIfindex && old.ipv4 === d.ipv4 && old.mac === d.mac;
-      let identity: number;
-      if (same) {
-        identity = old.identity;
-      } else {
-        if (old) this.dropEndpoint(old);
-        // After a restart, the same interface with the same address keeps
-        // its identity (and so its connections). Anything else is new.
-        const prior = this.adoptable.get(d.hostIfindex);
-        this.adoptable.delete(d.hostIfindex);
-        if (prior && prior.ipv4 === d.ipv4 && prior.mac === d.mac) {
-          this.ids.adopt(`ep:${spec.key}#${d.hostIfindex}`, prior.identity);
-        }
-        identity = this.ids.get(`ep:${spec.key}#${d.hostIfindex}`);
-      }
-      const ep: Endpoint = {
-        ...spec,
-        identity,
-        ipv4: d.ipv4,
-        mac: d.mac,
-        hostIfindex: d.hostIfindex,
-        hostIfname: d.hostIfname,
-        gwMac: d.gwMac,
-        gateway: d.gateway,
-        bridge: d.bridge,
-      };
-      // The stack goes on first and drops everything until the endpoint's
-      // entries exist: there is no moment where the container is unguarded.
-      this.o.datapath.attach(ep.hostIfindex);
-      this.endpoints.set(spec.key, ep);
-      this.guarded.delete(ep.hostIfindex);
-      this.byIdentity.set(ep.identity, ep);
-      this.unprotected.delete(spec.key);
-      const touched = this.compiler.upsertEndpoint(ep);
-      touched.add(spec.key);
+      const d = known ?? (await this.o.node.discover(spec));
+      const { ep, touched } = this.place(spec, d);
       this.commit(touched, false);
-      this.o.log.info({ endpoint: ep.name, identity, ip: ep.ipv4, hostInterface: ep.hostIfname }, 'endpoint protected');
+      this.logProtected(ep);
       return ep;
     });
+  }
+
+  /**
+   * Add or update many container interfaces at once (start-up, a config
+   * reload): every stack goes on and every endpoint into the compiler, then
+   * one commit recompiles each touched slice once, instead of once per
+   * endpoint that touches it.
+   */
+  upsertEndpoints(items: Array<{ spec: EndpointSpec; known: Discovered }>): Promise<Endpoint[]> {
+    return this.serial(async () => {
+      const touched = new Set<string>();
+      const eps: Endpoint[] = [];
+      for (const { spec, known } of items) {
+        const r = this.place(spec, known);
+        for (const k of r.touched) touched.add(k);
+        eps.push(r.ep);
+      }
+      this.commit(touched, false);
+      for (const ep of eps) this.logProtected(ep);
+      return eps;
+    });
+  }
+
+  private logProtected(ep: Endpoint): void {
+    this.o.log.info({ endpoint: ep.name, identity: ep.identity, ip: ep.ipv4, hostInterface: ep.hostIfname }, 'endpoint protected');
+  }
+
+  /** Attach the stack and enter the endpoint in the compiler; the caller commits. */
+  private place(spec: EndpointSpec, d: Discovered): { ep: Endpoint; touched: Set<string> } {
+    const old = this.endpoints.get(spec.key);
+    const same = old && old.hostIfindex === d.hostIfindex && old.ipv4 === d.ipv4 && old.mac === d.mac;
+    let identity: number;
+    if (same) {
+      identity = old.identity;
+    } else {
+      if (old) this.dropEndpoint(old);
+      // After a restart, the same interface with the same address keeps
+      // its identity (and so its connections). Anything else is new.
+      const prior = this.adoptable.get(d.hostIfindex);
+      this.adoptable.delete(d.hostIfindex);
+      if (prior && prior.ipv4 === d.ipv4 && prior.mac === d.mac) {
+        this.ids.adopt(`ep:${spec.key}#${d.hostIfindex}`, prior.identity);
+      }
+      identity = this.ids.get(`ep:${spec.key}#${d.hostIfindex}`);
+    }
+    const ep: Endpoint = {
+      ...spec,
+      identity,
+      ipv4: d.ipv4,
+      mac: d.mac,
+      hostIfindex: d.hostIfindex,
+      hostIfname: d.hostIfname,
+      gwMac: d.gwMac,
+      gateway: d.gateway,
+      bridge: d.bridge,
+    };
+    // The stack goes on first and drops everything until the endpoint's
+    // entries exist: there is no moment where the container is unguarded.
+    this.o.datapath.attach(ep.hostIfindex);
+    this.endpoints.set(spec.key, ep);
+    this.guarded.delete(ep.hostIfindex);
+    this.byIdentity.set(ep.identity, ep);
+    this.unprotected.delete(spec.key);
+    const touched = this.compiler.upsertEndpoint(ep);
+    touched.add(spec.key);
+    return { ep, touched };
   }
 
   removeEndpoint(key: string, opts: { detach?: boolean } = {}): Promise<void> {
