@@ -31,30 +31,47 @@ static __always_inline void arp_fill_desc(struct flow_desc *fd, const struct arp
 	fd->proto = 0;
 }
 
-/* Turn the request in place into the reply `mac` would have sent for tpa,
- * and hand it straight back into the requester's namespace. */
+/* The reply as it goes on the wire: Ethernet header and ARP payload. */
+struct arp_frame {
+	struct ethhdr eth;
+	struct arp_eth_ipv4 arp;
+} __attribute__((packed));
+
+/*
+ * Turn the request into the reply `mac` would have sent for tpa, and hand it
+ * straight back into the requester's namespace.
+ *
+ * The reply is built on the stack and written with bpf_skb_store_bytes, not
+ * through packet pointers: a program that writes packet data directly gets a
+ * prologue from the verifier that un-clones every cloned skb it sees
+ * (bpf_skb_pull_data(skb, 0) when skb->cloned), and every TCP segment a
+ * local socket sends is a clone. That prologue reallocated the head of every
+ * TCP packet the container sent, for the sake of the rare ARP reply.
+ */
 static __always_inline int arp_respond(struct __sk_buff *skb, const __u8 *mac)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct arp_eth_ipv4 *arp = (void *)(eth + 1);
-	__u8 requester[ETH_ALEN];
-	__be32 spa, tpa;
+	struct arp_frame r;
 
 	if ((void *)(arp + 1) > data_end)
 		return TC_ACT_SHOT;
-	mac_copy(requester, arp->sha);
-	spa = arp->spa;
-	tpa = arp->tpa;
-
-	mac_copy(eth->h_dest, requester);
-	mac_copy(eth->h_source, mac);
-	arp->op = bpf_htons(ARPOP_REPLY);
-	mac_copy(arp->tha, requester);
-	arp->tpa = spa;
-	mac_copy(arp->sha, mac);
-	arp->spa = tpa;
+	mac_copy(r.eth.h_dest, arp->sha);
+	mac_copy(r.eth.h_source, mac);
+	r.eth.h_proto = bpf_htons(ETH_P_ARP);
+	r.arp.htype = arp->htype;
+	r.arp.ptype = arp->ptype;
+	r.arp.hlen = arp->hlen;
+	r.arp.plen = arp->plen;
+	r.arp.op = bpf_htons(ARPOP_REPLY);
+	mac_copy(r.arp.sha, mac);
+	r.arp.spa = arp->tpa;
+	mac_copy(r.arp.tha, arp->sha);
+	r.arp.tpa = arp->spa;
+	if (bpf_skb_store_bytes(skb, 0, &r, sizeof(r), 0))
+		return TC_ACT_SHOT;
 	/* The peer of the veth this request came in on is the requester. */
 	return bpf_redirect_peer(skb->ifindex, 0);
 }

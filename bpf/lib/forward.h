@@ -14,6 +14,12 @@
 
 #include "common.h"
 
+/*
+ * The MAC rewrite goes through bpf_skb_store_bytes rather than packet
+ * pointers, so the program never writes packet data directly: that would make
+ * the verifier add a prologue that un-clones (reallocates the head of) every
+ * cloned skb, i.e. every TCP segment, on every packet (see arp_respond).
+ */
 static __always_inline int redirect_to_endpoint(struct __sk_buff *skb, const struct endpoint_info *dst)
 {
 	void *data = (void *)(long)skb->data;
@@ -25,8 +31,12 @@ static __always_inline int redirect_to_endpoint(struct __sk_buff *skb, const str
 	if (!mac_eq(eth->h_dest, dst->mac)) {
 		/* Sent to the gateway (the peer is on another bridge, reached by
 		 * routing): deliver it the way the gateway would have. */
-		mac_copy(eth->h_source, dst->gw_mac);
-		mac_copy(eth->h_dest, dst->mac);
+		__u8 macs[2 * ETH_ALEN];
+
+		mac_copy(macs, dst->mac);
+		mac_copy(macs + ETH_ALEN, dst->gw_mac);
+		if (bpf_skb_store_bytes(skb, 0, macs, sizeof(macs), 0))
+			return TC_ACT_SHOT;
 	}
 	return bpf_redirect_peer(dst->ifindex, 0);
 }
