@@ -9,8 +9,11 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, w
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
-import { RUN_DIR, socketPathFor } from '../api/paths.js';
+import { socketPathFor } from '../api/paths.js';
 import { apiRequest } from '../api/client.js';
+import { DEMO } from './settings.js';
+
+export { DEMO };
 import type { StatusReport } from '../manager/status.js';
 import {
   arpScan,
@@ -28,19 +31,7 @@ import {
 const run = promisify(execFile);
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
-export const DEMO = {
-  network: 'bastion-demo',
-  subnet: '10.213.7.0/24',
-  gateway: '10.213.7.1',
-  label: 'bastion.demo',
-  pinPath: '/sys/fs/bpf/bastion-demo',
-  hostPort: 18080,
-  image: 'bastion/busybox:latest',
-  config: join(RUN_DIR, 'demo', 'bastion-demo.yaml'),
-  log: '/var/log/bastion-demo.log',
-  pidFile: join(RUN_DIR, 'demo', 'daemon.pid'),
-  hostListenerPid: join(RUN_DIR, 'demo', 'host-listener.pid'),
-};
+
 
 const SERVICES: Array<{ name: string; app: string; ip: string; cmd: string }> = [
   { name: 'demo-web', app: 'web', ip: '10.213.7.10', cmd: 'nc -ll -p 80 -e cat' },

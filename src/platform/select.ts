@@ -7,8 +7,6 @@ import { readFile } from 'node:fs/promises';
 import type { PlatformSource } from '../manager/daemon.js';
 import type { PlatformEvent } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
-import { DockerPlatform, watchDockerBridgePorts } from './docker/index.js';
-import { composeTextToPolicies, composeToPolicySet } from '../policy/compose.js';
 import { CliError, EXIT } from '../cli/errors.js';
 
 export interface PlatformOptions {
@@ -35,7 +33,9 @@ export function parseSelect(items: string[] | undefined): Record<string, string>
  * start event. A port that turns out to belong to an unprotected or
  * unselected container is released.
  */
-function dockerSource(select: Record<string, string> | undefined): PlatformSource {
+async function dockerSource(select: Record<string, string> | undefined): Promise<PlatformSource> {
+  // Loaded only when asked for: the Docker client is a large part of the daemon's memory.
+  const { DockerPlatform, watchDockerBridgePorts } = await import('./docker/index.js');
   const platform = new DockerPlatform({ select });
   const watcher = watchDockerBridgePorts(platform);
   return {
@@ -65,10 +65,11 @@ export async function platformFromOptions(
   if (!opts.docker && !opts.compose) return undefined;
   if (opts.select && !opts.docker) throw new CliError('--select goes with --docker', EXIT.usage);
   const out: { source?: PlatformSource; extraPolicy?: () => Promise<PolicySet | undefined> } = {};
-  if (opts.docker) out.source = dockerSource(parseSelect(opts.select));
+  if (opts.docker) out.source = await dockerSource(parseSelect(opts.select));
   if (opts.compose) {
     const file = opts.compose;
     out.extraPolicy = async () => {
+      const { composeTextToPolicies, composeToPolicySet } = await import('../policy/compose.js');
       const text = await readFile(file, 'utf8');
       return composeToPolicySet(composeTextToPolicies(text, { file }));
     };

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { DEMO, demoDown, runDemo } from '../../demo/demo.js';
+import { DEMO } from '../../demo/settings.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { EXIT } from '../errors.js';
 
@@ -23,10 +23,12 @@ Exit status: 0 when every attack was blocked and every declared dependency worke
       const format = parseOutputFormat(opts.output, opts.json);
       const say = (m: string) => process.stderr.write(`${colors.dim('▸')} ${m}\n`);
       if (opts.down) {
+        const { demoDown } = await import('../../demo/demo.js');
         await demoDown(say);
         say('demo removed');
         return;
       }
+      const { runDemo } = await import('../../demo/demo.js');
       const report = await runDemo(say);
       printData({ passed: report.passed, checks: report.checks, pinPath: DEMO.pinPath }, format, () => {
         const rows = report.checks.map((c) => [
