@@ -3,30 +3,11 @@ import { request } from 'node:http';
 
 export class DaemonUnreachable extends Error {}
 
-export function apiRequest<T>(socketPath: string, method: string, path: string, timeoutMs = 5000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, timeout: timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        try {
-          const body = JSON.parse(text) as T & { error?: string };
-          if ((res.statusCode ?? 500) >= 400 && (res.statusCode ?? 500) !== 422) reject(new Error(body.error ?? text));
-          else resolve(body);
-        } catch {
-          reject(new Error(`bad answer from daemon: ${text.slice(0, 200)}`));
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new DaemonUnreachable(`daemon at ${socketPath} did not answer in ${timeoutMs} ms`)));
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err instanceof DaemonUnreachable) reject(err);
-      else if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new DaemonUnreachable(`no daemon is listening on ${socketPath}`));
-      else reject(err);
-    });
-    req.end();
-  });
+/** A request whose error statuses (but 422, a rejected input with its `errors`) become exceptions. */
+export async function apiRequest<T>(socketPath: string, method: string, path: string, timeoutMs = 5000): Promise<T> {
+  const r = await apiCall<T & { error?: string }>(socketPath, method, path, undefined, timeoutMs);
+  if (r.status >= 400 && r.status !== 422) throw new Error(r.body.error ?? JSON.stringify(r.body));
+  return r.body;
 }
 
 /** A request whose answer is wanted whatever its status (the API's errors carry `errors`). */
