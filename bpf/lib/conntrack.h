@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Connection tracking: what makes isolation stateful. A connection opened
- * with the policy's blessing gets an entry keyed by its original 5-tuple;
- * packets in the original direction are ESTABLISHED, packets whose reversed
- * tuple matches are REPLY, ICMP errors about a tracked connection are
- * RELATED. Everything else is NEW and must pass policy.
+ * with the policy's blessing gets one entry, found from either direction
+ * (see ct_key_of); packets in the original direction are ESTABLISHED,
+ * packets in the other direction are REPLY, ICMP errors about a tracked
+ * connection are RELATED. Everything else is NEW and must pass policy.
  *
  * An entry remembers the identities of both ends at open time. If an
  * address changes hands (a container dies, another gets its IP), the
@@ -39,35 +39,62 @@ static __always_inline __u64 ct_lifetime_ns(const struct bastion_config *cfg, __
 	return (__u64)s * NSEC_PER_SEC;
 }
 
-static __always_inline void ct_tuple(const struct pkt_v4 *p, struct ct_key *k)
+/* The clock conntrack runs on. Deadlines have a granularity of a second
+ * (see ct_touch), so the coarse monotonic clock (last tick, no TSC read) is
+ * precise enough and is read on every packet: it is the same CLOCK_MONOTONIC
+ * time base as bpf_ktime_get_ns(), at most a tick behind. */
+static __always_inline __u64 ct_now(void)
 {
-	k->saddr = p->saddr;
-	k->daddr = p->daddr;
-	k->sport = p->sport;
-	k->dport = p->dport;
-	k->proto = p->proto;
-	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+	return bpf_ktime_get_coarse_ns();
 }
 
-/* The tuple a reply would have. ICMP echo keeps its identifier in sport in
- * both directions. */
-static __always_inline void ct_reverse(const struct ct_key *k, struct ct_key *r)
+/*
+ * One entry per connection, under one key for both directions: the tuple
+ * with the lower (address, port) end first. A packet then needs one lookup
+ * whichever way it travels (before: a reply missed on its own tuple and hit
+ * on the reversed one, two hash walks per reply packet). CT_F_KEY_SWAPPED in
+ * the entry says whether the opening packet's tuple was swapped to make the
+ * key; a packet is in the original direction when its own tuple was swapped
+ * the same way. ICMP echo keeps its identifier in sport in both directions
+ * (dport 0), so only its addresses are ordered.
+ *
+ * Returns 1 when the packet's tuple was swapped.
+ */
+static __always_inline int ct_key_of(__be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
+				     __u8 proto, struct ct_key *k)
 {
-	r->saddr = k->daddr;
-	r->daddr = k->saddr;
-	if (k->proto == IPPROTO_ICMP) {
-		r->sport = k->sport;
-		r->dport = 0;
+	__u32 s = bpf_ntohl(saddr), d = bpf_ntohl(daddr);
+	int swap;
+
+	if (proto == IPPROTO_ICMP)
+		swap = s > d;
+	else
+		swap = s > d || (s == d && bpf_ntohs(sport) > bpf_ntohs(dport));
+	if (swap) {
+		k->saddr = daddr;
+		k->daddr = saddr;
+		if (proto != IPPROTO_ICMP) {
+			k->sport = dport;
+			k->dport = sport;
+		} else {
+			k->sport = sport;
+			k->dport = dport;
+		}
 	} else {
-		r->sport = k->dport;
-		r->dport = k->sport;
+		k->saddr = saddr;
+		k->daddr = daddr;
+		k->sport = sport;
+		k->dport = dport;
 	}
-	r->proto = k->proto;
-	r->pad[0] = r->pad[1] = r->pad[2] = 0;
+	k->proto = proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+	return swap;
 }
 
 /* Refresh an entry's deadline, at most once a second per entry so that a
- * busy flow does not bounce the cache line between CPUs on every packet. */
+ * busy flow does not bounce the cache line between CPUs on every packet:
+ * the entry is written only when its flags change or its deadline has moved
+ * by more than a second. */
 static __always_inline void ct_touch(struct ct_entry *e, const struct pkt_v4 *p, int reply,
 				     const struct bastion_config *cfg, __u64 now)
 {
@@ -87,68 +114,60 @@ static __always_inline void ct_touch(struct ct_entry *e, const struct pkt_v4 *p,
 	}
 }
 
-/* Is an existing entry still ours: alive, and between the same identities? */
-static __always_inline int ct_valid(const struct ct_entry *e, __u32 src_id, __u32 dst_id, __u64 now)
-{
-	return e->expires > now && e->src_id == src_id && e->dst_id == dst_id;
-}
-
 /*
  * Classify a packet from identity src_id to identity dst_id. On
- * ESTABLISHED/REPLY/RELATED, *rule_id is the rule that opened the connection
- * and *ct_flags its flags.
+ * ESTABLISHED/REPLY, *rule_id is the rule that opened the connection.
  */
 static __always_inline int ct_lookup(const struct pkt_v4 *p, __u32 src_id, __u32 dst_id,
 				     const struct bastion_config *cfg, __u32 *rule_id)
 {
-	struct ct_key key, rkey;
+	struct ct_key key;
 	struct ct_entry *e;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = ct_now();
+	int swapped, reply;
 
-	ct_tuple(p, &key);
+	swapped = ct_key_of(p->saddr, p->daddr, p->sport, p->dport, p->proto, &key);
 	e = bpf_map_lookup_elem(&bastion_ct, &key);
 	if (e) {
-		if (ct_valid(e, src_id, dst_id, now)) {
-			ct_touch(e, p, 0, cfg, now);
+		reply = swapped != !!(e->flags & CT_F_KEY_SWAPPED);
+		/* An entry is ours while it is alive and between the same
+		 * identities, in the direction the packet travels. Identities
+		 * follow addresses, so an address that changed hands fails this
+		 * either way round: the entry is dead, forget it. */
+		if (e->expires <= now ||
+		    e->src_id != (reply ? dst_id : src_id) || e->dst_id != (reply ? src_id : dst_id)) {
+			bpf_map_delete_elem(&bastion_ct, &key);
+		} else if (p->proto == IPPROTO_TCP &&
+			   (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
+			/* A SYN on a closing connection opens a new one on the
+			 * same tuple (ports are reused quickly): it gets a policy
+			 * verdict and an entry of its own, in whichever direction.
+			 * A SYN in the reply direction of a live connection is a
+			 * new connection the other way round dressed up as a
+			 * reply: never let it through as one. A SYN in the original
+			 * direction is a retransmission. */
+			if (e->flags & CT_F_CLOSING)
+				return CT_NEW;
+			if (reply)
+				return CT_INVALID;
 			*rule_id = e->rule_id;
 			return CT_ESTABLISHED;
+		} else if (reply && p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY) {
+			return CT_INVALID;
+		} else {
+			ct_touch(e, p, reply, cfg, now);
+			*rule_id = e->rule_id;
+			return reply ? CT_REPLY : CT_ESTABLISHED;
 		}
-		/* Expired, or the addresses changed hands: forget it. */
-		bpf_map_delete_elem(&bastion_ct, &key);
-	}
-
-	ct_reverse(&key, &rkey);
-	e = bpf_map_lookup_elem(&bastion_ct, &rkey);
-	if (e && ct_valid(e, dst_id, src_id, now)) {
-		/* A SYN in the reply direction is a new connection the other way
-		 * round dressed up as a reply: never let it through as one. */
-		if (p->proto == IPPROTO_TCP &&
-		    (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN)
-			return CT_INVALID;
-		if (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY)
-			return CT_INVALID;
-		ct_touch(e, p, 1, cfg, now);
-		*rule_id = e->rule_id;
-		return CT_REPLY;
 	}
 
 	if (p->is_icmp_error) {
 		/* The inner packet was sent by this packet's destination: it is
 		 * either the original direction of a tracked connection or one of
-		 * its replies. */
-		struct ct_key ikey = {
-			.saddr = p->inner_saddr,
-			.daddr = p->inner_daddr,
-			.sport = p->inner_sport,
-			.dport = p->inner_dport,
-			.proto = p->inner_proto,
-		};
-
-		e = bpf_map_lookup_elem(&bastion_ct, &ikey);
-		if (e && e->expires > now)
-			return CT_RELATED;
-		ct_reverse(&ikey, &rkey);
-		e = bpf_map_lookup_elem(&bastion_ct, &rkey);
+		 * its replies; the key is the same both ways. */
+		ct_key_of(p->inner_saddr, p->inner_daddr, p->inner_sport, p->inner_dport,
+			  p->inner_proto, &key);
+		e = bpf_map_lookup_elem(&bastion_ct, &key);
 		if (e && e->expires > now)
 			return CT_RELATED;
 		return CT_INVALID;
@@ -169,8 +188,9 @@ static __always_inline void ct_create(const struct pkt_v4 *p, __u32 src_id, __u3
 
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
 		e.flags |= CT_F_CLOSING;
-	e.expires = bpf_ktime_get_ns() + ct_lifetime_ns(cfg, p->proto, e.flags);
-	ct_tuple(p, &key);
+	e.expires = ct_now() + ct_lifetime_ns(cfg, p->proto, e.flags);
+	if (ct_key_of(p->saddr, p->daddr, p->sport, p->dport, p->proto, &key))
+		e.flags |= CT_F_KEY_SWAPPED;
 	bpf_map_update_elem(&bastion_ct, &key, &e, BPF_ANY);
 }
 

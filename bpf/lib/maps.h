@@ -120,7 +120,9 @@ struct neigh_key {
 
 /* ------------------------------------------------------------ conntrack */
 
-/* Keyed by the 5-tuple of the packet that opened the connection. For ICMP
+/* One entry per connection, for both directions: keyed by its 5-tuple with
+ * the lower (address, port) end first, so saddr/daddr are not necessarily
+ * the opener's (CT_F_KEY_SWAPPED says; src_id/dst_id always are). For ICMP
  * echo, sport is the echo identifier and dport is 0. */
 struct ct_key {
 	__be32 saddr;
@@ -134,9 +136,10 @@ struct ct_key {
 #define CT_F_AUDIT		(1U << 0)	/* opened while policy would have denied */
 #define CT_F_SEEN_REPLY		(1U << 1)
 #define CT_F_CLOSING		(1U << 2)	/* FIN or RST seen */
+#define CT_F_KEY_SWAPPED	(1U << 3)	/* the opener is the key's daddr/dport end */
 
 struct ct_entry {
-	__u64 expires;		/* bpf_ktime_get_ns() deadline */
+	__u64 expires;		/* CLOCK_MONOTONIC deadline, ns (coarse clock) */
 	__u32 src_id;		/* identities at open time: a later packet whose */
 	__u32 dst_id;		/* ends resolve to other identities is not ours */
 	__u32 rule_id;

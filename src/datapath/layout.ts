@@ -45,6 +45,8 @@ export const POLICY_PREFIX_FULL = 96;
 export const CT_F_AUDIT = 1;
 export const CT_F_SEEN_REPLY = 2;
 export const CT_F_CLOSING = 4;
+/** the connection's opener is the ct key's daddr/dport end (keys put the lower end first) */
+export const CT_F_KEY_SWAPPED = 8;
 export const MODE_ENFORCE = 0;
 export const MODE_AUDIT = 1;
 export const CFG_F_TRACE_ALLOWED = 1;

@@ -19,6 +19,8 @@ import { testRun } from '../../src/datapath/prog-test-run.js';
 import { RingBufReader } from '../../src/datapath/ringbuf.js';
 import {
   CFG_F_TRACE_ALLOWED,
+  CT_F_CLOSING,
+  CT_F_SEEN_REPLY,
   DIR_EGRESS,
   DIR_INGRESS,
   ID_HOST,
@@ -168,6 +170,36 @@ describe('datapath programs under BPF_PROG_TEST_RUN', () => {
     assert.equal(testRun(from, reverseSyn, { ifindex: ifB }).retval, TC_ACT_SHOT);
     const newReverse = tcpFrame({ srcMac: B.mac, dstMac: A.mac, src: B.ip, dst: A.ip, sport: 5555, dport: 8080, flags: 'S' });
     assert.equal(testRun(from, newReverse, { ifindex: ifB }).retval, TC_ACT_SHOT);
+  });
+
+  it('keeps one conntrack entry per connection for both directions; a SYN reusing a closed tuple gets a fresh verdict', () => {
+    const entriesOf = (port: number) => [...maps.ct.entries()].filter(([k]) => k.sport === port || k.dport === port);
+    const fromB = (frame: Buffer) => testRun(from, frame, { ifindex: ifB });
+    const aToB = (flags: string) => tcpFrame({ srcMac: A.mac, dstMac: B.mac, src: A.ip, dst: B.ip, sport: 44000, dport: 8080, flags });
+    const bToA = (flags: string) => tcpFrame({ srcMac: B.mac, dstMac: A.mac, src: B.ip, dst: A.ip, sport: 8080, dport: 44000, flags });
+    assert.equal(fromA(aToB('S')).retval, TC_ACT_REDIRECT);
+    assert.equal(fromB(bToA('SA')).retval, TC_ACT_REDIRECT);
+    assert.equal(fromA(aToB('A')).retval, TC_ACT_REDIRECT);
+    let ct = entriesOf(44000);
+    assert.equal(ct.length, 1, 'one entry, whichever way the packets go');
+    assert.equal(ct[0]![1].srcId, A.id, 'the opener');
+    assert.ok(ct[0]![1].flags & CT_F_SEEN_REPLY);
+    assert.equal(fromA(aToB('FA')).retval, TC_ACT_REDIRECT);
+    assert.ok(entriesOf(44000)[0]![1].flags & CT_F_CLOSING);
+    // The port is reused at once (tcp_tw_reuse): a new connection, with its own verdict and event.
+    drain();
+    const new0 = count(REASON.allowedNew);
+    assert.equal(fromA(aToB('S')).retval, TC_ACT_REDIRECT);
+    assert.equal(count(REASON.allowedNew), new0 + 1);
+    assert.ok(drain().some((e) => e.verdict === VERDICT.allowed && e.sport === 44000));
+    ct = entriesOf(44000);
+    assert.equal(ct.length, 1);
+    assert.equal(ct[0]![1].flags & CT_F_CLOSING, 0, 'a fresh entry');
+    // Closed again; now B reuses the tuple the other way round: B's policy decides, not the old entry.
+    assert.equal(fromA(aToB('R')).retval, TC_ACT_REDIRECT);
+    const denied0 = count(REASON.policyDenied);
+    assert.equal(fromB(bToA('S')).retval, TC_ACT_SHOT);
+    assert.equal(count(REASON.policyDenied), denied0 + 1);
   });
 
   it('drops forged source IP, forged source MAC, and both', () => {
