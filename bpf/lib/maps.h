@@ -325,6 +325,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bastion_events SEC(".maps");
 
+/*
+ * Deferred ring buffer wake-ups (lib/events.h), one slot per CPU. Kernel
+ * state only: the control plane never reads or writes it.
+ */
+#define BASTION_WAKEUP_SLOTS	1024	/* CPUs beyond this wake the reader per event */
+
+struct events_wakeup {
+	struct bpf_timer timer;
+	__u32 armed;		/* the timer will wake the reader */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BASTION_WAKEUP_SLOTS);
+	__type(key, __u32);			/* CPU */
+	__type(value, struct events_wakeup);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_wakeup SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, BASTION_NR_COUNTERS);
