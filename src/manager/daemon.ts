@@ -268,7 +268,7 @@ export class Daemon {
     if (this.closing) return { code: 503, body: { ok: false, errors: ['daemon is stopping'] } };
     const parsed = parsePoliciesDocument(text, source);
     if (!parsed.ok) return { code: 422, body: { ok: false, errors: parsed.errors } };
-    const fileNames = new Set((this.current?.policies ?? []).map((p) => p.name));
+    const fileNames = this.fileNames();
     const clash = parsed.policies.filter((p) => fileNames.has(p.name));
     if (clash.length) {
       return {
@@ -291,7 +291,7 @@ export class Daemon {
 
   async deletePolicies(names: string[]): Promise<ApiResult> {
     if (this.closing) return { code: 503, body: { ok: false, errors: ['daemon is stopping'] } };
-    const fileNames = new Set((this.current?.policies ?? []).map((p) => p.name));
+    const fileNames = this.fileNames();
     const errors = names
       .filter((n) => !this.runtime.get(n))
       .map((n) => (fileNames.has(n) ? `policy "${n}" comes from the config file ${this.o.configPath}; remove it there` : `no runtime policy "${n}"`));
@@ -305,6 +305,16 @@ export class Daemon {
     this.log.info({ policies: names, ops: stats.ops, ms }, 'policies deleted');
     return { code: 200, body: { ok: true, deleted: names, entries: stats.ops, ms } };
   }
+
+  /** The config file's policy names, computed once per loaded config (50,000 at 5,000 containers). */
+  private fileNames(): Set<string> {
+    const c = this.current;
+    if (!c) return new Set();
+    let names = this.fileNamesCache.get(c);
+    if (!names) this.fileNamesCache.set(c, (names = new Set(c.policies.map((p) => p.name))));
+    return names;
+  }
+  private readonly fileNamesCache = new WeakMap<LoadedConfig, Set<string>>();
 
   private saveRuntime(): void {
     try {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { stringify } from 'yaml';
 import {
+  parseConfigTextFully,
   configToPolicySet,
   containerLabels,
   formatConfigError,
@@ -331,6 +332,29 @@ policies:
 });
 
 // ------------------------------------------------------------ meaning
+
+describe('config file: fast and full parse paths', () => {
+  it('give the same result on valid documents, in flow and block style (property)', () => {
+    const label = fc.constantFrom('a', 'b', 'web', 'x-1', 'true', '80', '2020-01-01');
+    const container = fc.record({ name: fc.constantFrom('c0'), netns: fc.constantFrom('n0', '/proc/1/ns/net'), labels: fc.dictionary(fc.constantFrom('app', 'tier', 'cidr'), label, { maxKeys: 2 }) });
+    fc.assert(
+      fc.property(container, fc.uniqueArray(fc.constantFrom('80/tcp', '53/udp', 'icmp', '8000-8100/tcp'), { maxLength: 3 }), fc.boolean(), fc.constantFrom('enforce', 'audit'), (c, ports, flow, mode) => {
+        const doc = { mode, containers: [c], policies: [{ name: 'p', from: { 'bastion.io/name': 'c0' }, to: 'host', ...(ports.length ? { ports } : {}) }] };
+        const text = stringify(doc, flow ? { collectionStyle: 'flow' } : {});
+        const fast = parseConfigText(text, 'f.yaml');
+        assert.ok(fast.ok, JSON.stringify(fast));
+        assert.deepEqual(fast, parseConfigTextFully(text, 'f.yaml', {}));
+      }),
+    );
+  });
+
+  it('errors come with their lines (the full path), and YAML the fast parser refuses still gets a clear error', () => {
+    const bad = parseConfigText('mode: enforce\npolicies:\n  - name: p\n    from: host\n    to: { app: x }\n    ports: ["80/tcpx"]\n', 'l.yaml');
+    assert.ok(!bad.ok && bad.errors.some((e) => e.line === 6), JSON.stringify(bad));
+    const dup = parseConfigText('mode: enforce\nmode: audit\n', 'd.yaml');
+    assert.ok(!dup.ok && /unique|duplicate/i.test(dup.errors[0]!.message), JSON.stringify(dup));
+  });
+});
 
 describe('config file: meaning (property)', () => {
   const KEYS = ['app', 'tier'] as const;
