@@ -179,7 +179,7 @@ export async function discoverInterface(ref: NetnsRef, ifname: string, hostLinks
     const br = await hostLinks.byName(peer.master);
     if (!br?.address) throw new Error(`bridge ${peer.master} of ${peer.ifname} not found`);
     gwMac = br.address;
-    await freezeBridgeMac(bridge, gwMac);
+    await freezeBridgeMac(bridge, gwMac, br.ifindex);
   }
   if (!gwMac) throw new Error(`host-side veth ${peer.ifname} has no MAC address`);
 
@@ -198,6 +198,9 @@ export async function discoverInterface(ref: NetnsRef, ifname: string, hostLinks
   };
 }
 
+/** Bridges whose MAC this process has fixed (or found fixed), by name#ifindex. */
+const frozenBridges = new Set<string>();
+
 /** NET_ADDR_SET in /sys/class/net/DEV/addr_assign_type: the address was set explicitly. */
 const NET_ADDR_SET = 3;
 
@@ -209,8 +212,13 @@ const NET_ADDR_SET = 3;
  * own current value makes it fixed (Docker does the same for its bridges);
  * nothing else about the bridge changes.
  */
-export async function freezeBridgeMac(bridge: string, mac: string): Promise<void> {
+export async function freezeBridgeMac(bridge: string, mac: string, ifindex?: number): Promise<void> {
+  // Once per bridge: /sys shows the mount namespace's network namespace,
+  // which is not ours when the agent was started with `nsenter --net`.
+  const key = `${bridge}#${ifindex ?? ''}`;
+  if (frozenBridges.has(key)) return;
   const type = Number((await readFile(`/sys/class/net/${bridge}/addr_assign_type`, 'utf8').catch(() => '')).trim());
+  frozenBridges.add(key);
   if (type === NET_ADDR_SET) return;
   await new Promise<void>((resolve, reject) => {
     execFile('ip', ['link', 'set', 'dev', bridge, 'address', mac], { timeout: IP_TIMEOUT_MS }, (err, _out, stderr) => {
@@ -220,8 +228,12 @@ export async function freezeBridgeMac(bridge: string, mac: string): Promise<void
   });
 }
 
-/** How long a snapshot of the host's links answers before it is taken again. */
-const HOST_LINKS_MAX_AGE_MS = 2000;
+/**
+ * How long a snapshot of the host's links answers before it is taken again.
+ * A stale answer cannot do harm: the peer found must point back at the
+ * container's interface, or a fresh snapshot is taken.
+ */
+const HOST_LINKS_MAX_AGE_MS = 30_000;
 
 /**
  * The host's links, from one `ip -d link show`, shared by every discovery

@@ -101,11 +101,16 @@ export class Daemon {
   private readonly profiler = new CpuProfiler(process.env.BASTION_CPU_PROFILE);
 
   async start(): Promise<void> {
+    const t0 = performance.now();
+    const phases: Record<string, number> = {};
+    const phase = (name: string) => (phases[name] = Math.round(performance.now() - t0));
     const first = await this.loadAll();
+    phase('configMs');
     const node = this.node;
     // Discover every listed container before touching anything: an unknown
     // netns rejects the whole config.
     const found = await this.discoverAll(first.containers);
+    phase('discoveredMs');
 
     const kept = this.runtime.load();
     if (kept.errors.length) this.log.error({ errors: kept.errors }, 'saved runtime policies not used');
@@ -121,7 +126,9 @@ export class Daemon {
     this.manager = new Manager({ datapath, node, log: this.log });
     await this.manager.setHostAddresses(await node.hostAddresses());
     await this.manager.setPolicy(this.withRuntime(first.policy));
+    phase('loadedMs');
     await this.manager.upsertEndpoints(first.containers.map((spec) => ({ spec, known: found.get(spec.key)! })));
+    phase('enforcedMs');
     this.current = first;
 
     datapath.onEvent((ev) => {
@@ -176,6 +183,8 @@ export class Daemon {
         endpoints: this.manager.endpoints.size,
         rules: first.policy.rules.length,
         entries: this.manager.entryCounts(),
+        startup: phases,
+        rssMb: Math.round(process.memoryUsage().rss / 1e6),
       },
       'ready',
     );
