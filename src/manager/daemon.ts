@@ -4,7 +4,7 @@
  * and turns datapath events into JSON log lines. When it stops, for whatever
  * reason, enforcement stays: the programs stay attached and the maps pinned.
  */
-import { watch, writeFileSync, mkdirSync, unlinkSync, type FSWatcher } from 'node:fs';
+import { watch, writeFileSync, mkdirSync, rmSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
@@ -393,12 +393,7 @@ export class Daemon {
     // Close the ring buffer reader and the map fds: the pins and the tc
     // filters keep enforcing without us.
     this.manager?.datapath.close();
-    try {
-      unlinkSync(socketPathFor(this.o.pinPath));
-      unlinkSync(pidFileFor(this.o.pinPath));
-    } catch {
-      // already gone
-    }
+    for (const f of [socketPathFor(this.o.pinPath), pidFileFor(this.o.pinPath)]) rmSync(f, { force: true });
     await this.profiler.stop();
     this.log.info({}, 'stopped; enforcement stays in place');
     this.logDest.flushSync();

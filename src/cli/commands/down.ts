@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
-import { pidFileFor, policiesFileFor } from '../../api/paths.js';
+import { pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
 import { tearDown } from '../../agent/cleanup.js';
 import { parseOutputFormat, printData } from '../output.js';
 
@@ -10,6 +10,14 @@ async function stopDaemon(pinPath: string): Promise<number | undefined> {
   if (!existsSync(file)) return undefined;
   const pid = Number(readFileSync(file, 'utf8').trim());
   if (!(pid > 0)) return undefined;
+  // A stale pid file may name a process that is not ours any more.
+  let cmdline = '';
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  if (!/\bbastion\b|cli\/main\.js/.test(cmdline) || !cmdline.includes('run')) return undefined;
   try {
     process.kill(pid, 'SIGTERM');
   } catch {
@@ -41,7 +49,8 @@ export function registerDown(program: Command): void {
       // Runtime policies (bastion policy add) go with the rest.
       const policiesFile = policiesFileFor(opts.pinPath);
       const runtimePoliciesRemoved = existsSync(policiesFile);
-      rmSync(policiesFile, { force: true });
+      // and whatever a daemon killed without a chance to clean up left behind
+      for (const f of [policiesFile, pidFileFor(opts.pinPath), socketPathFor(opts.pinPath)]) rmSync(f, { force: true });
       printData({ daemonStopped: stopped ?? null, ...r, runtimePoliciesRemoved }, format, () =>
         (stopped ? `stopped daemon (pid ${stopped})\n` : '') +
         (runtimePoliciesRemoved ? `forgot the runtime policies (${policiesFile})\n` : '') +
