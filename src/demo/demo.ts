@@ -5,7 +5,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
@@ -260,4 +260,6 @@ export async function demoDown(say: Say): Promise<void> {
   } catch {
     // no Docker engine: nothing to remove there
   }
+  // the demo's config and pid files
+  rmSync(dirname(DEMO.config), { recursive: true, force: true });
 }
