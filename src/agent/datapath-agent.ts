@@ -41,7 +41,6 @@ export class DatapathAgent implements DatapathPort {
     private readonly objects: BpfObject[],
     private readonly fds: { fromContainer: number; toContainer: number },
     readonly maps: BastionMaps,
-    private readonly log?: Logger,
   ) {}
 
   private map(name: string): BpfMap {
@@ -168,5 +167,5 @@ export async function openDatapath(pinPath: string, log?: Logger): Promise<Datap
   const to = loadObject(join(BPF_DIR, 'to_container.o'), { pinRoot: root });
   const maps = openBastionMaps(root);
   log?.debug({ pinPath: root }, 'datapath loaded');
-  return new DatapathAgent(root, [from, to], { fromContainer: from.program('from_container'), toContainer: to.program('to_container') }, maps, log);
+  return new DatapathAgent(root, [from, to], { fromContainer: from.program('from_container'), toContainer: to.program('to_container') }, maps);
 }

@@ -119,7 +119,7 @@ export class Daemon {
     if (clash.length) {
       this.log.warn({ policies: clash }, 'the config file now defines policies of these names: the file wins, the runtime ones are dropped');
       this.runtime.delete(clash);
-      this.runtime.save();
+      this.saveRuntime();
     }
 
     const datapath = await openDatapath(this.o.pinPath, this.log);

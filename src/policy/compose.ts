@@ -256,16 +256,21 @@ function parseProtocol(s: string | undefined): ComposeProtocol | undefined {
  * [HOST_IP:][HOST_PORT[-RANGE]:]CONTAINER_PORT[-RANGE][/PROTOCOL], HOST_IP
  * may be an IPv6 address in brackets.
  */
-export function parseShortPort(spec: string): ComposePort | string {
-  let s = spec.trim();
-  let protocol: ComposeProtocol = 'tcp';
+/** "PORTS[/PROTOCOL]" → the ports part and the protocol (tcp when none), or why not. */
+function splitProtocol(spec: string): { s: string; protocol: ComposeProtocol } | string {
+  const s = spec.trim();
   const slash = s.lastIndexOf('/');
-  if (slash >= 0) {
-    const p = parseProtocol(s.slice(slash + 1));
-    if (!p) return `unknown protocol "${s.slice(slash + 1)}" (use tcp, udp or sctp)`;
-    protocol = p;
-    s = s.slice(0, slash);
-  }
+  if (slash < 0) return { s, protocol: 'tcp' };
+  const protocol = parseProtocol(s.slice(slash + 1));
+  if (!protocol) return `unknown protocol "${s.slice(slash + 1)}" (use tcp, udp or sctp)`;
+  return { s: s.slice(0, slash), protocol };
+}
+
+export function parseShortPort(spec: string): ComposePort | string {
+  const split = splitProtocol(spec);
+  if (typeof split === 'string') return split;
+  let { s } = split;
+  const { protocol } = split;
   if (s.startsWith('[')) {
     const close = s.indexOf(']:');
     if (close < 0) return 'an IPv6 host address must be followed by ":" and a port';
@@ -284,15 +289,9 @@ export function parseShortPort(spec: string): ComposePort | string {
 }
 
 function parseExpose(spec: string): ComposePort | string {
-  let s = spec.trim();
-  let protocol: ComposeProtocol = 'tcp';
-  const slash = s.lastIndexOf('/');
-  if (slash >= 0) {
-    const p = parseProtocol(s.slice(slash + 1));
-    if (!p) return `unknown protocol "${s.slice(slash + 1)}" (use tcp, udp or sctp)`;
-    protocol = p;
-    s = s.slice(0, slash);
-  }
+  const split = splitProtocol(spec);
+  if (typeof split === 'string') return split;
+  const { s, protocol } = split;
   const range = parseRange(s);
   if (!range) return `invalid port "${s}" (a port 1-65535 or a range such as 9000-9010)`;
   return { protocol, ...range };

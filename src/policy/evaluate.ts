@@ -259,12 +259,6 @@ export function datapathView(
   };
 }
 
-interface LpmNode<V> {
-  prefixlen: number;
-  data: Buffer;
-  val: V;
-}
-
 /**
  * A longest-prefix-match table with the kernel's semantics
  * (BPF_MAP_TYPE_LPM_TRIE): the key is a prefix length and data bytes

@@ -18,6 +18,7 @@ import type { Matrix } from '../../src/policy/k8s/matrix.js';
 import { NAMESPACES, POD_NAMES, modelObjects, type ModelOptions } from '../fixtures/k8s/e2e-model.js';
 import { buildCluster, type Cluster, type K8sProtocol } from '../../src/policy/k8s/objects.js';
 import { nsRun, tcpConnect, type Ns } from './probes.js';
+import { ipToInt } from './netns.js';
 
 /** The test's address of pod `ns/pod` in the /24 `base` ('10.123.45'). */
 export function remappedPodIp(base: string, ns: string, pod: string): string {
@@ -27,14 +28,6 @@ export function remappedPodIp(base: string, ns: string, pod: string): string {
   return `${base}.${16 * k + 2 + j}`;
 }
 
-function ipToInt(ip: string): number {
-  const p = ip.split('.').map(Number);
-  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${ip}`);
-  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
-}
-function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
 
 /** The image of one model CIDR in the test's /24. */
 export function remapCidr(base: string, cidr: string): string {

@@ -172,7 +172,8 @@ export function uniquePrefix(): string {
   return `bt${randomBytes(2).toString('hex')}`;
 }
 
-function ipToInt(ip: string): number {
+/** Dotted IPv4 to its 32-bit number (unsigned). */
+export function ipToInt(ip: string): number {
   const p = ip.split('.').map(Number);
   if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${ip}`);
   return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;

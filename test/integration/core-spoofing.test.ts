@@ -97,7 +97,7 @@ describe('core: spoofing and ARP poisoning (web→api 8080/tcp allowed)', () => 
 
   it("frames forging web's IP, web's MAC, or both never reach api; web's genuine frame does", { timeout: 60_000 }, async () => {
     const daemon = lab.requireDaemon();
-    const { web, api, attacker } = lab;
+    const { api, attacker } = lab;
     // The attacker knows api's MAC without asking ARP (Bastion would not answer it).
     await pinNeighbour(attacker.netns, 'eth0', api.ip, api.mac);
     const from = daemon.mark();
