@@ -375,7 +375,7 @@ export class Daemon {
     return this.o.configPath;
   }
   get mode(): string {
-    return this.manager.policy.mode;
+    return this.manager.mode;
   }
 
   async stop(): Promise<void> {

@@ -62,19 +62,19 @@ export class IdentityAllocator {
 /** Small stable numbers for rule ids ("web-to-api"), reported by flow events. */
 export class RuleNumbers {
   private readonly byId = new Map<string, number>();
-  private readonly byNumber = new Map<number, string>();
+  /** ids by number - 1 (numbers are dense from 1) */
+  private readonly byNumber: string[] = [];
 
   number(ruleId: string): number {
     let n = this.byId.get(ruleId);
     if (n === undefined) {
-      n = this.byId.size + 1;
+      n = this.byNumber.push(ruleId);
       this.byId.set(ruleId, n);
-      this.byNumber.set(n, ruleId);
     }
     return n;
   }
 
   name(n: number): string | undefined {
-    return this.byNumber.get(n);
+    return this.byNumber[n - 1];
   }
 }

@@ -38,7 +38,8 @@ export class Manager {
   readonly ids: IdentityAllocator;
   readonly datapath: DatapathPort;
   readonly rules = new RuleNumbers();
-  policy: PolicySet = { mode: 'enforce', rules: [] };
+  /** the policy's mode; its rules live in the compiler (rules() lists them) */
+  mode: PolicySet['mode'] = 'enforce';
   hostAddrs: string[] = [];
   generation = 0;
   lastApply?: ApplyStats;
@@ -90,8 +91,8 @@ export class Manager {
   /** Replace the whole policy (a config file reload). */
   setPolicy(next: PolicySet): Promise<ApplyStats> {
     return this.serial(async () => {
-      const modeChanged = next.mode !== this.policy.mode;
-      this.policy = next;
+      const modeChanged = next.mode !== this.mode;
+      this.mode = next.mode;
       const touched = this.compiler.setRules(next.rules);
       if (modeChanged) for (const k of this.endpoints.keys()) touched.add(k);
       return this.commit(touched, true);
@@ -107,13 +108,8 @@ export class Manager {
    */
   changeRules(add: Rule[], remove: Rule[]): Promise<ApplyStats> {
     return this.serial(async () => {
+      // nothing here may cost in proportion to all rules (no copy of the rule list)
       const touched = this.compiler.changeRules(add, remove);
-      let rules = this.policy.rules;
-      if (remove.length) {
-        const gone = new Set(remove);
-        rules = rules.filter((r) => !gone.has(r));
-      }
-      this.policy = { mode: this.policy.mode, rules: add.length ? rules.concat(add) : rules };
       return this.commit(touched, true);
     });
   }
@@ -265,7 +261,7 @@ export class Manager {
   private commit(keys: Set<string>, global: boolean): ApplyStats {
     const t0 = performance.now();
     const ops: MapOp[] = [];
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.policy.mode };
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode };
     if (global) ops.push(...this.slices.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx)));
     for (const key of keys) {
       const ep = this.endpoints.get(key);
@@ -309,6 +305,11 @@ export class Manager {
       this.adoptable.clear();
       return { entries, stacks };
     });
+  }
+
+  /** Every rule in force, in order (status; costs the number of rules). */
+  ruleList(): Rule[] {
+    return this.compiler.rules();
   }
 
   entryCounts(): Record<string, number> {

@@ -75,6 +75,10 @@ export class SliceCompiler {
     return touched;
   }
 
+  rules(): Rule[] {
+    return this.ctx.rules();
+  }
+
   setHostAddrs(addrs: string[]): void {
     this.ctx.setHostAddrs(addrs);
   }

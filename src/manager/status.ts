@@ -98,7 +98,7 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
         interface: ep.interface,
         hostInterface: ep.hostIfname,
         hostIfindex: ep.hostIfindex,
-        mode: ep.mode ?? m.policy.mode,
+        mode: ep.mode ?? m.mode,
         labels: ep.labels,
         stack: dp.stackState(ep.hostIfindex),
         counters: {
@@ -125,7 +125,7 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
       pid: process.pid,
       pinPath: d.o.pinPath,
       configPath: d.configPath,
-      mode: m.policy.mode,
+      mode: m.mode,
       startedAt: startedAt.toISOString(),
       generation: m.generation,
       lastApplyMs: m.lastApply ? +m.lastApply.ms.toFixed(3) : undefined,
@@ -133,7 +133,7 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
     },
     endpoints,
     unprotected: [...m.unprotected.values()].map((u) => ({ name: u.name, key: u.key, reason: u.reason })),
-    rules: ruleRows(m.policy.rules),
+    rules: ruleRows(m.ruleList()),
     entries: m.entryCounts(),
     counters,
   };

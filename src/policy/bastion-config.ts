@@ -29,7 +29,7 @@ import { z } from 'zod';
 import type { LabelSelector, LabelSelectorRequirement, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
 import { BUILTIN_LABELS } from './model.js';
 import { closest, formatConfigError, type ConfigError } from './errors.js';
-import { LabelIndex, fieldPath, formatSelector, validateLabels, validateSelector } from './selector.js';
+import { LabelIndex, canonicalSelector, fieldPath, formatSelector, validateLabels, validateSelector } from './selector.js';
 import { parsePortSpec } from './ports.js';
 import { cidrCovers, formatCidr, isIpv6Text, parseCidr4, parseIpv4 } from './compile.js';
 
@@ -616,6 +616,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   const policies: PolicyConfig[] = [];
   const seenPolicies = new Map<string, number>();
   const schema = policySchema(new Set(seenNames.keys()));
+  const interned = new Interner();
   rawPolicies.forEach((item, i) => {
     const base: Seg[] = ['policies', i];
     if (!isPlainObject(item)) {
@@ -652,7 +653,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
         }
       }
     }
-    policies.push({ name: p.name, from: p.from, to: p.to, ...(p.ports !== undefined ? { ports: p.ports } : {}) });
+    policies.push({ name: p.name, from: interned.end(p.from), to: interned.end(p.to), ...(p.ports !== undefined ? { ports: interned.ports(p.ports) } : {}) });
   });
 
   if (c.errors.length > 0) return { ok: false, errors: c.errors };
@@ -660,6 +661,35 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
     ok: true,
     config: { mode, ...(rawContainers !== undefined ? { containers } : {}), policies },
   };
+}
+
+/**
+ * One object for each distinct policy end and port list of a config. At
+ * 5,000 containers with 10 dependencies each, a config names every selector
+ * about 20 times and the same few port lists over and over; sharing them
+ * keeps the daemon's copy of 50,000 policies (and the rules and compiler
+ * state built from them, which key caches by these objects) small. Nothing
+ * downstream changes a policy once parsed.
+ */
+class Interner {
+  private readonly ends = new Map<string, PolicyEnd>();
+  private readonly portLists = new Map<string, PortRange[]>();
+
+  end(e: PolicyEnd): PolicyEnd {
+    const k = e.kind === 'endpoints' ? `sel:${canonicalSelector(e.selector)}` : e.kind === 'cidr' ? `cidr:${e.cidr}|${(e.except ?? []).join(',')}` : e.kind;
+    const seen = this.ends.get(k);
+    if (seen) return seen;
+    this.ends.set(k, e);
+    return e;
+  }
+
+  ports(p: PortRange[]): PortRange[] {
+    const k = JSON.stringify(p);
+    const seen = this.portLists.get(k);
+    if (seen) return seen;
+    this.portLists.set(k, p);
+    return p;
+  }
 }
 
 /** Reads and parses a config file. The only function here with I/O. */
@@ -681,15 +711,18 @@ export function formatConfigErrors(errors: readonly ConfigError[]): string {
 
 // ======================================================= to the model
 
-function toPeer(e: PolicyEnd): Peer {
-  switch (e.kind) {
-    case 'host':
-      return { kind: 'host' };
-    case 'cidr':
-      return { kind: 'cidr', cidr: e.cidr, ...(e.except?.length ? { except: [...e.except] } : {}) };
-    case 'endpoints':
-      return { kind: 'endpoints', selector: e.selector };
+/**
+ * A policy end as the peer of a rule: the end itself (the two types have the
+ * same shape), in a one-element list shared by every rule with that peer.
+ */
+const peerLists = new WeakMap<PolicyEnd, Peer[]>();
+function peersOf(e: PolicyEnd): Peer[] {
+  let l = peerLists.get(e);
+  if (!l) {
+    const peer: Peer = e.kind === 'cidr' && !e.except?.length ? { kind: 'cidr', cidr: e.cidr } : e;
+    peerLists.set(e, (l = [peer]));
   }
+  return l;
 }
 
 /**
@@ -706,13 +739,14 @@ export function configToPolicySet(config: BastionConfig): PolicySet {
 
 /** The directional rules of one policy (see configToPolicySet). */
 export function policyToRules(p: PolicyConfig): Rule[] {
+  // rules share the policy's selectors, peers and ports: they are never changed
   const rules: Rule[] = [];
-  const ports = p.ports ? p.ports.map((x) => ({ ...x })) : [];
+  const ports = p.ports ?? [];
   if (p.from.kind === 'endpoints') {
-    rules.push({ id: p.name, subject: p.from.selector, direction: 'egress', peers: [toPeer(p.to)], ports });
+    rules.push({ id: p.name, subject: p.from.selector, direction: 'egress', peers: peersOf(p.to), ports });
   }
   if (p.to.kind === 'endpoints') {
-    rules.push({ id: p.name, subject: p.to.selector, direction: 'ingress', peers: [toPeer(p.from)], ports: ports.map((x) => ({ ...x })) });
+    rules.push({ id: p.name, subject: p.to.selector, direction: 'ingress', peers: peersOf(p.from), ports });
   }
   return rules;
 }

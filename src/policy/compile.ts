@@ -280,7 +280,8 @@ type PeerRef =
 
 interface RuleInfo {
   rule: Rule;
-  canon: string;
+  /** place in rule order (flow events and explain report rules in this order) */
+  seq: number;
   number: number;
   dir: number;
   subject: SelState;
@@ -291,12 +292,15 @@ interface RuleInfo {
 
 interface SelState {
   canon: string;
+  /** this selector as a rule's peer, and as a rule's whole peer list (shared by every such rule) */
+  ref: PeerRef;
+  refList: PeerRef[];
   selector: LabelSelector;
   members: Set<string>;
   /** identities of the members, sorted; rebuilt lazily */
   ids: number[] | undefined;
-  asSubject: Set<RuleInfo>;
-  asPeer: Set<RuleInfo>;
+  asSubject: InfoSet;
+  asPeer: InfoSet;
 }
 
 interface CidrPeerState {
@@ -311,7 +315,7 @@ interface CidrPeerState {
   ids: number[] | undefined;
   /** created by the current setRules: prefixIds not computed yet */
   fresh: boolean;
-  asPeer: Set<RuleInfo>;
+  asPeer: InfoSet;
 }
 
 interface Registered {
@@ -320,7 +324,20 @@ interface Registered {
   refs: number;
 }
 
+const HOST_REF: PeerRef = { kind: 'host' };
+const ANY_REF: PeerRef = { kind: 'any' };
+const NONE_REF: PeerRef = { kind: 'none' };
+const NO_NAMED: PortRange[] = [];
+
+/** Port lists are immutable and shared by many rules (a config's are interned): their keys are made once per list. */
+const portKeysCache = new WeakMap<readonly PortRange[], { keys: PortKey[]; named: PortRange[] }>();
 function portKeysOf(ports: readonly PortRange[]): { keys: PortKey[]; named: PortRange[] } {
+  let r = portKeysCache.get(ports);
+  if (!r) portKeysCache.set(ports, (r = makePortKeys(ports)));
+  return r;
+}
+
+function makePortKeys(ports: readonly PortRange[]): { keys: PortKey[]; named: PortRange[] } {
   if (ports.length === 0) return { keys: [portKey(PROTO_ANY, 0, POLICY_PREFIX_ANY_PROTO)], named: [] };
   const keys: PortKey[] = [];
   const named: PortRange[] = [];
@@ -348,7 +365,7 @@ function portKeysOf(ports: readonly PortRange[]): { keys: PortKey[]; named: Port
         break; // unknown protocol: allows nothing
     }
   }
-  return { keys, named };
+  return { keys, named: named.length ? named : NO_NAMED };
 }
 
 /** A named port resolved on a destination: [proto, port] or undefined. */
@@ -417,18 +434,17 @@ export class CompileContext {
   private readonly sels = new Map<string, SelState>();
   /** the selector states, by a positive constraint (which may match a label set) */
   private readonly selIndex = new SelectorIndex<SelState>();
-  /** rule infos by canonical form (a multiset: equal rules may repeat) */
-  private readonly byCanon = new Map<string, RuleInfo[]>();
+  /** every rule (a multiset: equal rules may repeat), by id and direction */
+  private readonly bag = new RuleBag();
+  private lastSeq = 0;
   /** endpoint → selector states it is a member of */
   private readonly memberOf = new Map<string, Set<SelState>>();
   private readonly cidrPeers = new Map<string, CidrPeerState>();
   private readonly registered = new Map<string, Registered>();
-  private infos: RuleInfo[] = [];
   /** egress rules with a named port and an 'any' peer: they resolve on every endpoint */
   private readonly anyNamed = new Set<RuleInfo>();
   /** bumped whenever the set of registered prefixes changes */
   private registryVersion = 0;
-  private readonly infoCache = new WeakMap<Rule, RuleInfo>();
   private hosts: string[] = [];
   private readonly world: Registered = { cidr: { base: 0, prefixLen: 0, addr: '0.0.0.0' }, id: ID_WORLD, refs: 1 };
 
@@ -449,13 +465,13 @@ export class CompileContext {
     return this.eps.values();
   }
   rules(): Rule[] {
-    return this.infos.map((i) => i.rule);
+    return this.bag.all().map((i) => i.rule);
   }
   hostAddrs(): readonly string[] {
     return this.hosts;
   }
   ruleNumberOf(rule: Rule): number {
-    return this.infoCache.get(rule)?.number ?? this.ruleNumberFn(rule.id);
+    return this.ruleNumberFn(rule.id);
   }
 
   /** Registered prefixes (canonical text → identity), 0.0.0.0/0 included. */
@@ -468,7 +484,7 @@ export class CompileContext {
   /** The rules whose subject selects this endpoint, in rule order. */
   rulesFor(ep: CompileEndpoint): Rule[] {
     const set = new Set(this.infosFor(ep));
-    return this.infos.filter((i) => set.has(i)).map((i) => i.rule);
+    return this.bag.all().filter((i) => set.has(i)).map((i) => i.rule);
   }
 
   /** Keys of the managed endpoints a selector matches. */
@@ -511,16 +527,14 @@ export class CompileContext {
    * nothing.
    */
   setRules(rules: readonly Rule[]): Set<string> {
-    const pool = new Map<string, RuleInfo[]>();
-    for (const [c, l] of this.byCanon) pool.set(c, [...l]);
+    // what is in force now, to take equal rules from (and what is left over goes)
+    const pool = this.bag.copy();
     const next: RuleInfo[] = [];
     const added: Rule[] = [];
     const addedAt: number[] = [];
     for (const r of rules) {
-      const canon = this.canonOf(r);
-      const reused = pool.get(canon)?.pop();
+      const reused = pool.take(r);
       if (reused) {
-        if (reused.rule !== r) this.infoCache.set(r, reused);
         next.push(reused);
       } else {
         addedAt.push(next.length);
@@ -528,56 +542,45 @@ export class CompileContext {
         added.push(r);
       }
     }
-    const removed: RuleInfo[] = [];
-    for (const l of pool.values()) removed.push(...l);
-    return this.change(added, removed, (infos) => {
+    return this.change(added, pool.all(), (infos) => {
       addedAt.forEach((at, i) => (next[at] = infos[i]!));
-      return next;
+      next.forEach((info, i) => (info.seq = i));
+      this.lastSeq = next.length;
     });
   }
 
   /** Appends rules (cost in proportion to them, not to the rule list). */
   addRules(rules: readonly Rule[]): Set<string> {
-    return this.change([...rules], [], (infos) => [...this.infos, ...infos]);
+    return this.change([...rules], [], () => undefined);
   }
 
   /** Removes rules equal to these (one occurrence each; cost in proportion to them). */
   removeRules(rules: readonly Rule[]): Set<string> {
     const removed: RuleInfo[] = [];
-    const taken = new Set<RuleInfo>();
     for (const r of rules) {
-      const info = this.byCanon.get(this.canonOf(r))?.find((i) => !taken.has(i));
-      if (info) {
-        taken.add(info);
-        removed.push(info);
-      }
+      // each match leaves the bag at once, so two equal rules remove two
+      const info = this.bag.take(r);
+      if (info) removed.push(info);
     }
-    return this.change([], removed, () => this.infos.filter((i) => !taken.has(i)));
-  }
-
-  private canonOf(r: Rule): string {
-    return this.infoCache.get(r)?.canon ?? canonicalRule(r);
+    return this.change([], removed, () => undefined);
   }
 
   /** Links added rules, unlinks removed ones, installs the new list; returns the affected endpoints. */
-  private change(added: Rule[], removed: RuleInfo[], list: (addedInfos: RuleInfo[]) => RuleInfo[]): Set<string> {
+  private change(added: Rule[], removed: RuleInfo[], install: (addedInfos: RuleInfo[]) => void): Set<string> {
     const affected = new Set<string>();
     const versionBefore = this.registryVersion;
-    const infos = added.map((r) => this.buildInfo(r, this.canonOf(r)));
+    const infos = added.map((r) => this.buildInfo(r));
     for (const info of infos) {
-      const l = this.byCanon.get(info.canon);
-      if (l) l.push(info);
-      else this.byCanon.set(info.canon, [info]);
+      info.seq = ++this.lastSeq;
+      this.bag.add(info);
       for (const m of info.subject.members) affected.add(m);
     }
     for (const info of removed) {
-      const l = this.byCanon.get(info.canon)!;
-      l.splice(l.indexOf(info), 1);
-      if (l.length === 0) this.byCanon.delete(info.canon);
+      this.bag.remove(info);
       for (const m of info.subject.members) affected.add(m);
       this.unlink(info);
     }
-    this.infos = list(infos);
+    install(infos);
     const registryChanged = this.registryVersion !== versionBefore;
     for (const cp of this.cidrPeers.values()) {
       if (!registryChanged && !cp.fresh) continue;
@@ -645,7 +648,7 @@ export class CompileContext {
     const known = this.eps.get(ep.key);
     let subjects: Iterable<SelState>;
     if (known && sameLabels(known.labels, ep.labels)) subjects = this.memberOf.get(ep.key) ?? [];
-    else subjects = [...this.sels.values()].filter((s) => s.asSubject.size > 0 && matches(s.selector, ep.labels));
+    else subjects = [...this.sels.values()].filter((s) => infoCount(s.asSubject) > 0 && matches(s.selector, ep.labels));
     const out: RuleInfo[] = [];
     for (const s of subjects) for (const ri of s.asSubject) out.push(ri);
     return out;
@@ -774,11 +777,11 @@ export class CompileContext {
 
   // ------------------------------------------------------------ internals
 
-  private buildInfo(r: Rule, canon: string): RuleInfo {
+  private buildInfo(r: Rule): RuleInfo {
     const { keys, named } = portKeysOf(r.ports);
     const info: RuleInfo = {
       rule: r,
-      canon,
+      seq: 0,
       number: this.ruleNumberFn(r.id),
       dir: r.direction === 'ingress' ? DIR_INGRESS : DIR_EGRESS,
       subject: undefined as unknown as SelState,
@@ -787,10 +790,10 @@ export class CompileContext {
       named,
     };
     info.subject = this.selState(r.subject);
-    info.subject.asSubject.add(info);
-    for (const p of r.peers) info.peers.push(this.peerRef(p, info));
+    info.subject.asSubject = infoAdd(info.subject.asSubject, info);
+    const peers = r.peers.map((p) => this.peerRef(p, info));
+    info.peers = peers.length === 1 && peers[0]!.kind === 'sel' ? peers[0]!.sel.refList : peers;
     if (info.dir === DIR_EGRESS && named.length > 0 && info.peers.some((p) => p.kind === 'any')) this.anyNamed.add(info);
-    this.infoCache.set(r, info);
     return info;
   }
 
@@ -798,20 +801,20 @@ export class CompileContext {
     switch (p.kind) {
       case 'endpoints': {
         const sel = this.selState(p.selector);
-        sel.asPeer.add(info);
-        return { kind: 'sel', sel };
+        sel.asPeer = infoAdd(sel.asPeer, info);
+        return sel.ref;
       }
       case 'host':
-        return { kind: 'host' };
+        return HOST_REF;
       case 'any':
-        return { kind: 'any' };
+        return ANY_REF;
       case 'cidr': {
         const parsed = readCidrPeer(p);
-        if (!parsed) return { kind: 'none' };
+        if (!parsed) return NONE_REF;
         const canon = `${formatCidr(parsed.cidr)}|${parsed.except.map(formatCidr).sort().join(',')}`;
         let cp = this.cidrPeers.get(canon);
         if (!cp) {
-          cp = { canon, cidr: parsed.cidr, except: parsed.except, members: new Set(), prefixIds: [], ids: undefined, fresh: true, asPeer: new Set() };
+          cp = { canon, cidr: parsed.cidr, except: parsed.except, members: new Set(), prefixIds: [], ids: undefined, fresh: true, asPeer: [] };
           for (const e of this.eps.values()) {
             const ip = parseIpv4(e.ipv4);
             if (ip !== undefined && inPeer(cp, ip)) cp.members.add(e.key);
@@ -820,11 +823,11 @@ export class CompileContext {
         }
         this.register(parsed.cidr);
         for (const e of parsed.except) this.register(e);
-        cp.asPeer.add(info);
+        cp.asPeer = infoAdd(cp.asPeer, info);
         return { kind: 'cidr', peer: cp };
       }
       default:
-        return { kind: 'none' };
+        return NONE_REF;
     }
   }
 
@@ -863,7 +866,10 @@ export class CompileContext {
     const canon = canonSel(selector);
     let s = this.sels.get(canon);
     if (!s) {
-      s = { canon, selector, members: new Set(this.index.select(selector)), ids: undefined, asSubject: new Set(), asPeer: new Set() };
+      const state: SelState = { canon, ref: NONE_REF, refList: [], selector, members: new Set(this.index.select(selector)), ids: undefined, asSubject: [], asPeer: [] };
+      state.ref = { kind: 'sel', sel: state };
+      state.refList = [state.ref];
+      s = state;
       this.sels.set(canon, s);
       this.selIndex.add(selector, s);
       for (const m of s.members) this.memberOf.get(m)!.add(s);
@@ -873,23 +879,23 @@ export class CompileContext {
 
   private unlink(info: RuleInfo): void {
     this.anyNamed.delete(info);
-    info.subject.asSubject.delete(info);
+    infoDelete(info.subject.asSubject, info);
     this.maybeDropSel(info.subject);
     for (const p of info.peers) {
       if (p.kind === 'sel') {
-        p.sel.asPeer.delete(info);
+        infoDelete(p.sel.asPeer, info);
         this.maybeDropSel(p.sel);
       } else if (p.kind === 'cidr') {
-        p.peer.asPeer.delete(info);
+        infoDelete(p.peer.asPeer, info);
         this.unregister(p.peer.cidr);
         for (const e of p.peer.except) this.unregister(e);
-        if (p.peer.asPeer.size === 0) this.cidrPeers.delete(p.peer.canon);
+        if (infoCount(p.peer.asPeer) === 0) this.cidrPeers.delete(p.peer.canon);
       }
     }
   }
 
   private maybeDropSel(s: SelState): void {
-    if (s.asSubject.size > 0 || s.asPeer.size > 0) return;
+    if (infoCount(s.asSubject) > 0 || infoCount(s.asPeer) > 0) return;
     this.sels.delete(s.canon);
     this.selIndex.delete(s.selector, s);
     for (const m of s.members) this.memberOf.get(m)?.delete(s);
@@ -946,6 +952,112 @@ export class CompileContext {
     }
     this.setRules(rules);
   }
+}
+
+/**
+ * The rules a selector is the subject or a peer of. A selector usually has
+ * a few (about 20 at 5,000 containers with 10 dependencies each): a plain
+ * list then, a third of the memory of a Set; past SMALL_INFOS a Set, so
+ * removing many rules of one selector never costs the square of their number.
+ */
+type InfoSet = RuleInfo[] | Set<RuleInfo>;
+const SMALL_INFOS = 32;
+
+function infoAdd(s: InfoSet, info: RuleInfo): InfoSet {
+  if (!Array.isArray(s)) return s.add(info);
+  if (s.includes(info)) return s;
+  if (s.length < SMALL_INFOS) {
+    s.push(info);
+    return s;
+  }
+  return new Set(s).add(info);
+}
+
+function infoDelete(s: InfoSet, info: RuleInfo): void {
+  if (!Array.isArray(s)) {
+    s.delete(info);
+    return;
+  }
+  const i = s.indexOf(info);
+  if (i < 0) return;
+  s[i] = s[s.length - 1]!;
+  s.pop();
+}
+
+function infoCount(s: InfoSet): number {
+  return Array.isArray(s) ? s.length : s.size;
+}
+
+/**
+ * Rule infos by id and direction, a multiset (equal rules may repeat). Two
+ * rules are the same when they are the same object or have the same
+ * canonical form; the canonical form is computed only to compare rules of
+ * the same id and direction (a reload), never kept: at 100,000 rules the
+ * strings alone took 10 MB.
+ */
+class RuleBag {
+  private readonly byDir = [new Map<string, RuleInfo | RuleInfo[]>(), new Map<string, RuleInfo | RuleInfo[]>()];
+
+  private mapOf(r: Rule): Map<string, RuleInfo | RuleInfo[]> {
+    return this.byDir[r.direction === 'ingress' ? 1 : 0]!;
+  }
+
+  add(info: RuleInfo): void {
+    const m = this.mapOf(info.rule);
+    const cur = m.get(info.rule.id);
+    if (cur === undefined) m.set(info.rule.id, info);
+    else if (Array.isArray(cur)) cur.push(info);
+    else m.set(info.rule.id, [cur, info]);
+  }
+
+  remove(info: RuleInfo): void {
+    const m = this.mapOf(info.rule);
+    const cur = m.get(info.rule.id);
+    if (cur === info) m.delete(info.rule.id);
+    else if (Array.isArray(cur)) {
+      const i = cur.indexOf(info);
+      if (i >= 0) cur.splice(i, 1);
+      if (cur.length === 1) m.set(info.rule.id, cur[0]!);
+    }
+  }
+
+  /** Takes out (and returns) the last-added info of a rule equal to r, if any. */
+  take(r: Rule): RuleInfo | undefined {
+    const cur = this.mapOf(r).get(r.id);
+    if (cur === undefined) return undefined;
+    const list = Array.isArray(cur) ? cur : [cur];
+    let canon: string | undefined;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const info = list[i]!;
+      if (info.rule === r || sameRule(info.rule, r, (canon ??= canonicalRule(r)))) {
+        this.remove(info);
+        return info;
+      }
+    }
+    return undefined;
+  }
+
+  copy(): RuleBag {
+    const b = new RuleBag();
+    this.byDir.forEach((m, d) => {
+      for (const [k, v] of m) b.byDir[d]!.set(k, Array.isArray(v) ? [...v] : v);
+    });
+    return b;
+  }
+
+  /** every info, in rule order */
+  all(): RuleInfo[] {
+    const out: RuleInfo[] = [];
+    for (const m of this.byDir) for (const v of m.values()) Array.isArray(v) ? out.push(...v) : out.push(v);
+    return out.sort((a, b) => a.seq - b.seq);
+  }
+}
+
+/** Same id and direction assumed; `canonB` is canonicalRule(b). */
+function sameRule(a: Rule, b: Rule, canonB: string): boolean {
+  // interned parts (one config's selectors, peer lists and ports) compare by reference
+  if (a.subject === b.subject && a.peers === b.peers && a.ports === b.ports) return true;
+  return canonicalRule(a) === canonB;
 }
 
 function inPeer(cp: { cidr: Cidr4; except: Cidr4[] }, ip: number): boolean {

@@ -1,0 +1,132 @@
+/**
+ * Where the daemon's memory and update time go at scale, without the kernel:
+ * the benchmark's own config for N containers (bench/lib/bastion.ts), loaded
+ * and compiled by the real config loader and manager, with a datapath that
+ * only counts writes and a node that makes up addresses. It prints the V8
+ * heap (after a full GC) and RSS at each stage of start-up, then times
+ * runtime-policy additions the way `POST /v1/policies` applies them.
+ *
+ *   node --expose-gc dist/bench/tools/daemon-heap.js [N=5000] [updates=50]
+ *
+ * The benchmark suite measures the real daemon; this is for finding out why.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import inspector from 'node:inspector';
+import v8 from 'node:v8';
+import pino from 'pino';
+import { renderConfig } from '../lib/bastion.js';
+import { fillerDeps, pairDeps, probeDep } from '../lib/deps.js';
+import type { Entry } from '../lib/topology.js';
+import { loadConfigSource } from '../../src/manager/config-source.js';
+import { Manager } from '../../src/manager/manager.js';
+import type { DatapathPort, Discovered, NodePort } from '../../src/manager/ports.js';
+import { RuntimePolicies, parsePoliciesDocument } from '../../src/manager/runtime-policies.js';
+import { percentile } from '../lib/stats.js';
+
+const n = Number(process.argv[2] ?? 5000);
+const updates = Number(process.argv[3] ?? 50);
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) throw new Error('run with node --expose-gc');
+
+function mem(stage: string, t0?: number): void {
+  gc!();
+  gc!();
+  const m = process.memoryUsage();
+  const mb = (b: number) => (b / 1048576).toFixed(1).padStart(7);
+  const ms = t0 === undefined ? '' : `${(performance.now() - t0).toFixed(0).padStart(6)} ms`;
+  console.log(`${stage.padEnd(34)} heapUsed ${mb(m.heapUsed)} MB  rss ${mb(m.rss)} MB  external ${mb(m.external + m.arrayBuffers)} MB ${ms}`);
+}
+
+const entries: Entry[] = Array.from({ length: n }, (_, i) => {
+  const name = i === 0 ? 'client' : i === 1 ? 'server' : `c${i}`;
+  return { index: i, name, netns: `ns-${i}`, ifname: 'eth0', hostIf: `v${i}`, ip: '', prefixLen: 16, bridge: 'br0', labels: { app: name } };
+});
+// under /run (tmpfs), where the daemon keeps its runtime policies
+mkdirSync('/run/bastion', { recursive: true });
+const dir = mkdtempSync('/run/bastion/heap-');
+const cfgPath = join(dir, 'bastion.yaml');
+writeFileSync(cfgPath, renderConfig(entries, pairDeps(), fillerDeps(n)));
+
+let writes = 0;
+const datapath: DatapathPort = {
+  attach() {},
+  detach() {},
+  stackState: () => ({ ok: true }),
+  apply(ops) {
+    writes += ops.length;
+  },
+  prune: () => 0,
+  flushConntrack: () => 0,
+  counters: () => new Map(),
+  endpointStats: () => undefined,
+  existingEndpoints: () => [],
+  existingIpcache: () => [],
+  attachedIfindexes: () => [],
+  loadNextIdentity: () => undefined,
+  saveNextIdentity() {},
+  onEvent() {},
+  close() {},
+};
+const ipOf = (i: number) => `10.9.${(i >> 8) & 255}.${i & 255}`;
+const index = new Map(entries.map((e, i) => [e.netns, i]));
+const node: NodePort = {
+  async discover(spec) {
+    const i = index.get(spec.netns.kind === 'name' ? spec.netns.name : '')!;
+    const hex = (i + 0x100).toString(16).padStart(6, '0');
+    return { ipv4: ipOf(i + 2), prefixLen: 16, mac: `02:00:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4)}`, hostIfindex: 1000 + i, hostIfname: `v${i}`, gwMac: '02:00:00:00:00:01', bridge: 'br0' } satisfies Discovered;
+  },
+  hostAddresses: async () => ['10.9.0.1'],
+};
+
+mem('baseline');
+let t = performance.now();
+const loaded = await loadConfigSource(cfgPath, { containersRequired: true });
+if (!loaded.ok) throw new Error(loaded.errors.join('\n'));
+mem(`config loaded (${loaded.policy.rules.length} rules)`, t);
+t = performance.now();
+const found = new Map<string, Discovered>();
+for (const c of loaded.containers) found.set(c.key, await node.discover(c));
+const manager = new Manager({ datapath, node, log: pino({ level: 'warn' }) });
+await manager.setHostAddresses(['10.9.0.1']);
+await manager.setPolicy(loaded.policy);
+mem('policy set', t);
+t = performance.now();
+await manager.upsertEndpoints(loaded.containers.map((spec) => ({ spec, known: found.get(spec.key)! })));
+mem(`endpoints placed (${writes} writes)`, t);
+found.clear();
+mem('discovery results dropped');
+if (process.env.HEAP_SNAPSHOT) console.log(`heap snapshot: ${v8.writeHeapSnapshot(process.env.HEAP_SNAPSHOT)}`);
+
+// PROFILE_UPDATES=FILE: a CPU profile of the update series alone
+const session = process.env.PROFILE_UPDATES ? new inspector.Session() : undefined;
+const post = (m: string, p?: object) => new Promise<any>((res, rej) => session!.post(m, p ?? {}, (e, r) => (e ? rej(e) : res(r))));
+if (session) {
+  session.connect();
+  await post('Profiler.enable');
+  await post('Profiler.setSamplingInterval', { interval: 100 });
+  await post('Profiler.start');
+}
+const runtime = new RuntimePolicies(join(dir, 'policies.json'));
+const times: number[] = [];
+const ops: number[] = [];
+for (let i = 0; i < updates; i++) {
+  // the benchmark's added dependencies (client -> server, a new port each)
+  const d = i < 100 ? probeDep(i) : { name: `added-${i}`, port: 20000 + i, proto: 'tcp' };
+  const body = JSON.stringify({ policies: [{ name: d.name, from: entries[0]!.labels, to: entries[1]!.labels, ports: [`${d.port}/${d.proto}`] }] });
+  const t1 = performance.now();
+  const parsed = parsePoliciesDocument(body, 'POST /v1/policies');
+  if (!parsed.ok) throw new Error(parsed.errors.join('\n'));
+  const { added, removed } = runtime.set(parsed.policies);
+  const s = await manager.changeRules(added, removed);
+  runtime.save();
+  times.push(performance.now() - t1);
+  ops.push(s.ops);
+}
+console.log(`runtime policy add x${updates}: p50 ${percentile(times, 50).toFixed(2)} ms, p99 ${percentile(times, 99).toFixed(2)} ms, max ${Math.max(...times).toFixed(2)} ms, ops/update ${percentile(ops, 50)}`);
+if (session) {
+  const { profile } = await post('Profiler.stop');
+  writeFileSync(process.env.PROFILE_UPDATES!, JSON.stringify(profile));
+}
+mem('after updates');
+rmSync(dir, { recursive: true, force: true });
