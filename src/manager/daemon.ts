@@ -25,6 +25,7 @@ import { openDatapath } from '../agent/datapath-agent.js';
 import { NodeAgent } from '../agent/node-agent.js';
 import { renderUi } from '../ui/page.js';
 import { CpuProfiler } from './profiler.js';
+import { releaseMemory } from './memory.js';
 
 export interface DaemonOptions {
   configPath?: string;
@@ -175,6 +176,7 @@ export class Daemon {
     this.hostTimer.unref();
 
     await this.profiler.start();
+    const memory = releaseMemory();
     this.log.info(
       {
         pinPath: this.o.pinPath,
@@ -184,7 +186,7 @@ export class Daemon {
         rules: first.policy.rules.length,
         entries: this.manager.entryCounts(),
         startup: phases,
-        rssMb: Math.round(process.memoryUsage().rss / 1e6),
+        memory,
       },
       'ready',
     );
@@ -253,10 +255,10 @@ export class Daemon {
         await this.manager.upsertEndpoints(changed.map((spec) => ({ spec, known: found.get(spec.key)! })));
       }
       this.current = next;
-      this.log.info(
-        { rules: next.policy.rules.length, endpoints: this.manager.endpoints.size, ms: +(performance.now() - t0).toFixed(2) },
-        'config applied',
-      );
+      const ms = +(performance.now() - t0).toFixed(2);
+      // a reload re-reads the whole file: its parse is the garbage of a peak
+      const memory = releaseMemory();
+      this.log.info({ rules: next.policy.rules.length, endpoints: this.manager.endpoints.size, ms, rssMb: memory.rssMb }, 'config applied');
       return { ok: true };
     } catch (err) {
       const errors = err instanceof ConfigRejected ? err.errors : [(err as Error).message];

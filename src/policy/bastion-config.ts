@@ -659,8 +659,25 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   if (c.errors.length > 0) return { ok: false, errors: c.errors };
   return {
     ok: true,
-    config: { mode, ...(rawContainers !== undefined ? { containers } : {}), policies },
+    config: ownStrings({ mode, ...(rawContainers !== undefined ? { containers } : {}), policies }),
   };
+}
+
+/**
+ * V8 makes a substring of 13 characters or more a view into the string it
+ * was cut from, so one policy name such as "frontend-to-backend" kept by the
+ * daemon would keep the whole config text alive (5 MB at 5,000 containers),
+ * for as long as the daemon runs. The parsed config gets copies of its
+ * strings instead (short ones are copies already). Shared objects are walked
+ * once.
+ */
+function ownStrings<T>(v: T, seen = new Set<object>()): T {
+  if (typeof v === 'string') return (v.length >= 13 ? Buffer.from(v, 'utf8').toString('utf8') : v) as T;
+  if (v === null || typeof v !== 'object' || seen.has(v)) return v;
+  seen.add(v);
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) o[k] = ownStrings(o[k], seen);
+  return v;
 }
 
 /**

@@ -6,6 +6,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -353,6 +355,31 @@ describe('config file: fast and full parse paths', () => {
     assert.ok(!bad.ok && bad.errors.some((e) => e.line === 6), JSON.stringify(bad));
     const dup = parseConfigText('mode: enforce\nmode: audit\n', 'd.yaml');
     assert.ok(!dup.ok && /unique|duplicate/i.test(dup.errors[0]!.message), JSON.stringify(dup));
+  });
+});
+
+describe('config file: memory', () => {
+  it('the parsed config keeps no view into the file text (a long policy name would hold all of it)', () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const heap = () => {
+      gc();
+      gc();
+      return process.memoryUsage().heapUsed;
+    };
+    // 8 MB of comment after the document: what must not stay on the heap
+    const padding = `# ${'x'.repeat(1000)}\n`.repeat(8000);
+    let text: string | undefined =
+      'mode: enforce\ncontainers:\n  - { name: frontend-service, netns: n1, labels: { app.kubernetes.io/name: frontend-service } }\n' +
+      'policies:\n  - { name: frontend-to-backend-policy, from: { app.kubernetes.io/name: frontend-service }, to: host, ports: ["8080/tcp"] }\n' +
+      padding;
+    const before = heap();
+    const parsed = parseConfigText(text, 'big.yaml');
+    text = undefined;
+    const after = heap();
+    assert.ok(parsed.ok);
+    assert.equal(parsed.config.policies[0]!.name, 'frontend-to-backend-policy');
+    assert.ok(after - before < 4_000_000, `the heap kept ${((after - before) / 1e6).toFixed(1)} MB after the text was dropped`);
   });
 });
 
