@@ -25,6 +25,8 @@ export interface UpdateStats {
   update_ms_max: number;
   updates: number[];
   update_failures: number;
+  /** CPU busy (%) before the update series */
+  update_background_busy_pct: number;
 }
 
 export interface BackendPoint extends UpdateStats {
@@ -100,6 +102,9 @@ async function measureUpdates(
   deadline = Infinity,
 ): Promise<UpdateStats> {
   const left = () => Math.min(ctx.remainingMs(), deadline - hrMs());
+  // as before every measurement: let the previous one's after-effects pass
+  // (a daemon still logging the last conn/s test's flows, iptables settling)
+  const quiet = await waitQuiet(ctx.opts.quietPct, ctx.opts.quietWaitMs);
   const samples: number[] = [];
   let failures = 0;
   let inARow = 0;
@@ -144,6 +149,7 @@ async function measureUpdates(
     update_ms_max: s.max,
     updates: samples,
     update_failures: failures,
+    update_background_busy_pct: quiet.busyPct,
   };
 }
 

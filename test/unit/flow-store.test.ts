@@ -4,16 +4,21 @@ import fc from 'fast-check';
 import { FlowStore, type FlowRecord } from '../../src/agent/flow-log.js';
 
 function rec(i: number, verdict = i % 3 === 0 ? 'DROPPED' : 'ALLOWED'): FlowRecord {
-  return {
-    time: new Date(1_700_000_000_000 + i).toISOString(),
+  // the shapes describeFlow makes: names known or not, ports only for tcp/udp/sctp, a rule or not
+  const icmp = i % 4 === 1;
+  const r: FlowRecord = {
+    time: new Date(1_700_000_000_000 + i * 7).toISOString(),
     verdict,
-    reason: 'x',
+    reason: i % 2 ? 'policy-denied' : 'x',
     trace: 'from-container',
-    protocol: 'tcp',
-    src: { identity: 256, ip: '10.0.0.2', port: 1000 + (i % 60000) },
-    dst: { identity: 257, ip: '10.0.0.3', port: 80 },
+    protocol: icmp ? 'icmp' : 'tcp',
+    src: { identity: 256 + (i % 7), ...(i % 5 ? { name: i % 5 === 1 ? undefined : `c${i % 9}` } : {}), ip: `10.${i % 256}.0.2`, ...(icmp ? {} : { port: 1000 + (i % 60000) }) },
+    dst: { identity: 257, name: 'server', ip: i % 11 === 3 ? '255.255.255.255' : '10.0.0.3', ...(icmp ? {} : { port: 80 }) },
+    ...(i % 3 ? { endpoint: i % 6 === 1 ? undefined : 'server' } : {}),
     bytes: i,
   };
+  if (i % 4 === 2) r.rule = `rule-${i % 3}`;
+  return r;
 }
 
 describe('FlowStore', () => {
@@ -41,6 +46,14 @@ describe('FlowStore', () => {
     store.on('flow', (r: FlowRecord) => seen.push(r.bytes));
     for (let i = 0; i < 5; i++) store.push(rec(i));
     assert.deepEqual(seen, [0, 1, 2, 3, 4]);
+  });
+
+  it('gives back what a record held, field for field, including an address it could not pack', () => {
+    const store = new FlowStore(4);
+    const odd = { ...rec(3), src: { identity: 9, ip: 'fe80::1' } };
+    store.push(odd);
+    store.push(rec(6));
+    assert.deepEqual(store.recent(10), [odd, rec(6)]);
   });
 
   it('refuses a capacity that is not a positive integer', () => {
