@@ -7,7 +7,8 @@
  *   GET  /v1/flows?limit=N     recent flows; &follow=1 streams NDJSON
  *   POST /v1/reload            re-read the config (same as SIGHUP)
  *   GET  /v1/policies          every policy: the config file's and the runtime ones
- *   POST /v1/policies          add or replace runtime policies (a `policies:` document, YAML or JSON)
+ *   POST /v1/policies          add or replace runtime policies (a `policies:` document, YAML or JSON);
+ *                              ?dryRun=1 validates and reports what would change, changes nothing
  *   DELETE /v1/policies/NAME   delete a runtime policy (several: ?name=a&name=b)
  *   GET  /metrics              Prometheus metrics
  *   GET  /                     the web UI (network map and live flows)
@@ -28,7 +29,7 @@ export interface ApiHandlers {
   reload(): Promise<{ ok: boolean; errors?: string[] }>;
   policies?: {
     list(): unknown;
-    add(text: string, source: string): Promise<ApiResult>;
+    add(text: string, source: string, opts?: { dryRun?: boolean }): Promise<ApiResult>;
     delete(names: string[]): Promise<ApiResult>;
   };
   metrics(): Promise<string>;
@@ -89,7 +90,8 @@ export async function startApiServer(socketPath: string, h: ApiHandlers): Promis
       if (h.policies && url.pathname === '/v1/policies' && req.method === 'GET') return sendJson(res, 200, h.policies.list());
       if (h.policies && url.pathname === '/v1/policies' && req.method === 'POST') {
         const body = await readBody(req);
-        const r = await h.policies.add(body, url.searchParams.get('source') || 'request');
+        const dryRun = ['1', 'true'].includes(url.searchParams.get('dryRun') ?? '');
+        const r = await h.policies.add(body, url.searchParams.get('source') || 'request', { dryRun });
         return sendJson(res, r.code, r.body);
       }
       if (h.policies && req.method === 'DELETE' && (url.pathname === '/v1/policies' || url.pathname.startsWith('/v1/policies/'))) {

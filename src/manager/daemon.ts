@@ -18,6 +18,7 @@ import type { PolicySet } from '../policy/model.js';
 import { loadConfigSource, type LoadedConfig } from './config-source.js';
 import { describeFlow, FlowStore } from '../agent/flow-log.js';
 import { startApiServer } from '../api/server.js';
+import { apiCall } from '../api/client.js';
 import { pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
 import { RuntimePolicies, parsePoliciesDocument, policyRow, type PolicyRow } from './runtime-policies.js';
 import type { ApiResult } from '../api/server.js';
@@ -157,7 +158,7 @@ export class Daemon {
       reload: () => this.reload(),
       policies: {
         list: () => this.listPolicies(),
-        add: (text, source) => this.addPolicies(text, source),
+        add: (text, source, opts) => this.addPolicies(text, source, opts),
         delete: (names) => this.deletePolicies(names),
       },
       metrics: () => metrics.registry.metrics(),
@@ -176,7 +177,7 @@ export class Daemon {
     this.hostTimer.unref();
 
     await this.profiler.start();
-    this.warmUp();
+    await this.warmUp(socket);
     const memory = releaseMemory();
     this.log.info(
       {
@@ -276,8 +277,8 @@ export class Daemon {
     return rows;
   }
 
-  /** Add or replace runtime policies from a policies document; all of it or nothing. */
-  async addPolicies(text: string, source: string): Promise<ApiResult> {
+  /** Add or replace runtime policies from a policies document; all of it or nothing (or, dry run, only check it). */
+  async addPolicies(text: string, source: string, opts: { dryRun?: boolean } = {}): Promise<ApiResult> {
     if (this.closing) return { code: 503, body: { ok: false, errors: ['daemon is stopping'] } };
     const parsed = parsePoliciesDocument(text, source);
     if (!parsed.ok) return { code: 422, body: { ok: false, errors: parsed.errors } };
@@ -294,6 +295,7 @@ export class Daemon {
     }
     const t0 = performance.now();
     const actions = parsed.policies.map((p) => ({ name: p.name, action: this.runtime.get(p.name) ? 'replaced' : 'created' }));
+    if (opts.dryRun) return { code: 200, body: { ok: true, dryRun: true, policies: actions } };
     const { added, removed } = this.runtime.set(parsed.policies);
     const stats = await this.manager.changeRules(added, removed);
     const ms = +(performance.now() - t0).toFixed(3);
@@ -320,13 +322,20 @@ export class Daemon {
   }
 
   /**
-   * The first `bastion policy add` should cost what the next ones do: build
-   * the index of the file's policy names (50,000 at 5,000 containers) and run
-   * the validator once, so its code is compiled before a request waits on it.
+   * The first `bastion policy add` should cost what the next ones do (it
+   * took 10-25 ms instead of 4): build the index of the file's policy names
+   * (50,000 at 5,000 containers) and send the API one dry-run request over
+   * its own socket, so the request path and the validator are compiled
+   * before a user's request waits on them.
    */
-  private warmUp(): void {
+  private async warmUp(socket: string): Promise<void> {
     this.fileNames();
-    parsePoliciesDocument('policies:\n  - { name: warm-up, from: { app: a }, to: { app: b }, ports: ["80/tcp"] }\n', 'warm-up');
+    const doc = JSON.stringify({ policies: [{ name: 'bastion-warm-up', from: { app: 'a' }, to: { app: 'b' }, ports: ['80/tcp'] }] });
+    try {
+      await apiCall(socket, 'POST', '/v1/policies?dryRun=1&source=warm-up', doc, 5000);
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'API warm-up request failed');
+    }
   }
 
   /** The config file's policy names, computed once per loaded config (50,000 at 5,000 containers). */

@@ -46,6 +46,20 @@ describe('core: runtime policies (bastion policy)', () => {
     expectAllConnect(await connectAll([['web→api:8080', lab.web.netns, lab.api.ip, 8080]]));
   });
 
+  it('--dry-run validates and says what would change, and changes nothing', { timeout: 30_000 }, async () => {
+    lab.requireDaemon();
+    const r = await bastion(['policy', 'add', 'web-to-api-9090', '--from', 'app=web', '--to', 'app=api', '--ports', '9090/tcp', '--dry-run', '--json', ...pin()]);
+    assert.equal(r.code, 0, `policy add --dry-run: ${r.stderr}`);
+    assert.deepEqual(JSON.parse(r.stdout), { ok: true, dryRun: true, policies: [{ name: 'web-to-api-9090', action: 'created' }] });
+    expectNoneConnect(await connectAll([['web→api:9090', lab.web.netns, lab.api.ip, 9090]]));
+    const list = await bastion(['policy', 'list', '-o', 'json', ...pin()]);
+    assert.ok(!(JSON.parse(list.stdout) as Array<{ name: string }>).some((x) => x.name === 'web-to-api-9090'), 'a dry run added nothing');
+    // and a bad document is refused the same way as without --dry-run
+    const bad = await bastion(['policy', 'add', 'web-to-api', '--from', 'app=web', '--to', 'app=db', '--dry-run', ...pin()]);
+    assert.equal(bad.code, 1, 'a config-file name is refused in a dry run too');
+    assert.match(bad.stderr, /policy "web-to-api" is defined in the config file/);
+  });
+
   it('an inline policy opens exactly its port, at once, and is listed as a runtime policy', { timeout: 30_000 }, async () => {
     lab.requireDaemon();
     const r = await bastion(['policy', 'add', 'web-to-api-9090', '--from', 'app=web', '--to', 'app=api', '--ports', '9090/tcp', '--json', ...pin()]);

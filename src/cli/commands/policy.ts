@@ -79,6 +79,7 @@ export function registerPolicy(program: Command): void {
     .option('--to <end>', 'inline: who receives them: labels, all, host, or a CIDR')
     .option('--ports <spec...>', 'inline: 8080/tcp, 9000-9010/udp, tcp, icmp ... (default: every protocol and port)')
     .option('-f, --filename <file>', 'a YAML or JSON document with a policies: list, as in the config file (- for stdin)')
+    .option('--dry-run', 'let the daemon validate the policies and say what would change, without changing anything')
     .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
     .option('-o, --output <format>', 'table, json or yaml', 'table')
     .option('--json', 'same as -o json')
@@ -91,9 +92,10 @@ config file's policies are refused: change those in the file.
 Examples:
   bastion policy add web-to-api --from app=web --to app=api --ports 8080/tcp
   bastion policy add api-to-host --from app=api --to host --ports 53/udp
-  bastion policy add -f extra-policies.yaml`,
+  bastion policy add -f extra-policies.yaml
+  bastion policy add -f extra-policies.yaml --dry-run`,
     )
-    .action(async (name: string | undefined, opts: { from?: string; to?: string; ports?: string[]; filename?: string; pinPath: string; output: string; json?: boolean }) => {
+    .action(async (name: string | undefined, opts: { from?: string; to?: string; ports?: string[]; filename?: string; dryRun?: boolean; pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       let body: string;
       let source: string;
@@ -116,10 +118,12 @@ Examples:
         body = JSON.stringify({ policies: [p] });
         source = 'command line';
       }
-      const r = await call(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}`, body);
+      const r = await call(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}${opts.dryRun ? '&dryRun=1' : ''}`, body);
       if (r.status !== 200) failed(r.status, r.body);
       printData(r.body, format, () =>
-        (r.body.policies ?? []).map((p) => `policy ${p.name} ${p.action} (${r.body.entries} map entries changed in ${r.body.ms} ms)\n`).join(''),
+        (r.body.policies ?? [])
+          .map((p) => (opts.dryRun ? `policy ${p.name} would be ${p.action} (dry run: nothing changed)\n` : `policy ${p.name} ${p.action} (${r.body.entries} map entries changed in ${r.body.ms} ms)\n`))
+          .join(''),
       );
     });
 
