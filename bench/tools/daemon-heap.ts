@@ -35,7 +35,7 @@ function mem(stage: string, t0?: number): void {
   const m = process.memoryUsage();
   const mb = (b: number) => (b / 1048576).toFixed(1).padStart(7);
   const ms = t0 === undefined ? '' : `${(performance.now() - t0).toFixed(0).padStart(6)} ms`;
-  console.log(`${stage.padEnd(34)} heapUsed ${mb(m.heapUsed)} MB  rss ${mb(m.rss)} MB  external ${mb(m.external + m.arrayBuffers)} MB ${ms}`);
+  console.log(`${stage.padEnd(34)} heapUsed ${mb(m.heapUsed)} MB  heapTotal ${mb(m.heapTotal)} MB  rss ${mb(m.rss)} MB  external ${mb(m.external + m.arrayBuffers)} MB ${ms}`);
 }
 
 const entries: Entry[] = Array.from({ length: n }, (_, i) => {
