@@ -200,6 +200,7 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
     await checkPair(ctx, topo, `bastion at ${n}`);
     const afterStart = daemon.memory();
     const conn = await measureConn(ctx, topo);
+    await daemon.warmUp();
     const mark = daemon.logOffset();
     const upd = await measureUpdates(
       ctx,

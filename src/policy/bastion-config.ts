@@ -351,6 +351,12 @@ const portsField = z.unknown().transform((v, zctx): PortRange[] | undefined => {
   return out;
 });
 
+/** The schema for documents without containers (runtime policies): built once, not per request. */
+let noContainersSchema: ReturnType<typeof policySchema> | undefined;
+function policiesOnlySchema(): ReturnType<typeof policySchema> {
+  return (noContainersSchema ??= policySchema(new Set()));
+}
+
 function policySchema(containerNames: ReadonlySet<string>) {
   return z.strictObject({
     name: policyName,
@@ -615,7 +621,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   const rawPolicies = Array.isArray(raw.policies) ? (raw.policies as unknown[]) : [];
   const policies: PolicyConfig[] = [];
   const seenPolicies = new Map<string, number>();
-  const schema = policySchema(new Set(seenNames.keys()));
+  const schema = seenNames.size === 0 ? policiesOnlySchema() : policySchema(new Set(seenNames.keys()));
   const interned = new Interner();
   rawPolicies.forEach((item, i) => {
     const base: Seg[] = ['policies', i];
