@@ -178,7 +178,7 @@ export class Daemon {
 
     await this.profiler.start();
     await this.warmUp(socket);
-    const memory = releaseMemory();
+    const memory = await releaseMemory();
     this.log.info(
       {
         pinPath: this.o.pinPath,
@@ -260,7 +260,7 @@ export class Daemon {
       this.fileNames(); // the new file's names, before an API request needs them
       const ms = +(performance.now() - t0).toFixed(2);
       // a reload re-reads the whole file: its parse is the garbage of a peak
-      const memory = releaseMemory();
+      const memory = await releaseMemory();
       this.log.info({ rules: next.policy.rules.length, endpoints: this.manager.endpoints.size, ms, rssMb: memory.rssMb }, 'config applied');
       return { ok: true };
     } catch (err) {

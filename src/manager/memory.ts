@@ -3,11 +3,18 @@
  * validates a config of 50,000 policies and the output of 5,000 discoveries:
  * hundreds of MB that are garbage a moment later. Neither V8 nor glibc's
  * malloc return all of it to the system on their own, so the daemon's
- * resident size would stay at its start-up peak. After start-up and after a
- * config reload the daemon runs one full, compacting collection (bin/bastion
- * starts node with --expose-gc) and asks malloc to trim its free lists
- * (native memory of Buffers, child-process output, libbpf).
+ * resident size would stay near its start-up peak until V8's memory reducer
+ * notices the daemon is idle, which a busy daemon never is.
+ *
+ * After start-up and after a config reload the daemon asks V8 for a
+ * low-memory collection (the inspector's HeapProfiler.collectGarbage, which
+ * is V8's LowMemoryNotification: it compacts and gives back the pages it
+ * frees, where a plain full collection kept 200 MB committed) and asks malloc
+ * to trim its free lists (native memory of Buffers, child-process output,
+ * libbpf), once more a moment later for what V8's sweeper frees after the
+ * collection.
  */
+import inspector from 'node:inspector';
 import koffi from 'koffi';
 
 /** when the sweeper has freed what the collection found */
@@ -27,20 +34,18 @@ function trim(): void {
 }
 
 /**
- * One full collection, then malloc_trim, now and once more a moment later:
- * the native memory of the Buffers that collection freed is released by V8's
- * sweeper after it returns (at 5,000 containers, 40 MB of malloc heap was
- * still held after the first trim and given back by the second). Costs tens
- * of ms on a large heap: only after a peak.
+ * V8's low-memory collection, through an in-process inspector session (no
+ * port is opened). The session stays connected: disconnecting it from the
+ * collection's callback deadlocks in V8's heap profiler agent.
  */
-export function releaseMemory(): MemoryReport {
-  const before = process.memoryUsage.rss();
-  (globalThis as { gc?: () => void }).gc?.();
-  trim();
-  setTimeout(trim, LATE_TRIM_MS).unref();
-  const m = process.memoryUsage();
-  const mb = (b: number) => Math.round(b / 1048576);
-  return { rssPeakMb: mb(before), rssMb: mb(m.rss), heapUsedMb: mb(m.heapUsed), heapTotalMb: mb(m.heapTotal), externalMb: mb(m.external) };
+let session: inspector.Session | undefined;
+function lowMemoryCollection(): Promise<void> {
+  if (!session) {
+    session = new inspector.Session();
+    session.connect();
+  }
+  const s = session;
+  return new Promise<void>((resolve) => s.post('HeapProfiler.collectGarbage', () => resolve()));
 }
 
 /** MB: resident before and after, and V8's heap (used, reserved) and memory outside it (Buffers, native) */
@@ -50,4 +55,15 @@ export interface MemoryReport {
   heapUsedMb: number;
   heapTotalMb: number;
   externalMb: number;
+}
+
+/** Collect, trim, and trim again a moment later. Costs tens of ms on a large heap: only after a peak. */
+export async function releaseMemory(): Promise<MemoryReport> {
+  const before = process.memoryUsage.rss();
+  await lowMemoryCollection();
+  trim();
+  setTimeout(trim, LATE_TRIM_MS).unref();
+  const m = process.memoryUsage();
+  const mb = (b: number) => Math.round(b / 1048576);
+  return { rssPeakMb: mb(before), rssMb: mb(m.rss), heapUsedMb: mb(m.heapUsed), heapTotalMb: mb(m.heapTotal), externalMb: mb(m.external) };
 }
