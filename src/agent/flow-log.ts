@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { REASON_NAMES, TRACE_NAMES, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
+import { formatIpv4, parseIpv4 } from '../policy/compile.js';
 
 export interface FlowPeer {
   identity: number;
@@ -124,8 +125,8 @@ export class FlowStore extends EventEmitter {
     this.timeMs[i] = Date.parse(r.time);
     this.ids[2 * i] = r.src.identity;
     this.ids[2 * i + 1] = r.dst.identity;
-    const sa = ipv4ToU32(r.src.ip);
-    const da = ipv4ToU32(r.dst.ip);
+    const sa = parseIpv4(r.src.ip);
+    const da = parseIpv4(r.dst.ip);
     this.oddAddrs.delete(i);
     if (sa === undefined || da === undefined) this.oddAddrs.set(i, [r.src.ip, r.dst.ip]);
     this.addrs[2 * i] = sa ?? 0;
@@ -161,7 +162,7 @@ export class FlowStore extends EventEmitter {
     const peer = (k: 0 | 1, hasName: number, hasPort: number): FlowPeer => ({
       identity: this.ids[2 * i + k]!,
       ...(f & hasName ? { name: this.text[t + 4 + k] } : {}),
-      ip: odd ? odd[k] : u32ToIpv4(this.addrs[2 * i + k]!),
+      ip: odd ? odd[k] : formatIpv4(this.addrs[2 * i + k]!),
       ...(f & hasPort ? { port: this.ports[2 * i + k] } : {}),
     });
     const r: FlowRecord = {
@@ -193,19 +194,4 @@ export class FlowStore extends EventEmitter {
   get count(): number {
     return this.total;
   }
-}
-
-function ipv4ToU32(ip: string): number | undefined {
-  const p = ip.split('.');
-  if (p.length !== 4) return undefined;
-  let n = 0;
-  for (const x of p) {
-    if (!/^(0|[1-9]\d{0,2})$/.test(x) || Number(x) > 255) return undefined;
-    n = n * 256 + Number(x);
-  }
-  return n;
-}
-
-function u32ToIpv4(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
