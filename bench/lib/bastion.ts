@@ -166,16 +166,21 @@ export class BastionDaemon {
     this.proc?.signal('SIGHUP');
   }
 
-  /** VmRSS / VmHWM of the daemon process, and VmRSS summed over its descendants, in MB */
-  memory(): { rssMb: number | null; hwmMb: number | null; treeRssMb: number | null } {
+  /**
+   * VmRSS / VmHWM of the daemon process, its RssAnon (private memory: VmRSS
+   * without the node binary's and libraries' file pages and the mapped ring
+   * buffer), and VmRSS summed over its descendants, in MB
+   */
+  memory(): { rssMb: number | null; hwmMb: number | null; anonMb: number | null; treeRssMb: number | null } {
     const pid = this.proc?.pid;
-    if (!pid || !this.proc?.running) return { rssMb: null, hwmMb: null, treeRssMb: null };
-    const status = (p: number): { rss: number; hwm: number } | null => {
+    if (!pid || !this.proc?.running) return { rssMb: null, hwmMb: null, anonMb: null, treeRssMb: null };
+    const status = (p: number): { rss: number; hwm: number; anon: number } | null => {
       try {
         const s = readFileSync(`/proc/${p}/status`, 'utf8');
         const rss = s.match(/^VmRSS:\s+(\d+) kB/m);
         const hwm = s.match(/^VmHWM:\s+(\d+) kB/m);
-        return { rss: rss ? Number(rss[1]) : 0, hwm: hwm ? Number(hwm[1]) : 0 };
+        const anon = s.match(/^RssAnon:\s+(\d+) kB/m);
+        return { rss: rss ? Number(rss[1]) : 0, hwm: hwm ? Number(hwm[1]) : 0, anon: anon ? Number(anon[1]) : 0 };
       } catch {
         return null;
       }
@@ -195,7 +200,7 @@ export class BastionDaemon {
         /* gone */
       }
     }
-    return { rssMb: self ? self.rss / 1024 : null, hwmMb: self ? self.hwm / 1024 : null, treeRssMb: tree / 1024 };
+    return { rssMb: self ? self.rss / 1024 : null, hwmMb: self ? self.hwm / 1024 : null, anonMb: self ? self.anon / 1024 : null, treeRssMb: tree / 1024 };
   }
 
   log(): string {

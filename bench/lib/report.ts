@@ -162,8 +162,8 @@ export function renderMarkdown(doc: any): string {
       `${doc.config.deps_per_entry} dependencies per container; iptables rules with the measured pair's rules at the **${doc.config.rule_position}** of the chain; conn/s is the median of ${doc.config.scale_reps} × ${doc.config.scale_seconds} s; update = time from applying one added dependency until a connection to the newly allowed port succeeds, over ${doc.config.updates} changes.`,
     );
     L.push('');
-    L.push('| containers | rules | netns | iptables conn/s | bastion conn/s | bastion / iptables | iptables update p50 / p99 (ms) | bastion update p50 / p99 (ms) | bastion RSS (MB) |');
-    L.push('|---|---|---|---|---|---|---|---|---|');
+    L.push('| containers | rules | netns | iptables conn/s | bastion conn/s | bastion / iptables | iptables update p50 / p99 (ms) | bastion update p50 / p99 (ms) | bastion RSS (MB) | bastion private (RssAnon, MB) |');
+    L.push('|---|---|---|---|---|---|---|---|---|---|');
     const sr = doc.scale_ratios as ScaleRatio[];
     for (const [i, p] of (doc.scale as ScalePoint[]).entries()) {
       const ipt = p.iptables;
@@ -171,7 +171,7 @@ export function renderMarkdown(doc: any): string {
       const conn = (x: typeof ipt | typeof b) => (x ? `${fmt(x.conn_per_s, 0)} (${fmt(x.conn_per_s_min, 0)}–${fmt(x.conn_per_s_max, 0)})` : 'n/a');
       const upd = (x: typeof ipt | typeof b) => (x ? `${fmt(x.update_ms_p50)} / ${fmt(x.update_ms_p99)}` : 'n/a');
       L.push(
-        `| ${p.containers.toLocaleString('en-US')} | ${p.rules.toLocaleString('en-US')} | ${p.namespaces.toLocaleString('en-US')} | ${conn(ipt)} | ${conn(b)} | ${ratioCell(sr[i]?.bastion_vs_iptables_conn)} | ${upd(ipt)} | ${upd(b)} | ${b ? fmt(b.rss_mb, 1) : 'n/a'} |`,
+        `| ${p.containers.toLocaleString('en-US')} | ${p.rules.toLocaleString('en-US')} | ${p.namespaces.toLocaleString('en-US')} | ${conn(ipt)} | ${conn(b)} | ${ratioCell(sr[i]?.bastion_vs_iptables_conn)} | ${upd(ipt)} | ${upd(b)} | ${b ? fmt(b.rss_mb, 1) : 'n/a'} | ${b?.rss_anon_mb != null ? fmt(b.rss_anon_mb, 1) : 'n/a'} |`,
       );
     }
     L.push('');

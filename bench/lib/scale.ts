@@ -49,6 +49,8 @@ export interface IptablesPoint extends BackendPoint {
 export interface BastionPoint extends BackendPoint {
   rss_mb: number | null;
   rss_hwm_mb: number | null;
+  /** RssAnon: private memory, without file pages (the node binary) and the mapped ring buffer */
+  rss_anon_mb: number | null;
   rss_tree_mb: number | null;
   rss_after_start_mb: number | null;
   startup_s: number;
@@ -220,6 +222,7 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
       ...upd,
       rss_mb: mem.rssMb,
       rss_hwm_mb: mem.hwmMb,
+      rss_anon_mb: mem.anonMb,
       rss_tree_mb: mem.treeRssMb,
       rss_after_start_mb: afterStart.rssMb,
       startup_s: startup,
