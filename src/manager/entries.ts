@@ -29,13 +29,6 @@ export function addEntry(set: EntrySet, e: MapEntry): void {
   m.set(e.key.toString('hex'), e);
 }
 
-export function countEntries(set: EntrySet, map?: MapName): number {
-  if (map) return set.get(map)?.size ?? 0;
-  let n = 0;
-  for (const m of set.values()) n += m.size;
-  return n;
-}
-
 /*
  * Order of writes. Everything an endpoint needs (its address in the ipcache,
  * its policy, its neighbours) is written before the endpoint entries that

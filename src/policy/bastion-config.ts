@@ -29,9 +29,9 @@ import { z } from 'zod';
 import type { LabelSelector, LabelSelectorRequirement, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
 import { BUILTIN_LABELS } from './model.js';
 import { closest, formatConfigError, type ConfigError } from './errors.js';
-import { LabelIndex, canonicalSelector, fieldPath, formatSelector, validateLabels, validateSelector } from './selector.js';
+import { LabelIndex, fieldPath, formatSelector, validateLabels, validateSelector } from './selector.js';
 import { parsePortSpec } from './ports.js';
-import { cidrCovers, formatCidr, isIpv6Text, parseCidr4, parseIpv4 } from './compile.js';
+import { canonicalPeer, cidrCovers, formatCidr, isIpv6Text, parseCidr4, parseIpv4 } from './compile.js';
 
 export { formatConfigError, type ConfigError } from './errors.js';
 
@@ -699,7 +699,8 @@ class Interner {
   private readonly portLists = new Map<string, PortRange[]>();
 
   end(e: PolicyEnd): PolicyEnd {
-    const k = e.kind === 'endpoints' ? `sel:${canonicalSelector(e.selector)}` : e.kind === 'cidr' ? `cidr:${e.cidr}|${(e.except ?? []).join(',')}` : e.kind;
+    // a policy end has a peer's shape: the compiler's canonical form keys it
+    const k = canonicalPeer(e);
     const seen = this.ends.get(k);
     if (seen) return seen;
     this.ends.set(k, e);

@@ -400,7 +400,8 @@ function canonicalRule(r: Rule): string {
   ].join('\0');
 }
 
-function canonicalPeer(p: Peer): string {
+/** Canonical text of a peer (equal peers ⟺ equal texts). */
+export function canonicalPeer(p: Peer): string {
   switch (p.kind) {
     case 'endpoints':
       return `sel:${canonSel(p.selector)}`;
@@ -551,7 +552,7 @@ export class CompileContext {
 
   /** Appends rules (cost in proportion to them, not to the rule list). */
   addRules(rules: readonly Rule[]): Set<string> {
-    return this.change([...rules], [], () => undefined);
+    return this.change([...rules], []);
   }
 
   /** Removes rules equal to these (one occurrence each; cost in proportion to them). */
@@ -562,11 +563,14 @@ export class CompileContext {
       const info = this.bag.take(r);
       if (info) removed.push(info);
     }
-    return this.change([], removed, () => undefined);
+    return this.change([], removed);
   }
 
-  /** Links added rules, unlinks removed ones, installs the new list; returns the affected endpoints. */
-  private change(added: Rule[], removed: RuleInfo[], install: (addedInfos: RuleInfo[]) => void): Set<string> {
+  /**
+   * Links added rules, unlinks removed ones, and lets setRules put the new
+   * rules in its order (`install`); returns the affected endpoints.
+   */
+  private change(added: Rule[], removed: RuleInfo[], install?: (addedInfos: RuleInfo[]) => void): Set<string> {
     const affected = new Set<string>();
     const versionBefore = this.registryVersion;
     const infos = added.map((r) => this.buildInfo(r));
@@ -580,7 +584,7 @@ export class CompileContext {
       for (const m of info.subject.members) affected.add(m);
       this.unlink(info);
     }
-    install(infos);
+    install?.(infos);
     const registryChanged = this.registryVersion !== versionBefore;
     for (const cp of this.cidrPeers.values()) {
       if (!registryChanged && !cp.fresh) continue;

@@ -251,11 +251,6 @@ function parseProtocol(s: string | undefined): ComposeProtocol | undefined {
   return p === 'tcp' || p === 'udp' || p === 'sctp' ? p : undefined;
 }
 
-/**
- * The container side of one `ports` entry, short syntax:
- * [HOST_IP:][HOST_PORT[-RANGE]:]CONTAINER_PORT[-RANGE][/PROTOCOL], HOST_IP
- * may be an IPv6 address in brackets.
- */
 /** "PORTS[/PROTOCOL]" → the ports part and the protocol (tcp when none), or why not. */
 function splitProtocol(spec: string): { s: string; protocol: ComposeProtocol } | string {
   const s = spec.trim();
@@ -266,6 +261,11 @@ function splitProtocol(spec: string): { s: string; protocol: ComposeProtocol } |
   return { s: s.slice(0, slash), protocol };
 }
 
+/**
+ * The container side of one `ports` entry, short syntax:
+ * [HOST_IP:][HOST_PORT[-RANGE]:]CONTAINER_PORT[-RANGE][/PROTOCOL], HOST_IP
+ * may be an IPv6 address in brackets.
+ */
 export function parseShortPort(spec: string): ComposePort | string {
   const split = splitProtocol(spec);
   if (typeof split === 'string') return split;
