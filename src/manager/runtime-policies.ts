@@ -30,7 +30,7 @@ export interface RuntimePolicy {
 /** A policy as `bastion policy list` shows it. */
 export interface PolicyRow {
   name: string;
-  source: 'file' | 'api' | 'platform';
+  source: 'file' | 'api' | 'platform' | 'cluster';
   from: string;
   to: string;
   ports: string;

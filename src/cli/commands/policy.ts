@@ -19,6 +19,10 @@ import { apiCall, DaemonUnreachable } from '../../api/client.js';
 import type { PolicyRow } from '../../manager/runtime-policies.js';
 import { CliError, EXIT } from '../errors.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
+import { addClusterOptions, withCluster, type ClusterFlags } from './cluster-options.js';
+import { addClusterPolicies, deleteClusterPolicies, listClusterPolicies } from '../../cluster/policies.js';
+import { parsePoliciesDocument } from '../../manager/runtime-policies.js';
+import { policyKey } from '../../cluster/keys.js';
 
 interface ApiAnswer {
   ok?: boolean;
@@ -71,7 +75,7 @@ export function registerPolicy(program: Command): void {
     .command('policy')
     .description('Add, list and delete runtime policies (applied at once, as a delta, next to the config file\'s)');
 
-  policy
+  addClusterOptions(policy
     .command('add')
     .description('Add or replace runtime policies: one given inline, or a `policies:` document (-f)')
     .argument('[name]', 'policy name (inline form)')
@@ -82,7 +86,7 @@ export function registerPolicy(program: Command): void {
     .option('--dry-run', 'let the daemon validate the policies and say what would change, without changing anything')
     .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
     .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .option('--json', 'same as -o json'), 'store the policies in the cluster (every node enforces them), not in one daemon')
     .addHelpText(
       'after',
       `
@@ -93,9 +97,11 @@ Examples:
   bastion policy add web-to-api --from app=web --to app=api --ports 8080/tcp
   bastion policy add api-to-host --from app=api --to host --ports 53/udp
   bastion policy add -f extra-policies.yaml
-  bastion policy add -f extra-policies.yaml --dry-run`,
+  bastion policy add -f extra-policies.yaml --dry-run
+  bastion policy add web-to-db --from app=web --to app=db --ports 5432/tcp \\
+    --cluster https://10.0.0.5:2379 --cluster-ca ca.pem --cluster-cert admin.pem --cluster-key admin-key.pem`,
     )
-    .action(async (name: string | undefined, opts: { from?: string; to?: string; ports?: string[]; filename?: string; dryRun?: boolean; pinPath: string; output: string; json?: boolean }) => {
+    .action(async (name: string | undefined, opts: ClusterFlags & { from?: string; to?: string; ports?: string[]; filename?: string; dryRun?: boolean; pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       let body: string;
       let source: string;
@@ -118,6 +124,10 @@ Examples:
         body = JSON.stringify({ policies: [p] });
         source = 'command line';
       }
+      if (opts.cluster) {
+        await addToCluster(opts, body, source, format);
+        return;
+      }
       const r = await call(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}${opts.dryRun ? '&dryRun=1' : ''}`, body);
       if (r.status !== 200) failed(r.status, r.body);
       printData(r.body, format, () =>
@@ -127,18 +137,22 @@ Examples:
       );
     });
 
-  policy
+  addClusterOptions(policy
     .command('list')
     .alias('ls')
-    .description("List every policy in force: the config file's and the runtime ones")
+    .description("List every policy in force: the config file's and the runtime ones (or the cluster's, with --cluster)")
     .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
     .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
-    .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
+    .option('--json', 'same as -o json'), 'list the cluster\'s policies')
+    .action(async (opts: ClusterFlags & { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
-      const r = await call(opts.pinPath, 'GET', '/v1/policies');
-      if (r.status !== 200) failed(r.status, r.body);
-      const rows = r.body as unknown as PolicyRow[];
+      let rows: PolicyRow[];
+      if (opts.cluster) rows = await withCluster(opts, listClusterPolicies);
+      else {
+        const r = await call(opts.pinPath, 'GET', '/v1/policies');
+        if (r.status !== 200) failed(r.status, r.body);
+        rows = r.body as unknown as PolicyRow[];
+      }
       if (format === 'yaml') {
         process.stdout.write(toYaml(rows));
         return;
@@ -151,19 +165,41 @@ Examples:
       );
     });
 
-  policy
+  addClusterOptions(policy
     .command('delete')
     .alias('rm')
-    .description('Delete runtime policies (all of the names, or none if one is unknown)')
+    .description('Delete runtime policies, or the cluster\'s with --cluster (all of the names, or none if one is unknown)')
     .argument('<names...>', 'policy names')
     .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
     .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
-    .action(async (names: string[], opts: { pinPath: string; output: string; json?: boolean }) => {
+    .option('--json', 'same as -o json'), 'delete from the cluster\'s policies')
+    .action(async (names: string[], opts: ClusterFlags & { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
+      if (opts.cluster) {
+        const r = await withCluster(opts, (c) => deleteClusterPolicies(c, names));
+        if (!r.ok) throw new CliError(`nothing deleted: no cluster policy ${r.missing.map((n) => `"${n}"`).join(', ')}`, EXIT.failure);
+        printData({ ok: true, deleted: names }, format, () => names.map((n) => `policy ${n} deleted from the cluster\n`).join(''));
+        return;
+      }
       const q = new URLSearchParams(names.map((n) => ['name', n]));
       const r = await call(opts.pinPath, 'DELETE', `/v1/policies?${q}`);
       if (r.status !== 200) failed(r.status, r.body);
       printData(r.body, format, () => names.map((n) => `policy ${n} deleted\n`).join(''));
     });
+}
+
+/** `policy add --cluster`: validated here, stored whole in the cluster (or, dry run, only validated and compared). */
+async function addToCluster(opts: ClusterFlags & { dryRun?: boolean }, body: string, source: string, format: ReturnType<typeof parseOutputFormat>): Promise<void> {
+  if (opts.dryRun) {
+    const parsed = parsePoliciesDocument(body, source);
+    if (!parsed.ok) throw new CliError(`nothing applied:\n  ${parsed.errors.join('\n  ')}`, EXIT.invalid);
+    const actions = await withCluster(opts, (c) =>
+      Promise.all(parsed.policies.map(async (p) => ({ name: p.name, action: (await c.get(policyKey(p.name)).exec()).kvs.length ? 'replaced' : 'created' }))),
+    );
+    printData({ ok: true, dryRun: true, policies: actions }, format, () => actions.map((a) => `policy ${a.name} would be ${a.action} in the cluster (dry run: nothing changed)\n`).join(''));
+    return;
+  }
+  const r = await withCluster(opts, (c) => addClusterPolicies(c, body, source));
+  if (!r.ok) throw new CliError(`nothing applied:\n  ${r.errors.join('\n  ')}`, EXIT.invalid);
+  printData({ ok: true, policies: r.changes }, format, () => r.changes.map((p) => `policy ${p.name} ${p.action} in the cluster\n`).join(''));
 }

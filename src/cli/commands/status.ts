@@ -6,6 +6,8 @@ import type { StatusReport } from '../../manager/status.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { EXIT } from '../errors.js';
 import { inspectPins } from '../../agent/cleanup.js';
+import { addClusterOptions, type ClusterFlags } from './cluster-options.js';
+import { clusterStatusCommand } from './cluster.js';
 
 function human(n: number): string {
   if (n < 1024) return `${n}B`;
@@ -57,14 +59,18 @@ function renderStatus(s: StatusReport): string {
 }
 
 export function registerStatus(program: Command): void {
-  program
-    .command('status')
-    .description('Show the daemon, the protected containers, their identities, stacks, rules and counters')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
-    .addHelpText('after', '\nExit status: 0 when the daemon runs and every container has its stack; 4 otherwise.')
-    .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
+  addClusterOptions(
+    program
+      .command('status')
+      .description('Show the daemon, the protected containers, their identities, stacks, rules and counters (or, with --cluster, the cluster\'s nodes)')
+      .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
+      .option('-o, --output <format>', 'table, json or yaml', 'table')
+      .option('--json', 'same as -o json'),
+    'show the nodes of this cluster store instead of one daemon',
+  )
+    .addHelpText('after', '\nExit status: 0 when the daemon runs and every container has its stack (with --cluster: every node\'s lease is alive); 4 otherwise.')
+    .action(async (opts: ClusterFlags & { pinPath: string; output: string; json?: boolean }) => {
+      if (opts.cluster) return clusterStatusCommand(opts);
       const format = parseOutputFormat(opts.output, opts.json);
       try {
         const s = await apiRequest<StatusReport>(socketPathFor(opts.pinPath), 'GET', '/v1/status');
