@@ -8,7 +8,9 @@
  *   isolation            new connections need the sender's egress policy and,
  *                        for a local receiver, the receiver's ingress policy
  *   host isolation       the host is a peer like any other (ID_HOST)
- *   direct forwarding    local receivers get the packet veth to veth
+ *   direct forwarding    local receivers get the packet veth to veth;
+ *                        another node's endpoints get it through the tunnel
+ *                        (lib/encap.h), their node checks their ingress
  *
  * Per-packet work is a fixed number of map lookups, whatever the number of
  * containers: endpoint by ifindex, peer by IP (hash, then LPM), conntrack;
@@ -22,6 +24,7 @@
 #include "lib/conntrack.h"
 #include "lib/fragments.h"
 #include "lib/forward.h"
+#include "lib/encap.h"
 
 static __always_inline int is_broadcast_v4(__be32 addr)
 {
@@ -110,6 +113,15 @@ static __always_inline int ipv4_from_container(struct __sk_buff *skb, struct ctx
 	if (p.frag == FRAG_FIRST)
 		frag_remember(&p);
 
+	if (peer.remote) {
+		int ret = tunnel_redirect(skb, peer.remote, ep->identity);
+
+		if (ret < 0)
+			return deny(ci, fd, -ret);
+		count_endpoint(ci->ifindex, ci->pkt_len, 1, 0);
+		count_reason(REASON_ENCAPSULATED, ci->pkt_len);
+		return ret;
+	}
 	count_endpoint(ci->ifindex, ci->pkt_len, 1, 0);
 	if (peer.ep) {
 		/* The receiver's own hook is bypassed: count what it was handed here. */

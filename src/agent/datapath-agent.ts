@@ -22,15 +22,17 @@ import {
   type FlowEvent,
   type IpcacheKey,
   type IpcacheVal,
+  type TunnelInfo,
 } from '../datapath/layout.js';
 import type { DatapathPort, StackState } from '../manager/ports.js';
 import type { EntrySet, MapOp } from '../manager/entries.js';
 import { attachStack, detachStack, stackState } from './stack.js';
+import { attachTunnelProgram, tunnelProgramId } from './tunnel.js';
 
 const BPF_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../bpf');
 
 /** Maps the manager owns entirely (pruned to what it wants after a restart). */
-const MANAGED_MAPS = [MAP_NAMES.endpoints, MAP_NAMES.endpointsByIp, MAP_NAMES.ipcache, MAP_NAMES.policy, MAP_NAMES.neigh, MAP_NAMES.epStats];
+const MANAGED_MAPS = [MAP_NAMES.endpoints, MAP_NAMES.endpointsByIp, MAP_NAMES.ipcache, MAP_NAMES.policy, MAP_NAMES.neigh, MAP_NAMES.remote, MAP_NAMES.epStats];
 
 export class DatapathAgent implements DatapathPort {
   private readonly listeners: Array<(ev: FlowEvent) => void> = [];
@@ -39,7 +41,7 @@ export class DatapathAgent implements DatapathPort {
   constructor(
     readonly pinPath: string,
     private readonly objects: BpfObject[],
-    private readonly fds: { fromContainer: number; toContainer: number },
+    private readonly fds: { fromContainer: number; toContainer: number; fromOverlay: number },
     readonly maps: BastionMaps,
   ) {}
 
@@ -68,6 +70,17 @@ export class DatapathAgent implements DatapathPort {
 
   stackState(hostIfindex: number): StackState {
     return stackState(hostIfindex);
+  }
+
+  /** from_overlay on the VXLAN device's ingress (replace: never two) and the tunnel entry the senders read. */
+  attachTunnel(info: TunnelInfo): void {
+    attachTunnelProgram(info.ifindex, this.fds.fromOverlay);
+    this.maps.tunnel.set(info);
+  }
+
+  tunnel(): { info: TunnelInfo; programId?: number } {
+    const info = this.maps.tunnel.get();
+    return { info, ...(info.ifindex ? { programId: tunnelProgramId(info.ifindex) } : {}) };
   }
 
   apply(ops: MapOp[]): void {
@@ -165,7 +178,13 @@ export async function openDatapath(pinPath: string, log?: Logger): Promise<Datap
   const root = ensurePinRoot(pinPath);
   const from = loadObject(join(BPF_DIR, 'from_container.o'), { pinRoot: root });
   const to = loadObject(join(BPF_DIR, 'to_container.o'), { pinRoot: root });
+  const overlay = loadObject(join(BPF_DIR, 'from_overlay.o'), { pinRoot: root });
   const maps = openBastionMaps(root);
   log?.debug({ pinPath: root }, 'datapath loaded');
-  return new DatapathAgent(root, [from, to], { fromContainer: from.program('from_container'), toContainer: to.program('to_container') }, maps);
+  return new DatapathAgent(
+    root,
+    [from, to, overlay],
+    { fromContainer: from.program('from_container'), toContainer: to.program('to_container'), fromOverlay: overlay.program('from_overlay') },
+    maps,
+  );
 }

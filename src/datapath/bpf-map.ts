@@ -36,6 +36,14 @@ import {
   POLICY_KEY_SIZE,
   POLICY_VAL_SIZE,
   STATE_SIZE,
+  REMOTE_ENDPOINT_SIZE,
+  TUNNEL_INFO_SIZE,
+  decodeRemoteEndpoint,
+  decodeTunnelInfo,
+  encodeRemoteEndpoint,
+  encodeTunnelInfo,
+  type RemoteEndpointInfo,
+  type TunnelInfo,
   decodeConfig,
   decodeCounter,
   decodeCtEntry,
@@ -360,6 +368,8 @@ const ctKey: Codec<CtKey> = { size: CT_KEY_SIZE, encode: encodeCtKey, decode: de
 const ctEntry: Codec<CtEntry> = { size: CT_ENTRY_SIZE, encode: encodeCtEntry, decode: decodeCtEntry };
 const config: Codec<DatapathConfig> = { size: CONFIG_SIZE, encode: encodeConfig, decode: decodeConfig };
 const state: Codec<ControlState> = { size: STATE_SIZE, encode: encodeState, decode: decodeState };
+const remoteEndpoint: Codec<RemoteEndpointInfo> = { size: REMOTE_ENDPOINT_SIZE, encode: encodeRemoteEndpoint, decode: decodeRemoteEndpoint };
+const tunnelInfo: Codec<TunnelInfo> = { size: TUNNEL_INFO_SIZE, encode: encodeTunnelInfo, decode: decodeTunnelInfo };
 
 const addCounter = (a: Counter, b: Counter): Counter => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes });
 const addEpStats = (a: EpStats, b: EpStats): EpStats => ({
@@ -408,6 +418,10 @@ export interface BastionMaps {
   epStats: PerCpuSumMap<number, EpStats>;
   config: SingletonMap<DatapathConfig>;
   state: SingletonMap<ControlState>;
+  /** other nodes' endpoints that local ones depend on, by IPv4 */
+  remote: TypedMap<string, RemoteEndpointInfo>;
+  /** this node's VXLAN device */
+  tunnel: SingletonMap<TunnelInfo>;
   /** every underlying map, by pinned name */
   all: Record<string, BpfMap>;
   close(): void;
@@ -457,6 +471,8 @@ export function openBastionMaps(pinRoot: string = DEFAULT_PIN_PATH): BastionMaps
       epStats: new PerCpuSumMap(open(MAP_NAMES.epStats, 4, EP_STATS_SIZE), u32, (b) => decodeEpStats(b), addEpStats),
       config: new SingletonMap(open(MAP_NAMES.config, 4, CONFIG_SIZE), config),
       state: new SingletonMap(open(MAP_NAMES.state, 4, STATE_SIZE), state),
+      remote: new TypedMap(open(MAP_NAMES.remote, 4, REMOTE_ENDPOINT_SIZE), ipKey, remoteEndpoint),
+      tunnel: new SingletonMap(open(MAP_NAMES.tunnel, 4, TUNNEL_INFO_SIZE), tunnelInfo),
       all: {},
       close: () => opened.forEach((m) => m.close()),
     };

@@ -21,6 +21,8 @@ export const MAP_NAMES = {
   epStats: 'bastion_ep_stat',
   config: 'bastion_config',
   state: 'bastion_state',
+  remote: 'bastion_remote',
+  tunnel: 'bastion_tunnel',
 } as const;
 export type MapName = (typeof MAP_NAMES)[keyof typeof MAP_NAMES];
 
@@ -30,6 +32,8 @@ export const DEFAULT_PIN_PATH = '/sys/fs/bpf/bastion';
 export const ID_ANY = 0;
 export const ID_HOST = 1;
 export const ID_WORLD = 2;
+/** another node's underlay address: never world, reachable by no rule */
+export const ID_REMOTE_NODE = 3;
 export const ID_FIRST_DYNAMIC = 256;
 
 // -------------------------------------------------------------- flags
@@ -58,7 +62,7 @@ export const VERDICT_NAMES: Record<number, string> = {
   3: 'AUDIT',
   4: 'ARP_REPLY',
 };
-export const TRACE_NAMES: Record<number, string> = { 0: 'from-container', 1: 'to-container' };
+export const TRACE_NAMES: Record<number, string> = { 0: 'from-container', 1: 'to-container', 2: 'from-overlay' };
 
 /** Index into bastion_counter; below 16 passed, 16 and above dropped. */
 export const REASON = {
@@ -68,6 +72,8 @@ export const REASON = {
   arpReplied: 4,
   arpHost: 5,
   audited: 6,
+  encapsulated: 12,
+  decapsulated: 13,
   noEndpoint: 16,
   spoofedMac: 17,
   spoofedIp: 18,
@@ -85,6 +91,9 @@ export const REASON = {
   ctInvalid: 30,
   broadcast: 31,
   notForEndpoint: 32,
+  tunnelUnknown: 40,
+  tunnelSpoofed: 41,
+  noTunnel: 42,
 } as const;
 export const REASON_NAMES: Record<number, string> = {
   1: 'allowed-new',
@@ -93,6 +102,8 @@ export const REASON_NAMES: Record<number, string> = {
   4: 'arp-replied',
   5: 'arp-host',
   6: 'audited',
+  12: 'encapsulated',
+  13: 'decapsulated',
   16: 'no-endpoint',
   17: 'spoofed-mac',
   18: 'spoofed-ip',
@@ -110,6 +121,9 @@ export const REASON_NAMES: Record<number, string> = {
   30: 'ct-invalid',
   31: 'broadcast',
   32: 'not-for-endpoint',
+  40: 'tunnel-unknown-source',
+  41: 'tunnel-spoofed',
+  42: 'no-tunnel',
 };
 export const NR_COUNTERS = 64;
 export const FIRST_DROP_REASON = 16;
@@ -485,4 +499,46 @@ export function encodeState(s: ControlState): Buffer {
 }
 export function decodeState(b: Buffer): ControlState {
   return { nextIdentity: b.readBigUInt64LE(0), generation: b.readBigUInt64LE(8) };
+}
+
+// -------------------------------------------------------------- cluster
+
+/** struct remote_endpoint: another node's endpoint, a peer of a local one (bastion_remote, by IPv4). */
+export interface RemoteEndpointInfo {
+  identity: number;
+  nodeIpv4: string;
+  mac: string;
+  flags: number;
+}
+export const REMOTE_ENDPOINT_SIZE = 16;
+
+export function encodeRemoteEndpoint(r: RemoteEndpointInfo): Buffer {
+  const b = Buffer.alloc(REMOTE_ENDPOINT_SIZE);
+  b.writeUInt32LE(r.identity, 0);
+  ipv4ToBytes(r.nodeIpv4).copy(b, 4);
+  macToBytes(r.mac).copy(b, 8);
+  b.writeUInt16LE(r.flags, 14);
+  return b;
+}
+export function decodeRemoteEndpoint(b: Buffer): RemoteEndpointInfo {
+  return { identity: b.readUInt32LE(0), nodeIpv4: bytesToIpv4(b, 4), mac: bytesToMac(b, 8), flags: b.readUInt16LE(14) };
+}
+
+/** struct tunnel_info: this node's VXLAN device (bastion_tunnel, one entry). */
+export interface TunnelInfo {
+  ifindex: number;
+  localIpv4: string;
+  flags: number;
+}
+export const TUNNEL_INFO_SIZE = 16;
+
+export function encodeTunnelInfo(t: TunnelInfo): Buffer {
+  const b = Buffer.alloc(TUNNEL_INFO_SIZE);
+  b.writeUInt32LE(t.ifindex, 0);
+  ipv4ToBytes(t.localIpv4).copy(b, 4);
+  b.writeUInt32LE(t.flags, 8);
+  return b;
+}
+export function decodeTunnelInfo(b: Buffer): TunnelInfo {
+  return { ifindex: b.readUInt32LE(0), localIpv4: bytesToIpv4(b, 4), flags: b.readUInt32LE(8) };
 }

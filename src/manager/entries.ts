@@ -35,10 +35,13 @@ export function addEntry(set: EntrySet, e: MapEntry): void {
  * switch its stack from drop-all to enforcing; removals go the other way
  * round, endpoint entries first. Additions come before deletions, so a policy
  * change never has a moment where neither the old nor the new rule is in
- * place: established connections and new allowed ones keep flowing.
+ * place: established connections and new allowed ones keep flowing. Another
+ * node's endpoint (bastion_remote) goes in with the addresses, before the
+ * policy that names its identity, and out with the endpoint entries.
  */
 const UPSERT_ORDER: MapName[] = [
   MAP_NAMES.ipcache,
+  MAP_NAMES.remote,
   MAP_NAMES.policy,
   MAP_NAMES.neigh,
   MAP_NAMES.epStats,
@@ -49,6 +52,7 @@ const UPSERT_ORDER: MapName[] = [
 const DELETE_ORDER: MapName[] = [
   MAP_NAMES.endpoints,
   MAP_NAMES.endpointsByIp,
+  MAP_NAMES.remote,
   MAP_NAMES.neigh,
   MAP_NAMES.policy,
   MAP_NAMES.ipcache,

@@ -69,6 +69,8 @@ const flowEvent = fc.record({
 const epStats = fc.record({ txPackets: u64, txBytes: u64, rxPackets: u64, rxBytes: u64, drops: u64 });
 const config = fc.record({ mode: u32, flags: u32, ctTcpLifetimeS: u32, ctOtherLifetimeS: u32 });
 const state = fc.record({ nextIdentity: u64, generation: u64 });
+const remoteEndpoint = fc.record({ identity: u32, nodeIpv4: ip, mac, flags: u16 });
+const tunnelInfo = fc.record({ ifindex: u32, localIpv4: ip, flags: u32 });
 
 function encodeCounter(c: L.Counter): Buffer {
   const b = Buffer.alloc(L.COUNTER_SIZE);
@@ -93,6 +95,8 @@ describe('codecs round-trip', () => {
   roundTrip('ep_stats', epStats, L.EP_STATS_SIZE, L.encodeEpStats, (b) => L.decodeEpStats(b));
   roundTrip('bastion_config', config, L.CONFIG_SIZE, L.encodeConfig, L.decodeConfig);
   roundTrip('bastion_state', state, L.STATE_SIZE, L.encodeState, L.decodeState);
+  roundTrip('remote_endpoint', remoteEndpoint, L.REMOTE_ENDPOINT_SIZE, L.encodeRemoteEndpoint, L.decodeRemoteEndpoint);
+  roundTrip('tunnel_info', tunnelInfo, L.TUNNEL_INFO_SIZE, L.encodeTunnelInfo, L.decodeTunnelInfo);
 
   it('decoders honour an offset (per-CPU values are read from one big buffer)', () => {
     const c = { packets: 5n, bytes: 1500n };
@@ -311,6 +315,29 @@ const structs: StructSpec[] = [
       { field: 'generation', kind: 'le', set: (v) => ({ generation: v }) },
     ],
   },
+  {
+    struct: 'remote_endpoint',
+    size: L.REMOTE_ENDPOINT_SIZE,
+    zero: { identity: 0, nodeIpv4: '0.0.0.0', mac: ZERO_MAC, flags: 0 },
+    encode: L.encodeRemoteEndpoint as (v: never) => Buffer,
+    fields: [
+      { field: 'identity', kind: 'le', set: (v) => ({ identity: n(v) }) },
+      { field: 'node_ipv4', kind: 'be', set: (v) => ({ nodeIpv4: ipOf(v) }) },
+      { field: 'mac', kind: 'bytes', set: (v) => ({ mac: macOf(v) }) },
+      { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
+    ],
+  },
+  {
+    struct: 'tunnel_info',
+    size: L.TUNNEL_INFO_SIZE,
+    zero: { ifindex: 0, localIpv4: '0.0.0.0', flags: 0 },
+    encode: L.encodeTunnelInfo as (v: never) => Buffer,
+    fields: [
+      { field: 'ifindex', kind: 'le', set: (v) => ({ ifindex: n(v) }) },
+      { field: 'local_ipv4', kind: 'be', set: (v) => ({ localIpv4: ipOf(v) }) },
+      { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
+    ],
+  },
 ];
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -368,7 +395,7 @@ describe('layout.ts matches the C structs of maps.h', { skip: clang && existsSyn
     for (const s of structs) {
       const covered = s.fields.reduce((acc, f) => acc + (c[`${s.struct}.${f.field}`] as [number, number])[1], 0);
       // What is left is explicit padding (ct_key.pad, flow_event.pad).
-      const padding: Record<string, number> = { ct_key: 3, flow_event: 4 };
+      const padding: Record<string, number> = { ct_key: 3, flow_event: 4, tunnel_info: 4 };
       assert.equal(covered + (padding[s.struct] ?? 0), s.size, `struct ${s.struct} has bytes no codec field covers`);
     }
   });

@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * from_overlay: tc ingress of the node's VXLAN device, i.e. every packet
+ * another node sends to this node's containers, decapsulated.
+ *
+ *   identity    the VNI claims the sender's identity; it is believed only
+ *               for the inner source address's remote endpoint, from the
+ *               node that holds it (lib/encap.h)
+ *   isolation   conntrack, then the receiving endpoint's ingress policy for
+ *               a new connection (the sender's egress was checked on its
+ *               node, before encapsulation)
+ *   forwarding  straight into the receiving container (bpf_redirect_peer):
+ *               no bridge, so no other container sees it
+ *
+ * Everything else (ARP, IPv6, broadcasts, addresses of no local endpoint) is
+ * dropped with its reason: nothing the tunnel brings reaches the host stack.
+ */
+#include "lib/common.h"
+#include "lib/events.h"
+#include "lib/policy.h"
+#include "lib/conntrack.h"
+#include "lib/fragments.h"
+#include "lib/forward.h"
+#include "lib/encap.h"
+
+static __always_inline int ipv4_from_overlay(struct __sk_buff *skb, struct ctx_info *ci, struct flow_desc *fd,
+					     const struct bastion_config *cfg, const struct bpf_tunnel_key *key,
+					     int l2_multicast)
+{
+	struct remote_endpoint *src = NULL;
+	struct endpoint_info *ep;
+	struct pkt_v4 p = {};
+	__u32 rule_id = 0;
+	__u32 ct_flags = 0;
+	int reason, ct;
+
+	reason = parse_ipv4(skb, &p);
+	fd->saddr = p.saddr;
+	fd->daddr = p.daddr;
+	fd->sport = p.sport;
+	fd->dport = p.dport;
+	fd->proto = p.proto;
+	if (reason)
+		return deny(ci, fd, reason);
+	if (l2_multicast || p.daddr == 0xffffffff || (bpf_ntohl(p.daddr) & 0xf0000000) == 0xe0000000)
+		return deny(ci, fd, REASON_BROADCAST);
+	reason = tunnel_source(p.saddr, key, &src);
+	if (reason || !src)
+		return deny(ci, fd, reason ? reason : REASON_TUNNEL_UNKNOWN);
+
+	ep = bpf_map_lookup_elem(&bastion_ep_ip, &p.daddr);
+	if (!ep)
+		return deny(ci, fd, REASON_NOT_FOR_ENDPOINT);
+	/* From here on the packet is the receiving endpoint's business: its
+	 * counters, its events, its mode. */
+	ci->ep = ep;
+	ci->ifindex = ep->ifindex;
+	if (ep->flags & EP_F_AUDIT)
+		ci->audit = 1;
+	fd->dst_id = ep->identity;
+
+	if (p.frag == FRAG_LATER) {
+		reason = frag_resolve(&p);
+		if (reason)
+			return deny(ci, fd, reason);
+		fd->sport = p.sport;
+		fd->dport = p.dport;
+	}
+
+	ct = ct_lookup(&p, src->identity, ep->identity, cfg, &rule_id);
+	if (ct == CT_INVALID)
+		return deny(ci, fd, REASON_CT_INVALID);
+	if (ct == CT_NEW) {
+		__be16 dport = p.proto == IPPROTO_ICMP ? 0 : p.dport;
+
+		if (p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO)
+			return deny(ci, fd, REASON_CT_INVALID);
+		rule_id = policy_allows(ep->identity, src->identity, DIR_INGRESS, p.proto, dport);
+		if (!rule_id) {
+			if (!ci->audit)
+				return deny(ci, fd, REASON_POLICY_DENIED);
+			deny(ci, fd, REASON_POLICY_DENIED);
+			ct_flags |= CT_F_AUDIT;
+		}
+		ct_create(&p, src->identity, ep->identity, rule_id, ct_flags, cfg);
+		count_reason(REASON_ALLOWED_NEW, ci->pkt_len);
+		if (!(ct_flags & CT_F_AUDIT) && cfg && (cfg->flags & CFG_F_TRACE_ALLOWED)) {
+			fd->rule_id = rule_id;
+			emit_event(ci, fd, VERDICT_ALLOWED, REASON_ALLOWED_NEW);
+		}
+	}
+	if (p.frag == FRAG_FIRST)
+		frag_remember(&p);
+
+	count_endpoint(ep->ifindex, ci->pkt_len, 0, 0);
+	count_reason(REASON_DECAPSULATED, ci->pkt_len);
+	return redirect_to_endpoint(skb, ep);
+}
+
+SEC("tc")
+int from_overlay(struct __sk_buff *skb)
+{
+	struct bastion_config *cfg = get_config();
+	struct ctx_info ci = {
+		.ifindex = skb->ifindex,
+		.pkt_len = skb->len,
+		.trace = TRACE_FROM_OVERLAY,
+	};
+	struct bpf_tunnel_key key = {};
+	struct flow_desc fd = {};
+	struct ethhdr *eth;
+	void *data, *data_end;
+	__be16 proto;
+
+	ci.audit = cfg && cfg->mode == MODE_AUDIT;
+	/* No tunnel metadata: not from the VXLAN receive path at all. */
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0))
+		return deny(&ci, &fd, REASON_MALFORMED);
+	fd.src_id = key.tunnel_id;
+
+	pull_headers(skb);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return deny(&ci, &fd, REASON_MALFORMED);
+	proto = eth->h_proto;
+	fd.ethertype = proto;
+	if (skb->vlan_present || proto == ETH_P_8021Q_BE || proto == ETH_P_8021AD_BE)
+		return deny(&ci, &fd, REASON_UNSUPPORTED_L3);
+	if (proto == bpf_htons(ETH_P_IP))
+		return ipv4_from_overlay(skb, &ci, &fd, cfg, &key, mac_is_multicast(eth->h_dest));
+	/* ARP never crosses the tunnel: each node answers for its peers itself. */
+	if (proto == bpf_htons(ETH_P_ARP))
+		return deny(&ci, &fd, REASON_ARP_UNSOLICITED);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return deny(&ci, &fd, REASON_IPV6);
+	return deny(&ci, &fd, REASON_UNSUPPORTED_L3);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,116 @@
+/**
+ * The node's tunnel: one VXLAN device in external (collect_md) mode on the
+ * underlay, with from_overlay on its tc ingress. Packets to other nodes'
+ * endpoints are redirected to it by from_container with their tunnel key
+ * already set (bpf/lib/encap.h); what it receives goes to from_overlay.
+ *
+ * The device is created once (iproute2, at start-up, never on the packet or
+ * update path) and kept: a restarted daemon finds it and re-attaches with
+ * replace, as for container stacks. `bastion down` removes it.
+ */
+import { execFile } from 'node:child_process';
+import { attachTc, detachTc, queryTc } from '../datapath/tc.js';
+import { lib, progInfo } from '../datapath/libbpf.js';
+import { closeSync } from 'node:fs';
+import { ipJson } from './netns.js';
+
+export const TUNNEL_PROGRAM = 'from_overlay';
+export const DEFAULT_TUNNEL_DEVICE = 'bastion-vxlan';
+export const DEFAULT_TUNNEL_PORT = 4789;
+/** VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14) */
+export const VXLAN_OVERHEAD = 50;
+
+function ip(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('ip', args, { timeout: 10_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`ip ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
+      else resolve(String(stdout));
+    });
+  });
+}
+
+interface LinkDetail {
+  ifindex: number;
+  ifname: string;
+  mtu: number;
+  operstate?: string;
+  addr_info?: Array<{ family: string; local: string; prefixlen: number; scope?: string }>;
+  linkinfo?: { info_kind?: string; info_data?: { external?: boolean; collect_metadata?: boolean; port?: number } };
+}
+
+/** The underlay interface's first global IPv4 address, its MTU and ifindex. */
+export async function underlayOf(ifname: string): Promise<{ ifindex: number; address: string; prefixLen: number; mtu: number }> {
+  let links: LinkDetail[];
+  try {
+    links = await ipJson<LinkDetail>(['addr', 'show', 'dev', ifname]);
+  } catch {
+    throw new Error(`--underlay ${ifname}: no such interface`);
+  }
+  const l = links[0];
+  if (!l) throw new Error(`--underlay ${ifname}: no such interface`);
+  const a = (l.addr_info ?? []).find((x) => x.family === 'inet' && (x.scope ?? 'global') === 'global');
+  if (!a) throw new Error(`--underlay ${ifname}: the interface has no IPv4 address (the node's address on the underlay)`);
+  return { ifindex: l.ifindex, address: a.local, prefixLen: a.prefixlen, mtu: l.mtu };
+}
+
+/**
+ * The VXLAN device `name`, external mode on UDP `port`, created if missing.
+ * A device of that name that is something else is an error, not replaced.
+ */
+export async function ensureTunnelDevice(name: string, port: number, underlay: string, underlayMtu: number): Promise<{ ifindex: number; mtu: number; created: boolean }> {
+  const existing = (await ipJson<LinkDetail>(['-d', 'link', 'show'])).find((l) => l.ifname === name);
+  let created = false;
+  if (existing) {
+    const info = existing.linkinfo;
+    const external = info?.info_data?.external ?? info?.info_data?.collect_metadata;
+    if (info?.info_kind !== 'vxlan' || !external || (info.info_data?.port !== undefined && info.info_data.port !== port)) {
+      throw new Error(`interface ${name} exists and is not a VXLAN device in external mode on port ${port}; remove it or choose another --tunnel-device`);
+    }
+  } else {
+    await ip(['link', 'add', name, 'mtu', String(underlayMtu - VXLAN_OVERHEAD), 'type', 'vxlan', 'external', 'dstport', String(port), 'dev', underlay, 'nolearning']);
+    created = true;
+  }
+  await ip(['link', 'set', name, 'up']);
+  const [l] = await ipJson<LinkDetail>(['link', 'show', 'dev', name]);
+  if (!l) throw new Error(`VXLAN device ${name} vanished`);
+  return { ifindex: l.ifindex, mtu: l.mtu, created };
+}
+
+export async function removeTunnelDevice(name: string): Promise<boolean> {
+  try {
+    await ip(['link', 'del', name]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function attachTunnelProgram(ifindex: number, progFd: number): void {
+  attachTc(ifindex, 'ingress', progFd);
+}
+
+/** Id of from_overlay on the device's ingress, or undefined when it is not ours or not there. */
+export function tunnelProgramId(ifindex: number): number | undefined {
+  let id: number | undefined;
+  try {
+    id = queryTc(ifindex, 'ingress');
+  } catch {
+    return undefined;
+  }
+  if (id === undefined) return undefined;
+  const fd = lib().bpf_prog_get_fd_by_id(id);
+  if (fd < 0) return undefined;
+  try {
+    return progInfo(fd).name === TUNNEL_PROGRAM ? id : undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function detachTunnelProgram(ifindex: number): boolean {
+  try {
+    return detachTc(ifindex, 'ingress');
+  } catch {
+    return false;
+  }
+}
