@@ -11,6 +11,8 @@ import { existsSync } from 'node:fs';
 import { openBastionMaps } from '../datapath/bpf-map.js';
 import { removePinDir, listPins } from '../datapath/bpffs.js';
 import { detachStack, stackState } from './stack.js';
+import { detachTunnelProgram } from './tunnel.js';
+import { execFileSync } from 'node:child_process';
 
 export interface PinReport {
   present: boolean;
@@ -43,11 +45,14 @@ export function inspectPins(pinPath: string): PinReport {
 export interface DownReport {
   detached: number[];
   pinsRemoved: string[];
+  /** the VXLAN device removed (cluster mode) */
+  tunnel?: string;
 }
 
 /** Detach every stack recorded under pinPath, then remove the pins. */
 export function tearDown(pinPath: string): DownReport {
   const detached: number[] = [];
+  let tunnel: string | undefined;
   if (!existsSync(pinPath)) return { detached, pinsRemoved: [] };
   const pins = listPins(pinPath);
   try {
@@ -59,6 +64,8 @@ export function tearDown(pinPath: string): DownReport {
       for (const ifindex of ifindexes) {
         if (detachStack(ifindex)) detached.push(ifindex);
       }
+      const t = maps.tunnel.get();
+      if (t.ifindex) tunnel = removeTunnel(t.ifindex);
     } finally {
       maps.close();
     }
@@ -66,5 +73,19 @@ export function tearDown(pinPath: string): DownReport {
     // maps missing or from another version: still remove the pins below
   }
   removePinDir(pinPath);
-  return { detached, pinsRemoved: pins };
+  return { detached, pinsRemoved: pins, ...(tunnel ? { tunnel } : {}) };
+}
+
+/** The tunnel program off, and the VXLAN device away (only if it is one: an ifindex may have been reused). */
+function removeTunnel(ifindex: number): string | undefined {
+  detachTunnelProgram(ifindex);
+  try {
+    const links = JSON.parse(execFileSync('ip', ['-d', '-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifindex: number; ifname: string; linkinfo?: { info_kind?: string } }>;
+    const l = links.find((x) => x.ifindex === ifindex);
+    if (!l || l.linkinfo?.info_kind !== 'vxlan') return undefined;
+    execFileSync('ip', ['link', 'del', l.ifname], { stdio: 'ignore' });
+    return l.ifname;
+  } catch {
+    return undefined;
+  }
 }

@@ -19,3 +19,8 @@ export function pidFileFor(pinPath: string): string {
 export function policiesFileFor(pinPath: string): string {
   return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.policies.json`;
 }
+
+/** Written by `bastion down` before it stops a cluster node's daemon: leave the cluster now (revoke the lease). */
+export function leaveFileFor(pinPath: string): string {
+  return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.leave`;
+}

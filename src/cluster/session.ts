@@ -231,6 +231,14 @@ export class ClusterSession extends EventEmitter {
 
   // ------------------------------------------------------------ writing
 
+  /** The prefixes this node's containers use (informational, in the node record). */
+  setNodeSubnets(subnets: string[]): void {
+    if (subnets.join() === this.o.nodeRecord.subnets.join()) return;
+    this.o.nodeRecord = { ...this.o.nodeRecord, subnets };
+    this.full = true;
+    this.kick();
+  }
+
   /** Publish (or update) one of this node's endpoints. */
   setEndpoint(rec: EndpointRecord): void {
     const cur = this.desired.get(rec.key);

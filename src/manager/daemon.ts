@@ -4,7 +4,7 @@
  * and turns datapath events into JSON log lines. When it stops, for whatever
  * reason, enforcement stays: the programs stay attached and the maps pinned.
  */
-import { watch, writeFileSync, mkdirSync, rmSync, type FSWatcher } from 'node:fs';
+import { existsSync, watch, writeFileSync, mkdirSync, rmSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
@@ -19,7 +19,7 @@ import { loadConfigSource, type LoadedConfig } from './config-source.js';
 import { describeFlow, FlowStore } from '../agent/flow-log.js';
 import { startApiServer } from '../api/server.js';
 import { apiCall } from '../api/client.js';
-import { pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
+import { leaveFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
 import { RuntimePolicies, parsePoliciesDocument, policyRow, type PolicyRow } from './runtime-policies.js';
 import type { ApiResult } from '../api/server.js';
 import { openDatapath } from '../agent/datapath-agent.js';
@@ -27,6 +27,8 @@ import { NodeAgent } from '../agent/node-agent.js';
 import { renderUi } from '../ui/page.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
+import { ClusterNode, type ClusterNodeOptions } from '../cluster/node.js';
+import { LOCAL_ID_FLOOR } from '../cluster/keys.js';
 
 export interface DaemonOptions {
   configPath?: string;
@@ -35,6 +37,8 @@ export interface DaemonOptions {
   platform?: PlatformSource;
   extraPolicy?: () => Promise<PolicySet | undefined>;
   logLevel?: string;
+  /** cluster mode: policies and other nodes' endpoints come from the cluster store */
+  cluster?: Omit<ClusterNodeOptions, 'version'>;
 }
 
 /** A platform that reports endpoints as events (Docker, Kubernetes). */
@@ -46,6 +50,8 @@ export interface PlatformSource {
 
 /** Discoveries in flight at once (each runs one `ip` in a container's namespace). */
 const DISCOVERY_CONCURRENCY = 8;
+
+const CLUSTER_POLICIES = 'this node is in a cluster: its policies are the cluster\'s; use "bastion policy add|delete --cluster URL ..." (with the admin credentials)';
 
 export class ConfigRejected extends Error {
   constructor(readonly errors: string[]) {
@@ -66,6 +72,7 @@ export class Daemon {
   private closing = false;
   private readonly logDest: pino.DestinationStream & { flushSync(): void };
   readonly runtime: RuntimePolicies;
+  cluster?: ClusterNode;
 
   constructor(readonly o: DaemonOptions) {
     // Asynchronous, buffered stdout: under a flood of flow lines (one per new
@@ -77,8 +84,9 @@ export class Daemon {
     this.runtime = new RuntimePolicies(policiesFileFor(o.pinPath));
   }
 
-  /** The config's rules, then the runtime policies' (in the order they were added). */
+  /** The config's rules, then the runtime policies' (in the order they were added); in cluster mode, the cluster's. */
   private withRuntime(policy: PolicySet): PolicySet {
+    if (this.cluster) return { mode: policy.mode, rules: [...policy.rules, ...this.cluster.rules()] };
     return { mode: policy.mode, rules: [...policy.rules, ...this.runtime.rules()] };
   }
 
@@ -91,6 +99,9 @@ export class Daemon {
   private async loadAll(): Promise<LoadedConfig> {
     const loaded = await loadConfigSource(this.o.configPath, { containersRequired: !this.o.platform });
     if (!loaded.ok) throw new ConfigRejected(loaded.errors);
+    if (this.o.cluster && loaded.policies.length) {
+      throw new ConfigRejected([`${this.o.configPath}: policies: in cluster mode the policies are the cluster's; remove this section and add them with "bastion policy add --cluster ..."`]);
+    }
     if (this.o.extraPolicy) {
       const extra = await this.o.extraPolicy();
       if (extra) loaded.policy = { mode: loaded.policy.mode, rules: [...loaded.policy.rules, ...extra.rules] };
@@ -114,7 +125,7 @@ export class Daemon {
     const found = await this.discoverAll(first.containers);
     phase('discoveredMs');
 
-    const kept = this.runtime.load();
+    const kept = this.o.cluster ? { loaded: 0, errors: [] as string[] } : this.runtime.load();
     if (kept.errors.length) this.log.error({ errors: kept.errors }, 'saved runtime policies not used');
     else if (kept.loaded) this.log.info({ policies: kept.loaded }, 'runtime policies of the previous run restored');
     const clash = this.clashes(first);
@@ -125,11 +136,22 @@ export class Daemon {
     }
 
     const datapath = await openDatapath(this.o.pinPath, this.log);
-    this.manager = new Manager({ datapath, node, log: this.log });
-    await this.manager.setHostAddresses(await node.hostAddresses());
+    if (this.o.cluster) {
+      // Cluster mode: identities are the cluster's, endpoints are published,
+      // other nodes' endpoints and the policies come from the store.
+      this.cluster = await ClusterNode.open({ ...this.o.cluster, version: '0.1.0' }, this.log);
+      this.manager = new Manager({ datapath, node, log: this.log, identities: this.cluster, observer: this.cluster, localIdentityFloor: LOCAL_ID_FLOOR });
+      await this.manager.setHostAddresses(await node.hostAddresses());
+      await this.cluster.start(this.manager, datapath);
+      phase('clusterMs');
+    } else {
+      this.manager = new Manager({ datapath, node, log: this.log });
+      await this.manager.setHostAddresses(await node.hostAddresses());
+    }
     await this.manager.setPolicy(this.withRuntime(first.policy));
     phase('loadedMs');
     await this.manager.upsertEndpoints(first.containers.map((spec) => ({ spec, known: found.get(spec.key)! })));
+    this.cluster?.beginPublishing();
     phase('enforcedMs');
     this.current = first;
 
@@ -151,7 +173,7 @@ export class Daemon {
     const pruned = await this.manager.pruneLeftovers();
     if (pruned.entries || pruned.stacks) this.log.info(pruned, 'removed leftovers of a previous run');
 
-    const metrics = createMetrics(() => this.manager, () => datapath.counters(), this.flows);
+    const metrics = createMetrics(() => this.manager, () => datapath.counters(), this.flows, this.cluster ? () => this.cluster?.metrics() : undefined);
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
@@ -272,6 +294,7 @@ export class Daemon {
   }
 
   listPolicies(): PolicyRow[] {
+    if (this.cluster) return this.cluster.policyRows();
     const rows: PolicyRow[] = (this.current?.policies ?? []).map((p) => policyRow(p, 'file'));
     for (const r of this.runtime.all()) rows.push(policyRow(r.policy, 'api', r.added));
     return rows;
@@ -280,6 +303,7 @@ export class Daemon {
   /** Add or replace runtime policies from a policies document; all of it or nothing (or, dry run, only check it). */
   async addPolicies(text: string, source: string, opts: { dryRun?: boolean } = {}): Promise<ApiResult> {
     if (this.closing) return { code: 503, body: { ok: false, errors: ['daemon is stopping'] } };
+    if (this.cluster) return { code: 409, body: { ok: false, errors: [CLUSTER_POLICIES] } };
     const parsed = parsePoliciesDocument(text, source);
     if (!parsed.ok) return { code: 422, body: { ok: false, errors: parsed.errors } };
     const fileNames = this.fileNames();
@@ -306,6 +330,7 @@ export class Daemon {
 
   async deletePolicies(names: string[]): Promise<ApiResult> {
     if (this.closing) return { code: 503, body: { ok: false, errors: ['daemon is stopping'] } };
+    if (this.cluster) return { code: 409, body: { ok: false, errors: [CLUSTER_POLICIES] } };
     const fileNames = this.fileNames();
     const errors = names
       .filter((n) => !this.runtime.get(n))
@@ -330,6 +355,7 @@ export class Daemon {
    */
   private async warmUp(socket: string): Promise<void> {
     this.fileNames();
+    if (this.cluster) return;
     const doc = JSON.stringify({ policies: [{ name: 'bastion-warm-up', from: { app: 'a' }, to: { app: 'b' }, ports: ['80/tcp'] }] });
     try {
       await apiCall(socket, 'POST', '/v1/policies?dryRun=1&source=warm-up', doc, 5000);
@@ -413,6 +439,11 @@ export class Daemon {
       // followers of /v1/flows hold their connections open
       this.server.closeAllConnections();
     });
+    // A restart keeps the node's records until its lease runs out (other
+    // nodes go on reaching its containers meanwhile); `bastion down` asks
+    // for an orderly leave, and the records go at once.
+    await this.cluster?.close({ leave: existsSync(leaveFileFor(this.o.pinPath)) }).catch(() => undefined);
+    rmSync(leaveFileFor(this.o.pinPath), { force: true });
     // Close the ring buffer reader and the map fds: the pins and the tc
     // filters keep enforcing without us.
     this.manager?.datapath.close();

@@ -173,6 +173,12 @@ export class SliceStore {
     return this.slices.has(sliceId);
   }
 
+  /** Does some slice hold this key of a shared map? */
+  holds(map: MapName, key: Buffer): boolean {
+    const m = mapIndex(map);
+    return m !== OWNED && this.shared[m]!.has(key.toString('latin1'));
+  }
+
   /** Everything the maps should hold, for a full resync against the kernel. */
   all(): EntrySet {
     const set = emptyEntrySet();

@@ -14,12 +14,33 @@ import type { PolicySet, Rule } from '../policy/model.js';
 import { IdentityAllocator, RuleNumbers } from './identity.js';
 import { SliceStore, type MapOp } from './entries.js';
 import { SliceCompiler } from './slices.js';
-import { ID_FIRST_DYNAMIC } from '../datapath/layout.js';
+import { ID_FIRST_DYNAMIC, MAP_NAMES, encodeIpKey } from '../datapath/layout.js';
+import type { RemoteEndpoint } from './remote.js';
+
+/**
+ * Where a local endpoint's identity comes from when it is not this node's
+ * to hand out (cluster mode: a transaction in the cluster store). `prior` is
+ * the identity the maps held for this interface before a restart.
+ */
+export interface EndpointIdentities {
+  identify(spec: EndpointSpec, d: Discovered, prior: number | undefined): Promise<{ identity: number } | { refused: string }>;
+}
+
+/** Told about every local endpoint placed or removed (cluster mode publishes them). */
+export interface EndpointObserver {
+  placed(ep: Endpoint): void;
+  removed(ep: Endpoint): void;
+}
 
 export interface ManagerOptions {
   datapath: DatapathPort;
   node: NodePort;
   log: Logger;
+  /** cluster mode: endpoint identities are the cluster's (the local counter then only numbers CIDR prefixes) */
+  identities?: EndpointIdentities;
+  /** the first identity the local counter hands out (cluster mode keeps it above every cluster identity) */
+  localIdentityFloor?: number;
+  observer?: EndpointObserver;
 }
 
 export interface ApplyStats {
@@ -34,6 +55,11 @@ export class Manager {
   readonly endpoints = new Map<string, Endpoint>();
   readonly unprotected = new Map<string, UnprotectedContainer>();
   private readonly byIdentity = new Map<number, Endpoint>();
+  /** other nodes' endpoints (cluster mode), by id: in the compiler as peers, no stack and no slice of their own */
+  readonly remote = new Map<string, RemoteEndpoint>();
+  private readonly remoteById = new Map<number, RemoteEndpoint>();
+  /** other nodes' underlay addresses (ID_REMOTE_NODE in the ipcache) */
+  remoteNodes: string[] = [];
   private readonly guarded = new Set<number>();
   readonly ids: IdentityAllocator;
   readonly datapath: DatapathPort;
@@ -51,8 +77,9 @@ export class Manager {
 
   constructor(private readonly o: ManagerOptions) {
     this.datapath = o.datapath;
+    const floor = o.localIdentityFloor ?? ID_FIRST_DYNAMIC;
     this.ids = new IdentityAllocator({
-      loadNext: () => o.datapath.loadNextIdentity(),
+      loadNext: () => Math.max(floor, o.datapath.loadNextIdentity() ?? floor),
       saveNext: (n) => o.datapath.saveNextIdentity(n),
     });
     this.compiler = new SliceCompiler({
@@ -115,13 +142,68 @@ export class Manager {
   }
 
   /** Add or update a container interface (`known`: what a discovery already found). */
-  upsertEndpoint(spec: EndpointSpec, known?: Discovered): Promise<Endpoint> {
+  upsertEndpoint(spec: EndpointSpec, known?: Discovered): Promise<Endpoint | undefined> {
     return this.serial(async () => {
       const d = known ?? (await this.o.node.discover(spec));
+      if (!(await this.assignIdentity(spec, d))) return undefined;
       const { ep, touched } = this.place(spec, d);
       this.commit(touched, false);
       this.logProtected(ep);
       return ep;
+    });
+  }
+
+  /**
+   * Cluster mode: the endpoint's identity comes from the cluster (the one it
+   * had before a restart if the cluster says it is still this endpoint's).
+   * A refusal (its address is another node's) leaves its port guarded
+   * (drop-all) and the container listed as unprotected, with the reason.
+   */
+  private async assignIdentity(spec: EndpointSpec, d: Discovered): Promise<boolean> {
+    const idp = this.o.identities;
+    if (!idp) return true;
+    const old = this.endpoints.get(spec.key);
+    if (old && old.hostIfindex === d.hostIfindex && old.ipv4 === d.ipv4 && old.mac === d.mac) return true;
+    const key = `ep:${spec.key}#${d.hostIfindex}`;
+    // The cluster store may take a while (or be away): the port drops
+    // everything meanwhile, never unprotected.
+    if (!this.endpointByIfindex(d.hostIfindex)) {
+      try {
+        this.o.datapath.attach(d.hostIfindex);
+        this.guarded.add(d.hostIfindex);
+      } catch {
+        // the veth is gone; placing it will say so
+      }
+    }
+    const prior = this.adoptable.get(d.hostIfindex);
+    const r = await idp.identify(spec, d, prior && prior.ipv4 === d.ipv4 && prior.mac === d.mac ? prior.identity : undefined);
+    this.adoptable.delete(d.hostIfindex);
+    if ('refused' in r) {
+      this.refuse(spec.key, spec.name, d.hostIfindex, r.refused);
+      return false;
+    }
+    this.ids.adopt(key, r.identity);
+    return true;
+  }
+
+  private refuse(key: string, name: string, hostIfindex: number, reason: string): void {
+    const old = this.endpoints.get(key);
+    if (old) this.dropEndpoint(old, false);
+    try {
+      this.o.datapath.attach(hostIfindex);
+      this.guarded.add(hostIfindex);
+    } catch {
+      // the veth is gone
+    }
+    this.unprotected.set(key, { key, name, reason });
+    this.o.log.error({ endpoint: name, reason }, 'endpoint refused: its port drops everything');
+  }
+
+  /** Cluster mode: a local endpoint lost its address to another node after the fact (a race both published). */
+  refuseEndpoint(key: string, reason: string): Promise<void> {
+    return this.serial(async () => {
+      const ep = this.endpoints.get(key);
+      if (ep) this.refuse(key, ep.name, ep.hostIfindex, reason);
     });
   }
 
@@ -136,6 +218,7 @@ export class Manager {
       const touched = new Set<string>();
       const eps: Endpoint[] = [];
       for (const { spec, known } of items) {
+        if (!(await this.assignIdentity(spec, known))) continue;
         const r = this.place(spec, known);
         for (const k of r.touched) touched.add(k);
         eps.push(r.ep);
@@ -147,6 +230,7 @@ export class Manager {
   }
 
   private logProtected(ep: Endpoint): void {
+    this.o.observer?.placed(ep);
     this.o.log.info({ endpoint: ep.name, identity: ep.identity, ip: ep.ipv4, hostInterface: ep.hostIfname }, 'endpoint protected');
   }
 
@@ -206,6 +290,7 @@ export class Manager {
     const touched = this.compiler.removeEndpoint(ep.key);
     touched.add(ep.key);
     this.commit(touched, false);
+    this.o.observer?.removed(ep);
     // The identity is retired for good; connections of the old owner of
     // this address are forgotten.
     this.ids.release(`ep:${ep.key}#${ep.hostIfindex}`);
@@ -251,6 +336,50 @@ export class Manager {
     this.unprotected.delete(key);
   }
 
+  /**
+   * Other nodes' endpoints that appeared, changed or went (cluster mode).
+   * They enter the compiler as peers only: the local endpoints whose rules
+   * name them are recompiled, and their slices carry the remote entries
+   * (bastion_remote) of exactly the peers they need.
+   */
+  setRemoteEndpoints(upserted: RemoteEndpoint[], removed: string[]): Promise<ApplyStats> {
+    return this.serial(async () => {
+      const touched = new Set<string>();
+      const add = (keys: Set<string>) => {
+        for (const k of keys) if (this.endpoints.has(k)) touched.add(k);
+      };
+      for (const id of removed) {
+        const r = this.remote.get(id);
+        if (!r) continue;
+        this.remote.delete(id);
+        if (this.remoteById.get(r.identity) === r) this.remoteById.delete(r.identity);
+        add(this.compiler.removeEndpoint(remoteKey(id)));
+      }
+      for (const r of upserted) {
+        const old = this.remote.get(r.id);
+        if (old && this.remoteById.get(old.identity) === old) this.remoteById.delete(old.identity);
+        this.remote.set(r.id, r);
+        this.remoteById.set(r.identity, r);
+        add(this.compiler.upsertRemote(remoteKey(r.id), r));
+      }
+      // a rule with a wildcard peer reaches every remote endpoint
+      if (upserted.length || removed.length) for (const k of this.compiler.wildcardSubjects()) if (this.endpoints.has(k)) touched.add(k);
+      // No conntrack flush: entries carry both identities, and a removed
+      // endpoint's address resolves to another one (or world) from now on.
+      return this.commit(touched, false);
+    });
+  }
+
+  /** Other nodes' underlay addresses: never world for a container. */
+  setRemoteNodes(addrs: string[]): Promise<void> {
+    return this.serial(async () => {
+      const sorted = [...new Set(addrs)].sort();
+      if (sorted.join() === this.remoteNodes.join()) return;
+      this.remoteNodes = sorted;
+      this.commit(new Set(), true);
+    });
+  }
+
   /** Keep only these endpoint keys (after a platform resync). */
   retainOnly(keys: Set<string>): Promise<void> {
     const gone = [...this.endpoints.keys()].filter((k) => !keys.has(k));
@@ -261,9 +390,10 @@ export class Manager {
   private commit(keys: Set<string>, global: boolean): ApplyStats {
     const t0 = performance.now();
     const ops: MapOp[] = [];
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode };
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, remoteById: this.remoteById, remoteNodes: this.remoteNodes };
     if (global) ops.push(...this.slices.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx)));
     for (const key of keys) {
+      if (key.startsWith('remote:')) continue; // another node's endpoint: no slice here
       const ep = this.endpoints.get(key);
       ops.push(...(ep ? this.slices.replace(key, this.compiler.endpointSlice(ep, ctx)) : this.slices.remove(key)));
     }
@@ -318,12 +448,21 @@ export class Manager {
       neigh: this.slices.count('bastion_neigh'),
       ipcache: this.slices.count('bastion_ipcache'),
       endpoints: this.slices.count('bastion_ep'),
+      remote: this.slices.count('bastion_remote'),
     };
+  }
+
+  /** The remote endpoints some local endpoint depends on: those in this node's maps. */
+  remoteInMaps(): RemoteEndpoint[] {
+    return [...this.remote.values()].filter((r) => this.slices.holds(MAP_NAMES.remote, encodeIpKey(r.ipv4)));
   }
 
   identityName(identity: number): string | undefined {
     if (identity === 1) return 'host';
     if (identity === 2) return 'world';
+    if (identity === 3) return 'remote-node';
+    const r = this.remoteById.get(identity);
+    if (r) return `${r.node}/${r.name}`;
     return this.byIdentity.get(identity)?.name ?? this.compiler.cidrName(identity);
   }
 
@@ -332,3 +471,9 @@ export class Manager {
     return undefined;
   }
 }
+
+/** The compiler's key of a remote endpoint: never a local endpoint's key. */
+function remoteKey(id: string): string {
+  return `remote:${id}`;
+}
+

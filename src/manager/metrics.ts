@@ -4,9 +4,57 @@ import { FIRST_DROP_REASON, REASON_NAMES, type Counter } from '../datapath/layou
 import type { Manager } from './manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
 
-export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore) {
+export function createMetrics(
+  manager: () => Manager,
+  counters: () => Map<number, Counter>,
+  flows: FlowStore,
+  cluster?: () => { connected: boolean; pendingWrites: number; remoteEndpoints: number; refused: number; tampering: number } | undefined,
+) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
+
+  if (cluster) {
+    new Gauge({
+      name: 'bastion_cluster_store_connected',
+      help: 'The cluster store answers (1) or not (0): changes wait while it does not',
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.connected ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_pending_writes',
+      help: "This node's records waiting to be written to the cluster store",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.pendingWrites ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_remote_endpoints',
+      help: "Other nodes' endpoints this node believes (only the peers of local ones reach its maps: bastion_map_entries{map=remote})",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.remoteEndpoints ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_refused_endpoints',
+      help: "Local endpoints the cluster refused (an address another node holds): their ports drop everything",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.refused ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_identity_tampering',
+      help: 'Identity records found rewritten or deleted in the cluster store since start (never done by Bastion)',
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.tampering ?? 0);
+      },
+    });
+  }
 
   new Gauge({
     name: 'bastion_endpoints',

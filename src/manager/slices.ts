@@ -15,6 +15,7 @@ import {
   EP_F_AUDIT,
   ID_ANY,
   ID_HOST,
+  ID_REMOTE_NODE,
   ID_WORLD,
   IPC_F_HOST,
   MAP_NAMES,
@@ -27,11 +28,13 @@ import {
   encodeIpcacheKey,
   encodeIpcacheVal,
   encodeNeighKey,
+  encodeRemoteEndpoint,
   encodePolicyKey,
   encodePolicyVal,
   encodeU32,
 } from '../datapath/layout.js';
 import type { Endpoint } from './endpoint.js';
+import type { RemoteEndpoint } from './remote.js';
 import type { Mode, Rule } from '../policy/model.js';
 import { addEntry, emptyEntrySet, type EntrySet } from './entries.js';
 import { createCompileContext, compileEndpointSlice, type CompileContext, type CompileEndpoint } from '../policy/compile.js';
@@ -40,6 +43,10 @@ export interface SliceEnv {
   endpoints: Map<string, Endpoint>;
   hostAddrs: string[];
   mode: Mode;
+  /** other nodes' endpoints by identity (cluster mode) */
+  remoteById?: ReadonlyMap<number, RemoteEndpoint>;
+  /** other nodes' underlay addresses (cluster mode) */
+  remoteNodes?: readonly string[];
 }
 
 export interface SliceCompilerOptions {
@@ -52,6 +59,8 @@ const ZERO_STATS = encodeEpStats({ txPackets: 0n, txBytes: 0n, rxPackets: 0n, rx
 export class SliceCompiler {
   private readonly ctx: CompileContext;
   private readonly cidrNames = new Map<number, string>();
+  /** local endpoints whose last slice had a wildcard peer: they need every remote endpoint */
+  private readonly wildcards = new Set<string>();
 
   constructor(private readonly o: SliceCompilerOptions) {
     this.ctx = createCompileContext({
@@ -88,9 +97,26 @@ export class SliceCompiler {
     return this.ctx.upsertEndpoint(toCompileEndpoint(ep));
   }
 
-  /** Remove an endpoint; returns the other endpoints whose slices may change. */
+  /** Remove an endpoint (local or remote); returns the other endpoints whose slices may change. */
   removeEndpoint(key: string): Set<string> {
+    this.wildcards.delete(key);
     return this.ctx.removeEndpoint(key);
+  }
+
+  /**
+   * Add or replace another node's endpoint: a peer for selectors and CIDR
+   * rules like any endpoint, but never a subject here (its own node compiles
+   * its rules). Returns the local endpoints whose slices may change.
+   */
+  upsertRemote(key: string, r: RemoteEndpoint): Set<string> {
+    const touched = this.ctx.upsertEndpoint({ key, identity: r.identity, ipv4: r.ipv4, labels: r.labels, namedPorts: r.namedPorts });
+    touched.delete(key);
+    return touched;
+  }
+
+  /** Local endpoints with a rule to or from anyone: every remote endpoint is their peer. */
+  wildcardSubjects(): Iterable<string> {
+    return this.wildcards;
   }
 
   private cidrIdentity(cidr: string): number {
@@ -125,14 +151,31 @@ export class SliceCompiler {
     });
 
     const compiled = compileEndpointSlice(toCompileEndpoint(ep), this.ctx);
+    const remote = env.remoteById;
     let wildcard = false;
+    let remotePeers = false;
+    const addRemote = (r: RemoteEndpoint) => {
+      remotePeers = true;
+      addEntry(set, { map: MAP_NAMES.remote, key: encodeIpKey(r.ipv4), value: encodeRemoteEndpoint({ identity: r.identity, nodeIpv4: r.nodeIp, mac: r.mac, flags: 0 }) });
+    };
     for (const e of compiled.policy) {
       addEntry(set, { map: MAP_NAMES.policy, key: encodePolicyKey(e.key), value: encodePolicyVal(e.val) });
       if (e.key.peerId === ID_ANY) wildcard = true;
+      // another node's endpoint this one depends on (either way): its entry comes with this slice
+      const r = remote?.get(e.key.peerId);
+      if (r) addRemote(r);
     }
+    if (wildcard && remote) for (const r of remote.values()) addRemote(r);
+    if (wildcard) this.wildcards.add(ep.key);
+    else this.wildcards.delete(ep.key);
     for (const n of compiled.neigh) {
+      // pairs keyed by a remote endpoint are its own node's business
+      if (remote?.has(n.epId)) continue;
       addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey(n), value: encodeU32(1) });
     }
+    // Reaching another node's endpoint may go through the gateway (its
+    // address not on the container's link): let it resolve the gateway.
+    if (remotePeers) addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey({ epId: ep.identity, peerId: ID_HOST }), value: encodeU32(1) });
     // A wildcard peer lets the endpoint resolve anyone it may now talk to.
     if (wildcard) {
       addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey({ epId: ep.identity, peerId: ID_ANY }), value: encodeU32(1) });
@@ -148,6 +191,14 @@ export class SliceCompiler {
         map: MAP_NAMES.ipcache,
         key: encodeIpcacheKey({ prefixlen: 32, addr }),
         value: encodeIpcacheVal({ identity: ID_HOST, flags: IPC_F_HOST }),
+      });
+    }
+    for (const addr of env.remoteNodes ?? []) {
+      if (env.hostAddrs.includes(addr)) continue;
+      addEntry(set, {
+        map: MAP_NAMES.ipcache,
+        key: encodeIpcacheKey({ prefixlen: 32, addr }),
+        value: encodeIpcacheVal({ identity: ID_REMOTE_NODE, flags: 0 }),
       });
     }
     for (const [cidr, identity] of this.ctx.registeredPrefixes()) {

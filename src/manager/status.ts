@@ -2,6 +2,7 @@
 import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Daemon } from './daemon.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
+import type { ClusterNodeStatus } from '../cluster/node.js';
 
 export interface EndpointStatus {
   name: string;
@@ -35,6 +36,8 @@ export interface StatusReport {
   rules: Array<{ id: string; direction: string; subject: string; peers: string; ports: string }>;
   entries: Record<string, number>;
   counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
+  /** cluster mode: the store, the nodes (health, lease age), remote endpoints, the tunnel */
+  cluster?: ClusterNodeStatus;
 }
 
 export function selectorText(s: LabelSelector): string {
@@ -119,8 +122,10 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
       drop: reason >= FIRST_DROP_REASON,
     };
   }
+  const cluster = d.cluster ? await d.cluster.status() : undefined;
   return {
-    ok: endpoints.every((e) => e.stack.ok),
+    // in cluster mode, the tunnel program must be in place too (without it, nothing from other nodes is checked or delivered)
+    ok: endpoints.every((e) => e.stack.ok) && (!cluster || cluster.tunnel.programAttached),
     daemon: {
       pid: process.pid,
       pinPath: d.o.pinPath,
@@ -136,5 +141,6 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
     rules: ruleRows(m.ruleList()),
     entries: m.entryCounts(),
     counters,
+    ...(cluster ? { cluster } : {}),
   };
 }

@@ -112,6 +112,8 @@ export class BastionDaemon {
     readonly configPath: string,
     readonly pinPath: string,
     readonly extraArgs: string[] = [],
+    /** run the daemon inside this network namespace (nsenter --net: bpffs and /run stay shared) */
+    readonly netns?: string,
   ) {}
 
   get pid(): number | undefined {
@@ -130,7 +132,8 @@ export class BastionDaemon {
 
   /** Starts `bastion run`; does not wait for readiness (see waitReady). */
   start(): this {
-    this.bg = startBackground(null, BASTION_BIN, ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs]);
+    const args = ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs];
+    this.bg = this.netns ? startBackground(null, 'nsenter', [`--net=/run/netns/${this.netns}`, BASTION_BIN, ...args]) : startBackground(null, BASTION_BIN, args);
     this.bg.child.stdout!.on('data', (d: string) => this.onData(d));
     void this.bg.exited.then(() => this.wake());
     return this;

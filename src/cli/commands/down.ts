@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
-import { pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
+import { leaveFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
 import { tearDown } from '../../agent/cleanup.js';
 import { parseOutputFormat, printData } from '../output.js';
 
@@ -18,6 +18,9 @@ async function stopDaemon(pinPath: string): Promise<number | undefined> {
     return undefined;
   }
   if (!/\bbastion\b|cli\/main\.js/.test(cmdline) || !cmdline.includes('run')) return undefined;
+  // A cluster node leaves the cluster now (revokes its lease) instead of
+  // waiting for it to run out, as a restart would.
+  writeFileSync(leaveFileFor(pinPath), `${pid}\n`);
   try {
     process.kill(pid, 'SIGTERM');
   } catch {
@@ -50,10 +53,11 @@ export function registerDown(program: Command): void {
       const policiesFile = policiesFileFor(opts.pinPath);
       const runtimePoliciesRemoved = existsSync(policiesFile);
       // and whatever a daemon killed without a chance to clean up left behind
-      for (const f of [policiesFile, pidFileFor(opts.pinPath), socketPathFor(opts.pinPath)]) rmSync(f, { force: true });
+      for (const f of [policiesFile, pidFileFor(opts.pinPath), socketPathFor(opts.pinPath), leaveFileFor(opts.pinPath)]) rmSync(f, { force: true });
       printData({ daemonStopped: stopped ?? null, ...r, runtimePoliciesRemoved }, format, () =>
         (stopped ? `stopped daemon (pid ${stopped})\n` : '') +
         (runtimePoliciesRemoved ? `forgot the runtime policies (${policiesFile})\n` : '') +
+        (r.tunnel ? `removed the tunnel device ${r.tunnel}\n` : '') +
         `detached ${r.detached.length} stacks, removed ${r.pinsRemoved.length} pins under ${opts.pinPath}\n`,
       );
     });

@@ -3,15 +3,72 @@ import { Daemon, ConfigRejected } from '../../manager/daemon.js';
 import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
+import { addClusterOptions, clusterConnection, type ClusterFlags } from './cluster-options.js';
+import { checkNodeName } from '../../cluster/keys.js';
+import { parseClusterUrls, ClusterUsageError } from '../../cluster/etcd.js';
+import { DEFAULT_TUNNEL_DEVICE, DEFAULT_TUNNEL_PORT } from '../../agent/tunnel.js';
+import { readFileSync } from 'node:fs';
+import { load as loadYaml } from 'js-yaml';
 
-interface RunOptions extends PlatformOptions {
+interface RunOptions extends PlatformOptions, ClusterFlags {
   config?: string;
   pinPath: string;
   logLevel: string;
+  node?: string;
+  underlay?: string;
+  leaseTtl: string;
+  tunnelDevice: string;
+  tunnelPort: string;
+}
+
+/** Cluster flags checked before anything starts: a mistake here is a usage error (exit 2). */
+function clusterOptions(opts: RunOptions) {
+  const given = [opts.node && '--node', opts.underlay && '--underlay'].filter(Boolean);
+  if (!opts.cluster) {
+    if (given.length) throw new CliError(`${given.join(' and ')} need --cluster URL`, EXIT.usage);
+    return undefined;
+  }
+  if (!opts.node || !opts.underlay) throw new CliError('--cluster needs --node NAME and --underlay IFACE (the interface other nodes reach this one on)', EXIT.usage);
+  const bad = checkNodeName(opts.node);
+  if (bad) throw new CliError(`--node: ${bad}`, EXIT.usage);
+  try {
+    parseClusterUrls(opts.cluster);
+  } catch (err) {
+    if (err instanceof ClusterUsageError) throw new CliError(err.message, EXIT.usage);
+    throw err;
+  }
+  const ttl = Number(opts.leaseTtl);
+  if (!Number.isInteger(ttl) || ttl < 2 || ttl > 3600) throw new CliError(`--lease-ttl ${opts.leaseTtl}: whole seconds, 2 to 3600`, EXIT.usage);
+  const port = Number(opts.tunnelPort);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new CliError(`--tunnel-port ${opts.tunnelPort}: a UDP port`, EXIT.usage);
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(opts.tunnelDevice)) throw new CliError(`--tunnel-device ${opts.tunnelDevice}: an interface name (at most 15 characters)`, EXIT.usage);
+  if (opts.config) {
+    // In a cluster, policies are the cluster's: a policies section here is a mistake about where they go.
+    let doc: unknown;
+    try {
+      doc = loadYaml(readFileSync(opts.config, 'utf8'));
+    } catch {
+      doc = undefined; // unreadable or invalid: the config loader reports it with its line
+    }
+    if (doc && typeof doc === 'object' && !Array.isArray(doc) && Object.hasOwn(doc, 'policies')) {
+      throw new CliError(
+        `${opts.config}: policies: in cluster mode the policies are the cluster's, not a node's file; remove this section and add them with "bastion policy add --cluster ${opts.cluster} ..." (admin credentials)`,
+        EXIT.usage,
+      );
+    }
+  }
+  return {
+    connection: clusterConnection(opts),
+    node: opts.node,
+    underlay: opts.underlay,
+    leaseTtlS: ttl,
+    tunnelDevice: opts.tunnelDevice,
+    tunnelPort: port,
+  };
 }
 
 export function registerRun(program: Command): void {
-  program
+  addClusterOptions(program
     .command('run')
     .description('Run the Bastion daemon in the foreground: protect the containers and apply the policy')
     .option('-c, --config <file>', 'Bastion config file (containers, policies, mode); re-applied when it changes and on SIGHUP')
@@ -19,7 +76,12 @@ export function registerRun(program: Command): void {
     .option('--docker', 'follow the containers of the local Docker engine')
     .option('--compose <file>', 'derive policy from a Compose file (depends_on, links, expose, ports)')
     .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
-    .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info'), 'join this cluster store: policies and other nodes\' endpoints come from it')
+    .option('--node <name>', 'cluster mode: this node\'s name (its certificate is node-NAME.pem)')
+    .option('--underlay <iface>', 'cluster mode: the interface other nodes reach this one on (its IPv4 address is the node\'s)')
+    .option('--lease-ttl <seconds>', 'cluster mode: a node silent this long leaves the cluster, its endpoints with it', '15')
+    .option('--tunnel-device <name>', 'cluster mode: the VXLAN device (external mode) to create or reuse', DEFAULT_TUNNEL_DEVICE)
+    .option('--tunnel-port <port>', 'cluster mode: its UDP port', String(DEFAULT_TUNNEL_PORT))
     .addHelpText(
       'after',
       `
@@ -29,10 +91,14 @@ SIGTERM, SIGINT or even SIGKILL leave enforcement in place; "bastion down" remov
 Examples:
   bastion run --config bastion.yaml
   bastion run --docker --config policy.yaml
-  bastion run --docker --compose docker-compose.yml`,
+  bastion run --docker --compose docker-compose.yml
+  bastion run --config containers.yaml --cluster https://10.0.0.5:2379 --node a --underlay eth1 \\
+    --cluster-ca pki/ca.pem --cluster-cert pki/node-a.pem --cluster-key pki/node-a-key.pem`,
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      const cluster = clusterOptions(opts);
+      if (cluster && opts.compose) throw new CliError('--compose derives policies, and in cluster mode the policies are the cluster\'s: add them with "bastion policy add --cluster"', EXIT.usage);
       const platform = await platformFromOptions(opts);
       const daemon = new Daemon({
         configPath: opts.config,
@@ -40,6 +106,7 @@ Examples:
         logLevel: opts.logLevel,
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
+        ...(cluster ? { cluster } : {}),
       });
       try {
         await daemon.start();

@@ -55,7 +55,34 @@ function renderStatus(s: StatusReport): string {
     ).trimEnd(),
   );
   out.push('', `Map entries: ${Object.entries(s.entries).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  if (s.cluster) out.push('', renderClusterSection(s.cluster));
   return out.join('\n') + '\n';
+}
+
+function renderClusterSection(k: NonNullable<StatusReport['cluster']>): string {
+  const c = colors;
+  const lease = k.session.lease ? `lease ${k.session.lease.id} (${k.session.lease.ttlS}s, renewed ${Math.round((k.session.lease.renewedAgoMs ?? 0) / 1000)}s ago)` : c.red('no lease');
+  const lines = [
+    `${c.bold('Cluster')}    node ${k.node}, store ${k.store} ${k.session.connected ? c.green('connected') : c.red('unreachable (changes wait for it; enforcement holds)')}, ${lease}` +
+      (k.session.pendingWrites ? c.yellow(`, ${k.session.pendingWrites} writes pending`) : ''),
+    `${c.bold('Tunnel')}     ${k.tunnel.device} (ifindex ${k.tunnel.ifindex}, UDP ${k.tunnel.port}) on ${k.underlay.interface} ${k.underlay.address}: ${k.tunnel.programAttached ? c.green('from_overlay attached') : c.red('from_overlay MISSING')}`,
+    `${c.bold('Remote')}     ${k.remoteEndpoints.known} endpoints on other nodes, ${k.remoteEndpoints.inMaps} of them peers of local ones (in this node's maps); ${k.policies} cluster policies`,
+    '',
+    formatTable(
+      ['NODE', 'UNDERLAY', 'HEALTH', 'LEASE', 'ENDPOINTS'],
+      k.nodes.map((n) => [
+        n.self ? `${n.name} (this node)` : n.name,
+        n.underlay,
+        n.healthy ? c.green('alive') : c.red('no lease'),
+        n.lease ? `renewed ${n.lease.ageS}s ago, ${n.lease.ttlS}s left` : '-',
+        String(n.endpoints),
+      ]),
+    ).trimEnd(),
+  ];
+  if (k.peers.length) lines.push('', c.bold('Remote endpoints in this node\'s maps'), formatTable(['ENDPOINT', 'IDENTITY', 'IP', 'NODE'], k.peers.map((p) => [p.name, String(p.identity), p.ipv4, `${p.node} (${p.nodeIp})`])).trimEnd());
+  if (k.refused.length) lines.push('', c.bold(c.red('Refused by the cluster')), formatTable(['ENDPOINT', 'REASON'], k.refused.map((r) => [r.key, r.reason])).trimEnd());
+  if (k.invalidRecords.length) lines.push('', c.bold(c.yellow('Ignored cluster records')), formatTable(['KEY', 'ERROR'], k.invalidRecords.map((r) => [r.key, r.error])).trimEnd());
+  return lines.join('\n');
 }
 
 export function registerStatus(program: Command): void {
