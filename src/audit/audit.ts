@@ -120,8 +120,8 @@ export async function runAudit(o: AuditOptions): Promise<AuditReport> {
         ...(policies ? { policies } : {}),
       }),
     );
-  } else if (policies) {
-    findings.push(...auditCoverage({ pinPath: o.pinPath, policies }));
+  } else if (policies || daemon) {
+    findings.push(...auditCoverage({ pinPath: o.pinPath, ...(daemon ? { daemon } : {}), ...(policies ? { policies } : {}) }));
   }
 
   if (o.k8sFiles?.length) {

@@ -133,6 +133,25 @@ describe('bastion audit on a real Docker engine', { skip, timeout: 600_000 }, ()
     assert.equal(noPolicy?.severity, 'low');
   });
 
+  it('the daemon serves the same audit (GET /v1/audit), and status shows each container\'s findings', async () => {
+    const r = await apiRequest<AuditReport>(socketPathFor(pinPath), 'GET', '/v1/audit?maxAge=0', 120_000);
+    for (const x of RISKY) assert.ok(mine(r, x.name).some((f) => f.id === x.expect), `${x.name}: ${x.expect} missing from /v1/audit`);
+    assert.deepEqual(mine(r, 'clean'), []);
+    assert.ok(!r.findings.some((f) => f.id === 'bastion.not-running'));
+    // a status request serves the last report (and refreshes it in the background when it is old)
+    const s = await waitFor('an audit in the status report', async () => {
+      const st = await status();
+      return st.audit ? st : undefined;
+    }, 60_000);
+    const ep = (name: string) => s.endpoints.find((e) => e.name === fx.name(name));
+    assert.deepEqual(ep('clean')?.findings, []);
+    assert.ok(ep('sys-ptrace')?.findings?.some((f) => f.id === 'docker.container.cap-sys-ptrace'), JSON.stringify(ep('sys-ptrace')));
+    assert.ok(s.audit!.containers[ids.get('host-net')!]?.some((f) => f.id === 'docker.container.host-network'));
+    const table = await bastion(['status', '--pin-path', pinPath], 30_000);
+    assert.match(table.stdout, /^Posture +\d+ critical, \d+ high, \d+ medium, \d+ low findings/m);
+    assert.match(table.stdout, /FINDINGS/);
+  });
+
   it('recreated with the fix, each finding is gone', async () => {
     for (const x of RISKY) {
       await docker.getContainer(ids.get(x.name)!).remove({ force: true });

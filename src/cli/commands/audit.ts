@@ -7,7 +7,7 @@
 import type { Command } from 'commander';
 import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
-import { colors } from '../output.js';
+import { colors, printData } from '../output.js';
 
 interface AuditCliOptions {
   docker?: boolean;
@@ -19,7 +19,7 @@ interface AuditCliOptions {
   pinPath: string;
 }
 
-const FORMATS = ['table', 'json', 'sarif'] as const;
+const FORMATS = ['table', 'json', 'yaml', 'sarif'] as const;
 
 export function registerAudit(program: Command): void {
   program
@@ -28,7 +28,7 @@ export function registerAudit(program: Command): void {
     .option('--docker', 'audit the Docker engine and its running containers (the default when nothing else is named)')
     .option('--k8s <files...>', 'audit Kubernetes objects from YAML or JSON files (Namespaces, Pods, NetworkPolicies, ServiceAccounts, Roles, ClusterRoles, bindings)')
     .option('--config <file>', "a Bastion config file: audit its policies and use them for coverage (default: the running daemon's)")
-    .option('-o, --output <format>', 'table, json or sarif (SARIF 2.1.0)', 'table')
+    .option('-o, --output <format>', 'table, json, yaml or sarif (SARIF 2.1.0)', 'table')
     .option('--json', 'same as -o json')
     .option('--fail-on <severity>', 'exit 1 when a finding is at least this severe: critical, high, medium, low, info, or none', 'none')
     .option('--pin-path <dir>', 'bpffs directory of the instance whose daemon is asked', DEFAULT_PIN_PATH)
@@ -41,7 +41,7 @@ export function registerAudit(program: Command): void {
     )
     .action(async (o: AuditCliOptions) => {
       const format = o.json ? 'json' : o.output;
-      if (!(FORMATS as readonly string[]).includes(format)) throw new CliError(`-o ${format}: use table, json or sarif`, EXIT.usage);
+      if (!(FORMATS as readonly string[]).includes(format)) throw new CliError(`-o ${format}: use table, json, yaml or sarif`, EXIT.usage);
       const { isSeverity, atLeast } = await import('../../audit/findings.js');
       if (o.failOn !== 'none' && !isSeverity(o.failOn)) {
         throw new CliError(`--fail-on ${o.failOn}: use critical, high, medium, low, info or none`, EXIT.usage);
@@ -64,7 +64,7 @@ export function registerAudit(program: Command): void {
         throw err;
       }
       for (const w of report.warnings) process.stderr.write(`bastion: warning: ${w}\n`);
-      if (format === 'json') process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      if (format === 'json' || format === 'yaml') printData(report, format, () => '');
       else if (format === 'sarif') {
         const { toSarif } = await import('../../audit/sarif.js');
         process.stdout.write(JSON.stringify(toSarif(report, program.version() ?? '0.0.0'), null, 2) + '\n');
