@@ -404,7 +404,7 @@ const RULE_LIST: RuleInfo[] = [
     title: 'pod is selected by no NetworkPolicy for ingress',
     gain: 'every pod of the cluster can connect to it on every port',
     fix: 'give it a label an ingress policy selects, or add a default-deny ingress policy to its namespace',
-    checks: 'the podSelector of each Ingress policy of the pod\'s namespace against its labels',
+    checks: 'the podSelector of each Ingress policy of the pod\'s namespace against its labels, in namespaces that have policies (a namespace without any is k8s.namespace.no-networkpolicy); hostNetwork pods are k8s.pod.host-network',
     cis: k8s('5.3.2', 'Ensure that all Namespaces have NetworkPolicies defined'),
   },
   {
