@@ -3,6 +3,8 @@ import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Daemon } from './daemon.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
 import type { ClusterNodeStatus } from '../cluster/node.js';
+import type { AuditReport } from '../audit/findings.js';
+import { findingsOfEndpoint, statusAudit, type StatusAudit } from '../audit/daemon-audit.js';
 
 export interface EndpointStatus {
   name: string;
@@ -17,6 +19,8 @@ export interface EndpointStatus {
   labels: Record<string, string>;
   stack: { ingress?: number; egress?: number; ok: boolean };
   counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
+  /** the posture audit's findings about this container (when a report exists; GET /v1/audit has them in full) */
+  findings?: StatusAudit['containers'][string];
 }
 
 export interface StatusReport {
@@ -38,6 +42,8 @@ export interface StatusReport {
   counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
   /** cluster mode: the store, the nodes (health, lease age), remote endpoints, the tunnel */
   cluster?: ClusterNodeStatus;
+  /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
+  audit?: StatusAudit;
 }
 
 export function selectorText(s: LabelSelector): string {
@@ -85,7 +91,8 @@ export function ruleRows(rules: Rule[]): StatusReport['rules'] {
   }));
 }
 
-export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusReport> {
+export async function collectStatus(d: Daemon, startedAt: Date, report?: AuditReport): Promise<StatusReport> {
+  const audit = report ? statusAudit(report) : undefined;
   const m = d.manager;
   const dp = m.datapath;
   const endpoints: EndpointStatus[] = [...m.endpoints.values()]
@@ -111,6 +118,7 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
           rxBytes: Number(s?.rxBytes ?? 0n),
           drops: Number(s?.drops ?? 0n),
         },
+        ...(audit ? { findings: findingsOfEndpoint(audit, ep.key) } : {}),
       };
     });
   const counters: StatusReport['counters'] = {};
@@ -142,5 +150,6 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
     entries: m.entryCounts(),
     counters,
     ...(cluster ? { cluster } : {}),
+    ...(audit ? { audit } : {}),
   };
 }
