@@ -68,6 +68,9 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   private readonly refused = new Map<string, { spec: EndpointSpec; ip: string; reason: string }>();
   private queue: Promise<void> = Promise.resolve();
   private tunnelIfindex = 0;
+  private tunnelTimer?: NodeJS.Timeout;
+  /** times the tunnel program was found missing and put back */
+  tunnelRepairs = 0;
   /** deltas that arrived before the manager was attached: applied after (idempotent) */
   private pending: ViewDelta[] = [];
   /** loud problems, for metrics */
@@ -110,6 +113,10 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     this.tunnelIfindex = t.ifindex;
     datapath.attachTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
     this.log.info({ device: this.o.tunnelDevice, ifindex: t.ifindex, created: t.created, mtu: t.mtu, underlay: this.underlay.address }, 'tunnel in place');
+    // Without from_overlay nothing from other nodes is checked or delivered:
+    // if another tool takes it off (or the device goes), put it back, loudly.
+    this.tunnelTimer = setInterval(() => void this.checkTunnel(datapath), 5000);
+    this.tunnelTimer.unref();
     for (const p of this.session.view.policies.values()) this.setPolicy(p.policy);
     this.manager = manager;
     await manager.setRemoteNodes(this.session.view.remoteNodeAddresses());
@@ -130,6 +137,19 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
 
   policyRows(): PolicyRow[] {
     return [...this.policies.values()].map((p) => policyRow(p.policy, 'cluster'));
+  }
+
+  private async checkTunnel(datapath: TunnelPort): Promise<void> {
+    if (this.tunnelIfindex && tunnelProgramId(this.tunnelIfindex) !== undefined) return;
+    try {
+      const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
+      this.tunnelIfindex = t.ifindex;
+      datapath.attachTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
+      this.tunnelRepairs++;
+      this.log.error({ device: this.o.tunnelDevice, ifindex: t.ifindex, recreated: t.created }, 'the tunnel program was missing: attached again');
+    } catch (err) {
+      this.log.error({ device: this.o.tunnelDevice, err: (err as Error).message }, 'the tunnel program is missing and could not be attached again: nothing from other nodes is delivered');
+    }
   }
 
   // ------------------------------------------------------ from the store
@@ -293,6 +313,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
 
   /** Leave: `leave` revokes the lease (the node's records go at once: `bastion down`); else they stay until it expires (a restart). */
   async close(o: { leave?: boolean } = {}): Promise<void> {
+    clearInterval(this.tunnelTimer);
     await this.session.settled(2000);
     await this.session.close({ revoke: o.leave });
   }

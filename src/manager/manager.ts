@@ -91,8 +91,10 @@ export class Manager {
     }
     for (const [k, v] of o.datapath.existingIpcache()) {
       // CIDR identities of a previous run keep their numbers, so policy
-      // entries that refer to them stay valid across the restart.
-      if (k.prefixlen < 32 && k.prefixlen > 0 && v.identity >= ID_FIRST_DYNAMIC) {
+      // entries that refer to them stay valid across the restart (in
+      // cluster mode only those above the cluster's range: a number below
+      // it may belong to another node's endpoint now).
+      if (k.prefixlen < 32 && k.prefixlen > 0 && v.identity >= floor) {
         this.ids.adopt(`cidr:${k.addr}/${k.prefixlen}`, v.identity);
       }
     }

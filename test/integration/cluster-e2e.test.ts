@@ -9,6 +9,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCluster } from '../helpers/cluster.js';
+import { run } from '../helpers/netns.js';
 import { arping, ping, startTcpEcho, tcpConnect, tcpConnectQuick, waitFor } from '../helpers/probes.js';
 
 describe('three hosts, one cluster', () => {
@@ -112,6 +113,17 @@ describe('three hosts, one cluster', () => {
       'a still has c/cache in its maps',
     );
     await k.policyDelete('web-to-cache');
+  });
+
+  it('the tunnel program taken off by another tool is put back, loudly', async () => {
+    const d = k.host('b').daemon!;
+    const from = d.mark();
+    await run('ip', ['netns', 'exec', k.host('b').netns, 'tc', 'filter', 'del', 'dev', 'bvx0', 'ingress']);
+    const gone = await run('ip', ['netns', 'exec', k.host('b').netns, 'tc', 'filter', 'show', 'dev', 'bvx0', 'ingress']);
+    assert.doesNotMatch(gone.stdout, /from_overlay/, 'the filter is gone');
+    assert.ok(await d.waitForRecord((r) => /tunnel program was missing/.test(r.msg), 15_000, from), 'no repair logged');
+    assert.equal((await k.status('b')).ok, true);
+    assert.ok(await waitFor(async () => (await tcpConnect(k.container('web').netns, k.container('api').ip, 8080, 1)).ok, 10_000));
   });
 
   it('the config file of a cluster node may not carry policies: exit 2, saying where they go', async () => {
