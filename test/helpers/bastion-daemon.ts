@@ -6,7 +6,7 @@
  * and attacker on one bridge, and the tc/bpffs inspection the lifecycle
  * tests need.
  *
- * Contract points this relies on (src/manager/daemon.ts, src/cli/commands):
+ * Contract points this relies on (src/daemon/daemon.ts, src/cli/commands):
  * - stdout carries one JSON object per line (pino): readiness is the line
  *   whose msg is "ready"; a re-applied config logs "config applied", a
  *   rejected one "config rejected..." (and the errors on stderr); flow

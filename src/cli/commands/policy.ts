@@ -16,7 +16,7 @@ import { stringify as toYaml } from 'yaml';
 import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { socketPathFor } from '../../api/paths.js';
 import { apiCall, DaemonUnreachable } from '../../api/client.js';
-import type { PolicyRow } from '../../manager/runtime-policies.js';
+import type { PolicyRow } from '../../daemon/runtime-policies.js';
 import { CliError, EXIT } from '../errors.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 

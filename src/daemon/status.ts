@@ -1,6 +1,6 @@
 /** The status report: what `bastion status` prints and /v1/status serves. */
 import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
-import type { Daemon } from './daemon.js';
+import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
 
 export interface EndpointStatus {
@@ -82,8 +82,17 @@ export function ruleRows(rules: Rule[]): StatusReport['rules'] {
   }));
 }
 
-export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusReport> {
-  const m = d.manager;
+/** What the status report is made of: the manager (and its datapath) and a few facts about the daemon. */
+export interface StatusSources {
+  manager: Manager;
+  pinPath: string;
+  configPath?: string;
+  startedAt: Date;
+  flowsSeen: number;
+}
+
+export function collectStatus(src: StatusSources): StatusReport {
+  const m = src.manager;
   const dp = m.datapath;
   const endpoints: EndpointStatus[] = [...m.endpoints.values()]
     .sort((a, b) => a.name.localeCompare(b.name))
@@ -123,13 +132,13 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
     ok: endpoints.every((e) => e.stack.ok),
     daemon: {
       pid: process.pid,
-      pinPath: d.o.pinPath,
-      configPath: d.configPath,
+      pinPath: src.pinPath,
+      configPath: src.configPath,
       mode: m.mode,
-      startedAt: startedAt.toISOString(),
+      startedAt: src.startedAt.toISOString(),
       generation: m.generation,
       lastApplyMs: m.lastApply ? +m.lastApply.ms.toFixed(3) : undefined,
-      flowsSeen: d.flows.count,
+      flowsSeen: src.flowsSeen,
     },
     endpoints,
     unprotected: [...m.unprotected.values()].map((u) => ({ name: u.name, key: u.key, reason: u.reason })),

@@ -1,7 +1,7 @@
 /** Prometheus metrics, read from the manager and the datapath counters at scrape time. */
 import { Counter as PromCounter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { FIRST_DROP_REASON, REASON_NAMES, type Counter } from '../datapath/layout.js';
-import type { Manager } from './manager.js';
+import type { Manager } from '../manager/manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
 
 export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore) {
