@@ -14,6 +14,7 @@ import type { PolicySet } from '../policy/model.js';
 import { loadConfigSource, type LoadedConfig } from './config-source.js';
 import type { RuntimePolicies } from './runtime-policies.js';
 import { releaseMemory } from './memory.js';
+import { fail, succeed, type Outcome, type ReloadResult } from '../api/types.js';
 
 /** Discoveries in flight at once (each runs one `ip` in a container's namespace). */
 const DISCOVERY_CONCURRENCY = 8;
@@ -42,8 +43,6 @@ export interface PreparedConfig {
   config: LoadedConfig;
   found: Map<string, Discovered>;
 }
-
-export type ReloadResult = { ok: true } | { ok: false; errors: string[] };
 
 export class ConfigReloader {
   private manager?: Manager;
@@ -75,9 +74,9 @@ export class ConfigReloader {
   }
 
   /** Re-read the config; apply the difference, or reject it whole. */
-  async reload(): Promise<ReloadResult> {
+  async reload(): Promise<Outcome<ReloadResult>> {
     const manager = this.manager;
-    if (this.closing || !manager) return { ok: false, errors: ['daemon is stopping'] };
+    if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
     try {
       const next = await this.load();
       // Containers whose entry did not change are not looked at again:
@@ -105,12 +104,13 @@ export class ConfigReloader {
       // a reload re-reads the whole file: its parse is the garbage of a peak
       const memory = await releaseMemory();
       this.o.log.info({ rules: next.policy.rules.length, endpoints: manager.endpoints.size, ms, rssMb: memory.rssMb }, 'config applied');
-      return { ok: true };
+      return succeed({});
     } catch (err) {
       const errors = err instanceof ConfigRejected ? err.errors : [(err as Error).message];
       this.o.log.error({ errors }, 'config rejected, previous config stays in force');
       for (const e of errors) process.stderr.write(`bastion: ${e}\n`);
-      return { ok: false, errors };
+      // a config that does not validate is invalid input; anything else failed while applying it
+      return fail(err instanceof ConfigRejected ? 'invalid' : 'failed', errors);
     }
   }
 

@@ -25,7 +25,8 @@ import { RuntimePolicies } from './runtime-policies.js';
 import { RuntimePolicyService } from './policy-service.js';
 import { logFlows } from './flow-logger.js';
 import { platformEventHandler } from './platform-events.js';
-import { collectStatus, type StatusReport } from './status.js';
+import { collectStatus } from './status.js';
+import type { StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
@@ -108,15 +109,10 @@ export class Daemon {
     this.server = await startApiServer(socket, {
       status: () => this.status(),
       reload: () => this.config.reload(),
-      policies: {
-        list: () => this.policies.list(),
-        add: (text, source, opts) => this.policies.add(text, source, opts),
-        delete: (names) => this.policies.delete(names),
-      },
-      metrics: () => metrics.registry.metrics(),
-      metricsContentType: metrics.registry.contentType,
+      policies: this.policies,
+      metrics: { text: () => metrics.registry.metrics(), contentType: metrics.registry.contentType },
       flows: this.flows,
-      ui: () => renderUi(),
+      ui: renderUi,
     });
     mkdirSync(dirname(pidFileFor(this.o.pinPath)), { recursive: true });
     writeFileSync(pidFileFor(this.o.pinPath), `${process.pid}\n`);

@@ -7,8 +7,8 @@
 import type { Logger } from 'pino';
 import type { Manager } from '../manager/manager.js';
 import type { LoadedConfig } from './config-source.js';
-import { RuntimePolicies, parsePoliciesDocument, policyRow, type PolicyRow } from './runtime-policies.js';
-import type { ApiResult } from '../api/server.js';
+import { RuntimePolicies, parsePoliciesDocument, policyRow } from './runtime-policies.js';
+import { fail, succeed, type Outcome, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow } from '../api/types.js';
 
 /** What the service needs to know of the config file's policies. */
 export interface FilePolicies {
@@ -62,49 +62,48 @@ export class RuntimePolicyService {
   }
 
   /** Add or replace runtime policies from a policies document; all of it or nothing (or, dry run, only check it). */
-  async add(text: string, source: string, opts: { dryRun?: boolean } = {}): Promise<ApiResult> {
+  async add(text: string, source: string, opts: { dryRun?: boolean } = {}): Promise<Outcome<PolicyAddResult>> {
     const manager = this.manager;
-    if (this.closing || !manager) return { code: 503, body: { ok: false, errors: ['daemon is stopping'] } };
+    if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
     const parsed = parsePoliciesDocument(text, source);
-    if (!parsed.ok) return { code: 422, body: { ok: false, errors: parsed.errors } };
+    if (!parsed.ok) return fail('invalid', parsed.errors);
     const fileNames = this.file.fileNames();
     const clash = parsed.policies.filter((p) => fileNames.has(p.name));
     if (clash.length) {
-      return {
-        code: 409,
-        body: {
-          ok: false,
-          errors: clash.map((p) => `${source}: policy "${p.name}" is defined in the config file ${this.file.configPath}; change it there, or give this one another name`),
-        },
-      };
+      return fail(
+        'conflict',
+        clash.map((p) => `${source}: policy "${p.name}" is defined in the config file ${this.file.configPath}; change it there, or give this one another name`),
+      );
     }
     const t0 = performance.now();
-    const actions = parsed.policies.map((p) => ({ name: p.name, action: this.store.get(p.name) ? 'replaced' : 'created' }));
-    if (opts.dryRun) return { code: 200, body: { ok: true, dryRun: true, policies: actions } };
+    const actions: PolicyChange[] = parsed.policies.map((p) => ({ name: p.name, action: this.store.get(p.name) ? 'replaced' : 'created' }));
+    if (opts.dryRun) return succeed({ dryRun: true, policies: actions });
     const { added, removed } = this.store.set(parsed.policies);
     const stats = await manager.changeRules(added, removed);
     const ms = +(performance.now() - t0).toFixed(3);
     this.save();
     this.log.info({ policies: actions, ops: stats.ops, ms }, 'policies applied');
-    return { code: 200, body: { ok: true, policies: actions, entries: stats.ops, ms } };
+    return succeed({ policies: actions, entries: stats.ops, ms });
   }
 
   /** Delete runtime policies: all of the names, or none when one is not a runtime policy. */
-  async delete(names: string[]): Promise<ApiResult> {
+  async delete(names: string[]): Promise<Outcome<PolicyDeleteResult>> {
     const manager = this.manager;
-    if (this.closing || !manager) return { code: 503, body: { ok: false, errors: ['daemon is stopping'] } };
+    if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
+    if (names.length === 0 || names.some((n) => !n)) return fail('bad-request', ['give the names of the policies to delete']);
     const fileNames = this.file.fileNames();
-    const errors = names
-      .filter((n) => !this.store.get(n))
-      .map((n) => (fileNames.has(n) ? `policy "${n}" comes from the config file ${this.file.configPath}; remove it there` : `no runtime policy "${n}"`));
-    if (errors.length) return { code: names.some((n) => !this.store.get(n) && fileNames.has(n)) ? 409 : 404, body: { ok: false, errors } };
+    const unknown = names.filter((n) => !this.store.get(n));
+    if (unknown.length) {
+      const errors = unknown.map((n) => (fileNames.has(n) ? `policy "${n}" comes from the config file ${this.file.configPath}; remove it there` : `no runtime policy "${n}"`));
+      return fail(unknown.some((n) => fileNames.has(n)) ? 'conflict' : 'not-found', errors);
+    }
     const t0 = performance.now();
     const removed = this.store.delete(names);
     const stats = await manager.changeRules([], removed);
     const ms = +(performance.now() - t0).toFixed(3);
     this.save();
     this.log.info({ policies: names, ops: stats.ops, ms }, 'policies deleted');
-    return { code: 200, body: { ok: true, deleted: names, entries: stats.ops, ms } };
+    return succeed({ deleted: names, entries: stats.ops, ms });
   }
 
   private save(): void {

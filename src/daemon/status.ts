@@ -2,40 +2,7 @@
 import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
-
-export interface EndpointStatus {
-  name: string;
-  key: string;
-  identity: number;
-  ipv4: string;
-  mac: string;
-  interface: string;
-  hostInterface: string;
-  hostIfindex: number;
-  mode: string;
-  labels: Record<string, string>;
-  stack: { ingress?: number; egress?: number; ok: boolean };
-  counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
-}
-
-export interface StatusReport {
-  ok: boolean;
-  daemon: {
-    pid: number;
-    pinPath: string;
-    configPath?: string;
-    mode: string;
-    startedAt: string;
-    generation: number;
-    lastApplyMs?: number;
-    flowsSeen: number;
-  };
-  endpoints: EndpointStatus[];
-  unprotected: Array<{ name: string; key: string; reason: string }>;
-  rules: Array<{ id: string; direction: string; subject: string; peers: string; ports: string }>;
-  entries: Record<string, number>;
-  counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
-}
+import type { EndpointStatus, StatusReport } from '../api/types.js';
 
 export function selectorText(s: LabelSelector): string {
   const parts = Object.entries(s.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
