@@ -13,7 +13,8 @@ export async function startApiServer(socketPath: string, api: DaemonApi): Promis
   mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
   if (existsSync(socketPath)) unlinkSync(socketPath);
   const app = createApiApp(api);
-  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  // hostname: the host of requests that name none (HTTP/1.0 without a Host header); it is never listened on
+  const server = createAdaptorServer({ fetch: app.fetch, hostname: 'bastion' }) as Server;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => resolve());

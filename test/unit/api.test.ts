@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request, type Server } from 'node:http';
+import { connect } from 'node:net';
 import pino from 'pino';
 import { createApiApp, MAX_BODY, type DaemonApi } from '../../src/api/app.js';
 import { startApiServer } from '../../src/api/server.js';
@@ -221,6 +222,20 @@ describe('API over its unix socket', () => {
     assert.equal(small.status, 200);
     const call = api.calls.pop() as [string, string, string];
     assert.deepEqual([call[0], call[1].length, call[2]], ['add', 200_000, 'chunked']);
+  });
+
+  it('a request without a Host header (HTTP/1.0) is served, as before hono', async () => {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = connect(socket);
+      let text = '';
+      s.setEncoding('utf8');
+      s.on('data', (d: string) => (text += d));
+      s.on('end', () => resolve(text));
+      s.on('error', reject);
+      s.write('GET /v1/policies HTTP/1.0\r\n\r\n');
+    });
+    assert.match(answer, /^HTTP\/1\.[01] 200 /);
+    assert.match(answer, /"name":"a"/);
   });
 
   it('the client: apiRequest throws the error messages; a missing socket is DaemonUnreachable', async () => {
