@@ -2,7 +2,9 @@
  * The daemon's HTTP API, as a hono app. Routes:
  *
  *   GET  /v1/status            the status report (`bastion status`)
- *   GET  /v1/flows?limit=N     recent flows (&verdict=, &container=); &follow=1 streams NDJSON
+ *   GET  /v1/flows?limit=N     recent flows (&verdict=, &container=); &follow=1 streams NDJSON,
+ *                              with {"type":"lost","count":N} where a slow client missed records
+ *                              (src/api/flow-stream.ts)
  *   POST /v1/reload            re-read the config (same as SIGHUP)
  *   GET  /v1/policies          every policy: the config file's and the runtime ones
  *   POST /v1/policies          add or replace runtime policies (a `policies:` document, YAML or JSON);
@@ -19,7 +21,10 @@
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { FlowRecord, FlowStore } from '../agent/flow-log.js';
+import type { FlowFollowers } from './flow-stream.js';
 import type {
   ErrorBody,
   ErrorCode,
@@ -42,8 +47,12 @@ export interface DaemonApi {
   };
   metrics: { text(): Promise<string>; contentType: string };
   flows: FlowStore;
+  /** the live streams of /v1/flows?follow=1, bounded per client */
+  followers: FlowFollowers;
   ui(): string;
 }
+
+type Env = { Bindings: HttpBindings };
 
 /** Largest request body accepted (a policies document). */
 export const MAX_BODY = 4 << 20;
@@ -62,22 +71,22 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
 };
 
 /** JSON with a trailing newline (for curl); 64-bit counters as numbers. */
-function json(c: Context, status: ContentfulStatusCode, body: unknown): Response {
+function json(c: Context<Env>, status: ContentfulStatusCode, body: unknown): Response {
   const text = JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? Number(v) : v));
   return c.body(text + '\n', status, { 'content-type': 'application/json' });
 }
 
-function failure(c: Context, code: ErrorCode, errors: string[]): Response {
+function failure(c: Context<Env>, code: ErrorCode, errors: string[]): Response {
   const body: ErrorBody = { ok: false, error: { code, message: errors.join('\n') }, errors };
   return json(c, STATUS[code], body);
 }
 
 /** A service's outcome as an answer: { ok: true, ...value }, or the error body. */
-function answer<T extends object>(c: Context, outcome: Outcome<T>): Response {
+function answer<T extends object>(c: Context<Env>, outcome: Outcome<T>): Response {
   return outcome.ok ? json(c, 200, { ok: true, ...outcome.value }) : failure(c, outcome.code, outcome.errors);
 }
 
-function flowFilter(c: Context): (r: FlowRecord) => boolean {
+function flowFilter(c: Context<Env>): (r: FlowRecord) => boolean {
   const verdict = c.req.query('verdict')?.toUpperCase();
   const container = c.req.query('container');
   return (r) =>
@@ -85,7 +94,7 @@ function flowFilter(c: Context): (r: FlowRecord) => boolean {
     (!container || r.src.name === container || r.dst.name === container || r.endpoint === container);
 }
 
-const tooLarge = (c: Context) => failure(c, 'too-large', [`request body over ${MAX_BODY} bytes`]);
+const tooLarge = (c: Context<Env>) => failure(c, 'too-large', [`request body over ${MAX_BODY} bytes`]);
 const bodyLimited = bodyLimit({ maxSize: MAX_BODY, onError: tooLarge });
 
 /**
@@ -96,15 +105,15 @@ const bodyLimited = bodyLimit({ maxSize: MAX_BODY, onError: tooLarge });
  * hand-written server before hono: 0.41 ms). A chunked
  * body goes through bodyLimit, which counts as it reads.
  */
-const limitBody: MiddlewareHandler = async (c, next) => {
+const limitBody: MiddlewareHandler<Env> = async (c, next) => {
   const length = c.req.header('content-length');
   if (length === undefined || c.req.header('transfer-encoding') !== undefined) return bodyLimited(c, next);
   if (Number(length) > MAX_BODY) return tooLarge(c);
   await next();
 };
 
-export function createApiApp(api: DaemonApi): Hono {
-  const app = new Hono();
+export function createApiApp(api: DaemonApi): Hono<Env> {
+  const app = new Hono<Env>();
 
   app.get('/v1/status', (c) => json(c, 200, api.status()));
   app.post('/v1/reload', async (c) => answer(c, await api.reload()));
@@ -128,7 +137,9 @@ export function createApiApp(api: DaemonApi): Hono {
     const filter = flowFilter(c);
     const limit = Number(c.req.query('limit') ?? '100');
     if (c.req.query('follow') !== '1') return json(c, 200, api.flows.recent(limit, filter));
-    return followFlows(api.flows, limit, filter);
+    // the follower writes to the socket itself: it must see res.write() return false
+    api.followers.follow(c.env.outgoing, limit, filter);
+    return RESPONSE_ALREADY_SENT;
   });
 
   app.get('/', (c) => c.html(api.ui()));
@@ -136,23 +147,4 @@ export function createApiApp(api: DaemonApi): Hono {
   app.notFound((c) => failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]));
   app.onError((err, c) => failure(c, 'internal', [err.message]));
   return app;
-}
-
-/** NDJSON: the last `limit` flows, then every new one as it comes. */
-function followFlows(flows: FlowStore, limit: number, filter: (r: FlowRecord) => boolean): Response {
-  const enc = new TextEncoder();
-  let onFlow: ((r: FlowRecord) => void) | undefined;
-  const body = new ReadableStream<Uint8Array>({
-    start(controller) {
-      for (const r of flows.recent(limit, filter)) controller.enqueue(enc.encode(JSON.stringify(r) + '\n'));
-      onFlow = (r) => {
-        if (filter(r)) controller.enqueue(enc.encode(JSON.stringify(r) + '\n'));
-      };
-      flows.on('flow', onFlow);
-    },
-    cancel() {
-      if (onFlow) flows.off('flow', onFlow);
-    },
-  });
-  return new Response(body, { status: 200, headers: { 'content-type': 'application/x-ndjson' } });
 }

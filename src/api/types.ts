@@ -7,6 +7,8 @@
  * Services never choose an HTTP status: they say why something failed
  * (FailureCode) and the HTTP layer alone maps that to a status code.
  */
+import type { FlowRecord } from '../agent/flow-log.js';
+
 export type { FlowPeer, FlowRecord } from '../agent/flow-log.js';
 
 // --------------------------------------------------------------- outcomes
@@ -131,4 +133,22 @@ export interface EndpointStatus {
   labels: Record<string, string>;
   stack: { ingress?: number; egress?: number; ok: boolean };
   counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
+}
+
+// ------------------------------------------------------------ flow stream
+
+/**
+ * GET /v1/flows?follow=1 streams NDJSON: one FlowRecord per line and, where
+ * this client fell behind and records were skipped for it, one line saying
+ * how many, at the place of the gap. Flow records have no `type` field.
+ */
+export interface FlowsLost {
+  type: 'lost';
+  count: number;
+}
+
+export type FlowStreamLine = FlowRecord | FlowsLost;
+
+export function isFlowsLost(line: FlowStreamLine): line is FlowsLost {
+  return (line as FlowsLost).type === 'lost';
 }

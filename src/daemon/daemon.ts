@@ -16,6 +16,7 @@ import { FlowStore } from '../agent/flow-log.js';
 import { openDatapath } from '../agent/datapath-agent.js';
 import { NodeAgent } from '../agent/node-agent.js';
 import { startApiServer } from '../api/server.js';
+import { FlowFollowers } from '../api/flow-stream.js';
 import { apiCall } from '../api/client.js';
 import { pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
 import { renderUi } from '../ui/page.js';
@@ -46,6 +47,7 @@ const HOST_ADDRESS_INTERVAL_MS = 10_000;
 export class Daemon {
   readonly log: Logger;
   readonly flows = new FlowStore();
+  readonly followers = new FlowFollowers(this.flows);
   readonly config: ConfigReloader;
   readonly policies: RuntimePolicyService;
   manager?: Manager;
@@ -104,7 +106,7 @@ export class Daemon {
     const pruned = await manager.pruneLeftovers();
     if (pruned.entries || pruned.stacks) this.log.info(pruned, 'removed leftovers of a previous run');
 
-    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows);
+    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats);
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
@@ -112,6 +114,7 @@ export class Daemon {
       policies: this.policies,
       metrics: { text: () => metrics.registry.metrics(), contentType: metrics.registry.contentType },
       flows: this.flows,
+      followers: this.followers,
       ui: renderUi,
     });
     mkdirSync(dirname(pidFileFor(this.o.pinPath)), { recursive: true });

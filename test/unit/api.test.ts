@@ -19,6 +19,7 @@ import { startApiServer } from '../../src/api/server.js';
 import { apiCall, apiRequest, DaemonUnreachable, errorsOf } from '../../src/api/client.js';
 import { fail, succeed, type ErrorBody, type FailureCode, type StatusReport } from '../../src/api/types.js';
 import { FlowStore, type FlowRecord } from '../../src/agent/flow-log.js';
+import { FlowFollowers } from '../../src/api/flow-stream.js';
 import { ConfigReloader } from '../../src/daemon/config-reloader.js';
 import { RuntimePolicies } from '../../src/daemon/runtime-policies.js';
 import { RuntimePolicyService } from '../../src/daemon/policy-service.js';
@@ -41,6 +42,7 @@ function flow(i: number, verdict: string, src: string): FlowRecord {
 /** A DaemonApi whose parts a test replaces; the calls it got are recorded. */
 function stubApi(over: Partial<DaemonApi> = {}): DaemonApi & { calls: unknown[][] } {
   const calls: unknown[][] = [];
+  const flows = over.flows ?? new FlowStore(100);
   return {
     calls,
     status: () => ({ ok: true, daemon: { pid: 1 }, big: 12345678901234n }) as unknown as StatusReport,
@@ -57,7 +59,8 @@ function stubApi(over: Partial<DaemonApi> = {}): DaemonApi & { calls: unknown[][
       },
     },
     metrics: { text: async () => 'bastion_endpoints 4\n', contentType: 'text/plain; version=0.0.4' },
-    flows: new FlowStore(100),
+    flows,
+    followers: new FlowFollowers(flows),
     ui: () => '<!doctype html><title>Bastion</title>',
     ...over,
   };
