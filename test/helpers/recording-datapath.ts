@@ -72,11 +72,12 @@ export class RecordingDatapath implements DatapathPort {
 export class TableNode implements NodePort {
   readonly interfaces = new Map<string, Discovered>();
 
-  /** Container `i`: 10.77.x.y, a locally administered MAC, host ifindex 1000 + i. */
+  /** Container `i` (up to 65,000): 10.77.0.2 on, a locally administered MAC, host ifindex 1000 + i. */
   static iface(i: number): Discovered {
     const hex = (i + 0x100).toString(16).padStart(6, '0');
+    const n = i + 2;
     return {
-      ipv4: `10.77.${(i >> 8) & 255}.${(i & 255) + 2}`,
+      ipv4: `10.77.${(n >> 8) & 255}.${n & 255}`,
       prefixLen: 16,
       mac: `02:00:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4)}`,
       hostIfindex: 1000 + i,
