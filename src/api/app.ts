@@ -11,6 +11,7 @@
  *                              ?dryRun=1 validates and reports what would change, changes nothing;
  *                              ?source= names the document in error messages
  *   DELETE /v1/policies/NAME   delete a runtime policy (several: DELETE /v1/policies?name=a&name=b)
+ *   GET  /v1/audit?maxAge=S    the posture audit (`bastion audit`) over the daemon's own state, at most S seconds old (default 10)
  *   GET  /metrics              Prometheus metrics
  *   GET  /                     the web UI (network map and live flows)
  *
@@ -25,6 +26,7 @@ import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { FlowRecord, FlowStore } from '../agent/flow-log.js';
 import type { FlowFollowers } from './flow-stream.js';
+import type { AuditReport } from '../audit/findings.js';
 import type {
   ErrorBody,
   ErrorCode,
@@ -50,6 +52,8 @@ export interface DaemonApi {
   /** the live streams of /v1/flows?follow=1, bounded per client */
   followers: FlowFollowers;
   ui(): string;
+  /** the posture audit report, at most maxAgeMs old */
+  audit?(maxAgeMs: number): Promise<AuditReport>;
 }
 
 type Env = { Bindings: HttpBindings };
@@ -130,6 +134,13 @@ export function createApiApp(api: DaemonApi): Hono<Env> {
   app.delete('/v1/policies', async (c) => answer(c, await api.policies.delete(c.req.queries('name') ?? [])));
   // {.*}: a name with a slash is an unknown policy, not an unknown route
   app.delete('/v1/policies/:name{.*}', async (c) => answer(c, await api.policies.delete([c.req.param('name')])));
+
+  app.get('/v1/audit', async (c) => {
+    if (!api.audit) return failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
+    const maxAge = Number(c.req.query('maxAge') ?? '10');
+    if (!Number.isFinite(maxAge) || maxAge < 0) return failure(c, 'bad-request', ['maxAge: a number of seconds, 0 or more']);
+    return json(c, 200, await api.audit(maxAge * 1000));
+  });
 
   app.get('/metrics', async (c) => c.body(await api.metrics.text(), 200, { 'content-type': api.metrics.contentType }));
 

@@ -8,6 +8,7 @@
  * (FailureCode) and the HTTP layer alone maps that to a status code.
  */
 import type { FlowRecord } from '../agent/flow-log.js';
+import type { StatusAudit } from '../audit/daemon-audit.js';
 
 export type { FlowPeer, FlowRecord } from '../agent/flow-log.js';
 
@@ -118,6 +119,8 @@ export interface StatusReport {
   rules: Array<{ id: string; direction: string; subject: string; peers: string; ports: string }>;
   entries: Record<string, number>;
   counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
+  /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
+  audit?: StatusAudit;
 }
 
 export interface EndpointStatus {
@@ -133,6 +136,8 @@ export interface EndpointStatus {
   labels: Record<string, string>;
   stack: { ingress?: number; egress?: number; ok: boolean };
   counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
+  /** the posture audit's findings about this container (when a report exists; GET /v1/audit has them in full) */
+  findings?: StatusAudit['containers'][string];
 }
 
 // ------------------------------------------------------------ flow stream

@@ -31,6 +31,8 @@ import type { StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
+import { postureAudit } from './posture-audit.js';
+import type { AuditCache } from '../audit/daemon-audit.js';
 
 export interface DaemonOptions {
   configPath?: string;
@@ -43,6 +45,8 @@ export interface DaemonOptions {
 
 /** Host addresses are read again this often (a new address would otherwise count as "world"). */
 const HOST_ADDRESS_INTERVAL_MS = 10_000;
+/** How old the audit in a status report may be before a status request starts a new one in the background. */
+const STATUS_AUDIT_MAX_AGE_MS = 60_000;
 
 export class Daemon {
   readonly log: Logger;
@@ -50,6 +54,8 @@ export class Daemon {
   readonly followers = new FlowFollowers(this.flows);
   readonly config: ConfigReloader;
   readonly policies: RuntimePolicyService;
+  /** the posture audit over this daemon's own state (GET /v1/audit, status) */
+  readonly audits: AuditCache;
   manager?: Manager;
   private readonly node = new NodeAgent();
   private readonly startedAt = new Date();
@@ -76,6 +82,15 @@ export class Daemon {
       log: this.log,
     });
     this.policies = new RuntimePolicyService(runtime, this.config, this.log);
+    this.audits = postureAudit({
+      pinPath: o.pinPath,
+      configPath: o.configPath,
+      platform: o.platform?.name,
+      runtimeFile: policiesFileFor(o.pinPath),
+      manager: () => this.manager,
+      filePolicies: () => this.config.config?.policies ?? [],
+      runtime,
+    });
   }
 
   async start(): Promise<void> {
@@ -116,6 +131,7 @@ export class Daemon {
       flows: this.flows,
       followers: this.followers,
       ui: renderUi,
+      audit: (maxAgeMs) => this.audits.get(maxAgeMs),
     });
     mkdirSync(dirname(pidFileFor(this.o.pinPath)), { recursive: true });
     writeFileSync(pidFileFor(this.o.pinPath), `${process.pid}\n`);
@@ -166,12 +182,14 @@ export class Daemon {
   }
 
   status(): StatusReport {
+    this.audits.refreshIfStale(STATUS_AUDIT_MAX_AGE_MS, (err) => this.log.warn({ err: err.message }, 'posture audit failed'));
     return collectStatus({
       manager: this.manager!,
       pinPath: this.o.pinPath,
       configPath: this.o.configPath,
       startedAt: this.startedAt,
       flowsSeen: this.flows.count,
+      audit: this.audits.peek(),
     });
   }
 

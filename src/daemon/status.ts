@@ -3,6 +3,8 @@ import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
 import type { EndpointStatus, StatusReport } from '../api/types.js';
+import type { AuditReport } from '../audit/findings.js';
+import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 
 export function selectorText(s: LabelSelector): string {
   const parts = Object.entries(s.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
@@ -56,9 +58,12 @@ export interface StatusSources {
   configPath?: string;
   startedAt: Date;
   flowsSeen: number;
+  /** the last posture audit, if one ran */
+  audit?: AuditReport;
 }
 
 export function collectStatus(src: StatusSources): StatusReport {
+  const audit = src.audit ? statusAudit(src.audit) : undefined;
   const m = src.manager;
   const dp = m.datapath;
   const endpoints: EndpointStatus[] = [...m.endpoints.values()]
@@ -84,6 +89,7 @@ export function collectStatus(src: StatusSources): StatusReport {
           rxBytes: Number(s?.rxBytes ?? 0n),
           drops: Number(s?.drops ?? 0n),
         },
+        ...(audit ? { findings: findingsOfEndpoint(audit, ep.key) } : {}),
       };
     });
   const counters: StatusReport['counters'] = {};
@@ -112,5 +118,6 @@ export function collectStatus(src: StatusSources): StatusReport {
     rules: ruleRows(m.ruleList()),
     entries: m.entryCounts(),
     counters,
+    ...(audit ? { audit } : {}),
   };
 }

@@ -161,6 +161,20 @@ describe('API: typed outcomes become status codes in one place, with one error b
     assert.match(await ui.text(), /<title>Bastion/);
   });
 
+  it('GET /v1/audit?maxAge=S: the report at most S seconds old (default 10); a bad maxAge is bad-request; without an audit, no route', async () => {
+    const ages: number[] = [];
+    const app = createApiApp(stubApi({ audit: async (ms) => (ages.push(ms), { generatedAt: 'now' }) as never }));
+    assert.deepEqual(await (await app.request('/v1/audit')).json(), { generatedAt: 'now' });
+    assert.equal((await app.request('/v1/audit?maxAge=0')).status, 200);
+    assert.deepEqual(ages, [10_000, 0]);
+    for (const bad of ['-1', 'x', 'Infinity']) {
+      const res = await app.request(`/v1/audit?maxAge=${bad}`);
+      assert.equal(res.status, 400, bad);
+      assert.equal(((await res.json()) as ErrorBody).error.code, 'bad-request');
+    }
+    assert.equal((await createApiApp(stubApi()).request('/v1/audit')).status, 404);
+  });
+
   it('GET /v1/flows: the last N, filtered by verdict (any case) and container', async () => {
     const api = stubApi();
     for (let i = 0; i < 10; i++) api.flows.push(flow(i, i % 2 ? 'DROPPED' : 'ALLOWED', i < 5 ? 'web' : 'attacker'));
