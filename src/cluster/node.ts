@@ -20,7 +20,8 @@ import type { RemoteEndpoint } from '../manager/remote.js';
 import type { Rule } from '../policy/model.js';
 import type { PolicyConfig } from '../policy/bastion-config.js';
 import { policyToRules } from '../policy/bastion-config.js';
-import { policyRow, type PolicyRow } from '../manager/runtime-policies.js';
+import { describePolicy } from '../policy/policy-document.js';
+import type { ClusterStatus, PolicyRow } from '../api/types.js';
 import type { TunnelInfo } from '../datapath/layout.js';
 import { connectCluster, type ClusterConnection } from './etcd.js';
 import { ClusterSession, type SessionStatus } from './session.js';
@@ -45,20 +46,6 @@ export interface TunnelPort {
   attachTunnel(info: TunnelInfo): void;
 }
 
-export interface ClusterNodeStatus {
-  node: string;
-  store: string;
-  session: SessionStatus;
-  underlay: { interface: string; address: string };
-  tunnel: { device: string; ifindex: number; port: number; programAttached: boolean };
-  nodes: Array<{ name: string; underlay: string; self: boolean; endpoints: number; lease?: { ttlS: number; grantedTtlS: number; ageS: number }; healthy: boolean }>;
-  remoteEndpoints: { known: number; inMaps: number };
-  /** the remote endpoints in this node's maps (peers of local ones) */
-  peers: Array<{ id: string; name: string; identity: number; ipv4: string; node: string; nodeIp: string }>;
-  refused: Array<{ key: string; reason: string }>;
-  invalidRecords: Array<{ key: string; error: string }>;
-  policies: number;
-}
 
 export class ClusterNode implements EndpointIdentities, EndpointObserver {
   readonly session: ClusterSession;
@@ -117,6 +104,9 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     // if another tool takes it off (or the device goes), put it back, loudly.
     this.tunnelTimer = setInterval(() => void this.checkTunnel(datapath), 5000);
     this.tunnelTimer.unref();
+    await this.refreshLeases();
+    this.leaseTimer = setInterval(() => void this.refreshLeases(), 2000);
+    this.leaseTimer.unref();
     for (const p of this.session.view.policies.values()) this.setPolicy(p.policy);
     this.manager = manager;
     await manager.setRemoteNodes(this.session.view.remoteNodeAddresses());
@@ -136,7 +126,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   }
 
   policyRows(): PolicyRow[] {
-    return [...this.policies.values()].map((p) => policyRow(p.policy, 'cluster'));
+    return [...this.policies.values()].map((p) => ({ name: p.policy.name, source: 'cluster' as const, ...describePolicy(p.policy) }));
   }
 
   private async checkTunnel(datapath: TunnelPort): Promise<void> {
@@ -280,28 +270,47 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     return { connected: s.connected, pendingWrites: s.pendingWrites, remoteEndpoints: this.session.view.remoteEndpoints().length, refused: this.refused.size, tampering: this.tampering };
   }
 
-  async status(): Promise<ClusterNodeStatus> {
+  /** Lease figures of every node, looked up every few seconds (status must not wait on the store). */
+  private readonly leases = new Map<string, { ttlS: number; grantedTtlS: number; ageS: number }>();
+  private leaseTimer?: NodeJS.Timeout;
+
+  private async refreshLeases(): Promise<void> {
+    const seen = new Set<string>();
+    for (const [name, n] of this.session.view.nodes) {
+      seen.add(name);
+      try {
+        const t = await this.session.leaseTtl(n.meta.lease);
+        if (t) this.leases.set(name, { ...t, ageS: t.grantedTtlS - t.ttlS });
+        else this.leases.delete(name);
+      } catch {
+        // the store is away: keep the last figures
+      }
+    }
+    for (const name of this.leases.keys()) if (!seen.has(name)) this.leases.delete(name);
+  }
+
+  status(): ClusterStatus {
     const view = this.session.view;
     const counts = new Map<string, number>();
     for (const e of view.endpoints.values()) counts.set(e.node, (counts.get(e.node) ?? 0) + 1);
-    const nodes: ClusterNodeStatus['nodes'] = [];
-    for (const [name, n] of view.nodes) {
-      let lease: ClusterNodeStatus['nodes'][number]['lease'];
-      try {
-        const t = await this.session.leaseTtl(n.meta.lease);
-        if (t) lease = { ...t, ageS: t.grantedTtlS - t.ttlS };
-      } catch {
-        // the store is away: the view still knows the node
-      }
-      nodes.push({ name, underlay: n.record.underlay, self: name === this.o.node, endpoints: counts.get(name) ?? 0, ...(lease ? { lease } : {}), healthy: !!lease && lease.ttlS > 0 });
-    }
-    nodes.sort((a, b) => a.name.localeCompare(b.name));
+    const nodes: ClusterStatus['nodes'] = [...view.nodes.entries()]
+      .map(([name, n]) => {
+        const lease = this.leases.get(name);
+        return { name, underlay: n.record.underlay, self: name === this.o.node, endpoints: counts.get(name) ?? 0, ...(lease ? { lease } : {}), healthy: !!lease && lease.ttlS > 0 };
+      })
+      .sort((a, b) => a.name.localeCompare(b.name));
     return {
       node: this.o.node,
       store: this.o.connection.url,
       session: this.session.status(),
       underlay: { interface: this.o.underlay, address: this.underlay.address },
-      tunnel: { device: this.o.tunnelDevice, ifindex: this.tunnelIfindex, port: this.o.tunnelPort, programAttached: this.tunnelIfindex > 0 && tunnelProgramId(this.tunnelIfindex) !== undefined },
+      tunnel: {
+        device: this.o.tunnelDevice,
+        ifindex: this.tunnelIfindex,
+        port: this.o.tunnelPort,
+        programAttached: this.tunnelIfindex > 0 && tunnelProgramId(this.tunnelIfindex) !== undefined,
+        repairs: this.tunnelRepairs,
+      },
       nodes,
       remoteEndpoints: { known: view.remoteEndpoints().length, inMaps: this.manager?.entryCounts().remote ?? 0 },
       peers: (this.manager?.remoteInMaps() ?? []).map((r) => ({ id: r.id, name: `${r.node}/${r.name}`, identity: r.identity, ipv4: r.ipv4, node: r.node, nodeIp: r.nodeIp })).sort((a, b) => a.id.localeCompare(b.id)),
@@ -314,6 +323,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   /** Leave: `leave` revokes the lease (the node's records go at once: `bastion down`); else they stay until it expires (a restart). */
   async close(o: { leave?: boolean } = {}): Promise<void> {
     clearInterval(this.tunnelTimer);
+    clearInterval(this.leaseTimer);
     await this.session.settled(2000);
     await this.session.close({ revoke: o.leave });
   }

@@ -5,7 +5,8 @@
  */
 import type { Etcd3 } from 'etcd3';
 import { POLICIES_PREFIX, policyKey, parseKey } from './keys.js';
-import { parsePoliciesDocument, policyRow, toDocumentPolicy, type PolicyRow } from '../manager/runtime-policies.js';
+import { describePolicy, parsePoliciesDocument, toDocumentPolicy } from '../policy/policy-document.js';
+import type { PolicyRow } from '../api/types.js';
 import type { PolicyConfig } from '../policy/bastion-config.js';
 
 /** etcd's default limit of operations in one transaction */
@@ -49,7 +50,7 @@ export async function listClusterPolicies(client: Etcd3): Promise<Array<PolicyRo
     }
     const parsed = parsePoliciesDocument(JSON.stringify({ policies: [raw] }), kv.key.toString());
     if (!parsed.ok) continue;
-    rows.push({ ...policyRow(parsed.policies[0]!, 'cluster'), revision: Number(kv.mod_revision) });
+    rows.push({ name: parsed.policies[0]!.name, source: 'cluster', ...describePolicy(parsed.policies[0]!), revision: Number(kv.mod_revision) });
   }
   return rows.sort((a, b) => a.name.localeCompare(b.name));
 }

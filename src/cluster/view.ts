@@ -16,7 +16,7 @@
 import { decodeRecord, EndpointRecordSchema, IdentityRecordSchema, NodeRecordSchema, parseKey, type EndpointRecord, type NodeRecord } from './keys.js';
 import { claimHolds, type IdentityClaim } from './identities.js';
 import type { KvMeta } from './etcd.js';
-import { parsePoliciesDocument } from '../manager/runtime-policies.js';
+import { parsePoliciesDocument } from '../policy/policy-document.js';
 import type { PolicyConfig } from '../policy/bastion-config.js';
 
 /** One change of one key, as the watch (or a snapshot) reports it. */

@@ -11,52 +11,28 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
 import { Manager, type EndpointIdentities } from '../../src/manager/manager.js';
-import type { DatapathPort, Discovered, NodePort } from '../../src/manager/ports.js';
+import type { Discovered, NodePort } from '../../src/manager/ports.js';
+import { RecordingDatapath } from '../helpers/recording-datapath.js';
 import type { EndpointSpec } from '../../src/manager/endpoint.js';
 import type { RemoteEndpoint } from '../../src/manager/remote.js';
 import type { Rule } from '../../src/policy/model.js';
 import { ID_REMOTE_NODE, MAP_NAMES, decodeIpKey, decodeIpcacheKey, decodeIpcacheVal, decodeNeighKey, decodePolicyKey, decodeRemoteEndpoint } from '../../src/datapath/layout.js';
 import { LOCAL_ID_FLOOR } from '../../src/cluster/keys.js';
 
-class FakeDatapath implements DatapathPort {
-  readonly maps = new Map<string, Map<string, Buffer>>();
-  readonly attached = new Set<number>();
-  next: number | undefined;
-  attach(i: number) {
-    this.attached.add(i);
+/** The maps as the recorded writes leave them: map → hex key → value. */
+function mapsOf(dp: RecordingDatapath): Map<string, Map<string, Buffer>> {
+  const maps = new Map<string, Map<string, Buffer>>();
+  for (const op of dp.ops) {
+    let m = maps.get(op.map);
+    if (!m) maps.set(op.map, (m = new Map()));
+    if (op.op === 'delete') m.delete(op.key.toString('hex'));
+    else m.set(op.key.toString('hex'), op.value);
   }
-  detach(i: number) {
-    this.attached.delete(i);
-  }
-  stackState = () => ({ ok: true });
-  apply(ops: Parameters<DatapathPort['apply']>[0]) {
-    for (const op of ops) {
-      let m = this.maps.get(op.map);
-      if (!m) this.maps.set(op.map, (m = new Map()));
-      if (op.op === 'delete') m.delete(op.key.toString('hex'));
-      else m.set(op.key.toString('hex'), op.value);
-    }
-  }
-  prune = () => 0;
-  flushConntrack = () => 0;
-  counters = () => new Map();
-  endpointStats = () => undefined;
-  existingEndpoints = () => [];
-  existingIpcache = () => [];
-  attachedIfindexes = () => [...this.attached];
-  loadNextIdentity = () => this.next;
-  saveNextIdentity(n: number) {
-    this.next = n;
-  }
-  onEvent() {}
-  close() {}
-  keys(map: string): Buffer[] {
-    return [...(this.maps.get(map)?.keys() ?? [])].map((k) => Buffer.from(k, 'hex'));
-  }
-  remoteIps(): string[] {
-    return this.keys(MAP_NAMES.remote).map((k) => decodeIpKey(k)).sort();
-  }
+  return maps;
 }
+const keysOf = (dp: RecordingDatapath, map: string): Buffer[] => [...(mapsOf(dp).get(map)?.keys() ?? [])].map((k) => Buffer.from(k, 'hex'));
+const remoteIps = (dp: RecordingDatapath): string[] => keysOf(dp, MAP_NAMES.remote).map((k) => decodeIpKey(k)).sort();
+const entries = (dp: RecordingDatapath): number => [...mapsOf(dp).values()].reduce((n, m) => n + m.size, 0);
 
 const locals: Record<string, Discovered> = {
   web: { ipv4: '10.50.1.2', prefixLen: 16, mac: '02:00:00:00:01:02', hostIfindex: 12, hostIfname: 'v12', gwMac: '02:00:00:00:00:01' },
@@ -83,7 +59,7 @@ const rule = (id: string, direction: Rule['direction'], subject: Record<string, 
 });
 
 function setup(identities?: EndpointIdentities) {
-  const dp = new FakeDatapath();
+  const dp = new RecordingDatapath();
   const m = new Manager({ datapath: dp, node, log: pino({ level: 'silent' }), identities, localIdentityFloor: LOCAL_ID_FLOOR });
   return { dp, m };
 }
@@ -100,26 +76,26 @@ describe('manager with remote endpoints (cluster mode)', () => {
     const db = remote('db', 2001, '10.50.2.2', { app: 'db' });
     const other = remote('other', 2002, '10.50.2.3', { app: 'other' });
     await m.setRemoteEndpoints([db, other], []);
-    assert.deepEqual(dp.remoteIps(), ['10.50.2.2']);
-    const val = decodeRemoteEndpoint(dp.maps.get(MAP_NAMES.remote)!.values().next().value!);
+    assert.deepEqual(remoteIps(dp), ['10.50.2.2']);
+    const val = decodeRemoteEndpoint(mapsOf(dp).get(MAP_NAMES.remote)!.values().next().value!);
     assert.deepEqual(val, { identity: 2001, nodeIpv4: '192.168.7.12', mac: '02:00:00:00:02:02', flags: 0 });
     const webId = m.endpoints.get('web')!.identity;
-    const pol = dp.keys(MAP_NAMES.policy).map(decodePolicyKey);
+    const pol = keysOf(dp, MAP_NAMES.policy).map(decodePolicyKey);
     assert.ok(pol.some((k) => k.epId === webId && k.peerId === 2001 && k.dport === 5432));
-    const neigh = dp.keys(MAP_NAMES.neigh).map(decodeNeighKey);
+    const neigh = keysOf(dp, MAP_NAMES.neigh).map(decodeNeighKey);
     assert.ok(neigh.some((k) => k.epId === webId && k.peerId === 2001), 'web may resolve db');
     assert.ok(!neigh.some((k) => k.epId === 2001), 'no pair keyed by the remote endpoint');
     // the remote endpoint's labels change so that no rule names it any more
     await m.setRemoteEndpoints([{ ...db, labels: { app: 'nothing' } }], []);
-    assert.deepEqual(dp.remoteIps(), []);
-    assert.ok(!dp.keys(MAP_NAMES.policy).map(decodePolicyKey).some((k) => k.peerId === 2001));
+    assert.deepEqual(remoteIps(dp), []);
+    assert.ok(!keysOf(dp, MAP_NAMES.policy).map(decodePolicyKey).some((k) => k.peerId === 2001));
     await m.setRemoteEndpoints([db], []);
-    assert.deepEqual(dp.remoteIps(), ['10.50.2.2']);
+    assert.deepEqual(remoteIps(dp), ['10.50.2.2']);
     await m.removeEndpoint('web');
-    assert.deepEqual(dp.remoteIps(), [], 'web was the only local endpoint that needed db');
+    assert.deepEqual(remoteIps(dp), [], 'web was the only local endpoint that needed db');
     await m.upsertEndpoint(spec('web', { app: 'web' }));
     await m.setRemoteEndpoints([], ['b/db']);
-    assert.deepEqual(dp.remoteIps(), []);
+    assert.deepEqual(remoteIps(dp), []);
     assert.equal(m.identityName(2002), 'b/other');
   });
 
@@ -128,18 +104,18 @@ describe('manager with remote endpoints (cluster mode)', () => {
     await m.setPolicy({ mode: 'enforce', rules: [rule('to-cache', 'ingress', { app: 'cache' }, { kind: 'endpoints', selector: { matchLabels: { app: 'api' } } })] });
     await m.upsertEndpoints([{ spec: spec('cache', { app: 'cache' }), known: locals.cache! }]);
     await m.setRemoteEndpoints([remote('api', 3001, '10.50.3.1', { app: 'api' }), remote('x', 3002, '10.50.3.2', { app: 'x' })], []);
-    assert.deepEqual(dp.remoteIps(), ['10.50.3.1']);
+    assert.deepEqual(remoteIps(dp), ['10.50.3.1']);
     await m.changeRules([rule('cache-out', 'egress', { app: 'cache' }, { kind: 'any' }, [])], []);
-    assert.deepEqual(dp.remoteIps(), ['10.50.3.1', '10.50.3.2']);
+    assert.deepEqual(remoteIps(dp), ['10.50.3.1', '10.50.3.2']);
     await m.setRemoteEndpoints([remote('y', 3003, '10.50.3.3', { app: 'y' })], []);
-    assert.deepEqual(dp.remoteIps(), ['10.50.3.1', '10.50.3.2', '10.50.3.3'], 'a new remote endpoint reaches a wildcard subject');
+    assert.deepEqual(remoteIps(dp), ['10.50.3.1', '10.50.3.2', '10.50.3.3'], 'a new remote endpoint reaches a wildcard subject');
   });
 
   it("other nodes' underlay addresses are remote-node in the ipcache, never world", async () => {
     const { dp, m } = setup(cluster);
     await m.setHostAddresses(['192.168.7.11']);
     await m.setRemoteNodes(['192.168.7.12', '192.168.7.13', '192.168.7.11']);
-    const ipc = [...dp.maps.get(MAP_NAMES.ipcache)!.entries()].map(([k, v]) => [decodeIpcacheKey(Buffer.from(k, 'hex')), decodeIpcacheVal(v)] as const);
+    const ipc = [...mapsOf(dp).get(MAP_NAMES.ipcache)!.entries()].map(([k, v]) => [decodeIpcacheKey(Buffer.from(k, 'hex')), decodeIpcacheVal(v)] as const);
     const remoteNode = ipc.filter(([, v]) => v.identity === ID_REMOTE_NODE).map(([k]) => k.addr).sort();
     assert.deepEqual(remoteNode, ['192.168.7.12', '192.168.7.13'], "this node's own address stays host");
     assert.equal(m.identityName(ID_REMOTE_NODE), 'remote-node');
@@ -156,7 +132,7 @@ describe('manager with remote endpoints (cluster mode)', () => {
     assert.ok(!m.endpoints.has('cache'));
     assert.match(m.unprotected.get('cache')!.reason, /held by node b/);
     assert.ok(dp.attached.has(13), 'the refused port drops everything');
-    const cidrIds = [...dp.maps.get(MAP_NAMES.ipcache)!.values()].map((v) => decodeIpcacheVal(v).identity).filter((id) => id > 2 && id !== 777);
+    const cidrIds = [...mapsOf(dp).get(MAP_NAMES.ipcache)!.values()].map((v) => decodeIpcacheVal(v).identity).filter((id) => id > 2 && id !== 777);
     assert.ok(cidrIds.length > 0 && cidrIds.every((id) => id >= LOCAL_ID_FLOOR), `CIDR identities ${cidrIds}`);
     await m.refuseEndpoint('web', 'lost a race');
     assert.ok(!m.endpoints.has('web'));
@@ -167,14 +143,14 @@ describe('manager with remote endpoints (cluster mode)', () => {
     const { dp, m } = setup(cluster);
     await m.setPolicy({ mode: 'enforce', rules: [rule('web-db', 'egress', { app: 'web' }, { kind: 'endpoints', selector: { matchLabels: { app: 'db' } } })] });
     await m.upsertEndpoints([{ spec: spec('web', { app: 'web' }), known: locals.web! }]);
-    const before = [...dp.maps.values()].reduce((n, mm) => n + mm.size, 0);
+    const before = entries(dp);
     const many = Array.from({ length: 1000 }, (_, i) => remote(`svc${i}`, 5000 + i, `10.51.${i >> 8}.${i & 255}`, { app: `svc${i}` }));
     const t0 = performance.now();
     await m.setRemoteEndpoints(many, []);
     const ms = performance.now() - t0;
-    assert.equal([...dp.maps.values()].reduce((n, mm) => n + mm.size, 0), before);
+    assert.equal(entries(dp), before);
     assert.ok(ms < 2000, `${ms} ms for 1,000 remote endpoints`);
     await m.setRemoteEndpoints([remote('db', 4999, '10.52.0.1', { app: 'db' })], []);
-    assert.deepEqual(dp.remoteIps(), ['10.52.0.1']);
+    assert.deepEqual(remoteIps(dp), ['10.52.0.1']);
   });
 });

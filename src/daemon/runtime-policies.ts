@@ -10,51 +10,22 @@
 import { readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Rule } from '../policy/model.js';
-import {
-  formatConfigError,
-  formatPolicyEnd,
-  parseConfigText,
-  policyToRules,
-  type ConfigError,
-  type PolicyConfig,
-} from '../policy/bastion-config.js';
-import { formatPortRange } from '../policy/ports.js';
+import { policyToRules, type PolicyConfig } from '../policy/bastion-config.js';
+import { describePolicy, parsePoliciesDocument, toDocumentPolicy } from '../policy/policy-document.js';
+import type { PolicyRow } from '../api/types.js';
+
+export { parsePoliciesDocument, toDocumentPolicy, type ParsedPolicies } from '../policy/policy-document.js';
+
+/** A policy as `bastion policy list` shows it. */
+export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: string): PolicyRow {
+  return { name: p.name, source, ...describePolicy(p), ...(added ? { added } : {}) };
+}
 
 export interface RuntimePolicy {
   policy: PolicyConfig;
   rules: Rule[];
   /** ISO time it was added or last replaced */
   added: string;
-}
-
-/** A policy as `bastion policy list` shows it. */
-export interface PolicyRow {
-  name: string;
-  source: 'file' | 'api' | 'platform' | 'cluster';
-  from: string;
-  to: string;
-  ports: string;
-  added?: string;
-}
-
-export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: string): PolicyRow {
-  return {
-    name: p.name,
-    source,
-    from: formatPolicyEnd(p.from),
-    to: formatPolicyEnd(p.to),
-    ports: p.ports?.length ? p.ports.map(formatPortRange).join(',') : 'any',
-    ...(added ? { added } : {}),
-  };
-}
-
-export type ParsedPolicies = { ok: true; policies: PolicyConfig[] } | { ok: false; errors: string[] };
-
-/** Validate a policies document (`policies: [...]`, YAML or JSON) as the config file's policies are. */
-export function parsePoliciesDocument(text: string, source: string): ParsedPolicies {
-  const r = parseConfigText(text, source, { policiesOnly: true });
-  if (!r.ok) return { ok: false, errors: r.errors.map((e: ConfigError) => formatConfigError(e)) };
-  return { ok: true, policies: r.config.policies };
 }
 
 export class RuntimePolicies {
@@ -145,19 +116,4 @@ export class RuntimePolicies {
     }
     return { loaded: parsed.policies.length, errors: [] };
   }
-}
-
-/** A parsed policy back in the document form (what parsePoliciesDocument reads): parse(toDocument(p)) = p. */
-export function toDocumentPolicy(p: PolicyConfig): Record<string, unknown> {
-  const end = (x: PolicyConfig['from']): unknown => {
-    if (x.kind === 'host') return 'host';
-    if (x.kind === 'cidr') return { cidr: x.cidr, ...(x.except?.length ? { except: x.except } : {}) };
-    // The explicit form, so that no label key can be read as a field (cidr, except).
-    const sel = x.selector;
-    return {
-      ...(sel.matchLabels && Object.keys(sel.matchLabels).length ? { matchLabels: sel.matchLabels } : {}),
-      ...(sel.matchExpressions?.length ? { matchExpressions: sel.matchExpressions } : {}),
-    };
-  };
-  return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}) };
 }
