@@ -70,6 +70,8 @@ export class ClusterSession extends EventEmitter {
   private readonly dirty = new Set<string>();
   /** everything must be written again (new lease) */
   private full = true;
+  /** the node record changed (written alone, unless everything is) */
+  private nodeDirty = false;
   private flushing?: Promise<void>;
   private retryTimer?: NodeJS.Timeout;
   private retryMs = RETRY_MIN_MS;
@@ -235,7 +237,7 @@ export class ClusterSession extends EventEmitter {
   setNodeSubnets(subnets: string[]): void {
     if (subnets.join() === this.o.nodeRecord.subnets.join()) return;
     this.o.nodeRecord = { ...this.o.nodeRecord, subnets };
-    this.full = true;
+    this.nodeDirty = true;
     this.kick();
   }
 
@@ -288,7 +290,7 @@ export class ClusterSession extends EventEmitter {
       )
       .finally(() => {
         this.flushing = undefined;
-        if (!this.retryTimer && (this.full || this.dirty.size > 0)) this.kick();
+        if (!this.retryTimer && (this.full || this.nodeDirty || this.dirty.size > 0)) this.kick();
       });
   }
 
@@ -296,7 +298,7 @@ export class ClusterSession extends EventEmitter {
   async settled(timeoutMs = 10_000): Promise<boolean> {
     const end = Date.now() + timeoutMs;
     while (Date.now() < end) {
-      if (!this.flushing && !this.full && this.dirty.size === 0) return true;
+      if (!this.flushing && !this.full && !this.nodeDirty && this.dirty.size === 0) return true;
       await (this.flushing ?? sleep(50)).catch(() => undefined);
       if (this.retryTimer) await sleep(50);
     }
@@ -307,6 +309,7 @@ export class ClusterSession extends EventEmitter {
     const leaseId = await this.ensureLease();
     if (this.full) {
       this.full = false;
+      this.nodeDirty = false;
       try {
         await this.client.put(nodeKey(this.o.node)).value(JSON.stringify(this.o.nodeRecord)).lease(leaseId).exec();
         // whatever is under our prefix and not wanted (a previous run's) goes
@@ -316,6 +319,15 @@ export class ClusterSession extends EventEmitter {
         for (const k of this.desired.keys()) this.dirty.add(k);
       } catch (err) {
         this.full = true;
+        throw err;
+      }
+    }
+    if (this.nodeDirty) {
+      this.nodeDirty = false;
+      try {
+        await this.client.put(nodeKey(this.o.node)).value(JSON.stringify(this.o.nodeRecord)).lease(leaseId).exec();
+      } catch (err) {
+        this.nodeDirty = true;
         throw err;
       }
     }
@@ -387,7 +399,7 @@ export class ClusterSession extends EventEmitter {
       ...(this.leaseId
         ? { lease: { id: this.leaseId, ttlS: this.o.leaseTtlS, ...(this.lastRenewal ? { renewedAgoMs: Date.now() - this.lastRenewal } : {}) } }
         : {}),
-      pendingWrites: this.dirty.size + (this.full ? 1 : 0),
+      pendingWrites: this.dirty.size + (this.full || this.nodeDirty ? 1 : 0),
       ...(this.lastError ? { lastError: this.lastError } : {}),
       revision: this.revision,
     };

@@ -45,6 +45,15 @@ describe('three hosts, one cluster', () => {
       );
       assert.ok(s.cluster.tunnel.programAttached);
     }
+    // and from anywhere, with the admin's credential: the nodes, their subnets and leases
+    const r = await k.admin(['status', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const nodes = JSON.parse(r.stdout).nodes as Array<{ name: string; subnets: string[]; healthy: boolean; endpoints: number }>;
+    assert.deepEqual(nodes.map((n) => [n.name, n.healthy, n.subnets, n.endpoints]), [
+      ['a', true, [`${k.net}.0.0/16`], 2],
+      ['b', true, [`${k.net}.0.0/16`], 2],
+      ['c', true, [`${k.net}.0.0/16`], 1],
+    ]);
   });
 
   it('a dependency on another host works like a local one: ARP answered with its MAC, ping and TCP through the tunnel', async () => {
