@@ -8,13 +8,18 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { loadObject, type BpfObject } from '../datapath/bpf-object.js';
 import { openBastionMaps, type BastionMaps, type BpfMap } from '../datapath/bpf-map.js';
-import { BPF_NOEXIST } from '../datapath/libbpf.js';
+import { BPF_EXIST, BPF_NOEXIST } from '../datapath/libbpf.js';
 import { ensurePinRoot } from '../datapath/bpffs.js';
 import { RingBufReader } from '../datapath/ringbuf.js';
+import { testRun } from '../datapath/prog-test-run.js';
 import {
   MAP_NAMES,
   NR_COUNTERS,
+  CT_DEFAULT_PER_ENDPOINT,
+  EVENTS_DEFAULT_PER_SEC,
   decodeCtKey,
+  decodeCtEntry,
+  encodeCtEntry,
   decodeFlowEvent,
   type Counter,
   type EndpointInfo,
@@ -23,7 +28,7 @@ import {
   type IpcacheKey,
   type IpcacheVal,
 } from '../datapath/layout.js';
-import type { DatapathPort, StackState } from '../manager/ports.js';
+import type { ConntrackUsage, DatapathPort, StackState } from '../manager/ports.js';
 import type { EntrySet, MapOp } from '../manager/entries.js';
 import { attachStack, detachStack, stackState } from './stack.js';
 
@@ -39,9 +44,12 @@ export class DatapathAgent implements DatapathPort {
   constructor(
     readonly pinPath: string,
     private readonly objects: BpfObject[],
-    private readonly fds: { fromContainer: number; toContainer: number },
+    private readonly fds: { fromContainer: number; toContainer: number; ctGc: number },
     readonly maps: BastionMaps,
   ) {}
+
+  /** conntrack entries reclaimed by ct_gc since start */
+  ctCollected = 0;
 
   private map(name: string): BpfMap {
     const m = this.maps.all[name];
@@ -84,15 +92,58 @@ export class DatapathAgent implements DatapathPort {
     }
   }
 
-  flushConntrack(ips: string[]): number {
+  /**
+   * Forget every tracked connection to or from these addresses. The entries
+   * are marked expired here and deleted by ct_gc in the kernel, which gives
+   * each one's charge back to its endpoint (a delete from here could not
+   * update the per-endpoint counts atomically); then the counters of the
+   * identities that are gone (`owners`) are removed.
+   */
+  flushConntrack(ips: string[], owners: number[] = []): number {
     const want = new Set(ips);
     const ct = this.map(MAP_NAMES.ct);
     const doomed = [...ct.keys()].filter((k) => {
       const t = decodeCtKey(k);
       return want.has(t.saddr) || want.has(t.daddr);
     });
-    for (const k of doomed) ct.delete(k);
+    for (const k of doomed) {
+      const v = ct.lookup(k);
+      if (!v) continue;
+      try {
+        ct.update(k, encodeCtEntry({ ...decodeCtEntry(v), expires: 0n }), BPF_EXIST);
+      } catch {
+        // deleted meanwhile
+      }
+    }
+    if (doomed.length) this.collectConntrack();
+    for (const id of owners) this.maps.ctUse.delete(id);
     return doomed.length;
+  }
+
+  /** Run ct_gc once: expired conntrack entries are deleted and uncharged; returns how many. */
+  collectConntrack(): number {
+    const n = testRun(this.fds.ctGc, Buffer.alloc(64)).retval;
+    this.ctCollected += n;
+    return n;
+  }
+
+  conntrackUsage(): ConntrackUsage {
+    const byIdentity = new Map<number, number>();
+    let entries = 0;
+    for (const [id, n] of this.maps.ctUse.entries()) {
+      const v = Number(n);
+      byIdentity.set(id, v);
+      entries += v;
+    }
+    const cfg = this.maps.config.get();
+    return {
+      entries,
+      capacity: this.maps.ct.raw.maxEntries,
+      perEndpointLimit: cfg.ctPerEndpoint || CT_DEFAULT_PER_ENDPOINT,
+      byIdentity,
+      collected: this.ctCollected,
+      eventsPerSec: cfg.eventsPerSec || EVENTS_DEFAULT_PER_SEC,
+    };
   }
 
   counters(): Map<number, Counter> {
@@ -165,7 +216,13 @@ export async function openDatapath(pinPath: string, log?: Logger): Promise<Datap
   const root = ensurePinRoot(pinPath);
   const from = loadObject(join(BPF_DIR, 'from_container.o'), { pinRoot: root });
   const to = loadObject(join(BPF_DIR, 'to_container.o'), { pinRoot: root });
+  const gc = loadObject(join(BPF_DIR, 'ct_gc.o'), { pinRoot: root });
   const maps = openBastionMaps(root);
   log?.debug({ pinPath: root }, 'datapath loaded');
-  return new DatapathAgent(root, [from, to], { fromContainer: from.program('from_container'), toContainer: to.program('to_container') }, maps);
+  return new DatapathAgent(
+    root,
+    [from, to, gc],
+    { fromContainer: from.program('from_container'), toContainer: to.program('to_container'), ctGc: gc.program('ct_gc') },
+    maps,
+  );
 }

@@ -209,7 +209,7 @@ export class Manager {
     // The identity is retired for good; connections of the old owner of
     // this address are forgotten.
     this.ids.release(`ep:${ep.key}#${ep.hostIfindex}`);
-    this.o.datapath.flushConntrack([ep.ipv4]);
+    this.o.datapath.flushConntrack([ep.ipv4], [ep.identity]);
     if (detach) {
       try {
         this.o.datapath.detach(ep.hostIfindex);
