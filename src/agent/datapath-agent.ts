@@ -50,6 +50,25 @@ export class DatapathAgent implements DatapathPort {
 
   /** conntrack entries reclaimed by ct_gc since start */
   ctCollected = 0;
+  private gcTimer?: NodeJS.Timeout;
+
+  /**
+   * Reclaim expired conntrack entries every `intervalMs` (the table is a
+   * plain hash: nothing else deletes an entry nobody looks up again). One
+   * run walks the table in the kernel: about a millisecond per 10,000
+   * entries.
+   */
+  startConntrackCollector(intervalMs = 5000, onError?: (err: Error) => void): void {
+    if (this.gcTimer) return;
+    this.gcTimer = setInterval(() => {
+      try {
+        this.collectConntrack();
+      } catch (err) {
+        onError?.(err as Error);
+      }
+    }, intervalMs);
+    this.gcTimer.unref();
+  }
 
   private map(name: string): BpfMap {
     const m = this.maps.all[name];
@@ -205,6 +224,7 @@ export class DatapathAgent implements DatapathPort {
   }
 
   close(): void {
+    clearInterval(this.gcTimer);
     this.reader?.stop();
     this.maps.close();
     for (const o of this.objects) o.close();

@@ -28,6 +28,8 @@ export interface FlowRecord {
   endpoint?: string;
   rule?: string;
   bytes: number;
+  /** events of this kind (endpoint, verdict, reason) the datapath's rate limit held back just before this one */
+  suppressed?: number;
 }
 
 export interface FlowNames {
@@ -61,6 +63,7 @@ export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonic
     bytes: ev.pktLen,
   };
   if (ev.ruleId) rec.rule = names.ruleName(ev.ruleId) ?? `#${ev.ruleId}`;
+  if (ev.suppressed) rec.suppressed = ev.suppressed;
   return rec;
 }
 
@@ -68,7 +71,8 @@ export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonic
 export function formatFlowLine(r: FlowRecord): string {
   const end = (p: FlowPeer) => `${p.name ?? p.ip}${p.name ? `(${p.ip})` : ''}${p.port !== undefined ? `:${p.port}` : ''}`;
   const rule = r.rule ? ` rule=${r.rule}` : '';
-  return `${r.time} ${end(r.src)} -> ${end(r.dst)} ${r.protocol} ${r.verdict} (${r.reason})${rule}`;
+  const held = r.suppressed ? ` (+${r.suppressed} like it before, not reported one by one)` : '';
+  return `${r.time} ${end(r.src)} -> ${end(r.dst)} ${r.protocol} ${r.verdict} (${r.reason})${rule}${held}`;
 }
 
 /** presence of a record's optional parts, one bit each */

@@ -24,6 +24,7 @@ import { RuntimePolicies, parsePoliciesDocument, policyRow, type PolicyRow } fro
 import type { ApiResult } from '../api/server.js';
 import { openDatapath } from '../agent/datapath-agent.js';
 import { NodeAgent } from '../agent/node-agent.js';
+import { HostAddressWatcher } from '../agent/host-addresses.js';
 import { renderUi } from '../ui/page.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
@@ -60,7 +61,7 @@ export class Daemon {
   private server?: Server;
   private watcher?: FSWatcher;
   private reloadTimer?: NodeJS.Timeout;
-  private hostTimer?: NodeJS.Timeout;
+  private hostWatch?: HostAddressWatcher;
   private current?: LoadedConfig;
   private readonly startedAt = new Date();
   private closing = false;
@@ -125,6 +126,7 @@ export class Daemon {
     }
 
     const datapath = await openDatapath(this.o.pinPath, this.log);
+    datapath.startConntrackCollector(5000, (err) => this.log.error({ err: err.message }, 'conntrack collector failed'));
     this.manager = new Manager({ datapath, node, log: this.log });
     await this.manager.setHostAddresses(await node.hostAddresses());
     await this.manager.setPolicy(this.withRuntime(first.policy));
@@ -171,10 +173,12 @@ export class Daemon {
 
     this.watchConfig();
     process.on('SIGHUP', () => void this.reload());
-    this.hostTimer = setInterval(() => {
-      void node.hostAddresses().then((a) => this.manager.setHostAddresses(a)).catch(() => undefined);
-    }, 10_000);
-    this.hostTimer.unref();
+    // Every address the host takes as its own is the host's at once: the
+    // watcher follows rtnetlink (a poll left a new address "world" for 10 s).
+    this.hostWatch = new HostAddressWatcher((a) => this.manager.setHostAddresses(a), {
+      onError: (msg) => this.log.warn({}, msg),
+    });
+    await this.hostWatch.start();
 
     await this.profiler.start();
     await this.warmUp(socket);
@@ -404,7 +408,7 @@ export class Daemon {
   async stop(): Promise<void> {
     this.closing = true;
     clearTimeout(this.reloadTimer);
-    clearInterval(this.hostTimer);
+    this.hostWatch?.stop();
     this.watcher?.close();
     await this.o.platform?.stop().catch(() => undefined);
     await new Promise<void>((r) => {

@@ -143,10 +143,12 @@ export class SliceCompiler {
   /** Host addresses, registered CIDR prefixes, world, and the datapath config. */
   globalSlice(env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
-    for (const addr of env.hostAddrs) {
+    // host addresses, or prefixes the host delivers locally ("127.0.0.0/8")
+    for (const host of env.hostAddrs) {
+      const [addr, len] = host.split('/');
       addEntry(set, {
         map: MAP_NAMES.ipcache,
-        key: encodeIpcacheKey({ prefixlen: 32, addr }),
+        key: encodeIpcacheKey({ prefixlen: len === undefined ? 32 : Number(len), addr: addr! }),
         value: encodeIpcacheVal({ identity: ID_HOST, flags: IPC_F_HOST }),
       });
     }

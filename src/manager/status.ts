@@ -1,5 +1,5 @@
 /** The status report: what `bastion status` prints and /v1/status serves. */
-import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
+import { EVENT_COUNTER_REASONS, FIRST_DROP_REASON, REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Daemon } from './daemon.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
 
@@ -16,6 +16,8 @@ export interface EndpointStatus {
   labels: Record<string, string>;
   stack: { ingress?: number; egress?: number; ok: boolean };
   counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
+  /** conntrack entries charged to this endpoint (its share: conntrack.perEndpointLimit) */
+  conntrack?: number;
 }
 
 export interface StatusReport {
@@ -35,6 +37,10 @@ export interface StatusReport {
   rules: Array<{ id: string; direction: string; subject: string; peers: string; ports: string }>;
   entries: Record<string, number>;
   counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
+  /** the conntrack table: entries in use against capacity, and each endpoint's share */
+  conntrack?: { entries: number; capacity: number; perEndpointLimit: number; collected: number };
+  /** flow events: held back by the rate limit (counted) and lost (ring buffer full) */
+  events: { perSecondLimit?: number; suppressed: number; lost: number };
 }
 
 export function selectorText(s: LabelSelector): string {
@@ -85,6 +91,7 @@ export function ruleRows(rules: Rule[]): StatusReport['rules'] {
 export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusReport> {
   const m = d.manager;
   const dp = m.datapath;
+  const ct = dp.conntrackUsage?.();
   const endpoints: EndpointStatus[] = [...m.endpoints.values()]
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((ep) => {
@@ -108,11 +115,13 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
           rxBytes: Number(s?.rxBytes ?? 0n),
           drops: Number(s?.drops ?? 0n),
         },
+        ...(ct ? { conntrack: ct.byIdentity.get(ep.identity) ?? 0 } : {}),
       };
     });
   const counters: StatusReport['counters'] = {};
-  for (const [reason, c] of dp.counters()) {
-    if (c.packets === 0n) continue;
+  const all = dp.counters();
+  for (const [reason, c] of all) {
+    if (c.packets === 0n || EVENT_COUNTER_REASONS.includes(reason)) continue;
     counters[REASON_NAMES[reason] ?? `reason-${reason}`] = {
       packets: Number(c.packets),
       bytes: Number(c.bytes),
@@ -136,5 +145,11 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
     rules: ruleRows(m.ruleList()),
     entries: m.entryCounts(),
     counters,
+    ...(ct ? { conntrack: { entries: ct.entries, capacity: ct.capacity, perEndpointLimit: ct.perEndpointLimit, collected: ct.collected } } : {}),
+    events: {
+      ...(ct ? { perSecondLimit: ct.eventsPerSec } : {}),
+      suppressed: Number(all.get(REASON.eventsSuppressed)?.packets ?? 0n),
+      lost: Number(all.get(REASON.eventsLost)?.packets ?? 0n),
+    },
   };
 }

@@ -1,0 +1,259 @@
+/**
+ * Issue 13, the datapath's holes, each tried on the plain bridge first (the
+ * baseline: what the attack does without Bastion) and then with Bastion:
+ *
+ * - forged ICMP errors carrying a live tuple, from a third container;
+ * - the host reached through directed broadcast addresses under a world rule;
+ * - a new host address taken for the world until the next poll;
+ * - one container's flood of allowed new connections evicting another's idle
+ *   connection from conntrack.
+ *
+ * The core lab's web, api, db and attacker namespaces on one bridge; packets
+ * are forged with scapy (python3-scapy) and hping3.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomInt } from 'node:crypto';
+import { CoreLab, bastionStatus, type PolicyEntry } from '../helpers/bastion-daemon.js';
+import { nsRun, sleep, startBackground, startUdpEcho, startTcpEcho, waitFor, type Background } from '../helpers/probes.js';
+import { freeSubnet24 } from '../helpers/netns.js';
+
+/** The system's python3 (Debian's python3-scapy lives there, not in a pyenv on PATH). */
+const PYTHON = '/usr/bin/python3';
+
+/** Runs a python3 program in a namespace (null: the host). */
+function py(ns: string | null, code: string, timeoutMs = 20_000) {
+  return nsRun(ns, PYTHON, ['-c', code], { timeoutMs });
+}
+function pyBackground(ns: string | null, code: string): Background {
+  return startBackground(ns, PYTHON, ['-u', '-c', code]);
+}
+
+/** A connected UDP socket in web to api:port, bound to sport: prints "ready", then "refused" if an ICMP error reaches it within waitS. */
+const connectedUdp = (web: string, api: string, sport: number, port: number, waitS: number) => `
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("${web}", ${sport}))
+s.connect(("${api}", ${port}))
+s.settimeout(2)
+s.send(b"hello"); s.recv(100)
+print("ready", flush=True)
+end = time.time() + ${waitS}
+s.settimeout(0.2)
+while time.time() < end:
+    try:
+        s.send(b"ping"); s.recv(100)
+    except ConnectionRefusedError:
+        print("refused", flush=True); raise SystemExit(0)
+    except socket.timeout:
+        pass
+    time.sleep(0.05)
+print("no-error", flush=True)
+`;
+
+/** scapy: an ICMP error from src to dst (L2: srcMac -> dstMac on eth0) about UDP inner.src:sport -> inner.dst:dport, 400 bytes of payload. */
+const forgeIcmpError = (o: { srcMac: string; dstMac: string; src: string; dst: string; type: number; code: number; mtu?: number }, inner: { src: string; dst: string; sport: number; dport: number }) => `
+from scapy.all import Ether, IP, ICMP, UDP, Raw, sendp, conf
+conf.verb = 0
+icmp = ICMP(type=${o.type}, code=${o.code}${o.mtu ? `, nexthopmtu=${o.mtu}` : ''})
+p = Ether(src="${o.srcMac}", dst="${o.dstMac}")/IP(src="${o.src}", dst="${o.dst}")/icmp/IP(src="${inner.src}", dst="${inner.dst}")/UDP(sport=${inner.sport}, dport=${inner.dport})/Raw(b"A"*400)
+sendp(p, iface="eth0", count=3, inter=0.05)
+`;
+
+/** A UDP socket on the host bound to 0.0.0.0:port: one line per datagram, "<monotonic ns> <source ip> <payload>". */
+const hostListener = (port: number) => `
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", ${port}))
+print("listening", flush=True)
+while True:
+    d, a = s.recvfrom(2000)
+    print(time.monotonic_ns(), a[0], d.decode(errors="replace"), flush=True)
+`;
+
+describe('issue 13: datapath holes, baseline then Bastion', () => {
+  let lab: CoreLab;
+  const UDP_PORT = randomInt(9200, 9300);
+  const WORLD_PORT = randomInt(19000, 19500);
+  const ICMP_SPORT = 45000 + randomInt(0, 1000);
+  let otherNet: string; // a second subnet on the bridge, for its broadcast address
+  let listener: Background;
+  const extra = (): PolicyEntry[] => [
+    { name: 'web-udp-to-api', from: { app: 'web' }, to: { app: 'api' }, ports: [`${UDP_PORT}/udp`] },
+    { name: 'web-to-world', from: { app: 'web' }, to: { cidr: '0.0.0.0/0' }, ports: [`${WORLD_PORT}/udp`] },
+    { name: 'attacker-to-web', from: { app: 'attacker' }, to: { app: 'web' }, ports: ['8080-8084/tcp'] },
+  ];
+  const received = (): string[] => listener.stdout.split('\n').filter((l) => /^\d+ /.test(l));
+
+  before(async () => {
+    lab = await CoreLab.create();
+    otherNet = await freeSubnet24();
+    const r = await nsRun(null, 'ip', ['addr', 'add', `${otherNet}.1/24`, 'dev', lab.topo.bridge], { timeoutMs: 5000 });
+    assert.equal(r.code, 0, r.stderr);
+    await startUdpEcho(lab.api.netns, lab.api.ip, UDP_PORT);
+    await startTcpEcho(lab.db.netns, lab.db.ip, 5432);
+    listener = pyBackground(null, hostListener(WORLD_PORT));
+    assert.ok(await waitFor(() => listener.stdout.includes('listening'), 5000), `host listener: ${listener.stderr}`);
+  });
+
+  after(async () => {
+    await lab?.cleanup();
+  });
+
+  /** web's connected UDP socket to api and attacker's forged port-unreachable; true when web's socket saw ECONNREFUSED. */
+  async function forgedRefusal(): Promise<boolean> {
+    const { web, api, attacker } = lab;
+    const victim = pyBackground(web.netns, connectedUdp(web.ip, api.ip, ICMP_SPORT, UDP_PORT, 3));
+    assert.ok(await waitFor(() => /ready|Error/.test(victim.stdout + victim.stderr), 8000), `web's UDP socket: ${victim.stdout} ${victim.stderr}`);
+    const f = await py(attacker.netns, forgeIcmpError({ srcMac: attacker.mac, dstMac: web.mac, src: attacker.ip, dst: web.ip, type: 3, code: 3 }, { src: web.ip, dst: api.ip, sport: ICMP_SPORT, dport: UDP_PORT }));
+    assert.equal(f.code, 0, `scapy: ${f.stderr}`);
+    await victim.exited;
+    return victim.stdout.includes('refused');
+  }
+
+  /** attacker's forged frag-needed (MTU 552); returns web's path MTU to api afterwards (undefined: none cached). */
+  async function forgedPmtu(): Promise<number | undefined> {
+    const { web, api, attacker } = lab;
+    await nsRun(web.netns, 'ip', ['route', 'flush', 'cache']);
+    const victim = pyBackground(web.netns, connectedUdp(web.ip, api.ip, ICMP_SPORT + 1, UDP_PORT, 1.5));
+    assert.ok(await waitFor(() => victim.stdout.includes('ready'), 8000), `web's UDP socket: ${victim.stderr}`);
+    const f = await py(attacker.netns, forgeIcmpError({ srcMac: attacker.mac, dstMac: web.mac, src: attacker.ip, dst: web.ip, type: 3, code: 4, mtu: 552 }, { src: web.ip, dst: api.ip, sport: ICMP_SPORT + 1, dport: UDP_PORT }));
+    assert.equal(f.code, 0, `scapy: ${f.stderr}`);
+    await victim.exited;
+    const r = await nsRun(web.netns, 'ip', ['route', 'get', api.ip]);
+    const m = /mtu (\d+)/.exec(r.stdout);
+    return m ? Number(m[1]) : undefined;
+  }
+
+  /** web sends one datagram to WORLD_PORT at each address, to the gateway's MAC; returns the host listener lines that came of it. */
+  async function broadcastsFromWeb(addrs: string[]): Promise<string[]> {
+    const before = received().length;
+    const { web } = lab;
+    const code = `
+from scapy.all import Ether, IP, UDP, Raw, sendp, conf
+conf.verb = 0
+for a in ${JSON.stringify(addrs)}:
+    sendp(Ether(src="${web.mac}", dst="${lab.topo.bridgeMac}")/IP(src="${web.ip}", dst=a)/UDP(sport=40000, dport=${WORLD_PORT})/Raw(("to " + a).encode()), iface="eth0", count=2, inter=0.05)
+`;
+    const r = await py(web.netns, code);
+    assert.equal(r.code, 0, r.stderr);
+    await sleep(500);
+    return received().slice(before);
+  }
+
+  const subnetBroadcast = (): string => `${lab.gateway.split('.').slice(0, 3).join('.')}.255`;
+
+  it('baseline: a third container\'s forged ICMP errors refuse web\'s UDP socket and cut its path MTU; broadcasts reach the host', { timeout: 60_000 }, async () => {
+    assert.equal(await forgedRefusal(), true, 'without Bastion the forged port-unreachable reaches web');
+    assert.equal(await forgedPmtu(), 552, 'without Bastion the forged frag-needed sets the path MTU');
+    const got = await broadcastsFromWeb([subnetBroadcast(), `${otherNet}.255`]);
+    assert.ok(got.some((l) => l.includes(`to ${subnetBroadcast()}`)), `directed broadcast ${subnetBroadcast()} reached the host socket: ${got.join(' | ')}`);
+    assert.ok(got.some((l) => l.includes(`to ${otherNet}.255`)), `other subnet's broadcast reached the host socket: ${got.join(' | ')}`);
+    await nsRun(lab.web.netns, 'ip', ['route', 'flush', 'cache']);
+  });
+
+  it('the daemon starts with the core config, web→api UDP, a world rule for web and attacker→web', { timeout: 60_000 }, async () => {
+    await lab.startDaemon(lab.config({ extra: extra() }));
+    await lab.pinNeighbours();
+  });
+
+  it('forged ICMP errors from a third container never reach web; each drop is an icmp-unrelated flow event', { timeout: 60_000 }, async () => {
+    const d = lab.requireDaemon();
+    const mark = d.mark();
+    assert.equal(await forgedRefusal(), false, 'the forged port-unreachable reached web through Bastion');
+    assert.equal(await forgedPmtu(), undefined, 'the forged frag-needed changed the path MTU through Bastion');
+    // and towards the host: the attacker has no host rule
+    const h = await py(lab.attacker.netns, forgeIcmpError({ srcMac: lab.attacker.mac, dstMac: lab.topo.bridgeMac, src: lab.attacker.ip, dst: lab.gateway, type: 3, code: 3 }, { src: lab.web.ip, dst: lab.api.ip, sport: ICMP_SPORT, dport: UDP_PORT }));
+    assert.equal(h.code, 0, h.stderr);
+    const ev = await d.waitForRecord((r) => r.reason === 'icmp-unrelated' && r.dst?.ip === lab.gateway, 3000, mark);
+    assert.ok(ev, `an icmp-unrelated event for the error towards the host\n${d.describe(20)}`);
+    const toWeb = d.flows(mark).filter((r) => r.reason === 'icmp-unrelated' && r.dst?.ip === lab.web.ip);
+    assert.ok(toWeb.length >= 2, `icmp-unrelated events for the errors to web: ${toWeb.length}`);
+    assert.ok(toWeb.every((r) => r.verdict === 'DROPPED' && r.src?.name === 'attacker'));
+  });
+
+  it('a world rule does not open the host: directed broadcasts of its subnets are the host, and host-denied', { timeout: 30_000 }, async () => {
+    const d = lab.requireDaemon();
+    const mark = d.mark();
+    const got = await broadcastsFromWeb([subnetBroadcast(), `${otherNet}.255`]);
+    assert.deepEqual(got, [], 'a broadcast reached the host socket through Bastion');
+    const denied = d.flows(mark).filter((r) => r.reason === 'host-denied' && r.dst?.name === 'host');
+    for (const a of [subnetBroadcast(), `${otherNet}.255`]) assert.ok(denied.some((r) => r.dst.ip === a), `host-denied for ${a}: ${JSON.stringify(d.flows(mark).slice(-5))}`);
+  });
+
+  it('a new host address is the host at once: nothing reaches it later than 200 ms after it appears', { timeout: 60_000 }, async () => {
+    const d = lab.requireDaemon();
+    const net = await freeSubnet24();
+    const addr = `${net}.1`;
+    // Until the address exists, the host drops what is sent to it (never forwarded anywhere).
+    assert.equal((await nsRun(null, 'ip', ['route', 'add', 'blackhole', `${net}.0/24`])).code, 0);
+    try {
+      const sender = pyBackground(lab.web.netns, `
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+end = time.time() + 4
+while time.time() < end:
+    try: s.sendto(str(time.monotonic_ns()).encode(), ("${addr}", ${WORLD_PORT}))
+    except OSError: pass
+    time.sleep(0.005)
+`);
+      await sleep(1000);
+      const before = received().length;
+      const mark = d.mark();
+      const add = await nsRun(null, 'ip', ['addr', 'add', `${addr}/32`, 'dev', lab.topo.bridge]);
+      const t0 = process.hrtime.bigint();
+      assert.equal(add.code, 0, add.stderr);
+      await sender.exited;
+      const late = received()
+        .slice(before)
+        .map((l) => l.split(' '))
+        .filter(([, src]) => src === lab.web.ip)
+        .map(([t]) => Number(BigInt(t!) - t0) / 1e6);
+      console.log(`# new host address ${addr}: ${late.length} datagrams reached it, the last ${late.length ? Math.max(...late).toFixed(1) : '-'} ms after it appeared`);
+      assert.ok(late.every((ms) => ms <= 200), `datagrams reached the new address up to ${Math.max(...late).toFixed(0)} ms after it appeared`);
+      assert.ok(d.flows(mark).some((r) => r.reason === 'host-denied' && r.dst?.ip === addr), 'host-denied events for the new address');
+    } finally {
+      await nsRun(null, 'ip', ['addr', 'del', `${addr}/32`, 'dev', lab.topo.bridge]);
+      await nsRun(null, 'ip', ['route', 'del', 'blackhole', `${net}.0/24`]);
+    }
+  });
+
+  it("one container's flood of allowed new connections does not evict another's idle connection; the flooder hits its share (ct-limit)", { timeout: 90_000 }, async () => {
+    const d = lab.requireDaemon();
+    const { api, db, attacker, web } = lab;
+    // api holds an idle connection to db:5432; db will push on it after the flood.
+    const client = pyBackground(api.netns, `
+import socket, sys
+s = socket.create_connection(("${db.ip}", 5432), timeout=5)
+s.send(b"hi"); s.recv(10)
+print("connected", flush=True)
+sys.stdin.readline()
+s.settimeout(3)
+s.send(b"after-flood")
+try:
+    print("echo:" + s.recv(100).decode(), flush=True)
+except Exception as e:
+    print("failed:" + repr(e), flush=True)
+`);
+    assert.ok(await waitFor(() => client.stdout.includes('connected'), 8000), `api's client: ${client.stderr}`);
+    // hping3 walks the source ports (65,536 tuples per destination port):
+    // five allowed ports make more distinct connections than the whole table holds.
+    const t0 = Date.now();
+    const floods = await Promise.all(
+      [8080, 8081, 8082, 8083, 8084].map((p) => nsRun(attacker.netns, 'timeout', ['8', 'hping3', '-q', '-S', '-p', String(p), '--flood', web.ip], { timeoutMs: 15_000 })),
+    );
+    const ms = Date.now() - t0;
+    const st = await bastionStatus(lab.pinPath);
+    const sent = floods.map((f) => Number(/(\d+) packets transmitted/.exec(f.stdout + f.stderr)?.[1] ?? 0)).reduce((a, b) => a + b, 0);
+    console.log(`# flood: ${sent} SYNs in ${ms} ms; conntrack ${JSON.stringify(st.json?.conntrack)}; attacker holds ${st.json?.endpoints?.find((e: any) => e.name === 'attacker')?.conntrack}; ct-limit drops ${st.json?.counters?.['ct-limit']?.packets ?? 0}`);
+    client.child.stdin!.write('\n');
+    await client.exited;
+    assert.match(client.stdout, /echo:after-flood/, `api's idle connection to db did not survive the flood: ${client.stdout} ${client.stderr}\n${d.describe(10)}`);
+    const limit = st.json.conntrack.perEndpointLimit as number;
+    const att = st.json.endpoints.find((e: any) => e.name === 'attacker');
+    assert.ok(att.conntrack <= limit + 8, `attacker holds ${att.conntrack} entries, its share is ${limit}`);
+    assert.ok((st.json.counters['ct-limit']?.packets ?? 0) > 0, 'the flood went past the share and was refused (ct-limit)');
+    assert.ok(st.json.conntrack.entries < st.json.conntrack.capacity, 'the table is not full');
+  });
+});
