@@ -234,9 +234,23 @@ export class DatapathAgent implements DatapathPort {
 /** Load (or reuse the pinned maps of) the datapath under pinPath. */
 export async function openDatapath(pinPath: string, log?: Logger): Promise<DatapathAgent> {
   const root = ensurePinRoot(pinPath);
-  const from = loadObject(join(BPF_DIR, 'from_container.o'), { pinRoot: root });
-  const to = loadObject(join(BPF_DIR, 'to_container.o'), { pinRoot: root });
-  const gc = loadObject(join(BPF_DIR, 'ct_gc.o'), { pinRoot: root });
+  const load = (file: string): BpfObject => {
+    try {
+      return loadObject(join(BPF_DIR, file), { pinRoot: root });
+    } catch (err) {
+      // libbpf: "couldn't reuse pinned map at '...': parameter mismatch"
+      if (/reuse pinned map/.test((err as Error).message)) {
+        throw new Error(
+          `the maps pinned under ${root} were made by a Bastion version with other map layouts (${(err as Error).message.split('\n')[0]}); ` +
+            `run \`bastion down --pin-path ${pinPath}\` (enforcement stops until the new daemon is up), then start again`,
+        );
+      }
+      throw err;
+    }
+  };
+  const from = load('from_container.o');
+  const to = load('to_container.o');
+  const gc = load('ct_gc.o');
   const maps = openBastionMaps(root);
   log?.debug({ pinPath: root }, 'datapath loaded');
   return new DatapathAgent(

@@ -42,6 +42,8 @@ interface FloodFigures {
   cpuCoresDuring: number;
   logLines: number;
   logBytes: number;
+  /** flow events the daemon read (status daemon.flowsSeen) during the flood and the 3 s after */
+  eventsRead: number;
   connects: number[];
   failed: number;
 }
@@ -64,7 +66,7 @@ describe('issue 13: floods cost the daemon bounded CPU, memory and log', () => {
       const med = sorted[Math.floor(sorted.length / 2)] ?? NaN;
       console.log(
         `# ${f.name}: ${f.sent} packets in ${FLOOD_S} s; daemon RSS ${f.before.rssMb.toFixed(0)} MB before, peak ${f.peakRssMb.toFixed(0)} MB during, ${f.after.rssMb.toFixed(0)} MB after; ` +
-          `CPU ${(f.cpuCoresDuring * 100).toFixed(1)} % of a core during; log +${f.logLines} lines (+${(f.logBytes / 1024).toFixed(0)} kB); ` +
+          `CPU ${(f.cpuCoresDuring * 100).toFixed(1)} % of a core during; ${f.eventsRead} events read, log +${f.logLines} lines (+${(f.logBytes / 1024).toFixed(0)} kB) by 3 s after; ` +
           `web->api connects during the flood: ${f.connects.length} ok (median ${med.toFixed(1)} ms, max ${Math.max(...f.connects).toFixed(1)} ms), ${f.failed} failed`,
       );
     }
@@ -78,6 +80,7 @@ describe('issue 13: floods cost the daemon bounded CPU, memory and log', () => {
     const before = sample(pid);
     const lines0 = d.lines.length;
     const bytes0 = d.lines.reduce((a, l) => a + l.length + 1, 0);
+    const seen0 = (await bastionStatus(lab.pinPath)).json.daemon.flowsSeen as number;
     let peak = before.rssMb;
     let running = true;
     const sampler = (async () => {
@@ -104,8 +107,10 @@ describe('issue 13: floods cost the daemon bounded CPU, memory and log', () => {
     const during = sample(pid);
     running = false;
     await Promise.all([sampler, prober]);
+    // what the daemon buffered during the flood is written out now, and counts
     await sleep(3000);
     const afterS = sample(pid);
+    const seen1 = (await bastionStatus(lab.pinPath)).json.daemon.flowsSeen as number;
     const f: FloodFigures = {
       name,
       sent,
@@ -116,6 +121,7 @@ describe('issue 13: floods cost the daemon bounded CPU, memory and log', () => {
       cpuCoresDuring: (during.cpuS - t0.cpuS) / elapsed,
       logLines: d.lines.length - lines0,
       logBytes: d.lines.reduce((a, l) => a + l.length + 1, 0) - bytes0,
+      eventsRead: seen1 - seen0,
       connects,
       failed,
     };
@@ -126,10 +132,15 @@ describe('issue 13: floods cost the daemon bounded CPU, memory and log', () => {
   function assertBounded(f: FloodFigures): void {
     // The rate limit lets about 100 events a second per (endpoint, verdict,
     // reason) through: a few thousand lines at most, whatever the flood.
+    // Measured before the limit (same machine, same floods): 600,000+ events
+    // read, RSS +56 to +76 MB, 27-41 % of a core. With it: about 850 events,
+    // +5 MB, 2-3 % of a core.
     assert.ok(f.sent > 50_000, `${f.name}: the flood sent only ${f.sent} packets`);
+    assert.ok(f.eventsRead < 5_000, `${f.name}: the daemon read ${f.eventsRead} events for ${f.sent} packets`);
     assert.ok(f.logLines < 5_000, `${f.name}: the daemon logged ${f.logLines} lines for ${f.sent} packets`);
-    assert.ok(f.peakRssMb - f.before.rssMb < 60, `${f.name}: RSS grew from ${f.before.rssMb.toFixed(0)} to ${f.peakRssMb.toFixed(0)} MB`);
-    assert.ok(f.cpuCoresDuring < 0.5, `${f.name}: the daemon used ${(f.cpuCoresDuring * 100).toFixed(0)} % of a core`);
+    const growth = Math.max(f.peakRssMb, f.after.rssMb) - f.before.rssMb;
+    assert.ok(growth < 25, `${f.name}: RSS grew from ${f.before.rssMb.toFixed(0)} to ${Math.max(f.peakRssMb, f.after.rssMb).toFixed(0)} MB`);
+    assert.ok(f.cpuCoresDuring < 0.15, `${f.name}: the daemon used ${(f.cpuCoresDuring * 100).toFixed(0)} % of a core`);
     assert.equal(f.failed, 0, `${f.name}: ${f.failed} legitimate connections failed during the flood`);
     assert.ok(f.connects.length >= 5, `${f.name}: only ${f.connects.length} legitimate connections were timed`);
   }

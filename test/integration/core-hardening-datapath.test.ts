@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { CoreLab, bastionStatus, type PolicyEntry } from '../helpers/bastion-daemon.js';
-import { nsRun, sleep, startBackground, startUdpEcho, startTcpEcho, waitFor, type Background } from '../helpers/probes.js';
+import { nsRun, sleep, startBackground, startUdpEcho, waitFor, type Background } from '../helpers/probes.js';
 import { freeSubnet24 } from '../helpers/netns.js';
 
 /** The system's python3 (Debian's python3-scapy lives there, not in a pyenv on PATH). */
@@ -92,7 +92,6 @@ describe('issue 13: datapath holes, baseline then Bastion', () => {
     const r = await nsRun(null, 'ip', ['addr', 'add', `${otherNet}.1/24`, 'dev', lab.topo.bridge], { timeoutMs: 5000 });
     assert.equal(r.code, 0, r.stderr);
     await startUdpEcho(lab.api.netns, lab.api.ip, UDP_PORT);
-    await startTcpEcho(lab.db.netns, lab.db.ip, 5432);
     listener = pyBackground(null, hostListener(WORLD_PORT));
     assert.ok(await waitFor(() => listener.stdout.includes('listening'), 5000), `host listener: ${listener.stderr}`);
   });
@@ -147,7 +146,9 @@ for a in ${JSON.stringify(addrs)}:
   it('baseline: a third container\'s forged ICMP errors refuse web\'s UDP socket and cut its path MTU; broadcasts reach the host', { timeout: 60_000 }, async () => {
     assert.equal(await forgedRefusal(), true, 'without Bastion the forged port-unreachable reaches web');
     assert.equal(await forgedPmtu(), 552, 'without Bastion the forged frag-needed sets the path MTU');
-    const got = await broadcastsFromWeb([subnetBroadcast(), `${otherNet}.255`]);
+    const network = `${lab.gateway.split('.').slice(0, 3).join('.')}.0`;
+    const got = await broadcastsFromWeb([subnetBroadcast(), `${otherNet}.255`, '127.0.0.1', '0.0.0.0', network]);
+    console.log(`# baseline, datagrams to the gateway's MAC that reached a host socket bound to 0.0.0.0: ${got.map((l) => l.split(' ').slice(2).join(' ')).join(', ')}`);
     assert.ok(got.some((l) => l.includes(`to ${subnetBroadcast()}`)), `directed broadcast ${subnetBroadcast()} reached the host socket: ${got.join(' | ')}`);
     assert.ok(got.some((l) => l.includes(`to ${otherNet}.255`)), `other subnet's broadcast reached the host socket: ${got.join(' | ')}`);
     await nsRun(lab.web.netns, 'ip', ['route', 'flush', 'cache']);
@@ -173,13 +174,16 @@ for a in ${JSON.stringify(addrs)}:
     assert.ok(toWeb.every((r) => r.verdict === 'DROPPED' && r.src?.name === 'attacker'));
   });
 
-  it('a world rule does not open the host: directed broadcasts of its subnets are the host, and host-denied', { timeout: 30_000 }, async () => {
+  it('a world rule does not open the host: directed broadcasts of its subnets, 127/8 and 0.0.0.0 are the host, and host-denied', { timeout: 30_000 }, async () => {
     const d = lab.requireDaemon();
     const mark = d.mark();
-    const got = await broadcastsFromWeb([subnetBroadcast(), `${otherNet}.255`]);
-    assert.deepEqual(got, [], 'a broadcast reached the host socket through Bastion');
+    const hostOwn = [subnetBroadcast(), `${otherNet}.255`, '127.0.0.1', '127.1.2.3', '0.0.0.0'];
+    // The network address is no local address (the kernel routes it, it does not deliver it): whatever it is, nothing reaches a host socket.
+    const network = `${lab.gateway.split('.').slice(0, 3).join('.')}.0`;
+    const got = await broadcastsFromWeb([...hostOwn, network]);
+    assert.deepEqual(got, [], 'a datagram reached the host socket through Bastion');
     const denied = d.flows(mark).filter((r) => r.reason === 'host-denied' && r.dst?.name === 'host');
-    for (const a of [subnetBroadcast(), `${otherNet}.255`]) assert.ok(denied.some((r) => r.dst.ip === a), `host-denied for ${a}: ${JSON.stringify(d.flows(mark).slice(-5))}`);
+    for (const a of hostOwn) assert.ok(denied.some((r) => r.dst.ip === a), `host-denied for ${a}: ${JSON.stringify(d.flows(mark).slice(-5))}`);
   });
 
   it('a new host address is the host at once: nothing reaches it later than 200 ms after it appears', { timeout: 60_000 }, async () => {
@@ -222,23 +226,34 @@ while time.time() < end:
   it("one container's flood of allowed new connections does not evict another's idle connection; the flooder hits its share (ct-limit)", { timeout: 90_000 }, async () => {
     const d = lab.requireDaemon();
     const { api, db, attacker, web } = lab;
-    // api holds an idle connection to db:5432; db will push on it after the flood.
-    const client = pyBackground(api.netns, `
+    // api holds an idle connection to db:5432; after the flood db speaks first
+    // (a push), which needs the connection's conntrack entry: without it, db's
+    // packet is a new connection db -> api, which no policy allows.
+    const server = pyBackground(db.netns, `
 import socket, sys
-s = socket.create_connection(("${db.ip}", 5432), timeout=5)
-s.send(b"hi"); s.recv(10)
-print("connected", flush=True)
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("${db.ip}", 5432)); l.listen(1)
+print("listening", flush=True)
+c, _ = l.accept()
+print("accepted", flush=True)
 sys.stdin.readline()
-s.settimeout(3)
-s.send(b"after-flood")
+c.send(b"push")
+print("pushed", flush=True)
+c.recv(10)
+`);
+    assert.ok(await waitFor(() => server.stdout.includes('listening'), 5000), `db's server: ${server.stderr}`);
+    const client = pyBackground(api.netns, `
+import socket
+s = socket.create_connection(("${db.ip}", 5432), timeout=5)
+print("connected", flush=True)
+s.settimeout(15)
 try:
-    print("echo:" + s.recv(100).decode(), flush=True)
+    print("got:" + s.recv(100).decode(), flush=True)
 except Exception as e:
     print("failed:" + repr(e), flush=True)
+s.close()
 `);
-    assert.ok(await waitFor(() => client.stdout.includes('connected'), 8000), `api's client: ${client.stderr}`);
-    // hping3 walks the source ports (65,536 tuples per destination port):
-    // five allowed ports make more distinct connections than the whole table holds.
+    assert.ok(await waitFor(() => client.stdout.includes('connected') && server.stdout.includes('accepted'), 8000), `api's client: ${client.stderr} ${server.stderr}`);
     const t0 = Date.now();
     const floods = await Promise.all(
       [8080, 8081, 8082, 8083, 8084].map((p) => nsRun(attacker.netns, 'timeout', ['8', 'hping3', '-q', '-S', '-p', String(p), '--flood', web.ip], { timeoutMs: 15_000 })),
@@ -247,9 +262,9 @@ except Exception as e:
     const st = await bastionStatus(lab.pinPath);
     const sent = floods.map((f) => Number(/(\d+) packets transmitted/.exec(f.stdout + f.stderr)?.[1] ?? 0)).reduce((a, b) => a + b, 0);
     console.log(`# flood: ${sent} SYNs in ${ms} ms; conntrack ${JSON.stringify(st.json?.conntrack)}; attacker holds ${st.json?.endpoints?.find((e: any) => e.name === 'attacker')?.conntrack}; ct-limit drops ${st.json?.counters?.['ct-limit']?.packets ?? 0}`);
-    client.child.stdin!.write('\n');
+    server.child.stdin!.write('\n');
     await client.exited;
-    assert.match(client.stdout, /echo:after-flood/, `api's idle connection to db did not survive the flood: ${client.stdout} ${client.stderr}\n${d.describe(10)}`);
+    assert.match(client.stdout, /got:push/, `api's idle connection to db did not survive the flood: db's push never arrived: ${client.stdout} ${client.stderr}\n${d.describe(10)}`);
     const limit = st.json.conntrack.perEndpointLimit as number;
     const att = st.json.endpoints.find((e: any) => e.name === 'attacker');
     assert.ok(att.conntrack <= limit + 8, `attacker holds ${att.conntrack} entries, its share is ${limit}`);
