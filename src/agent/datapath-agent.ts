@@ -55,8 +55,8 @@ export class DatapathAgent implements DatapathPort {
   /**
    * Reclaim expired conntrack entries every `intervalMs` (the table is a
    * plain hash: nothing else deletes an entry nobody looks up again). One
-   * run walks the table in the kernel: about a millisecond per 10,000
-   * entries.
+   * run walks the table in the kernel: 1.8 ms empty, about 7 ms full
+   * (262,144 entries), measured with BPF_PROG_TEST_RUN's duration.
    */
   startConntrackCollector(intervalMs = 5000, onError?: (err: Error) => void): void {
     if (this.gcTimer) return;
