@@ -2,6 +2,8 @@
 import { EVENT_COUNTER_REASONS, FIRST_DROP_REASON, REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Daemon } from './daemon.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
+import type { AuditReport } from '../audit/findings.js';
+import { findingsOfEndpoint, statusAudit, type StatusAudit } from '../audit/daemon-audit.js';
 
 export interface EndpointStatus {
   name: string;
@@ -18,6 +20,8 @@ export interface EndpointStatus {
   counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
   /** conntrack entries charged to this endpoint (its share: conntrack.perEndpointLimit) */
   conntrack?: number;
+  /** the posture audit's findings about this container (when a report exists; GET /v1/audit has them in full) */
+  findings?: StatusAudit['containers'][string];
 }
 
 export interface StatusReport {
@@ -41,6 +45,8 @@ export interface StatusReport {
   conntrack?: { entries: number; capacity: number; perEndpointLimit: number; collected: number };
   /** flow events: held back by the rate limit (counted) and lost (ring buffer full) */
   events: { perSecondLimit?: number; suppressed: number; lost: number };
+  /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
+  audit?: StatusAudit;
 }
 
 export function selectorText(s: LabelSelector): string {
@@ -88,7 +94,8 @@ export function ruleRows(rules: Rule[]): StatusReport['rules'] {
   }));
 }
 
-export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusReport> {
+export async function collectStatus(d: Daemon, startedAt: Date, report?: AuditReport): Promise<StatusReport> {
+  const audit = report ? statusAudit(report) : undefined;
   const m = d.manager;
   const dp = m.datapath;
   const ct = dp.conntrackUsage?.();
@@ -116,6 +123,7 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
           drops: Number(s?.drops ?? 0n),
         },
         ...(ct ? { conntrack: ct.byIdentity.get(ep.identity) ?? 0 } : {}),
+        ...(audit ? { findings: findingsOfEndpoint(audit, ep.key) } : {}),
       };
     });
   const counters: StatusReport['counters'] = {};
@@ -151,5 +159,6 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
       suppressed: Number(all.get(REASON.eventsSuppressed)?.packets ?? 0n),
       lost: Number(all.get(REASON.eventsLost)?.packets ?? 0n),
     },
+    ...(audit ? { audit } : {}),
   };
 }
