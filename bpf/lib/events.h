@@ -137,13 +137,15 @@ static __always_inline __u64 events_wakeup_flags(void)
  * So each (endpoint, verdict, reason) gets events_per_sec events per
  * one-second window: the start of a burst is reported in full, the rest is
  * counted (REASON_EVENTS_SUPPRESSED, exact) and the first event of a later
- * window says how many of its kind were held back before it (`suppressed`).
+ * window says how many of its kind were held back before it (`suppressed`);
+ * what no later event reports (the tail of a burst) the agent reads from
+ * bastion_event_rl and reports as a summary.
  * The packet counters (bastion_counter, bastion_ep_stat) still count every
  * packet. Concurrent CPUs may each let one more through at a window's edge:
  * a limit, not an exact quota.
  */
-static __always_inline int event_admit(const struct ctx_info *ci, __u8 verdict, __u8 reason,
-				       const struct bastion_config *cfg, __u32 *suppressed)
+static __always_inline int event_admit(const struct ctx_info *ci, const struct flow_desc *fd, __u8 verdict,
+				       __u8 reason, const struct bastion_config *cfg, __u32 *suppressed)
 {
 	struct event_rl_key key = { .ifindex = ci->ifindex, .verdict = verdict, .reason = reason };
 	__u32 budget = cfg && cfg->events_per_sec ? cfg->events_per_sec : EVENTS_DEFAULT_PER_SEC;
@@ -172,6 +174,16 @@ static __always_inline int event_admit(const struct ctx_info *ci, __u8 verdict, 
 		return 1;
 	}
 	__sync_fetch_and_add(&rl->suppressed, 1);
+	/* The last one held back, for the agent's summary of the burst's tail. */
+	rl->src_id = fd->src_id;
+	rl->dst_id = fd->dst_id;
+	rl->saddr = fd->saddr;
+	rl->daddr = fd->daddr;
+	rl->sport = fd->sport;
+	rl->dport = fd->dport;
+	rl->proto = fd->proto;
+	rl->trace = ci->trace;
+	rl->ethertype = fd->ethertype;
 	count_reason(REASON_EVENTS_SUPPRESSED, 0);
 	return 0;
 }
@@ -183,7 +195,7 @@ static __always_inline void emit_event(const struct ctx_info *ci, const struct f
 	struct flow_event *ev;
 	__u32 suppressed;
 
-	if (!event_admit(ci, verdict, reason, cfg, &suppressed))
+	if (!event_admit(ci, fd, verdict, reason, cfg, &suppressed))
 		return;
 	ev = bpf_ringbuf_reserve(&bastion_events, sizeof(*ev), 0);
 	if (!ev) {

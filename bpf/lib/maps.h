@@ -222,7 +222,9 @@ struct flow_event {
  * Event rate limit (lib/events.h): per (endpoint, verdict, reason), at most
  * bastion_config.events_per_sec events in each one-second window; the rest
  * are counted (REASON_EVENTS_SUPPRESSED) and the next event that goes out
- * carries how many were held back before it.
+ * carries how many were held back before it. When no event follows (the
+ * burst ended), the agent reads what is still held back here and reports it
+ * as a summary, with the last held-back packet's addresses.
  */
 struct event_rl_key {
 	__u32 ifindex;
@@ -235,7 +237,17 @@ struct event_rl {
 	__u64 window_start;	/* ns, coarse monotonic clock */
 	__u32 emitted;		/* events let out in this window */
 	__u32 suppressed;	/* held back since the last event that went out */
-};
+	/* the last event held back */
+	__u32 src_id;
+	__u32 dst_id;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 trace;		/* TRACE_* */
+	__be16 ethertype;
+};				/* 40 bytes */
 
 #define EVENTS_DEFAULT_PER_SEC	100
 

@@ -16,6 +16,7 @@ import {
   MAP_NAMES,
   NR_COUNTERS,
   CT_DEFAULT_PER_ENDPOINT,
+  REASON,
   EVENTS_DEFAULT_PER_SEC,
   decodeCtKey,
   decodeCtEntry,
@@ -31,6 +32,9 @@ import {
 import type { ConntrackUsage, DatapathPort, StackState } from '../manager/ports.js';
 import type { EntrySet, MapOp } from '../manager/entries.js';
 import { attachStack, detachStack, stackState } from './stack.js';
+
+/** how often the tail of event bursts is looked for (summarizeHeldBack) */
+const SUMMARY_INTERVAL_MS = 2000;
 
 const BPF_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../bpf');
 
@@ -215,16 +219,69 @@ export class DatapathAgent implements DatapathPort {
   onEvent(listener: (ev: FlowEvent) => void): void {
     this.listeners.push(listener);
     if (!this.reader) {
-      this.reader = new RingBufReader(this.maps.events.fd, (buf: Buffer) => {
-        const ev = decodeFlowEvent(buf);
-        for (const l of this.listeners) l(ev);
-      });
+      this.reader = new RingBufReader(this.maps.events.fd, (buf: Buffer) => this.deliver(decodeFlowEvent(buf)));
       this.reader.start();
+      this.summaryTimer = setInterval(() => this.summarizeHeldBack(), SUMMARY_INTERVAL_MS);
+      this.summaryTimer.unref();
     }
+  }
+
+  private deliver(ev: FlowEvent): void {
+    for (const l of this.listeners) l(ev);
+  }
+
+  private summaryTimer?: NodeJS.Timeout;
+  private suppressedSeen = 0n;
+
+  /**
+   * The tail of a burst: events the rate limit held back that no later event
+   * of their kind reported (the burst ended). Each such slot of
+   * bastion_event_rl whose window is over becomes one summary event (the
+   * last held-back packet's addresses, `suppressed` = how many), and its
+   * count goes back to zero. Looked at only when the kernel's suppressed
+   * counter moved since the last look, so a quiet datapath costs one
+   * counter read. Returns the summaries delivered.
+   */
+  summarizeHeldBack(nowNs = process.hrtime.bigint()): number {
+    const total = this.maps.counters.get(REASON.eventsSuppressed).packets;
+    if (total === this.suppressedSeen) return 0;
+    this.suppressedSeen = total;
+    let n = 0;
+    for (const [k, v] of [...this.maps.eventLimits.entries()]) {
+      if (!v.suppressed || nowNs - v.windowStart < 1_000_000_000n) continue;
+      try {
+        // Approximate by design: a count the kernel adds between this read and write is lost (the counter keeps it).
+        this.maps.eventLimits.set(k, { ...v, suppressed: 0 }, BPF_EXIST);
+      } catch {
+        continue; // evicted meanwhile
+      }
+      this.deliver({
+        tsNs: nowNs,
+        srcId: v.srcId,
+        dstId: v.dstId,
+        saddr: v.saddr,
+        daddr: v.daddr,
+        sport: v.sport,
+        dport: v.dport,
+        proto: v.proto,
+        verdict: k.verdict,
+        reason: k.reason,
+        trace: v.trace,
+        ifindex: k.ifindex,
+        ruleId: 0,
+        pktLen: 0,
+        ethertype: v.ethertype,
+        suppressed: v.suppressed,
+        summary: true,
+      });
+      n++;
+    }
+    return n;
   }
 
   close(): void {
     clearInterval(this.gcTimer);
+    clearInterval(this.summaryTimer);
     this.reader?.stop();
     this.maps.close();
     for (const o of this.objects) o.close();

@@ -454,6 +454,12 @@ export interface FlowEvent {
   ethertype: number;
   /** events of this (endpoint, verdict, reason) the rate limit held back before this one */
   suppressed: number;
+  /**
+   * Not from the ring buffer: the agent's summary of a burst's tail (what the
+   * rate limit held back and no later event reported), with the last
+   * held-back packet's addresses; `suppressed` is how many, that one included.
+   */
+  summary?: boolean;
 }
 export const FLOW_EVENT_SIZE = 48;
 
@@ -495,6 +501,72 @@ export function decodeFlowEvent(b: Buffer): FlowEvent {
     pktLen: b.readUInt16LE(40),
     ethertype: b.readUInt16BE(42),
     suppressed: b.readUInt32LE(44),
+  };
+}
+
+// ----------------------------------------------------- event rate limit
+
+export interface EventRlKey {
+  ifindex: number;
+  verdict: number;
+  reason: number;
+}
+export interface EventRl {
+  windowStart: bigint;
+  emitted: number;
+  suppressed: number;
+  srcId: number;
+  dstId: number;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+  trace: number;
+  ethertype: number;
+}
+export const EVENT_RL_KEY_SIZE = 8;
+export const EVENT_RL_SIZE = 40;
+export function encodeEventRlKey(k: EventRlKey): Buffer {
+  const b = Buffer.alloc(EVENT_RL_KEY_SIZE);
+  b.writeUInt32LE(k.ifindex, 0);
+  b.writeUInt8(k.verdict, 4);
+  b.writeUInt8(k.reason, 5);
+  return b;
+}
+export function decodeEventRlKey(b: Buffer): EventRlKey {
+  return { ifindex: b.readUInt32LE(0), verdict: b.readUInt8(4), reason: b.readUInt8(5) };
+}
+export function encodeEventRl(v: EventRl): Buffer {
+  const b = Buffer.alloc(EVENT_RL_SIZE);
+  b.writeBigUInt64LE(v.windowStart, 0);
+  b.writeUInt32LE(v.emitted, 8);
+  b.writeUInt32LE(v.suppressed, 12);
+  b.writeUInt32LE(v.srcId, 16);
+  b.writeUInt32LE(v.dstId, 20);
+  ipv4ToBytes(v.saddr).copy(b, 24);
+  ipv4ToBytes(v.daddr).copy(b, 28);
+  b.writeUInt16BE(v.sport, 32);
+  b.writeUInt16BE(v.dport, 34);
+  b.writeUInt8(v.proto, 36);
+  b.writeUInt8(v.trace, 37);
+  b.writeUInt16BE(v.ethertype, 38);
+  return b;
+}
+export function decodeEventRl(b: Buffer): EventRl {
+  return {
+    windowStart: b.readBigUInt64LE(0),
+    emitted: b.readUInt32LE(8),
+    suppressed: b.readUInt32LE(12),
+    srcId: b.readUInt32LE(16),
+    dstId: b.readUInt32LE(20),
+    saddr: bytesToIpv4(b, 24),
+    daddr: bytesToIpv4(b, 28),
+    sport: b.readUInt16BE(32),
+    dport: b.readUInt16BE(34),
+    proto: b.readUInt8(36),
+    trace: b.readUInt8(37),
+    ethertype: b.readUInt16BE(38),
   };
 }
 

@@ -146,8 +146,9 @@ for a in ${JSON.stringify(addrs)}:
   it('baseline: a third container\'s forged ICMP errors refuse web\'s UDP socket and cut its path MTU; broadcasts reach the host', { timeout: 60_000 }, async () => {
     assert.equal(await forgedRefusal(), true, 'without Bastion the forged port-unreachable reaches web');
     assert.equal(await forgedPmtu(), 552, 'without Bastion the forged frag-needed sets the path MTU');
-    const network = `${lab.gateway.split('.').slice(0, 3).join('.')}.0`;
-    const got = await broadcastsFromWeb([subnetBroadcast(), `${otherNet}.255`, '127.0.0.1', '0.0.0.0', network]);
+    // (Not the network address: the host routes it back onto the bridge, and its
+    // "host unreachable" three seconds later would land in the next test.)
+    const got = await broadcastsFromWeb([subnetBroadcast(), `${otherNet}.255`, '127.0.0.1', '0.0.0.0']);
     console.log(`# baseline, datagrams to the gateway's MAC that reached a host socket bound to 0.0.0.0: ${got.map((l) => l.split(' ').slice(2).join(' ')).join(', ')}`);
     assert.ok(got.some((l) => l.includes(`to ${subnetBroadcast()}`)), `directed broadcast ${subnetBroadcast()} reached the host socket: ${got.join(' | ')}`);
     assert.ok(got.some((l) => l.includes(`to ${otherNet}.255`)), `other subnet's broadcast reached the host socket: ${got.join(' | ')}`);
@@ -171,7 +172,8 @@ for a in ${JSON.stringify(addrs)}:
     assert.ok(ev, `an icmp-unrelated event for the error towards the host\n${d.describe(20)}`);
     const toWeb = d.flows(mark).filter((r) => r.reason === 'icmp-unrelated' && r.dst?.ip === lab.web.ip);
     assert.ok(toWeb.length >= 2, `icmp-unrelated events for the errors to web: ${toWeb.length}`);
-    assert.ok(toWeb.every((r) => r.verdict === 'DROPPED' && r.src?.name === 'attacker'));
+    const others = toWeb.filter((r) => r.verdict !== 'DROPPED' || r.src?.name !== 'attacker');
+    assert.deepEqual(others, [], 'icmp-unrelated events towards web from another source');
   });
 
   it('a world rule does not open the host: directed broadcasts of its subnets, 127/8 and 0.0.0.0 are the host, and host-denied', { timeout: 30_000 }, async () => {

@@ -51,6 +51,8 @@ const ctKey = fc.record({ saddr: ip, daddr: ip, sport: u16, dport: u16, proto: u
 const ctEntry = fc.record({ expires: u64, srcId: u32, dstId: u32, ruleId: u32, flags: u32, ownerId: u32 });
 const fragKey = fc.record({ saddr: ip, daddr: ip, id: u16, proto: u8, trace: u8, ifindex: u32 });
 const fragVal = fc.record({ expires: u64, sport: u16, dport: u16, verdict: u32 });
+const eventRlKey = fc.record({ ifindex: u32, verdict: u8, reason: u8 });
+const eventRl = fc.record({ windowStart: u64, emitted: u32, suppressed: u32, srcId: u32, dstId: u32, saddr: ip, daddr: ip, sport: u16, dport: u16, proto: u8, trace: u8, ethertype: u16 });
 const s64 = fc.bigInt({ min: -(1n << 63n), max: (1n << 63n) - 1n });
 const flowEvent = fc.record({
   tsNs: u64,
@@ -94,6 +96,8 @@ describe('codecs round-trip', () => {
   roundTrip('ct_entry', ctEntry, L.CT_ENTRY_SIZE, L.encodeCtEntry, L.decodeCtEntry);
   roundTrip('frag_key', fragKey, L.FRAG_KEY_SIZE, L.encodeFragKey, L.decodeFragKey);
   roundTrip('frag_val', fragVal, L.FRAG_VAL_SIZE, L.encodeFragVal, L.decodeFragVal);
+  roundTrip('event_rl_key', eventRlKey, L.EVENT_RL_KEY_SIZE, L.encodeEventRlKey, L.decodeEventRlKey);
+  roundTrip('event_rl', eventRl, L.EVENT_RL_SIZE, L.encodeEventRl, L.decodeEventRl);
   roundTrip('ct_use', s64, L.CT_USE_SIZE, L.encodeCtUse, L.decodeCtUse);
   roundTrip('flow_event', flowEvent, L.FLOW_EVENT_SIZE, L.encodeFlowEvent, L.decodeFlowEvent);
   roundTrip('counter', fc.record({ packets: u64, bytes: u64 }), L.COUNTER_SIZE, encodeCounter, (b) => L.decodeCounter(b));
@@ -257,6 +261,37 @@ const structs: StructSpec[] = [
     fields: [{ field: 'entries', kind: 'le', set: (v) => v as never }],
   },
   {
+    struct: 'event_rl_key',
+    size: L.EVENT_RL_KEY_SIZE,
+    zero: { ifindex: 0, verdict: 0, reason: 0 },
+    encode: L.encodeEventRlKey as (v: never) => Buffer,
+    fields: [
+      { field: 'ifindex', kind: 'le', set: (v) => ({ ifindex: n(v) }) },
+      { field: 'verdict', kind: 'le', set: (v) => ({ verdict: n(v) }) },
+      { field: 'reason', kind: 'le', set: (v) => ({ reason: n(v) }) },
+    ],
+  },
+  {
+    struct: 'event_rl',
+    size: L.EVENT_RL_SIZE,
+    zero: { windowStart: 0n, emitted: 0, suppressed: 0, srcId: 0, dstId: 0, saddr: '0.0.0.0', daddr: '0.0.0.0', sport: 0, dport: 0, proto: 0, trace: 0, ethertype: 0 },
+    encode: L.encodeEventRl as (v: never) => Buffer,
+    fields: [
+      { field: 'window_start', kind: 'le', set: (v) => ({ windowStart: v }) },
+      { field: 'emitted', kind: 'le', set: (v) => ({ emitted: n(v) }) },
+      { field: 'suppressed', kind: 'le', set: (v) => ({ suppressed: n(v) }) },
+      { field: 'src_id', kind: 'le', set: (v) => ({ srcId: n(v) }) },
+      { field: 'dst_id', kind: 'le', set: (v) => ({ dstId: n(v) }) },
+      { field: 'saddr', kind: 'be', set: (v) => ({ saddr: ipOf(v) }) },
+      { field: 'daddr', kind: 'be', set: (v) => ({ daddr: ipOf(v) }) },
+      { field: 'sport', kind: 'be', set: (v) => ({ sport: n(v) }) },
+      { field: 'dport', kind: 'be', set: (v) => ({ dport: n(v) }) },
+      { field: 'proto', kind: 'le', set: (v) => ({ proto: n(v) }) },
+      { field: 'trace', kind: 'le', set: (v) => ({ trace: n(v) }) },
+      { field: 'ethertype', kind: 'be', set: (v) => ({ ethertype: n(v) }) },
+    ],
+  },
+  {
     struct: 'frag_key',
     size: L.FRAG_KEY_SIZE,
     zero: { saddr: '0.0.0.0', daddr: '0.0.0.0', id: 0, proto: 0, trace: 0, ifindex: 0 },
@@ -414,7 +449,7 @@ describe('layout.ts matches the C structs of maps.h', { skip: clang && existsSyn
     for (const s of structs) {
       const covered = s.fields.reduce((acc, f) => acc + (c[`${s.struct}.${f.field}`] as [number, number])[1], 0);
       // What is left is explicit padding (ct_key.pad, flow_event.pad).
-      const padding: Record<string, number> = { ct_key: 3, ct_entry: 4 };
+      const padding: Record<string, number> = { ct_key: 3, ct_entry: 4, event_rl_key: 2 };
       assert.equal(covered + (padding[s.struct] ?? 0), s.size, `struct ${s.struct} has bytes no codec field covers`);
     }
   });
