@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs';
 import { CoreLab, bastionStatus, type BastionDaemon } from '../helpers/bastion-daemon.js';
 import { nsRun, sleep, startBackground, startTcpEcho, tcpConnect } from '../helpers/probes.js';
 import { arpRequest } from '../helpers/packets.js';
+import { metricValue, metricsText } from '../helpers/metrics.js';
 
 const FLOOD_S = 8;
 const CLK_TCK = 100;
@@ -156,6 +157,10 @@ describe('issue 13: floods cost the daemon bounded CPU, memory and log', () => {
     const st = await bastionStatus(lab.pinPath);
     assert.ok(st.json.events.suppressed > f.sent / 2, `status reports ${st.json.events.suppressed} suppressed events for ${f.sent} drops`);
     assert.equal(typeof st.json.events.lost, 'number', 'status reports lost events');
+    const m = await metricsText(lab.pinPath);
+    assert.ok((metricValue(m, 'bastion_flow_events_suppressed') ?? 0) >= st.json.events.suppressed, 'suppressed events as a metric');
+    assert.equal(metricValue(m, 'bastion_flow_events_lost'), st.json.events.lost, 'lost events as a metric');
+    assert.equal(metricValue(m, 'bastion_flow_events_rate_limit'), 100, 'the limit as a metric');
     // the flood's drops are still counted one by one
     assert.ok(st.json.counters['policy-denied'].packets >= f.sent * 0.9, `policy-denied counter ${st.json.counters['policy-denied'].packets} for ${f.sent} SYNs`);
     // and the log says how many were held back: on the next event of the kind

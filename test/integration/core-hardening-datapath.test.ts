@@ -17,6 +17,7 @@ import { randomInt } from 'node:crypto';
 import { CoreLab, bastionStatus, type PolicyEntry } from '../helpers/bastion-daemon.js';
 import { nsRun, sleep, startBackground, startUdpEcho, waitFor, type Background } from '../helpers/probes.js';
 import { freeSubnet24 } from '../helpers/netns.js';
+import { metricValue, metricsText } from '../helpers/metrics.js';
 
 /** The system's python3 (Debian's python3-scapy lives there, not in a pyenv on PATH). */
 const PYTHON = '/usr/bin/python3';
@@ -272,5 +273,12 @@ s.close()
     assert.ok(att.conntrack <= limit + 8, `attacker holds ${att.conntrack} entries, its share is ${limit}`);
     assert.ok((st.json.counters['ct-limit']?.packets ?? 0) > 0, 'the flood went past the share and was refused (ct-limit)');
     assert.ok(st.json.conntrack.entries < st.json.conntrack.capacity, 'the table is not full');
+    // the same figures as metrics
+    const m = await metricsText(lab.pinPath);
+    assert.equal(metricValue(m, 'bastion_conntrack_capacity'), st.json.conntrack.capacity);
+    assert.equal(metricValue(m, 'bastion_conntrack_endpoint_limit'), limit);
+    assert.ok((metricValue(m, 'bastion_conntrack_entries') ?? 0) >= att.conntrack);
+    assert.ok((metricValue(m, 'bastion_conntrack_endpoint_entries', 'endpoint="attacker"') ?? 0) >= limit - 8, 'per-endpoint entries as a metric');
+    assert.ok((metricValue(m, 'bastion_datapath_packets', 'reason="ct-limit",verdict="drop"') ?? 0) > 0);
   });
 });
