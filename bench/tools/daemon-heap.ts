@@ -18,10 +18,10 @@ import pino from 'pino';
 import { renderConfig } from '../lib/bastion.js';
 import { fillerDeps, pairDeps, probeDep } from '../lib/deps.js';
 import type { Entry } from '../lib/topology.js';
-import { loadConfigSource } from '../../src/manager/config-source.js';
+import { loadConfigSource } from '../../src/daemon/config-source.js';
 import { Manager } from '../../src/manager/manager.js';
 import type { DatapathPort, Discovered, NodePort } from '../../src/manager/ports.js';
-import { RuntimePolicies, parsePoliciesDocument } from '../../src/manager/runtime-policies.js';
+import { RuntimePolicies, parsePoliciesDocument } from '../../src/daemon/runtime-policies.js';
 import { percentile } from '../lib/stats.js';
 
 const n = Number(process.argv[2] ?? 5000);

@@ -14,7 +14,7 @@ import { apiRequest } from '../api/client.js';
 import { DEMO } from './settings.js';
 
 export { DEMO };
-import type { StatusReport } from '../manager/status.js';
+import type { StatusReport } from '../api/types.js';
 import {
   arpScan,
   arpspoofFor,

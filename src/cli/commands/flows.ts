@@ -3,6 +3,7 @@ import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { socketPathFor } from '../../api/paths.js';
 import { apiRequest, apiStream } from '../../api/client.js';
 import { formatFlowLine, type FlowRecord } from '../../agent/flow-log.js';
+import { isFlowsLost, type FlowStreamLine } from '../../api/types.js';
 import { colors, parseOutputFormat } from '../output.js';
 
 function colourLine(r: FlowRecord): string {
@@ -18,7 +19,7 @@ export function registerFlows(program: Command): void {
     .command('flows')
     .description('Show recent flows (drops, allowed connections, ARP answers), or follow them live')
     .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-f, --follow', 'keep streaming new flows')
+    .option('-f, --follow', 'keep streaming new flows (a client that falls behind is told how many it missed)')
     .option('--verdict <verdict>', 'only DROPPED, ALLOWED, AUDIT or ARP_REPLY')
     .option('--container <name>', 'only flows to or from this container')
     .option('-n, --last <n>', 'how many recent flows', '50')
@@ -33,7 +34,12 @@ export function registerFlows(program: Command): void {
       const socket = socketPathFor(opts.pinPath);
       if (opts.follow) {
         q.set('follow', '1');
-        await apiStream(socket, `/v1/flows?${q}`, (line) => print(JSON.parse(line) as FlowRecord));
+        await apiStream(socket, `/v1/flows?${q}`, (text) => {
+          const line = JSON.parse(text) as FlowStreamLine;
+          if (!isFlowsLost(line)) return print(line);
+          // this client fell behind the daemon, which skipped records for it (json: the line as the API sends it)
+          process.stdout.write((format === 'table' ? colors.yellow(`EVENTS LOST: ${line.count} flows skipped (this client fell behind)`) : text) + '\n');
+        });
         return;
       }
       for (const r of await apiRequest<FlowRecord[]>(socket, 'GET', `/v1/flows?${q}`)) print(r);

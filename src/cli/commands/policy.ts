@@ -15,20 +15,11 @@ import { readFileSync } from 'node:fs';
 import { stringify as toYaml } from 'yaml';
 import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { socketPathFor } from '../../api/paths.js';
-import { apiCall, DaemonUnreachable } from '../../api/client.js';
-import type { PolicyRow } from '../../manager/runtime-policies.js';
+import { apiCall, DaemonUnreachable, errorsOf } from '../../api/client.js';
+import { isErrorBody, type Done, type ErrorBody, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow } from '../../api/types.js';
 import { CliError, EXIT } from '../errors.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 
-interface ApiAnswer {
-  ok?: boolean;
-  errors?: string[];
-  error?: string;
-  policies?: Array<{ name: string; action: string }>;
-  deleted?: string[];
-  entries?: number;
-  ms?: number;
-}
 
 /**
  * One end of an inline policy: "host", a CIDR ("10.0.0.0/8"), "all" (every
@@ -51,19 +42,20 @@ export function parsePolicyEnd(flag: string, v: string): unknown {
   return labels;
 }
 
-async function call(pinPath: string, method: string, path: string, body?: string): Promise<{ status: number; body: ApiAnswer }> {
+async function call<T>(pinPath: string, method: string, path: string, body?: string): Promise<T> {
+  let r: { status: number; body: T | ErrorBody };
   try {
-    return await apiCall<ApiAnswer>(socketPathFor(pinPath), method, path, body);
+    r = await apiCall<T>(socketPathFor(pinPath), method, path, body);
   } catch (err) {
     if (err instanceof DaemonUnreachable) throw new CliError(`${err.message} (is "bastion run" running with --pin-path ${pinPath}?)`, EXIT.notReady);
     throw err;
   }
-}
-
-function failed(status: number, body: ApiAnswer): never {
-  const errors = body.errors ?? [body.error ?? `HTTP ${status}`];
-  const code = status === 422 ? EXIT.invalid : EXIT.failure;
-  throw new CliError(`nothing applied:\n  ${errors.join('\n  ')}`, code);
+  if (r.status !== 200 || isErrorBody(r.body)) {
+    // invalid input exits 3; a name clash, an unknown name, a stopping daemon exit 1
+    const invalid = isErrorBody(r.body) ? r.body.error.code === 'invalid' : r.status === 422;
+    throw new CliError(`nothing applied:\n  ${errorsOf(r.status, r.body).join('\n  ')}`, invalid ? EXIT.invalid : EXIT.failure);
+  }
+  return r.body;
 }
 
 export function registerPolicy(program: Command): void {
@@ -118,13 +110,10 @@ Examples:
         body = JSON.stringify({ policies: [p] });
         source = 'command line';
       }
-      const r = await call(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}${opts.dryRun ? '&dryRun=1' : ''}`, body);
-      if (r.status !== 200) failed(r.status, r.body);
-      printData(r.body, format, () =>
-        (r.body.policies ?? [])
-          .map((p) => (opts.dryRun ? `policy ${p.name} would be ${p.action} (dry run: nothing changed)\n` : `policy ${p.name} ${p.action} (${r.body.entries} map entries changed in ${r.body.ms} ms)\n`))
-          .join(''),
-      );
+      const r = await call<Done<PolicyAddResult>>(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}${opts.dryRun ? '&dryRun=1' : ''}`, body);
+      const line = (p: PolicyChange) =>
+        'entries' in r ? `policy ${p.name} ${p.action} (${r.entries} map entries changed in ${r.ms} ms)\n` : `policy ${p.name} would be ${p.action} (dry run: nothing changed)\n`;
+      printData(r, format, () => r.policies.map(line).join(''));
     });
 
   policy
@@ -136,9 +125,7 @@ Examples:
     .option('--json', 'same as -o json')
     .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
-      const r = await call(opts.pinPath, 'GET', '/v1/policies');
-      if (r.status !== 200) failed(r.status, r.body);
-      const rows = r.body as unknown as PolicyRow[];
+      const rows = await call<PolicyRow[]>(opts.pinPath, 'GET', '/v1/policies');
       if (format === 'yaml') {
         process.stdout.write(toYaml(rows));
         return;
@@ -162,8 +149,7 @@ Examples:
     .action(async (names: string[], opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       const q = new URLSearchParams(names.map((n) => ['name', n]));
-      const r = await call(opts.pinPath, 'DELETE', `/v1/policies?${q}`);
-      if (r.status !== 200) failed(r.status, r.body);
-      printData(r.body, format, () => names.map((n) => `policy ${n} deleted\n`).join(''));
+      const r = await call<Done<PolicyDeleteResult>>(opts.pinPath, 'DELETE', `/v1/policies?${q}`);
+      printData(r, format, () => names.map((n) => `policy ${n} deleted\n`).join(''));
     });
 }

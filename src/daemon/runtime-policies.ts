@@ -19,22 +19,13 @@ import {
   type PolicyConfig,
 } from '../policy/bastion-config.js';
 import { formatPortRange } from '../policy/ports.js';
+import type { PolicyRow } from '../api/types.js';
 
 export interface RuntimePolicy {
   policy: PolicyConfig;
   rules: Rule[];
   /** ISO time it was added or last replaced */
   added: string;
-}
-
-/** A policy as `bastion policy list` shows it. */
-export interface PolicyRow {
-  name: string;
-  source: 'file' | 'api' | 'platform';
-  from: string;
-  to: string;
-  ports: string;
-  added?: string;
 }
 
 export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: string): PolicyRow {
