@@ -15,6 +15,7 @@ import type { PolicySet } from '../policy/model.js';
 import { FlowStore } from '../agent/flow-log.js';
 import { openDatapath } from '../agent/datapath-agent.js';
 import { HostAddressWatcher } from '../agent/host-addresses.js';
+import type { DatapathLimits } from '../manager/slices.js';
 import { NodeAgent } from '../agent/node-agent.js';
 import { startApiServer } from '../api/server.js';
 import { FlowFollowers } from '../api/flow-stream.js';
@@ -42,9 +43,10 @@ export interface DaemonOptions {
   platform?: PlatformSource;
   extraPolicy?: () => Promise<PolicySet | undefined>;
   logLevel?: string;
+  /** the datapath's flood limits (flow events per second per container and reason, conntrack entries per container) */
+  limits?: DatapathLimits;
 }
 
-/** Host addresses are read again this often (a new address would otherwise count as "world"). */
 /** How often expired conntrack entries are reclaimed (bpf/ct_gc.c: about 7 ms on a full table). */
 const CT_COLLECT_INTERVAL_MS = 5000;
 /** How old the audit in a status report may be before a status request starts a new one in the background. */
@@ -109,7 +111,7 @@ export class Daemon {
 
     const datapath = await openDatapath(this.o.pinPath, this.log);
     datapath.startConntrackCollector(CT_COLLECT_INTERVAL_MS, (err) => this.log.error({ err: err.message }, 'conntrack collector failed'));
-    const manager = (this.manager = new Manager({ datapath, node: this.node, log: this.log }));
+    const manager = (this.manager = new Manager({ datapath, node: this.node, log: this.log, limits: this.o.limits }));
     await manager.setHostAddresses(await this.node.hostAddresses());
     await this.config.applyFirst(manager, first);
     this.policies.attach(manager);

@@ -40,6 +40,15 @@ export interface SliceEnv {
   endpoints: Map<string, Endpoint>;
   hostAddrs: string[];
   mode: Mode;
+  limits?: DatapathLimits;
+}
+
+/** The datapath's flood limits (bastion_config); 0 or absent: the datapath's defaults. */
+export interface DatapathLimits {
+  /** flow events per second for each (container, verdict, reason); the rest are counted */
+  eventsPerSec?: number;
+  /** conntrack entries one container may hold; its new connections beyond are dropped (ct-limit) */
+  ctPerEndpoint?: number;
 }
 
 export interface SliceCompilerOptions {
@@ -168,6 +177,8 @@ export class SliceCompiler {
         flags: CFG_F_TRACE_ALLOWED,
         ctTcpLifetimeS: 0,
         ctOtherLifetimeS: 0,
+        eventsPerSec: env.limits?.eventsPerSec ?? 0,
+        ctPerEndpoint: env.limits?.ctPerEndpoint ?? 0,
       }),
     });
     return set;

@@ -13,7 +13,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { CoreLab, bastionStatus, type BastionDaemon } from '../helpers/bastion-daemon.js';
+import { CoreLab, bastion, bastionStatus, type BastionDaemon } from '../helpers/bastion-daemon.js';
 import { nsRun, sleep, startBackground, startTcpEcho, tcpConnect } from '../helpers/probes.js';
 import { arpRequest } from '../helpers/packets.js';
 import { metricValue, metricsText } from '../helpers/metrics.js';
@@ -196,5 +196,15 @@ print(n, flush=True)
       return Number(bg.stdout.trim());
     });
     assertBounded(f);
+  });
+
+  it('the limits are options of `bastion run`; bad values are usage errors (exit 2) naming the option', { timeout: 30_000 }, async () => {
+    for (const [opt, bad] of [['--events-per-second', 'abc'], ['--events-per-second', '0'], ['--conntrack-per-container', '999999999']]) {
+      const r = await bastion(['run', '--config', lab.configPath, '--pin-path', `${lab.pinPath}-x`, opt, bad]);
+      assert.equal(r.code, 2, `${opt} ${bad}: exit ${r.code} ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(opt));
+    }
+    const st = await bastionStatus(lab.pinPath);
+    assert.equal(st.json.events.perSecondLimit, 100, 'the default');
   });
 });
