@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { CoreLab, bastionStatus, type PolicyEntry } from '../helpers/bastion-daemon.js';
-import { nsRun, sleep, startBackground, startUdpEcho, waitFor, type Background } from '../helpers/probes.js';
+import { nsRun, sleep, startBackground, startCapture, startUdpEcho, waitFor, type Background } from '../helpers/probes.js';
 import { freeSubnet24 } from '../helpers/netns.js';
 import { metricValue, metricsText } from '../helpers/metrics.js';
 
@@ -142,6 +142,45 @@ for a in ${JSON.stringify(addrs)}:
     return received().slice(before);
   }
 
+  /**
+   * Fragments from web to api (scapy, straight to api's MAC), captured on
+   * api's eth0. First an allowed datagram (to UDP_PORT, IP id `id`, 480-byte
+   * fragments), then a denied one with the same IP id (to port 9, 1000-byte
+   * fragments: its later fragments are 1020 and 928 bytes long, which is how
+   * the capture tells them apart); then `outOfOrder` allowed datagrams with
+   * fresh ids, sent last fragment first (600-byte fragments, 620 bytes on
+   * the wire). Returns the denied datagram's later fragments that reached
+   * api, and per out-of-order datagram how many of its fragments did.
+   */
+  async function fragmentTrial(id: number, outOfOrder: number): Promise<{ leaked: number; outOfOrderLater: number }> {
+    const { web, api } = lab;
+    const cap = await startCapture(api.netns, 'eth0', 'ip[6:2] & 0x1fff != 0 and (ip[2:2] == 1020 or ip[2:2] == 928 or ip[2:2] == 620 or ip[2:2] == 618)', { promisc: false, maxMs: 30_000 });
+    const code = `
+from scapy.all import Ether, IP, UDP, Raw, sendp, fragment, conf
+import time
+conf.verb = 0
+eth = Ether(src="${web.mac}", dst="${api.mac}")
+def send(frags):
+    for f in frags:
+        sendp(eth/f, iface="eth0")
+        time.sleep(0.02)
+send(fragment(IP(src="${web.ip}", dst="${api.ip}", id=${id})/UDP(sport=41000, dport=${UDP_PORT})/Raw(b"A"*1400), fragsize=480))
+send(fragment(IP(src="${web.ip}", dst="${api.ip}", id=${id})/UDP(sport=41000, dport=9)/Raw(b"B"*2900), fragsize=1000))
+for i in range(${outOfOrder}):
+    send(list(reversed(fragment(IP(src="${web.ip}", dst="${api.ip}", id=${id} + 1 + i)/UDP(sport=41000, dport=${UDP_PORT})/Raw(b"C"*1790), fragsize=600))))
+`;
+    const r = await py(web.netns, code, 30_000);
+    assert.equal(r.code, 0, r.stderr);
+    await sleep(300);
+    const { packets } = await cap.stop();
+    // tcpdump -e: "..., ethertype IPv4 (0x0800), length FRAME: ..." (frame = IP length + 14)
+    const frameLen = (l: string) => Number(/length (\d+):/.exec(l)?.[1]);
+    return {
+      leaked: packets.filter((l) => [1034, 942].includes(frameLen(l))).length,
+      outOfOrderLater: packets.filter((l) => [634, 632].includes(frameLen(l))).length,
+    };
+  }
+
   const subnetBroadcast = (): string => `${lab.gateway.split('.').slice(0, 3).join('.')}.255`;
 
   it('baseline: a third container\'s forged ICMP errors refuse web\'s UDP socket and cut its path MTU; broadcasts reach the host', { timeout: 60_000 }, async () => {
@@ -154,6 +193,10 @@ for a in ${JSON.stringify(addrs)}:
     assert.ok(got.some((l) => l.includes(`to ${subnetBroadcast()}`)), `directed broadcast ${subnetBroadcast()} reached the host socket: ${got.join(' | ')}`);
     assert.ok(got.some((l) => l.includes(`to ${otherNet}.255`)), `other subnet's broadcast reached the host socket: ${got.join(' | ')}`);
     await nsRun(lab.web.netns, 'ip', ['route', 'flush', 'cache']);
+    const frags = await fragmentTrial(7000 + randomInt(0, 1000), 3);
+    console.log(`# baseline fragments: ${frags.leaked} later fragments of the denied datagram and ${frags.outOfOrderLater} out-of-order later fragments reached api`);
+    assert.equal(frags.leaked, 2, 'without Bastion every fragment reaches api');
+    assert.equal(frags.outOfOrderLater, 6);
   });
 
   it('the daemon starts with the core config, web→api UDP, a world rule for web and attacker→web', { timeout: 60_000 }, async () => {
@@ -175,6 +218,18 @@ for a in ${JSON.stringify(addrs)}:
     assert.ok(toWeb.length >= 2, `icmp-unrelated events for the errors to web: ${toWeb.length}`);
     const others = toWeb.filter((r) => r.verdict !== 'DROPPED' || r.src?.name !== 'attacker');
     assert.deepEqual(others, [], 'icmp-unrelated events towards web from another source');
+  });
+
+  it('fragments: a denied datagram\'s later fragments never borrow the verdict of an allowed one with the same IP id; out-of-order later fragments are dropped, every time', { timeout: 60_000 }, async () => {
+    const d = lab.requireDaemon();
+    const mark = d.mark();
+    for (let run = 0; run < 3; run++) {
+      const frags = await fragmentTrial(20000 + run * 100 + randomInt(0, 50), 3);
+      assert.equal(frags.leaked, 0, `run ${run}: ${frags.leaked} later fragments of the denied datagram reached api`);
+      assert.equal(frags.outOfOrderLater, 0, `run ${run}: out-of-order later fragments reached api`);
+    }
+    assert.ok(d.flows(mark).some((r) => r.reason === 'fragment' && r.src?.name === 'web'), 'fragment drops are flow events');
+    assert.ok(d.flows(mark).some((r) => r.reason === 'policy-denied' && r.dst?.port === 9), 'the denied first fragment');
   });
 
   it('a world rule does not open the host: directed broadcasts of its subnets, 127/8 and 0.0.0.0 are the host, and host-denied', { timeout: 30_000 }, async () => {
