@@ -19,78 +19,78 @@
 #include "lib/events.h"
 #include "lib/policy.h"
 #include "lib/conntrack.h"
+#include "lib/verdict.h"
 #include "lib/fragments.h"
 #include "lib/forward.h"
 #include "lib/encap.h"
 
-static __always_inline int ipv4_from_overlay(struct __sk_buff *skb, struct ctx_info *ci, struct flow_desc *fd,
-					     const struct bastion_config *cfg, const struct bpf_tunnel_key *key,
-					     int l2_multicast)
+/* Everything up to the verdict; fills *p and *ep for the caller. */
+static __always_inline int ipv4_from_overlay_verdict(struct __sk_buff *skb, struct ctx_info *ci, struct flow_desc *fd,
+						     const struct bastion_config *cfg, const struct bpf_tunnel_key *key,
+						     int l2_multicast, struct pkt_v4 *p, struct endpoint_info **dst)
 {
 	struct remote_endpoint *src = NULL;
+	struct conn_ends c = {};
 	struct endpoint_info *ep;
-	struct pkt_v4 p = {};
-	__u32 rule_id = 0;
-	__u32 ct_flags = 0;
-	int reason, ct;
+	int reason;
 
-	reason = parse_ipv4(skb, &p);
-	fd->saddr = p.saddr;
-	fd->daddr = p.daddr;
-	fd->sport = p.sport;
-	fd->dport = p.dport;
-	fd->proto = p.proto;
+	reason = parse_ipv4(skb, p);
+	fd->saddr = p->saddr;
+	fd->daddr = p->daddr;
+	fd->sport = p->sport;
+	fd->dport = p->dport;
+	fd->proto = p->proto;
 	if (reason)
-		return deny(ci, fd, reason);
-	if (l2_multicast || p.daddr == 0xffffffff || (bpf_ntohl(p.daddr) & 0xf0000000) == 0xe0000000)
-		return deny(ci, fd, REASON_BROADCAST);
-	reason = tunnel_source(p.saddr, key, &src);
+		return -reason;
+	if (l2_multicast || is_broadcast_v4(p->daddr))
+		return -REASON_BROADCAST;
+	reason = tunnel_source(p->saddr, key, &src);
 	if (reason || !src)
-		return deny(ci, fd, reason ? reason : REASON_TUNNEL_UNKNOWN);
+		return -(reason ? reason : REASON_TUNNEL_UNKNOWN_SOURCE);
 
-	ep = bpf_map_lookup_elem(&bastion_ep_ip, &p.daddr);
+	ep = bpf_map_lookup_elem(&bastion_ep_ip, &p->daddr);
 	if (!ep)
-		return deny(ci, fd, REASON_NOT_FOR_ENDPOINT);
+		return -REASON_NOT_FOR_ENDPOINT;
 	/* From here on the packet is the receiving endpoint's business: its
 	 * counters, its events, its mode. */
+	*dst = ep;
 	ci->ep = ep;
 	ci->ifindex = ep->ifindex;
 	if (ep->flags & EP_F_AUDIT)
 		ci->audit = 1;
 	fd->dst_id = ep->identity;
 
-	if (p.frag == FRAG_LATER) {
-		reason = frag_resolve(&p);
-		if (reason)
-			return deny(ci, fd, reason);
-		fd->sport = p.sport;
-		fd->dport = p.dport;
+	if (p->frag == FRAG_LATER) {
+		reason = frag_resolve(p, ci);
+		if (IS_ERR(reason))
+			return reason;
+		fd->sport = p->sport;
+		fd->dport = p->dport;
 	}
+	/* The sender's egress was decided on its own node, before it was
+	 * encapsulated: here the receiver's ingress decides. */
+	c.src_id = src->identity;
+	c.dst_id = ep->identity;
+	c.receiver = ep;
+	c.owner_id = ep->identity;
+	return conn_verdict(ci, fd, p, &c, cfg);
+}
 
-	ct = ct_lookup(&p, src->identity, ep->identity, cfg, &rule_id);
-	if (ct == CT_INVALID)
-		return deny(ci, fd, REASON_CT_INVALID);
-	if (ct == CT_NEW) {
-		__be16 dport = p.proto == IPPROTO_ICMP ? 0 : p.dport;
+static __always_inline int ipv4_from_overlay(struct __sk_buff *skb, struct ctx_info *ci, struct flow_desc *fd,
+					     const struct bastion_config *cfg, const struct bpf_tunnel_key *key,
+					     int l2_multicast)
+{
+	struct endpoint_info *ep = NULL;
+	struct pkt_v4 p = {};
+	int ret;
 
-		if (p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO)
-			return deny(ci, fd, REASON_CT_INVALID);
-		rule_id = policy_allows(ep->identity, src->identity, DIR_INGRESS, p.proto, dport);
-		if (!rule_id) {
-			if (!ci->audit)
-				return deny(ci, fd, REASON_POLICY_DENIED);
-			deny(ci, fd, REASON_POLICY_DENIED);
-			ct_flags |= CT_F_AUDIT;
-		}
-		ct_create(&p, src->identity, ep->identity, rule_id, ct_flags, cfg);
-		count_reason(REASON_ALLOWED_NEW, ci->pkt_len);
-		if (!(ct_flags & CT_F_AUDIT) && cfg && (cfg->flags & CFG_F_TRACE_ALLOWED)) {
-			fd->rule_id = rule_id;
-			emit_event(ci, fd, VERDICT_ALLOWED, REASON_ALLOWED_NEW);
-		}
-	}
-	if (p.frag == FRAG_FIRST)
-		frag_remember(&p);
+	ret = ipv4_from_overlay_verdict(skb, ci, fd, cfg, key, l2_multicast, &p, &ep);
+	/* A first fragment's verdict is its later fragments' (only once the
+	 * sender was believed and the receiver is local). */
+	if (p.frag == FRAG_FIRST && ep)
+		frag_remember(&p, ci, !IS_ERR(ret));
+	if (IS_ERR(ret) || !ep)
+		return deny(ci, fd, IS_ERR(ret) ? -ret : REASON_NOT_FOR_ENDPOINT);
 
 	count_endpoint(ep->ifindex, ci->pkt_len, 0, 0);
 	count_reason(REASON_DECAPSULATED, ci->pkt_len);

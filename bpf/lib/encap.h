@@ -71,7 +71,7 @@ static __always_inline int tunnel_source(__be32 inner_saddr, const struct bpf_tu
 	struct remote_endpoint *r = bpf_map_lookup_elem(&bastion_remote, &inner_saddr);
 
 	if (!r)
-		return REASON_TUNNEL_UNKNOWN;
+		return REASON_TUNNEL_UNKNOWN_SOURCE;
 	if (r->identity != key->tunnel_id || r->node_ipv4 != bpf_htonl(key->remote_ipv4))
 		return REASON_TUNNEL_SPOOFED;
 	*src = r;

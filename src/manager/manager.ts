@@ -13,7 +13,7 @@ import type { DatapathPort, Discovered, NodePort } from './ports.js';
 import type { PolicySet, Rule } from '../policy/model.js';
 import { IdentityAllocator, RuleNumbers } from './identity.js';
 import { SliceStore, type MapOp } from './entries.js';
-import { SliceCompiler } from './slices.js';
+import { SliceCompiler, type DatapathLimits } from './slices.js';
 import { ID_FIRST_DYNAMIC, MAP_NAMES, encodeIpKey } from '../datapath/layout.js';
 import type { RemoteEndpoint } from './remote.js';
 
@@ -36,6 +36,8 @@ export interface ManagerOptions {
   datapath: DatapathPort;
   node: NodePort;
   log: Logger;
+  /** the datapath's flood limits (written with the datapath config) */
+  limits?: DatapathLimits;
   /** cluster mode: endpoint identities are the cluster's (the local counter then only numbers CIDR prefixes) */
   identities?: EndpointIdentities;
   /** the first identity the local counter hands out (cluster mode keeps it above every cluster identity) */
@@ -313,7 +315,7 @@ export class Manager {
     // The identity is retired for good; connections of the old owner of
     // this address are forgotten.
     this.ids.release(`ep:${ep.key}#${ep.hostIfindex}`);
-    this.o.datapath.flushConntrack([ep.ipv4]);
+    this.o.datapath.flushConntrack([ep.ipv4], [ep.identity]);
     if (detach) {
       try {
         this.o.datapath.detach(ep.hostIfindex);
@@ -409,7 +411,7 @@ export class Manager {
   private commit(keys: Set<string>, global: boolean): ApplyStats {
     const t0 = performance.now();
     const ops: MapOp[] = [];
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, remoteById: this.remoteById, remoteNodes: this.remoteNodes };
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, limits: this.o.limits, remoteById: this.remoteById, remoteNodes: this.remoteNodes };
     if (global) ops.push(...this.slices.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx)));
     for (const key of keys) {
       if (key.startsWith('remote:')) continue; // another node's endpoint: no slice here

@@ -291,9 +291,9 @@ print("sent")
     await forge(ev, { outerSrc: ip1, outerDst: ip2, vni: C3.id, inner: C1, to: C2 });
     assert.equal(count(maps[1]!, REASON.tunnelSpoofed), spoofed + 3);
     // a source no node holds
-    const unknown = count(maps[1]!, REASON.tunnelUnknown);
+    const unknown = count(maps[1]!, REASON.tunnelUnknownSource);
     await forge(ev, { outerSrc: ip1, outerDst: ip2, vni: 4242, inner: { ip: `${net}.9.9`, mac: '02:00:00:09:09:09' }, to: C2 });
-    assert.equal(count(maps[1]!, REASON.tunnelUnknown), unknown + 3);
+    assert.equal(count(maps[1]!, REASON.tunnelUnknownSource), unknown + 3);
     const rx1 = maps[1]!.epStats.get(ifindexIn(h2, 'hc2'))?.rxPackets ?? 0n;
     assert.equal(rx1, rx0, 'c2 was handed a forged packet');
   });

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { Daemon } from '../../daemon/daemon.js';
 import { ConfigRejected } from '../../daemon/config-reloader.js';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { BASTION_MAX_CT, CT_DEFAULT_PER_ENDPOINT, DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
 import { addClusterOptions, clusterConnection, type ClusterFlags } from './cluster-options.js';
@@ -15,11 +15,21 @@ interface RunOptions extends PlatformOptions, ClusterFlags {
   config?: string;
   pinPath: string;
   logLevel: string;
+  eventsPerSecond?: string;
+  conntrackPerContainer?: string;
   node?: string;
   underlay?: string;
   leaseTtl: string;
   tunnelDevice: string;
   tunnelPort: string;
+}
+
+/** A positive whole number option, or a usage error naming it. */
+function positiveInt(name: string, v: string | undefined, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new CliError(`${name}: a whole number from 1 to ${max}, got "${v}"`, EXIT.usage);
+  return n;
 }
 
 /** Cluster flags checked before anything starts: a mistake here is a usage error (exit 2). */
@@ -77,6 +87,8 @@ export function registerRun(program: Command): void {
     .option('--docker', 'follow the containers of the local Docker engine')
     .option('--compose <file>', 'derive policy from a Compose file (depends_on, links, expose, ports)')
     .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
+    .option('--events-per-second <n>', 'flow events reported per second for each container and reason; the rest are counted (default 100)')
+    .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`)
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info'), 'join this cluster store: policies and other nodes\' endpoints come from it')
     .option('--node <name>', 'cluster mode: this node\'s name (its certificate is node-NAME.pem)')
     .option('--underlay <iface>', 'cluster mode: the interface other nodes reach this one on (its IPv4 address is the node\'s)')
@@ -98,6 +110,10 @@ Examples:
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      const limits = {
+        eventsPerSec: positiveInt('--events-per-second', opts.eventsPerSecond, 0xffffffff),
+        ctPerEndpoint: positiveInt('--conntrack-per-container', opts.conntrackPerContainer, BASTION_MAX_CT),
+      };
       const cluster = clusterOptions(opts);
       if (cluster && opts.compose) throw new CliError('--compose derives policies, and in cluster mode the policies are the cluster\'s: add them with "bastion policy add --cluster"', EXIT.usage);
       const platform = await platformFromOptions(opts);
@@ -107,6 +123,7 @@ Examples:
         logLevel: opts.logLevel,
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
+        limits,
         ...(cluster ? { cluster } : {}),
       });
       try {
