@@ -55,6 +55,8 @@ export interface ClusterSpec {
   /** host name → its containers (name and labels) */
   hosts: Record<string, Array<{ name: string; labels?: Record<string, string> }>>;
   leaseTtlS?: number;
+  /** each host's containers on a /24 of their own, other hosts reached through the gateway (default: one /16 on-link) */
+  routed?: boolean;
 }
 
 function randomMac(): string {
@@ -75,6 +77,8 @@ export class TestCluster {
     readonly net: string,
     readonly dir: string,
     readonly leaseTtlS: number,
+    /** prefix length of container addresses and bridges: 16 (one link) or 24 (routed) */
+    readonly prefixLen: number,
   ) {}
 
   static async create(spec: ClusterSpec): Promise<TestCluster> {
@@ -84,7 +88,7 @@ export class TestCluster {
     let etcd: TestEtcd | undefined;
     try {
       etcd = await startTestEtcd(u, names, { attachSelf: true });
-      const c = new TestCluster(prefix, u, etcd, `10.${randomInt(100, 250)}`, mkdtempSync(join(tmpdir(), `${prefix}-cluster-`)), spec.leaseTtlS ?? 4);
+      const c = new TestCluster(prefix, u, etcd, `10.${randomInt(100, 250)}`, mkdtempSync(join(tmpdir(), `${prefix}-cluster-`)), spec.leaseTtlS ?? 4, spec.routed ? 24 : 16);
       process.once('exit', () => rmSync(c.dir, { recursive: true, force: true }));
       let i = 1;
       for (const name of names) {
@@ -116,7 +120,7 @@ export class TestCluster {
     this.hosts.set(name, h);
     await this.underlay.attach(netns, 10 + index, 'ul0');
     await run('ip', ['-n', netns, 'link', 'add', 'br0', 'address', h.bridgeMac, 'type', 'bridge']);
-    await run('ip', ['-n', netns, 'addr', 'add', `${this.net}.${index}.1/16`, 'dev', 'br0']);
+    await run('ip', ['-n', netns, 'addr', 'add', `${this.net}.${index}.1/${this.prefixLen}`, 'dev', 'br0']);
     await run('ip', ['-n', netns, 'link', 'set', 'br0', 'up']);
     return h;
   }
@@ -145,7 +149,7 @@ export class TestCluster {
     await run('ip', ['-n', h.netns, 'link', 'add', hostIf, 'mtu', '1450', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns]);
     await run('ip', ['netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
     await run('ip', ['-n', netns, 'link', 'set', 'eth0', 'address', c.mac, 'mtu', '1450']);
-    await run('ip', ['-n', netns, 'addr', 'add', `${c.ip}/16`, 'dev', 'eth0']);
+    await run('ip', ['-n', netns, 'addr', 'add', `${c.ip}/${this.prefixLen}`, 'dev', 'eth0']);
     await run('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
     await run('ip', ['-n', netns, 'link', 'set', 'eth0', 'up']);
     await run('ip', ['-n', netns, 'route', 'add', 'default', 'via', `${this.net}.${h.index}.1`]);
