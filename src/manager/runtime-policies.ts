@@ -19,6 +19,7 @@ import {
   type PolicyConfig,
 } from '../policy/bastion-config.js';
 import { formatPortRange } from '../policy/ports.js';
+import { boundErrors } from '../policy/errors.js';
 
 export interface RuntimePolicy {
   policy: PolicyConfig;
@@ -35,6 +36,8 @@ export interface PolicyRow {
   to: string;
   ports: string;
   added?: string;
+  /** the policy in the document form `policy add -f` reads (what `policy list -o yaml` prints) */
+  spec: Record<string, unknown>;
 }
 
 export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: string): PolicyRow {
@@ -45,15 +48,19 @@ export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: 
     to: formatPolicyEnd(p.to),
     ports: p.ports?.length ? p.ports.map(formatPortRange).join(',') : 'any',
     ...(added ? { added } : {}),
+    spec: toDocumentPolicy(p),
   };
 }
+
+/** Largest policies document accepted (`policy add -f`, the body of POST /v1/policies). */
+export const POLICIES_DOCUMENT_MAX_BYTES = 4 * 1024 * 1024;
 
 export type ParsedPolicies = { ok: true; policies: PolicyConfig[] } | { ok: false; errors: string[] };
 
 /** Validate a policies document (`policies: [...]`, YAML or JSON) as the config file's policies are. */
 export function parsePoliciesDocument(text: string, source: string): ParsedPolicies {
   const r = parseConfigText(text, source, { policiesOnly: true });
-  if (!r.ok) return { ok: false, errors: r.errors.map((e: ConfigError) => formatConfigError(e)) };
+  if (!r.ok) return { ok: false, errors: boundErrors(r.errors.map((e: ConfigError) => formatConfigError(e))) };
   return { ok: true, policies: r.config.policies };
 }
 

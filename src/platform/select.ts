@@ -3,7 +3,7 @@
  * optionally limited with --select), plus policy from a Compose file
  * (--compose). The file config is handled by the daemon itself.
  */
-import { readFile } from 'node:fs/promises';
+import { DEFAULT_INPUT_MAX_BYTES, readInputFile } from '../policy/input-file.js';
 import type { PlatformSource } from '../manager/daemon.js';
 import type { PlatformEvent } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
@@ -70,7 +70,7 @@ export async function platformFromOptions(
     const file = opts.compose;
     out.extraPolicy = async () => {
       const { composeTextToPolicies, composeToPolicySet } = await import('../policy/compose.js');
-      const text = await readFile(file, 'utf8');
+      const text = readInputFile(file, { maxBytes: DEFAULT_INPUT_MAX_BYTES });
       return composeToPolicySet(composeTextToPolicies(text, { file }));
     };
   }

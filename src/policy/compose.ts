@@ -24,6 +24,7 @@
  */
 import { Document, LineCounter, isMap, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
 import { BUILTIN_LABELS, type PolicySet, type PortRange, type Rule } from './model.js';
+import { boundErrors, quote } from './errors.js';
 
 export const COMPOSE_PROJECT_LABEL = 'com.docker.compose.project';
 
@@ -68,7 +69,7 @@ export interface ComposeIssue {
 
 export class ComposeError extends Error {
   constructor(readonly issues: ComposeIssue[]) {
-    super(issues.map(formatComposeIssue).join('\n'));
+    super(boundErrors(issues.map(formatComposeIssue)).join('\n'));
     this.name = 'ComposeError';
   }
 }
@@ -163,7 +164,7 @@ function describe(v: unknown): string {
   if (v === null || v === undefined) return 'nothing';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
-  return `${typeof v} ${JSON.stringify(v)}`;
+  return `${typeof v} ${typeof v === 'string' ? quote(v) : JSON.stringify(v)}`;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -185,7 +186,7 @@ export function interpolate(
     }
     const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])(.*))?$/s.exec(braced ?? '');
     if (!m) {
-      onProblem(`invalid interpolation "${all}"`, true);
+      onProblem(`invalid interpolation ${quote(all)}`, true);
       return all;
     }
     const [, name, op, arg = ''] = m;
@@ -257,7 +258,7 @@ function splitProtocol(spec: string): { s: string; protocol: ComposeProtocol } |
   const slash = s.lastIndexOf('/');
   if (slash < 0) return { s, protocol: 'tcp' };
   const protocol = parseProtocol(s.slice(slash + 1));
-  if (!protocol) return `unknown protocol "${s.slice(slash + 1)}" (use tcp, udp or sctp)`;
+  if (!protocol) return `unknown protocol ${quote(s.slice(slash + 1))} (use tcp, udp or sctp)`;
   return { s: s.slice(0, slash), protocol };
 }
 
@@ -280,11 +281,11 @@ export function parseShortPort(spec: string): ComposePort | string {
   if (parts.length > 3) return 'too many ":" (use [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]; IPv6 addresses in brackets)';
   if (parts.length >= 2) {
     const host = parts[parts.length - 2]!;
-    if (host !== '' && !parseRange(host)) return `invalid host port "${host}"`;
+    if (host !== '' && !parseRange(host)) return `invalid host port ${quote(host)}`;
   }
   const container = parts[parts.length - 1]!;
   const range = parseRange(container);
-  if (!range) return `invalid container port "${container}" (a port 1-65535 or a range such as 9000-9010)`;
+  if (!range) return `invalid container port ${quote(container)} (a port 1-65535 or a range such as 9000-9010)`;
   return { protocol, ...range };
 }
 
@@ -293,7 +294,7 @@ function parseExpose(spec: string): ComposePort | string {
   if (typeof split === 'string') return split;
   const { s, protocol } = split;
   const range = parseRange(s);
-  if (!range) return `invalid port "${s}" (a port 1-65535 or a range such as 9000-9010)`;
+  if (!range) return `invalid port ${quote(s)} (a port 1-65535 or a range such as 9000-9010)`;
   return { protocol, ...range };
 }
 
@@ -352,7 +353,7 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
   for (const svc of names) {
     const base: Path = ['services', svc];
     const def = servicesRaw[svc];
-    if (!SERVICE_NAME.test(svc)) r.error(base, `invalid service name "${svc}" (letters, digits, ".", "_" and "-")`);
+    if (!SERVICE_NAME.test(svc)) r.error(base, `invalid service name ${quote(svc)} (letters, digits, ".", "_" and "-")`);
     if (!isRecord(def)) {
       r.error(base, `a service is a mapping, not ${describe(def)}`);
       continue;
@@ -364,7 +365,7 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
         return undefined;
       }
       if (!defined.has(t)) {
-        r.error(path, `service "${t}" is not defined in services`);
+        r.error(path, `service ${quote(t)} is not defined in services`);
         return undefined;
       }
       if (t === svc) {
@@ -405,7 +406,7 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
         const p: Path = [...base, 'links', i];
         if (typeof l !== 'string') return r.error(p, `must be "SERVICE" or "SERVICE:ALIAS", not ${describe(l)}`);
         const parts = l.split(':');
-        if (parts.length > 2 || (parts.length === 2 && !parts[1])) return r.error(p, `must be "SERVICE" or "SERVICE:ALIAS", not "${l}"`);
+        if (parts.length > 2 || (parts.length === 2 && !parts[1])) return r.error(p, `must be "SERVICE" or "SERVICE:ALIAS", not ${quote(l)}`);
         const t = target(p, parts[0]);
         if (t && !s.links.includes(t)) s.links.push(t);
       });
@@ -443,7 +444,7 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
         }
         if (typeof e === 'string') {
           const parsed = parseShortPort(e);
-          if (typeof parsed === 'string') r.error(p, `invalid port "${e}": ${parsed}`);
+          if (typeof parsed === 'string') r.error(p, `invalid port ${quote(e)}: ${parsed}`);
           else ports.push(parsed);
           return;
         }

@@ -22,6 +22,7 @@ import {
 import { registerCompose } from '../../src/cli/commands/compose.js';
 import { configToPolicySet, formatConfigErrors, parseConfigText } from '../../src/policy/bastion-config.js';
 import { CliError, EXIT } from '../../src/cli/errors.js';
+import { InputFileError } from '../../src/policy/input-file.js';
 
 // compiled to dist/test/unit: the fixtures stay in the source tree
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -344,8 +345,11 @@ describe('bastion compose (CLI)', () => {
     try {
       await program.parseAsync(['compose', ...args], { from: 'user' });
     } catch (err) {
-      if (err instanceof CliError) code = err.exitCode;
-      else if ((err as { code?: string }).code?.startsWith('commander.')) code = (err as { exitCode: number }).exitCode;
+      if (err instanceof InputFileError) {
+        code = err.invalidInput ? EXIT.invalid : EXIT.failure;
+        stderr += `bastion: ${err.message}\n`;
+      } else if (err instanceof CliError) code = err.exitCode;
+      else if ((err as { code?: string }).code?.startsWith('commander.')) code = EXIT.usage; // as main() does
       else throw err;
       if (err instanceof CliError) stderr += `bastion: ${err.message}\n`;
     } finally {
@@ -405,7 +409,7 @@ describe('bastion compose (CLI)', () => {
   test('unreadable file, bad format, bad --unported', async () => {
     const r1 = await cli(['/nonexistent/compose.yaml']);
     assert.equal(r1.code, EXIT.failure);
-    assert.match(r1.stderr, /\/nonexistent\/compose\.yaml: cannot read: ENOENT/);
+    assert.match(r1.stderr, /\/nonexistent\/compose\.yaml: cannot read: no such file \(ENOENT\)/);
     assert.equal((await cli([join(FIX, 'shop.compose.yaml'), '-o', 'table'])).code, EXIT.usage);
     assert.equal((await cli([join(FIX, 'shop.compose.yaml'), '--unported', 'some'])).code, EXIT.usage);
   });

@@ -154,7 +154,7 @@ describe('config file: valid', () => {
       configOf(await loadConfigFile(path));
       const missing = await loadConfigFile(join(dir, 'nope.yaml'));
       assert.ok(!missing.ok);
-      assert.equal(formatConfigError(missing.errors[0]!), `${join(dir, 'nope.yaml')}: cannot read the file: ENOENT`);
+      assert.equal(formatConfigError(missing.errors[0]!), `${join(dir, 'nope.yaml')}: cannot read: no such file (ENOENT)`);
       await writeFile(path, 'policies: [');
       const bad = await loadConfigFile(path);
       assert.ok(!bad.ok);
@@ -288,7 +288,7 @@ policies:
   });
 
   it('rejects documents that are not a mapping, unknown top-level fields, wrong types', () => {
-    assert.deepEqual(errorsOf('- a\n- b\n'), ['config.yaml: line 1: expected a mapping with mode, containers and policies, got a list']);
+    assert.deepEqual(errorsOf('- a\n- b\n'), ['config.yaml: line 1: not a Bastion config file: expected a mapping with mode, containers and policies, got a list']);
     assert.deepEqual(errorsOf('polices: []\n'), ['config.yaml: line 1: unknown field "polices" (did you mean "policies"?)']);
     assert.deepEqual(errorsOf('containers: {}\n'), ['config.yaml: containers: expected a list, got a mapping']);
     assert.deepEqual(errorsOf('containers:\n  - name: 3\n    netns: x\n    labels: [a]\n'), [

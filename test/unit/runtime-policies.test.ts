@@ -80,7 +80,14 @@ describe('runtime policies', () => {
       assert.deepEqual(back.load(), { loaded: 2, errors: [] });
       assert.deepEqual(back.all().map((p) => p.policy), policies);
       assert.deepEqual(back.all().map((p) => p.added), ['2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z']);
-      assert.deepEqual(policyRow(back.get('b')!.policy, 'api'), { name: 'b', source: 'api', from: 'host', to: 'tier=db', ports: 'any' });
+      assert.deepEqual(policyRow(back.get('b')!.policy, 'api'), {
+        name: 'b',
+        source: 'api',
+        from: 'host',
+        to: 'tier=db',
+        ports: 'any',
+        spec: { name: 'b', from: 'host', to: { matchLabels: { tier: 'db' } } },
+      });
       writeFileSync(file, readFileSync(file, 'utf8').replace('"80/tcp"', '"80/tcpx"'));
       const broken = new RuntimePolicies(file).load();
       assert.equal(broken.loaded, 0);

@@ -1,8 +1,9 @@
 /** `bastion compose FILE`: the Bastion policy a Compose file's dependencies imply. */
-import { readFileSync } from 'node:fs';
+import { DEFAULT_INPUT_MAX_BYTES, readInputFile } from '../../policy/input-file.js';
 import { basename, dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CliError, EXIT } from '../errors.js';
+import { outputOption } from '../options.js';
 import {
   ComposeError,
   composeConfigDocument,
@@ -36,7 +37,7 @@ export function registerCompose(program: Command): void {
     .command('compose')
     .description('Print the Bastion policy a Compose file implies: each depends_on/links edge allows its target\'s ports')
     .argument('<file>', 'Compose file (compose.yaml, docker-compose.yml)')
-    .option('-o, --output <format>', 'yaml or json', 'yaml')
+    .addOption(outputOption(['yaml', 'json']))
     .option('-p, --project <name>', 'scope selectors to this Compose project (default: COMPOSE_PROJECT_NAME, the file\'s name:, or its directory)')
     .option('--no-project', 'do not scope selectors to a Compose project')
     .option('--unported <all|none>', 'what a dependency on a service that declares no port allows', 'all')
@@ -60,12 +61,7 @@ Examples:
       const format = opts.output;
       if (format !== 'yaml' && format !== 'json') throw new CliError(`unknown output format "${format}" (use yaml or json)`, EXIT.usage);
       if (opts.unported !== 'all' && opts.unported !== 'none') throw new CliError(`--unported must be all or none, not "${opts.unported}"`, EXIT.usage);
-      let text: string;
-      try {
-        text = readFileSync(file, 'utf8');
-      } catch (err) {
-        throw new CliError(`${file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EXIT.failure);
-      }
+      const text = readInputFile(file, { maxBytes: DEFAULT_INPUT_MAX_BYTES });
       let app: ComposeApp;
       try {
         app = parseCompose(text, { file, env: { ...process.env } });

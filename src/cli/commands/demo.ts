@@ -2,14 +2,15 @@ import type { Command } from 'commander';
 import { DEMO } from '../../demo/settings.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { EXIT } from '../errors.js';
+import { jsonOption, outputOption } from '../options.js';
 
 export function registerDemo(program: Command): void {
   program
     .command('demo')
     .description('Start a small app on Docker (web → api → db, plus an attacker), attack it with and without Bastion, and report')
     .option('--down', 'remove the demo: daemon, stacks, pins, containers, network')
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .addHelpText(
       'after',
       `

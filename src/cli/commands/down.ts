@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
 import { tearDown } from '../../agent/cleanup.js';
 import { parseOutputFormat, printData } from '../output.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 
 async function stopDaemon(pinPath: string): Promise<number | undefined> {
   const file = pidFileFor(pinPath);
@@ -39,9 +39,9 @@ export function registerDown(program: Command): void {
   program
     .command('down')
     .description('Stop the daemon and remove every stack and pin Bastion made (enforcement ends)')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       const stopped = await stopDaemon(opts.pinPath);

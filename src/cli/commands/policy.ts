@@ -10,15 +10,16 @@
  * recompiled), validated exactly like the config file's policies, kept across
  * daemon restarts, and forgotten by `bastion down`.
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { stringify as toYaml } from 'yaml';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { formatBytes, readInputFile } from '../../policy/input-file.js';
+import { Document as YamlDocument, type YAMLSeq } from 'yaml';
 import { socketPathFor } from '../../api/paths.js';
 import { apiCall, DaemonUnreachable } from '../../api/client.js';
-import type { PolicyRow } from '../../manager/runtime-policies.js';
+import { POLICIES_DOCUMENT_MAX_BYTES, type PolicyRow } from '../../manager/runtime-policies.js';
 import { CliError, EXIT } from '../errors.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 
 interface ApiAnswer {
   ok?: boolean;
@@ -60,10 +61,33 @@ async function call(pinPath: string, method: string, path: string, body?: string
   }
 }
 
+/**
+ * The exit code of a refused request: a document that does not validate
+ * (422) or a name that clashes with a config-file policy (409) is invalid
+ * input (3); anything else is a failure (1).
+ */
+export function exitCodeFor(status: number): number {
+  return status === 422 || status === 409 ? EXIT.invalid : EXIT.failure;
+}
+
 function failed(status: number, body: ApiAnswer): never {
   const errors = body.errors ?? [body.error ?? `HTTP ${status}`];
-  const code = status === 422 ? EXIT.invalid : EXIT.failure;
-  throw new CliError(`nothing applied:\n  ${errors.join('\n  ')}`, code);
+  throw new CliError(`nothing applied:\n  ${errors.join('\n  ')}`, exitCodeFor(status));
+}
+
+/**
+ * The listed policies as a `policies:` document, the form `policy add -f`
+ * reads (as with `kubectl get -o yaml`); where each comes from, and when
+ * it was added, go in comments.
+ */
+export function policiesDocumentYaml(rows: PolicyRow[]): string {
+  const doc = new YamlDocument({ policies: rows.map((r) => r.spec) });
+  const seq = doc.get('policies') as YAMLSeq;
+  rows.forEach((r, i) => {
+    const item = seq.items[i] as { commentBefore?: string };
+    item.commentBefore = r.source === 'file' ? ' source: the config file (change it there)' : ` source: ${r.source}${r.added ? `, added ${r.added}` : ''}`;
+  });
+  return doc.toString();
 }
 
 export function registerPolicy(program: Command): void {
@@ -80,9 +104,9 @@ export function registerPolicy(program: Command): void {
     .option('--ports <spec...>', 'inline: 8080/tcp, 9000-9010/udp, tcp, icmp ... (default: every protocol and port)')
     .option('-f, --filename <file>', 'a YAML or JSON document with a policies: list, as in the config file (- for stdin)')
     .option('--dry-run', 'let the daemon validate the policies and say what would change, without changing anything')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .addHelpText(
       'after',
       `
@@ -102,10 +126,13 @@ Examples:
       if (opts.filename) {
         if (name || opts.from || opts.to || opts.ports) throw new CliError('give either -f FILE or NAME --from --to [--ports], not both', EXIT.usage);
         source = opts.filename === '-' ? 'stdin' : opts.filename;
-        try {
-          body = readFileSync(opts.filename === '-' ? 0 : opts.filename, 'utf8');
-        } catch (err) {
-          throw new CliError(`${source}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EXIT.invalid);
+        if (opts.filename === '-') {
+          body = readFileSync(0, 'utf8');
+          if (Buffer.byteLength(body) > POLICIES_DOCUMENT_MAX_BYTES)
+            throw new CliError(`stdin: refused: over the limit of ${formatBytes(POLICIES_DOCUMENT_MAX_BYTES)} for a policies document`, EXIT.invalid);
+        } else {
+          // a regular file of a trusted owner, no larger than the API takes
+          body = readInputFile(opts.filename, { maxBytes: POLICIES_DOCUMENT_MAX_BYTES });
         }
       } else {
         if (!name || !opts.from || !opts.to) throw new CliError('give NAME --from END --to END [--ports SPEC...], or -f FILE', EXIT.usage);
@@ -131,16 +158,25 @@ Examples:
     .command('list')
     .alias('ls')
     .description("List every policy in force: the config file's and the runtime ones")
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
-    .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
+    .addOption(pinPathOption())
+    .addOption(new Option('--source <source>', 'only the config file\'s (file) or the runtime ones (api)').choices(['file', 'api']))
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      `
+-o yaml prints a policies document that "bastion policy add -f" reads back
+(policies identical to the config file's are left as they are):
+  bastion policy list --source api -o yaml > runtime.yaml
+  bastion policy add -f runtime.yaml`,
+    )
+    .action(async (opts: { pinPath: string; source?: 'file' | 'api'; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       const r = await call(opts.pinPath, 'GET', '/v1/policies');
       if (r.status !== 200) failed(r.status, r.body);
-      const rows = r.body as unknown as PolicyRow[];
+      const rows = (r.body as unknown as PolicyRow[]).filter((p) => !opts.source || p.source === opts.source);
       if (format === 'yaml') {
-        process.stdout.write(toYaml(rows));
+        process.stdout.write(policiesDocumentYaml(rows));
         return;
       }
       printData(rows, format, () =>
@@ -156,9 +192,9 @@ Examples:
     .alias('rm')
     .description('Delete runtime policies (all of the names, or none if one is unknown)')
     .argument('<names...>', 'policy names')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .action(async (names: string[], opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       const q = new URLSearchParams(names.map((n) => ['name', n]));

@@ -1,8 +1,13 @@
 import type { Command } from 'commander';
 import { Daemon, ConfigRejected } from '../../manager/daemon.js';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
+import { pinPathOption } from '../options.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
+import { ComposeError } from '../../policy/compose.js';
+
+/** What a permission failure of the daemon means (docs/operations.md has the details). */
+const PRIVILEGE_HINT =
+  'permission denied: bastion run needs root, or CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_PERFMON (see docs/operations.md)';
 
 interface RunOptions extends PlatformOptions {
   config?: string;
@@ -15,7 +20,7 @@ export function registerRun(program: Command): void {
     .command('run')
     .description('Run the Bastion daemon in the foreground: protect the containers and apply the policy')
     .option('-c, --config <file>', 'Bastion config file (containers, policies, mode); re-applied when it changes and on SIGHUP')
-    .option('--pin-path <dir>', 'bpffs directory for the pinned maps', DEFAULT_PIN_PATH)
+    .addOption(pinPathOption('bpffs directory for the pinned maps; names the instance'))
     .option('--docker', 'follow the containers of the local Docker engine')
     .option('--compose <file>', 'derive policy from a Compose file (depends_on, links, expose, ports)')
     .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
@@ -46,6 +51,11 @@ Examples:
       } catch (err) {
         if (err instanceof ConfigRejected) {
           throw new CliError(`config rejected, nothing applied:\n  ${err.errors.join('\n  ')}`, EXIT.invalid);
+        }
+        if (err instanceof ComposeError) throw new CliError(`Compose file rejected, nothing applied:\n  ${err.message.split('\n').join('\n  ')}`, EXIT.invalid);
+        // not enough privilege: say what is missing instead of a libbpf log alone
+        if (/\b(EPERM|Operation not permitted)\b/.test((err as Error).message)) {
+          throw new CliError(`${(err as Error).message}\n${PRIVILEGE_HINT}`, EXIT.failure);
         }
         throw err;
       }

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { socketPathFor } from '../../api/paths.js';
 import { apiRequest, DaemonUnreachable } from '../../api/client.js';
 import type { StatusReport } from '../../manager/status.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { EXIT } from '../errors.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 import { inspectPins } from '../../agent/cleanup.js';
 
 function human(n: number): string {
@@ -60,9 +60,9 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description('Show the daemon, the protected containers, their identities, stacks, rules and counters')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .addHelpText('after', '\nExit status: 0 when the daemon runs and every container has its stack; 4 otherwise.')
     .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
