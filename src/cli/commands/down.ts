@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
 import { tearDown } from '../../agent/cleanup.js';
+import { checkPinPath } from '../../datapath/bpffs.js';
 import { parseOutputFormat, printData } from '../output.js';
 import { jsonOption, outputOption, pinPathOption } from '../options.js';
 
@@ -44,6 +45,8 @@ export function registerDown(program: Command): void {
     .addOption(jsonOption())
     .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
+      // a pin path that is a symlink or another user's directory: touch nothing
+      checkPinPath(opts.pinPath);
       const stopped = await stopDaemon(opts.pinPath);
       const r = tearDown(opts.pinPath);
       // Runtime policies (bastion policy add) go with the rest.

@@ -76,7 +76,9 @@ export function registerStatus(program: Command): void {
         const data = { ok: false, daemon: null, reason: 'daemon not running', pinPath: opts.pinPath, enforcement: pins };
         printData(data, format, () =>
           `${colors.bold('Daemon')}     ${colors.red('not running')} (${(err as Error).message})\n` +
-          (pins.present
+          (pins.refused
+            ? `${colors.bold('Datapath')}   ${colors.red(pins.refused)}\n`
+            : pins.present
             ? `${colors.bold('Datapath')}   still enforcing from ${opts.pinPath}: ${pins.endpoints} containers, ${pins.stacks} stacks attached\n`
             : `${colors.bold('Datapath')}   nothing pinned at ${opts.pinPath}\n`),
         );
