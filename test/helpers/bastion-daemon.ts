@@ -22,6 +22,7 @@ import YAML from 'yaml';
 import { createTopology, freeSubnet24, type Container, type Topology } from './netns.js';
 import { flushNeighbours, nsRun, startBackground, stopBackground, type Background, type RunResult } from './probes.js';
 import { pinNeighbour } from './attacks.js';
+import { DAEMON_CAPABILITIES, setprivCapList } from '../../src/daemon/capabilities.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const BASTION_BIN = join(REPO_ROOT, 'bin', 'bastion');
@@ -68,6 +69,21 @@ export function uniquePinPath(): string {
 }
 
 // ----------------------------------------------------------------- commands
+
+/**
+ * A daemon command line under `setpriv`, with the capability bounding,
+ * inheritable and ambient sets reduced to what the daemon needs
+ * (src/daemon/capabilities.ts) for its mode, root's special treatment of
+ * uid 0 on exec turned off and no_new_privs set: what the systemd unit
+ * (contrib/systemd/bastion.service) gives it.
+ * BASTION_TEST_FULL_CAPS=1 runs it with all of root's (to tell a missing
+ * capability from a bug).
+ */
+export function leastPrivilege(bin: string, argv: string[]): [string, string[]] {
+  if (process.env.BASTION_TEST_FULL_CAPS === '1') return [bin, argv];
+  const caps = setprivCapList(DAEMON_CAPABILITIES.filter((c) => c.needed === 'always' || argv.includes('--docker')));
+  return ['setpriv', ['--securebits=+noroot,+noroot_locked', '--no-new-privs', `--bounding-set=-all,${caps}`, `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, bin, ...argv]];
+}
 
 /** Runs `bin/bastion ARGS` to completion (bounded). */
 export function bastion(args: string[], timeoutMs = 30_000): Promise<RunResult> {
@@ -128,9 +144,15 @@ export class BastionDaemon {
     return this.bg.exited;
   }
 
-  /** Starts `bastion run`; does not wait for readiness (see waitReady). */
+  /**
+   * Starts `bastion run`; does not wait for readiness (see waitReady). The
+   * daemon runs with only the capabilities it needs (leastPrivilege), so
+   * every test that uses it also proves that set is enough.
+   */
   start(): this {
-    this.bg = startBackground(null, BASTION_BIN, ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs]);
+    const argv = ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs];
+    const [cmd, args] = leastPrivilege(BASTION_BIN, argv);
+    this.bg = startBackground(null, cmd, args);
     this.bg.child.stdout!.on('data', (d: string) => this.onData(d));
     void this.bg.exited.then(() => this.wake());
     return this;

@@ -4,10 +4,10 @@ import { CliError, EXIT } from '../errors.js';
 import { pinPathOption } from '../options.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
 import { ComposeError } from '../../policy/compose.js';
+import { DAEMON_CAPABILITIES, effectiveCapabilities, missingCapabilities } from '../../daemon/capabilities.js';
 
 /** What a permission failure of the daemon means (docs/operations.md has the details). */
-const PRIVILEGE_HINT =
-  'permission denied: bastion run needs root, or CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_PERFMON (see docs/operations.md)';
+const PRIVILEGE_HINT = `permission denied: bastion run needs ${DAEMON_CAPABILITIES.map((c) => c.name).join(', ')} (see docs/operations.md)`;
 
 interface RunOptions extends PlatformOptions {
   config?: string;
@@ -38,6 +38,14 @@ Examples:
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      // before anything is touched: a daemon that lacks a capability would fail half-way
+      const missing = missingCapabilities(effectiveCapabilities(), { docker: !!opts.docker });
+      if (missing.length) {
+        throw new CliError(
+          `missing capabilities, nothing done:\n${missing.map((c) => `  ${c.name}, to ${c.why}`).join('\n')}\n(run as root, or grant them: docs/operations.md, contrib/systemd/bastion.service)`,
+          EXIT.failure,
+        );
+      }
       const platform = await platformFromOptions(opts);
       const daemon = new Daemon({
         configPath: opts.config,
