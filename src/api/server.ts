@@ -10,6 +10,7 @@
  *   POST /v1/policies          add or replace runtime policies (a `policies:` document, YAML or JSON);
  *                              ?dryRun=1 validates and reports what would change, changes nothing
  *   DELETE /v1/policies/NAME   delete a runtime policy (several: ?name=a&name=b)
+ *   GET  /v1/audit?maxAge=S    the posture audit (`bastion audit`) over the daemon's own state, at most S seconds old (default 10)
  *   GET  /metrics              Prometheus metrics
  *   GET  /                     the web UI (network map and live flows)
  */
@@ -36,6 +37,8 @@ export interface ApiHandlers {
   metricsContentType: string;
   flows: FlowStore;
   ui?(): string;
+  /** the posture audit report, at most maxAgeMs old */
+  audit?(maxAgeMs: number): Promise<unknown>;
 }
 
 function sendJson(res: ServerResponse, code: number, body: unknown): void {
@@ -99,6 +102,11 @@ export async function startApiServer(socketPath: string, h: ApiHandlers): Promis
         if (names.length === 0 || names.some((n) => !n)) return sendJson(res, 400, { ok: false, errors: ['give the names of the policies to delete'] });
         const r = await h.policies.delete(names);
         return sendJson(res, r.code, r.body);
+      }
+      if (h.audit && req.method === 'GET' && url.pathname === '/v1/audit') {
+        const maxAge = Number(url.searchParams.get('maxAge') ?? '10');
+        if (!Number.isFinite(maxAge) || maxAge < 0) return sendJson(res, 400, { error: 'maxAge: a number of seconds, 0 or more' });
+        return sendJson(res, 200, await h.audit(maxAge * 1000));
       }
       if (req.method === 'GET' && url.pathname === '/metrics') {
         res.writeHead(200, { 'content-type': h.metricsContentType });

@@ -27,6 +27,11 @@ import { NodeAgent } from '../agent/node-agent.js';
 import { renderUi } from '../ui/page.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
+import { AuditCache } from '../audit/daemon-audit.js';
+import type { AuditReport } from '../audit/findings.js';
+
+/** How old the audit in a status report may be before a status request starts a new one in the background. */
+const STATUS_AUDIT_MAX_AGE_MS = 60_000;
 
 export interface DaemonOptions {
   configPath?: string;
@@ -66,6 +71,8 @@ export class Daemon {
   private closing = false;
   private readonly logDest: pino.DestinationStream & { flushSync(): void };
   readonly runtime: RuntimePolicies;
+  /** the posture audit over this daemon's own state (GET /v1/audit, status) */
+  readonly audits = new AuditCache(() => this.runAudit());
 
   constructor(readonly o: DaemonOptions) {
     // Asynchronous, buffered stdout: under a flood of flow lines (one per new
@@ -165,6 +172,7 @@ export class Daemon {
       metricsContentType: metrics.registry.contentType,
       flows: this.flows,
       ui: () => renderUi(),
+      audit: (maxAgeMs) => this.audits.get(maxAgeMs),
     });
     mkdirSync(dirname(pidFileFor(this.o.pinPath)), { recursive: true });
     writeFileSync(pidFileFor(this.o.pinPath), `${process.pid}\n`);
@@ -391,7 +399,39 @@ export class Daemon {
   }
 
   status(): Promise<StatusReport> {
-    return collectStatus(this, this.startedAt);
+    this.audits.refreshIfStale(STATUS_AUDIT_MAX_AGE_MS, (err) => this.log.warn({ err: err.message }, 'posture audit failed'));
+    return collectStatus(this, this.startedAt, this.audits.peek());
+  }
+
+  /**
+   * The posture audit (src/audit) over what this daemon holds: its endpoints
+   * and their stacks, the containers it cannot protect, the policies of its
+   * config file and runtime, and every rule it enforces (a Compose file's
+   * too); the Docker engine and containers when it follows Docker.
+   */
+  private async runAudit(): Promise<AuditReport> {
+    const { runAudit } = await import('../audit/audit.js');
+    const m = this.manager;
+    const dp = m.datapath;
+    const configPath = this.o.configPath;
+    return runAudit({
+      docker: this.o.platform?.name === 'docker',
+      pinPath: this.o.pinPath,
+      daemon: {
+        pinPath: this.o.pinPath,
+        mode: m.mode,
+        endpoints: [...m.endpoints.values()].map((ep) => ({ key: ep.key, name: ep.name, mode: ep.mode ?? m.mode, stackOk: dp.stackState(ep.hostIfindex).ok })),
+        unprotected: [...m.unprotected.values()].map((u) => ({ key: u.key, name: u.name, reason: u.reason })),
+      },
+      policies: {
+        mode: m.mode,
+        policies: [
+          ...(this.current?.policies ?? []).map((policy) => ({ policy, source: configPath ?? 'config' })),
+          ...this.runtime.all().map((r) => ({ policy: r.policy, source: `${policiesFileFor(this.o.pinPath)} (bastion policy add)` })),
+        ],
+        rules: m.ruleList(),
+      },
+    });
   }
 
   get configPath(): string | undefined {

@@ -2,6 +2,8 @@
 import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Daemon } from './daemon.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
+import type { AuditReport } from '../audit/findings.js';
+import { findingsOfEndpoint, statusAudit, type StatusAudit } from '../audit/daemon-audit.js';
 
 export interface EndpointStatus {
   name: string;
@@ -16,6 +18,8 @@ export interface EndpointStatus {
   labels: Record<string, string>;
   stack: { ingress?: number; egress?: number; ok: boolean };
   counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
+  /** the posture audit's findings about this container (when a report exists; GET /v1/audit has them in full) */
+  findings?: StatusAudit['containers'][string];
 }
 
 export interface StatusReport {
@@ -35,6 +39,8 @@ export interface StatusReport {
   rules: Array<{ id: string; direction: string; subject: string; peers: string; ports: string }>;
   entries: Record<string, number>;
   counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
+  /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
+  audit?: StatusAudit;
 }
 
 export function selectorText(s: LabelSelector): string {
@@ -82,7 +88,8 @@ export function ruleRows(rules: Rule[]): StatusReport['rules'] {
   }));
 }
 
-export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusReport> {
+export async function collectStatus(d: Daemon, startedAt: Date, report?: AuditReport): Promise<StatusReport> {
+  const audit = report ? statusAudit(report) : undefined;
   const m = d.manager;
   const dp = m.datapath;
   const endpoints: EndpointStatus[] = [...m.endpoints.values()]
@@ -108,6 +115,7 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
           rxBytes: Number(s?.rxBytes ?? 0n),
           drops: Number(s?.drops ?? 0n),
         },
+        ...(audit ? { findings: findingsOfEndpoint(audit, ep.key) } : {}),
       };
     });
   const counters: StatusReport['counters'] = {};
@@ -136,5 +144,6 @@ export async function collectStatus(d: Daemon, startedAt: Date): Promise<StatusR
     rules: ruleRows(m.ruleList()),
     entries: m.entryCounts(),
     counters,
+    ...(audit ? { audit } : {}),
   };
 }

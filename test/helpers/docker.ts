@@ -105,6 +105,8 @@ export interface RunOptions {
   network?: string;
   ipv4?: string;
   hostConfig?: Docker.HostConfig;
+  /** ports the image exposes ("80/tcp"), for PortBindings */
+  exposedPorts?: string[];
   start?: boolean;
 }
 
@@ -141,6 +143,7 @@ export class DockerFixture {
       Cmd: o.cmd ?? ['sleep', '3600'],
       Labels: { ...this.label, ...(o.labels ?? {}) },
       StopTimeout: 1,
+      ...(o.exposedPorts ? { ExposedPorts: Object.fromEntries(o.exposedPorts.map((p) => [p, {}])) } : {}),
       HostConfig: { ...(o.network ? { NetworkMode: o.network } : {}), ...(o.hostConfig ?? {}) },
       ...(o.network && o.ipv4 ? { NetworkingConfig: { EndpointsConfig: { [o.network]: { IPAMConfig: { IPv4Address: o.ipv4 } } } } } : {}),
     });

@@ -7,9 +7,10 @@ import { registerDemo } from './demo.js';
 import { registerK8s } from './k8s.js';
 import { registerCompose } from './compose.js';
 import { registerPolicy } from './policy.js';
+import { registerAudit } from './audit.js';
 
 /** Every command module exports register(program), in the order --help lists them. */
-const modules: Array<(program: Command) => void> = [registerRun, registerStatus, registerFlows, registerPolicy, registerDown, registerDemo, registerK8s, registerCompose];
+const modules: Array<(program: Command) => void> = [registerRun, registerStatus, registerFlows, registerPolicy, registerDown, registerDemo, registerK8s, registerCompose, registerAudit];
 
 export function registerCommands(program: Command): void {
   for (const register of modules) register(program);

@@ -14,6 +14,17 @@ function human(n: number): string {
   return `${(n / 1024 ** 3).toFixed(1)}G`;
 }
 
+/** "1 high, 2 low": a container's findings by severity, worst first. */
+function findingsCell(fs: Array<{ severity: string }>): string {
+  if (!fs.length) return '-';
+  const counts = new Map<string, number>();
+  for (const sev of ['critical', 'high', 'medium', 'low', 'info']) {
+    const n = fs.filter((f) => f.severity === sev).length;
+    if (n) counts.set(sev, n);
+  }
+  return [...counts].map(([sev, n]) => `${n} ${sev}`).join(', ');
+}
+
 function renderStatus(s: StatusReport): string {
   const c = colors;
   const out: string[] = [];
@@ -22,10 +33,18 @@ function renderStatus(s: StatusReport): string {
       (s.daemon.configPath ? `, config ${s.daemon.configPath}` : ''),
   );
   out.push(`${c.bold('Stacks')}     ${s.ok ? c.green(`${s.endpoints.length}/${s.endpoints.length} in place`) : c.red(`${s.endpoints.filter((e) => e.stack.ok).length}/${s.endpoints.length} in place`)}`);
+  if (s.audit) {
+    const a = s.audit.summary;
+    const worst = a.critical + a.high;
+    out.push(
+      `${c.bold('Posture')}    ${(worst ? c.red : c.green)(`${a.critical} critical, ${a.high} high`)}, ${a.medium} medium, ${a.low} low findings ` +
+        `(as of ${s.audit.generatedAt}; \`bastion audit\` for evidence and fixes)`,
+    );
+  }
   out.push('');
   out.push(
     formatTable(
-      ['CONTAINER', 'IDENTITY', 'IP', 'HOST-IF', 'MODE', 'STACK', 'TX', 'RX', 'DROPS'],
+      ['CONTAINER', 'IDENTITY', 'IP', 'HOST-IF', 'MODE', 'STACK', 'TX', 'RX', 'DROPS', ...(s.audit ? ['FINDINGS'] : [])],
       s.endpoints.map((e) => [
         e.name,
         String(e.identity),
@@ -36,12 +55,18 @@ function renderStatus(s: StatusReport): string {
         human(e.counters.txBytes),
         human(e.counters.rxBytes),
         String(e.counters.drops),
+        ...(s.audit ? [findingsCell(e.findings ?? [])] : []),
       ]),
     ).trimEnd(),
   );
   if (s.unprotected.length) {
     out.push('', c.bold(c.yellow('Unprotected containers')));
     out.push(formatTable(['CONTAINER', 'REASON'], s.unprotected.map((u) => [u.name, u.reason])).trimEnd());
+    if (s.audit) {
+      const ids = (key: string) => /^docker:([0-9a-f]{12})/.exec(key)?.[1];
+      const rows = s.unprotected.map((u) => [u.name, findingsCell(s.audit!.containers[ids(u.key) ?? ''] ?? [])]).filter((r) => r[1] !== '-');
+      if (rows.length) out.push('', formatTable(['UNPROTECTED', 'FINDINGS'], rows).trimEnd());
+    }
   }
   out.push('', c.bold('Rules'));
   out.push(formatTable(['RULE', 'DIRECTION', 'SUBJECT', 'PEERS', 'PORTS'], s.rules.map((r) => [r.id, r.direction, r.subject, r.peers, r.ports])).trimEnd());

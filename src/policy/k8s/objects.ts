@@ -1,6 +1,8 @@
 /**
- * Kubernetes input objects for the NetworkPolicy engine: Namespace, Pod and
- * NetworkPolicy (the real API types of @kubernetes/client-node), read from
+ * Kubernetes input objects for the NetworkPolicy engine and the posture
+ * audit: Namespace, Pod, NetworkPolicy, and ServiceAccount, Role,
+ * ClusterRole, RoleBinding, ClusterRoleBinding (the real API types of
+ * @kubernetes/client-node), read from
  * multi-document YAML or JSON (also `kind: List` / `*List` with items),
  * checked for shape with zod and for meaning with the API server's own
  * validation rules, and normalised into a `Cluster` snapshot.
@@ -14,6 +16,9 @@ import { boundErrors, quote, yamlErrorLine } from '../errors.js';
 import { DEFAULT_INPUT_MAX_BYTES, readInputFile } from '../input-file.js';
 import { z } from 'zod';
 import type {
+  RbacV1Subject,
+  V1ClusterRole,
+  V1ClusterRoleBinding,
   V1LabelSelector,
   V1Namespace,
   V1NetworkPolicy,
@@ -23,6 +28,11 @@ import type {
   V1NetworkPolicyPort,
   V1NetworkPolicySpec,
   V1Pod,
+  V1PolicyRule,
+  V1Role,
+  V1RoleBinding,
+  V1RoleRef,
+  V1ServiceAccount,
 } from '@kubernetes/client-node';
 import { cidrCovers, parseCidr, parseIp } from './cidr.js';
 import {
@@ -102,6 +112,57 @@ export interface PodInfo {
   ips: string[];
   ports: ContainerPortInfo[];
   hostNetwork: boolean;
+  hostPID: boolean;
+  hostIPC: boolean;
+  /** spec.serviceAccountName (or the deprecated spec.serviceAccount), default "default" */
+  serviceAccount: string;
+  /** spec.automountServiceAccountToken; undefined when not set (the service account's setting applies) */
+  automountServiceAccountToken?: boolean;
+  /** every container and init container, with what the audit reads of its securityContext */
+  containers: PodContainerInfo[];
+  /** where the pod was read ("pods.yaml (document 2)") */
+  source?: string;
+}
+
+export interface PodContainerInfo {
+  name: string;
+  /** "spec.containers[0]", "spec.initContainers[1]" */
+  field: string;
+  privileged: boolean;
+  /** securityContext.capabilities, as written */
+  capabilities: { add: string[]; drop: string[] };
+}
+
+export interface ServiceAccountInfo {
+  /** "ns/name" */
+  key: string;
+  namespace: string;
+  name: string;
+  automountServiceAccountToken?: boolean;
+  source?: string;
+}
+
+export interface RoleInfo {
+  kind: 'Role' | 'ClusterRole';
+  /** "ns/name" for a Role, "name" for a ClusterRole */
+  key: string;
+  namespace?: string;
+  name: string;
+  rules: V1PolicyRule[];
+  /** a ClusterRole built by aggregation: its rules are the API server's to fill */
+  aggregated: boolean;
+  source?: string;
+}
+
+export interface BindingInfo {
+  kind: 'RoleBinding' | 'ClusterRoleBinding';
+  /** "ns/name" for a RoleBinding, "name" for a ClusterRoleBinding */
+  key: string;
+  namespace?: string;
+  name: string;
+  roleRef: V1RoleRef;
+  subjects: RbacV1Subject[];
+  source?: string;
 }
 
 export interface PolicyInfo {
@@ -126,11 +187,26 @@ export interface Cluster {
   /** sorted by namespace, then name */
   pods: PodInfo[];
   policies: PolicyInfo[];
+  /** by "ns/name" */
+  serviceAccounts: Map<string, ServiceAccountInfo>;
+  /** Roles by "ns/name", ClusterRoles by name */
+  roles: Map<string, RoleInfo>;
+  clusterRoles: Map<string, RoleInfo>;
+  /** RoleBindings and ClusterRoleBindings, in input order */
+  bindings: BindingInfo[];
   /** things worth telling the user that are not errors (ignored kinds, inferred namespaces) */
   warnings: string[];
 }
 
-export type K8sObject = V1Namespace | V1Pod | V1NetworkPolicy;
+export type K8sObject =
+  | V1Namespace
+  | V1Pod
+  | V1NetworkPolicy
+  | V1ServiceAccount
+  | V1Role
+  | V1ClusterRole
+  | V1RoleBinding
+  | V1ClusterRoleBinding;
 
 // ---- shape (zod) ----------------------------------------------------------
 
@@ -222,6 +298,12 @@ type PolicySpec = z.infer<typeof STRICT.PolicySpec>;
 const ContainerSchema = z.looseObject({
   name: opt(z.string()),
   restartPolicy: opt(z.string()),
+  securityContext: opt(
+    z.looseObject({
+      privileged: opt(z.boolean()),
+      capabilities: opt(z.looseObject({ add: opt(z.array(z.string())), drop: opt(z.array(z.string())) })),
+    }),
+  ),
   ports: opt(
     z.array(
       z.looseObject({
@@ -242,6 +324,11 @@ const PodSchema = z.looseObject({
       containers: opt(z.array(ContainerSchema)),
       initContainers: opt(z.array(ContainerSchema)),
       hostNetwork: opt(z.boolean()),
+      hostPID: opt(z.boolean()),
+      hostIPC: opt(z.boolean()),
+      serviceAccountName: opt(z.string()),
+      serviceAccount: opt(z.string()),
+      automountServiceAccountToken: opt(z.boolean()),
     }),
   ),
   status: opt(
@@ -258,11 +345,51 @@ const NamespaceSchema = z.looseObject({
   metadata: z.looseObject({ name: z.string(), labels: opt(stringMap) }),
 });
 
+const ServiceAccountSchema = z.looseObject({
+  apiVersion: z.string(),
+  kind: z.literal('ServiceAccount'),
+  metadata: Metadata,
+  automountServiceAccountToken: opt(z.boolean()),
+});
+
+const PolicyRuleSchema = z.looseObject({
+  verbs: z.array(z.string()),
+  apiGroups: opt(z.array(z.string())),
+  resources: opt(z.array(z.string())),
+  resourceNames: opt(z.array(z.string())),
+  nonResourceURLs: opt(z.array(z.string())),
+});
+
+const RoleSchema = z.looseObject({
+  apiVersion: z.string(),
+  kind: z.enum(['Role', 'ClusterRole']),
+  metadata: Metadata,
+  rules: opt(z.array(PolicyRuleSchema)),
+  aggregationRule: opt(z.looseObject({})),
+});
+
+const BindingSchema = z.looseObject({
+  apiVersion: z.string(),
+  kind: z.enum(['RoleBinding', 'ClusterRoleBinding']),
+  metadata: Metadata,
+  roleRef: z.looseObject({ apiGroup: z.string(), kind: z.string(), name: z.string() }),
+  subjects: opt(
+    z.array(z.looseObject({ kind: z.string(), name: z.string(), namespace: opt(z.string()), apiGroup: opt(z.string()) })),
+  ),
+});
+
+const RBAC = 'rbac.authorization.k8s.io/v1';
 const API_VERSIONS: Record<string, string> = {
   Namespace: 'v1',
   Pod: 'v1',
   NetworkPolicy: 'networking.k8s.io/v1',
+  ServiceAccount: 'v1',
+  Role: RBAC,
+  ClusterRole: RBAC,
+  RoleBinding: RBAC,
+  ClusterRoleBinding: RBAC,
 };
+const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
 
 function zodPath(path: ReadonlyArray<PropertyKey>): string {
   let s = '';
@@ -404,11 +531,11 @@ function describe(obj: unknown): string {
   const o = obj as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
   // names and kinds are the input's: at most an excerpt of them (they may not be valid)
   const cut = (s: string) => quote(s).slice(1, -1);
-  const kind = typeof o.kind === 'string' ? cut(o.kind) : 'object';
+  const kind = typeof o.kind === 'string' ? o.kind : 'object';
   const name = typeof o.metadata?.name === 'string' ? cut(o.metadata.name) : '<unnamed>';
-  if (kind === 'Namespace') return `Namespace ${name}`;
+  if (CLUSTER_SCOPED.has(kind)) return `${kind} ${name}`;
   const ns = typeof o.metadata?.namespace === 'string' ? cut(o.metadata.namespace) : 'default';
-  return `${kind} ${ns}/${name}`;
+  return `${cut(kind)} ${ns}/${name}`;
 }
 
 /**
@@ -467,6 +594,10 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
   const namespaces = new Map<string, NamespaceInfo>();
   const pods = new Map<string, PodInfo>();
   const policies = new Map<string, PolicyInfo>();
+  const serviceAccounts = new Map<string, ServiceAccountInfo>();
+  const roles = new Map<string, RoleInfo>();
+  const clusterRoles = new Map<string, RoleInfo>();
+  const bindings = new Map<string, BindingInfo>();
   const seen = new Map<string, string | undefined>();
 
   const add = (issue: FieldIssue, obj: unknown, source: ObjectSource) =>
@@ -560,6 +691,20 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
         });
       visitContainers(pod.spec?.containers, 'spec.containers', false);
       visitContainers(pod.spec?.initContainers, 'spec.initContainers', true);
+      const containers: PodContainerInfo[] = [];
+      for (const [list, field] of [
+        [pod.spec?.initContainers, 'spec.initContainers'],
+        [pod.spec?.containers, 'spec.containers'],
+      ] as const) {
+        (list ?? []).forEach((c, ci) =>
+          containers.push({
+            name: c.name ?? `#${ci}`,
+            field: `${field}[${ci}]`,
+            privileged: c.securityContext?.privileged ?? false,
+            capabilities: { add: c.securityContext?.capabilities?.add ?? [], drop: c.securityContext?.capabilities?.drop ?? [] },
+          }),
+        );
+      }
       const ips: string[] = [];
       if (pod.status?.podIP !== undefined && pod.status.podIP !== '') {
         if (!parseIp(pod.status.podIP)) local.push({ field: 'status.podIP', message: `${quote(pod.status.podIP)} is not a valid IP address` });
@@ -580,6 +725,92 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
           ips,
           ports,
           hostNetwork: pod.spec?.hostNetwork ?? false,
+          hostPID: pod.spec?.hostPID ?? false,
+          hostIPC: pod.spec?.hostIPC ?? false,
+          serviceAccount: pod.spec?.serviceAccountName ?? pod.spec?.serviceAccount ?? 'default',
+          ...(pod.spec?.automountServiceAccountToken !== undefined ? { automountServiceAccountToken: pod.spec.automountServiceAccountToken } : {}),
+          containers,
+          ...(formatSource(source) ? { source: formatSource(source) } : {}),
+        });
+    } else if (o.kind === 'ServiceAccount') {
+      const r = ServiceAccountSchema.safeParse(obj);
+      if (!r.success) return void zodIssues(r.error).forEach((i) => add(i, obj, source));
+      const sa = r.data;
+      const namespace = sa.metadata.namespace ?? 'default';
+      checkMeta(sa.metadata.name, namespace, local);
+      key = `ServiceAccount ${namespace}/${sa.metadata.name}`;
+      if (local.length === 0)
+        serviceAccounts.set(`${namespace}/${sa.metadata.name}`, {
+          key: `${namespace}/${sa.metadata.name}`,
+          namespace,
+          name: sa.metadata.name,
+          ...(sa.automountServiceAccountToken !== undefined ? { automountServiceAccountToken: sa.automountServiceAccountToken } : {}),
+          ...(formatSource(source) ? { source: formatSource(source) } : {}),
+        });
+    } else if (o.kind === 'Role' || o.kind === 'ClusterRole') {
+      const r = RoleSchema.safeParse(obj);
+      if (!r.success) return void zodIssues(r.error).forEach((i) => add(i, obj, source));
+      const role = r.data;
+      const cluster = role.kind === 'ClusterRole';
+      const namespace = cluster ? undefined : (role.metadata.namespace ?? 'default');
+      const e = checkRbacName(role.metadata.name);
+      if (e) local.push({ field: 'metadata.name', message: e });
+      if (namespace) {
+        const n = checkDns1123Label(namespace);
+        if (n) local.push({ field: 'metadata.namespace', message: n });
+      }
+      (role.rules ?? []).forEach((rule, i) => {
+        if (rule.verbs.length === 0) local.push({ field: `rules[${i}].verbs`, message: 'must list at least one verb' });
+        if ((rule.nonResourceURLs ?? []).length > 0 && !cluster)
+          local.push({ field: `rules[${i}].nonResourceURLs`, message: 'only a ClusterRole may have nonResourceURLs' });
+      });
+      const k = namespace ? `${namespace}/${role.metadata.name}` : role.metadata.name;
+      key = `${role.kind} ${k}`;
+      if (local.length === 0)
+        (cluster ? clusterRoles : roles).set(k, {
+          kind: role.kind,
+          key: k,
+          ...(namespace ? { namespace } : {}),
+          name: role.metadata.name,
+          rules: (role.rules ?? []).map((x) => ({ ...x })) as V1PolicyRule[],
+          aggregated: role.aggregationRule !== undefined,
+          ...(formatSource(source) ? { source: formatSource(source) } : {}),
+        });
+    } else if (o.kind === 'RoleBinding' || o.kind === 'ClusterRoleBinding') {
+      const r = BindingSchema.safeParse(obj);
+      if (!r.success) return void zodIssues(r.error).forEach((i) => add(i, obj, source));
+      const b = r.data;
+      const cluster = b.kind === 'ClusterRoleBinding';
+      const namespace = cluster ? undefined : (b.metadata.namespace ?? 'default');
+      const e = checkRbacName(b.metadata.name);
+      if (e) local.push({ field: 'metadata.name', message: e });
+      if (b.roleRef.apiGroup !== 'rbac.authorization.k8s.io')
+        local.push({ field: 'roleRef.apiGroup', message: `"${b.roleRef.apiGroup}" is not supported (expected "rbac.authorization.k8s.io")` });
+      const refKinds = cluster ? ['ClusterRole'] : ['Role', 'ClusterRole'];
+      if (!refKinds.includes(b.roleRef.kind))
+        local.push({ field: 'roleRef.kind', message: `"${b.roleRef.kind}" is not supported here (expected ${refKinds.map((x) => `"${x}"`).join(' or ')})` });
+      (b.subjects ?? []).forEach((sub, i) => {
+        if (!['ServiceAccount', 'User', 'Group'].includes(sub.kind))
+          local.push({ field: `subjects[${i}].kind`, message: `"${sub.kind}" is not supported (expected "ServiceAccount", "User" or "Group")` });
+        if (sub.kind === 'ServiceAccount' && cluster && !sub.namespace)
+          local.push({ field: `subjects[${i}].namespace`, message: 'required for a ServiceAccount subject of a ClusterRoleBinding' });
+      });
+      const k = namespace ? `${namespace}/${b.metadata.name}` : b.metadata.name;
+      key = `${b.kind} ${k}`;
+      if (local.length === 0)
+        bindings.set(key, {
+          kind: b.kind,
+          key: k,
+          ...(namespace ? { namespace } : {}),
+          name: b.metadata.name,
+          roleRef: { apiGroup: b.roleRef.apiGroup, kind: b.roleRef.kind, name: b.roleRef.name },
+          subjects: (b.subjects ?? []).map((sub) => ({
+            kind: sub.kind,
+            name: sub.name,
+            ...(sub.kind === 'ServiceAccount' ? { namespace: sub.namespace ?? namespace } : sub.namespace ? { namespace: sub.namespace } : {}),
+            ...(sub.apiGroup !== undefined ? { apiGroup: sub.apiGroup } : {}),
+          })),
+          ...(formatSource(source) ? { source: formatSource(source) } : {}),
         });
     } else {
       let r = STRICT.NetworkPolicy.safeParse(obj);
@@ -629,14 +860,32 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
   };
   for (const p of pods.values()) refer(p.namespace, `Pod ${p.key}`);
   for (const p of policies.values()) refer(p.namespace, `NetworkPolicy ${p.key}`);
+  for (const a of serviceAccounts.values()) refer(a.namespace, `ServiceAccount ${a.key}`);
 
   const sortedPods = [...pods.values()].sort((a, b) =>
     a.namespace === b.namespace ? cmp(a.name, b.name) : cmp(a.namespace, b.namespace),
   );
-  return { namespaces, pods: sortedPods, policies: [...policies.values()], warnings };
+  return {
+    namespaces,
+    pods: sortedPods,
+    policies: [...policies.values()],
+    serviceAccounts,
+    roles,
+    clusterRoles,
+    bindings: [...bindings.values()],
+    warnings,
+  };
 }
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** RBAC object names are path segments (the API server's ValidateRBACName): "system:controller:x" is valid. */
+function checkRbacName(name: string): string | undefined {
+  if (name === '' ) return 'must not be empty';
+  if (name === '.' || name === '..') return `may not be "${name}"`;
+  if (/[/%]/.test(name)) return 'may not contain "/" or "%"';
+  return undefined;
+}
 
 function checkMeta(name: string, namespace: string, out: FieldIssue[]): void {
   const e = checkDns1123Subdomain(name);
