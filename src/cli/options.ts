@@ -65,3 +65,13 @@ export function sizeArg(v: string): number {
   if (n <= 0) throw new InvalidArgumentError('expected a size greater than 0');
   return n;
 }
+
+/** --published-ports: what a published Docker/Compose port lets in (see PublishedPortsMode). */
+export function publishedPortsOption(): Option {
+  return new Option(
+    '--published-ports <mode>',
+    'what a published port lets in: allow (from the host, and from outside unless bound to loopback), host-only, or deny',
+  )
+    .choices(['allow', 'host-only', 'deny'])
+    .default('allow');
+}

@@ -3,7 +3,7 @@ import { DEFAULT_INPUT_MAX_BYTES, readInputFile } from '../../policy/input-file.
 import { basename, dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CliError, EXIT } from '../errors.js';
-import { outputOption } from '../options.js';
+import { outputOption, publishedPortsOption } from '../options.js';
 import {
   ComposeError,
   composeConfigDocument,
@@ -12,12 +12,14 @@ import {
   parseCompose,
   renderComposeYaml,
   type ComposeApp,
+  type PublishedPortsMode,
 } from '../../policy/compose.js';
 
 interface ComposeCliOptions {
   output: string;
   project?: string | false;
   unported: string;
+  publishedPorts: PublishedPortsMode;
 }
 
 /**
@@ -41,12 +43,15 @@ export function registerCompose(program: Command): void {
     .option('-p, --project <name>', 'scope selectors to this Compose project (default: COMPOSE_PROJECT_NAME, the file\'s name:, or its directory)')
     .option('--no-project', 'do not scope selectors to a Compose project')
     .option('--unported <all|none>', 'what a dependency on a service that declares no port allows', 'all')
+    .addOption(publishedPortsOption())
     .addHelpText(
       'after',
       `
 Each dependency A -> B (depends_on or links) lets A open connections to B on the
 container ports B declares: its expose entries and the container side of its
-ports. Nothing else between the services is allowed. When B declares no port,
+ports. Nothing else between the services is allowed. A published port (ports:)
+is reachable from the host and, unless bound to a loopback address, from
+outside (--published-ports narrows that). When B declares no port,
 the edge allows every port (--unported all, the default, with a warning and a
 comment in the output) or nothing (--unported none).
 
@@ -73,7 +78,7 @@ Examples:
         throw err;
       }
       const project = composeProjectFor(file, app, opts.project);
-      const result = composeToPolicies(app, { project, unported: opts.unported });
+      const result = composeToPolicies(app, { project, unported: opts.unported, publishedPorts: opts.publishedPorts });
       for (const w of result.warnings) process.stderr.write(`bastion: warning: ${w}\n`);
       if (format === 'json') process.stdout.write(JSON.stringify(composeConfigDocument(result), null, 2) + '\n');
       else process.stdout.write(renderComposeYaml(result, file));
