@@ -8,6 +8,7 @@ import { BUILTIN_LABELS } from '../policy/model.js';
 import { configToPolicySet, formatConfigError, parseConfigText, type PolicyConfig } from '../policy/bastion-config.js';
 import { boundErrors } from '../policy/errors.js';
 import { Worker } from 'node:worker_threads';
+import { keepLargeAllocationsMapped } from './memory.js';
 import { InputFileError, readInputFile } from '../policy/input-file.js';
 
 /** Largest config file accepted unless `bastion run --max-config-size` says otherwise. */
@@ -72,6 +73,8 @@ export class ConfigLoadSuperseded extends Error {
  */
 export function loadConfigSource(path: string | undefined, opts: ConfigSourceOptions): Promise<ConfigLoad> {
   if (!path) return Promise.resolve(emptyConfig());
+  // the answer is a structured clone of tens of MB: its buffer must not leave the heap fragmented
+  keepLargeAllocationsMapped();
   const heapMb = parseHeapMbFor(opts.maxBytes ?? DEFAULT_MAX_CONFIG_BYTES);
   return new Promise<ConfigLoad>((resolve, reject) => {
     if (opts.signal?.aborted) return reject(new ConfigLoadSuperseded());

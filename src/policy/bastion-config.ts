@@ -467,15 +467,24 @@ export function containerLabels(c: { name: string; labels?: Record<string, strin
 export function parseConfigText(text: string, fileName: string, opts: ParseOptions = {}): ConfigParseResult {
   // The fast path: js-yaml builds the plain value of a large file about ten
   // times faster, and in a fraction of the memory, of the yaml library's
-  // document model (5,000 containers and 50,000 policies: 0.5 s against 6 s
-  // and 600 MB). The document model is only needed for line numbers in
-  // errors, and for syntax errors: any error falls back to the full path
-  // below, which reports every error with its line, unless the file is
-  // large (a 20 MB file with an error on its last line took 67 s and 3.3 GB
-  // there): then the errors name the path and object without a line, and a
-  // syntax error gives js-yaml's line. Anchors and aliases take the full
-  // path, which bounds their expansion.
-  if (!/(^|[\s[{,:-])[&*][^\s]/m.test(text)) {
+  // document model (5,000 containers and 50,000 policies, in the daemon's
+  // parser thread: 5 s and a 275 MB peak against 15 s and 840 MB). The
+  // document model is only needed for line numbers in errors, and for
+  // syntax errors: any error falls back to the full path below, which
+  // reports every error with its line, unless the file is large (a 20 MB
+  // file with an error on its last line took 67 s and 3.3 GB there): then
+  // the errors name the path and object without a line, and a syntax error
+  // gives js-yaml's line.
+  //
+  // Anchors and aliases take the fast path too (a regex used to send them
+  // to the full path, to bound their expansion). js-yaml makes an alias a
+  // second reference to the same value, and a document that validates has
+  // no deep structure to repeat (every field is a scalar, a list of
+  // scalars or a flat mapping), so what validates is proportional to the
+  // text; what does not validate is re-read by the full path (its
+  // maxAliasCount), or, for a large file, bounded by the parser thread's
+  // heap limit.
+  {
     let fast: unknown;
     let syntax: { reason: string; line?: number; column?: number } | undefined;
     try {
@@ -698,27 +707,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   });
 
   if (c.errors.length > 0) return { ok: false, errors: c.errors };
-  return {
-    ok: true,
-    config: ownStrings({ mode, ...(rawContainers !== undefined ? { containers } : {}), policies }),
-  };
-}
-
-/**
- * V8 makes a substring of 13 characters or more a view into the string it
- * was cut from, so one policy name such as "frontend-to-backend" kept by the
- * daemon would keep the whole config text alive (5 MB at 5,000 containers),
- * for as long as the daemon runs. The parsed config gets copies of its
- * strings instead (short ones are copies already). Shared objects are walked
- * once.
- */
-function ownStrings<T>(v: T, seen = new Set<object>()): T {
-  if (typeof v === 'string') return (v.length >= 13 ? Buffer.from(v, 'utf8').toString('utf8') : v) as T;
-  if (v === null || typeof v !== 'object' || seen.has(v)) return v;
-  seen.add(v);
-  const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) o[k] = ownStrings(o[k], seen);
-  return v;
+  return { ok: true, config: { mode, ...(rawContainers !== undefined ? { containers } : {}), policies } };
 }
 
 /**
