@@ -222,8 +222,8 @@ export class BastionDaemon {
 
   /**
    * The apply times the daemon itself reports after `offset`: its "config
-   * applied" log lines carry { ms } (src/manager/daemon.ts), the time spent
-   * applying the new policy once the file is read.
+   * applied" log lines carry { ms } (src/daemon/config-reloader.ts), the
+   * time spent applying the new policy once the file is read.
    */
   appliedSince(offset: number): number[] {
     const out: number[] = [];

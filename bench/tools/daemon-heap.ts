@@ -11,7 +11,7 @@
  * The benchmark suite measures the real daemon; this is for finding out why.
  *
  * RELEASE=inspector|gc|none (default inspector) ends the run with what the
- * daemon does after start-up to give memory back (src/manager/memory.ts:
+ * daemon does after start-up to give memory back (src/daemon/memory.ts:
  * V8's low-memory collection through the inspector, then malloc_trim, again
  * two seconds later), a plain full collection and malloc_trim instead, or
  * nothing, and prints the resident size then: what each is worth (with
@@ -25,12 +25,12 @@ import pino from 'pino';
 import { renderConfig } from '../lib/bastion.js';
 import { fillerDeps, pairDeps, probeDep } from '../lib/deps.js';
 import type { Entry } from '../lib/topology.js';
-import { loadConfigSource } from '../../src/manager/config-source.js';
+import { loadConfigSource } from '../../src/daemon/config-source.js';
 import { Manager } from '../../src/manager/manager.js';
 import type { DatapathPort, Discovered, NodePort } from '../../src/manager/ports.js';
-import { RuntimePolicies, parsePoliciesDocument } from '../../src/manager/runtime-policies.js';
+import { RuntimePolicies, parsePoliciesDocument } from '../../src/daemon/runtime-policies.js';
 import { percentile } from '../lib/stats.js';
-import { releaseMemory } from '../../src/manager/memory.js';
+import { releaseMemory } from '../../src/daemon/memory.js';
 import koffi from 'koffi';
 
 const n = Number(process.argv[2] ?? 5000);

@@ -1,17 +1,25 @@
-/** A client for the manager's API over its unix socket. */
+/** A client for the daemon's API over its unix socket (the contract: src/api/types.ts). */
 import { request } from 'node:http';
+import { isErrorBody, type ErrorBody } from './types.js';
 
 export class DaemonUnreachable extends Error {}
 
-/** A request whose error statuses (but 422, a rejected input with its `errors`) become exceptions. */
-export async function apiRequest<T>(socketPath: string, method: string, path: string, timeoutMs = 5000): Promise<T> {
-  const r = await apiCall<T & { error?: string }>(socketPath, method, path, undefined, timeoutMs);
-  if (r.status >= 400 && r.status !== 422) throw new Error(r.body.error ?? JSON.stringify(r.body));
-  return r.body;
+/** The messages of an error answer (whatever the daemon's version, something readable). */
+export function errorsOf(status: number, body: unknown): string[] {
+  if (isErrorBody(body)) return body.errors?.length ? body.errors : [body.error.message];
+  const old = body as { errors?: string[]; error?: string } | undefined;
+  return old?.errors ?? [typeof old?.error === 'string' ? old.error : `HTTP ${status}`];
 }
 
-/** A request whose answer is wanted whatever its status (the API's errors carry `errors`). */
-export function apiCall<T>(socketPath: string, method: string, path: string, body?: string, timeoutMs = 30_000): Promise<{ status: number; body: T }> {
+/** A request whose error statuses (but 422, a rejected input with its `errors`) become exceptions. */
+export async function apiRequest<T>(socketPath: string, method: string, path: string, timeoutMs = 5000): Promise<T> {
+  const r = await apiCall<T>(socketPath, method, path, undefined, timeoutMs);
+  if (r.status >= 400 && r.status !== 422) throw new Error(errorsOf(r.status, r.body).join('\n'));
+  return r.body as T;
+}
+
+/** A request whose answer is wanted whatever its status: T when it succeeded, the error body otherwise. */
+export function apiCall<T>(socketPath: string, method: string, path: string, body?: string, timeoutMs = 30_000): Promise<{ status: number; body: T | ErrorBody }> {
   return new Promise((resolve, reject) => {
     const headers = body !== undefined ? { 'content-type': 'application/yaml', 'content-length': Buffer.byteLength(body) } : undefined;
     const req = request({ socketPath, method, path, timeout: timeoutMs, ...(headers ? { headers } : {}) }, (res) => {
@@ -20,7 +28,7 @@ export function apiCall<T>(socketPath: string, method: string, path: string, bod
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
         try {
-          resolve({ status: res.statusCode ?? 500, body: JSON.parse(text) as T });
+          resolve({ status: res.statusCode ?? 500, body: JSON.parse(text) as T | ErrorBody });
         } catch {
           reject(new Error(`bad answer from daemon: ${text.slice(0, 200)}`));
         }

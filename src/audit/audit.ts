@@ -4,11 +4,11 @@
  * over them and returns one report. Used by `bastion audit` and by the
  * daemon (GET /v1/audit, `bastion status`).
  */
-import { loadConfigSource } from '../manager/config-source.js';
-import { RuntimePolicies } from '../manager/runtime-policies.js';
+import { loadConfigSource } from '../daemon/config-source.js';
+import { RuntimePolicies } from '../daemon/runtime-policies.js';
 import { apiRequest, DaemonUnreachable } from '../api/client.js';
 import { policiesFileFor, socketPathFor } from '../api/paths.js';
-import type { StatusReport } from '../manager/status.js';
+import type { StatusReport } from '../api/types.js';
 import type { Mode } from '../policy/model.js';
 import { K8sInputError, readCluster } from '../policy/k8s/objects.js';
 import { auditCoverage, type DaemonView, type PolicyView } from './bastion-rules.js';

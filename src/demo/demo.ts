@@ -12,7 +12,7 @@ import Docker from 'dockerode';
 import { socketPathFor } from '../api/paths.js';
 import { apiRequest } from '../api/client.js';
 import { BASTION_BIN, DEMO, demoCommand } from './settings.js';
-import type { StatusReport } from '../manager/status.js';
+import type { StatusReport } from '../api/types.js';
 import type { FlowRecord } from '../agent/flow-log.js';
 import { readPidFile, signalRecorded, writePidFile } from '../daemon/instance.js';
 import {

@@ -67,3 +67,10 @@ export type PlatformEvent =
   | { type: 'port-release'; hostIfindex: number }
   /** the adapter has reported everything it knows at start-up (or after a resync) */
   | { type: 'synced'; keys: string[] };
+
+/** A platform that reports endpoints as events (Docker, Kubernetes); the daemon starts and stops it. */
+export interface PlatformSource {
+  name: string;
+  start(onEvent: (ev: PlatformEvent) => void): Promise<void>;
+  stop(): Promise<void>;
+}

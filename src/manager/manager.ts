@@ -34,6 +34,14 @@ export class Manager {
   readonly endpoints = new Map<string, Endpoint>();
   readonly unprotected = new Map<string, UnprotectedContainer>();
   private readonly byIdentity = new Map<number, Endpoint>();
+  /** by host-side ifindex: every flow event names its endpoint by ifindex */
+  private readonly byIfindex = new Map<number, Endpoint>();
+  /**
+   * Two endpoints were placed on one interface (one namespace named by name
+   * and by /proc path): removing one must find the other. Rare; only then
+   * does a removal scan.
+   */
+  private sharedIfindex = false;
   private readonly guarded = new Set<number>();
   readonly ids: IdentityAllocator;
   readonly datapath: DatapathPort;
@@ -185,6 +193,9 @@ export class Manager {
     this.endpoints.set(spec.key, ep);
     this.guarded.delete(ep.hostIfindex);
     this.byIdentity.set(ep.identity, ep);
+    const holder = this.byIfindex.get(ep.hostIfindex);
+    if (holder && holder.key !== ep.key) this.sharedIfindex = true;
+    this.byIfindex.set(ep.hostIfindex, ep);
     this.unprotected.delete(spec.key);
     const touched = this.compiler.upsertEndpoint(ep);
     touched.add(spec.key);
@@ -203,6 +214,12 @@ export class Manager {
   private dropEndpoint(ep: Endpoint, detach = true): void {
     this.endpoints.delete(ep.key);
     this.byIdentity.delete(ep.identity);
+    if (this.byIfindex.get(ep.hostIfindex) === ep) {
+      this.byIfindex.delete(ep.hostIfindex);
+      if (this.sharedIfindex) {
+        for (const other of this.endpoints.values()) if (other.hostIfindex === ep.hostIfindex) this.byIfindex.set(other.hostIfindex, other);
+      }
+    }
     const touched = this.compiler.removeEndpoint(ep.key);
     touched.add(ep.key);
     this.commit(touched, false);
@@ -328,7 +345,6 @@ export class Manager {
   }
 
   endpointByIfindex(ifindex: number): Endpoint | undefined {
-    for (const ep of this.endpoints.values()) if (ep.hostIfindex === ifindex) return ep;
-    return undefined;
+    return this.byIfindex.get(ifindex);
   }
 }

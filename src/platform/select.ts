@@ -4,8 +4,7 @@
  * (--compose). The file config is handled by the daemon itself.
  */
 import { DEFAULT_INPUT_MAX_BYTES, readInputFile } from '../policy/input-file.js';
-import type { PlatformSource } from '../manager/daemon.js';
-import type { PlatformEvent } from '../manager/endpoint.js';
+import type { PlatformEvent, PlatformSource } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
 import { CliError, EXIT } from '../cli/errors.js';
 

@@ -47,6 +47,7 @@ async function follow(){
   const tb=document.querySelector('#flows tbody');
   for(;;){const {value,done}=await rd.read();if(done)break;buf+=dec.decode(value,{stream:true});let i;
     while((i=buf.indexOf('\\n'))>=0){const f=JSON.parse(buf.slice(0,i));buf=buf.slice(i+1);
+      if(f.type==='lost'){tb.insertAdjacentHTML('afterbegin','<tr><td colspan=7 class=AUDIT>'+f.count+' flows lost: this page fell behind</td></tr>');continue;}
       const end=p=>esc(p.name??p.ip)+(p.port!==undefined?':'+p.port:'');
       tb.insertAdjacentHTML('afterbegin','<tr><td class=muted>'+esc(f.time.slice(11,23))+'</td><td>'+end(f.src)+'</td><td>'+end(f.dst)+'</td><td>'+esc(f.protocol)+'</td><td class='+f.verdict+'>'+f.verdict+'</td><td>'+esc(f.reason)+'</td><td>'+esc(f.rule)+'</td></tr>');
       while(tb.rows.length>300)tb.deleteRow(-1);

@@ -27,7 +27,7 @@ import { runAudit } from '../../src/audit/audit.js';
 import type { AuditReport, Finding } from '../../src/audit/findings.js';
 import { apiRequest } from '../../src/api/client.js';
 import { socketPathFor } from '../../src/api/paths.js';
-import type { StatusReport } from '../../src/manager/status.js';
+import type { StatusReport } from '../../src/api/types.js';
 
 const engine = await ensureEngine();
 const skip = engine.ok ? false : engine.reason;

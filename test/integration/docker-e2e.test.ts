@@ -47,7 +47,7 @@ import { arpScan, captureWhile, inNetns, nmapSweep, spoofedSyns, tcpConnects, tr
 import { apiRequest } from '../../src/api/client.js';
 import { socketPathFor } from '../../src/api/paths.js';
 import { openBastionMaps } from '../../src/datapath/bpf-map.js';
-import type { StatusReport, EndpointStatus } from '../../src/manager/status.js';
+import type { StatusReport, EndpointStatus } from '../../src/api/types.js';
 
 const engine = await ensureEngine();
 const skip = engine.ok ? false : `Docker cannot run here: ${engine.reason}`;

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { auditCoverage, widePolicyEvidence, type DaemonView, type PolicyView } from '../../src/audit/bastion-rules.js';
 import type { AuditInspect } from '../../src/audit/docker-rules.js';
-import { loadConfigSource } from '../../src/manager/config-source.js';
+import { loadConfigSource } from '../../src/daemon/config-source.js';
 import type { DockerNetwork } from '../../src/platform/docker/mapping.js';
 
 const base = JSON.parse(readFileSync('test/fixtures/audit/inspect-clean.json', 'utf8')) as AuditInspect;

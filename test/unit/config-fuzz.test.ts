@@ -19,7 +19,7 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { stringify as toYaml } from 'yaml';
 import { formatConfigError, parseConfigText, type ConfigError, type ConfigParseResult } from '../../src/policy/bastion-config.js';
-import { parsePoliciesDocument } from '../../src/manager/runtime-policies.js';
+import { parsePoliciesDocument } from '../../src/daemon/runtime-policies.js';
 import { ERRORS_MAX, EXCERPT_MAX, MESSAGE_MAX } from '../../src/policy/errors.js';
 
 const FILE = 'fuzz.yaml';

@@ -11,8 +11,8 @@ import { chmodSync, chownSync, mkdtempSync, rmSync, symlinkSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputFileError, readInputFile } from '../../src/policy/input-file.js';
-import { loadConfigSource } from '../../src/manager/config-source.js';
-import { parsePoliciesDocument } from '../../src/manager/runtime-policies.js';
+import { loadConfigSource } from '../../src/daemon/config-source.js';
+import { parsePoliciesDocument } from '../../src/daemon/runtime-policies.js';
 import { parseText, K8sInputError, loadCluster } from '../../src/policy/k8s/objects.js';
 import { ComposeError, parseCompose } from '../../src/policy/compose.js';
 import { ERRORS_MAX, EXCERPT_MAX, quote } from '../../src/policy/errors.js';

@@ -24,7 +24,7 @@ import {
   type ConfigParseResult,
 } from '../../src/policy/bastion-config.js';
 import { ConfigErrors, closest } from '../../src/policy/errors.js';
-import { loadConfigSource } from '../../src/manager/config-source.js';
+import { loadConfigSource } from '../../src/daemon/config-source.js';
 import { evaluate } from '../../src/policy/evaluate.js';
 import { parsePortSpec } from '../../src/policy/ports.js';
 

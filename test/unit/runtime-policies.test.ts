@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { RuntimePolicies, parsePoliciesDocument, policyRow, toDocumentPolicy } from '../../src/manager/runtime-policies.js';
+import { RuntimePolicies, parsePoliciesDocument, policyRow, toDocumentPolicy } from '../../src/daemon/runtime-policies.js';
 import { policyToRules, type PolicyConfig } from '../../src/policy/bastion-config.js';
 
 const labelKey = fc.constantFrom('app', 'tier', 'cidr', 'except', 'team.example.com/owner');

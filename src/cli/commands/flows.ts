@@ -4,6 +4,7 @@ import { socketPathFor } from '../../api/paths.js';
 import { apiRequest, apiStream } from '../../api/client.js';
 import { formatFlowLine, type FlowRecord } from '../../agent/flow-log.js';
 import { VERDICT_NAMES } from '../../datapath/layout.js';
+import { isFlowsLost, type FlowStreamLine } from '../../api/types.js';
 import { colors, parseOutputFormat, yamlText } from '../output.js';
 import { integerArg, jsonOption, oneOfArg, outputOption, pinPathOption } from '../options.js';
 
@@ -21,7 +22,7 @@ export function registerFlows(program: Command): void {
     .command('flows')
     .description('Show recent flows (drops, allowed connections, ARP answers), or follow them live')
     .addOption(pinPathOption())
-    .option('-f, --follow', 'keep streaming new flows')
+    .option('-f, --follow', 'keep streaming new flows (a client that falls behind is told how many it missed)')
     .addOption(new Option('--verdict <verdict>', `only ${verdicts.join(', ')} (any case)`).argParser(oneOfArg(verdicts)))
     .option('--container <name>', 'only flows to or from this container')
     .addOption(new Option('-n, --last <n>', 'how many recent flows (the daemon keeps the last 10,000)').argParser(integerArg(0)).default(50))
@@ -38,7 +39,14 @@ export function registerFlows(program: Command): void {
       const socket = socketPathFor(opts.pinPath);
       if (opts.follow) {
         q.set('follow', '1');
-        await apiStream(socket, `/v1/flows?${q}`, (line) => print(JSON.parse(line) as FlowRecord));
+        await apiStream(socket, `/v1/flows?${q}`, (text) => {
+          const line = JSON.parse(text) as FlowStreamLine;
+          if (!isFlowsLost(line)) return print(line);
+          // this client fell behind the daemon, which skipped records for it (json: the line as the API sends it)
+          process.stdout.write(
+            format === 'table' ? colors.yellow(`EVENTS LOST: ${line.count} flows skipped (this client fell behind)`) + '\n' : format === 'json' ? text + '\n' : `---\n${yamlText(line)}`,
+          );
+        });
         return;
       }
       for (const r of await apiRequest<FlowRecord[]>(socket, 'GET', `/v1/flows?${q}`)) print(r);

@@ -12,24 +12,16 @@
  */
 import { Option, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { formatBytes, readInputFile } from '../../policy/input-file.js';
 import { Document as YamlDocument, type YAMLSeq } from 'yaml';
+import { formatBytes, readInputFile } from '../../policy/input-file.js';
+import { POLICIES_DOCUMENT_MAX_BYTES } from '../../daemon/runtime-policies.js';
 import { socketPathFor } from '../../api/paths.js';
-import { apiCall, DaemonUnreachable } from '../../api/client.js';
-import { POLICIES_DOCUMENT_MAX_BYTES, type PolicyRow } from '../../manager/runtime-policies.js';
+import { apiCall, DaemonUnreachable, errorsOf } from '../../api/client.js';
+import { isErrorBody, type Done, type ErrorBody, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow } from '../../api/types.js';
 import { CliError, EXIT } from '../errors.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { jsonOption, outputOption, pinPathOption } from '../options.js';
 
-interface ApiAnswer {
-  ok?: boolean;
-  errors?: string[];
-  error?: string;
-  policies?: Array<{ name: string; action: string }>;
-  deleted?: string[];
-  entries?: number;
-  ms?: number;
-}
 
 /**
  * One end of an inline policy: "host", a CIDR ("10.0.0.0/8"), "all" (every
@@ -52,27 +44,28 @@ export function parsePolicyEnd(flag: string, v: string): unknown {
   return labels;
 }
 
-async function call(pinPath: string, method: string, path: string, body?: string): Promise<{ status: number; body: ApiAnswer }> {
+async function call<T>(pinPath: string, method: string, path: string, body?: string): Promise<T> {
+  let r: { status: number; body: T | ErrorBody };
   try {
-    return await apiCall<ApiAnswer>(socketPathFor(pinPath), method, path, body);
+    r = await apiCall<T>(socketPathFor(pinPath), method, path, body);
   } catch (err) {
     if (err instanceof DaemonUnreachable) throw new CliError(`${err.message} (is "bastion run" running with --pin-path ${pinPath}?)`, EXIT.notReady);
     throw err;
   }
+  if (r.status !== 200 || isErrorBody(r.body)) {
+    throw new CliError(`nothing applied:\n  ${errorsOf(r.status, r.body).join('\n  ')}`, exitCodeFor(r.status, r.body));
+  }
+  return r.body;
 }
 
 /**
- * The exit code of a refused request: a document that does not validate
- * (422) or a name that clashes with a config-file policy (409) is invalid
- * input (3); anything else is a failure (1).
+ * The exit code of a refused request: a document that does not validate,
+ * is too large, or names a config-file policy is invalid input (3); an
+ * unknown name, a stopping daemon, a failure to apply are failures (1).
  */
-export function exitCodeFor(status: number): number {
-  return status === 422 || status === 409 ? EXIT.invalid : EXIT.failure;
-}
-
-function failed(status: number, body: ApiAnswer): never {
-  const errors = body.errors ?? [body.error ?? `HTTP ${status}`];
-  throw new CliError(`nothing applied:\n  ${errors.join('\n  ')}`, exitCodeFor(status));
+export function exitCodeFor(status: number, body: unknown): number {
+  const code = isErrorBody(body) ? body.error.code : status === 422 ? 'invalid' : status === 409 ? 'conflict' : status === 413 ? 'too-large' : undefined;
+  return code === 'invalid' || code === 'conflict' || code === 'too-large' ? EXIT.invalid : EXIT.failure;
 }
 
 /**
@@ -85,7 +78,8 @@ export function policiesDocumentYaml(rows: PolicyRow[]): string {
   const seq = doc.get('policies') as YAMLSeq;
   rows.forEach((r, i) => {
     const item = seq.items[i] as { commentBefore?: string };
-    item.commentBefore = r.source === 'file' ? ' source: the config file (change it there)' : ` source: ${r.source}${r.added ? `, added ${r.added}` : ''}`;
+    item.commentBefore =
+      r.source === 'file' ? ' source: the config file (change it there)' : r.source === 'platform' ? ' source: the platform (a published port)' : ` source: ${r.source}${r.added ? `, added ${r.added}` : ''}`;
   });
   return doc.toString();
 }
@@ -145,13 +139,10 @@ Examples:
         body = JSON.stringify({ policies: [p] });
         source = 'command line';
       }
-      const r = await call(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}${opts.dryRun ? '&dryRun=1' : ''}`, body);
-      if (r.status !== 200) failed(r.status, r.body);
-      printData(r.body, format, () =>
-        (r.body.policies ?? [])
-          .map((p) => (opts.dryRun ? `policy ${p.name} would be ${p.action} (dry run: nothing changed)\n` : `policy ${p.name} ${p.action} (${r.body.entries} map entries changed in ${r.body.ms} ms)\n`))
-          .join(''),
-      );
+      const r = await call<Done<PolicyAddResult>>(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}${opts.dryRun ? '&dryRun=1' : ''}`, body);
+      const line = (p: PolicyChange) =>
+        'entries' in r ? `policy ${p.name} ${p.action} (${r.entries} map entries changed in ${r.ms} ms)\n` : `policy ${p.name} would be ${p.action} (dry run: nothing changed)\n`;
+      printData(r, format, () => r.policies.map(line).join(''));
     });
 
   policy
@@ -159,7 +150,7 @@ Examples:
     .alias('ls')
     .description("List every policy in force: the config file's and the runtime ones")
     .addOption(pinPathOption())
-    .addOption(new Option('--source <source>', 'only the config file\'s (file) or the runtime ones (api)').choices(['file', 'api']))
+    .addOption(new Option('--source <source>', "only the config file's (file), the runtime ones (api), or the platform's (platform: published ports)").choices(['file', 'api', 'platform']))
     .addOption(outputOption(['table', 'json', 'yaml']))
     .addOption(jsonOption())
     .addHelpText(
@@ -170,11 +161,9 @@ Examples:
   bastion policy list --source api -o yaml > runtime.yaml
   bastion policy add -f runtime.yaml`,
     )
-    .action(async (opts: { pinPath: string; source?: 'file' | 'api'; output: string; json?: boolean }) => {
+    .action(async (opts: { pinPath: string; source?: PolicyRow['source']; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
-      const r = await call(opts.pinPath, 'GET', '/v1/policies');
-      if (r.status !== 200) failed(r.status, r.body);
-      const rows = (r.body as unknown as PolicyRow[]).filter((p) => !opts.source || p.source === opts.source);
+      const rows = (await call<PolicyRow[]>(opts.pinPath, 'GET', '/v1/policies')).filter((p) => !opts.source || p.source === opts.source);
       if (format === 'yaml') {
         process.stdout.write(policiesDocumentYaml(rows));
         return;
@@ -198,8 +187,7 @@ Examples:
     .action(async (names: string[], opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       const q = new URLSearchParams(names.map((n) => ['name', n]));
-      const r = await call(opts.pinPath, 'DELETE', `/v1/policies?${q}`);
-      if (r.status !== 200) failed(r.status, r.body);
-      printData(r.body, format, () => names.map((n) => `policy ${n} deleted\n`).join(''));
+      const r = await call<Done<PolicyDeleteResult>>(opts.pinPath, 'DELETE', `/v1/policies?${q}`);
+      printData(r, format, () => names.map((n) => `policy ${n} deleted\n`).join(''));
     });
 }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { Daemon, ConfigRejected } from '../../manager/daemon.js';
+import { Daemon } from '../../daemon/daemon.js';
+import { ConfigRejected } from '../../daemon/config-reloader.js';
 import { CliError, EXIT } from '../errors.js';
 import { pinPathOption } from '../options.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
@@ -67,10 +68,6 @@ Examples:
         }
         throw err;
       }
-      await new Promise<void>((resolve) => {
-        const stop = () => void daemon.stop().then(resolve);
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
-      });
+      await daemon.untilSignalled();
     });
 }

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { socketPathFor } from '../../api/paths.js';
 import { apiRequest, DaemonUnreachable } from '../../api/client.js';
-import type { StatusReport } from '../../manager/status.js';
+import type { StatusReport } from '../../api/types.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { EXIT } from '../errors.js';
 import { jsonOption, outputOption, pinPathOption } from '../options.js';

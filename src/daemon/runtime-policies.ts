@@ -20,24 +20,13 @@ import {
 } from '../policy/bastion-config.js';
 import { formatPortRange } from '../policy/ports.js';
 import { boundErrors } from '../policy/errors.js';
+import type { PolicyRow } from '../api/types.js';
 
 export interface RuntimePolicy {
   policy: PolicyConfig;
   rules: Rule[];
   /** ISO time it was added or last replaced */
   added: string;
-}
-
-/** A policy as `bastion policy list` shows it. */
-export interface PolicyRow {
-  name: string;
-  source: 'file' | 'api' | 'platform';
-  from: string;
-  to: string;
-  ports: string;
-  added?: string;
-  /** the policy in the document form `policy add -f` reads (what `policy list -o yaml` prints) */
-  spec: Record<string, unknown>;
 }
 
 export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: string): PolicyRow {

@@ -1,47 +1,10 @@
 /** The status report: what `bastion status` prints and /v1/status serves. */
 import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
-import type { Daemon } from './daemon.js';
+import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
+import type { EndpointStatus, StatusReport } from '../api/types.js';
 import type { AuditReport } from '../audit/findings.js';
-import { findingsOfEndpoint, statusAudit, type StatusAudit } from '../audit/daemon-audit.js';
-
-export interface EndpointStatus {
-  name: string;
-  key: string;
-  identity: number;
-  ipv4: string;
-  mac: string;
-  interface: string;
-  hostInterface: string;
-  hostIfindex: number;
-  mode: string;
-  labels: Record<string, string>;
-  stack: { ingress?: number; egress?: number; ok: boolean };
-  counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
-  /** the posture audit's findings about this container (when a report exists; GET /v1/audit has them in full) */
-  findings?: StatusAudit['containers'][string];
-}
-
-export interface StatusReport {
-  ok: boolean;
-  daemon: {
-    pid: number;
-    pinPath: string;
-    configPath?: string;
-    mode: string;
-    startedAt: string;
-    generation: number;
-    lastApplyMs?: number;
-    flowsSeen: number;
-  };
-  endpoints: EndpointStatus[];
-  unprotected: Array<{ name: string; key: string; reason: string }>;
-  rules: Array<{ id: string; direction: string; subject: string; peers: string; ports: string }>;
-  entries: Record<string, number>;
-  counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
-  /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
-  audit?: StatusAudit;
-}
+import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 
 export function selectorText(s: LabelSelector): string {
   const parts = Object.entries(s.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
@@ -88,9 +51,20 @@ export function ruleRows(rules: Rule[]): StatusReport['rules'] {
   }));
 }
 
-export async function collectStatus(d: Daemon, startedAt: Date, report?: AuditReport): Promise<StatusReport> {
-  const audit = report ? statusAudit(report) : undefined;
-  const m = d.manager;
+/** What the status report is made of: the manager (and its datapath) and a few facts about the daemon. */
+export interface StatusSources {
+  manager: Manager;
+  pinPath: string;
+  configPath?: string;
+  startedAt: Date;
+  flowsSeen: number;
+  /** the last posture audit, if one ran */
+  audit?: AuditReport;
+}
+
+export function collectStatus(src: StatusSources): StatusReport {
+  const audit = src.audit ? statusAudit(src.audit) : undefined;
+  const m = src.manager;
   const dp = m.datapath;
   const endpoints: EndpointStatus[] = [...m.endpoints.values()]
     .sort((a, b) => a.name.localeCompare(b.name))
@@ -131,13 +105,13 @@ export async function collectStatus(d: Daemon, startedAt: Date, report?: AuditRe
     ok: endpoints.every((e) => e.stack.ok),
     daemon: {
       pid: process.pid,
-      pinPath: d.o.pinPath,
-      configPath: d.configPath,
+      pinPath: src.pinPath,
+      configPath: src.configPath,
       mode: m.mode,
-      startedAt: startedAt.toISOString(),
+      startedAt: src.startedAt.toISOString(),
       generation: m.generation,
       lastApplyMs: m.lastApply ? +m.lastApply.ms.toFixed(3) : undefined,
-      flowsSeen: d.flows.count,
+      flowsSeen: src.flowsSeen,
     },
     endpoints,
     unprotected: [...m.unprotected.values()].map((u) => ({ name: u.name, key: u.key, reason: u.reason })),

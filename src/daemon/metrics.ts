@@ -1,10 +1,11 @@
 /** Prometheus metrics, read from the manager and the datapath counters at scrape time. */
 import { Counter as PromCounter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { FIRST_DROP_REASON, REASON_NAMES, type Counter } from '../datapath/layout.js';
-import type { Manager } from './manager.js';
+import type { Manager } from '../manager/manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
+import type { FlowStreamStats } from '../api/flow-stream.js';
 
-export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore) {
+export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore, followers: FlowStreamStats) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
 
@@ -62,5 +63,31 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
     registers: [registry],
   });
   flows.on('flow', (r: FlowRecord) => flowsTotal.inc({ verdict: r.verdict, reason: r.reason }));
+  new Gauge({
+    name: 'bastion_flow_followers',
+    help: 'Clients following the live flows (/v1/flows?follow=1, bastion flows -f, the web UI)',
+    registers: [registry],
+    collect() {
+      this.set(followers.followers);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_flow_follower_records_skipped_total',
+    help: 'Flow records not sent to a follower that fell behind (its buffer was full); it is told how many with a "lost" line',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(followers.skipped);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_flow_followers_dropped_total',
+    help: 'Followers disconnected because they stayed stalled (took nothing for 10 s while missing records)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(followers.dropped);
+    },
+  });
   return { registry };
 }

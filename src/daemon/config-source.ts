@@ -2,7 +2,7 @@
  * The config file as the daemon uses it: validated whole (any error rejects
  * all of it), turned into the policy set and the containers to protect.
  */
-import type { EndpointSpec, NetnsRef } from './endpoint.js';
+import type { EndpointSpec, NetnsRef } from '../manager/endpoint.js';
 import type { Mode, PolicySet } from '../policy/model.js';
 import { BUILTIN_LABELS } from '../policy/model.js';
 import { configToPolicySet, formatConfigError, parseConfigText, type PolicyConfig } from '../policy/bastion-config.js';

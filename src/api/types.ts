@@ -1,0 +1,161 @@
+/**
+ * The API's contract, in one place: what the daemon's services answer
+ * (typed outcomes), what goes over the socket (answers, the one error
+ * body, the flow stream's lines), shared by the server (src/api/app.ts),
+ * the services (src/daemon) and the client (src/api/client.ts, the CLI).
+ *
+ * Services never choose an HTTP status: they say why something failed
+ * (FailureCode) and the HTTP layer alone maps that to a status code.
+ */
+import type { FlowRecord } from '../agent/flow-log.js';
+import type { StatusAudit } from '../audit/daemon-audit.js';
+
+export type { FlowPeer, FlowRecord } from '../agent/flow-log.js';
+
+// --------------------------------------------------------------- outcomes
+
+/** Why a service refused or failed a request. */
+export type FailureCode =
+  /** the input does not validate (a policies document, a config file) */
+  | 'invalid'
+  /** the input is valid but clashes with what is in force (a config-file policy's name) */
+  | 'conflict'
+  /** it names something that does not exist */
+  | 'not-found'
+  /** the request is incomplete (no names to delete) */
+  | 'bad-request'
+  /** the request body is over the limit */
+  | 'too-large'
+  /** the daemon is shutting down and starts no change */
+  | 'stopping'
+  /** valid input, but applying it failed */
+  | 'failed';
+
+export interface Failure {
+  ok: false;
+  code: FailureCode;
+  /** every message the user should read, each naming file, object and field where there is one */
+  errors: string[];
+}
+
+/** What a service answers: its value, or why it failed. */
+export type Outcome<T> = { ok: true; value: T } | Failure;
+
+export function succeed<T>(value: T): Outcome<T> {
+  return { ok: true, value };
+}
+
+export function fail(code: FailureCode, errors: string[]): Failure {
+  return { ok: false, code, errors };
+}
+
+// ----------------------------------------------------------------- errors
+
+/** Failures the HTTP layer adds: no such route, an unexpected exception. */
+export type ErrorCode = FailureCode | 'no-route' | 'internal';
+
+/** The body of every error answer (status >= 400). */
+export interface ErrorBody {
+  ok: false;
+  error: { code: ErrorCode; message: string };
+  /** the same messages one by one (what the CLI prints) */
+  errors: string[];
+}
+
+export function isErrorBody(body: unknown): body is ErrorBody {
+  return typeof body === 'object' && body !== null && (body as ErrorBody).ok === false && typeof (body as ErrorBody).error === 'object';
+}
+
+// ---------------------------------------------------------------- answers
+
+/** POST /v1/reload */
+export type ReloadResult = Record<string, never>;
+
+/** One policy of a POST /v1/policies */
+export interface PolicyChange {
+  name: string;
+  action: 'created' | 'replaced';
+}
+
+/** POST /v1/policies: what changed, or (dryRun=1) what would change */
+export type PolicyAddResult = { dryRun: true; policies: PolicyChange[] } | { policies: PolicyChange[]; entries: number; ms: number };
+
+/** DELETE /v1/policies/NAME, DELETE /v1/policies?name=... */
+export interface PolicyDeleteResult {
+  deleted: string[];
+  entries: number;
+  ms: number;
+}
+
+/** A successful answer to a change: { ok: true, ...result }. */
+export type Done<T> = { ok: true } & T;
+
+/** GET /v1/policies: one row per policy in force */
+export interface PolicyRow {
+  name: string;
+  source: 'file' | 'api' | 'platform';
+  from: string;
+  to: string;
+  ports: string;
+  added?: string;
+  /** the policy in the document form `policy add -f` reads (what `policy list -o yaml` prints) */
+  spec: Record<string, unknown>;
+}
+
+/** GET /v1/status */
+export interface StatusReport {
+  /** every protected container has its stack in place */
+  ok: boolean;
+  daemon: {
+    pid: number;
+    pinPath: string;
+    configPath?: string;
+    mode: string;
+    startedAt: string;
+    generation: number;
+    lastApplyMs?: number;
+    flowsSeen: number;
+  };
+  endpoints: EndpointStatus[];
+  unprotected: Array<{ name: string; key: string; reason: string }>;
+  rules: Array<{ id: string; direction: string; subject: string; peers: string; ports: string }>;
+  entries: Record<string, number>;
+  counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
+  /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
+  audit?: StatusAudit;
+}
+
+export interface EndpointStatus {
+  name: string;
+  key: string;
+  identity: number;
+  ipv4: string;
+  mac: string;
+  interface: string;
+  hostInterface: string;
+  hostIfindex: number;
+  mode: string;
+  labels: Record<string, string>;
+  stack: { ingress?: number; egress?: number; ok: boolean };
+  counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
+  /** the posture audit's findings about this container (when a report exists; GET /v1/audit has them in full) */
+  findings?: StatusAudit['containers'][string];
+}
+
+// ------------------------------------------------------------ flow stream
+
+/**
+ * GET /v1/flows?follow=1 streams NDJSON: one FlowRecord per line and, where
+ * this client fell behind and records were skipped for it, one line saying
+ * how many, at the place of the gap. Flow records have no `type` field.
+ */
+export interface FlowsLost {
+  type: 'lost';
+  count: number;
+}
+
+export type FlowStreamLine = FlowRecord | FlowsLost;
+
+export function isFlowsLost(line: FlowStreamLine): line is FlowsLost {
+  return (line as FlowsLost).type === 'lost';
+}

@@ -1,0 +1,117 @@
+/**
+ * Runtime policies as a service (`bastion policy`, /v1/policies): list, add
+ * or replace, delete. A change is validated whole and applied to the
+ * manager as a delta (only the rules of the change are compiled), then
+ * saved; names of the config file's policies are not the API's to take.
+ */
+import type { Logger } from 'pino';
+import type { Manager } from '../manager/manager.js';
+import type { LoadedConfig } from './config-source.js';
+import { RuntimePolicies, parsePoliciesDocument, policyRow } from './runtime-policies.js';
+import { fail, succeed, type Outcome, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow } from '../api/types.js';
+
+/** What the service needs to know of the config file's policies. */
+export interface FilePolicies {
+  readonly configPath?: string;
+  readonly config?: LoadedConfig;
+  fileNames(): Set<string>;
+  clashes(config: LoadedConfig): string[];
+}
+
+export class RuntimePolicyService {
+  private manager?: Manager;
+  private closing = false;
+
+  constructor(
+    readonly store: RuntimePolicies,
+    private readonly file: FilePolicies,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Start-up, before the first apply: the policies a previous run saved.
+   * Where the config file now defines a policy of the same name, the file
+   * wins and the runtime one is dropped (and said so).
+   */
+  restore(first: LoadedConfig): void {
+    const kept = this.store.load();
+    if (kept.errors.length) this.log.error({ errors: kept.errors }, 'saved runtime policies not used');
+    else if (kept.loaded) this.log.info({ policies: kept.loaded }, 'runtime policies of the previous run restored');
+    const clash = this.file.clashes(first);
+    if (clash.length) {
+      this.log.warn({ policies: clash }, 'the config file now defines policies of these names: the file wins, the runtime ones are dropped');
+      this.store.delete(clash);
+      this.save();
+    }
+  }
+
+  /** From now on changes go to this manager. */
+  attach(manager: Manager): void {
+    this.manager = manager;
+  }
+
+  /** No change starts after this. */
+  close(): void {
+    this.closing = true;
+  }
+
+  list(): PolicyRow[] {
+    const rows: PolicyRow[] = (this.file.config?.policies ?? []).map((p) => policyRow(p, 'file'));
+    for (const r of this.store.all()) rows.push(policyRow(r.policy, 'api', r.added));
+    return rows;
+  }
+
+  /** Add or replace runtime policies from a policies document; all of it or nothing (or, dry run, only check it). */
+  async add(text: string, source: string, opts: { dryRun?: boolean } = {}): Promise<Outcome<PolicyAddResult>> {
+    const manager = this.manager;
+    if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
+    const parsed = parsePoliciesDocument(text, source);
+    if (!parsed.ok) return fail('invalid', parsed.errors);
+    const fileNames = this.file.fileNames();
+    const clash = parsed.policies.filter((p) => fileNames.has(p.name));
+    if (clash.length) {
+      return fail(
+        'conflict',
+        clash.map((p) => `${source}: policy "${p.name}" is defined in the config file ${this.file.configPath}; change it there, or give this one another name`),
+      );
+    }
+    const t0 = performance.now();
+    const actions: PolicyChange[] = parsed.policies.map((p) => ({ name: p.name, action: this.store.get(p.name) ? 'replaced' : 'created' }));
+    if (opts.dryRun) return succeed({ dryRun: true, policies: actions });
+    const { added, removed } = this.store.set(parsed.policies);
+    const stats = await manager.changeRules(added, removed);
+    const ms = +(performance.now() - t0).toFixed(3);
+    this.save();
+    this.log.info({ policies: actions, ops: stats.ops, ms }, 'policies applied');
+    return succeed({ policies: actions, entries: stats.ops, ms });
+  }
+
+  /** Delete runtime policies: all of the names, or none when one is not a runtime policy. */
+  async delete(names: string[]): Promise<Outcome<PolicyDeleteResult>> {
+    const manager = this.manager;
+    if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
+    if (names.length === 0 || names.some((n) => !n)) return fail('bad-request', ['give the names of the policies to delete']);
+    const fileNames = this.file.fileNames();
+    const unknown = names.filter((n) => !this.store.get(n));
+    if (unknown.length) {
+      const errors = unknown.map((n) => (fileNames.has(n) ? `policy "${n}" comes from the config file ${this.file.configPath}; remove it there` : `no runtime policy "${n}"`));
+      return fail(unknown.some((n) => fileNames.has(n)) ? 'conflict' : 'not-found', errors);
+    }
+    const t0 = performance.now();
+    const removed = this.store.delete(names);
+    const stats = await manager.changeRules([], removed);
+    const ms = +(performance.now() - t0).toFixed(3);
+    this.save();
+    this.log.info({ policies: names, ops: stats.ops, ms }, 'policies deleted');
+    return succeed({ deleted: names, entries: stats.ops, ms });
+  }
+
+  private save(): void {
+    try {
+      this.store.save();
+    } catch (err) {
+      // Enforcement is already in place; only a restart would forget it.
+      this.log.error({ err: (err as Error).message }, 'could not save the runtime policies');
+    }
+  }
+}
