@@ -20,8 +20,12 @@ export interface Capability {
   bit: number;
   /** what the daemon does with it */
   why: string;
-  /** needed in every mode, or only following Docker containers */
-  needed: 'always' | 'docker';
+  /**
+   * needed in every mode, or only when containers' namespaces are opened
+   * through /proc/PID/ns/net (always with --docker; a config file's netns
+   * given as a path): named namespaces under /run/netns do not need it
+   */
+  needed: 'always' | 'proc-netns';
 }
 
 export const DAEMON_CAPABILITIES: readonly Capability[] = [
@@ -29,7 +33,12 @@ export const DAEMON_CAPABILITIES: readonly Capability[] = [
   { name: 'CAP_PERFMON', bit: 38, why: 'verify the programs as privileged ones (pointer arithmetic, no Spectre masking)', needed: 'always' },
   { name: 'CAP_NET_ADMIN', bit: 12, why: 'attach tc programs (clsact) to the host-side veths, follow links and addresses through netlink', needed: 'always' },
   { name: 'CAP_SYS_ADMIN', bit: 21, why: "enter containers' network namespaces (setns) to find their interfaces; mount bpffs when it is not mounted", needed: 'always' },
-  { name: 'CAP_SYS_PTRACE', bit: 19, why: 'open /proc/PID/ns/net of container processes that run as another user (Docker containers with USER)', needed: 'docker' },
+  {
+    name: 'CAP_SYS_PTRACE',
+    bit: 19,
+    why: "open a container's namespace as /proc/PID/ns/net when its process runs as another user or with capabilities the daemon lacks (every Docker container; a config's netns given as a /proc path)",
+    needed: 'proc-netns',
+  },
 ];
 
 /** The capability names `setpriv --bounding-set` and friends take: "+bpf,+perfmon,...". */
@@ -46,13 +55,15 @@ export function effectiveCapabilities(status = readFileSync('/proc/self/status',
 /**
  * The capabilities a daemon in this mode needs and does not have. The
  * kernel's implications are honoured: CAP_SYS_ADMIN stands in for CAP_BPF
- * and CAP_PERFMON (as bpf_capable() and perfmon_capable() do).
+ * and CAP_PERFMON (as bpf_capable() and perfmon_capable() do). Without
+ * --docker, CAP_SYS_PTRACE is not required at start: a config that names a
+ * /proc/PID/ns/net path without it is rejected at discovery, saying so.
  */
 export function missingCapabilities(effective: bigint, o: { docker: boolean }): Capability[] {
   const has = (bit: number) => (effective & (1n << BigInt(bit))) !== 0n;
   const sysAdmin = has(21);
   return DAEMON_CAPABILITIES.filter((c) => {
-    if (c.needed === 'docker' && !o.docker) return false;
+    if (c.needed === 'proc-netns' && !o.docker) return false;
     if ((c.name === 'CAP_BPF' || c.name === 'CAP_PERFMON') && sysAdmin) return false;
     return !has(c.bit);
   });

@@ -14,6 +14,7 @@ import type { PolicySet } from '../policy/model.js';
 import { loadConfigSource, type LoadedConfig } from './config-source.js';
 import type { RuntimePolicies } from './runtime-policies.js';
 import { releaseMemory } from './memory.js';
+import { NetnsPermissionDenied } from '../agent/netns.js';
 import { fail, succeed, type Outcome, type ReloadResult } from '../api/types.js';
 
 /** Discoveries in flight at once (each runs one `ip` in a container's namespace). */
@@ -23,6 +24,18 @@ const DISCOVERY_CONCURRENCY = 8;
 export class ConfigRejected extends Error {
   constructor(readonly errors: string[]) {
     super(errors.join('\n'));
+  }
+}
+
+/**
+ * The config is valid but the daemon may not reach some of its containers
+ * (their namespaces cannot be opened with its privileges): nothing of it
+ * is applied, and it is not the config's fault.
+ */
+export class CannotProtect extends Error {
+  constructor(readonly errors: string[]) {
+    super(errors.join('\n'));
+    this.name = 'CannotProtect';
   }
 }
 
@@ -106,7 +119,7 @@ export class ConfigReloader {
       this.o.log.info({ rules: next.policy.rules.length, endpoints: manager.endpoints.size, ms, rssMb: memory.rssMb }, 'config applied');
       return succeed({});
     } catch (err) {
-      const errors = err instanceof ConfigRejected ? err.errors : [(err as Error).message];
+      const errors = err instanceof ConfigRejected || err instanceof CannotProtect ? err.errors : [(err as Error).message];
       this.o.log.error({ errors }, 'config rejected, previous config stays in force');
       for (const e of errors) process.stderr.write(`bastion: ${e}\n`);
       // a config that does not validate is invalid input; anything else failed while applying it
@@ -152,6 +165,7 @@ export class ConfigReloader {
    */
   async discover(specs: EndpointSpec[], listed: EndpointSpec[] = specs): Promise<Map<string, Discovered>> {
     const errors: string[] = [];
+    const denied: string[] = [];
     const found = new Map<string, Discovered>();
     const limit = pLimit(DISCOVERY_CONCURRENCY);
     // errors name the container by its place in the file
@@ -162,12 +176,14 @@ export class ConfigReloader {
           try {
             found.set(s.key, await this.o.node.discover(s));
           } catch (err) {
-            errors.push(`${this.o.configPath ?? 'config'}: containers[${index.get(s.key) ?? i}] (${s.name}).netns: ${(err as Error).message}`);
+            const line = `${this.o.configPath ?? 'config'}: containers[${index.get(s.key) ?? i}] (${s.name}).netns: ${(err as Error).message}`;
+            (err instanceof NetnsPermissionDenied ? denied : errors).push(line);
           }
         }),
       ),
     );
-    if (errors.length) throw new ConfigRejected(errors.sort());
+    if (errors.length) throw new ConfigRejected([...errors, ...denied].sort());
+    if (denied.length) throw new CannotProtect(denied.sort());
     return found;
   }
 }

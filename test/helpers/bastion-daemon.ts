@@ -81,7 +81,8 @@ export function uniquePinPath(): string {
  */
 export function leastPrivilege(bin: string, argv: string[]): [string, string[]] {
   if (process.env.BASTION_TEST_FULL_CAPS === '1') return [bin, argv];
-  const caps = setprivCapList(DAEMON_CAPABILITIES.filter((c) => c.needed === 'always' || argv.includes('--docker')));
+  // CAP_SYS_PTRACE too: some tests give a namespace as /proc/PID/ns/net (what Docker always does)
+  const caps = setprivCapList(DAEMON_CAPABILITIES);
   return ['setpriv', ['--securebits=+noroot,+noroot_locked', '--no-new-privs', `--bounding-set=-all,${caps}`, `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, bin, ...argv]];
 }
 

@@ -56,7 +56,7 @@ describe('core: runtime policies (bastion policy)', () => {
     assert.ok(!(JSON.parse(list.stdout) as Array<{ name: string }>).some((x) => x.name === 'web-to-api-9090'), 'a dry run added nothing');
     // and a bad document is refused the same way as without --dry-run
     const bad = await bastion(['policy', 'add', 'web-to-api', '--from', 'app=web', '--to', 'app=db', '--dry-run', ...pin()]);
-    assert.equal(bad.code, 1, 'a config-file name is refused in a dry run too');
+    assert.equal(bad.code, 3, 'a config-file name is refused in a dry run too (a name clash is invalid input: exit 3)');
     assert.match(bad.stderr, /policy "web-to-api" is defined in the config file/);
   });
 
@@ -116,7 +116,7 @@ describe('core: runtime policies (bastion policy)', () => {
   it('a runtime policy cannot take the name of a config-file policy, and a config file cannot take a runtime one\'s', { timeout: 30_000 }, async () => {
     const daemon = lab.requireDaemon();
     const r = await bastion(['policy', 'add', 'web-to-api', '--from', 'app=web', '--to', 'app=db', ...pin()]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 3, 'a name clash with a config-file policy is invalid input');
     assert.match(r.stderr, /policy "web-to-api" is defined in the config file/);
     expectNoneConnect(await connectAll([['web→db:6379', lab.web.netns, lab.db.ip, 6379]]));
 
@@ -163,7 +163,7 @@ describe('core: runtime policies (bastion policy)', () => {
     assert.match(bad.stderr, /no runtime policy "nope"/);
     expectAllConnect(await connectAll([['web→db:6379 (still there)', lab.web.netns, lab.db.ip, 6379]]));
     const fileOne = await bastion(['policy', 'delete', 'web-to-api', ...pin()]);
-    assert.equal(fileOne.code, 1);
+    assert.equal(fileOne.code, 3, 'naming a config-file policy is invalid input');
     assert.match(fileOne.stderr, /comes from the config file/);
 
     const r = await bastion(['policy', 'delete', 'web-to-api-9090', ...pin()]);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { Daemon } from '../../daemon/daemon.js';
-import { ConfigRejected } from '../../daemon/config-reloader.js';
+import { CannotProtect, ConfigRejected } from '../../daemon/config-reloader.js';
 import { CliError, EXIT } from '../errors.js';
 import { pinPathOption } from '../options.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
@@ -61,6 +61,7 @@ Examples:
         if (err instanceof ConfigRejected) {
           throw new CliError(`config rejected, nothing applied:\n  ${err.errors.join('\n  ')}`, EXIT.invalid);
         }
+        if (err instanceof CannotProtect) throw new CliError(`cannot reach these containers, nothing applied:\n  ${err.errors.join('\n  ')}`, EXIT.failure);
         if (err instanceof ComposeError) throw new CliError(`Compose file rejected, nothing applied:\n  ${err.message.split('\n').join('\n  ')}`, EXIT.invalid);
         // not enough privilege: say what is missing instead of a libbpf log alone
         if (/\b(EPERM|Operation not permitted)\b/.test((err as Error).message)) {
