@@ -87,6 +87,11 @@ export interface PolicyDeleteResult {
   ms: number;
 }
 
+/** POST /v1/shutdown: the daemon that is stopping (enforcement stays in place) */
+export interface ShutdownResult {
+  pid: number;
+}
+
 /** A successful answer to a change: { ok: true, ...result }. */
 export type Done<T> = { ok: true } & T;
 

@@ -5,8 +5,7 @@
  * its own module. When the daemon stops, for whatever reason, enforcement
  * stays: the programs stay attached and the maps pinned.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { Manager } from '../manager/manager.js';
@@ -18,7 +17,8 @@ import { NodeAgent } from '../agent/node-agent.js';
 import { startApiServer } from '../api/server.js';
 import { FlowFollowers } from '../api/flow-stream.js';
 import { apiCall } from '../api/client.js';
-import { pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
+import { lockFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
+import { acquireInstanceLock, type InstanceLock, writePidFile } from './instance.js';
 import { renderUi } from '../ui/page.js';
 import { ConfigReloader } from './config-reloader.js';
 import { watchConfigFile } from './config-watch.js';
@@ -27,7 +27,7 @@ import { RuntimePolicyService } from './policy-service.js';
 import { logFlows } from './flow-logger.js';
 import { platformEventHandler } from './platform-events.js';
 import { collectStatus } from './status.js';
-import type { StatusReport } from '../api/types.js';
+import { succeed, type Outcome, type ShutdownResult, type StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
@@ -64,6 +64,9 @@ export class Daemon {
   private readonly profiler = new CpuProfiler(process.env.BASTION_CPU_PROFILE);
   private server?: Server;
   private readonly cleanups: Array<() => void> = [];
+  private lock?: InstanceLock;
+  private stopping?: Promise<void>;
+  private stopRequested?: () => void;
 
   constructor(readonly o: DaemonOptions) {
     // Asynchronous, buffered stdout: under a flood of flow lines (one per new
@@ -94,6 +97,19 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    // One daemon per pin path, before anything is read or touched: a second
+    // one fails here, naming the first (InstanceLocked), instead of taking
+    // over its socket and pid file while it keeps running unseen.
+    this.lock = acquireInstanceLock(lockFileFor(this.o.pinPath), this.o.pinPath, pidFileFor(this.o.pinPath));
+    try {
+      await this.startLocked();
+    } catch (err) {
+      this.lock.release();
+      throw err;
+    }
+  }
+
+  private async startLocked(): Promise<void> {
     const t0 = performance.now();
     const phases: Record<string, number> = {};
     const phase = (name: string) => (phases[name] = Math.round(performance.now() - t0));
@@ -132,9 +148,10 @@ export class Daemon {
       followers: this.followers,
       ui: renderUi,
       audit: (maxAgeMs) => this.audits.get(maxAgeMs),
+      shutdown: () => this.shutdown(),
     });
-    mkdirSync(dirname(pidFileFor(this.o.pinPath)), { recursive: true });
-    writeFileSync(pidFileFor(this.o.pinPath), `${process.pid}\n`);
+    // who we are, so that `down` can tell this process from one that later gets its pid
+    writePidFile(pidFileFor(this.o.pinPath), { pinPath: this.o.pinPath, ...(this.o.configPath ? { configPath: this.o.configPath } : {}) });
 
     if (this.o.configPath) this.cleanups.push(watchConfigFile(this.o.configPath, () => void this.config.reload()));
     const onHup = () => void this.config.reload();
@@ -193,16 +210,26 @@ export class Daemon {
     });
   }
 
-  /** Resolves once SIGTERM or SIGINT has stopped the daemon. */
+  /** Resolves once SIGTERM, SIGINT or POST /v1/shutdown has stopped the daemon. */
   untilSignalled(): Promise<void> {
     return new Promise<void>((resolve) => {
       const stop = () => void this.stop().then(resolve);
+      this.stopRequested = stop;
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
     });
   }
 
-  async stop(): Promise<void> {
+  /** POST /v1/shutdown (what `bastion down` asks first): stop once the answer has left. */
+  shutdown(): { outcome: Outcome<ShutdownResult>; stop(): void } {
+    return { outcome: succeed({ pid: process.pid }), stop: () => (this.stopRequested ? this.stopRequested() : void this.stop()) };
+  }
+
+  stop(): Promise<void> {
+    return (this.stopping ??= this.stopOnce());
+  }
+
+  private async stopOnce(): Promise<void> {
     this.config.close();
     this.policies.close();
     for (const cleanup of this.cleanups.splice(0)) cleanup();
@@ -220,5 +247,6 @@ export class Daemon {
     await this.profiler.stop();
     this.log.info({}, 'stopped; enforcement stays in place');
     this.logDest.flushSync();
+    this.lock?.release();
   }
 }

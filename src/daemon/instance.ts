@@ -15,7 +15,7 @@
  *   process (one whose command line even says "bastion run") is never
  *   signalled.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { dirname } from 'node:path';
 import koffi from 'koffi';
@@ -172,30 +172,48 @@ export interface InstanceLock {
 }
 
 /**
- * Takes the pin path's exclusive lock without waiting. The lock file is
- * never removed (removing it while locked would let a second daemon lock a
- * new file of the same name). `pidFile` names the holder in the error.
+ * Takes the pin path's exclusive lock without waiting. `pidFile` names the
+ * holder in the error. After locking, the lock file is checked to still be
+ * the file that was opened (down removes a lock file nobody holds, and a
+ * daemon that opened it just before must not hold a lock on a removed file
+ * while a second daemon locks the new one): if not, it starts again.
  */
 export function acquireInstanceLock(lockFile: string, pinPath: string, pidFile: string): InstanceLock {
   mkdirSync(dirname(lockFile), { recursive: true, mode: 0o700 });
-  const fd = openSync(lockFile, 'a', 0o600); // O_CLOEXEC (libuv): children do not inherit the lock
-  if (c().flock(fd, LOCK_EX | LOCK_NB) !== 0) {
-    closeSync(fd);
-    const holder = readPidFile(pidFile);
-    throw new InstanceLocked(pinPath, holder && isSameProcess(holder) ? holder : undefined);
-  }
-  let held = true;
-  return {
-    file: lockFile,
-    release() {
-      if (!held) return;
-      held = false;
+  for (;;) {
+    const fd = openSync(lockFile, 'a', 0o600); // O_CLOEXEC (libuv): children do not inherit the lock
+    if (c().flock(fd, LOCK_EX | LOCK_NB) !== 0) {
       closeSync(fd);
-    },
-  };
+      const holder = readPidFile(pidFile);
+      throw new InstanceLocked(pinPath, holder && isSameProcess(holder) ? holder : undefined);
+    }
+    if (!sameFile(fd, lockFile)) {
+      closeSync(fd);
+      continue;
+    }
+    let held = true;
+    return {
+      file: lockFile,
+      release() {
+        if (!held) return;
+        held = false;
+        closeSync(fd);
+      },
+    };
+  }
 }
 
-/** Is the pin path's lock held by a process (a daemon running), without taking it for long? */
+function sameFile(fd: number, path: string): boolean {
+  try {
+    const a = fstatSync(fd);
+    const b = statSync(path);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
+
+/** Is the pin path's lock held by a process (a daemon running)? */
 export function isInstanceLocked(lockFile: string): boolean {
   let fd: number;
   try {
@@ -204,9 +222,29 @@ export function isInstanceLocked(lockFile: string): boolean {
     return false;
   }
   try {
-    if (c().flock(fd, LOCK_EX | LOCK_NB) !== 0) return true;
-    return false;
+    return c().flock(fd, LOCK_EX | LOCK_NB) !== 0;
   } finally {
     closeSync(fd); // releases it if we got it
+  }
+}
+
+/**
+ * Removes the lock file of a pin path nobody holds (bastion down): taken
+ * first, removed while held. Returns false (and leaves it) when a daemon
+ * holds it.
+ */
+export function removeInstanceLock(lockFile: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(lockFile, 'r');
+  } catch {
+    return true;
+  }
+  try {
+    if (c().flock(fd, LOCK_EX | LOCK_NB) !== 0) return false;
+    rmSync(lockFile, { force: true });
+    return true;
+  } finally {
+    closeSync(fd);
   }
 }

@@ -10,10 +10,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BastionDaemon, bastion, bastionStatus, uniquePinPath } from '../helpers/bastion-daemon.js';
+import { lockFileFor, pidFileFor } from '../../src/api/paths.js';
+import { processIdentity } from '../../src/daemon/instance.js';
 
 /** Runs a command as nobody (uid/gid 65534, no supplementary groups). */
 function asNobody(cmd: string, args: string[]): void {
@@ -105,5 +108,115 @@ describe('pin directory ownership', () => {
     } finally {
       await d2.stop();
     }
+  });
+});
+
+/** A process that is not Bastion but whose command line says "bastion run" (what a reused pid can look like). */
+function impostor(): { pid: number; alive(): boolean; kill(): void } {
+  const child = spawn('bash', ['-c', 'exec -a "node /opt/bastion/dist/src/cli/main.js run --config /etc/bastion/bastion.yaml" sleep 300'], { stdio: 'ignore', detached: true });
+  child.unref();
+  const pid = child.pid!;
+  return {
+    pid,
+    alive: () => {
+      try {
+        process.kill(pid, 0);
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('bastion');
+      } catch {
+        return false;
+      }
+    },
+    kill: () => {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    },
+  };
+}
+
+describe('the daemon process: one per pin path, stopped only for sure', () => {
+  let dir: string;
+  let config: string;
+  const pins: string[] = [];
+  const daemons: BastionDaemon[] = [];
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'bastion-trust-'));
+    config = join(dir, 'bastion.yaml');
+    writeFileSync(config, 'containers: []\npolicies: []\n');
+  });
+
+  after(async () => {
+    for (const d of daemons) await d.stop().catch(() => undefined);
+    for (const p of pins) {
+      await bastion(['down', '--pin-path', p]).catch(() => undefined);
+      rmSync(p, { recursive: true, force: true });
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("down never signals a stale pid file's process, even one whose command line says \"bastion run\" (failed before: it was killed)", async () => {
+    const pin = uniquePinPath();
+    pins.push(pin);
+    const victim = impostor();
+    try {
+      await new Promise((r) => setTimeout(r, 200)); // exec'd
+      assert.ok(victim.alive(), 'the impostor runs');
+      // the old form: a bare pid
+      mkdirSync('/run/bastion', { recursive: true, mode: 0o700 });
+      writeFileSync(pidFileFor(pin), `${victim.pid}\n`);
+      let r = await bastion(['down', '--pin-path', pin]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(victim.alive(), `down signalled pid ${victim.pid} of a bare pid file`);
+      // the new form, with the pid but another process's start time (a reused pid)
+      const id = processIdentity(victim.pid)!;
+      writeFileSync(pidFileFor(pin), JSON.stringify({ ...id, startTime: String(Number(id.startTime) - 1), startedAt: new Date().toISOString(), pinPath: pin }));
+      r = await bastion(['down', '--pin-path', pin]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /another process now: not signalled/);
+      assert.ok(victim.alive(), `down signalled pid ${victim.pid}, whose start time is not the recorded one`);
+    } finally {
+      victim.kill();
+    }
+  });
+
+  it('down stops a running daemon through its socket, and removes its files', async () => {
+    const pin = uniquePinPath();
+    pins.push(pin);
+    const d = new BastionDaemon(config, pin).start();
+    daemons.push(d);
+    await d.waitReady();
+    const rec = JSON.parse(readFileSync(pidFileFor(pin), 'utf8'));
+    assert.equal(rec.pid, d.pid);
+    assert.equal(rec.startTime, processIdentity(d.pid!)!.startTime, 'the pid file records the start time');
+    const r = await bastion(['down', '--pin-path', pin, '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).daemonStopped, d.pid);
+    const exit = await Promise.race([d.exited, new Promise((res) => setTimeout(() => res('still running'), 5000))]);
+    assert.notEqual(exit, 'still running');
+    assert.ok(!existsSync(pidFileFor(pin)) && !existsSync(lockFileFor(pin)));
+  });
+
+  it('a second daemon on the same pin path fails at once, naming the first; the first keeps its socket and pid file (failed before: it took them over)', async () => {
+    const pin = uniquePinPath();
+    pins.push(pin);
+    const first = new BastionDaemon(config, pin).start();
+    daemons.push(first);
+    await first.waitReady();
+    const second = await bastion(['run', '--config', config, '--pin-path', pin], 20_000);
+    assert.equal(second.code, 1, `second daemon: exit ${second.code}\n${second.stdout}\n${second.stderr}`);
+    assert.match(second.stderr, new RegExp(`another bastion daemon already runs with pin path ${pin} \\(pid ${first.pid}`));
+    assert.ok(first.running, 'the first daemon still runs');
+    const s = await bastionStatus(pin);
+    assert.equal(s.json?.daemon?.pid, first.pid, 'the socket is still the first daemon\'s');
+    assert.equal(JSON.parse(readFileSync(pidFileFor(pin), 'utf8')).pid, first.pid);
+    await first.stop();
+    // the lock goes with the daemon: a new one starts
+    const third = new BastionDaemon(config, pin).start();
+    daemons.push(third);
+    await third.waitReady();
+    await third.stop();
   });
 });

@@ -6,6 +6,7 @@ import { pinPathOption } from '../options.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
 import { ComposeError } from '../../policy/compose.js';
 import { DAEMON_CAPABILITIES, effectiveCapabilities, missingCapabilities } from '../../daemon/capabilities.js';
+import { InstanceLocked } from '../../daemon/instance.js';
 
 /** What a permission failure of the daemon means (docs/operations.md has the details). */
 const PRIVILEGE_HINT = `permission denied: bastion run needs ${DAEMON_CAPABILITIES.map((c) => c.name).join(', ')} (see docs/operations.md)`;
@@ -61,6 +62,7 @@ Examples:
         if (err instanceof ConfigRejected) {
           throw new CliError(`config rejected, nothing applied:\n  ${err.errors.join('\n  ')}`, EXIT.invalid);
         }
+        if (err instanceof InstanceLocked) throw new CliError(err.message, EXIT.failure);
         if (err instanceof CannotProtect) throw new CliError(`cannot reach these containers, nothing applied:\n  ${err.errors.join('\n  ')}`, EXIT.failure);
         if (err instanceof ComposeError) throw new CliError(`Compose file rejected, nothing applied:\n  ${err.message.split('\n').join('\n  ')}`, EXIT.invalid);
         // not enough privilege: say what is missing instead of a libbpf log alone
