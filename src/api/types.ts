@@ -74,7 +74,8 @@ export type ReloadResult = Record<string, never>;
 /** One policy of a POST /v1/policies */
 export interface PolicyChange {
   name: string;
-  action: 'created' | 'replaced';
+  /** unchanged: a config-file policy given again exactly as the file has it (policy list -o yaml fed back) */
+  action: 'created' | 'replaced' | 'unchanged';
 }
 
 /** POST /v1/policies: what changed, or (dryRun=1) what would change */
@@ -109,8 +110,16 @@ export interface PolicyRow {
 
 /** GET /v1/status */
 export interface StatusReport {
-  /** every protected container has its stack in place */
+  /** every protected container has its stack in place, and there is no problem below */
   ok: boolean;
+  /**
+   * what keeps protection from being what was asked for, one sentence each
+   * (saved runtime policies that could not be read, ...): `status` shows
+   * them and exits 4
+   */
+  problems: string[];
+  /** the runtime policies (bastion policy add) */
+  runtimePolicies: RuntimePoliciesStatus;
   daemon: {
     pid: number;
     pinPath: string;
@@ -128,6 +137,15 @@ export interface StatusReport {
   counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
   /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
   audit?: StatusAudit;
+}
+
+export interface RuntimePoliciesStatus {
+  /** in force */
+  count: number;
+  /** saved files that could not be read, moved aside (their policies are NOT enforced) until someone removes them */
+  unreadable: string[];
+  /** why the last save failed, while it has not succeeded since */
+  saveError?: string;
 }
 
 export interface EndpointStatus {

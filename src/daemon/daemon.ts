@@ -137,7 +137,9 @@ export class Daemon {
     const pruned = await manager.pruneLeftovers();
     if (pruned.entries || pruned.stacks) this.log.info(pruned, 'removed leftovers of a previous run');
 
-    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats);
+    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats, {
+      runtimePolicies: () => ({ ...this.policies.health(), saveFailures: this.policies.saveFailures }),
+    });
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
@@ -207,6 +209,7 @@ export class Daemon {
       startedAt: this.startedAt,
       flowsSeen: this.flows.count,
       audit: this.audits.peek(),
+      runtimePolicies: this.policies.health(),
     });
   }
 

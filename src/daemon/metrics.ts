@@ -4,8 +4,14 @@ import { FIRST_DROP_REASON, REASON_NAMES, type Counter } from '../datapath/layou
 import type { Manager } from '../manager/manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
 import type { FlowStreamStats } from '../api/flow-stream.js';
+import type { RuntimePoliciesStatus } from '../api/types.js';
 
-export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore, followers: FlowStreamStats) {
+/** What the daemon reports about itself besides the manager and the datapath. */
+export interface DaemonHealth {
+  runtimePolicies(): RuntimePoliciesStatus & { saveFailures: number };
+}
+
+export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore, followers: FlowStreamStats, health: DaemonHealth) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
 
@@ -87,6 +93,31 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
     collect() {
       this.reset();
       this.inc(followers.dropped);
+    },
+  });
+  new Gauge({
+    name: 'bastion_runtime_policies',
+    help: 'Runtime policies (bastion policy add) in force',
+    registers: [registry],
+    collect() {
+      this.set(health.runtimePolicies().count);
+    },
+  });
+  new Gauge({
+    name: 'bastion_runtime_policies_unreadable_files',
+    help: 'Saved runtime-policy files that could not be read: their policies are NOT enforced (moved aside until someone removes them)',
+    registers: [registry],
+    collect() {
+      this.set(health.runtimePolicies().unreadable.length);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_runtime_policies_save_failures_total',
+    help: 'Saves of the runtime policies that failed (a restart would lose what was not saved)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(health.runtimePolicies().saveFailures);
     },
   });
   return { registry };

@@ -2,7 +2,7 @@
 import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
-import type { EndpointStatus, StatusReport } from '../api/types.js';
+import type { EndpointStatus, RuntimePoliciesStatus, StatusReport } from '../api/types.js';
 import type { AuditReport } from '../audit/findings.js';
 import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 
@@ -60,6 +60,17 @@ export interface StatusSources {
   flowsSeen: number;
   /** the last posture audit, if one ran */
   audit?: AuditReport;
+  runtimePolicies: RuntimePoliciesStatus;
+}
+
+/** The problems a status report names (each one makes `ok` false). */
+export function statusProblems(src: Pick<StatusSources, 'runtimePolicies'>): string[] {
+  const out: string[] = [];
+  for (const f of src.runtimePolicies.unreadable) {
+    out.push(`saved runtime policies could not be read and are NOT enforced: the file is kept at ${f} (add them again with bastion policy add -f, then remove it)`);
+  }
+  if (src.runtimePolicies.saveError) out.push(`the runtime policies could not be saved (a restart would lose them): ${src.runtimePolicies.saveError}`);
+  return out;
 }
 
 export function collectStatus(src: StatusSources): StatusReport {
@@ -101,8 +112,11 @@ export function collectStatus(src: StatusSources): StatusReport {
       drop: reason >= FIRST_DROP_REASON,
     };
   }
+  const problems = statusProblems(src);
   return {
-    ok: endpoints.every((e) => e.stack.ok),
+    ok: endpoints.every((e) => e.stack.ok) && problems.length === 0,
+    problems,
+    runtimePolicies: src.runtimePolicies,
     daemon: {
       pid: process.pid,
       pinPath: src.pinPath,

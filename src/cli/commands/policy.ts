@@ -141,7 +141,11 @@ Examples:
       }
       const r = await call<Done<PolicyAddResult>>(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}${opts.dryRun ? '&dryRun=1' : ''}`, body);
       const line = (p: PolicyChange) =>
-        'entries' in r ? `policy ${p.name} ${p.action} (${r.entries} map entries changed in ${r.ms} ms)\n` : `policy ${p.name} would be ${p.action} (dry run: nothing changed)\n`;
+        p.action === 'unchanged'
+          ? `policy ${p.name} unchanged (the config file's, as the file has it)\n`
+          : 'entries' in r
+            ? `policy ${p.name} ${p.action} (${r.entries} map entries changed in ${r.ms} ms)\n`
+            : `policy ${p.name} would be ${p.action} (dry run: nothing changed)\n`;
       printData(r, format, () => r.policies.map(line).join(''));
     });
 

@@ -32,7 +32,11 @@ function renderStatus(s: StatusReport): string {
     `${c.bold('Daemon')}     ${c.green('running')} (pid ${s.daemon.pid}), mode ${s.daemon.mode === 'enforce' ? c.green('enforce') : c.yellow(s.daemon.mode)}, pins ${s.daemon.pinPath}` +
       (s.daemon.configPath ? `, config ${s.daemon.configPath}` : ''),
   );
-  out.push(`${c.bold('Stacks')}     ${s.ok ? c.green(`${s.endpoints.length}/${s.endpoints.length} in place`) : c.red(`${s.endpoints.filter((e) => e.stack.ok).length}/${s.endpoints.length} in place`)}`);
+  const stacksOk = s.endpoints.every((e) => e.stack.ok);
+  out.push(`${c.bold('Stacks')}     ${stacksOk ? c.green(`${s.endpoints.length}/${s.endpoints.length} in place`) : c.red(`${s.endpoints.filter((e) => e.stack.ok).length}/${s.endpoints.length} in place`)}`);
+  const rp = s.runtimePolicies;
+  if (rp) out.push(`${c.bold('Runtime')}    ${rp.count} runtime polic${rp.count === 1 ? 'y' : 'ies'} in force${rp.unreadable.length ? `, ${c.red(`${rp.unreadable.length} saved file${rp.unreadable.length === 1 ? '' : 's'} UNREADABLE`)}` : ''}`);
+  for (const p of s.problems ?? []) out.push(`${c.bold(c.red('PROBLEM'))}    ${c.red(p)}`);
   if (s.audit) {
     const a = s.audit.summary;
     const worst = a.critical + a.high;
@@ -88,7 +92,7 @@ export function registerStatus(program: Command): void {
     .addOption(pinPathOption())
     .addOption(outputOption(['table', 'json', 'yaml']))
     .addOption(jsonOption())
-    .addHelpText('after', '\nExit status: 0 when the daemon runs and every container has its stack; 4 otherwise.')
+    .addHelpText('after', '\nExit status: 0 when the daemon runs, every container has its stack and no problem is reported\n(saved runtime policies that could not be read, ...); 4 otherwise.')
     .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       try {
