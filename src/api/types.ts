@@ -120,6 +120,8 @@ export interface StatusReport {
   problems: string[];
   /** the runtime policies (bastion policy add) */
   runtimePolicies: RuntimePoliciesStatus;
+  /** why a change of the config file is not applied yet (its writer has not closed it, ...) */
+  configPending?: string;
   daemon: {
     pid: number;
     pinPath: string;

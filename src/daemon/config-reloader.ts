@@ -86,8 +86,35 @@ export class ConfigReloader {
     return config.policies.map((p) => p.name).filter((n) => this.o.runtime.get(n));
   }
 
-  /** Re-read the config; apply the difference, or reject it whole. */
-  async reload(): Promise<Outcome<ReloadResult>> {
+  /** Containers a reload took out of protection since start-up (a metric). */
+  containersRemoved = 0;
+  private running?: Promise<Outcome<ReloadResult>>;
+  private waiting?: Promise<Outcome<ReloadResult>>;
+
+  /**
+   * Re-read the config; apply the difference, or reject it whole. Reloads
+   * run one at a time, in order (the parse runs in a worker and takes
+   * seconds for a large file: an older load must never finish after a
+   * newer one and apply a stale file); requests made while one runs are
+   * served by the one next reload.
+   */
+  reload(): Promise<Outcome<ReloadResult>> {
+    if (this.waiting) return this.waiting;
+    const prev = this.running;
+    const mine: Promise<Outcome<ReloadResult>> = (prev ?? Promise.resolve())
+      .then(() => {
+        if (this.waiting === mine) this.waiting = undefined;
+        return this.reloadOnce();
+      })
+      .finally(() => {
+        if (this.running === mine) this.running = undefined;
+      });
+    this.running = mine;
+    if (prev) this.waiting = mine;
+    return mine;
+  }
+
+  private async reloadOnce(): Promise<Outcome<ReloadResult>> {
     const manager = this.manager;
     if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
     try {
@@ -106,6 +133,14 @@ export class ConfigReloader {
         );
       }
       const t0 = performance.now();
+      // Taking a container out of protection is said, by name: a file that lost a
+      // container by mistake (an edit gone wrong) must not go unnoticed.
+      const kept = new Set(next.containers.map((c) => c.key));
+      const removed = this.o.platform ? [] : (this.current?.containers ?? []).filter((c) => !kept.has(c.key));
+      if (removed.length) {
+        this.containersRemoved += removed.length;
+        this.o.log.warn({ containers: removed.map((c) => c.name) }, `the new config takes ${removed.length} container${removed.length === 1 ? '' : 's'} out of protection`);
+      }
       await manager.setPolicy(this.withRuntime(next.policy));
       if (!this.o.platform) {
         await manager.retainOnly(new Set(next.containers.map((c) => c.key)));

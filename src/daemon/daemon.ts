@@ -65,6 +65,8 @@ export class Daemon {
   private server?: Server;
   private readonly cleanups: Array<() => void> = [];
   private lock?: InstanceLock;
+  /** why a change of the config file is not applied yet (being written, no final newline) */
+  private configPending?: string;
   private stopping?: Promise<void>;
   private stopRequested?: () => void;
 
@@ -139,6 +141,7 @@ export class Daemon {
 
     const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats, {
       runtimePolicies: () => ({ ...this.policies.health(), saveFailures: this.policies.saveFailures }),
+      config: () => ({ pending: this.configPending !== undefined, containersRemoved: this.config.containersRemoved }),
     });
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
@@ -155,7 +158,15 @@ export class Daemon {
     // who we are, so that `down` can tell this process from one that later gets its pid
     writePidFile(pidFileFor(this.o.pinPath), { pinPath: this.o.pinPath, ...(this.o.configPath ? { configPath: this.o.configPath } : {}) });
 
-    if (this.o.configPath) this.cleanups.push(watchConfigFile(this.o.configPath, () => void this.config.reload()));
+    if (this.o.configPath) {
+      this.cleanups.push(
+        watchConfigFile(this.o.configPath, {
+          onComplete: () => void this.config.reload(),
+          onPending: (why) => (this.configPending = why),
+          log: this.log,
+        }),
+      );
+    }
     const onHup = () => void this.config.reload();
     process.on('SIGHUP', onHup);
     this.cleanups.push(() => process.off('SIGHUP', onHup));
@@ -210,6 +221,7 @@ export class Daemon {
       flowsSeen: this.flows.count,
       audit: this.audits.peek(),
       runtimePolicies: this.policies.health(),
+      ...(this.configPending ? { configPending: this.configPending } : {}),
     });
   }
 

@@ -9,6 +9,7 @@ import type { RuntimePoliciesStatus } from '../api/types.js';
 /** What the daemon reports about itself besides the manager and the datapath. */
 export interface DaemonHealth {
   runtimePolicies(): RuntimePoliciesStatus & { saveFailures: number };
+  config(): { pending: boolean; containersRemoved: number };
 }
 
 export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore, followers: FlowStreamStats, health: DaemonHealth) {
@@ -118,6 +119,23 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
     collect() {
       this.reset();
       this.inc(health.runtimePolicies().saveFailures);
+    },
+  });
+  new Gauge({
+    name: 'bastion_config_change_pending',
+    help: '1 while a change of the config file waits to be complete (its writer has not closed it, or its last line has no newline yet)',
+    registers: [registry],
+    collect() {
+      this.set(health.config().pending ? 1 : 0);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_config_containers_removed_total',
+    help: 'Containers that config reloads took out of protection (each is also logged by name)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(health.config().containersRemoved);
     },
   });
   return { registry };

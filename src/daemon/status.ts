@@ -61,6 +61,8 @@ export interface StatusSources {
   /** the last posture audit, if one ran */
   audit?: AuditReport;
   runtimePolicies: RuntimePoliciesStatus;
+  /** why a change of the config file is not applied yet */
+  configPending?: string;
 }
 
 /** The problems a status report names (each one makes `ok` false). */
@@ -117,6 +119,7 @@ export function collectStatus(src: StatusSources): StatusReport {
     ok: endpoints.every((e) => e.stack.ok) && problems.length === 0,
     problems,
     runtimePolicies: src.runtimePolicies,
+    ...(src.configPending ? { configPending: src.configPending } : {}),
     daemon: {
       pid: process.pid,
       pinPath: src.pinPath,

@@ -102,6 +102,22 @@ export async function bastionStatus(pinPath: string): Promise<{ code: number | n
   return { code: r.code, json, raw: r };
 }
 
+/** The daemon's Prometheus metrics text (GET /metrics on its socket). */
+export async function bastionMetrics(pinPath: string): Promise<string> {
+  const { request } = await import('node:http');
+  const socketPath = `${process.env.BASTION_RUN_DIR ?? '/run/bastion'}/${pinPath.split('/').pop()}.sock`;
+  return new Promise((resolve, reject) => {
+    request({ socketPath, path: '/metrics' }, (res) => {
+      let t = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (t += d));
+      res.on('end', () => resolve(t));
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
 export function bastionDown(pinPath: string): Promise<RunResult> {
   return bastion(['down', '--pin-path', pinPath], 30_000);
 }

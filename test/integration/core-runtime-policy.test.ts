@@ -11,25 +11,9 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CoreLab, bastion, bastionStatus } from '../helpers/bastion-daemon.js';
-import { socketPathFor } from '../../src/api/paths.js';
+import { CoreLab, bastion, bastionMetrics, bastionStatus } from '../helpers/bastion-daemon.js';
 import { connectAll, expectAllConnect, expectNoneConnect, startTcpEcho } from '../helpers/probes.js';
 import { policiesFileFor } from '../../src/api/paths.js';
-
-/** The daemon's Prometheus metrics. */
-async function metricsText(pinPath: string): Promise<string> {
-  const { request } = await import('node:http');
-  return new Promise((resolve, reject) => {
-    request({ socketPath: socketPathFor(pinPath), path: '/metrics' }, (res) => {
-      let t = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (t += d));
-      res.on('end', () => resolve(t));
-    })
-      .on('error', reject)
-      .end();
-  });
-}
 
 describe('core: runtime policies (bastion policy)', () => {
   let lab: CoreLab;
@@ -238,7 +222,7 @@ describe('core: runtime policies (bastion policy)', () => {
     assert.equal(readFileSync(aside[0]!, 'utf8'), whole.slice(0, Math.floor(whole.length / 2)), 'kept as it was');
     const table = await bastion(['status', ...pin()]);
     assert.match(table.stdout, /UNREADABLE/);
-    const metrics = await metricsText(lab.pinPath);
+    const metrics = await bastionMetrics(lab.pinPath);
     assert.match(metrics, /^bastion_runtime_policies_unreadable_files 1$/m);
     // the next add writes a new file and leaves the kept one alone
     assert.equal((await bastion(['policy', 'add', 'other', '--from', 'app=web', '--to', 'app=api', '--ports', '9090/tcp', ...pin()])).code, 0);

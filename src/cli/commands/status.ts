@@ -37,6 +37,7 @@ function renderStatus(s: StatusReport): string {
   const rp = s.runtimePolicies;
   if (rp) out.push(`${c.bold('Runtime')}    ${rp.count} runtime polic${rp.count === 1 ? 'y' : 'ies'} in force${rp.unreadable.length ? `, ${c.red(`${rp.unreadable.length} saved file${rp.unreadable.length === 1 ? '' : 's'} UNREADABLE`)}` : ''}`);
   for (const p of s.problems ?? []) out.push(`${c.bold(c.red('PROBLEM'))}    ${c.red(p)}`);
+  if (s.configPending) out.push(`${c.bold('Config')}     ${c.yellow(`change not applied yet: ${s.configPending}`)}`);
   if (s.audit) {
     const a = s.audit.summary;
     const worst = a.critical + a.high;
