@@ -45,6 +45,8 @@ export interface ConfigReloaderOptions {
   platform: boolean;
   /** policy from elsewhere (a Compose file), added to the file's */
   extraPolicy?: () => Promise<PolicySet | undefined>;
+  /** largest config file accepted */
+  maxConfigBytes?: number;
   node: NodePort;
   /** the runtime policies: applied after the file's, and their names are not the file's to take */
   runtime: RuntimePolicies;
@@ -184,7 +186,7 @@ export class ConfigReloader {
 
   /** Read and validate the config whole (throws ConfigRejected); applies nothing. */
   async load(): Promise<LoadedConfig> {
-    const loaded = await loadConfigSource(this.o.configPath, { containersRequired: !this.o.platform });
+    const loaded = await loadConfigSource(this.o.configPath, { containersRequired: !this.o.platform, ...(this.o.maxConfigBytes ? { maxBytes: this.o.maxConfigBytes } : {}) });
     if (!loaded.ok) throw new ConfigRejected(loaded.errors);
     if (this.o.extraPolicy) {
       const extra = await this.o.extraPolicy();

@@ -11,6 +11,7 @@ import pino, { type Logger } from 'pino';
 import { Manager } from '../manager/manager.js';
 import type { PlatformSource } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
+import type { PublishedPortsMode } from '../policy/published.js';
 import { FlowStore } from '../agent/flow-log.js';
 import { openDatapath } from '../agent/datapath-agent.js';
 import { NodeAgent } from '../agent/node-agent.js';
@@ -41,6 +42,10 @@ export interface DaemonOptions {
   platform?: PlatformSource;
   extraPolicy?: () => Promise<PolicySet | undefined>;
   logLevel?: string;
+  /** largest config file accepted (bastion run --max-config-size) */
+  maxConfigBytes?: number;
+  /** what a published port lets in (bastion run --published-ports), default allow */
+  publishedPorts?: PublishedPortsMode;
 }
 
 /** Host addresses are read again this often (a new address would otherwise count as "world"). */
@@ -82,6 +87,7 @@ export class Daemon {
       configPath: o.configPath,
       platform: !!o.platform,
       extraPolicy: o.extraPolicy,
+      maxConfigBytes: o.maxConfigBytes,
       node: this.node,
       runtime,
       log: this.log,

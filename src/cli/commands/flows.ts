@@ -49,6 +49,6 @@ export function registerFlows(program: Command): void {
         });
         return;
       }
-      for (const r of await apiRequest<FlowRecord[]>(socket, 'GET', `/v1/flows?${q}`)) print(r);
+      for (const r of await apiRequest<FlowRecord[]>(socket, 'GET', `/v1/flows?${q}`, 60_000)) print(r);
     });
 }

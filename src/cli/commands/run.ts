@@ -1,8 +1,10 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { Daemon } from '../../daemon/daemon.js';
 import { CannotProtect, ConfigRejected } from '../../daemon/config-reloader.js';
 import { CliError, EXIT } from '../errors.js';
-import { pinPathOption } from '../options.js';
+import { pinPathOption, publishedPortsOption, sizeArg } from '../options.js';
+import { DEFAULT_MAX_CONFIG_BYTES } from '../../daemon/config-source.js';
+import type { PublishedPortsMode } from '../../policy/published.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
 import { ComposeError } from '../../policy/compose.js';
 import { DAEMON_CAPABILITIES, effectiveCapabilities, missingCapabilities } from '../../daemon/capabilities.js';
@@ -12,6 +14,8 @@ import { InstanceLocked } from '../../daemon/instance.js';
 const PRIVILEGE_HINT = `permission denied: bastion run needs ${DAEMON_CAPABILITIES.map((c) => c.name).join(', ')} (see docs/operations.md)`;
 
 interface RunOptions extends PlatformOptions {
+  maxConfigSize: number;
+  publishedPorts: PublishedPortsMode;
   config?: string;
   pinPath: string;
   logLevel: string;
@@ -26,11 +30,22 @@ export function registerRun(program: Command): void {
     .option('--docker', 'follow the containers of the local Docker engine')
     .option('--compose <file>', 'derive policy from a Compose file (depends_on, links, expose, ports)')
     .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
+    .addOption(
+      new Option('--max-config-size <size>', 'largest config file accepted (64M, 512K, bytes); the parser\'s memory limit grows with it')
+        .argParser(sizeArg)
+        .default(DEFAULT_MAX_CONFIG_BYTES, '16M'),
+    )
+    .addOption(publishedPortsOption())
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
     .addHelpText(
       'after',
       `
 Drops and allowed connections are logged on stdout as JSON lines.
+The config file is applied when it is complete: renamed into place, or closed by
+its writer and ending with a newline (never half written). It is refused if it is
+not a regular file of root or the invoking user, or larger than --max-config-size.
+With --docker, a published port (docker run -p) is reachable from the host and,
+unless bound to a loopback address, from outside (--published-ports narrows it).
 SIGTERM, SIGINT or even SIGKILL leave enforcement in place; "bastion down" removes it.
 
 Examples:
@@ -53,6 +68,8 @@ Examples:
         configPath: opts.config,
         pinPath: opts.pinPath,
         logLevel: opts.logLevel,
+        maxConfigBytes: opts.maxConfigSize,
+        publishedPorts: opts.publishedPorts,
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
       });

@@ -97,7 +97,8 @@ export function registerStatus(program: Command): void {
     .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       try {
-        const s = await apiRequest<StatusReport>(socketPathFor(opts.pinPath), 'GET', '/v1/status');
+        // a large policy makes a large answer (500,000 rules: about 50 MB): give it time
+        const s = await apiRequest<StatusReport>(socketPathFor(opts.pinPath), 'GET', '/v1/status', 60_000);
         printData(s, format, () => renderStatus(s));
         process.exitCode = s.ok ? EXIT.ok : EXIT.notReady;
       } catch (err) {
