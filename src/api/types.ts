@@ -122,6 +122,8 @@ export interface StatusReport {
   runtimePolicies: RuntimePoliciesStatus;
   /** why a change of the config file is not applied yet (its writer has not closed it, ...) */
   configPending?: string;
+  /** published ports let in (a platform that publishes ports, Docker) */
+  published?: PublishedStatus;
   daemon: {
     pid: number;
     pinPath: string;
@@ -139,6 +141,12 @@ export interface StatusReport {
   counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
   /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
   audit?: StatusAudit;
+}
+
+/** What containers publish (docker run -p) and from where Bastion lets it in (bastion run --published-ports). */
+export interface PublishedStatus {
+  mode: 'allow' | 'host-only' | 'deny';
+  ports: Array<{ container: string; fromHost: string; fromOutside: string }>;
 }
 
 export interface RuntimePoliciesStatus {

@@ -10,7 +10,7 @@ import pLimit from 'p-limit';
 import type { Manager } from '../manager/manager.js';
 import type { EndpointSpec } from '../manager/endpoint.js';
 import type { Discovered, NodePort } from '../manager/ports.js';
-import type { PolicySet } from '../policy/model.js';
+import type { PolicySet, Rule } from '../policy/model.js';
 import { loadConfigSource, type LoadedConfig } from './config-source.js';
 import type { RuntimePolicies } from './runtime-policies.js';
 import { releaseMemory } from './memory.js';
@@ -47,6 +47,8 @@ export interface ConfigReloaderOptions {
   extraPolicy?: () => Promise<PolicySet | undefined>;
   /** largest config file accepted */
   maxConfigBytes?: number;
+  /** rules a platform holds (published ports): in force next to the file's, whatever the file says */
+  platformRules?: () => Rule[];
   node: NodePort;
   /** the runtime policies: applied after the file's, and their names are not the file's to take */
   runtime: RuntimePolicies;
@@ -181,7 +183,7 @@ export class ConfigReloader {
 
   /** The config's rules, then the runtime policies' (in the order they were added). */
   private withRuntime(policy: PolicySet): PolicySet {
-    return { mode: policy.mode, rules: [...policy.rules, ...this.o.runtime.rules()] };
+    return { mode: policy.mode, rules: [...policy.rules, ...this.o.runtime.rules(), ...(this.o.platformRules?.() ?? [])] };
   }
 
   /** Read and validate the config whole (throws ConfigRejected); applies nothing. */

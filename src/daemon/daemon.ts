@@ -20,6 +20,7 @@ import { FlowFollowers } from '../api/flow-stream.js';
 import { apiCall } from '../api/client.js';
 import { lockFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
 import { acquireInstanceLock, type InstanceLock, writePidFile } from './instance.js';
+import { PublishedPortPolicies } from './published-ports.js';
 import { renderUi } from '../ui/page.js';
 import { ConfigReloader } from './config-reloader.js';
 import { watchConfigFile } from './config-watch.js';
@@ -62,6 +63,8 @@ export class Daemon {
   /** the posture audit over this daemon's own state (GET /v1/audit, status) */
   readonly audits: AuditCache;
   manager?: Manager;
+  /** published ports as policies (with a platform that publishes them) */
+  readonly published?: PublishedPortPolicies;
   private readonly node = new NodeAgent();
   private readonly startedAt = new Date();
   private readonly logDest: pino.DestinationStream & { flushSync(): void };
@@ -83,16 +86,19 @@ export class Daemon {
     this.logDest = pino.destination({ dest: 1, sync: false, minLength: 8192, periodicFlush: 100 });
     this.log = pino({ level: o.logLevel ?? 'info', base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, this.logDest);
     const runtime = new RuntimePolicies(policiesFileFor(o.pinPath));
+    this.published = o.platform ? new PublishedPortPolicies(o.publishedPorts ?? 'allow') : undefined;
+    const published = this.published;
     this.config = new ConfigReloader({
       configPath: o.configPath,
       platform: !!o.platform,
       extraPolicy: o.extraPolicy,
       maxConfigBytes: o.maxConfigBytes,
+      ...(published ? { platformRules: () => published.rules() } : {}),
       node: this.node,
       runtime,
       log: this.log,
     });
-    this.policies = new RuntimePolicyService(runtime, this.config, this.log);
+    this.policies = new RuntimePolicyService(runtime, this.config, this.log, published ? () => published.rows() : undefined);
     this.audits = postureAudit({
       pinPath: o.pinPath,
       configPath: o.configPath,
@@ -138,7 +144,7 @@ export class Daemon {
     logFlows(datapath, manager, this.flows, this.log);
 
     if (this.o.platform) {
-      const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode);
+      const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode, this.published);
       await this.o.platform.start((ev) => void onEvent(ev));
     }
     // Whatever a previous run left that this one does not manage goes away.
@@ -228,6 +234,7 @@ export class Daemon {
       audit: this.audits.peek(),
       runtimePolicies: this.policies.health(),
       ...(this.configPending ? { configPending: this.configPending } : {}),
+      ...(this.published ? { published: this.published.status() } : {}),
     });
   }
 

@@ -27,6 +27,8 @@ export class RuntimePolicyService {
     readonly store: RuntimePolicies,
     private readonly file: FilePolicies,
     private readonly log: Logger,
+    /** the platform's policies (published ports), listed with source "platform" */
+    private readonly platformRows?: () => PolicyRow[],
   ) {}
 
   /**
@@ -68,6 +70,7 @@ export class RuntimePolicyService {
     if (config && !fileRows) this.fileRows.set(config, (fileRows = config.policies.map((p) => policyRow(p, 'file'))));
     const rows = fileRows!.slice();
     for (const r of this.store.all()) rows.push(policyRow(r.policy, 'api', r.added));
+    if (this.platformRows) rows.push(...this.platformRows());
     return rows;
   }
   private readonly fileRows = new WeakMap<LoadedConfig, PolicyRow[]>();

@@ -2,7 +2,7 @@
 import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
-import type { EndpointStatus, RuntimePoliciesStatus, StatusReport } from '../api/types.js';
+import type { EndpointStatus, PublishedStatus, RuntimePoliciesStatus, StatusReport } from '../api/types.js';
 import type { AuditReport } from '../audit/findings.js';
 import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 
@@ -75,6 +75,7 @@ export interface StatusSources {
   runtimePolicies: RuntimePoliciesStatus;
   /** why a change of the config file is not applied yet */
   configPending?: string;
+  published?: PublishedStatus;
 }
 
 /** The problems a status report names (each one makes `ok` false). */
@@ -132,6 +133,7 @@ export function collectStatus(src: StatusSources): StatusReport {
     problems,
     runtimePolicies: src.runtimePolicies,
     ...(src.configPending ? { configPending: src.configPending } : {}),
+    ...(src.published ? { published: src.published } : {}),
     daemon: {
       pid: process.pid,
       pinPath: src.pinPath,

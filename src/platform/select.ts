@@ -6,12 +6,15 @@
 import { DEFAULT_INPUT_MAX_BYTES, readInputFile } from '../policy/input-file.js';
 import type { PlatformEvent, PlatformSource } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
+import type { PublishedPortsMode } from '../policy/published.js';
 import { CliError, EXIT } from '../cli/errors.js';
 
 export interface PlatformOptions {
   docker?: boolean;
   compose?: string;
   select?: string[];
+  /** what a published port lets in (default allow) */
+  publishedPorts?: PublishedPortsMode;
 }
 
 export function parseSelect(items: string[] | undefined): Record<string, string> | undefined {
@@ -70,7 +73,9 @@ export async function platformFromOptions(
     out.extraPolicy = async () => {
       const { composeTextToPolicies, composeToPolicySet } = await import('../policy/compose.js');
       const text = readInputFile(file, { maxBytes: DEFAULT_INPUT_MAX_BYTES });
-      return composeToPolicySet(composeTextToPolicies(text, { file }));
+      // Following Docker, the containers' real bindings say what is published (the
+      // daemon's published-port policies); the file's ports: would only repeat them.
+      return composeToPolicySet(composeTextToPolicies(text, { file, publishedPorts: opts.docker ? 'deny' : (opts.publishedPorts ?? 'allow') }));
     };
   }
   return out;

@@ -37,6 +37,10 @@ function renderStatus(s: StatusReport): string {
   const rp = s.runtimePolicies;
   if (rp) out.push(`${c.bold('Runtime')}    ${rp.count} runtime polic${rp.count === 1 ? 'y' : 'ies'} in force${rp.unreadable.length ? `, ${c.red(`${rp.unreadable.length} saved file${rp.unreadable.length === 1 ? '' : 's'} UNREADABLE`)}` : ''}`);
   for (const p of s.problems ?? []) out.push(`${c.bold(c.red('PROBLEM'))}    ${c.red(p)}`);
+  if (s.published) {
+    const mode = s.published.mode === 'allow' ? 'from the host, and from outside unless bound to loopback' : s.published.mode === 'host-only' ? 'from the host only' : 'not let in (deny)';
+    out.push(`${c.bold('Published')}  ${s.published.ports.length} container${s.published.ports.length === 1 ? '' : 's'} publish ports: let in ${mode} (--published-ports ${s.published.mode})`);
+  }
   if (s.configPending) out.push(`${c.bold('Config')}     ${c.yellow(`change not applied yet: ${s.configPending}`)}`);
   if (s.audit) {
     const a = s.audit.summary;
@@ -64,6 +68,10 @@ function renderStatus(s: StatusReport): string {
       ]),
     ).trimEnd(),
   );
+  if (s.published?.ports.length) {
+    out.push('', c.bold('Published ports'));
+    out.push(formatTable(['CONTAINER', 'FROM HOST', 'FROM OUTSIDE'], s.published.ports.map((p) => [p.container, p.fromHost, p.fromOutside])).trimEnd());
+  }
   if (s.unprotected.length) {
     out.push('', c.bold(c.yellow('Unprotected containers')));
     out.push(formatTable(['CONTAINER', 'REASON'], s.unprotected.map((u) => [u.name, u.reason])).trimEnd());
