@@ -220,3 +220,42 @@ describe('the daemon process: one per pin path, stopped only for sure', () => {
     await third.stop();
   });
 });
+
+describe('a config path that leads to a secret file', () => {
+  let dir: string;
+  const pin = uniquePinPath();
+  let daemon: BastionDaemon | undefined;
+  const SECRET = 'HASHHASHqwertyuiopasdfghjklzxcvbnm0123456789';
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'bastion-trust-'));
+  });
+
+  after(async () => {
+    await daemon?.stop().catch(() => undefined);
+    await bastion(['down', '--pin-path', pin]).catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('puts no line of it into the log, stderr or the reload answer (failed before: every line, hashes included)', { timeout: 60_000 }, async () => {
+    const config = join(dir, 'bastion.yaml');
+    writeFileSync(config, 'containers: []\npolicies: []\n');
+    daemon = new BastionDaemon(config, pin).start();
+    await daemon.waitReady();
+    // a root-owned 0600 file shaped like /etc/shadow, and the config path made a symlink to it
+    const shadow = join(dir, 'shadow');
+    writeFileSync(shadow, Array.from({ length: 20 }, (_, i) => `user${i}:$6$salt${i}$${SECRET}:19000:0:99999:7:::`).join('\n') + '\n', { mode: 0o600 });
+    rmSync(config);
+    execFileSync('ln', ['-s', shadow, config]);
+    const answer = await bastion(['status', '--pin-path', pin]); // the daemon still answers
+    assert.equal(answer.code, 0);
+    const { apiCall } = await import('../../src/api/client.js');
+    const { socketPathFor } = await import('../../src/api/paths.js');
+    const r = await apiCall<unknown>(socketPathFor(pin), 'POST', '/v1/reload');
+    assert.equal(r.status, 422);
+    const everything = JSON.stringify(r.body) + daemon.lines.join('\n') + daemon.stderr;
+    assert.ok(!everything.includes(SECRET), 'the secret reached the log, stderr or the answer');
+    assert.ok(!everything.includes('user0:'), 'a line of the file reached the log, stderr or the answer');
+    assert.match(JSON.stringify(r.body), /not a Bastion config file/);
+  });
+});
