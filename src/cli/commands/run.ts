@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { Daemon } from '../../daemon/daemon.js';
 import { CannotProtect, ConfigRejected } from '../../daemon/config-reloader.js';
+import { BASTION_MAX_CT, CT_DEFAULT_PER_ENDPOINT } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
 import { pinPathOption, publishedPortsOption, sizeArg } from '../options.js';
 import { DEFAULT_MAX_CONFIG_BYTES } from '../../daemon/config-source.js';
@@ -19,6 +20,16 @@ interface RunOptions extends PlatformOptions {
   config?: string;
   pinPath: string;
   logLevel: string;
+  eventsPerSecond?: string;
+  conntrackPerContainer?: string;
+}
+
+/** A positive whole number option, or a usage error naming it. */
+function positiveInt(name: string, v: string | undefined, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new CliError(`${name}: a whole number from 1 to ${max}, got "${v}"`, EXIT.usage);
+  return n;
 }
 
 export function registerRun(program: Command): void {
@@ -37,6 +48,8 @@ export function registerRun(program: Command): void {
     )
     .addOption(publishedPortsOption())
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .option('--events-per-second <n>', 'flow events reported per second for each container and reason; the rest are counted (default 100)')
+    .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`)
     .addHelpText(
       'after',
       `
@@ -55,6 +68,10 @@ Examples:
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      const limits = {
+        eventsPerSec: positiveInt('--events-per-second', opts.eventsPerSecond, 0xffffffff),
+        ctPerEndpoint: positiveInt('--conntrack-per-container', opts.conntrackPerContainer, BASTION_MAX_CT),
+      };
       // before anything is touched: a daemon that lacks a capability would fail half-way
       const missing = missingCapabilities(effectiveCapabilities(), { docker: !!opts.docker });
       if (missing.length) {
@@ -72,6 +89,7 @@ Examples:
         publishedPorts: opts.publishedPorts,
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
+        limits,
       });
       try {
         await daemon.start();
