@@ -161,6 +161,18 @@ describe('API: typed outcomes become status codes in one place, with one error b
     assert.match(await ui.text(), /<title>Bastion/);
   });
 
+  it('POST /v1/shutdown: ok with the pid, and the stop runs once the answer is out; without a shutdown, no route', async () => {
+    let stopped = 0;
+    const app = createApiApp(stubApi({ shutdown: () => ({ outcome: succeed({ pid: 4242 }), stop: () => stopped++ }) }));
+    const r = await app.request('/v1/shutdown', { method: 'POST' });
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), { ok: true, pid: 4242 });
+    await new Promise((res) => setImmediate(res));
+    assert.equal(stopped, 1);
+    const none = await createApiApp(stubApi()).request('/v1/shutdown', { method: 'POST' });
+    assert.equal(none.status, 404);
+  });
+
   it('GET /v1/audit?maxAge=S: the report at most S seconds old (default 10); a bad maxAge is bad-request; without an audit, no route', async () => {
     const ages: number[] = [];
     const app = createApiApp(stubApi({ audit: async (ms) => (ages.push(ms), { generatedAt: 'now' }) as never }));
