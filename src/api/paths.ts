@@ -20,6 +20,11 @@ export function policiesFileFor(pinPath: string): string {
   return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.policies.json`;
 }
 
+/** The instance lock of a pin path (flock, held by the daemon for its life). Never removed. */
+export function lockFileFor(pinPath: string): string {
+  return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.lock`;
+}
+
 /** Written by `bastion down` before it stops a cluster node's daemon: leave the cluster now (revoke the lease). */
 export function leaveFileFor(pinPath: string): string {
   return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.leave`;

@@ -20,7 +20,7 @@ import type { RemoteEndpoint } from '../manager/remote.js';
 import type { Rule } from '../policy/model.js';
 import type { PolicyConfig } from '../policy/bastion-config.js';
 import { policyToRules } from '../policy/bastion-config.js';
-import { describePolicy } from '../policy/policy-document.js';
+import { describePolicy, toDocumentPolicy } from '../policy/policy-document.js';
 import type { ClusterStatus, PolicyRow } from '../api/types.js';
 import type { TunnelInfo } from '../datapath/layout.js';
 import { connectCluster, type ClusterConnection } from './etcd.js';
@@ -126,7 +126,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   }
 
   policyRows(): PolicyRow[] {
-    return [...this.policies.values()].map((p) => ({ name: p.policy.name, source: 'cluster' as const, ...describePolicy(p.policy) }));
+    return [...this.policies.values()].map((p) => ({ name: p.policy.name, source: 'cluster' as const, ...describePolicy(p.policy), spec: toDocumentPolicy(p.policy) }));
   }
 
   private async checkTunnel(datapath: TunnelPort): Promise<void> {

@@ -50,7 +50,7 @@ export async function listClusterPolicies(client: Etcd3): Promise<Array<PolicyRo
     }
     const parsed = parsePoliciesDocument(JSON.stringify({ policies: [raw] }), kv.key.toString());
     if (!parsed.ok) continue;
-    rows.push({ name: parsed.policies[0]!.name, source: 'cluster', ...describePolicy(parsed.policies[0]!), revision: Number(kv.mod_revision) });
+    rows.push({ name: parsed.policies[0]!.name, source: 'cluster', ...describePolicy(parsed.policies[0]!), spec: toDocumentPolicy(parsed.policies[0]!), revision: Number(kv.mod_revision) });
   }
   return rows.sort((a, b) => a.name.localeCompare(b.name));
 }

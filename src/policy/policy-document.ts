@@ -5,13 +5,14 @@
  */
 import { formatConfigError, formatPolicyEnd, parseConfigText, type ConfigError, type PolicyConfig } from './bastion-config.js';
 import { formatPortRange } from './ports.js';
+import { boundErrors } from './errors.js';
 
 export type ParsedPolicies = { ok: true; policies: PolicyConfig[] } | { ok: false; errors: string[] };
 
 /** Validate a policies document (`policies: [...]`, YAML or JSON) as the config file's policies are. */
 export function parsePoliciesDocument(text: string, source: string): ParsedPolicies {
   const r = parseConfigText(text, source, { policiesOnly: true });
-  if (!r.ok) return { ok: false, errors: r.errors.map((e: ConfigError) => formatConfigError(e)) };
+  if (!r.ok) return { ok: false, errors: boundErrors(r.errors.map((e: ConfigError) => formatConfigError(e))) };
   return { ok: true, policies: r.config.policies };
 }
 
