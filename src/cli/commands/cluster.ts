@@ -13,6 +13,7 @@ import { ENDPOINTS_PREFIX, NODES_PREFIX, NodeRecordSchema, decodeRecord, parseKe
 import { CliError, EXIT } from '../errors.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { addClusterOptions, withCluster, type ClusterFlags } from './cluster-options.js';
+import { jsonOption, outputOption } from '../options.js';
 
 function nodeList(flag: string, v: string): string[] {
   const nodes = v
@@ -109,7 +110,7 @@ export function registerCluster(program: Command): void {
     .requiredOption('-o, --out <dir>', 'directory to write to (a CA already there is reused: add nodes later)')
     .option('--etcd-hosts <names>', 'addresses and names etcd is reached at (its certificate\'s SANs), comma-separated', '')
     .option('--days <n>', 'validity in days', '825')
-    .option('--json', 'print what was written as JSON')
+    .option('--json', 'print what was written as JSON (-o here is the directory)')
     .addHelpText(
       'after',
       `
@@ -151,8 +152,8 @@ Example:
     });
 
   addClusterOptions(cluster.command('status').description('Show the nodes in the cluster store: underlay address, lease health and age, endpoints'))
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .addHelpText('after', '\nExit status: 0 when every node\'s lease is alive, 4 when one is not, 1 when the store cannot be reached.')
     .action(clusterStatusCommand);
 }
