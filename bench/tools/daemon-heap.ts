@@ -56,7 +56,7 @@ const datapath: DatapathPort = {
   apply(ops) {
     writes += ops.length;
   },
-  prune: () => 0,
+  async *readMap() {},
   flushConntrack: () => 0,
   counters: () => new Map(),
   endpointStats: () => undefined,
