@@ -24,10 +24,11 @@ import { ConfigReloader } from './config-reloader.js';
 import { watchConfigFile } from './config-watch.js';
 import { RuntimePolicies } from './runtime-policies.js';
 import { RuntimePolicyService } from './policy-service.js';
-import { logFlows } from './flow-logger.js';
+import { logFlows, repairRecord } from './flow-logger.js';
+import { DEFAULT_VERIFY_INTERVAL_MS, DriftWatch } from './drift-watch.js';
 import { platformEventHandler } from './platform-events.js';
 import { collectStatus } from './status.js';
-import type { StatusReport } from '../api/types.js';
+import { succeed, type StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
@@ -41,6 +42,8 @@ export interface DaemonOptions {
   platform?: PlatformSource;
   extraPolicy?: () => Promise<PolicySet | undefined>;
   logLevel?: string;
+  /** how often maps and stacks are read back and drift repaired (ms; 0: only on request); default 5 s */
+  verifyIntervalMs?: number;
 }
 
 /** Host addresses are read again this often (a new address would otherwise count as "world"). */
@@ -57,6 +60,8 @@ export class Daemon {
   /** the posture audit over this daemon's own state (GET /v1/audit, status) */
   readonly audits: AuditCache;
   manager?: Manager;
+  /** the periodic drift check */
+  drift?: DriftWatch;
   private readonly node = new NodeAgent();
   private readonly startedAt = new Date();
   private readonly logDest: pino.DestinationStream & { flushSync(): void };
@@ -106,7 +111,13 @@ export class Daemon {
     this.policies.restore(first.config);
 
     const datapath = await openDatapath(this.o.pinPath, this.log);
-    const manager = (this.manager = new Manager({ datapath, node: this.node, log: this.log }));
+    const manager = (this.manager = new Manager({
+      datapath,
+      node: this.node,
+      log: this.log,
+      // every repair of drift or of a failed write is a flow record too (`bastion flows --verdict REPAIRED`)
+      onRepair: (r) => this.flows.push(repairRecord(r, manager)),
+    }));
     await manager.setHostAddresses(await this.node.hostAddresses());
     await this.config.applyFirst(manager, first);
     this.policies.attach(manager);
@@ -120,12 +131,16 @@ export class Daemon {
     // Whatever a previous run left that this one does not manage goes away.
     const pruned = await manager.pruneLeftovers();
     if (pruned.entries || pruned.stacks) this.log.info(pruned, 'removed leftovers of a previous run');
+    const drift = (this.drift = new DriftWatch(manager, this.o.verifyIntervalMs ?? DEFAULT_VERIFY_INTERVAL_MS, this.log));
+    drift.start();
+    this.cleanups.push(() => drift.stop());
 
-    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats);
+    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats, () => drift.last);
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
       reload: () => this.config.reload(),
+      verify: async () => succeed(drift.note(await manager.verify('request'))),
       policies: this.policies,
       metrics: { text: () => metrics.registry.metrics(), contentType: metrics.registry.contentType },
       flows: this.flows,
@@ -190,6 +205,7 @@ export class Daemon {
       startedAt: this.startedAt,
       flowsSeen: this.flows.count,
       audit: this.audits.peek(),
+      checkIntervalMs: this.drift?.intervalMs ?? 0,
     });
   }
 
@@ -215,6 +231,7 @@ export class Daemon {
     });
     // Close the ring buffer reader and the map fds: the pins and the tc
     // filters keep enforcing without us.
+    this.manager?.close();
     this.manager?.datapath.close();
     for (const f of [socketPathFor(this.o.pinPath), pidFileFor(this.o.pinPath)]) rmSync(f, { force: true });
     await this.profiler.stop();

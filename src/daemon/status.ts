@@ -2,7 +2,7 @@
 import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
-import type { EndpointStatus, StatusReport } from '../api/types.js';
+import type { EndpointStatus, ReconcilerStatus, StatusReport } from '../api/types.js';
 import type { AuditReport } from '../audit/findings.js';
 import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 
@@ -60,6 +60,8 @@ export interface StatusSources {
   flowsSeen: number;
   /** the last posture audit, if one ran */
   audit?: AuditReport;
+  /** the periodic drift check's interval (ms; 0: off) */
+  checkIntervalMs?: number;
 }
 
 export function collectStatus(src: StatusSources): StatusReport {
@@ -101,8 +103,25 @@ export function collectStatus(src: StatusSources): StatusReport {
       drop: reason >= FIRST_DROP_REASON,
     };
   }
+  const h = m.health();
+  const reconciler: ReconcilerStatus = {
+    dirty: h.dirty,
+    ...(h.dirtySince ? { dirtySince: h.dirtySince } : {}),
+    ...(h.lastError ? { lastError: h.lastError } : {}),
+    failedWrites: h.failedWrites,
+    resyncing: h.resyncing,
+    resyncAttempts: h.resyncAttempts,
+    ...(h.nextResyncAt ? { nextResyncAt: h.nextResyncAt } : {}),
+    ...(h.lastCheck
+      ? { lastCheck: { at: h.lastCheck.at, reason: h.lastCheck.reason, ms: h.lastCheck.ms, repaired: h.lastCheck.repaired, clean: h.lastCheck.clean, ...(h.lastCheck.error ? { error: h.lastCheck.error } : {}) } }
+      : {}),
+    repairs: h.repairs,
+    blocked: h.blocked,
+    checkIntervalMs: src.checkIntervalMs ?? 0,
+  };
   return {
-    ok: endpoints.every((e) => e.stack.ok),
+    // protection is in place: every stack, maps not dirty, no container left to another instance
+    ok: endpoints.every((e) => e.stack.ok) && !h.dirty && h.blocked === 0,
     daemon: {
       pid: process.pid,
       pinPath: src.pinPath,
@@ -119,5 +138,6 @@ export function collectStatus(src: StatusSources): StatusReport {
     entries: m.entryCounts(),
     counters,
     ...(audit ? { audit } : {}),
+    reconciler,
   };
 }

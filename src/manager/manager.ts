@@ -488,7 +488,8 @@ export class Manager {
     for (const ep of gone) {
       let d: Discovered;
       try {
-        d = await this.o.node.discover(ep);
+        // discovery looks again at everything: the old interface's values are not the new one's
+        d = await this.o.node.discover(specOf(ep));
       } catch (err) {
         out.lost.push(ep.name);
         if (!this.warnedLost.has(ep.key)) {
@@ -598,6 +599,10 @@ export class Manager {
     if (identity === 1) return 'host';
     if (identity === 2) return 'world';
     return this.byIdentity.get(identity)?.name ?? this.compiler.cidrName(identity);
+  }
+
+  endpointByIdentity(identity: number): Endpoint | undefined {
+    return this.byIdentity.get(identity);
   }
 
   endpointByIfindex(ifindex: number): Endpoint | undefined {

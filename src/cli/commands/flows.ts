@@ -11,6 +11,7 @@ function colourLine(r: FlowRecord): string {
   if (r.verdict === 'DROPPED') return colors.red(line);
   if (r.verdict === 'AUDIT') return colors.yellow(line);
   if (r.verdict === 'ALLOWED') return colors.green(line);
+  if (r.verdict === 'REPAIRED') return colors.yellow(line);
   return line;
 }
 
@@ -20,7 +21,7 @@ export function registerFlows(program: Command): void {
     .description('Show recent flows (drops, allowed connections, ARP answers), or follow them live')
     .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
     .option('-f, --follow', 'keep streaming new flows (a client that falls behind is told how many it missed)')
-    .option('--verdict <verdict>', 'only DROPPED, ALLOWED, AUDIT or ARP_REPLY')
+    .option('--verdict <verdict>', 'only DROPPED, ALLOWED, AUDIT, ARP_REPLY or REPAIRED (drift the daemon put right)')
     .option('--container <name>', 'only flows to or from this container')
     .option('-n, --last <n>', 'how many recent flows', '50')
     .option('-o, --output <format>', 'table or json (one JSON object per line)', 'table')

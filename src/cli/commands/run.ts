@@ -9,6 +9,7 @@ interface RunOptions extends PlatformOptions {
   config?: string;
   pinPath: string;
   logLevel: string;
+  verifyInterval: string;
 }
 
 export function registerRun(program: Command): void {
@@ -21,11 +22,15 @@ export function registerRun(program: Command): void {
     .option('--compose <file>', 'derive policy from a Compose file (depends_on, links, expose, ports)')
     .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .option('--verify-interval <seconds>', 'read every map and stack back this often and repair drift (0: only on SIGHUP, reload and status --verify)', '5')
     .addHelpText(
       'after',
       `
 Drops and allowed connections are logged on stdout as JSON lines.
 SIGTERM, SIGINT or even SIGKILL leave enforcement in place; "bastion down" removes it.
+Every --verify-interval seconds (and on SIGHUP) the maps and stacks are read back: entries or stacks
+removed or changed by hand are repaired (logged, counted, and a REPAIRED flow each), and containers
+whose network namespace was created again are found again on their new interface.
 
 Examples:
   bastion run --config bastion.yaml
@@ -34,11 +39,16 @@ Examples:
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      const verifySeconds = Number(opts.verifyInterval);
+      if (!/^\d+(\.\d+)?$/.test(opts.verifyInterval) || !Number.isFinite(verifySeconds)) {
+        throw new CliError(`--verify-interval: a number of seconds, 0 or more (got "${opts.verifyInterval}")`, EXIT.usage);
+      }
       const platform = await platformFromOptions(opts);
       const daemon = new Daemon({
         configPath: opts.config,
         pinPath: opts.pinPath,
         logLevel: opts.logLevel,
+        verifyIntervalMs: Math.round(verifySeconds * 1000),
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
       });
