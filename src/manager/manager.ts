@@ -58,7 +58,7 @@ export interface VerifyReport {
 }
 
 /** How long a container whose interface carries another instance's stack waits before it is tried again. */
-const BLOCKED_RETRY_MS = 250;
+const BLOCKED_RETRY_MS = 100;
 
 export interface ApplyStats {
   ops: number;
@@ -522,7 +522,8 @@ export class Manager {
     if (old) this.dropEndpoint(old, old.hostIfindex !== d.hostIfindex);
     this.blocked.set(spec.key, { spec, d, owner: err.ownerPinPath });
     this.unprotected.set(spec.key, { key: spec.key, name: spec.name, reason: err.message });
-    this.warnForeign(d.hostIfindex, err.ownerPinPath, `not protecting ${spec.name}: its interface carries the stack of`);
+    // asked to protect a container it cannot: an error, not a warning
+    this.warnForeign(d.hostIfindex, err.ownerPinPath, `not protecting ${spec.name}: its interface carries the stack of`, 'error');
     this.scheduleBlockedRetry();
   }
 
@@ -558,11 +559,11 @@ export class Manager {
     this.scheduleBlockedRetry();
   }
 
-  private warnForeign(hostIfindex: number, owner: string | undefined, what: string): void {
+  private warnForeign(hostIfindex: number, owner: string | undefined, what: string, level: 'warn' | 'error' = 'warn'): void {
     const said = this.warnedForeign.get(hostIfindex);
-    if (said === (owner ?? '?')) return;
-    this.warnedForeign.set(hostIfindex, owner ?? '?');
-    this.o.log.warn(
+    if (said === (owner ?? '?') + what) return;
+    this.warnedForeign.set(hostIfindex, (owner ?? '?') + what);
+    this.o.log[level](
       { hostIfindex, ownerPinPath: owner ?? 'unknown' },
       `${what} another Bastion instance's stack: an instance never guards, replaces or detaches another's`,
     );
