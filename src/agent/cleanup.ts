@@ -12,9 +12,37 @@
  * alone.
  */
 import { existsSync } from 'node:fs';
-import { openBastionMaps } from '../datapath/bpf-map.js';
+import { join } from 'node:path';
+import { BpfMap } from '../datapath/bpf-map.js';
+import { MAP_NAMES } from '../datapath/layout.js';
 import { removePinDir, listPins } from '../datapath/bpffs.js';
 import { Ownership, detachStack, stackState } from './stack.js';
+
+/**
+ * The interfaces recorded under pinPath (bastion_ep_stat and bastion_ep
+ * keys, both an ifindex) and how many endpoints there are. Only these two
+ * maps are opened, raw: `down` must work on the pins of another version
+ * whose other maps have other layouts.
+ */
+function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number; who: Ownership } {
+  const ifindexes = new Set<number>();
+  let endpoints = 0;
+  let endpointMapId = 0;
+  for (const name of [MAP_NAMES.epStats, MAP_NAMES.endpoints]) {
+    const m = BpfMap.openPinned(join(pinPath, name));
+    try {
+      for (const k of m.keys()) {
+        ifindexes.add(k.readUInt32LE(0));
+        if (name === MAP_NAMES.endpoints) endpoints++;
+      }
+      if (name === MAP_NAMES.endpoints) endpointMapId = m.id;
+    } finally {
+      m.close();
+    }
+  }
+  // without a daemon no program is "self": this instance's stacks are those that use its bastion_ep
+  return { ifindexes, endpoints, who: new Ownership(endpointMapId) };
+}
 
 export interface PinReport {
   present: boolean;
@@ -27,24 +55,12 @@ export function inspectPins(pinPath: string): PinReport {
   if (!existsSync(pinPath)) return { present: false, pins: [], endpoints: 0, stacks: 0 };
   const pins = listPins(pinPath);
   try {
-    const maps = openBastionMaps(pinPath);
-    try {
-      const ifindexes = [...maps.epStats.raw.keys()].map((k) => k.readUInt32LE(0));
-      const who = new Ownership(maps.endpoints.raw.id);
-      const ours = (i: number) => {
-        const s = stackState(i, who);
-        // without a daemon, no program is "self": a stack of this instance is one that uses its maps
-        return !s.gone && (s.owner === 'earlier' || s.owner === 'self');
-      };
-      return {
-        present: true,
-        pins,
-        endpoints: [...maps.endpoints.raw.keys()].length,
-        stacks: ifindexes.filter(ours).length,
-      };
-    } finally {
-      maps.close();
-    }
+    const r = recorded(pinPath);
+    const ours = (i: number) => {
+      const s = stackState(i, r.who);
+      return !s.gone && (s.owner === 'earlier' || s.owner === 'self');
+    };
+    return { present: true, pins, endpoints: r.endpoints, stacks: [...r.ifindexes].filter(ours).length };
   } catch {
     return { present: pins.length > 0, pins, endpoints: 0, stacks: 0 };
   }
@@ -61,20 +77,12 @@ export function tearDown(pinPath: string): DownReport {
   if (!existsSync(pinPath)) return { detached, pinsRemoved: [] };
   const pins = listPins(pinPath);
   try {
-    const maps = openBastionMaps(pinPath);
-    try {
-      const ifindexes = new Set<number>();
-      for (const k of maps.epStats.raw.keys()) ifindexes.add(k.readUInt32LE(0));
-      for (const k of maps.endpoints.raw.keys()) ifindexes.add(k.readUInt32LE(0));
-      const who = new Ownership(maps.endpoints.raw.id);
-      for (const ifindex of ifindexes) {
-        if (detachStack(ifindex, who)) detached.push(ifindex);
-      }
-    } finally {
-      maps.close();
+    const r = recorded(pinPath);
+    for (const ifindex of r.ifindexes) {
+      if (detachStack(ifindex, r.who)) detached.push(ifindex);
     }
   } catch {
-    // maps missing or from another version: still remove the pins below
+    // maps missing: still remove the pins below
   }
   removePinDir(pinPath);
   return { detached, pinsRemoved: pins };

@@ -23,7 +23,7 @@ import { ForeignStackError, type DatapathPort, type Discovered, type NodePort, t
 import type { PolicySet, Rule } from '../policy/model.js';
 import { IdentityAllocator, RuleNumbers } from './identity.js';
 import { Reconciler, type CheckReason, type CheckReport, type ReconcilerHealth, type Repair } from './reconciler.js';
-import { SliceCompiler } from './slices.js';
+import { SliceCompiler, type DatapathLimits } from './slices.js';
 import { ID_FIRST_DYNAMIC, MAP_NAMES } from '../datapath/layout.js';
 
 export interface ManagerOptions {
@@ -34,6 +34,8 @@ export interface ManagerOptions {
   onRepair?(r: Repair): void;
   /** resync back-off after a failed write (ms); default 250 ms doubling up to 30 s */
   resyncBackoff?: { firstMs: number; maxMs: number };
+  /** the datapath's flood limits (written with the datapath config) */
+  limits?: DatapathLimits;
 }
 
 /** What verify() found and did. */
@@ -323,7 +325,7 @@ export class Manager {
     // The identity is retired for good; connections of the old owner of
     // this address are forgotten.
     this.ids.release(`ep:${ep.key}#${ep.hostIfindex}`);
-    this.o.datapath.flushConntrack([ep.ipv4]);
+    this.o.datapath.flushConntrack([ep.ipv4], [ep.identity]);
     if (detach) {
       try {
         this.o.datapath.detach(ep.hostIfindex);
@@ -378,7 +380,7 @@ export class Manager {
   /** Recompile the given endpoint slices (and the global one) and write the differences. */
   private commit(keys: Set<string>, global: boolean): ApplyStats {
     const t0 = performance.now();
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode };
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, limits: this.o.limits };
     const store = this.reconciler.store;
     if (global) store.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx));
     for (const key of keys) {

@@ -370,10 +370,10 @@ export class CoreLab {
     return { mode: o.mode ?? 'enforce', containers: this.containersSection(), policies: o.policies ?? [WEB_TO_API, API_TO_DB, ...(o.extra ?? [])] };
   }
 
-  /** Writes the config (unless cfg is null: keep the file) and starts a daemon on it (with `args` for `run`), waiting until it is ready. */
-  async startDaemon(cfg: BastionConfig | string | null = this.config(), args: string[] = []): Promise<BastionDaemon> {
+  /** Writes the config (unless cfg is null: keep the file) and starts a daemon on it (with `extraArgs` for `run`), waiting until it is ready. */
+  async startDaemon(cfg: BastionConfig | string | null = this.config(), extraArgs: string[] = []): Promise<BastionDaemon> {
     if (cfg !== null) writeConfigFile(this.configPath, cfg);
-    const d = new BastionDaemon(this.configPath, this.pinPath, args).start();
+    const d = new BastionDaemon(this.configPath, this.pinPath, extraArgs).start();
     this.daemons.push(d);
     await d.waitReady();
     this.ready = d;

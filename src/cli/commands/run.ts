@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { Daemon } from '../../daemon/daemon.js';
 import { ConfigRejected } from '../../daemon/config-reloader.js';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { BASTION_MAX_CT, CT_DEFAULT_PER_ENDPOINT, DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
 
@@ -10,6 +10,16 @@ interface RunOptions extends PlatformOptions {
   pinPath: string;
   logLevel: string;
   verifyInterval: string;
+  eventsPerSecond?: string;
+  conntrackPerContainer?: string;
+}
+
+/** A positive whole number option, or a usage error naming it. */
+function positiveInt(name: string, v: string | undefined, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new CliError(`${name}: a whole number from 1 to ${max}, got "${v}"`, EXIT.usage);
+  return n;
 }
 
 export function registerRun(program: Command): void {
@@ -23,6 +33,8 @@ export function registerRun(program: Command): void {
     .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
     .option('--verify-interval <seconds>', 'read every map and stack back this often and repair drift (0: only on SIGHUP, reload and status --verify)', '5')
+    .option('--events-per-second <n>', 'flow events reported per second for each container and reason; the rest are counted (default 100)')
+    .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`)
     .addHelpText(
       'after',
       `
@@ -43,6 +55,10 @@ Examples:
       if (!/^\d+(\.\d+)?$/.test(opts.verifyInterval) || !Number.isFinite(verifySeconds)) {
         throw new CliError(`--verify-interval: a number of seconds, 0 or more (got "${opts.verifyInterval}")`, EXIT.usage);
       }
+      const limits = {
+        eventsPerSec: positiveInt('--events-per-second', opts.eventsPerSecond, 0xffffffff),
+        ctPerEndpoint: positiveInt('--conntrack-per-container', opts.conntrackPerContainer, BASTION_MAX_CT),
+      };
       const platform = await platformFromOptions(opts);
       const daemon = new Daemon({
         configPath: opts.config,
@@ -51,6 +67,7 @@ Examples:
         verifyIntervalMs: Math.round(verifySeconds * 1000),
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
+        limits,
       });
       try {
         await daemon.start();
