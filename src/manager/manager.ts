@@ -69,6 +69,7 @@ export interface ApplyStats {
 }
 
 const GLOBAL_SLICE = '@global';
+const CONFIG_SLICE = '@config';
 
 export class Manager {
   readonly endpoints = new Map<string, Endpoint>();
@@ -100,6 +101,13 @@ export class Manager {
   mode: PolicySet['mode'] = 'enforce';
   hostAddrs: string[] = [];
   generation = 0;
+  /**
+   * bastion_config.policy_epoch: bumped after every change written, so that
+   * established connections are judged again by the policy now in force
+   * (bpf/lib/verdict.h, ct_recheck). Any value works after a restart: a
+   * connection whose entry has another epoch is judged once more.
+   */
+  private policyEpoch = 1;
   lastApply?: ApplyStats;
   readonly reconciler: Reconciler;
   private readonly compiler: SliceCompiler;
@@ -120,6 +128,8 @@ export class Manager {
       onRepair: o.onRepair,
       backoff: o.resyncBackoff,
       // stats entries of ports guarded before their endpoint is known; the config slot of an array map
+      // connections a drifted entry let open are judged again by the policy repaired
+      onRepaired: () => this.newPolicyEpoch(),
       keepExtra: (map, key) =>
         map === MAP_NAMES.config || (map === MAP_NAMES.epStats && this.guarded.has(Buffer.from(key, 'latin1').readUInt32LE(0))),
     });
@@ -382,18 +392,32 @@ export class Manager {
     const t0 = performance.now();
     const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, limits: this.o.limits };
     const store = this.reconciler.store;
-    if (global) store.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx));
+    if (global) {
+      store.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx));
+      store.replace(CONFIG_SLICE, this.compiler.configSlice(ctx, this.policyEpoch));
+    }
     for (const key of keys) {
       const ep = this.endpoints.get(key);
       if (ep) store.replace(key, this.compiler.endpointSlice(ep, ctx));
       else store.remove(key);
     }
     // every slice's net changes, together, in the one order (a failed write is the reconciler's to repair)
-    const ops = this.reconciler.flush();
+    const { ops, ok } = this.reconciler.flush();
     if (ops) this.generation++;
+    // the whole change is written: established connections meet the policy now in force
+    // (after a failed write, once the resync has repaired the maps)
+    if (ops && ok) this.newPolicyEpoch();
     const stats = { ops, slices: keys.size, ms: performance.now() - t0 };
     this.lastApply = stats;
     return stats;
+  }
+
+  /** The next policy epoch, written as the last write of a change (bpf/lib/verdict.h, ct_recheck). */
+  private newPolicyEpoch(): void {
+    this.policyEpoch = (this.policyEpoch + 1) >>> 0 || 1;
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, limits: this.o.limits };
+    this.reconciler.store.replace(CONFIG_SLICE, this.compiler.configSlice(ctx, this.policyEpoch));
+    this.reconciler.flush();
   }
 
   /**

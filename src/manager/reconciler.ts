@@ -96,6 +96,8 @@ export interface ReconcilerOptions {
   serial<T>(fn: () => Promise<T>): Promise<T>;
   /** every repair (drift checks and resyncs; not start-up leftovers), as it is made */
   onRepair?(r: Repair): void;
+  /** after a check repaired something (inside the update queue): established connections must meet the repaired policy */
+  onRepaired?(): void;
   /**
    * An entry the kernel holds that no slice does, to be left alone: a stats
    * entry of a port guarded before its endpoint is known (the agent writes
@@ -135,11 +137,10 @@ export class Reconciler {
 
   constructor(private readonly o: ReconcilerOptions) {}
 
-  /** Write what the replaced slices changed since the last flush (the store's commit, in writeOrder). Returns the writes. */
-  flush(): number {
+  /** Write what the replaced slices changed since the last flush (the store's commit, in writeOrder): how many writes, and whether all were made. */
+  flush(): { ops: number; ok: boolean } {
     const ops = this.store.commit();
-    this.write(ops);
-    return ops.length;
+    return { ops: ops.length, ok: this.write(ops) };
   }
 
   /** Apply writes; a failure (some were applied, some not) makes the state dirty and schedules a resync. */
@@ -317,6 +318,7 @@ export class Reconciler {
     if (!ok) for (const r of reads) if (report.maps[r.map]!.state === 'repaired') report.maps[r.map]!.state = 'failed';
     report.repaired += changes.length;
     this.report(changes, report.reason);
+    if (ok) this.o.onRepaired?.();
   }
 
   /** Count, log and pass on the repairs of a check (at start-up: leftovers of a previous run, logged once). */

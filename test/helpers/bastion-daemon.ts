@@ -28,7 +28,7 @@ export const BASTION_BIN = join(REPO_ROOT, 'bin', 'bastion');
 
 // -------------------------------------------------------------------- config
 
-export type Selector = Record<string, string> | 'host' | { cidr: string };
+export type Selector = Record<string, string> | 'host' | { cidr: string; except?: string[] };
 
 export interface ContainerEntry {
   name: string;
