@@ -327,13 +327,6 @@ export function sameValue(a: unknown, b: unknown): boolean {
   return true;
 }
 
-/** Identities some address can resolve to in this state. */
-export function liveIdentities(s: EntrySets): Set<number> {
-  const live = new Set<number>([ID_ANY, ID_WORLD]);
-  for (const id of keysByIdentity(s).keys()) live.add(id);
-  return live;
-}
-
 /** identity → the keys (of the ipcache and the endpoint maps) that map to it */
 function keysByIdentity(s: EntrySets): Map<number, Set<string>> {
   const out = new Map<number, Set<string>>();
