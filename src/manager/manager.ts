@@ -127,11 +127,14 @@ export class Manager {
       serial: (fn) => this.serial(fn),
       onRepair: o.onRepair,
       backoff: o.resyncBackoff,
-      // stats entries of ports guarded before their endpoint is known; the config slot of an array map
       // connections a drifted entry let open are judged again by the policy repaired
       onRepaired: () => this.newPolicyEpoch(),
-      keepExtra: (map, key) =>
-        map === MAP_NAMES.config || (map === MAP_NAMES.epStats && this.guarded.has(Buffer.from(key, 'latin1').readUInt32LE(0))),
+      // Stats entries are the record of where a stack was attached (guarded
+      // ports have one too): a stale one goes with its stack, by
+      // pruneLeftovers or a detach, never by a map check (that would orphan
+      // the stack: `down` finds stacks through these keys). The config is an
+      // array slot: nothing to delete.
+      keepExtra: (map) => map === MAP_NAMES.config || map === MAP_NAMES.epStats,
     });
     this.compiler = new SliceCompiler({
       cidrIdentity: (cidr) => this.ids.get(`cidr:${cidr}`),

@@ -513,6 +513,29 @@ describe('manager: failed writes and drift', () => {
     }
   });
 
+  it("start-up: a previous run's leftovers (entries, and stacks on interfaces no longer managed) go, counted as leftovers, not drift", async () => {
+    const repairs: Repair[] = [];
+    const { manager, datapath, node } = recordingManager({ onRepair: (r) => repairs.push(r) });
+    try {
+      // what a previous run left: a stack (and its stats record) on ifindex 4444, a policy entry of a dead identity
+      datapath.attach(4444);
+      datapath.table(MAP_NAMES.policy).set(Buffer.from([96, 0, 0, 0, 7, 7, 0, 0, 8, 8, 0, 0, 0, 6, 0, 80]).toString('latin1'), '\x01\x00\x00\x00\x00\x00\x00\x00');
+      await manager.setHostAddresses(['10.77.0.1']);
+      node.interfaces.set('web', ifaceOf(1));
+      await manager.upsertEndpoint(endpointSpec('web'));
+      const r = await manager.pruneLeftovers();
+      assert.equal(r.stacks, 1);
+      assert.equal(r.entries, 1);
+      assert.ok(!datapath.attached.has(4444), 'the leftover stack is detached');
+      assert.ok(datapath.attached.has(ifaceOf(1).hostIfindex), 'the managed one stays');
+      assertInSync(manager, datapath, 'after the prune');
+      assert.deepEqual(repairs, [], 'leftovers are not drift');
+      assert.deepEqual(manager.health().repairs, {});
+    } finally {
+      manager.close();
+    }
+  });
+
   it('a stack removed by hand is attached again; an interface that vanished is found again on its new veth, with a new identity', async () => {
     const repairs: Repair[] = [];
     const { manager, datapath, node, web, api } = await populated({ onRepair: (r) => repairs.push(r) });
