@@ -11,7 +11,10 @@
  * bytes as they come (no object per entry), and compares two numbers and a
  * count; only a map whose digest differs is compared entry by entry.
  *
- * These are not cryptographic hashes: they catch what goes wrong (a failed
+ * A map written to while it was read is still compared this way: each
+ * record's hashes are kept (three numbers a record, in typed arrays), and
+ * the keys written meanwhile are taken out of both sides (see
+ * reconciler.ts). These are not cryptographic hashes: they catch what goes wrong (a failed
  * write, an entry deleted or rewritten by hand or by another tool), not an
  * adversary crafting collisions; one who can write these maps is root and
  * can detach the programs as well.
@@ -57,6 +60,30 @@ function hashChars(s: string, a: number, b: number): void {
 const SEED1 = 2166136261;
 const SEED2 = 0x9747b28c;
 
+function contribution1(): number {
+  return finish(h1);
+}
+function contribution2(): number {
+  return finish(h2 ^ 0x68e31da4);
+}
+
+/** The hash of a key alone (latin1), as addRecords records it per record: to find a key among records without a string per record. */
+export function keyHash(key: string): number {
+  hashChars(key, SEED1, SEED2);
+  return finish(h1);
+}
+
+/** Per record of a map read back: its key's hash and its two contributions to the digest. */
+export interface RecordHashes {
+  key: Uint32Array;
+  c1: Uint32Array;
+  c2: Uint32Array;
+}
+
+export function recordHashes(n: number): RecordHashes {
+  return { key: new Uint32Array(n), c1: new Uint32Array(n), c2: new Uint32Array(n) };
+}
+
 export class MapDigest {
   sum1 = 0;
   sum2 = 0;
@@ -69,20 +96,40 @@ export class MapDigest {
     this.add(sign);
   }
 
-  /** Adds every record of `data`: `count` records of keySize + valueSize bytes; only the first `hashedValue` bytes of each value count. */
-  addRecords(data: Uint8Array, count: number, keySize: number, valueSize: number, hashedValue = valueSize): void {
+  /**
+   * Adds every record of `data`: `count` records of keySize + valueSize
+   * bytes; only the first `hashedValue` bytes of each value count. Each
+   * record's key hash and its two contributions go to `out` from `at` on.
+   */
+  addRecords(data: Uint8Array, count: number, keySize: number, valueSize: number, hashedValue: number, out: RecordHashes, at: number): void {
     const stride = keySize + valueSize;
     for (let r = 0, off = 0; r < count; r++, off += stride) {
       hashBytes(data, off, keySize, SEED1, SEED2);
+      out.key[at + r] = finish(h1);
       hashBytes(data, off + keySize, hashedValue, h1, h2);
-      this.add(1);
+      out.c1[at + r] = contribution1();
+      out.c2[at + r] = contribution2();
+      this.addContribution(out.c1[at + r]!, out.c2[at + r]!, 1);
     }
   }
 
-  private add(sign: 1 | -1): void {
-    this.sum1 = (this.sum1 + sign * finish(h1)) >>> 0;
-    this.sum2 = (this.sum2 + sign * finish(h2 ^ 0x68e31da4)) >>> 0;
+  /** Adds (1) or removes (-1) one record by its contributions. */
+  addContribution(c1: number, c2: number, sign: 1 | -1): void {
+    this.sum1 = (this.sum1 + sign * c1) >>> 0;
+    this.sum2 = (this.sum2 + sign * c2) >>> 0;
     this.count += sign;
+  }
+
+  private add(sign: 1 | -1): void {
+    this.addContribution(contribution1(), contribution2(), sign);
+  }
+
+  copy(): MapDigest {
+    const d = new MapDigest();
+    d.sum1 = this.sum1;
+    d.sum2 = this.sum2;
+    d.count = this.count;
+    return d;
   }
 
   equals(o: MapDigest): boolean {

@@ -102,6 +102,8 @@ export class SliceStore {
   private readonly smallHeld = new Map<string, string>();
   /** entries of the owned (policy) map, over all slices */
   private ownedCount = 0;
+  /** the slice that holds an identity's policy entries (their key starts with it), to find one entry's value */
+  private readonly ownerOf = new Map<number, string>();
   /** changes since the last commit of policy entries (one slice owns each) */
   private pendingOwned: EntryChange[] = [];
   /** slices replaced since the last commit: one replaced twice may have changed a policy entry twice */
@@ -145,6 +147,8 @@ export class SliceStore {
         before.delete(key);
         if (owned) {
           if (old === undefined) this.ownedCount++;
+          const epId = u32At(key, 4);
+          if (this.ownerOf.get(epId) !== sliceId) this.ownerOf.set(epId, sliceId);
           if (old !== value) this.pendingOwned.push({ map, key, before: old, after: value });
           continue;
         }
@@ -169,6 +173,10 @@ export class SliceStore {
     });
     if (packed.some((p) => p !== undefined)) this.slices.set(sliceId, packed);
     else this.slices.delete(sliceId);
+    // a slice's policy entries all start with its endpoint's identity (the packed record's key from offset 1)
+    const epBefore = prev[OWNED] === undefined ? undefined : u32At(prev[OWNED], 5);
+    const epAfter = packed[OWNED] === undefined ? undefined : u32At(packed[OWNED], 5);
+    if (epBefore !== undefined && epBefore !== epAfter && this.ownerOf.get(epBefore) === sliceId) this.ownerOf.delete(epBefore);
   }
 
   /** A slice lets go of these entries of map m: what no slice holds any more goes. */
@@ -252,6 +260,17 @@ export class SliceStore {
   /** The digest of a map's committed entries (bastion_ep_stat: of its keys). */
   digest(map: MapName): MapDigest {
     return this.digests[mapIndex(map)]!;
+  }
+
+  /** One committed entry's value (latin1), or undefined. */
+  value(map: MapName, key: string): string | undefined {
+    const m = mapIndex(map);
+    if (m !== OWNED) {
+      const h = this.shared[m]!.get(key);
+      return h === undefined ? undefined : valueOf(h);
+    }
+    const slice = this.ownerOf.get(u32At(key, 4));
+    return slice === undefined ? undefined : unpack(this.slices.get(slice)?.[OWNED]).get(key);
   }
 
   /** Every committed entry of a map, as latin1 key and value (a drift repair; costs the map's size). */

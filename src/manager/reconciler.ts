@@ -19,17 +19,18 @@
  * as it comes (digest.ts); the slice store keeps the digest of what it wants
  * up to date at every commit. A map whose digest and count match is in
  * sync: no entry becomes a JavaScript object. Only a map that differs is
- * compared entry by entry, and only its differences are written. Writes
- * that commits make while a map is being read are recorded: such a map is
- * read again (twice at most), then compared entry by entry without the keys
- * written meanwhile (the kernel has what was just written, or the write
- * failed, which marks the state dirty by itself).
+ * compared entry by entry, and only its differences are written. Commits go
+ * on while maps are read: the keys they write are recorded and left out of
+ * both sides of the comparison (each record's hashes are kept, so the read
+ * side loses them without a string per record): the kernel has what was
+ * just written, or the write failed, which marks the state dirty by itself.
+ * The comparison and any repair run inside the update queue.
  */
 import type { Logger } from 'pino';
 import type { MapName } from '../datapath/layout.js';
 import { MAP_NAMES } from '../datapath/layout.js';
 import { writeOrder, type IdentityCounts } from '../policy/diff.js';
-import { MapDigest } from './digest.js';
+import { MapDigest, keyHash, recordHashes, type RecordHashes } from './digest.js';
 import { STORE_MAPS, SliceStore, toOp, u32At, writeFacts, type EntryChange, type MapOp } from './entries.js';
 import type { DatapathPort } from './ports.js';
 
@@ -55,7 +56,7 @@ export interface Repair {
 export interface MapCheck {
   /** entries the kernel holds */
   entries: number;
-  state: 'in-sync' | 'repaired' | 'inconclusive' | 'failed';
+  state: 'in-sync' | 'repaired' | 'failed';
   missing: number;
   extra: number;
   changed: number;
@@ -110,8 +111,6 @@ export interface ReconcilerOptions {
 
 /** Repairs reported one by one per check and map; beyond that, one summary line (the counters count them all). */
 const REPORTED_PER_MAP = 32;
-/** Times a map written to while it was read is read again before it is compared entry by entry. */
-const REREADS = 2;
 
 const ENDPOINT_MAPS: readonly MapName[] = [MAP_NAMES.endpointsByIp, MAP_NAMES.endpoints];
 const RESOLUTION_MAPS: readonly MapName[] = [MAP_NAMES.ipcache, ...ENDPOINT_MAPS];
@@ -128,10 +127,8 @@ export class Reconciler {
   private resyncAttempts = 0;
   private running?: Promise<CheckReport>;
   private lastCheck?: CheckReport;
-  /** writes applied per map (STORE_MAPS index), ever: a map read while this moved was written meanwhile */
-  private readonly writeSeq = new Array<number>(STORE_MAPS.length).fill(0);
-  /** while a check runs: every key written meanwhile, as map index character + latin1 key */
-  private touched?: Set<string>;
+  /** while a check runs: every key written meanwhile, per map (STORE_MAPS index), latin1 */
+  private touched?: Array<Set<string>>;
   private readonly repairCounts = new Map<string, Map<string, number>>();
   private closed = false;
 
@@ -146,11 +143,7 @@ export class Reconciler {
   /** Apply writes; a failure (some were applied, some not) makes the state dirty and schedules a resync. */
   private write(ops: MapOp[]): boolean {
     if (!ops.length) return true;
-    for (const op of ops) {
-      const m = STORE_MAPS.indexOf(op.map);
-      this.writeSeq[m]!++;
-      this.touched?.add(String.fromCharCode(m) + op.key.toString('latin1'));
-    }
+    if (this.touched) for (const op of ops) this.touched[STORE_MAPS.indexOf(op.map)]!.add(op.key.toString('latin1'));
     try {
       this.o.datapath.apply(ops);
       return true;
@@ -206,26 +199,12 @@ export class Reconciler {
     const t0 = performance.now();
     const epoch = this.dirtyEpoch;
     const report: CheckReport = { reason, at: new Date().toISOString(), ms: 0, maps: {}, repaired: 0, clean: true };
-    this.touched = new Set();
+    this.touched = STORE_MAPS.map(() => new Set<string>());
     try {
-      // Maps are read and hashed outside the update queue (the reads yield
-      // between batches, so updates go on); they are compared and repaired
-      // inside it. A map written to while it was read is read again; in the
-      // last round it is compared without the keys written meanwhile.
-      let toRead: readonly MapName[] = STORE_MAPS;
-      for (let round = 0; toRead.length; round++) {
-        const reads: MapRead[] = [];
-        for (const map of toRead) reads.push(await this.readMap(map));
-        const last = round === REREADS;
-        toRead = await this.o.serial(async () => {
-          const again = last ? [] : reads.filter((r) => this.writeSeq[r.m] !== r.seq);
-          this.compareAndRepair(
-            reads.filter((r) => !again.includes(r)),
-            report,
-          );
-          return again.map((r) => r.map);
-        });
-      }
+      // read and hashed outside the update queue (the reads yield between batches, so updates go on)
+      const reads: MapRead[] = [];
+      for (const map of STORE_MAPS) reads.push(await this.readMap(map));
+      await this.o.serial(async () => this.compareAndRepair(reads, report));
     } catch (err) {
       report.clean = false;
       report.error = (err as Error).message;
@@ -234,7 +213,7 @@ export class Reconciler {
       this.touched = undefined;
     }
     report.ms = +(performance.now() - t0).toFixed(1);
-    if (Object.values(report.maps).some((m) => m.state === 'failed' || m.state === 'inconclusive')) report.clean = false;
+    if (Object.values(report.maps).some((m) => m.state === 'failed')) report.clean = false;
     this.lastCheck = report;
     this.settleAfter(report, epoch);
     return report;
@@ -256,54 +235,72 @@ export class Reconciler {
     this.scheduleResync();
   }
 
-  /** One map read back in batches, hashed as it comes; the bytes are kept in case it must be compared entry by entry. */
+  /** One map read back in batches, hashed as it comes (each record's hashes kept); the bytes are kept in case it must be compared entry by entry. */
   private async readMap(map: MapName): Promise<MapRead> {
     const m = STORE_MAPS.indexOf(map);
-    const seq = this.writeSeq[m]!;
     const digest = new MapDigest();
-    const chunks: Array<{ data: Buffer; count: number }> = [];
+    const chunks: MapRead['chunks'] = [];
+    let hashes = recordHashes(1024);
+    let count = 0;
     let keySize = 0;
     let valueSize = 0;
     const keysOnly = map === MAP_NAMES.epStats;
     for await (const c of this.o.datapath.readMap(map)) {
       keySize = c.keySize;
       valueSize = c.valueSize;
-      digest.addRecords(c.data, c.count, c.keySize, c.valueSize, keysOnly ? 0 : c.valueSize);
-      chunks.push({ data: c.data, count: c.count });
+      if (count + c.count > hashes.key.length) hashes = grow(hashes, Math.max(2 * hashes.key.length, count + c.count), count);
+      digest.addRecords(c.data, c.count, c.keySize, c.valueSize, keysOnly ? 0 : c.valueSize, hashes, count);
+      chunks.push({ data: c.data, count: c.count, first: count });
+      count += c.count;
     }
-    return { map, m, seq, digest, chunks, keySize, valueSize };
+    return { map, m, digest, chunks, hashes, count, keySize, valueSize };
   }
 
   /** Compare the maps read with what the slices say; write the differences in one order. Inside the update queue. */
   private compareAndRepair(reads: MapRead[], report: CheckReport): void {
     const changes: EntryChange[] = [];
     const kernelResolution = new Map<MapName, Map<string, string>>();
-    const touched = this.touched ?? new Set<string>();
     for (const r of reads) {
       const check: MapCheck = { entries: r.digest.count, state: 'in-sync', missing: 0, extra: 0, changed: 0 };
       report.maps[r.map] = check;
-      // A map written to while it was read has no digest to trust: its entries are compared, without the keys written meanwhile.
-      const written = this.writeSeq[r.m] !== r.seq;
-      if (!written && r.digest.equals(this.store.digest(r.map))) continue;
+      const keysOnly = r.map === MAP_NAMES.epStats;
+      // Keys written since the check began are left out of both sides.
+      const written = this.touched?.[r.m] ?? new Set<string>();
+      let have = r.digest;
+      let want = this.store.digest(r.map);
+      if (written.size) {
+        have = have.copy();
+        want = want.copy();
+        const byHash = new Map<number, string[]>();
+        for (const k of written) {
+          const h = keyHash(k);
+          byHash.set(h, [...(byHash.get(h) ?? []), k]);
+          const v = this.store.value(r.map, k);
+          if (v !== undefined) want.addString(k, keysOnly ? '' : v, -1);
+        }
+        for (let i = 0; i < r.count; i++) {
+          const candidates = byHash.get(r.hashes.key[i]!);
+          if (candidates?.includes(keyAt(r, i))) have.addContribution(r.hashes.c1[i]!, r.hashes.c2[i]!, -1);
+        }
+      }
+      check.entries = have.count + written.size;
+      if (have.equals(want)) continue;
       const kernel = kernelEntries(r);
       if (RESOLUTION_MAPS.includes(r.map)) kernelResolution.set(r.map, kernel);
-      const want = new Map(this.store.entries(r.map));
-      const mc = String.fromCharCode(r.m);
-      const skip = (key: string) => written && touched.has(mc + key);
-      const keysOnly = r.map === MAP_NAMES.epStats;
-      for (const [key, value] of want) {
-        if (skip(key)) continue;
-        const have = kernel.get(key);
-        if (have === undefined) {
+      const wanted = new Map(this.store.entries(r.map));
+      for (const [key, value] of wanted) {
+        if (written.has(key)) continue;
+        const held = kernel.get(key);
+        if (held === undefined) {
           check.missing++;
           changes.push({ map: r.map, key, before: undefined, after: value });
-        } else if (!keysOnly && have !== value) {
+        } else if (!keysOnly && held !== value) {
           check.changed++;
-          changes.push({ map: r.map, key, before: have, after: value });
+          changes.push({ map: r.map, key, before: held, after: value });
         }
       }
       for (const [key, value] of kernel) {
-        if (want.has(key) || skip(key) || this.o.keepExtra?.(r.map, key)) continue;
+        if (wanted.has(key) || written.has(key) || this.o.keepExtra?.(r.map, key)) continue;
         check.extra++;
         changes.push({ map: r.map, key, before: value, after: undefined });
       }
@@ -385,12 +382,34 @@ export class Reconciler {
 interface MapRead {
   map: MapName;
   m: number;
-  /** the map's write counter when the read began */
-  seq: number;
   digest: MapDigest;
-  chunks: Array<{ data: Buffer; count: number }>;
+  /** the bytes as read, and the index of each chunk's first record */
+  chunks: Array<{ data: Buffer; count: number; first: number }>;
+  /** per record, in read order */
+  hashes: RecordHashes;
+  count: number;
   keySize: number;
   valueSize: number;
+}
+
+function grow(h: RecordHashes, size: number, used: number): RecordHashes {
+  const out = recordHashes(size);
+  out.key.set(h.key.subarray(0, used));
+  out.c1.set(h.c1.subarray(0, used));
+  out.c2.set(h.c2.subarray(0, used));
+  return out;
+}
+
+/** The key of record i of a read (latin1). */
+function keyAt(r: MapRead, i: number): string {
+  const stride = r.keySize + r.valueSize;
+  for (const c of r.chunks) {
+    if (i < c.first + c.count) {
+      const off = (i - c.first) * stride;
+      return c.data.toString('latin1', off, off + r.keySize);
+    }
+  }
+  return '';
 }
 
 /** A map read back as latin1 key → value (bastion_ep_stat: keys only, values empty); only for a map compared entry by entry. */

@@ -536,6 +536,29 @@ describe('manager: failed writes and drift', () => {
     }
   });
 
+  it('a check that runs while changes are written finds no drift in them, and still finds drift elsewhere in the same map', async () => {
+    const repairs: Repair[] = [];
+    const { manager, datapath } = await populated({ onRepair: (r) => repairs.push(r) });
+    try {
+      const policy = datapath.table(MAP_NAMES.policy);
+      const [gone] = [...policy.keys()];
+      policy.delete(gone!);
+      const running = manager.verify('periodic');
+      // written while the maps are read (the recording port yields between two halves of each map)
+      for (let i = 0; i < 5; i++) {
+        await manager.changeRules([{ id: `during-${i}`, subject: { matchLabels: { app: 'db' } }, direction: 'ingress', peers: [{ kind: 'endpoints', selector: { matchLabels: { app: 'web' } } }], ports: [{ protocol: 'tcp', from: 7000 + i, to: 7000 + i }] }], []);
+        await new Promise((r) => setImmediate(r));
+      }
+      const r = await running;
+      assert.equal(r.maps.repaired, 1, JSON.stringify(r.maps.maps));
+      assert.deepEqual(repairs.map((x) => `${x.map}:${x.kind}:${x.key}`), [`${MAP_NAMES.policy}:missing:${Buffer.from(gone!, 'latin1').toString('hex')}`]);
+      assertInSync(manager, datapath, 'after');
+      assert.equal((await manager.verify('periodic')).maps.repaired, 0);
+    } finally {
+      manager.close();
+    }
+  });
+
   it('a stack removed by hand is attached again; an interface that vanished is found again on its new veth, with a new identity', async () => {
     const repairs: Repair[] = [];
     const { manager, datapath, node, web, api } = await populated({ onRepair: (r) => repairs.push(r) });

@@ -21,8 +21,12 @@ function entrySet(slice: number, want: Want): EntrySet {
   for (const w of want) {
     const shared = MAPS[w.map] === MAP_NAMES.neigh;
     const first = shared ? w.key : 16 * slice + w.key;
-    // keys of several lengths, with bytes above 0x7f (latin1 must keep them)
-    const key = Buffer.from([first, 0xff - w.key, 0x80 | w.key].slice(0, 1 + (w.key % 3)));
+    // keys of several lengths, with bytes above 0x7f (latin1 must keep them); a
+    // policy key as layout.ts makes it: prefix length, then the slice's endpoint identity
+    const key =
+      MAPS[w.map] === MAP_NAMES.policy
+        ? Buffer.from([w.key, 0, 0, 0, 0x80 + slice, 1, 0, 0, 0xff - w.key, 0, 0, 0, 1, 6, 0, w.key])
+        : Buffer.from([first, 0xff - w.key, 0x80 | w.key].slice(0, 1 + (w.key % 3)));
     addEntry(set, { map: MAPS[w.map]!, key, value: Buffer.from([shared ? 1 : w.value, 0xfe]) });
   }
   return set;
@@ -92,6 +96,7 @@ describe('SliceStore', () => {
             for (const [k, v] of store.entries(map)) {
               all.set(token(map, Buffer.from(k, 'latin1')), Buffer.from(v, 'latin1').toString('hex'));
               d.addString(k, v, 1);
+              assert.equal(store.value(map, k), v, `value() of ${map}/${Buffer.from(k, 'latin1').toString('hex')}`);
             }
             const held = new MapDigest();
             for (const [t, v] of kernel) if (t.startsWith(`${map}/`)) held.addString(Buffer.from(t.slice(map.length + 1), 'hex').toString('latin1'), Buffer.from(v, 'hex').toString('latin1'), 1);
