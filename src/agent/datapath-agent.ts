@@ -120,19 +120,8 @@ export class DatapathAgent implements DatapathPort {
     const m = this.map(map);
     // per-CPU values are the datapath's counters: only their keys are compared
     const valueSize = m.perCpu ? 0 : m.valueSize;
-    for await (const b of m.batches(READ_BATCH)) {
-      if (!m.perCpu) {
-        const data = Buffer.alloc(b.count * (m.keySize + valueSize));
-        for (let i = 0; i < b.count; i++) {
-          const off = i * (m.keySize + valueSize);
-          b.keys.copy(data, off, i * m.keySize, (i + 1) * m.keySize);
-          b.values.copy(data, off + m.keySize, i * valueSize, (i + 1) * valueSize);
-        }
-        yield { keySize: m.keySize, valueSize, count: b.count, data };
-      } else {
-        yield { keySize: m.keySize, valueSize: 0, count: b.count, data: b.keys };
-      }
-    }
+    // the batch buffers as the kernel filled them: no copy
+    for await (const b of m.batches(READ_BATCH)) yield { keySize: m.keySize, valueSize, count: b.count, keys: b.keys, values: m.perCpu ? Buffer.alloc(0) : b.values };
   }
 
   apply(ops: MapOp[]): void {

@@ -97,16 +97,16 @@ export class MapDigest {
   }
 
   /**
-   * Adds every record of `data`: `count` records of keySize + valueSize
-   * bytes; only the first `hashedValue` bytes of each value count. Each
-   * record's key hash and its two contributions go to `out` from `at` on.
+   * Adds `count` records: packed keys of keySize bytes and packed values of
+   * valueSize bytes (only the first `hashedValue` bytes of each value
+   * count). Each record's key hash and its two contributions go to `out`
+   * from `at` on.
    */
-  addRecords(data: Uint8Array, count: number, keySize: number, valueSize: number, hashedValue: number, out: RecordHashes, at: number): void {
-    const stride = keySize + valueSize;
-    for (let r = 0, off = 0; r < count; r++, off += stride) {
-      hashBytes(data, off, keySize, SEED1, SEED2);
+  addRecords(keys: Uint8Array, values: Uint8Array, count: number, keySize: number, valueSize: number, hashedValue: number, out: RecordHashes, at: number): void {
+    for (let r = 0; r < count; r++) {
+      hashBytes(keys, r * keySize, keySize, SEED1, SEED2);
       out.key[at + r] = finish(h1);
-      hashBytes(data, off + keySize, hashedValue, h1, h2);
+      hashBytes(values, r * valueSize, hashedValue, h1, h2);
       out.c1[at + r] = contribution1();
       out.c2[at + r] = contribution2();
       this.addContribution(out.c1[at + r]!, out.c2[at + r]!, 1);

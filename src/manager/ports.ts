@@ -43,12 +43,13 @@ export class ForeignStackError extends Error {
   }
 }
 
-/** A batch of a map's entries as the kernel holds them: `count` records of key then value bytes (per-CPU maps: keys only, valueSize 0). */
+/** A batch of a map's entries as the kernel holds them: `count` keys and `count` values, each packed (per-CPU maps: keys only, valueSize 0). */
 export interface MapChunk {
   keySize: number;
   valueSize: number;
   count: number;
-  data: Buffer;
+  keys: Buffer;
+  values: Buffer;
 }
 
 export interface DatapathPort {

@@ -249,8 +249,8 @@ export class Reconciler {
       keySize = c.keySize;
       valueSize = c.valueSize;
       if (count + c.count > hashes.key.length) hashes = grow(hashes, Math.max(2 * hashes.key.length, count + c.count), count);
-      digest.addRecords(c.data, c.count, c.keySize, c.valueSize, keysOnly ? 0 : c.valueSize, hashes, count);
-      chunks.push({ data: c.data, count: c.count, first: count });
+      digest.addRecords(c.keys, c.values, c.count, c.keySize, c.valueSize, keysOnly ? 0 : c.valueSize, hashes, count);
+      chunks.push({ keys: c.keys, values: c.values, count: c.count, first: count });
       count += c.count;
     }
     return { map, m, digest, chunks, hashes, count, keySize, valueSize };
@@ -384,7 +384,7 @@ interface MapRead {
   m: number;
   digest: MapDigest;
   /** the bytes as read, and the index of each chunk's first record */
-  chunks: Array<{ data: Buffer; count: number; first: number }>;
+  chunks: Array<{ keys: Buffer; values: Buffer; count: number; first: number }>;
   /** per record, in read order */
   hashes: RecordHashes;
   count: number;
@@ -402,11 +402,10 @@ function grow(h: RecordHashes, size: number, used: number): RecordHashes {
 
 /** The key of record i of a read (latin1). */
 function keyAt(r: MapRead, i: number): string {
-  const stride = r.keySize + r.valueSize;
   for (const c of r.chunks) {
     if (i < c.first + c.count) {
-      const off = (i - c.first) * stride;
-      return c.data.toString('latin1', off, off + r.keySize);
+      const off = (i - c.first) * r.keySize;
+      return c.keys.toString('latin1', off, off + r.keySize);
     }
   }
   return '';
@@ -415,12 +414,11 @@ function keyAt(r: MapRead, i: number): string {
 /** A map read back as latin1 key → value (bastion_ep_stat: keys only, values empty); only for a map compared entry by entry. */
 function kernelEntries(r: MapRead): Map<string, string> {
   const out = new Map<string, string>();
-  const stride = r.keySize + r.valueSize;
   const keysOnly = r.map === MAP_NAMES.epStats;
   for (const c of r.chunks) {
-    for (let i = 0, off = 0; i < c.count; i++, off += stride) {
-      const key = c.data.toString('latin1', off, off + r.keySize);
-      out.set(key, keysOnly ? '' : c.data.toString('latin1', off + r.keySize, off + stride));
+    for (let i = 0; i < c.count; i++) {
+      const key = c.keys.toString('latin1', i * r.keySize, (i + 1) * r.keySize);
+      out.set(key, keysOnly ? '' : c.values.toString('latin1', i * r.valueSize, (i + 1) * r.valueSize));
     }
   }
   return out;

@@ -98,8 +98,9 @@ export class RecordingDatapath implements DatapathPort {
     const half = Math.ceil(entries.length / 2);
     for (const part of [entries.slice(0, half), entries.slice(half)]) {
       if (!part.length) continue;
-      const data = Buffer.from(part.map(([k, v]) => k + (valueSize ? v : '')).join(''), 'latin1');
-      yield { keySize, valueSize, count: part.length, data };
+      const keys = Buffer.from(part.map(([k]) => k).join(''), 'latin1');
+      const values = Buffer.from(valueSize ? part.map(([, v]) => v).join('') : '', 'latin1');
+      yield { keySize, valueSize, count: part.length, keys, values };
       await new Promise((r) => setImmediate(r));
     }
   }
