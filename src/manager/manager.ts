@@ -540,11 +540,6 @@ export class Manager {
     return out;
   }
 
-  /** Endpoints whose interface vanished, found again now (a config reload, SIGHUP): what verify() does for them, at once. */
-  async rediscover(): Promise<string[]> {
-    return (await this.checkStacks('reload')).rediscovered;
-  }
-
   /** Blocked containers: the interface carried another instance's stack. Listed unprotected; tried again soon. */
   private block(spec: EndpointSpec, d: Discovered, err: ForeignStackError): void {
     const old = this.endpoints.get(spec.key);
