@@ -74,7 +74,8 @@ export type ReloadResult = Record<string, never>;
 /** One policy of a POST /v1/policies */
 export interface PolicyChange {
   name: string;
-  action: 'created' | 'replaced';
+  /** unchanged: a config-file policy given again exactly as the file has it (policy list -o yaml fed back) */
+  action: 'created' | 'replaced' | 'unchanged';
 }
 
 /** POST /v1/policies: what changed, or (dryRun=1) what would change */
@@ -85,6 +86,11 @@ export interface PolicyDeleteResult {
   deleted: string[];
   entries: number;
   ms: number;
+}
+
+/** POST /v1/shutdown: the daemon that is stopping (enforcement stays in place) */
+export interface ShutdownResult {
+  pid: number;
 }
 
 /** A successful answer to a change: { ok: true, ...result }. */
@@ -98,12 +104,26 @@ export interface PolicyRow {
   to: string;
   ports: string;
   added?: string;
+  /** the policy in the document form `policy add -f` reads (what `policy list -o yaml` prints) */
+  spec: Record<string, unknown>;
 }
 
 /** GET /v1/status */
 export interface StatusReport {
-  /** protection is in place: every protected container has its stack, the maps are not dirty, no container is left to another instance */
+  /** protection is in place: every protected container has its stack, and there is no problem below (the maps dirty after a failed write, a container left to another instance, ...) */
   ok: boolean;
+  /**
+   * what keeps protection from being what was asked for, one sentence each
+   * (saved runtime policies that could not be read, ...): `status` shows
+   * them and exits 4
+   */
+  problems: string[];
+  /** the runtime policies (bastion policy add) */
+  runtimePolicies: RuntimePoliciesStatus;
+  /** why a change of the config file is not applied yet (its writer has not closed it, ...) */
+  configPending?: string;
+  /** published ports let in (a platform that publishes ports, Docker) */
+  published?: PublishedStatus;
   daemon: {
     pid: number;
     pinPath: string;
@@ -171,6 +191,21 @@ export interface VerifyResult {
     rediscovered: string[];
     lost: string[];
   };
+}
+
+/** What containers publish (docker run -p) and from where Bastion lets it in (bastion run --published-ports). */
+export interface PublishedStatus {
+  mode: 'allow' | 'host-only' | 'deny';
+  ports: Array<{ container: string; fromHost: string; fromOutside: string }>;
+}
+
+export interface RuntimePoliciesStatus {
+  /** in force */
+  count: number;
+  /** saved files that could not be read, moved aside (their policies are NOT enforced) until someone removes them */
+  unreadable: string[];
+  /** why the last save failed, while it has not succeeded since */
+  saveError?: string;
 }
 
 export interface EndpointStatus {

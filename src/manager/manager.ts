@@ -593,6 +593,11 @@ export class Manager {
     );
   }
 
+  /** Containers left unprotected because their interface carries another instance's stack. */
+  blockedNames(): string[] {
+    return [...this.blocked.values()].map((b) => b.spec.name);
+  }
+
   /** The update path's health: dirty (a write failed) and resyncing, the last check, the repairs. */
   health(): ReconcilerHealth & { blocked: number } {
     return { ...this.reconciler.health(), blocked: this.blocked.size };

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { socketPathFor } from '../../api/paths.js';
 import { apiRequest, DaemonUnreachable } from '../../api/client.js';
 import type { StatusReport, VerifyResult } from '../../api/types.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { EXIT } from '../errors.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 import { inspectPins } from '../../agent/cleanup.js';
 
 function human(n: number): string {
@@ -84,6 +84,14 @@ function renderStatus(s: StatusReport): string {
   out.push(`${c.bold('Stacks')}     ${inPlace === s.endpoints.length ? c.green(`${inPlace}/${s.endpoints.length} in place`) : c.red(`${inPlace}/${s.endpoints.length} in place`)}`);
   const rec = reconcilerLine(s);
   if (rec) out.push(rec);
+  const rp = s.runtimePolicies;
+  if (rp) out.push(`${c.bold('Runtime')}    ${rp.count} runtime polic${rp.count === 1 ? 'y' : 'ies'} in force${rp.unreadable.length ? `, ${c.red(`${rp.unreadable.length} saved file${rp.unreadable.length === 1 ? '' : 's'} UNREADABLE`)}` : ''}`);
+  for (const p of s.problems ?? []) out.push(`${c.bold(c.red('PROBLEM'))}    ${c.red(p)}`);
+  if (s.published) {
+    const mode = s.published.mode === 'allow' ? 'from the host, and from outside unless bound to loopback' : s.published.mode === 'host-only' ? 'from the host only' : 'not let in (deny)';
+    out.push(`${c.bold('Published')}  ${s.published.ports.length} container${s.published.ports.length === 1 ? '' : 's'} publish ports: let in ${mode} (--published-ports ${s.published.mode})`);
+  }
+  if (s.configPending) out.push(`${c.bold('Config')}     ${c.yellow(`change not applied yet: ${s.configPending}`)}`);
   if (s.audit) {
     const a = s.audit.summary;
     const worst = a.critical + a.high;
@@ -111,6 +119,10 @@ function renderStatus(s: StatusReport): string {
       ]),
     ).trimEnd(),
   );
+  if (s.published?.ports.length) {
+    out.push('', c.bold('Published ports'));
+    out.push(formatTable(['CONTAINER', 'FROM HOST', 'FROM OUTSIDE'], s.published.ports.map((p) => [p.container, p.fromHost, p.fromOutside])).trimEnd());
+  }
   if (s.unprotected.length) {
     out.push('', c.bold(c.yellow('Unprotected containers')));
     out.push(formatTable(['CONTAINER', 'REASON'], s.unprotected.map((u) => [u.name, u.reason])).trimEnd());
@@ -146,21 +158,23 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description('Show the daemon, the protected containers, their identities, stacks, rules and counters')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .option('--verify', 'first read every map and stack back and repair what differs, and say what was found')
     .addHelpText(
       'after',
-      '\nExit status: 0 when the daemon runs and protection is in place (every container has its stack, the maps are in sync,\n' +
-        'no container is left to another instance; with --verify: and the check found everything in place after repairs); 4 otherwise.',
+      '\nExit status: 0 when the daemon runs, every container has its stack and no problem is reported (the maps dirty after\n' +
+        'a failed write, a container left to another instance, saved runtime policies that could not be read, ...; with --verify:\n' +
+        'and the check found everything in place after its repairs); 4 otherwise.',
     )
     .action(async (opts: { pinPath: string; output: string; json?: boolean; verify?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       try {
         const socket = socketPathFor(opts.pinPath);
         const v = opts.verify ? await apiRequest<VerifyResult & { ok: true }>(socket, 'POST', '/v1/verify', 120_000) : undefined;
-        const s = await apiRequest<StatusReport>(socket, 'GET', '/v1/status');
+        // a large policy makes a large answer (500,000 rules: about 50 MB): give it time
+        const s = await apiRequest<StatusReport>(socket, 'GET', '/v1/status', 60_000);
         printData(v ? { ...s, verify: v } : s, format, () => (v ? renderVerify(v) : '') + renderStatus(s));
         process.exitCode = s.ok && (!v || v.clean) ? EXIT.ok : EXIT.notReady;
       } catch (err) {
@@ -169,7 +183,9 @@ export function registerStatus(program: Command): void {
         const data = { ok: false, daemon: null, reason: 'daemon not running', pinPath: opts.pinPath, enforcement: pins };
         printData(data, format, () =>
           `${colors.bold('Daemon')}     ${colors.red('not running')} (${(err as Error).message})\n` +
-          (pins.present
+          (pins.refused
+            ? `${colors.bold('Datapath')}   ${colors.red(pins.refused)}\n`
+            : pins.present
             ? `${colors.bold('Datapath')}   still enforcing from ${opts.pinPath}: ${pins.endpoints} containers, ${pins.stacks} stacks attached\n`
             : `${colors.bold('Datapath')}   nothing pinned at ${opts.pinPath}\n`),
         );
