@@ -171,7 +171,7 @@ export interface ReconcilerStatus {
   checkIntervalMs: number;
 }
 
-/** POST /v1/verify: every managed map and stack read back and compared now, differences repaired. */
+/** POST /v1/status/verify: every managed map and stack read back and compared now, differences repaired. */
 export interface VerifyResult {
   reason: string;
   at: string;

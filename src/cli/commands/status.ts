@@ -172,7 +172,7 @@ export function registerStatus(program: Command): void {
       const format = parseOutputFormat(opts.output, opts.json);
       try {
         const socket = socketPathFor(opts.pinPath);
-        const v = opts.verify ? await apiRequest<VerifyResult & { ok: true }>(socket, 'POST', '/v1/verify', 120_000) : undefined;
+        const v = opts.verify ? await apiRequest<VerifyResult & { ok: true }>(socket, 'POST', '/v1/status/verify', 120_000) : undefined;
         // a large policy makes a large answer (500,000 rules: about 50 MB): give it time
         const s = await apiRequest<StatusReport>(socket, 'GET', '/v1/status', 60_000);
         printData(v ? { ...s, verify: v } : s, format, () => (v ? renderVerify(v) : '') + renderStatus(s));
