@@ -148,7 +148,7 @@ struct ct_entry {
 	__u32 rule_id;
 	__u32 flags;		/* CT_F_* */
 	__u32 owner_id;		/* the local endpoint this entry is charged to */
-	__u32 pad;
+	__u32 policy_epoch;	/* bastion_config.policy_epoch when the policy last allowed it */
 };				/* 32 bytes */
 
 /* Conntrack entries charged to one local endpoint (bastion_ct_use, keyed by
@@ -315,6 +315,8 @@ struct bastion_config {
 	__u32 ct_other_lifetime_s;	/* UDP, SCTP, ICMP, and TCP before it is established */
 	__u32 ct_per_endpoint;	/* conntrack entries one endpoint may hold (0: CT_DEFAULT_PER_ENDPOINT) */
 	__u32 events_per_sec;	/* events per (endpoint, verdict, reason) and second (0: EVENTS_DEFAULT_PER_SEC) */
+	__u32 policy_epoch;	/* bumped by the manager after every change it writes: established
+				 * connections of an older epoch are judged again (verdict.h) */
 };
 
 /* Control-plane state kept in bpffs so it survives the agent. Not read by

@@ -5,6 +5,9 @@
  * a new connection, the policy of every local end (the sender's egress, the
  * receiver's ingress), then a conntrack entry and the ALLOWED event.
  *
+ * An established connection is judged again, once, after each policy
+ * change (ct_recheck): a change that denies it cuts it at its next packet.
+ *
  * Helpers return a CT_* class (>= 0) to let the packet go on, or -REASON_*
  * to drop it; each program has one exit that turns a drop into its event
  * (deny(), in the style of Cilium's IS_ERR(ret) -> send_drop_notify). Audit
@@ -61,6 +64,41 @@ static __always_inline int policy_verdict(const struct ctx_info *ci, const struc
 }
 
 /*
+ * An established connection, judged again after a policy change: the
+ * manager bumps bastion_config.policy_epoch after every change it writes
+ * (after its last map write, so only a whole change is ever judged), and a
+ * connection whose entry carries an older epoch meets the policy of its
+ * original direction once more, as a new connection would: the original
+ * sender's egress and the original receiver's ingress, for each that is a
+ * local endpoint. Denied (and no audit mode to let it through): -reason,
+ * and the caller cuts it. Allowed: the entry takes the current epoch. One
+ * or two LPM lookups per connection and change, none otherwise: the epoch
+ * compare is all a packet pays while the policy stands still.
+ *
+ * A change that keeps a connection allowed keeps it allowed at every step
+ * of its writes (src/policy/diff.ts), so a packet judged while the next
+ * change is being written is never cut by that change's intermediate state.
+ */
+static __always_inline int ct_recheck(const struct ctx_info *ci, const struct pkt_v4 *p,
+				      const struct conn_ends *c, const struct ct_found *f)
+{
+	/* the ends as the connection was opened: a reply travels the other way */
+	const struct endpoint_info *sender = f->reply ? c->receiver : c->sender;
+	const struct endpoint_info *receiver = f->reply ? c->sender : c->receiver;
+	__u8 sender_is_host = f->reply ? c->dst_is_host : c->src_is_host;
+	__u8 receiver_is_host = f->reply ? c->src_is_host : c->dst_is_host;
+	__be16 dport = p->proto == IPPROTO_ICMP ? 0 : (f->reply ? p->sport : p->dport);
+
+	if (sender && !policy_allows(sender->identity, f->e->dst_id, DIR_EGRESS, p->proto, dport) &&
+	    !ci->audit && !(sender->flags & EP_F_AUDIT))
+		return receiver_is_host ? -REASON_HOST_DENIED : -REASON_POLICY_DENIED;
+	if (receiver && !policy_allows(receiver->identity, f->e->src_id, DIR_INGRESS, p->proto, dport) &&
+	    !ci->audit && !(receiver->flags & EP_F_AUDIT))
+		return sender_is_host ? -REASON_HOST_DENIED : -REASON_POLICY_DENIED;
+	return 0;
+}
+
+/*
  * The verdict on one IPv4 packet: a CT_* class when it may go on, or
  * -REASON_* (policy-denied, host-denied, ct-invalid, icmp-unrelated,
  * ct-limit, ct-full).
@@ -72,7 +110,18 @@ static __always_inline int conn_verdict(const struct ctx_info *ci, struct flow_d
 	__u32 rule_id = 0, ct_flags = 0;
 	int ct, ret;
 
-	ct = ct_lookup(p, c->src_id, c->dst_id, cfg, c->via_gateway, &rule_id);
+	struct ct_found found = {};
+
+	ct = ct_lookup(p, c->src_id, c->dst_id, cfg, c->via_gateway, &rule_id, &found);
+	if (found.e && cfg && found.e->policy_epoch != cfg->policy_epoch) {
+		ret = ct_recheck(ci, p, c, &found);
+		if (IS_ERR(ret)) {
+			/* cut: the entry goes, and the connection's next packets are new ones the policy denies */
+			ct_delete(&found.key, found.e->owner_id);
+			return ret;
+		}
+		found.e->policy_epoch = cfg->policy_epoch;
+	}
 	if (ct != CT_NEW)
 		return ct;
 	/* Only an echo request opens an ICMP "connection". */

@@ -29,28 +29,36 @@ import {
   type IpcacheKey,
   type IpcacheVal,
 } from '../datapath/layout.js';
-import type { ConntrackUsage, DatapathPort, StackState } from '../manager/ports.js';
-import type { EntrySet, MapOp } from '../manager/entries.js';
-import { attachStack, detachStack, stackState } from './stack.js';
+import type { ConntrackUsage, DatapathPort, MapChunk, StackState } from '../manager/ports.js';
+import type { MapOp } from '../manager/entries.js';
+import { Ownership, attachStack, detachStack, stackState } from './stack.js';
+import { bindOwner, openOwnerMap } from './owner.js';
+import { progInfo } from '../datapath/libbpf.js';
 
 /** how often the tail of event bursts is looked for (summarizeHeldBack) */
 const SUMMARY_INTERVAL_MS = 2000;
 
 const BPF_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../bpf');
 
-/** Maps the manager owns entirely (pruned to what it wants after a restart). */
-const MANAGED_MAPS = [MAP_NAMES.endpoints, MAP_NAMES.endpointsByIp, MAP_NAMES.ipcache, MAP_NAMES.policy, MAP_NAMES.neigh, MAP_NAMES.epStats];
+/** Entries read from the kernel per batch by readMap (about 1.5 ms of an LPM trie walk). */
+const READ_BATCH = 1024;
 
 export class DatapathAgent implements DatapathPort {
   private readonly listeners: Array<(ev: FlowEvent) => void> = [];
   private reader?: RingBufReader;
+  /** whose a stack is: this instance's programs (as loaded now) and maps */
+  readonly ownership: Ownership;
 
   constructor(
     readonly pinPath: string,
     private readonly objects: BpfObject[],
     private readonly fds: { fromContainer: number; toContainer: number; ctGc: number },
     readonly maps: BastionMaps,
-  ) {}
+    private readonly owner?: BpfMap,
+  ) {
+    const ids = new Set([fds.fromContainer, fds.toContainer].map((fd) => progInfo(fd).id));
+    this.ownership = new Ownership(maps.endpoints.raw.id, ids);
+  }
 
   /** conntrack entries reclaimed by ct_gc since start */
   ctCollected = 0;
@@ -86,19 +94,34 @@ export class DatapathAgent implements DatapathPort {
     const stats = this.map(MAP_NAMES.epStats);
     const key = Buffer.alloc(4);
     key.writeUInt32LE(hostIfindex);
-    if (!stats.lookupPerCpu(key)) stats.updatePerCpu(key, Buffer.alloc(stats.valueSize), BPF_NOEXIST);
-    attachStack(hostIfindex, this.fds);
+    const fresh = !stats.lookupPerCpu(key);
+    if (fresh) stats.updatePerCpu(key, Buffer.alloc(stats.valueSize), BPF_NOEXIST);
+    try {
+      attachStack(hostIfindex, this.fds, this.ownership);
+    } catch (err) {
+      // nothing attached: no record of an attachment either
+      if (fresh) stats.delete(key);
+      throw err;
+    }
   }
 
   detach(hostIfindex: number): void {
-    detachStack(hostIfindex);
+    detachStack(hostIfindex, this.ownership);
     const key = Buffer.alloc(4);
     key.writeUInt32LE(hostIfindex);
     this.map(MAP_NAMES.epStats).delete(key);
   }
 
   stackState(hostIfindex: number): StackState {
-    return stackState(hostIfindex);
+    return stackState(hostIfindex, this.ownership);
+  }
+
+  async *readMap(map: string): AsyncGenerator<MapChunk> {
+    const m = this.map(map);
+    // per-CPU values are the datapath's counters: only their keys are compared
+    const valueSize = m.perCpu ? 0 : m.valueSize;
+    // the batch buffers as the kernel filled them: no copy
+    for await (const b of m.batches(READ_BATCH)) yield { keySize: m.keySize, valueSize, count: b.count, keys: b.keys, values: m.perCpu ? Buffer.alloc(0) : b.values };
   }
 
   apply(ops: MapOp[]): void {
@@ -193,19 +216,6 @@ export class DatapathAgent implements DatapathPort {
     return [...this.map(MAP_NAMES.epStats).keys()].map((k) => k.readUInt32LE(0));
   }
 
-  prune(desired: EntrySet): number {
-    let n = 0;
-    for (const name of MANAGED_MAPS) {
-      if (name === MAP_NAMES.epStats) continue; // stacks are pruned by the manager, stats with them
-      const m = this.map(name);
-      const want = desired.get(name);
-      const extra = [...m.keys()].filter((k) => !want?.has(k.toString('hex')));
-      for (const k of extra) m.delete(k);
-      n += extra.length;
-    }
-    return n;
-  }
-
   loadNextIdentity(): number | undefined {
     const s = this.maps.state.get();
     return s.nextIdentity > 0n ? Number(s.nextIdentity) : undefined;
@@ -284,6 +294,7 @@ export class DatapathAgent implements DatapathPort {
     clearInterval(this.summaryTimer);
     this.reader?.stop();
     this.maps.close();
+    this.owner?.close();
     for (const o of this.objects) o.close();
   }
 }
@@ -309,11 +320,10 @@ export async function openDatapath(pinPath: string, log?: Logger): Promise<Datap
   const to = load('to_container.o');
   const gc = load('ct_gc.o');
   const maps = openBastionMaps(root);
+  const fds = { fromContainer: from.program('from_container'), toContainer: to.program('to_container'), ctGc: gc.program('ct_gc') };
+  // this instance's name on its programs (owner.ts), so another instance can say whose they are
+  const owner = openOwnerMap(root);
+  for (const fd of [fds.fromContainer, fds.toContainer]) bindOwner(fd, owner);
   log?.debug({ pinPath: root }, 'datapath loaded');
-  return new DatapathAgent(
-    root,
-    [from, to, gc],
-    { fromContainer: from.program('from_container'), toContainer: to.program('to_container'), ctGc: gc.program('ct_gc') },
-    maps,
-  );
+  return new DatapathAgent(root, [from, to, gc], fds, maps, owner);
 }

@@ -5,7 +5,8 @@
  *   GET  /v1/flows?limit=N     recent flows (&verdict=, &container=); &follow=1 streams NDJSON,
  *                              with {"type":"lost","count":N} where a slow client missed records
  *                              (src/api/flow-stream.ts)
- *   POST /v1/reload            re-read the config (same as SIGHUP)
+ *   POST /v1/reload            re-read the config (same as SIGHUP); containers whose interface vanished are found again
+ *   POST /v1/status/verify     read every managed map and stack back now, repair what differs (`bastion status --verify`)
  *   POST /v1/shutdown          stop the daemon (same as SIGTERM; `bastion down` uses it): enforcement stays
  *   GET  /v1/policies          every policy: the config file's and the runtime ones
  *   POST /v1/policies          add or replace runtime policies (a `policies:` document, YAML or JSON);
@@ -38,12 +39,15 @@ import type {
   ReloadResult,
   ShutdownResult,
   StatusReport,
+  VerifyResult,
 } from './types.js';
 
 /** What the API serves; the daemon (src/daemon/daemon.ts) provides it. */
 export interface DaemonApi {
   status(): StatusReport;
   reload(): Promise<Outcome<ReloadResult>>;
+  /** a drift check now: maps and stacks read back and repaired */
+  verify?(): Promise<Outcome<VerifyResult>>;
   policies: {
     list(): PolicyRow[];
     add(text: string, source: string, opts: { dryRun?: boolean }): Promise<Outcome<PolicyAddResult>>;
@@ -139,6 +143,10 @@ export function createApiApp(api: DaemonApi): Hono<Env> {
 
   app.get('/v1/status', (c) => json(c, 200, api.status()));
   app.post('/v1/reload', async (c) => answer(c, await api.reload()));
+  app.post('/v1/status/verify', async (c) => {
+    if (!api.verify) return failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
+    return answer(c, await api.verify());
+  });
   app.post('/v1/shutdown', (c) => {
     if (!api.shutdown) return failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
     const { outcome, stop } = api.shutdown();

@@ -110,7 +110,7 @@ export interface PolicyRow {
 
 /** GET /v1/status */
 export interface StatusReport {
-  /** every protected container has its stack in place, and there is no problem below */
+  /** protection is in place: every protected container has its stack, and there is no problem below (the maps dirty after a failed write, a container left to another instance, ...) */
   ok: boolean;
   /**
    * what keeps protection from being what was asked for, one sentence each
@@ -145,6 +145,52 @@ export interface StatusReport {
   events: { perSecondLimit?: number; suppressed: number; lost: number };
   /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
   audit?: StatusAudit;
+  /** the update path: dirty after a failed write until a resync repaired it; drift checks and what they repaired */
+  reconciler?: ReconcilerStatus;
+}
+
+/** The update path's health (`bastion status`, the Reconciler line). */
+export interface ReconcilerStatus {
+  /** a map write failed (or a repair did) and the maps are not known to be what the daemon wants */
+  dirty: boolean;
+  dirtySince?: string;
+  lastError?: string;
+  /** map writes that failed since the daemon started */
+  failedWrites: number;
+  /** a resync is scheduled or running (with back-off) */
+  resyncing: boolean;
+  resyncAttempts: number;
+  nextResyncAt?: string;
+  /** the last read-back of the maps (periodic drift check, resync, `status --verify`) */
+  lastCheck?: { at: string; reason: string; ms: number; repaired: number; clean: boolean; error?: string };
+  /** differences repaired since start-up, by map (or "stack") and kind (missing, extra, changed, reattached, rediscovered) */
+  repairs: Record<string, Record<string, number>>;
+  /** containers left unprotected because their interface carries another Bastion instance's stack */
+  blocked: number;
+  /** the periodic drift check's interval (ms); 0 when it is off */
+  checkIntervalMs: number;
+}
+
+/** POST /v1/status/verify: every managed map and stack read back and compared now, differences repaired. */
+export interface VerifyResult {
+  reason: string;
+  at: string;
+  ms: number;
+  /** everything is in place after the check */
+  clean: boolean;
+  maps: {
+    repaired: number;
+    clean: boolean;
+    error?: string;
+    maps: Record<string, { entries: number; state: string; missing: number; extra: number; changed: number }>;
+  };
+  stacks: {
+    checked: number;
+    reattached: number;
+    foreign: Array<{ endpoint?: string; hostIfindex: number; ownerPinPath?: string }>;
+    rediscovered: string[];
+    lost: string[];
+  };
 }
 
 /** What containers publish (docker run -p) and from where Bastion lets it in (bastion run --published-ports). */
@@ -173,7 +219,8 @@ export interface EndpointStatus {
   hostIfindex: number;
   mode: string;
   labels: Record<string, string>;
-  stack: { ingress?: number; egress?: number; ok: boolean };
+  /** ok: this daemon's programs on both hooks; owner "foreign": another Bastion instance's stack (ownerPinPath names it) */
+  stack: { ingress?: number; egress?: number; ok: boolean; owner?: string; ownerPinPath?: string; gone?: boolean };
   counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
   /** conntrack entries charged to this endpoint (its share: StatusReport.conntrack.perEndpointLimit) */
   conntrack?: number;

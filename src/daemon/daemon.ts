@@ -28,7 +28,8 @@ import { ConfigReloader } from './config-reloader.js';
 import { watchConfigFile } from './config-watch.js';
 import { RuntimePolicies } from './runtime-policies.js';
 import { RuntimePolicyService } from './policy-service.js';
-import { logFlows } from './flow-logger.js';
+import { logFlows, repairRecord } from './flow-logger.js';
+import { DEFAULT_VERIFY_INTERVAL_MS, DriftWatch } from './drift-watch.js';
 import { platformEventHandler } from './platform-events.js';
 import { collectStatus } from './status.js';
 import { succeed, type Outcome, type ShutdownResult, type StatusReport } from '../api/types.js';
@@ -45,6 +46,8 @@ export interface DaemonOptions {
   platform?: PlatformSource;
   extraPolicy?: () => Promise<PolicySet | undefined>;
   logLevel?: string;
+  /** how often maps and stacks are read back and drift repaired (ms; 0: only on request); default 5 s */
+  verifyIntervalMs?: number;
   /** largest config file accepted (bastion run --max-config-size) */
   maxConfigBytes?: number;
   /** what a published port lets in (bastion run --published-ports), default allow */
@@ -67,6 +70,8 @@ export class Daemon {
   /** the posture audit over this daemon's own state (GET /v1/audit, status) */
   readonly audits: AuditCache;
   manager?: Manager;
+  /** the periodic drift check */
+  drift?: DriftWatch;
   /** published ports as policies (with a platform that publishes them) */
   readonly published?: PublishedPortPolicies;
   private readonly node = new NodeAgent();
@@ -141,7 +146,14 @@ export class Daemon {
 
     const datapath = await openDatapath(this.o.pinPath, this.log);
     datapath.startConntrackCollector(CT_COLLECT_INTERVAL_MS, (err) => this.log.error({ err: err.message }, 'conntrack collector failed'));
-    const manager = (this.manager = new Manager({ datapath, node: this.node, log: this.log, limits: this.o.limits }));
+    const manager = (this.manager = new Manager({
+      datapath,
+      node: this.node,
+      log: this.log,
+      limits: this.o.limits,
+      // every repair of drift or of a failed write is a flow record too (`bastion flows --verdict REPAIRED`)
+      onRepair: (r) => this.flows.push(repairRecord(r, manager)),
+    }));
     await manager.setHostAddresses(await this.node.hostAddresses());
     await this.config.applyFirst(manager, first);
     this.policies.attach(manager);
@@ -155,15 +167,26 @@ export class Daemon {
     // Whatever a previous run left that this one does not manage goes away.
     const pruned = await manager.pruneLeftovers();
     if (pruned.entries || pruned.stacks) this.log.info(pruned, 'removed leftovers of a previous run');
+    const drift = (this.drift = new DriftWatch(manager, this.o.verifyIntervalMs ?? DEFAULT_VERIFY_INTERVAL_MS, this.log));
+    drift.start();
+    this.cleanups.push(() => drift.stop());
 
-    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats, {
-      runtimePolicies: () => ({ ...this.policies.health(), saveFailures: this.policies.saveFailures }),
-      config: () => ({ pending: this.configPending !== undefined, containersRemoved: this.config.containersRemoved }),
-    });
+    const metrics = createMetrics(
+      () => manager,
+      () => datapath.counters(),
+      this.flows,
+      this.followers.stats,
+      {
+        runtimePolicies: () => ({ ...this.policies.health(), saveFailures: this.policies.saveFailures }),
+        config: () => ({ pending: this.configPending !== undefined, containersRemoved: this.config.containersRemoved }),
+      },
+      () => drift.last,
+    );
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
       reload: () => this.config.reload(),
+      verify: async () => succeed(drift.note(await manager.verify('request'))),
       policies: this.policies,
       metrics: { text: () => metrics.registry.metrics(), contentType: metrics.registry.contentType },
       flows: this.flows,
@@ -237,6 +260,7 @@ export class Daemon {
       startedAt: this.startedAt,
       flowsSeen: this.flows.count,
       audit: this.audits.peek(),
+      checkIntervalMs: this.drift?.intervalMs ?? 0,
       runtimePolicies: this.policies.health(),
       ...(this.configPending ? { configPending: this.configPending } : {}),
       ...(this.published ? { published: this.published.status() } : {}),
@@ -275,6 +299,7 @@ export class Daemon {
     });
     // Close the ring buffer reader and the map fds: the pins and the tc
     // filters keep enforcing without us.
+    this.manager?.close();
     this.manager?.datapath.close();
     for (const f of [socketPathFor(this.o.pinPath), pidFileFor(this.o.pinPath)]) rmSync(f, { force: true });
     await this.profiler.stop();

@@ -5,6 +5,7 @@ import type { Manager } from '../manager/manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
 import type { FlowStreamStats } from '../api/flow-stream.js';
 import type { RuntimePoliciesStatus } from '../api/types.js';
+import type { VerifyReport } from '../manager/manager.js';
 
 /** What the daemon reports about itself besides the manager and the datapath. */
 export interface DaemonHealth {
@@ -12,7 +13,14 @@ export interface DaemonHealth {
   config(): { pending: boolean; containersRemoved: number };
 }
 
-export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore, followers: FlowStreamStats, health: DaemonHealth) {
+export function createMetrics(
+  manager: () => Manager,
+  counters: () => Map<number, Counter>,
+  flows: FlowStore,
+  followers: FlowStreamStats,
+  health: DaemonHealth,
+  lastCheck: () => VerifyReport | undefined = () => undefined,
+) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
 
@@ -201,6 +209,59 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
     collect() {
       this.reset();
       this.inc(health.config().containersRemoved);
+    },
+  });
+  // Protection that lapses is loud: these say when the maps or the stacks are not what the daemon wants.
+  new Gauge({
+    name: 'bastion_reconciler_dirty',
+    help: '1 while a map write has failed and a resync has not yet brought the maps back to what the daemon wants',
+    registers: [registry],
+    collect() {
+      this.set(manager().health().dirty ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'bastion_reconciler_resyncing',
+    help: '1 while a resync (read back, compare, repair) is scheduled or running after a failed write',
+    registers: [registry],
+    collect() {
+      this.set(manager().health().resyncing ? 1 : 0);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_reconciler_failed_writes_total',
+    help: 'Map writes that failed (each makes the state dirty until a resync repairs it)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(manager().health().failedWrites);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_drift_repairs_total',
+    help: 'Differences between what the daemon wants and what the kernel holds, repaired (map or "stack"; kind missing, extra, changed, reattached, rediscovered)',
+    labelNames: ['map', 'kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [map, kinds] of Object.entries(manager().health().repairs)) for (const [kind, n] of Object.entries(kinds)) this.inc({ map, kind }, n);
+    },
+  });
+  new Gauge({
+    name: 'bastion_drift_check_seconds',
+    help: 'Time the last drift check (maps and stacks read back) took',
+    registers: [registry],
+    collect() {
+      this.set((lastCheck()?.ms ?? 0) / 1000);
+    },
+  });
+  new Gauge({
+    name: 'bastion_stacks_not_in_place',
+    help: 'Protected containers without this daemon\'s stack after the last drift check (another instance\'s stack, or an interface gone and not found again), and containers left to another instance',
+    registers: [registry],
+    collect() {
+      const s = lastCheck()?.stacks;
+      this.set((s ? s.foreign.length + s.lost.length : 0) + (s ? 0 : manager().health().blocked));
     },
   });
   return { registry };

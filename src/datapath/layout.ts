@@ -335,6 +335,8 @@ export interface CtEntry {
   flags: number;
   /** the local endpoint (identity) the entry is charged to (bastion_ct_use) */
   ownerId: number;
+  /** bastion_config.policyEpoch when the policy last allowed the connection */
+  policyEpoch?: number;
 }
 export const CT_KEY_SIZE = 16;
 export const CT_ENTRY_SIZE = 32;
@@ -365,6 +367,7 @@ export function encodeCtEntry(e: CtEntry): Buffer {
   b.writeUInt32LE(e.ruleId, 16);
   b.writeUInt32LE(e.flags, 20);
   b.writeUInt32LE(e.ownerId, 24);
+  b.writeUInt32LE(e.policyEpoch ?? 0, 28);
   return b;
 }
 export function decodeCtEntry(b: Buffer): CtEntry {
@@ -375,6 +378,7 @@ export function decodeCtEntry(b: Buffer): CtEntry {
     ruleId: b.readUInt32LE(16),
     flags: b.readUInt32LE(20),
     ownerId: b.readUInt32LE(24),
+    policyEpoch: b.readUInt32LE(28),
   };
 }
 
@@ -619,8 +623,10 @@ export interface DatapathConfig {
   ctPerEndpoint?: number;
   /** events per (endpoint, verdict, reason) and second (0: EVENTS_DEFAULT_PER_SEC) */
   eventsPerSec?: number;
+  /** bumped after every change the manager writes: established connections of an older epoch are judged again */
+  policyEpoch?: number;
 }
-export const CONFIG_SIZE = 24;
+export const CONFIG_SIZE = 28;
 export function encodeConfig(c: DatapathConfig): Buffer {
   const b = Buffer.alloc(CONFIG_SIZE);
   b.writeUInt32LE(c.mode, 0);
@@ -629,6 +635,7 @@ export function encodeConfig(c: DatapathConfig): Buffer {
   b.writeUInt32LE(c.ctOtherLifetimeS, 12);
   b.writeUInt32LE(c.ctPerEndpoint ?? 0, 16);
   b.writeUInt32LE(c.eventsPerSec ?? 0, 20);
+  b.writeUInt32LE(c.policyEpoch ?? 0, 24);
   return b;
 }
 export function decodeConfig(b: Buffer): DatapathConfig {
@@ -639,6 +646,7 @@ export function decodeConfig(b: Buffer): DatapathConfig {
     ctOtherLifetimeS: b.readUInt32LE(12),
     ctPerEndpoint: b.readUInt32LE(16),
     eventsPerSec: b.readUInt32LE(20),
+    policyEpoch: b.readUInt32LE(24),
   };
 }
 

@@ -149,7 +149,7 @@ export class SliceCompiler {
     return set;
   }
 
-  /** Host addresses, registered CIDR prefixes, world, and the datapath config. */
+  /** Host addresses, registered CIDR prefixes, world (the datapath config is configSlice's). */
   globalSlice(env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
     // host addresses, or prefixes the host delivers locally ("127.0.0.0/8")
@@ -169,6 +169,16 @@ export class SliceCompiler {
         value: encodeIpcacheVal({ identity, flags: 0 }),
       });
     }
+    return set;
+  }
+
+  /**
+   * The datapath config, a slice of its own: the manager rewrites it after
+   * every change (a new policy epoch, bpf/lib/verdict.h), and that must not
+   * cost a pass over the global slice's prefixes.
+   */
+  configSlice(env: SliceEnv, policyEpoch: number): EntrySet {
+    const set = emptyEntrySet();
     addEntry(set, {
       map: MAP_NAMES.config,
       key: encodeU32(0),
@@ -179,6 +189,7 @@ export class SliceCompiler {
         ctOtherLifetimeS: 0,
         eventsPerSec: env.limits?.eventsPerSec ?? 0,
         ctPerEndpoint: env.limits?.ctPerEndpoint ?? 0,
+        policyEpoch,
       }),
     });
     return set;

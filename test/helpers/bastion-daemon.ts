@@ -29,7 +29,7 @@ export const BASTION_BIN = join(REPO_ROOT, 'bin', 'bastion');
 
 // -------------------------------------------------------------------- config
 
-export type Selector = Record<string, string> | 'host' | { cidr: string };
+export type Selector = Record<string, string> | 'host' | { cidr: string; except?: string[] };
 
 export interface ContainerEntry {
   name: string;
@@ -409,7 +409,7 @@ export class CoreLab {
     return { mode: o.mode ?? 'enforce', containers: this.containersSection(), policies: o.policies ?? [WEB_TO_API, API_TO_DB, ...(o.extra ?? [])] };
   }
 
-  /** Writes the config (unless cfg is null: keep the file) and starts a daemon on it, waiting until it is ready. */
+  /** Writes the config (unless cfg is null: keep the file) and starts a daemon on it (with `extraArgs` for `run`), waiting until it is ready. */
   async startDaemon(cfg: BastionConfig | string | null = this.config(), extraArgs: string[] = []): Promise<BastionDaemon> {
     if (cfg !== null) writeConfigFile(this.configPath, cfg);
     const d = new BastionDaemon(this.configPath, this.pinPath, extraArgs).start();

@@ -391,6 +391,52 @@ describe('datapath programs under BPF_PROG_TEST_RUN', () => {
       maps.endpointsByIp.set(B.ip, info(B, ifB));
     }
   });
+  it('an established connection meets the policy again after a change (policy epoch): cut at its next packet when denied, kept when allowed', () => {
+    const config = (policyEpoch: number, mode = MODE_ENFORCE) => maps.config.set({ mode, flags: CFG_F_TRACE_ALLOWED, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0, policyEpoch });
+    const key = (ep: number, peer: number, dir: number, port: number) => ({ prefixlen: POLICY_PREFIX_FULL, epId: ep, peerId: peer, direction: dir, proto: P.tcp, dport: port });
+    const data = (sport: number, dport: number) => tcpFrame({ srcMac: A.mac, dstMac: B.mac, src: A.ip, dst: B.ip, sport, dport, flags: 'A' });
+    const reply = (sport: number, dport: number) => tcpFrame({ srcMac: B.mac, dstMac: A.mac, src: B.ip, dst: A.ip, sport: dport, dport: sport, flags: 'A' });
+    const fromB = (frame: Buffer) => testRun(from, frame, { ifindex: ifB });
+    const entryOf = (sport: number) => [...maps.ct.entries()].find(([k]) => k.sport === sport || k.dport === sport)?.[1];
+    config(10);
+    try {
+      allow(A.id, B.id, DIR_EGRESS, P.tcp, 7070, 9);
+      allow(B.id, A.id, DIR_INGRESS, P.tcp, 7070, 9);
+      // x: A→B:7070, whose policy goes; y: A→B:8080, whose policy stays; z: A→B:7070 again, judged on a reply
+      assert.equal(fromA(syn(A, B, 45000, 7070)).retval, TC_ACT_REDIRECT);
+      assert.equal(fromA(syn(A, B, 45001, 8080)).retval, TC_ACT_REDIRECT);
+      assert.equal(fromA(syn(A, B, 45002, 7070)).retval, TC_ACT_REDIRECT);
+      assert.equal(entryOf(45000)?.policyEpoch, 10, 'a new entry carries the epoch that allowed it');
+      maps.policy.delete(key(A.id, B.id, DIR_EGRESS, 7070));
+      maps.policy.delete(key(B.id, A.id, DIR_INGRESS, 7070));
+      // the epoch is what says a change is whole: until it moves, nothing is judged again
+      assert.equal(fromA(data(45000, 7070)).retval, TC_ACT_REDIRECT);
+      drain();
+      const denied0 = count(REASON.policyDenied);
+      config(11);
+      assert.equal(fromA(data(45000, 7070)).retval, TC_ACT_SHOT, 'x is cut at its next packet');
+      assert.equal(entryOf(45000), undefined, "x's entry is gone");
+      assert.equal(fromB(reply(45000, 7070)).retval, TC_ACT_SHOT, "and x's replies find nothing to belong to");
+      assert.equal(fromA(data(45001, 8080)).retval, TC_ACT_REDIRECT, 'y is still allowed');
+      assert.equal(entryOf(45001)?.policyEpoch, 11, "y's entry takes the current epoch");
+      assert.equal(fromB(reply(45002, 7070)).retval, TC_ACT_SHOT, 'z is cut on a reply too (B may no longer accept it)');
+      assert.equal(count(REASON.policyDenied), denied0 + 3);
+      assert.ok(drain().some((e) => e.verdict === VERDICT.dropped && e.reason === REASON.policyDenied && e.sport === 45000));
+      // audit mode lets a connection the policy denies go on, as it would have let it open
+      allow(A.id, B.id, DIR_EGRESS, P.tcp, 7070, 9);
+      allow(B.id, A.id, DIR_INGRESS, P.tcp, 7070, 9);
+      assert.equal(fromA(syn(A, B, 45003, 7070)).retval, TC_ACT_REDIRECT);
+      maps.policy.delete(key(A.id, B.id, DIR_EGRESS, 7070));
+      maps.policy.delete(key(B.id, A.id, DIR_INGRESS, 7070));
+      config(12, MODE_AUDIT);
+      assert.equal(fromA(data(45003, 7070)).retval, TC_ACT_REDIRECT, 'audit mode: not cut');
+      config(13);
+      assert.equal(fromA(data(45003, 7070)).retval, TC_ACT_SHOT, 'enforce again: cut');
+    } finally {
+      config(0);
+    }
+  });
+
   // ---------------------------------------------------------------- ICMP errors (issue 13)
 
   /** An ICMP error from `src` to `dst` about a UDP packet inner.src:isport -> inner.dst:idport. */

@@ -13,6 +13,7 @@ function colourLine(r: FlowRecord): string {
   if (r.verdict === 'DROPPED') return colors.red(line);
   if (r.verdict === 'AUDIT') return colors.yellow(line);
   if (r.verdict === 'ALLOWED') return colors.green(line);
+  if (r.verdict === 'REPAIRED') return colors.yellow(line);
   return line;
 }
 

@@ -20,6 +20,7 @@ interface RunOptions extends PlatformOptions {
   config?: string;
   pinPath: string;
   logLevel: string;
+  verifyInterval: string;
   eventsPerSecond?: string;
   conntrackPerContainer?: string;
 }
@@ -48,6 +49,7 @@ export function registerRun(program: Command): void {
     )
     .addOption(publishedPortsOption())
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .option('--verify-interval <seconds>', 'read every map and stack back this often and repair drift (0: only on SIGHUP, reload and status --verify)', '5')
     .option('--events-per-second <n>', 'flow events reported per second for each container and reason; the rest are counted (default 100)')
     .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`)
     .addHelpText(
@@ -60,6 +62,9 @@ not a regular file of root or the invoking user, or larger than --max-config-siz
 With --docker, a published port (docker run -p) is reachable from the host and,
 unless bound to a loopback address, from outside (--published-ports narrows it).
 SIGTERM, SIGINT or even SIGKILL leave enforcement in place; "bastion down" removes it.
+Every --verify-interval seconds (and on SIGHUP) the maps and stacks are read back: entries or stacks
+removed or changed by hand are repaired (logged, counted, and a REPAIRED flow each), and containers
+whose network namespace was created again are found again on their new interface.
 
 Examples:
   bastion run --config bastion.yaml
@@ -68,6 +73,10 @@ Examples:
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      const verifySeconds = Number(opts.verifyInterval);
+      if (!/^\d+(\.\d+)?$/.test(opts.verifyInterval) || !Number.isFinite(verifySeconds)) {
+        throw new CliError(`--verify-interval: a number of seconds, 0 or more (got "${opts.verifyInterval}")`, EXIT.usage);
+      }
       const limits = {
         eventsPerSec: positiveInt('--events-per-second', opts.eventsPerSecond, 0xffffffff),
         ctPerEndpoint: positiveInt('--conntrack-per-container', opts.conntrackPerContainer, BASTION_MAX_CT),
@@ -85,6 +94,7 @@ Examples:
         configPath: opts.config,
         pinPath: opts.pinPath,
         logLevel: opts.logLevel,
+        verifyIntervalMs: Math.round(verifySeconds * 1000),
         maxConfigBytes: opts.maxConfigSize,
         publishedPorts: opts.publishedPorts,
         platform: platform?.source,
