@@ -18,16 +18,20 @@ import { NodeAgent } from '../agent/node-agent.js';
 import { startApiServer } from '../api/server.js';
 import { FlowFollowers } from '../api/flow-stream.js';
 import { apiCall } from '../api/client.js';
-import { pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
+import { flowHistoryDirFor, modesFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
 import { renderUi } from '../ui/page.js';
 import { ConfigReloader } from './config-reloader.js';
 import { watchConfigFile } from './config-watch.js';
 import { RuntimePolicies } from './runtime-policies.js';
 import { RuntimePolicyService } from './policy-service.js';
 import { logFlows } from './flow-logger.js';
+import { FlowHistory, DEFAULT_HISTORY_MAX_BYTES } from '../flows/history.js';
+import { ModeService } from './modes.js';
+import { LearningService } from './learning-service.js';
+import type { LoadedConfig } from './config-source.js';
 import { platformEventHandler } from './platform-events.js';
 import { collectStatus } from './status.js';
-import type { StatusReport } from '../api/types.js';
+import type { Outcome, ReloadResult, StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
@@ -41,6 +45,12 @@ export interface DaemonOptions {
   platform?: PlatformSource;
   extraPolicy?: () => Promise<PolicySet | undefined>;
   logLevel?: string;
+  /**
+   * The flow history on disk (default: on, under /var/lib/bastion/<pin-dir>/flows,
+   * 256 MB at most); false: none (time-window queries, learn and verify
+   * then see only the recent flows in memory)
+   */
+  flowHistory?: { dir?: string; maxBytes?: number } | false;
 }
 
 /** Host addresses are read again this often (a new address would otherwise count as "world"). */
@@ -54,6 +64,11 @@ export class Daemon {
   readonly followers = new FlowFollowers(this.flows);
   readonly config: ConfigReloader;
   readonly policies: RuntimePolicyService;
+  readonly modes: ModeService;
+  readonly history?: FlowHistory;
+  readonly learning: LearningService;
+  /** the config being applied at start-up, before the reloader holds it */
+  private starting?: LoadedConfig;
   /** the posture audit over this daemon's own state (GET /v1/audit, status) */
   readonly audits: AuditCache;
   manager?: Manager;
@@ -82,6 +97,24 @@ export class Daemon {
       log: this.log,
     });
     this.policies = new RuntimePolicyService(runtime, this.config, this.log);
+    this.modes = new ModeService(
+      modesFileFor(o.pinPath),
+      {
+        globalMode: () => this.manager?.mode ?? (this.config.config ?? this.starting)?.policy.mode ?? 'enforce',
+        filePolicies: () => (this.config.config ?? this.starting)?.policies ?? [],
+        runtimePolicies: () => runtime.all().map((p) => p.policy),
+      },
+      this.log,
+    );
+    if (o.flowHistory !== false) {
+      const dir = o.flowHistory?.dir ?? flowHistoryDirFor(o.pinPath);
+      this.history = new FlowHistory({
+        dir,
+        maxBytes: o.flowHistory?.maxBytes ?? DEFAULT_HISTORY_MAX_BYTES,
+        onError: (message) => this.log.warn({ err: message }, 'flow history'),
+      });
+    }
+    this.learning = new LearningService(this.flows, this.history);
     this.audits = postureAudit({
       pinPath: o.pinPath,
       configPath: o.configPath,
@@ -104,14 +137,20 @@ export class Daemon {
     const first = { config, found: await this.config.discover(config.containers) };
     phase('discoveredMs');
     this.policies.restore(first.config);
+    this.starting = first.config;
+    this.modes.load();
+    await this.history?.open();
+    phase('historyMs');
 
     const datapath = await openDatapath(this.o.pinPath, this.log);
-    const manager = (this.manager = new Manager({ datapath, node: this.node, log: this.log }));
+    const manager = (this.manager = new Manager({ datapath, node: this.node, log: this.log, modeOf: this.modes.modeOf }));
+    this.modes.attach(manager);
     await manager.setHostAddresses(await this.node.hostAddresses());
     await this.config.applyFirst(manager, first);
     this.policies.attach(manager);
+    this.starting = undefined;
     phase('enforcedMs');
-    logFlows(datapath, manager, this.flows, this.log);
+    logFlows(datapath, manager, this.flows, this.history, this.log);
 
     if (this.o.platform) {
       const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode);
@@ -121,12 +160,32 @@ export class Daemon {
     const pruned = await manager.pruneLeftovers();
     if (pruned.entries || pruned.stacks) this.log.info(pruned, 'removed leftovers of a previous run');
 
-    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats);
+    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats, {
+      modes: () => this.modes.list(),
+      history: this.history?.stats,
+    });
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
-      reload: () => this.config.reload(),
-      policies: this.policies,
+      reload: () => this.reload(),
+      policies: {
+        list: () => this.policies.list(),
+        add: async (text, source, opts) => {
+          const r = await this.policies.add(text, source, opts);
+          if (r.ok && !opts.dryRun) await this.modes.refresh();
+          return r;
+        },
+        delete: async (names) => {
+          const r = await this.policies.delete(names);
+          if (r.ok) await this.modes.refresh();
+          return r;
+        },
+      },
+      modes: {
+        list: () => this.modes.list(),
+        set: (name, mode) => this.modes.set(name, mode),
+      },
+      learning: this.learning,
       metrics: { text: () => metrics.registry.metrics(), contentType: metrics.registry.contentType },
       flows: this.flows,
       followers: this.followers,
@@ -136,8 +195,8 @@ export class Daemon {
     mkdirSync(dirname(pidFileFor(this.o.pinPath)), { recursive: true });
     writeFileSync(pidFileFor(this.o.pinPath), `${process.pid}\n`);
 
-    if (this.o.configPath) this.cleanups.push(watchConfigFile(this.o.configPath, () => void this.config.reload()));
-    const onHup = () => void this.config.reload();
+    if (this.o.configPath) this.cleanups.push(watchConfigFile(this.o.configPath, () => void this.reload()));
+    const onHup = () => void this.reload();
     process.on('SIGHUP', onHup);
     this.cleanups.push(() => process.off('SIGHUP', onHup));
     const hostTimer = setInterval(() => {
@@ -181,6 +240,13 @@ export class Daemon {
     }
   }
 
+  /** Re-read the config (file change, SIGHUP, POST /v1/reload); modes follow the policies. */
+  async reload(): Promise<Outcome<ReloadResult>> {
+    const r = await this.config.reload();
+    if (r.ok) await this.modes.refresh();
+    return r;
+  }
+
   status(): StatusReport {
     this.audits.refreshIfStale(STATUS_AUDIT_MAX_AGE_MS, (err) => this.log.warn({ err: err.message }, 'posture audit failed'));
     return collectStatus({
@@ -190,6 +256,8 @@ export class Daemon {
       startedAt: this.startedAt,
       flowsSeen: this.flows.count,
       audit: this.audits.peek(),
+      modes: (ep) => this.modes.resolve(ep),
+      history: this.history ? { dir: this.history.dir, ...this.history.stats } : undefined,
     });
   }
 
@@ -216,6 +284,7 @@ export class Daemon {
     // Close the ring buffer reader and the map fds: the pins and the tc
     // filters keep enforcing without us.
     this.manager?.datapath.close();
+    await this.history?.close();
     for (const f of [socketPathFor(this.o.pinPath), pidFileFor(this.o.pinPath)]) rmSync(f, { force: true });
     await this.profiler.stop();
     this.log.info({}, 'stopped; enforcement stays in place');

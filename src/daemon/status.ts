@@ -2,7 +2,8 @@
 import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
-import type { EndpointStatus, StatusReport } from '../api/types.js';
+import type { EndpointStatus, ModeInfo, StatusReport } from '../api/types.js';
+import type { Endpoint } from '../manager/endpoint.js';
 import type { AuditReport } from '../audit/findings.js';
 import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 
@@ -60,6 +61,10 @@ export interface StatusSources {
   flowsSeen: number;
   /** the last posture audit, if one ran */
   audit?: AuditReport;
+  /** a container's mode and where it comes from (src/daemon/modes.ts) */
+  modes?: (ep: Endpoint) => ModeInfo;
+  /** the flow history on disk */
+  history?: StatusReport['daemon']['flowHistory'];
 }
 
 export function collectStatus(src: StatusSources): StatusReport {
@@ -70,6 +75,7 @@ export function collectStatus(src: StatusSources): StatusReport {
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((ep) => {
       const s = dp.endpointStats(ep.hostIfindex);
+      const mode = src.modes?.(ep) ?? { mode: m.effectiveMode(ep), source: ep.mode ? 'config' : 'default' };
       return {
         name: ep.name,
         key: ep.key,
@@ -79,7 +85,9 @@ export function collectStatus(src: StatusSources): StatusReport {
         interface: ep.interface,
         hostInterface: ep.hostIfname,
         hostIfindex: ep.hostIfindex,
-        mode: ep.mode ?? m.mode,
+        mode: mode.mode,
+        modeSource: mode.source,
+        ...(mode.policy ? { modePolicy: mode.policy } : {}),
         labels: ep.labels,
         stack: dp.stackState(ep.hostIfindex),
         counters: {
@@ -112,6 +120,7 @@ export function collectStatus(src: StatusSources): StatusReport {
       generation: m.generation,
       lastApplyMs: m.lastApply ? +m.lastApply.ms.toFixed(3) : undefined,
       flowsSeen: src.flowsSeen,
+      ...(src.history ? { flowHistory: src.history } : {}),
     },
     endpoints,
     unprotected: [...m.unprotected.values()].map((u) => ({ name: u.name, key: u.key, reason: u.reason })),

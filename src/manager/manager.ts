@@ -20,6 +20,8 @@ export interface ManagerOptions {
   datapath: DatapathPort;
   node: NodePort;
   log: Logger;
+  /** an endpoint's mode as the daemon resolves it (run-time overrides, policies in audit mode); undefined: its spec's, then the policy set's */
+  modeOf?: (ep: Endpoint) => PolicySet['mode'] | undefined;
 }
 
 export interface ApplyStats {
@@ -278,7 +280,7 @@ export class Manager {
   private commit(keys: Set<string>, global: boolean): ApplyStats {
     const t0 = performance.now();
     const ops: MapOp[] = [];
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode };
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, modeOf: this.o.modeOf };
     if (global) ops.push(...this.slices.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx)));
     for (const key of keys) {
       const ep = this.endpoints.get(key);
@@ -292,6 +294,17 @@ export class Manager {
     const stats = { ops: ops.length, slices: keys.size, ms: performance.now() - t0 };
     this.lastApply = stats;
     return stats;
+  }
+
+  /** The daemon's view of these endpoints' modes changed (see ManagerOptions.modeOf): rewrite their entries. */
+  refreshModes(keys: Iterable<string>): Promise<ApplyStats> {
+    return this.serial(async () => this.commit(new Set([...keys].filter((k) => this.endpoints.has(k))), false));
+  }
+
+  /** An endpoint's mode as its stack runs it. */
+  effectiveMode(ep: Endpoint): PolicySet['mode'] {
+    if (this.mode === 'audit') return 'audit';
+    return this.o.modeOf?.(ep) ?? ep.mode ?? this.mode;
   }
 
   /** Rewrite every entry (after a restart, to repair whatever a crash left half-done). */
@@ -342,6 +355,10 @@ export class Manager {
     if (identity === 1) return 'host';
     if (identity === 2) return 'world';
     return this.byIdentity.get(identity)?.name ?? this.compiler.cidrName(identity);
+  }
+
+  endpointByIdentity(identity: number): Endpoint | undefined {
+    return this.byIdentity.get(identity);
   }
 
   endpointByIfindex(ifindex: number): Endpoint | undefined {

@@ -3,21 +3,39 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { FlowStore, type FlowRecord } from '../../src/agent/flow-log.js';
 
+const LABELS: Array<Record<string, string>> = [{ app: 'web' }, { app: 'api', tier: 'back' }, {}];
+
 function rec(i: number, verdict = i % 3 === 0 ? 'DROPPED' : 'ALLOWED'): FlowRecord {
-  // the shapes describeFlow makes: names known or not, ports only for tcp/udp/sctp, a rule or not
+  // the shapes describeFlow and the summaries make: names known or not, ports only for tcp/udp/sctp, policies or not, optional parts
   const icmp = i % 4 === 1;
   const r: FlowRecord = {
     time: new Date(1_700_000_000_000 + i * 7).toISOString(),
     verdict,
     reason: i % 2 ? 'policy-denied' : 'x',
-    trace: 'from-container',
+    direction: i % 5 === 3 ? 'ingress' : 'egress',
     protocol: icmp ? 'icmp' : 'tcp',
-    src: { identity: 256 + (i % 7), ...(i % 5 ? { name: i % 5 === 1 ? undefined : `c${i % 9}` } : {}), ip: `10.${i % 256}.0.2`, ...(icmp ? {} : { port: 1000 + (i % 60000) }) },
-    dst: { identity: 257, name: 'server', ip: i % 11 === 3 ? '255.255.255.255' : '10.0.0.3', ...(icmp ? {} : { port: 80 }) },
+    src: {
+      identity: 256 + (i % 7),
+      ...(i % 5 ? { name: i % 5 === 1 ? undefined : `c${i % 9}` } : {}),
+      labels: LABELS[i % 3]!,
+      ip: `10.${i % 256}.0.2`,
+      ...(icmp ? {} : { port: 1000 + (i % 60000) }),
+      ...(i % 13 === 4 ? { node: 'node-a' } : {}),
+    },
+    dst: { identity: 257, name: 'server', labels: LABELS[(i + 1) % 3]!, ip: i % 11 === 3 ? '255.255.255.255' : '10.0.0.3', ...(icmp ? {} : { port: 80 }), ...(i % 7 === 2 ? { node: 'node-b' } : {}) },
+    policies: i % 4 === 2 ? { egress: `rule-${i % 3}` } : i % 4 === 3 ? { egress: 'e', ingress: 'i' } : {},
+    interface: `veth${i % 5}`,
+    isReply: i % 6 === 5,
     ...(i % 3 ? { endpoint: i % 6 === 1 ? undefined : 'server' } : {}),
-    bytes: i,
   };
-  if (i % 4 === 2) r.rule = `rule-${i % 3}`;
+  if (i % 8 !== 7) r.bytes = i;
+  if (!icmp && i % 3 === 1) r.tcpFlags = 'SYN';
+  if (i % 10 === 9) {
+    r.summary = true;
+    r.count = 1000 + i;
+    r.firstSeen = new Date(1_600_000_000_000 + i).toISOString();
+    r.lastSeen = r.time;
+  }
   return r;
 }
 
@@ -43,14 +61,14 @@ describe('FlowStore', () => {
   it('tells followers about each flow', () => {
     const store = new FlowStore(2);
     const seen: number[] = [];
-    store.on('flow', (r: FlowRecord) => seen.push(r.bytes));
+    store.on('flow', (r: FlowRecord) => seen.push(Date.parse(r.time)));
     for (let i = 0; i < 5; i++) store.push(rec(i));
-    assert.deepEqual(seen, [0, 1, 2, 3, 4]);
+    assert.deepEqual(seen, [0, 1, 2, 3, 4].map((i) => 1_700_000_000_000 + i * 7));
   });
 
   it('gives back what a record held, field for field, including an address it could not pack', () => {
     const store = new FlowStore(4);
-    const odd = { ...rec(3), src: { identity: 9, ip: 'fe80::1' } };
+    const odd = { ...rec(3), src: { identity: 9, labels: {}, ip: 'fe80::1' } };
     store.push(odd);
     store.push(rec(6));
     assert.deepEqual(store.recent(10), [odd, rec(6)]);

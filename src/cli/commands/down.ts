@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
-import { pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
+import { flowHistoryDirFor, modesFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
 import { tearDown } from '../../agent/cleanup.js';
 import { parseOutputFormat, printData } from '../output.js';
 
@@ -49,11 +49,18 @@ export function registerDown(program: Command): void {
       // Runtime policies (bastion policy add) go with the rest.
       const policiesFile = policiesFileFor(opts.pinPath);
       const runtimePoliciesRemoved = existsSync(policiesFile);
+      // and the modes set at run time (bastion mode)
+      const modesFile = modesFileFor(opts.pinPath);
+      const runtimeModesRemoved = existsSync(modesFile);
       // and whatever a daemon killed without a chance to clean up left behind
-      for (const f of [policiesFile, pidFileFor(opts.pinPath), socketPathFor(opts.pinPath)]) rmSync(f, { force: true });
-      printData({ daemonStopped: stopped ?? null, ...r, runtimePoliciesRemoved }, format, () =>
+      for (const f of [policiesFile, modesFile, pidFileFor(opts.pinPath), socketPathFor(opts.pinPath)]) rmSync(f, { force: true });
+      // The flow history stays: it is the record of what happened (bastion learn --flows reads it).
+      const history = flowHistoryDirFor(opts.pinPath);
+      printData({ daemonStopped: stopped ?? null, ...r, runtimePoliciesRemoved, runtimeModesRemoved, flowHistoryKept: existsSync(history) ? history : null }, format, () =>
         (stopped ? `stopped daemon (pid ${stopped})\n` : '') +
         (runtimePoliciesRemoved ? `forgot the runtime policies (${policiesFile})\n` : '') +
+        (runtimeModesRemoved ? `forgot the modes set at run time (${modesFile})\n` : '') +
+        (existsSync(history) ? `kept the flow history (${history}; remove it yourself when you no longer need it)\n` : '') +
         `detached ${r.detached.length} stacks, removed ${r.pinsRemoved.length} pins under ${opts.pinPath}\n`,
       );
     });

@@ -9,6 +9,17 @@ interface RunOptions extends PlatformOptions {
   config?: string;
   pinPath: string;
   logLevel: string;
+  /** a directory, or false (--no-flow-history) */
+  flowHistory?: string | false;
+  flowHistoryMaxBytes?: string;
+}
+
+/** "256M", "1G", "500k", "1048576" → bytes */
+export function parseSize(text: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(text.trim());
+  if (!m) throw new CliError(`${what} "${text}": expected a size such as 256M, 1G or 500k`, EXIT.usage);
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(m[1]) * mult);
 }
 
 export function registerRun(program: Command): void {
@@ -21,10 +32,14 @@ export function registerRun(program: Command): void {
     .option('--compose <file>', 'derive policy from a Compose file (depends_on, links, expose, ports)')
     .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .option('--flow-history <dir>', 'where the flow history is kept (default /var/lib/bastion/<pin-dir-name>/flows)')
+    .option('--no-flow-history', 'keep no flow history on disk (learn, verify and time-window queries then see only the last 10,000 flows in memory)')
+    .option('--flow-history-max-bytes <size>', 'size cap of the flow history on disk (256M by default; the oldest flows are deleted first)', '256M')
     .addHelpText(
       'after',
       `
-Drops and allowed connections are logged on stdout as JSON lines.
+Drops and allowed connections are logged on stdout as JSON lines, and kept in the
+flow history on disk (rotated, gzip-compressed, under --flow-history-max-bytes).
 SIGTERM, SIGINT or even SIGKILL leave enforcement in place; "bastion down" removes it.
 
 Examples:
@@ -34,6 +49,8 @@ Examples:
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      const maxBytes = parseSize(opts.flowHistoryMaxBytes ?? '256M', '--flow-history-max-bytes');
+      if (maxBytes < 64 * 1024) throw new CliError(`--flow-history-max-bytes ${opts.flowHistoryMaxBytes}: at least 64k`, EXIT.usage);
       const platform = await platformFromOptions(opts);
       const daemon = new Daemon({
         configPath: opts.config,
@@ -41,6 +58,7 @@ Examples:
         logLevel: opts.logLevel,
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
+        flowHistory: opts.flowHistory === false ? false : { ...(typeof opts.flowHistory === 'string' ? { dir: opts.flowHistory } : {}), maxBytes },
       });
       try {
         await daemon.start();
