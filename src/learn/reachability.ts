@@ -79,7 +79,8 @@ function outsideEnds(rules: readonly Rule[], taken: Set<string>): End[] {
     if (p.kind !== 'cidr') continue;
     for (const text of [p.cidr, ...(p.except ?? [])]) {
       const c = parseCidr4(text);
-      if (c) prefixes.set(`${formatIpv4(c.base)}/${c.prefixLen}`, { base: c.base, len: c.prefixLen });
+      // 0.0.0.0/0 is the world itself
+      if (c && c.prefixLen > 0) prefixes.set(`${formatIpv4(c.base)}/${c.prefixLen}`, { base: c.base, len: c.prefixLen });
     }
   }
   const list = [...prefixes.entries()];
