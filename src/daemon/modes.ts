@@ -66,6 +66,7 @@ export class ModeService {
 
   /** Start-up: the modes a previous run set. A file that cannot be read is said and not used. */
   load(): void {
+    this.reindex();
     let text: string;
     try {
       text = readFileSync(this.file, 'utf8');
@@ -82,7 +83,6 @@ export class ModeService {
     } catch (err) {
       this.log.error({ file: this.file, err: (err as Error).message }, 'saved modes not used: not JSON');
     }
-    this.reindex();
   }
 
   attach(manager: Manager): void {
