@@ -167,7 +167,9 @@ export class FlowHistory {
   private startActive(): Active {
     const seq = this.seq++;
     const path = join(this.dir, `active-${seq}.ndjson`);
-    const out = createWriteStream(path, { flags: 'a', mode: 0o600 });
+    // opened now, not on the stream's first tick: the file exists from here on, so a
+    // deletion by the cap removes it for good (writes then go to the unlinked file)
+    const out = createWriteStream('', { fd: openSync(path, 'a', 0o600) });
     out.on('error', (err) => this.problem(`cannot write ${path}: ${err.message}`));
     return { seq, out, bytes: 0, first: Infinity, last: -Infinity };
   }
@@ -192,7 +194,7 @@ export class FlowHistory {
     this.buffer.push(line);
     this.bufferBytes += line.length;
     this.stats.written++;
-    if (this.bufferBytes >= FLUSH_BYTES) this.flushBuffer();
+    if (this.bufferBytes >= Math.min(FLUSH_BYTES, this.segmentBytes / 4)) this.flushBuffer();
     else if (!this.timer) {
       this.timer = setTimeout(() => this.flushBuffer(), FLUSH_MS);
       this.timer.unref();
@@ -228,6 +230,11 @@ export class FlowHistory {
     this.segments.push(seg);
     this.compressing = this.compressing.then(async () => {
       await new Promise<void>((resolve) => old.out.end(() => resolve()));
+      if (!this.segments.includes(seg)) {
+        // the cap took it while it was still being written (its file may have been created after the deletion)
+        rmSync(join(this.dir, seg.name), { force: true });
+        return;
+      }
       const closed = this.closeFile(old.seq, seg.name, old.first, old.last, old.bytes);
       if (closed) seg.name = closed.name;
     });
