@@ -121,7 +121,13 @@ export function workloadSelector(labels: Readonly<Record<string, string>>, name?
     const project = labels[COMPOSE_PROJECT];
     return { labels: { [BUILTIN_LABELS.composeService]: service, ...(project !== undefined ? { [COMPOSE_PROJECT]: project } : {}) }, short: service, basis: 'compose' };
   }
-  const user = stableLabels(Object.fromEntries(Object.entries(labels).filter(([k]) => !k.startsWith('bastion.io/') && !k.startsWith('com.docker.'))));
+  const user = stableLabels(
+    Object.fromEntries(
+      Object.entries(labels)
+        .filter(([k]) => !k.startsWith('bastion.io/') && !k.startsWith('com.docker.'))
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    ),
+  );
   if (Object.keys(user).length > 0) {
     const role = ROLE_KEYS.find((k) => user[k] !== undefined);
     const short = role ? user[role]! : Object.entries(user).sort(([a], [b]) => a.localeCompare(b)).map(([, v]) => v)[0]!;
