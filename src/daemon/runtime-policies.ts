@@ -36,6 +36,7 @@ export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: 
     to: formatPolicyEnd(p.to),
     ports: p.ports?.length ? p.ports.map(formatPortRange).join(',') : 'any',
     ...(added ? { added } : {}),
+    ...(p.mode ? { mode: p.mode } : {}),
   };
 }
 

@@ -121,8 +121,7 @@ export class Learner {
   private readonly skipped: Record<string, number> = {};
   private used = 0;
   /** AUDIT records of one connection may come twice (the sender's egress and the receiver's ingress, both audited) */
-  private readonly recent = new Set<string>();
-  private readonly recentOrder: string[] = [];
+  private readonly audited = new RecentConnections();
   private readonly instanceNames = new Set<string>();
 
   constructor(private readonly o: LearnOptions = {}) {}
@@ -139,13 +138,7 @@ export class Learner {
     if (r.protocol !== 'icmp' && r.dst.port === undefined) return this.skip('no destination port');
     const selected = !this.o.select && !this.o.containers ? isContainer(r.src) || isContainer(r.dst) : matchesSelect(r.src, this.o) || matchesSelect(r.dst, this.o);
     if (!selected) return this.skip('not selected');
-    if (r.verdict === 'AUDIT' && !r.summary) {
-      const k = `${r.time}|${r.src.ip}:${r.src.port ?? ''}|${r.dst.ip}:${r.dst.port ?? ''}|${r.protocol}`;
-      if (this.recent.has(k)) return this.skip('same connection audited twice');
-      this.recent.add(k);
-      this.recentOrder.push(k);
-      if (this.recentOrder.length > 4096) this.recent.delete(this.recentOrder.shift()!);
-    }
+    if (r.verdict === 'AUDIT' && !r.summary && this.audited.seen(r)) return this.skip('same connection audited twice');
     const from = endOf(r.src);
     const to = endOf(r.dst);
     for (const [end, e] of [
@@ -252,6 +245,27 @@ export class Learner {
       }
     });
     return policies.length ? doc.toString({ lineWidth: 0 }) : `#${doc.commentBefore.split('\n').join('\n#')}\n# No flow was observed that a policy could allow: nothing to learn.\npolicies: []\n`;
+  }
+}
+
+/**
+ * Connections seen lately, by their 5-tuple: the two AUDIT records of one
+ * connection (its sender's egress and its receiver's ingress, both audited)
+ * come within microseconds of each other and carry the same source port;
+ * the last 4,096 connections are remembered.
+ */
+export class RecentConnections {
+  private readonly keys = new Set<string>();
+  private readonly order: string[] = [];
+
+  /** true when this record's connection was seen already */
+  seen(r: FlowRecord): boolean {
+    const k = `${r.src.ip}:${r.src.port ?? ''}>${r.dst.ip}:${r.dst.port ?? ''}/${r.protocol}`;
+    if (this.keys.has(k)) return true;
+    this.keys.add(k);
+    this.order.push(k);
+    if (this.order.length > 4096) this.keys.delete(this.order.shift()!);
+    return false;
   }
 }
 

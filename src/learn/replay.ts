@@ -26,7 +26,7 @@ import type { Rule } from '../policy/model.js';
 import { compileAll, type CompileEndpoint } from '../policy/compile.js';
 import { CompiledEvaluator, datapathView, type L4Protocol } from '../policy/evaluate.js';
 import { flowCount, wentThrough, type FlowEnd, type FlowRecord } from '../flows/record.js';
-import { POLICY_REASONS } from './learn.js';
+import { POLICY_REASONS, RecentConnections } from './learn.js';
 
 export interface ReplayOptions {
   /** replay only flows with a container of these labels at either end */
@@ -131,6 +131,7 @@ export class Replayer {
   private readonly keys = new Map<string, Key>();
   private readonly skipped: Record<string, number> = {};
   private total = 0;
+  private readonly audited = new RecentConnections();
 
   constructor(private readonly o: ReplayOptions = {}) {}
 
@@ -147,6 +148,8 @@ export class Replayer {
     if (r.protocol !== 'icmp' && r.dst.port === undefined) return this.skip('no destination port', n);
     if ((this.o.select || this.o.containers) && !selected(r.src, this.o) && !selected(r.dst, this.o)) return this.skip('not selected', n);
     if (!isContainer(r.src) && !isContainer(r.dst)) return this.skip('no container at either end', n);
+    // one connection audited on both of its checks is one flow
+    if (r.verdict === 'AUDIT' && !r.summary && this.audited.seen(r)) return this.skip('same connection audited twice', n);
     const port = r.protocol === 'icmp' ? 0 : r.dst.port!;
     const src = { ip: r.src.ip, claim: claimOf(r.src) };
     const dst = { ip: r.dst.ip, claim: claimOf(r.dst) };

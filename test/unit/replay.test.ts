@@ -48,7 +48,9 @@ describe('replay: recorded flows against a candidate', () => {
 
   it('fails with one extra flow, and names it (with which side refuses it)', async () => {
     const extra = flow(web, db, 6379, { verdict: 'AUDIT', reason: 'policy-denied' });
-    const r = await replay([...recording, extra, { ...extra, time: new Date(Date.parse(extra.time) + 1).toISOString() }], rules(CANDIDATE));
+    // two connections of that kind (another source port), one of them reported by both of its checks
+    const again = { ...extra, time: new Date(Date.parse(extra.time) + 1000).toISOString(), src: { ...extra.src, port: extra.src.port! + 1 } };
+    const r = await replay([...recording, extra, { ...extra, direction: 'ingress' as const }, again], rules(CANDIDATE));
     assert.equal(r.ok, false);
     assert.equal(r.wouldDrop.length, 1);
     const f = r.wouldDrop[0]!;

@@ -182,10 +182,11 @@ Examples:
         process.stdout.write(toYaml(rows));
         return;
       }
+      const modes = rows.some((p) => p.mode);
       printData(rows, format, () =>
         formatTable(
-          ['NAME', 'SOURCE', 'FROM', 'TO', 'PORTS'],
-          rows.map((p) => [p.name, p.source === 'api' ? colors.cyan('api') : p.source, p.from, p.to, p.ports]),
+          ['NAME', 'SOURCE', 'FROM', 'TO', 'PORTS', ...(modes ? ['MODE'] : [])],
+          rows.map((p) => [p.name, p.source === 'api' ? colors.cyan('api') : p.source, p.from, p.to, p.ports, ...(modes ? [p.mode === 'audit' ? colors.yellow('audit') : (p.mode ?? '')] : [])]),
         ),
       );
     });
