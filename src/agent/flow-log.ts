@@ -150,7 +150,8 @@ export class FlowStore extends EventEmitter {
     this.setMaxListeners(100);
   }
 
-  push(r: FlowRecord): void {
+  /** Add a record; `json` is its JSON text when the caller made it already (followers send it as it is). */
+  push(r: FlowRecord, json?: string): void {
     const i = this.next;
     this.timeMs[i] = Date.parse(r.time);
     this.ids[2 * i] = r.src.identity;
@@ -202,7 +203,7 @@ export class FlowStore extends EventEmitter {
     this.text[t + T_LAST_SEEN] = r.lastSeen;
     this.next = (i + 1) % this.capacity;
     this.total++;
-    if (this.listenerCount('flow') > 0) this.emit('flow', r);
+    if (this.listenerCount('flow') > 0) this.emit('flow', r, json);
   }
 
   private record(i: number): FlowRecord {

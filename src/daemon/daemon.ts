@@ -150,7 +150,7 @@ export class Daemon {
     this.policies.attach(manager);
     this.starting = undefined;
     phase('enforcedMs');
-    logFlows(datapath, manager, this.flows, this.history, this.log);
+    logFlows(datapath, manager, this.flows, { history: this.history, log: this.log, writeLogLine: (line) => this.logDest.write(line) });
 
     if (this.o.platform) {
       const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode);

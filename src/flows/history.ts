@@ -32,8 +32,12 @@ export const DEFAULT_HISTORY_MAX_BYTES = 256 * 1024 * 1024;
 const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
 const FLUSH_BYTES = 64 * 1024;
 const FLUSH_MS = 200;
-/** bytes waiting for the disk beyond which new records are dropped (and counted) */
-const MAX_PENDING_BYTES = 8 * 1024 * 1024;
+/**
+ * bytes waiting for the disk beyond which new records are dropped (and
+ * counted): the daemon's memory must not follow a flood (a local disk takes
+ * a few MB/s of records without falling behind)
+ */
+const MAX_PENDING_BYTES = 1024 * 1024;
 
 const ACTIVE = /^active-(\d+)\.ndjson$/;
 const SEGMENT = /^flows-(\d+)-(\d+)-(\d+)\.ndjson(\.gz)?$/;
@@ -179,15 +183,15 @@ export class FlowHistory {
     this.o.onError?.(message);
   }
 
-  /** Add a record (batched; returns at once). */
-  append(r: FlowRecord): void {
+  /** Add a record (batched; returns at once). `json`: its JSON text, when the caller made it already. */
+  append(r: FlowRecord, json?: string): void {
     const a = this.active;
     if (this.closed || !a) return;
     if (a.out.writableLength + this.bufferBytes > MAX_PENDING_BYTES || a.out.destroyed) {
       this.stats.dropped++;
       return;
     }
-    const line = JSON.stringify(r) + '\n';
+    const line = (json ?? JSON.stringify(r)) + '\n';
     const t = Date.parse(r.time);
     if (t < a.first) a.first = t;
     if (t > a.last) a.last = t;

@@ -78,3 +78,29 @@ describe('FlowStore', () => {
     assert.throws(() => new FlowStore(0), /positive integer/);
   });
 });
+
+describe('flow log lines', () => {
+  it('made from the record\'s JSON, they are what pino writes (but its time)', async () => {
+    const { recordFlow } = await import('../../src/daemon/flow-logger.js');
+    const pino = (await import('pino')).default;
+    const { Writable } = await import('node:stream');
+    const lines: string[] = [];
+    const sink = new Writable({ write: (c: Buffer, _e, cb) => (lines.push(c.toString()), cb()) });
+    const log = pino({ level: 'info', base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, sink);
+    for (let i = 0; i < 40; i++) {
+      const r = rec(i);
+      recordFlow(r, new FlowStore(4), { log });
+      const made: string[] = [];
+      recordFlow(r, new FlowStore(4), { log, writeLogLine: (l) => made.push(l) });
+      await new Promise((res) => setImmediate(res));
+      const viaPino = JSON.parse(lines.pop()!);
+      const direct = JSON.parse(made[0]!);
+      assert.match(made[0]!, /\n$/);
+      assert.ok(Math.abs(Date.parse(direct.time) - Date.parse(viaPino.time)) < 5000);
+      delete viaPino.time;
+      delete direct.time;
+      assert.deepEqual(direct, viaPino);
+      assert.deepEqual(Object.keys(direct), Object.keys(viaPino), 'same field order');
+    }
+  });
+});
