@@ -55,7 +55,7 @@ export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonic
   const direction = ev.trace === 1 ? 'ingress' : 'egress';
   const rule = ev.ruleId ? (names.ruleName(ev.ruleId) ?? `#${ev.ruleId}`) : undefined;
   const endpoint = names.endpointName(ev.ifindex);
-  return {
+  const rec: FlowRecord = {
     time: new Date(wallMs).toISOString(),
     verdict: VERDICT_NAMES[ev.verdict] ?? String(ev.verdict),
     reason: REASON_NAMES[ev.reason] ?? String(ev.reason),
@@ -69,6 +69,9 @@ export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonic
     ...(endpoint !== undefined ? { endpoint } : {}),
     bytes: ev.pktLen,
   };
+  if (ev.suppressed) rec.suppressed = ev.suppressed;
+  if (ev.summary) rec.summary = true;
+  return rec;
 }
 
 /** presence of a record's optional parts, one bit each */
@@ -88,6 +91,7 @@ const HAS_POLICY_EGRESS = 1 << 12;
 const HAS_POLICY_INGRESS = 1 << 13;
 const HAS_FIRST_SEEN = 1 << 14;
 const HAS_LAST_SEEN = 1 << 15;
+const HAS_SUPPRESSED = 1 << 16;
 
 /** text columns, per record */
 const T_VERDICT = 0;
@@ -128,6 +132,7 @@ export class FlowStore extends EventEmitter {
   private readonly ports: Uint16Array;
   private readonly bytes: Float64Array;
   private readonly counts: Float64Array;
+  private readonly suppressed: Uint32Array;
   private readonly flags: Uint32Array;
   private readonly text: Array<string | undefined>;
   /** src and dst labels, by reference */
@@ -144,6 +149,7 @@ export class FlowStore extends EventEmitter {
     this.ports = new Uint16Array(capacity * 2);
     this.bytes = new Float64Array(capacity);
     this.counts = new Float64Array(capacity);
+    this.suppressed = new Uint32Array(capacity);
     this.flags = new Uint32Array(capacity);
     this.text = new Array<string | undefined>(capacity * TEXTS).fill(undefined);
     this.labels = new Array<Record<string, string> | undefined>(capacity * 2).fill(undefined);
@@ -166,6 +172,7 @@ export class FlowStore extends EventEmitter {
     this.ports[2 * i + 1] = r.dst.port ?? 0;
     this.bytes[i] = r.bytes ?? 0;
     this.counts[i] = r.count ?? 0;
+    this.suppressed[i] = r.suppressed ?? 0;
     this.labels[2 * i] = r.src.labels;
     this.labels[2 * i + 1] = r.dst.labels;
     this.flags[i] =
@@ -184,7 +191,8 @@ export class FlowStore extends EventEmitter {
       ('egress' in r.policies ? HAS_POLICY_EGRESS : 0) |
       ('ingress' in r.policies ? HAS_POLICY_INGRESS : 0) |
       (r.firstSeen !== undefined ? HAS_FIRST_SEEN : 0) |
-      (r.lastSeen !== undefined ? HAS_LAST_SEEN : 0);
+      (r.lastSeen !== undefined ? HAS_LAST_SEEN : 0) |
+      (r.suppressed !== undefined ? HAS_SUPPRESSED : 0);
     const t = TEXTS * i;
     this.text[t + T_VERDICT] = r.verdict;
     this.text[t + T_REASON] = r.reason;
@@ -240,6 +248,7 @@ export class FlowStore extends EventEmitter {
     if (f & IS_SUMMARY) r.summary = true;
     if (f & HAS_FIRST_SEEN) r.firstSeen = this.text[t + T_FIRST_SEEN];
     if (f & HAS_LAST_SEEN) r.lastSeen = this.text[t + T_LAST_SEEN];
+    if (f & HAS_SUPPRESSED) r.suppressed = this.suppressed[i]!;
     return r;
   }
 

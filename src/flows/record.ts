@@ -60,12 +60,16 @@ export interface FlowRecord {
   /** an aggregated record: the number of flows it stands for */
   count?: number;
   /**
-   * true for a summary the datapath made instead of one event per flow (the
-   * allowed-flow summary: `count` new connections of this key, from
-   * `firstSeen` to `lastSeen`; only the identities, protocol and destination
-   * port are the key's, the addresses and source port are the last flow's)
+   * true for a record that stands for flows the datapath did not report one
+   * by one: an allowed-flow summary (`count` new connections of one key,
+   * from `firstSeen` to `lastSeen`; only the identities, protocol and
+   * destination port are the key's, the addresses and source port are the
+   * last flow's), or the tail of a burst the event rate limit held back
+   * (`suppressed` of them, the last one's addresses shown)
    */
   summary?: boolean;
+  /** events of this kind (endpoint, verdict, reason) the datapath's rate limit held back just before this one */
+  suppressed?: number;
   /** a summary's first and last flow */
   firstSeen?: string;
   lastSeen?: string;
@@ -89,7 +93,16 @@ function endText(p: FlowEnd): string {
 export function formatFlowLine(r: FlowRecord): string {
   const pol = [r.policies?.egress ? `egress=${r.policies.egress}` : '', r.policies?.ingress ? `ingress=${r.policies.ingress}` : ''].filter(Boolean).join(' ');
   const flags = r.tcpFlags ? ` [${r.tcpFlags}]` : '';
-  const count = r.summary ? ` ×${flowCount(r)} (summary${r.firstSeen ? ` since ${r.firstSeen}` : ''})` : r.count && r.count > 1 ? ` ×${r.count}` : '';
+  const count =
+    r.summary && r.suppressed !== undefined && r.count === undefined
+      ? ` (summary: ${r.suppressed} like it held back by the rate limit, the last one shown)`
+      : r.summary
+        ? ` ×${flowCount(r)} (summary${r.firstSeen ? ` since ${r.firstSeen}` : ''})`
+        : r.count && r.count > 1
+          ? ` ×${r.count}`
+          : r.suppressed
+            ? ` (+${r.suppressed} like it before, not reported one by one)`
+            : '';
   return `${r.time} ${endText(r.src)} -> ${endText(r.dst)} ${r.protocol}${flags} ${r.verdict} (${r.reason})${r.isReply ? ' reply' : ''}${pol ? ` ${pol}` : ''}${count}`;
 }
 
@@ -188,6 +201,8 @@ export function readFlowRecord(v: unknown): FlowRecord {
   const count = num('count');
   if (count !== undefined) r.count = count;
   if (v.summary === true) r.summary = true;
+  const suppressed = num('suppressed');
+  if (suppressed !== undefined) r.suppressed = suppressed;
   for (const k of ['firstSeen', 'lastSeen'] as const) {
     const t = str(k);
     if (t !== undefined) {

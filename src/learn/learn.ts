@@ -132,6 +132,8 @@ export class Learner {
 
   add(r: FlowRecord): void {
     if (!wentThrough(r)) return this.skip(`verdict ${r.verdict}`);
+    // the tail of a burst the rate limit held back: only its last flow is shown, the others may be of any key
+    if (r.summary && r.count === undefined) return this.skip('rate-limit summary');
     if (!L4.has(r.protocol)) return this.skip(`protocol ${r.protocol}`);
     if (r.isReply) return this.skip('reply');
     if (r.verdict === 'AUDIT' && !POLICY_REASONS.has(r.reason)) return this.skip(`audited ${r.reason}`);

@@ -143,6 +143,7 @@ export class Replayer {
     const n = flowCount(r);
     if (!L4.has(r.protocol)) return this.skip(`protocol ${r.protocol}`, n);
     if (r.isReply) return this.skip('reply', n);
+    if (r.summary && r.count === undefined) return this.skip('rate-limit summary', r.suppressed ?? 1);
     const through = wentThrough(r);
     if (!POLICY_REASONS.has(r.reason) && !(r.verdict === 'ALLOWED')) return this.skip(`${r.verdict.toLowerCase()} ${r.reason}`, n);
     if (r.protocol !== 'icmp' && r.dst.port === undefined) return this.skip('no destination port', n);

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { Daemon } from '../../daemon/daemon.js';
 import { ConfigRejected } from '../../daemon/config-reloader.js';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { BASTION_MAX_CT, CT_DEFAULT_PER_ENDPOINT, DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
 
@@ -12,6 +12,8 @@ interface RunOptions extends PlatformOptions {
   /** a directory, or false (--no-flow-history) */
   flowHistory?: string | false;
   flowHistoryMaxBytes?: string;
+  eventsPerSecond?: string;
+  conntrackPerContainer?: string;
 }
 
 /** "256M", "1G", "500k", "1048576" → bytes */
@@ -20,6 +22,14 @@ export function parseSize(text: string, what: string): number {
   if (!m) throw new CliError(`${what} "${text}": expected a size such as 256M, 1G or 500k`, EXIT.usage);
   const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
   return Math.floor(Number(m[1]) * mult);
+}
+
+/** A positive whole number option, or a usage error naming it. */
+function positiveInt(name: string, v: string | undefined, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new CliError(`${name}: a whole number from 1 to ${max}, got "${v}"`, EXIT.usage);
+  return n;
 }
 
 export function registerRun(program: Command): void {
@@ -35,6 +45,8 @@ export function registerRun(program: Command): void {
     .option('--flow-history <dir>', 'where the flow history is kept (default /var/lib/bastion/<pin-dir-name>/flows)')
     .option('--no-flow-history', 'keep no flow history on disk (learn, verify and time-window queries then see only the last 10,000 flows in memory)')
     .option('--flow-history-max-bytes <size>', 'size cap of the flow history on disk (256M by default; the oldest flows are deleted first)', '256M')
+    .option('--events-per-second <n>', 'flow events reported per second for each container and reason; the rest are counted (default 100)')
+    .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`)
     .addHelpText(
       'after',
       `
@@ -51,6 +63,10 @@ Examples:
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
       const maxBytes = parseSize(opts.flowHistoryMaxBytes ?? '256M', '--flow-history-max-bytes');
       if (maxBytes < 64 * 1024) throw new CliError(`--flow-history-max-bytes ${opts.flowHistoryMaxBytes}: at least 64k`, EXIT.usage);
+      const limits = {
+        eventsPerSec: positiveInt('--events-per-second', opts.eventsPerSecond, 0xffffffff),
+        ctPerEndpoint: positiveInt('--conntrack-per-container', opts.conntrackPerContainer, BASTION_MAX_CT),
+      };
       const platform = await platformFromOptions(opts);
       const daemon = new Daemon({
         configPath: opts.config,
@@ -59,6 +75,7 @@ Examples:
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
         flowHistory: opts.flowHistory === false ? false : { ...(typeof opts.flowHistory === 'string' ? { dir: opts.flowHistory } : {}), maxBytes },
+        limits,
       });
       try {
         await daemon.start();
