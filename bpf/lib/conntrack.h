@@ -219,10 +219,13 @@ static __always_inline int ct_related(const struct pkt_v4 *p, __u32 src_id, __u3
 /*
  * Classify a packet from identity src_id to identity dst_id: CT_NEW,
  * CT_ESTABLISHED, CT_REPLY, CT_RELATED, or -REASON_* to drop it. On
- * ESTABLISHED/REPLY, *rule_id is the rule that opened the connection.
+ * ESTABLISHED/REPLY, *rule_id is the rule that opened the connection;
+ * *is_reply says the packet travels in a tracked connection's reply
+ * direction (for the flow event of a drop: a SYN dressed up as a reply).
  */
 static __always_inline int ct_lookup(const struct pkt_v4 *p, __u32 src_id, __u32 dst_id,
-				     const struct bastion_config *cfg, int via_gateway, __u32 *rule_id)
+				     const struct bastion_config *cfg, int via_gateway, __u32 *rule_id,
+				     __u8 *is_reply)
 {
 	struct ct_key key;
 	struct ct_entry *e;
@@ -238,6 +241,7 @@ static __always_inline int ct_lookup(const struct pkt_v4 *p, __u32 src_id, __u32
 	if (!e)
 		return CT_NEW;
 	reply = swapped != !!(e->flags & CT_F_KEY_SWAPPED);
+	*is_reply = reply;
 	/* An entry is ours while it is alive and between the same identities,
 	 * in the direction the packet travels. Identities follow addresses, so
 	 * an address that changed hands fails this either way round: the entry

@@ -5,7 +5,7 @@
  * record's shape is src/flows/record.ts.
  */
 import { EventEmitter } from 'node:events';
-import { REASON_NAMES, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
+import { FLOW_F_INGRESS, FLOW_F_REPLY, REASON_NAMES, TRACE_TO_CONTAINER, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
 import { formatIpv4, parseIpv4 } from '../policy/compile.js';
 import type { FlowEnd, FlowRecord } from '../flows/record.js';
 
@@ -48,12 +48,37 @@ function end(names: FlowNames, identity: number, ip: string, port: number | unde
   };
 }
 
+/** TCP flags as tcpdump names them, in header order: "SYN", "SYN,ACK", "FIN,ACK", "RST". */
+export function tcpFlagsText(f: number): string {
+  const names: Array<[number, string]> = [
+    [0x01, 'FIN'],
+    [0x02, 'SYN'],
+    [0x04, 'RST'],
+    [0x08, 'PSH'],
+    [0x10, 'ACK'],
+    [0x20, 'URG'],
+    [0x40, 'ECE'],
+    [0x80, 'CWR'],
+  ];
+  return names
+    .filter(([bit]) => f & bit)
+    .map(([, n]) => n)
+    .join(',');
+}
+
 export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonicToWallMs(ev.tsNs)): FlowRecord {
   const isArp = ev.ethertype === ETH_P_ARP;
   const protocol = isArp ? 'arp' : (PROTOCOLS[ev.proto] ?? (ev.proto ? `ip-proto-${ev.proto}` : `ethertype-0x${ev.ethertype.toString(16).padStart(4, '0')}`));
   const hasPorts = ev.proto === 6 || ev.proto === 17 || ev.proto === 132;
-  const direction = ev.trace === 1 ? 'ingress' : 'egress';
-  const rule = ev.ruleId ? (names.ruleName(ev.ruleId) ?? `#${ev.ruleId}`) : undefined;
+  const fromContainer = ev.trace !== TRACE_TO_CONTAINER;
+  // the receiver's ingress decided (checked by the sender's stack for a local receiver), or seen on the way in
+  const direction = !fromContainer || ev.flags & FLOW_F_INGRESS ? 'ingress' : 'egress';
+  const rule = (n: number) => (n ? (names.ruleName(n) ?? `#${n}`) : undefined);
+  const policies: FlowRecord['policies'] = {};
+  const egressRule = fromContainer ? rule(ev.ruleId) : undefined;
+  const ingressRule = fromContainer ? rule(ev.ingressRuleId) : rule(ev.ruleId);
+  if (egressRule !== undefined) policies.egress = egressRule;
+  if (ingressRule !== undefined) policies.ingress = ingressRule;
   const endpoint = names.endpointName(ev.ifindex);
   const rec: FlowRecord = {
     time: new Date(wallMs).toISOString(),
@@ -63,12 +88,20 @@ export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonic
     protocol,
     src: end(names, ev.srcId, ev.saddr, hasPorts ? ev.sport : undefined),
     dst: end(names, ev.dstId, ev.daddr, hasPorts ? ev.dport : undefined),
-    policies: rule === undefined ? {} : direction === 'egress' ? { egress: rule } : { ingress: rule },
+    policies,
     interface: names.interfaceName?.(ev.ifindex) ?? `if${ev.ifindex}`,
-    isReply: false,
+    isReply: (ev.flags & FLOW_F_REPLY) !== 0,
     ...(endpoint !== undefined ? { endpoint } : {}),
-    bytes: ev.pktLen,
   };
+  if (ev.proto === 6 && ev.tcpFlags) rec.tcpFlags = tcpFlagsText(ev.tcpFlags);
+  if (ev.flowSummary) {
+    rec.summary = true;
+    rec.count = ev.flowSummary.count;
+    rec.firstSeen = new Date(wallMs - Number(ev.tsNs - ev.flowSummary.firstNs) / 1e6).toISOString();
+    rec.lastSeen = rec.time;
+    return rec;
+  }
+  rec.bytes = ev.pktLen;
   if (ev.suppressed) rec.suppressed = ev.suppressed;
   if (ev.summary) rec.summary = true;
   return rec;

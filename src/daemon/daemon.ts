@@ -288,6 +288,12 @@ export class Daemon {
     });
     // Close the ring buffer reader and the map fds: the pins and the tc
     // filters keep enforcing without us.
+    // what the kernel counted since the last summary goes to the history before we go
+    try {
+      this.manager?.datapath.summarizeFlows?.();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'last allowed-flow summary not read');
+    }
     this.manager?.datapath.close();
     await this.history?.close();
     for (const f of [socketPathFor(this.o.pinPath), pidFileFor(this.o.pinPath)]) rmSync(f, { force: true });

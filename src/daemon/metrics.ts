@@ -60,8 +60,10 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
       this.set((manager().lastApply?.ms ?? 0) / 1000);
     },
   });
-  new Gauge({
-    name: 'bastion_datapath_packets',
+  // The datapath's counters are counters (they only grow, until `bastion down`): each is
+  // read whole at scrape time and given to prom-client as the counter's value.
+  new PromCounter({
+    name: 'bastion_datapath_packets_total',
     help: 'Packets seen by the datapath, by reason (verdict=drop for reasons that drop)',
     labelNames: ['reason', 'verdict'],
     registers: [registry],
@@ -69,24 +71,43 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
       this.reset();
       for (const [r, c] of counters()) {
         if (c.packets === 0n || EVENT_COUNTER_REASONS.includes(r)) continue;
-        this.set({ reason: REASON_NAMES[r] ?? String(r), verdict: r >= FIRST_DROP_REASON ? 'drop' : 'pass' }, Number(c.packets));
+        this.inc({ reason: REASON_NAMES[r] ?? String(r), verdict: r >= FIRST_DROP_REASON ? 'drop' : 'pass' }, Number(c.packets));
       }
     },
   });
-  new Gauge({
-    name: 'bastion_flow_events_lost',
+  new PromCounter({
+    name: 'bastion_flow_events_lost_total',
     help: 'Flow events the datapath could not write (ring buffer full: the daemon fell behind)',
     registers: [registry],
     collect() {
-      this.set(Number(counters().get(REASON.eventsLost)?.packets ?? 0n));
+      this.reset();
+      this.inc(Number(counters().get(REASON.eventsLost)?.packets ?? 0n));
     },
   });
-  new Gauge({
-    name: 'bastion_flow_events_suppressed',
+  new PromCounter({
+    name: 'bastion_flow_events_suppressed_total',
     help: 'Flow events held back by the datapath rate limit (counted, reported as a number on the next event of their kind)',
     registers: [registry],
     collect() {
-      this.set(Number(counters().get(REASON.eventsSuppressed)?.packets ?? 0n));
+      this.reset();
+      this.inc(Number(counters().get(REASON.eventsSuppressed)?.packets ?? 0n));
+    },
+  });
+  new PromCounter({
+    name: 'bastion_flow_summaries_total',
+    help: 'Allowed-flow summaries read from the kernel (one per key whose count moved; bpf/lib/summary.h)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(manager().datapath.flowSummaryStats?.summaries ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'bastion_flow_summary_keys',
+    help: 'Keys (source, destination, protocol, port) the kernel counts allowed flows under, at the last read',
+    registers: [registry],
+    collect() {
+      this.set(manager().datapath.flowSummaryStats?.keys ?? 0);
     },
   });
   new Gauge({

@@ -104,3 +104,56 @@ describe('flow log lines', () => {
     }
   });
 });
+
+describe('describeFlow', () => {
+  const names = {
+    identityName: (id: number) => ({ 300: 'web', 301: 'api', 1: 'host' })[id],
+    identityLabels: (id: number) => ({ 300: { app: 'web' }, 301: { app: 'api' } })[id],
+    ruleName: (n: number) => ({ 7: 'web-to-api', 8: 'api-from-web' })[n],
+    endpointName: () => 'web',
+    interfaceName: () => 'veth-web',
+  };
+  const base = {
+    tsNs: 1_000_000_000n, srcId: 300, dstId: 301, saddr: '10.0.0.2', daddr: '10.0.0.3', sport: 40000, dport: 8080, proto: 6,
+    verdict: 1, reason: 1, trace: 0, ifindex: 9, ruleId: 7, pktLen: 74, ethertype: 0x0800, suppressed: 0, ingressRuleId: 8, tcpFlags: 0x02, flags: 0,
+  };
+  it('names both sides\' policies, the flags, the labels and the interface', async () => {
+    const { describeFlow } = await import('../../src/agent/flow-log.js');
+    const r = describeFlow(base, names, Date.parse('2024-05-01T10:00:00Z'));
+    assert.deepEqual(r, {
+      time: '2024-05-01T10:00:00.000Z',
+      verdict: 'ALLOWED',
+      reason: 'allowed-new',
+      direction: 'egress',
+      protocol: 'tcp',
+      src: { identity: 300, name: 'web', labels: { app: 'web' }, ip: '10.0.0.2', port: 40000 },
+      dst: { identity: 301, name: 'api', labels: { app: 'api' }, ip: '10.0.0.3', port: 8080 },
+      policies: { egress: 'web-to-api', ingress: 'api-from-web' },
+      interface: 'veth-web',
+      isReply: false,
+      endpoint: 'web',
+      tcpFlags: 'SYN',
+      bytes: 74,
+    });
+    const denied = describeFlow({ ...base, verdict: 2, reason: 23, ruleId: 7, ingressRuleId: 0, flags: 2 }, names, 0);
+    assert.equal(denied.direction, 'ingress', 'the receiver\'s ingress decided');
+    assert.deepEqual(denied.policies, { egress: 'web-to-api' });
+    const reply = describeFlow({ ...base, verdict: 2, reason: 30, tcpFlags: 0x12, flags: 1 }, names, 0);
+    assert.equal(reply.isReply, true);
+    assert.equal(reply.tcpFlags, 'SYN,ACK');
+    const inbound = describeFlow({ ...base, srcId: 1, trace: 1, ruleId: 9, ingressRuleId: 0 }, { ...names, ruleName: () => 'host-to-api' }, 0);
+    assert.deepEqual([inbound.direction, inbound.policies], ['ingress', { ingress: 'host-to-api' }]);
+    assert.deepEqual(inbound.src.labels, {}, 'the host has no labels');
+  });
+
+  it('turns a summary of the kernel\'s counts into a record with count, first and last seen', async () => {
+    const { describeFlow } = await import('../../src/agent/flow-log.js');
+    const r = describeFlow({ ...base, tsNs: 10_000_000_000n, pktLen: 0, tcpFlags: 0, flowSummary: { count: 1200, firstNs: 4_000_000_000n } }, names, Date.parse('2024-05-01T10:00:10Z'));
+    assert.equal(r.summary, true);
+    assert.equal(r.count, 1200);
+    assert.equal(r.firstSeen, '2024-05-01T10:00:04.000Z');
+    assert.equal(r.lastSeen, '2024-05-01T10:00:10.000Z');
+    assert.equal(r.bytes, undefined);
+    assert.equal(r.tcpFlags, undefined);
+  });
+});
