@@ -183,6 +183,11 @@ describe('learning on the Docker demo app', { skip, timeout: 600_000 }, () => {
     const spoofed = await captureWhile(ns(box.api), 'eth0', `tcp port 8080 and src host ${box.web.ip} and tcp[tcpflags] & tcp-syn != 0`, 2500, () => spoofedSyns(ns(box.attacker), box.web.ip, box.api.ip, 8080, 5));
     attempts.push([`attacker's SYNs forged as web reached api: ${spoofed}`, spoofed > 0]);
     const through = attempts.filter(([, ok]) => ok).map(([what]) => what);
-    assert.deepEqual(through, [], 'every attack of the set is blocked');
+    if (through.length) {
+      // what the daemon thought when it let them through
+      const modes = await bastion(['mode', '-o', 'json', ...pin]);
+      const tail = daemon!.lines.slice(-40).join('\n');
+      assert.deepEqual(through, [], `every attack of the set is blocked; modes: ${modes.stdout}\ndaemon log:\n${tail}`);
+    }
   });
 });
