@@ -268,3 +268,15 @@ async function collect(it: AsyncIterable<FlowRecord>): Promise<FlowRecord[]> {
 function plain(r: FlowRecord): FlowRecord {
   return JSON.parse(JSON.stringify(r)) as FlowRecord;
 }
+
+describe('bastion run --flow-history-max-bytes', () => {
+  it('reads sizes with or without a unit, and refuses the rest', async () => {
+    const { parseSize } = await import('../../src/cli/commands/run.js');
+    assert.equal(parseSize('256M', 'x'), 256 * 1024 * 1024);
+    assert.equal(parseSize('1g', 'x'), 1024 ** 3);
+    assert.equal(parseSize('64k', 'x'), 65536);
+    assert.equal(parseSize('1.5MiB', 'x'), 1.5 * 1024 * 1024);
+    assert.equal(parseSize('100000', 'x'), 100000);
+    assert.throws(() => parseSize('lots', '--flow-history-max-bytes'), /--flow-history-max-bytes "lots": expected a size/);
+  });
+});
