@@ -32,3 +32,8 @@ export const STATE_DIR = process.env.BASTION_STATE_DIR ?? '/var/lib/bastion';
 export function flowHistoryDirFor(pinPath: string): string {
   return `${STATE_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}/flows`;
 }
+
+/** The instance lock of a pin path (flock, held by the daemon for its life). Never removed. */
+export function lockFileFor(pinPath: string): string {
+  return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.lock`;
+}

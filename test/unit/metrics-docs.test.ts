@@ -18,6 +18,8 @@ async function exposed(): Promise<Set<string>> {
   const { manager } = recordingManager();
   const history = { bytes: 0, files: 1, written: 0, dropped: 0, rotatedOut: 0, errors: 0, maxBytes: 1 << 20 };
   const m = createMetrics(() => manager, () => new Map(), new FlowStore(4), { followers: 0, skipped: 0, dropped: 0 }, {
+    runtimePolicies: () => ({ count: 0, unreadable: [], saveFailures: 0 }),
+    config: () => ({ pending: false, containersRemoved: 0 }),
     modes: () => ({ global: 'enforce', containers: [] }),
     history,
   });

@@ -3,7 +3,6 @@
  * as lines or NDJSON, live (-f), or read back from a saved file (--input).
  */
 import type { Command } from 'commander';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { socketPathFor } from '../../api/paths.js';
 import { apiCall, apiStream, DaemonUnreachable, errorsOf } from '../../api/client.js';
 import { formatFlowLine, type FlowRecord } from '../../flows/record.js';
@@ -11,7 +10,8 @@ import { filterQuery, FlowFilterError, flowPredicate, parseFlowFilter, type Flow
 import { FlowFileError, readFlowFile } from '../../flows/ndjson.js';
 import { isErrorBody, isFlowsLost, type FlowStreamLine } from '../../api/types.js';
 import { CliError, EXIT } from '../errors.js';
-import { colors } from '../output.js';
+import { colors, parseOutputFormat, yamlText } from '../output.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 
 function colourLine(r: FlowRecord): string {
   const line = formatFlowLine(r);
@@ -57,7 +57,7 @@ export function registerFlows(program: Command): void {
   program
     .command('flows')
     .description('Show flows (drops, allowed connections, audited ones, ARP answers): recent, from the history, live, or from a saved file')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
+    .addOption(pinPathOption())
     .option('-f, --follow', 'keep streaming new flows (a client that falls behind is told how many it missed)')
     .option('--input <file>', 'read flows from a file written with -o json (or the daemon\'s log, or a history segment; - for stdin) instead of the daemon')
     .option('-n, --last <n>', 'how many of the last matching flows (a number, or all); default 50, or all with --since/--until/--input')
@@ -72,11 +72,14 @@ export function registerFlows(program: Command): void {
     .option('--protocol <p>', 'tcp, udp, icmp, sctp or arp (repeatable)', collect)
     .option('--verdict <v>', 'ALLOWED, DROPPED, AUDIT or ARP_REPLY (repeatable)', collect)
     .option('--reason <r>', 'a reason such as policy-denied, host-denied, spoofed-ip (repeatable)', collect)
-    .option('-o, --output <format>', 'table (one line per flow) or json (one JSON object per line: NDJSON, readable with --input)', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .addHelpText(
       'after',
       `
+-o json prints one JSON object per line (NDJSON, what --input reads back); -o yaml
+one YAML document per flow (separated by ---).
+
 Without --since or --until the daemon answers from the recent flows it holds in
 memory (the last 10,000); with them, from its flow history on disk, which
 survives restarts (bastion run --flow-history-max-bytes sets its cap).
@@ -88,10 +91,10 @@ Examples:
   bastion flows -f --to-label app=db`,
     )
     .action(async (opts: FlowsOptions) => {
-      const format = opts.json ? 'json' : opts.output;
-      if (format !== 'table' && format !== 'json') throw new CliError(`-o ${format}: flows are printed as table or json (NDJSON)`, EXIT.usage);
+      const format = parseOutputFormat(opts.output, opts.json);
       const input = filterInputOf(opts);
-      const print = (r: FlowRecord) => process.stdout.write((format === 'table' ? colourLine(r) : JSON.stringify(r)) + '\n');
+      const print = (r: FlowRecord) =>
+        process.stdout.write(format === 'table' ? colourLine(r) + '\n' : format === 'json' ? JSON.stringify(r) + '\n' : `---\n${yamlText(r)}`);
       let filter;
       try {
         filter = parseFlowFilter(input, Date.now());
@@ -137,7 +140,9 @@ Examples:
             const line = JSON.parse(text) as FlowStreamLine;
             if (!isFlowsLost(line)) return print(line);
             // this client fell behind the daemon, which skipped records for it (json: the line as the API sends it)
-            process.stdout.write((format === 'table' ? colors.yellow(`EVENTS LOST: ${line.count} flows skipped (this client fell behind)`) : text) + '\n');
+            process.stdout.write(
+              format === 'table' ? colors.yellow(`EVENTS LOST: ${line.count} flows skipped (this client fell behind)`) + '\n' : format === 'json' ? text + '\n' : `---\n${yamlText(line)}`,
+            );
           });
         } catch (err) {
           throw unreachable(err);

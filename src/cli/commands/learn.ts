@@ -4,7 +4,6 @@
  * The logic is src/learn/learn.ts, the same in both cases.
  */
 import type { Command } from 'commander';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { socketPathFor } from '../../api/paths.js';
 import { apiCall, DaemonUnreachable, errorsOf } from '../../api/client.js';
 import { isErrorBody, type Done, type LearnAnswer, type LearnRequest } from '../../api/types.js';
@@ -12,6 +11,7 @@ import { Learner } from '../../learn/learn.js';
 import { FlowFileError, readFlowFile } from '../../flows/ndjson.js';
 import { FlowFilterError, matchesFlow, parseLabelFilter, parseTimePoint, type FlowFilter } from '../../flows/filter.js';
 import { CliError, EXIT } from '../errors.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 import { colors } from '../output.js';
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -49,9 +49,9 @@ export function registerLearn(program: Command): void {
     .option('--container <name>', 'learn only for this container (at either end); repeatable', collect)
     .option('--merge-ports', 'one policy per pair of workloads with all its ports, instead of one per port')
     .option('--name-prefix <prefix>', 'prefix of the policy names (offline only; the daemon uses learned-)', 'learned-')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'yaml (the policies document with the evidence in comments) or json (with an evidence field on each policy)', 'yaml')
-    .option('--json', 'same as -o json')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['yaml', 'json']))
+    .addOption(jsonOption())
     .addHelpText(
       'after',
       `

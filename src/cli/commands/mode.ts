@@ -8,11 +8,11 @@
  * Set at run time, kept across daemon restarts, forgotten by `bastion down`.
  */
 import type { Command } from 'commander';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { socketPathFor } from '../../api/paths.js';
 import { apiCall, DaemonUnreachable, errorsOf } from '../../api/client.js';
 import { isErrorBody, type Done, type ModeChange, type ModesAnswer } from '../../api/types.js';
 import { CliError, EXIT } from '../errors.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 
 async function call<T>(pinPath: string, method: string, path: string, body?: string): Promise<{ status: number; body: T }> {
@@ -35,9 +35,9 @@ export function registerMode(program: Command): void {
     .description('Show every container\'s mode, or set containers to audit (allow, record what would be dropped) or enforce')
     .argument('[mode]', 'audit or enforce')
     .argument('[names...]', 'container names')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .addHelpText(
       'after',
       `
