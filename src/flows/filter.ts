@@ -4,9 +4,10 @@
  * console. Pure: parsing takes the time "now" as an argument.
  *
  * Semantics (Hubble's): each filter narrows (AND); a filter given several
- * times accepts any of its values (OR); `port` matches either end's port;
- * `container` either end (or the container whose stack decided); a label
- * filter `k=v,k2=v2` needs all of its labels on that end.
+ * times accepts any of its values (OR), except the label filters, whose
+ * labels all must be on that end (`fromLabel=app=web&fromLabel=tier=front`
+ * is `app=web,tier=front`); `port` matches either end's port; `container`
+ * either end (or the container whose stack decided).
  */
 import type { FlowRecord } from './record.js';
 
@@ -104,8 +105,10 @@ export function parseFlowFilter(input: FlowFilterInput, now: number): FlowFilter
   if (from) f.from = from;
   if (to) f.to = to;
   if (container) f.container = container;
-  const fromLabel = input.fromLabel?.length ? input.fromLabel.map((v) => parseLabelFilter(v, 'from-label')) : undefined;
-  const toLabel = input.toLabel?.length ? input.toLabel.map((v) => parseLabelFilter(v, 'to-label')) : undefined;
+  // repeated label filters add up: every label given must be on that end (k=v,k2=v2 is the same as giving both)
+  const labels = (vs: string[] | undefined, what: string) => (vs?.length ? [Object.assign({}, ...vs.map((v) => parseLabelFilter(v, what))) as Record<string, string>] : undefined);
+  const fromLabel = labels(input.fromLabel, 'from-label');
+  const toLabel = labels(input.toLabel, 'to-label');
   if (fromLabel) f.fromLabel = fromLabel;
   if (toLabel) f.toLabel = toLabel;
   const port = each(input.port?.flatMap((p) => p.split(',')), (v) => {

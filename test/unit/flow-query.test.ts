@@ -80,6 +80,8 @@ describe('flow filters', () => {
     assert.deepEqual(pick({ to: ['db', 'host'] }), ['api>db:5432', 'web>host:53', 'api>db:6379']);
     assert.deepEqual(pick({ container: ['api'], verdict: ['dropped', 'AUDIT'] }), ['web>api:9090', 'api>db:6379']);
     assert.deepEqual(pick({ fromLabel: ['app=web,tier=front'], port: ['53', '8080'] }), ['web>api:8080', 'web>host:53']);
+    assert.deepEqual(pick({ fromLabel: ['app=web', 'tier=front'], port: ['53', '8080'] }), ['web>api:8080', 'web>host:53'], 'repeated: all of them');
+    assert.deepEqual(pick({ fromLabel: ['app=web', 'tier=back'] }), [], 'repeated: all of them, not any');
     assert.deepEqual(pick({ toLabel: ['app=db'], reason: ['policy-denied'] }), ['api>db:6379']);
     assert.deepEqual(pick({ protocol: ['UDP'] }), ['web>host:53']);
     // a source port matches too (Hubble's --port)
