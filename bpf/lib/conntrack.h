@@ -248,6 +248,9 @@ static __always_inline int ct_lookup(const struct pkt_v4 *p, __u32 src_id, __u32
 	if (!e)
 		return CT_NEW;
 	reply = swapped != !!(e->flags & CT_F_KEY_SWAPPED);
+	/* for the flow event, whatever the verdict: a drop of a SYN dressed up
+	 * as a reply says it travelled the reply way */
+	found->reply = reply;
 	/* An entry is ours while it is alive and between the same identities,
 	 * in the direction the packet travels. Identities follow addresses, so
 	 * an address that changed hands fails this either way round: the entry

@@ -17,11 +17,15 @@ import {
   NR_COUNTERS,
   CT_DEFAULT_PER_ENDPOINT,
   REASON,
+  VERDICT,
+  FLOW_SUM_F_AUDIT,
   EVENTS_DEFAULT_PER_SEC,
   decodeCtKey,
   decodeCtEntry,
   encodeCtEntry,
   decodeFlowEvent,
+  decodeFlowSum,
+  decodeFlowSumKey,
   type Counter,
   type EndpointInfo,
   type EpStats,
@@ -37,6 +41,8 @@ import { progInfo } from '../datapath/libbpf.js';
 
 /** how often the tail of event bursts is looked for (summarizeHeldBack) */
 const SUMMARY_INTERVAL_MS = 2000;
+/** how often the allowed flows the kernel counted are read (summarizeFlows) */
+export const FLOW_SUMMARY_INTERVAL_MS = 5000;
 
 const BPF_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../bpf');
 
@@ -233,7 +239,86 @@ export class DatapathAgent implements DatapathPort {
       this.reader.start();
       this.summaryTimer = setInterval(() => this.summarizeHeldBack(), SUMMARY_INTERVAL_MS);
       this.summaryTimer.unref();
+      this.flowSummaryTimer = setInterval(() => {
+        try {
+          this.summarizeFlows();
+        } catch {
+          // a map read failing now is retried at the next tick
+        }
+      }, FLOW_SUMMARY_INTERVAL_MS);
+      this.flowSummaryTimer.unref();
     }
+  }
+
+  private flowSummaryTimer?: NodeJS.Timeout;
+  /** REASON_ALLOWED_NEW at the last read (-1: never read, so a predecessor's unreported counts are read at once) */
+  private allowedSeen = -1n;
+  /** keys of bastion_flow_sum and summaries delivered, since start */
+  readonly flowSummaryStats = { keys: 0, summaries: 0, reads: 0 };
+
+  /**
+   * The allowed (and audited) new connections the kernel counted per key
+   * without an event (bpf/lib/summary.h): each key whose count moved since
+   * it was last reported becomes one summary event (how many, since when,
+   * the last connection's addresses). How far each key was reported is kept
+   * in the pinned bastion_flow_seen, so a restarted daemon neither reports a
+   * count twice nor loses what its predecessor had not reported. Returns the
+   * summaries delivered.
+   */
+  summarizeFlows(): number {
+    // Nothing new was allowed since the last read (the counter the programs bump for every new
+    // connection did not move): nothing to report, and a quiet datapath costs one counter read.
+    const allowed = this.maps.counters.get(REASON.allowedNew).packets;
+    if (allowed === this.allowedSeen) return 0;
+    this.allowedSeen = allowed;
+    const live = new Set<string>();
+    let n = 0;
+    let keys = 0;
+    for (const [rawKey, rawVal] of this.maps.flowSum.raw.entries()) {
+      keys++;
+      live.add(rawKey.toString('hex'));
+      const k = decodeFlowSumKey(rawKey);
+      const v = decodeFlowSum(rawVal);
+      const seen = this.maps.flowSeen.get(k);
+      const same = seen !== undefined && seen.firstNs === v.firstNs;
+      const reported = same ? seen.count : 0n;
+      if (v.count <= reported) continue;
+      const audit = (k.flags & FLOW_SUM_F_AUDIT) !== 0;
+      this.deliver({
+        tsNs: v.lastNs,
+        srcId: k.srcId,
+        dstId: k.dstId,
+        saddr: v.saddr,
+        daddr: v.daddr,
+        sport: v.sport,
+        dport: k.dport,
+        proto: k.proto,
+        verdict: audit ? VERDICT.audit : VERDICT.allowed,
+        reason: audit ? v.reason : REASON.allowedNew,
+        trace: v.trace,
+        ifindex: v.ifindex,
+        ruleId: v.ruleId,
+        pktLen: 0,
+        ethertype: 0x0800,
+        suppressed: 0,
+        ingressRuleId: v.ingressRuleId,
+        tcpFlags: 0,
+        flags: 0,
+        flowSummary: { count: Number(v.count - reported), firstNs: same ? seen.lastNs : v.firstNs },
+      });
+      try {
+        this.maps.flowSeen.set(k, { firstNs: v.firstNs, count: v.count, lastNs: v.lastNs });
+      } catch {
+        // the seen map is full (it holds what bastion_flow_sum holds): the next read reports it again
+      }
+      n++;
+    }
+    // keys the kernel evicted: their reports are done
+    for (const raw of [...this.maps.flowSeen.raw.keys()]) if (!live.has(raw.toString('hex'))) this.maps.flowSeen.raw.delete(raw);
+    this.flowSummaryStats.keys = keys;
+    this.flowSummaryStats.summaries += n;
+    this.flowSummaryStats.reads++;
+    return n;
   }
 
   private deliver(ev: FlowEvent): void {
@@ -283,6 +368,9 @@ export class DatapathAgent implements DatapathPort {
         ethertype: v.ethertype,
         suppressed: v.suppressed,
         summary: true,
+        ingressRuleId: 0,
+        tcpFlags: 0,
+        flags: 0,
       });
       n++;
     }
@@ -292,6 +380,7 @@ export class DatapathAgent implements DatapathPort {
   close(): void {
     clearInterval(this.gcTimer);
     clearInterval(this.summaryTimer);
+    clearInterval(this.flowSummaryTimer);
     this.reader?.stop();
     this.maps.close();
     this.owner?.close();

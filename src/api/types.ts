@@ -7,10 +7,14 @@
  * Services never choose an HTTP status: they say why something failed
  * (FailureCode) and the HTTP layer alone maps that to a status code.
  */
-import type { FlowRecord } from '../agent/flow-log.js';
+import type { FlowRecord } from '../flows/record.js';
 import type { StatusAudit } from '../audit/daemon-audit.js';
+import type { LearnedPolicy } from '../learn/learn.js';
+import type { ReplayedFlow } from '../learn/replay.js';
 
-export type { FlowPeer, FlowRecord } from '../agent/flow-log.js';
+export type { FlowEnd, FlowRecord, FlowVerdict } from '../flows/record.js';
+/** @deprecated the name before issue 14: FlowEnd */
+export type { FlowEnd as FlowPeer } from '../flows/record.js';
 
 // --------------------------------------------------------------- outcomes
 
@@ -104,8 +108,81 @@ export interface PolicyRow {
   to: string;
   ports: string;
   added?: string;
+  /** audit: the containers it selects run in audit mode (unless their own mode says otherwise) */
+  mode?: 'audit' | 'enforce';
   /** the policy in the document form `policy add -f` reads (what `policy list -o yaml` prints) */
   spec: Record<string, unknown>;
+}
+
+// ------------------------------------------------------------------ modes
+
+export type ModeName = 'enforce' | 'audit';
+
+/** Where a container's mode comes from. */
+export interface ModeInfo {
+  mode: ModeName;
+  /** config: the config file (the container's mode, or a policy in audit mode); runtime: `bastion mode` (or a runtime policy in audit mode); default: the host's mode */
+  source: 'config' | 'runtime' | 'default';
+  /** the policy in audit mode that put it in audit mode (an optional field beyond the console contract) */
+  policy?: string;
+}
+
+/** GET /v1/modes */
+export interface ModesAnswer {
+  /** the host's mode (the config file's `mode`): audit puts every container in audit mode */
+  global: ModeName;
+  containers: Array<{ name: string } & ModeInfo>;
+}
+
+/** PUT /v1/containers/:name/mode */
+export interface ModeChange {
+  name: string;
+  mode: ModeName;
+}
+
+// --------------------------------------------------------------- learning
+
+/** POST /v1/learn: the body */
+export interface LearnRequest {
+  select?: Record<string, string>;
+  containers?: string[];
+  /** a duration back from now or an ISO time (default: the whole history) */
+  since?: string;
+  mergePorts?: boolean;
+}
+
+/** POST /v1/learn: the answer */
+export interface LearnAnswer {
+  /** the policies, each with its evidence ({ flows, firstSeen, lastSeen }, which the policy parser accepts and ignores) */
+  document: { policies: LearnedPolicy[] };
+  /** the same document as YAML, evidence in comments: valid for POST /v1/policies and `bastion policy add -f` as it is */
+  yaml: string;
+  /** flow records learned from */
+  flows: number;
+  /** records left out, by why (optional beyond the console contract) */
+  skipped?: Record<string, number>;
+  /** containers with no stable label, and the like (optional beyond the console contract) */
+  warnings?: string[];
+}
+
+/** POST /v1/verify: the body */
+export interface VerifyRequest {
+  /** a policies document, YAML or JSON */
+  candidate: string;
+  since?: string;
+  containers?: string[];
+  /** only flows with a container of these labels at either end (optional beyond the console contract) */
+  select?: Record<string, string>;
+}
+
+/** POST /v1/verify: the answer (ok: every flow that went through is allowed by the candidate) */
+export interface VerifyAnswer {
+  ok: boolean;
+  replayed: number;
+  wouldDrop: ReplayedFlow[];
+  newlyAllowed: ReplayedFlow[];
+  /** records not replayed, by why (optional beyond the console contract) */
+  skipped?: Record<string, number>;
 }
 
 /** GET /v1/status */
@@ -133,6 +210,22 @@ export interface StatusReport {
     generation: number;
     lastApplyMs?: number;
     flowsSeen: number;
+    /** the flow history on disk (absent when the daemon runs without one) */
+    flowHistory?: {
+      dir: string;
+      /** bytes on disk, and the cap */
+      bytes: number;
+      maxBytes: number;
+      files: number;
+      /** records written since start, and not written (the disk did not keep up) */
+      written: number;
+      dropped: number;
+      /** segments deleted to stay under the cap, since start */
+      rotatedOut: number;
+      errors: number;
+      /** the oldest record kept (epoch ms) */
+      oldestMs?: number;
+    };
   };
   endpoints: EndpointStatus[];
   unprotected: Array<{ name: string; key: string; reason: string }>;
@@ -218,6 +311,10 @@ export interface EndpointStatus {
   hostInterface: string;
   hostIfindex: number;
   mode: string;
+  /** where the mode comes from: config (the container's own mode, or a policy in audit mode), runtime (bastion mode), default (the host's mode) */
+  modeSource?: ModeInfo['source'];
+  /** the policy in audit mode that put it in audit mode */
+  modePolicy?: string;
   labels: Record<string, string>;
   /** ok: this daemon's programs on both hooks; owner "foreign": another Bastion instance's stack (ownerPinPath names it) */
   stack: { ingress?: number; egress?: number; ok: boolean; owner?: string; ownerPinPath?: string; gone?: boolean };

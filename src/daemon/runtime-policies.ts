@@ -37,6 +37,7 @@ export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: 
     to: formatPolicyEnd(p.to),
     ports: p.ports?.length ? p.ports.map(formatPortRange).join(',') : 'any',
     ...(added ? { added } : {}),
+    ...(p.mode ? { mode: p.mode } : {}),
     spec: toDocumentPolicy(p),
   };
 }
@@ -217,5 +218,5 @@ export function toDocumentPolicy(p: PolicyConfig): Record<string, unknown> {
       ...(sel.matchExpressions?.length ? { matchExpressions: sel.matchExpressions } : {}),
     };
   };
-  return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}) };
+  return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}), ...(p.mode ? { mode: p.mode } : {}) };
 }

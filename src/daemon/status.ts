@@ -2,7 +2,8 @@
 import { EVENT_COUNTER_REASONS, FIRST_DROP_REASON, REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
-import type { EndpointStatus, PublishedStatus, ReconcilerStatus, RuntimePoliciesStatus, StatusReport } from '../api/types.js';
+import type { EndpointStatus, ModeInfo, PublishedStatus, ReconcilerStatus, RuntimePoliciesStatus, StatusReport } from '../api/types.js';
+import type { Endpoint } from '../manager/endpoint.js';
 import type { AuditReport } from '../audit/findings.js';
 import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 
@@ -74,6 +75,10 @@ export interface StatusSources {
   audit?: AuditReport;
   /** the periodic drift check's interval (ms; 0: off) */
   checkIntervalMs?: number;
+  /** a container's mode and where it comes from (src/daemon/modes.ts) */
+  modes?: (ep: Endpoint) => ModeInfo;
+  /** the flow history on disk */
+  history?: StatusReport['daemon']['flowHistory'];
   runtimePolicies: RuntimePoliciesStatus;
   /** why a change of the config file is not applied yet */
   configPending?: string;
@@ -108,6 +113,7 @@ export function collectStatus(src: StatusSources): StatusReport {
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((ep) => {
       const s = dp.endpointStats(ep.hostIfindex);
+      const mode = src.modes?.(ep) ?? { mode: m.effectiveMode(ep), source: ep.mode ? 'config' : 'default' };
       return {
         name: ep.name,
         key: ep.key,
@@ -117,7 +123,9 @@ export function collectStatus(src: StatusSources): StatusReport {
         interface: ep.interface,
         hostInterface: ep.hostIfname,
         hostIfindex: ep.hostIfindex,
-        mode: ep.mode ?? m.mode,
+        mode: mode.mode,
+        modeSource: mode.source,
+        ...(mode.policy ? { modePolicy: mode.policy } : {}),
         labels: ep.labels,
         stack: dp.stackState(ep.hostIfindex),
         counters: {
@@ -174,6 +182,7 @@ export function collectStatus(src: StatusSources): StatusReport {
       generation: m.generation,
       lastApplyMs: m.lastApply ? +m.lastApply.ms.toFixed(3) : undefined,
       flowsSeen: src.flowsSeen,
+      ...(src.history ? { flowHistory: src.history } : {}),
     },
     endpoints,
     unprotected: [...m.unprotected.values()].map((u) => ({ name: u.name, key: u.key, reason: u.reason })),

@@ -21,6 +21,18 @@ import {
   numPossibleCpus,
 } from './libbpf.js';
 import {
+  FLOW_SUM_KEY_SIZE,
+  FLOW_SUM_SIZE,
+  FLOW_SUM_SEEN_SIZE,
+  decodeFlowSum,
+  decodeFlowSumKey,
+  decodeFlowSumSeen,
+  encodeFlowSum,
+  encodeFlowSumKey,
+  encodeFlowSumSeen,
+  type FlowSum,
+  type FlowSumKey,
+  type FlowSumSeen,
   EVENT_RL_KEY_SIZE,
   EVENT_RL_SIZE,
   decodeEventRl,
@@ -457,6 +469,9 @@ const ctEntry: Codec<CtEntry> = { size: CT_ENTRY_SIZE, encode: encodeCtEntry, de
 const eventRlKey: Codec<EventRlKey> = { size: EVENT_RL_KEY_SIZE, encode: encodeEventRlKey, decode: decodeEventRlKey };
 const eventRl: Codec<EventRl> = { size: EVENT_RL_SIZE, encode: encodeEventRl, decode: decodeEventRl };
 const ctUse: Codec<bigint> = { size: CT_USE_SIZE, encode: encodeCtUse, decode: decodeCtUse };
+const flowSumKey: Codec<FlowSumKey> = { size: FLOW_SUM_KEY_SIZE, encode: encodeFlowSumKey, decode: decodeFlowSumKey };
+const flowSum: Codec<FlowSum> = { size: FLOW_SUM_SIZE, encode: encodeFlowSum, decode: decodeFlowSum };
+const flowSumSeen: Codec<FlowSumSeen> = { size: FLOW_SUM_SEEN_SIZE, encode: encodeFlowSumSeen, decode: decodeFlowSumSeen };
 const fragKey: Codec<FragKey> = { size: FRAG_KEY_SIZE, encode: encodeFragKey, decode: decodeFragKey };
 const fragVal: Codec<FragVal> = { size: FRAG_VAL_SIZE, encode: encodeFragVal, decode: decodeFragVal };
 const config: Codec<DatapathConfig> = { size: CONFIG_SIZE, encode: encodeConfig, decode: decodeConfig };
@@ -500,6 +515,10 @@ export interface BastionMaps {
   frags: TypedMap<FragKey, FragVal>;
   /** the event rate limit's slots, by (endpoint, verdict, reason) */
   eventLimits: TypedMap<EventRlKey, EventRl>;
+  /** allowed flows counted in the kernel, by (source, destination, protocol, port) (lib/summary.h) */
+  flowSum: TypedMap<FlowSumKey, FlowSum>;
+  /** how far the agent reported each of them (written by the agent only) */
+  flowSeen: TypedMap<FlowSumKey, FlowSumSeen>;
   /** the ring buffer: read it with RingBufReader(maps.events.fd, ...) */
   events: BpfMap;
   counters: {
@@ -554,6 +573,8 @@ export function openBastionMaps(pinRoot: string = DEFAULT_PIN_PATH): BastionMaps
       ctUse: new TypedMap(open(MAP_NAMES.ctUse, 4, CT_USE_SIZE), u32, ctUse),
       frags: new TypedMap(open(MAP_NAMES.frags, FRAG_KEY_SIZE, FRAG_VAL_SIZE), fragKey, fragVal),
       eventLimits: new TypedMap(open(MAP_NAMES.eventLimits, EVENT_RL_KEY_SIZE, EVENT_RL_SIZE), eventRlKey, eventRl),
+      flowSum: new TypedMap(open(MAP_NAMES.flowSum, FLOW_SUM_KEY_SIZE, FLOW_SUM_SIZE), flowSumKey, flowSum),
+      flowSeen: new TypedMap(open(MAP_NAMES.flowSeen, FLOW_SUM_KEY_SIZE, FLOW_SUM_SEEN_SIZE), flowSumKey, flowSumSeen),
       events,
       counters: {
         raw: counters,

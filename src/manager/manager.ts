@@ -34,6 +34,8 @@ export interface ManagerOptions {
   onRepair?(r: Repair): void;
   /** resync back-off after a failed write (ms); default 250 ms doubling up to 30 s */
   resyncBackoff?: { firstMs: number; maxMs: number };
+  /** an endpoint's mode as the daemon resolves it (run-time overrides, policies in audit mode); undefined: its spec's, then the policy set's */
+  modeOf?: (ep: Endpoint) => PolicySet['mode'] | undefined;
   /** the datapath's flood limits (written with the datapath config) */
   limits?: DatapathLimits;
 }
@@ -393,7 +395,7 @@ export class Manager {
   /** Recompile the given endpoint slices (and the global one) and write the differences. */
   private commit(keys: Set<string>, global: boolean): ApplyStats {
     const t0 = performance.now();
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, limits: this.o.limits };
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, modeOf: this.o.modeOf, limits: this.o.limits };
     const store = this.reconciler.store;
     if (global) {
       store.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx));
@@ -418,9 +420,20 @@ export class Manager {
   /** The next policy epoch, written as the last write of a change (bpf/lib/verdict.h, ct_recheck). */
   private newPolicyEpoch(): void {
     this.policyEpoch = (this.policyEpoch + 1) >>> 0 || 1;
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, limits: this.o.limits };
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, modeOf: this.o.modeOf, limits: this.o.limits };
     this.reconciler.store.replace(CONFIG_SLICE, this.compiler.configSlice(ctx, this.policyEpoch));
     this.reconciler.flush();
+  }
+
+  /** The daemon's view of these endpoints' modes changed (see ManagerOptions.modeOf): rewrite their entries. */
+  refreshModes(keys: Iterable<string>): Promise<ApplyStats> {
+    return this.serial(async () => this.commit(new Set([...keys].filter((k) => this.endpoints.has(k))), false));
+  }
+
+  /** An endpoint's mode as its stack runs it. */
+  effectiveMode(ep: Endpoint): PolicySet['mode'] {
+    if (this.mode === 'audit') return 'audit';
+    return this.o.modeOf?.(ep) ?? ep.mode ?? this.mode;
   }
 
   /**

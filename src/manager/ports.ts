@@ -82,6 +82,10 @@ export interface DatapathPort {
   loadNextIdentity(): number | undefined;
   saveNextIdentity(next: number): void;
   onEvent(listener: (ev: FlowEvent) => void): void;
+  /** Report now the allowed flows the kernel counted since the last report (also done every few seconds once onEvent has a listener). */
+  summarizeFlows?(): number;
+  /** keys of the allowed-flow summary and summaries delivered since start */
+  readonly flowSummaryStats?: { keys: number; summaries: number; reads: number };
   close(): void;
 }
 

@@ -40,6 +40,8 @@ export interface SliceEnv {
   endpoints: Map<string, Endpoint>;
   hostAddrs: string[];
   mode: Mode;
+  /** the endpoint's mode as the daemon resolves it (a run-time override, a policy in audit mode), over its spec's */
+  modeOf?: (ep: Endpoint) => Mode | undefined;
   limits?: DatapathLimits;
 }
 
@@ -115,7 +117,7 @@ export class SliceCompiler {
 
   endpointSlice(ep: Endpoint, env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
-    const flags = (ep.mode ?? env.mode) === 'audit' && env.mode !== 'audit' ? EP_F_AUDIT : 0;
+    const flags = (env.modeOf?.(ep) ?? ep.mode ?? env.mode) === 'audit' && env.mode !== 'audit' ? EP_F_AUDIT : 0;
     const info = encodeEndpointInfo({
       identity: ep.identity,
       ifindex: ep.hostIfindex,

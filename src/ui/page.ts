@@ -20,7 +20,7 @@ table{border-collapse:collapse;width:100%;font-size:12px}td,th{padding:3px 6px;b
 <section><h2>Network map</h2><svg id="map" width="480" height="420"></svg>
 <h2>Containers</h2><table id="eps"><thead><tr><th>name</th><th>identity</th><th>ip</th><th>stack</th><th>drops</th></tr></thead><tbody></tbody></table>
 <h2>Unprotected</h2><table id="unp"><tbody></tbody></table></section>
-<section><h2>Live flows</h2><table id="flows"><thead><tr><th>time</th><th>source</th><th>destination</th><th>proto</th><th>verdict</th><th>reason</th><th>rule</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Live flows</h2><table id="flows"><thead><tr><th>time</th><th>source</th><th>destination</th><th>proto</th><th>verdict</th><th>reason</th><th>policies</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script>
 const esc=s=>String(s??'').replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
@@ -49,7 +49,7 @@ async function follow(){
     while((i=buf.indexOf('\\n'))>=0){const f=JSON.parse(buf.slice(0,i));buf=buf.slice(i+1);
       if(f.type==='lost'){tb.insertAdjacentHTML('afterbegin','<tr><td colspan=7 class=AUDIT>'+f.count+' flows lost: this page fell behind</td></tr>');continue;}
       const end=p=>esc(p.name??p.ip)+(p.port!==undefined?':'+p.port:'');
-      tb.insertAdjacentHTML('afterbegin','<tr><td class=muted>'+esc(f.time.slice(11,23))+'</td><td>'+end(f.src)+'</td><td>'+end(f.dst)+'</td><td>'+esc(f.protocol)+'</td><td class='+f.verdict+'>'+f.verdict+'</td><td>'+esc(f.reason)+'</td><td>'+esc(f.rule)+'</td></tr>');
+      tb.insertAdjacentHTML('afterbegin','<tr><td class=muted>'+esc(f.time.slice(11,23))+'</td><td>'+end(f.src)+'</td><td>'+end(f.dst)+'</td><td>'+esc(f.protocol)+'</td><td class='+f.verdict+'>'+f.verdict+'</td><td>'+esc(f.reason)+'</td><td>'+esc([f.policies&&f.policies.egress,f.policies&&f.policies.ingress].filter(Boolean).join(' / '))+'</td></tr>');
       while(tb.rows.length>300)tb.deleteRow(-1);
       if(f.src.name&&f.dst.name)window.edges.set(f.src.name+'>'+f.dst.name,f.verdict);
     }}

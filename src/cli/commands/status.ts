@@ -80,6 +80,15 @@ function renderStatus(s: StatusReport): string {
     `${c.bold('Daemon')}     ${c.green('running')} (pid ${s.daemon.pid}), mode ${s.daemon.mode === 'enforce' ? c.green('enforce') : c.yellow(s.daemon.mode)}, pins ${s.daemon.pinPath}` +
       (s.daemon.configPath ? `, config ${s.daemon.configPath}` : ''),
   );
+  const h = s.daemon.flowHistory;
+  if (h) {
+    out.push(
+      `${c.bold('History')}    ${human(h.bytes)} of ${human(h.maxBytes)} in ${h.dir}` +
+        (h.oldestMs ? `, since ${new Date(h.oldestMs).toISOString()}` : '') +
+        (h.dropped ? c.yellow(`, ${h.dropped} records not written (disk behind)`) : '') +
+        (h.errors ? c.yellow(`, ${h.errors} errors (see the log)`) : ''),
+    );
+  }
   const inPlace = s.endpoints.filter((e) => e.stack.ok).length;
   out.push(`${c.bold('Stacks')}     ${inPlace === s.endpoints.length ? c.green(`${inPlace}/${s.endpoints.length} in place`) : c.red(`${inPlace}/${s.endpoints.length} in place`)}`);
   const rec = reconcilerLine(s);
@@ -109,7 +118,7 @@ function renderStatus(s: StatusReport): string {
         String(e.identity),
         e.ipv4,
         e.hostInterface,
-        e.mode,
+        e.mode === 'audit' ? c.yellow(e.modeSource && e.modeSource !== 'default' ? `audit (${e.modePolicy ? `policy ${e.modePolicy}` : e.modeSource})` : 'audit') : e.mode,
         stackCell(e),
         human(e.counters.txBytes),
         human(e.counters.rxBytes),
