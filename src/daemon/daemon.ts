@@ -19,7 +19,6 @@ import { startApiServer } from '../api/server.js';
 import { FlowFollowers } from '../api/flow-stream.js';
 import { apiCall } from '../api/client.js';
 import { pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
-import { renderUi } from '../ui/page.js';
 import { ConfigReloader } from './config-reloader.js';
 import { watchConfigFile } from './config-watch.js';
 import { RuntimePolicies } from './runtime-policies.js';
@@ -27,6 +26,7 @@ import { RuntimePolicyService } from './policy-service.js';
 import { logFlows } from './flow-logger.js';
 import { platformEventHandler } from './platform-events.js';
 import { collectStatus } from './status.js';
+import { cachedGraphReport } from './graph-report.js';
 import type { StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
@@ -125,12 +125,12 @@ export class Daemon {
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
+      graph: cachedGraphReport(() => this.manager),
       reload: () => this.config.reload(),
       policies: this.policies,
       metrics: { text: () => metrics.registry.metrics(), contentType: metrics.registry.contentType },
       flows: this.flows,
       followers: this.followers,
-      ui: renderUi,
       audit: (maxAgeMs) => this.audits.get(maxAgeMs),
     });
     mkdirSync(dirname(pidFileFor(this.o.pinPath)), { recursive: true });

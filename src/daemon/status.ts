@@ -79,6 +79,8 @@ export function collectStatus(src: StatusSources): StatusReport {
         interface: ep.interface,
         hostInterface: ep.hostIfname,
         hostIfindex: ep.hostIfindex,
+        ...(ep.bridge ? { bridge: ep.bridge } : {}),
+        ...(ep.gateway ? { gateway: ep.gateway } : {}),
         mode: ep.mode ?? m.mode,
         labels: ep.labels,
         stack: dp.stackState(ep.hostIfindex),
