@@ -15,7 +15,7 @@ mkdirSync(outdir, { recursive: true });
 const common = {
   absWorkingDir: root,
   bundle: true,
-  minify: true,
+  minify: !process.env.BASTION_UI_DEBUG,
   sourcemap: 'linked',
   target: ['chrome110', 'firefox110', 'safari16'],
   logLevel: 'warning',

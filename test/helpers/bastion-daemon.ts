@@ -119,6 +119,8 @@ export class BastionDaemon {
     readonly configPath: string,
     readonly pinPath: string,
     readonly extraArgs: string[] = [],
+    /** run inside this network namespace (nsenter --net: the mount namespace, and with it the real bpffs, stays the host's) */
+    readonly hostNetns?: string,
   ) {}
 
   get pid(): number | undefined {
@@ -137,7 +139,10 @@ export class BastionDaemon {
 
   /** Starts `bastion run`; does not wait for readiness (see waitReady). */
   start(): this {
-    this.bg = startBackground(null, BASTION_BIN, ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs]);
+    const argv = ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs];
+    this.bg = this.hostNetns
+      ? startBackground(null, 'nsenter', [`--net=/run/netns/${this.hostNetns}`, '--', BASTION_BIN, ...argv])
+      : startBackground(null, BASTION_BIN, argv);
     this.bg.child.stdout!.on('data', (d: string) => this.onData(d));
     void this.bg.exited.then(() => this.wake());
     return this;

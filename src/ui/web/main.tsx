@@ -25,7 +25,7 @@ import { count, plural } from './format.js';
 interface ConsoleHandle {
   view?: MapView;
   traffic: TrafficAggregate;
-  timings: { firstRenderMs?: number; lastFocusMs?: number; lastSyncMs?: number };
+  timings: { firstRenderMs?: number; lastFocusMs?: number; lastSyncMs?: number; firstDataMs?: number; buildMs?: number };
   focus(name: string): Promise<number>;
 }
 declare global {
@@ -80,6 +80,7 @@ function App() {
   const [tab, setTab] = useState<'details' | 'learn'>('details');
   const [focused, setFocused] = useState<string | undefined>();
   const [search, setSearch] = useState('');
+  const [searchOpen, setSearchOpen] = useState(false);
   const [trafficSeq, setTrafficSeq] = useState(0);
   const [lost, setLost] = useState(0);
   const [mapReady, setMapReady] = useState(false);
@@ -94,7 +95,7 @@ function App() {
   const handle = useRef<ConsoleHandle>({ traffic, timings: {}, focus: async () => NaN }).current;
   window.__bastion = handle;
 
-  /** Rebuild the map's elements and hand them to the view; coalesces bursts (a flood of flows is one redraw every ~150 ms). */
+  /** Rebuild the map's elements and hand them to the view; coalesces bursts (a flood of flows is one redraw every 150 ms, or more on a big map). */
   const scheduleSync = () => {
     const s = sync.current;
     if (s.running) {
@@ -109,8 +110,11 @@ function App() {
           const { status: st, graph: g, graphMissing } = latest.current;
           if (!st || !view.current || (!g && !graphMissing)) break;
           const t0 = performance.now();
+          handle.timings.firstDataMs ??= t0;
           traffic.setNames(new Set(st.endpoints.map((e) => e.name)), cidrIdsOf(g));
-          await view.current.sync(buildMap({ status: st, graph: g, traffic }));
+          const elements = buildMap({ status: st, graph: g, traffic });
+          handle.timings.buildMs = performance.now() - t0;
+          await view.current.sync(elements);
           handle.timings.lastSyncMs = performance.now() - t0;
           if (handle.timings.firstRenderMs === undefined) {
             handle.timings.firstRenderMs = performance.now();
@@ -118,7 +122,9 @@ function App() {
             setMapReady(true);
           }
           setTrafficSeq((n) => n + 1);
-          await sleep(150);
+          // the map gets at most 40% of the main thread: a redraw of a thousand containers takes
+          // 100-800 ms on a busy machine, and clicks, the panel and the flow table must stay quick
+          await sleep(Math.max(150, 1.5 * (performance.now() - t0)));
         } while (s.again);
       } finally {
         s.running = false;
@@ -246,6 +252,7 @@ function App() {
   useEffect(() => view.current?.highlight(matches.map((m) => m.name)), [matches, mapReady]);
 
   const focusOn = async (name: string) => {
+    setSearchOpen(false);
     await handle.focus(name);
   };
   const unfocus = async () => {
@@ -288,12 +295,15 @@ function App() {
             name="search"
             placeholder="find a container (name, label, address) — Enter focuses"
             value={search}
-            onInput={(e) => setSearch((e.target as HTMLInputElement).value)}
+            onInput={(e) => {
+              setSearch((e.target as HTMLInputElement).value);
+              setSearchOpen(true);
+            }}
             onKeyDown={(e) => {
               if (e.key === 'Enter' && matches[0]) void focusOn(matches[0].name);
             }}
           />
-          {search && matches.length > 0 && (
+          {searchOpen && search && matches.length > 0 && (
             <ul class="matches">
               {matches.map((m) => (
                 <li key={m.name} onClick={() => void focusOn(m.name)}>

@@ -180,7 +180,14 @@ export function Workflow(p: WorkflowProps) {
           from {plural(learned.flows, 'flow')} · {plural(learned.document?.policies?.length ?? 0, 'policy', 'policies')} (edit before verifying if you like)
         </p>
       )}
-      {(learned || yaml) && <textarea name="candidate" spellcheck={false} value={yaml} onInput={(e) => setYaml((e.target as HTMLTextAreaElement).value)} rows={14} />}
+      <textarea
+        name="candidate"
+        spellcheck={false}
+        value={yaml}
+        placeholder={'the proposed policies appear here; or paste a policies: document\npolicies:\n  - { name: web-to-db, from: { app: web }, to: { app: db }, ports: ["5432/tcp"] }'}
+        onInput={(e) => setYaml((e.target as HTMLTextAreaElement).value)}
+        rows={yaml ? 14 : 4}
+      />
 
       <h3>2 · Verify by replay</h3>
       <div class="actions">
