@@ -20,95 +20,69 @@
 #include "lib/arp.h"
 #include "lib/policy.h"
 #include "lib/conntrack.h"
+#include "lib/verdict.h"
 #include "lib/fragments.h"
 #include "lib/forward.h"
 
-static __always_inline int is_broadcast_v4(__be32 addr)
+/* Everything up to the verdict; fills *p and *peer for the caller. */
+static __always_inline int ipv4_from_container_verdict(struct __sk_buff *skb, const struct ctx_info *ci,
+						       struct flow_desc *fd, const struct bastion_config *cfg,
+						       int l2_multicast, struct pkt_v4 *p, struct peer_info *peer,
+						       int *src_ok)
 {
-	/* 255.255.255.255 and 224.0.0.0/4 */
-	return addr == 0xffffffff || (bpf_ntohl(addr) & 0xf0000000) == 0xe0000000;
+	struct endpoint_info *ep = ci->ep;
+	struct conn_ends c = {};
+	int reason;
+
+	reason = parse_ipv4(skb, p);
+	fd->saddr = p->saddr;
+	fd->daddr = p->daddr;
+	fd->sport = p->sport;
+	fd->dport = p->dport;
+	fd->proto = p->proto;
+	if (reason)
+		return -reason;
+	reason = check_src_ipv4(ep, p->saddr);
+	if (reason)
+		return -reason;
+	*src_ok = 1;
+	if (l2_multicast || is_broadcast_v4(p->daddr))
+		return -REASON_BROADCAST;
+	if (p->frag == FRAG_LATER) {
+		reason = frag_resolve(p, ci);
+		if (IS_ERR(reason))
+			return reason;
+		fd->sport = p->sport;
+		fd->dport = p->dport;
+	}
+
+	resolve_peer(p->daddr, peer);
+	fd->dst_id = peer->identity;
+	c.src_id = ep->identity;
+	c.dst_id = peer->identity;
+	c.sender = ep;
+	c.receiver = peer->ep;
+	c.owner_id = ep->identity;
+	c.dst_is_host = peer->is_host;
+	return conn_verdict(ci, fd, p, &c, cfg);
 }
 
 static __always_inline int ipv4_from_container(struct __sk_buff *skb, struct ctx_info *ci,
 					       struct flow_desc *fd, const struct bastion_config *cfg,
 					       int l2_multicast)
 {
-	struct endpoint_info *ep = ci->ep;
 	struct pkt_v4 p = {};
-	struct peer_info peer;
-	__u32 rule_id = 0;
-	__u32 ct_flags = 0;
-	int reason, ct;
+	struct peer_info peer = {};
+	int src_ok = 0;
+	int ret;
 
-	reason = parse_ipv4(skb, &p);
-	fd->saddr = p.saddr;
-	fd->daddr = p.daddr;
-	fd->sport = p.sport;
-	fd->dport = p.dport;
-	fd->proto = p.proto;
-	if (reason)
-		return deny(ci, fd, reason);
-	reason = check_src_ipv4(ep, p.saddr);
-	if (reason)
-		return deny(ci, fd, reason);
-	if (l2_multicast || is_broadcast_v4(p.daddr))
-		return deny(ci, fd, REASON_BROADCAST);
-	if (p.frag == FRAG_LATER) {
-		reason = frag_resolve(&p);
-		if (reason)
-			return deny(ci, fd, reason);
-		fd->sport = p.sport;
-		fd->dport = p.dport;
-	}
-
-	resolve_peer(p.daddr, &peer);
-	fd->dst_id = peer.identity;
-
-	ct = ct_lookup(&p, ep->identity, peer.identity, cfg, &rule_id);
-	if (ct == CT_INVALID)
-		return deny(ci, fd, REASON_CT_INVALID);
-	if (ct == CT_NEW) {
-		__be16 dport = p.proto == IPPROTO_ICMP ? 0 : p.dport;
-
-		/* Only an echo request opens an ICMP "connection". */
-		if (p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO)
-			return deny(ci, fd, REASON_CT_INVALID);
-
-		/* The sender's egress. */
-		rule_id = policy_allows(ep->identity, peer.identity, DIR_EGRESS, p.proto, dport);
-		if (!rule_id) {
-			if (!ci->audit)
-				return deny(ci, fd, peer.is_host ? REASON_HOST_DENIED : REASON_POLICY_DENIED);
-			deny(ci, fd, peer.is_host ? REASON_HOST_DENIED : REASON_POLICY_DENIED);
-			ct_flags |= CT_F_AUDIT;
-		}
-		/* A local receiver's ingress: its own hook will not see this
-		 * packet (direct forwarding), so it is checked here. */
-		if (peer.ep) {
-			struct ctx_info dci = *ci;
-			__u32 irule;
-
-			dci.audit = ci->audit || (cfg && cfg->mode == MODE_AUDIT) ||
-				    (peer.ep->flags & EP_F_AUDIT);
-			irule = policy_allows(peer.ep->identity, ep->identity, DIR_INGRESS, p.proto, dport);
-			if (!irule) {
-				if (!dci.audit)
-					return deny(&dci, fd, REASON_POLICY_DENIED);
-				deny(&dci, fd, REASON_POLICY_DENIED);
-				ct_flags |= CT_F_AUDIT;
-			}
-			if (!rule_id)
-				rule_id = irule;
-		}
-		ct_create(&p, ep->identity, peer.identity, rule_id, ct_flags, cfg);
-		count_reason(REASON_ALLOWED_NEW, ci->pkt_len);
-		if (!(ct_flags & CT_F_AUDIT) && cfg && (cfg->flags & CFG_F_TRACE_ALLOWED)) {
-			fd->rule_id = rule_id;
-			emit_event(ci, fd, VERDICT_ALLOWED, REASON_ALLOWED_NEW);
-		}
-	}
-	if (p.frag == FRAG_FIRST)
-		frag_remember(&p);
+	ret = ipv4_from_container_verdict(skb, ci, fd, cfg, l2_multicast, &p, &peer, &src_ok);
+	/* A first fragment's verdict, whichever it is, is its later fragments'
+	 * (a forged source never gets that far: it would write others' keys). */
+	if (p.frag == FRAG_FIRST && src_ok)
+		frag_remember(&p, ci, !IS_ERR(ret));
+	if (IS_ERR(ret))
+		return deny(ci, fd, -ret);
 
 	count_endpoint(ci->ifindex, ci->pkt_len, 1, 0);
 	if (peer.ep) {

@@ -14,69 +14,69 @@
 #include "lib/arp.h"
 #include "lib/policy.h"
 #include "lib/conntrack.h"
+#include "lib/verdict.h"
 #include "lib/fragments.h"
+
+/* Everything up to the verdict; fills *p for the caller. */
+static __always_inline int ipv4_to_container_verdict(struct __sk_buff *skb, const struct ctx_info *ci,
+						     struct flow_desc *fd, const struct bastion_config *cfg,
+						     int for_us_l2, int l2_multicast, int via_gateway,
+						     struct pkt_v4 *p, int *for_us)
+{
+	struct endpoint_info *ep = ci->ep;
+	struct conn_ends c = {};
+	struct peer_info peer;
+	int reason;
+
+	reason = parse_ipv4(skb, p);
+	fd->saddr = p->saddr;
+	fd->daddr = p->daddr;
+	fd->sport = p->sport;
+	fd->dport = p->dport;
+	fd->proto = p->proto;
+	if (reason)
+		return -reason;
+	if (l2_multicast || is_broadcast_v4(p->daddr))
+		return -REASON_BROADCAST;
+	if (!for_us_l2 || p->daddr != ep->ipv4)
+		return -REASON_NOT_FOR_ENDPOINT;
+	*for_us = 1;
+	reason = check_not_managed_src(p->saddr);
+	if (reason)
+		return -reason;
+	if (p->frag == FRAG_LATER) {
+		reason = frag_resolve(p, ci);
+		if (IS_ERR(reason))
+			return reason;
+		fd->sport = p->sport;
+		fd->dport = p->dport;
+	}
+
+	resolve_peer(p->saddr, &peer);
+	fd->src_id = peer.identity;
+	c.src_id = peer.identity;
+	c.dst_id = ep->identity;
+	c.receiver = ep;
+	c.owner_id = ep->identity;
+	c.src_is_host = peer.is_host;
+	c.via_gateway = via_gateway;
+	return conn_verdict(ci, fd, p, &c, cfg);
+}
 
 static __always_inline int ipv4_to_container(struct __sk_buff *skb, struct ctx_info *ci,
 					     struct flow_desc *fd, const struct bastion_config *cfg,
-					     int for_us_l2, int l2_multicast)
+					     int for_us_l2, int l2_multicast, int via_gateway)
 {
-	struct endpoint_info *ep = ci->ep;
 	struct pkt_v4 p = {};
-	struct peer_info peer;
-	__u32 rule_id = 0;
-	__u32 ct_flags = 0;
-	int reason, ct;
+	int for_us = 0;
+	int ret;
 
-	reason = parse_ipv4(skb, &p);
-	fd->saddr = p.saddr;
-	fd->daddr = p.daddr;
-	fd->sport = p.sport;
-	fd->dport = p.dport;
-	fd->proto = p.proto;
-	if (reason)
-		return deny(ci, fd, reason);
-	if (l2_multicast || p.daddr == 0xffffffff || (bpf_ntohl(p.daddr) & 0xf0000000) == 0xe0000000)
-		return deny(ci, fd, REASON_BROADCAST);
-	if (!for_us_l2 || p.daddr != ep->ipv4)
-		return deny(ci, fd, REASON_NOT_FOR_ENDPOINT);
-	reason = check_not_managed_src(p.saddr);
-	if (reason)
-		return deny(ci, fd, reason);
-	if (p.frag == FRAG_LATER) {
-		reason = frag_resolve(&p);
-		if (reason)
-			return deny(ci, fd, reason);
-		fd->sport = p.sport;
-		fd->dport = p.dport;
-	}
-
-	resolve_peer(p.saddr, &peer);
-	fd->src_id = peer.identity;
-
-	ct = ct_lookup(&p, peer.identity, ep->identity, cfg, &rule_id);
-	if (ct == CT_INVALID)
-		return deny(ci, fd, REASON_CT_INVALID);
-	if (ct == CT_NEW) {
-		__be16 dport = p.proto == IPPROTO_ICMP ? 0 : p.dport;
-
-		if (p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO)
-			return deny(ci, fd, REASON_CT_INVALID);
-		rule_id = policy_allows(ep->identity, peer.identity, DIR_INGRESS, p.proto, dport);
-		if (!rule_id) {
-			if (!ci->audit)
-				return deny(ci, fd, peer.is_host ? REASON_HOST_DENIED : REASON_POLICY_DENIED);
-			deny(ci, fd, peer.is_host ? REASON_HOST_DENIED : REASON_POLICY_DENIED);
-			ct_flags |= CT_F_AUDIT;
-		}
-		ct_create(&p, peer.identity, ep->identity, rule_id, ct_flags, cfg);
-		count_reason(REASON_ALLOWED_NEW, ci->pkt_len);
-		if (!(ct_flags & CT_F_AUDIT) && cfg && (cfg->flags & CFG_F_TRACE_ALLOWED)) {
-			fd->rule_id = rule_id;
-			emit_event(ci, fd, VERDICT_ALLOWED, REASON_ALLOWED_NEW);
-		}
-	}
-	if (p.frag == FRAG_FIRST)
-		frag_remember(&p);
+	ret = ipv4_to_container_verdict(skb, ci, fd, cfg, for_us_l2, l2_multicast, via_gateway, &p, &for_us);
+	/* A first fragment's verdict, whichever it is, is its later fragments'. */
+	if (p.frag == FRAG_FIRST && for_us)
+		frag_remember(&p, ci, !IS_ERR(ret));
+	if (IS_ERR(ret))
+		return deny(ci, fd, -ret);
 
 	count_endpoint(ci->ifindex, ci->pkt_len, 0, 0);
 	count_reason(REASON_ESTABLISHED, ci->pkt_len);
@@ -96,7 +96,7 @@ int to_container(struct __sk_buff *skb)
 	__u32 ifindex = skb->ifindex;
 	struct ethhdr *eth;
 	void *data, *data_end;
-	int for_us_l2, l2_multicast;
+	int for_us_l2, l2_multicast, via_gateway;
 	__be16 proto;
 
 	ci.audit = cfg && cfg->mode == MODE_AUDIT;
@@ -119,11 +119,12 @@ int to_container(struct __sk_buff *skb)
 		return deny(&ci, &fd, REASON_UNSUPPORTED_L3);
 	for_us_l2 = mac_eq(eth->h_dest, ci.ep->mac);
 	l2_multicast = mac_is_multicast(eth->h_dest);
+	via_gateway = mac_eq(eth->h_source, ci.ep->gw_mac);
 
 	if (proto == bpf_htons(ETH_P_ARP))
 		return arp_to_container(skb, &ci, &fd);
 	if (proto == bpf_htons(ETH_P_IP))
-		return ipv4_to_container(skb, &ci, &fd, cfg, for_us_l2, l2_multicast);
+		return ipv4_to_container(skb, &ci, &fd, cfg, for_us_l2, l2_multicast, via_gateway);
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return deny(&ci, &fd, REASON_IPV6);
 	return deny(&ci, &fd, REASON_UNSUPPORTED_L3);

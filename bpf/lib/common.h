@@ -32,6 +32,10 @@
 #define ETH_P_8021Q_BE		bpf_htons(0x8100)
 #define ETH_P_8021AD_BE		bpf_htons(0x88A8)
 
+/* Helpers that decide return 0 (or a positive value) to go on and -REASON_*
+ * to drop; one exit per program turns a drop into its event (deny()). */
+#define IS_ERR(ret)		((ret) < 0)
+
 /* Bytes the parser may need in the linear part of the skb: Ethernet, an IPv4
  * header with options, and an L4 header (or an ICMP error's inner IPv4 + 8). */
 #define PARSE_PULL_LEN		(ETH_HLEN + 60 + 36)
@@ -61,7 +65,8 @@ struct pkt_v4 {
 	__u8 icmp_type;
 	__u8 frag;		/* FRAG_* */
 	__be16 ip_id;
-	__u16 pad;
+	__u8 icmp_code;
+	__u8 pad;
 	/* for ICMP errors: the tuple of the packet the error is about */
 	__be32 inner_saddr;
 	__be32 inner_daddr;
@@ -106,6 +111,12 @@ static __always_inline void mac_copy(__u8 *dst, const __u8 *src)
 static __always_inline int mac_is_multicast(const __u8 *a)
 {
 	return a[0] & 1;	/* broadcast included */
+}
+
+/* 255.255.255.255 and 224.0.0.0/4 */
+static __always_inline int is_broadcast_v4(__be32 addr)
+{
+	return addr == 0xffffffff || (bpf_ntohl(addr) & 0xf0000000) == 0xe0000000;
 }
 
 static __always_inline struct bastion_config *get_config(void)
@@ -227,6 +238,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt_v4 *p)
 		if ((void *)(ic + 1) > data_end)
 			return REASON_MALFORMED;
 		p->icmp_type = ic->type;
+		p->icmp_code = ic->code;
 		if (ic->type == ICMP_ECHO || ic->type == ICMP_ECHOREPLY) {
 			p->sport = ic->un.echo.id;
 			p->dport = 0;

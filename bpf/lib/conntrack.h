@@ -4,7 +4,8 @@
  * with the policy's blessing gets one entry, found from either direction
  * (see ct_key_of); packets in the original direction are ESTABLISHED,
  * packets in the other direction are REPLY, ICMP errors about a tracked
- * connection are RELATED. Everything else is NEW and must pass policy.
+ * connection from one of its ends (or its path) are RELATED. Everything else
+ * is NEW and must pass policy.
  *
  * An entry remembers the identities of both ends at open time. If an
  * address changes hands (a container dies, another gets its IP), the
@@ -20,7 +21,6 @@
 #define CT_ESTABLISHED	1
 #define CT_REPLY	2
 #define CT_RELATED	3
-#define CT_INVALID	4	/* e.g. a SYN travelling in the reply direction */
 
 #define CT_DEFAULT_TCP_LIFETIME_S	21600	/* 6 h idle for an established TCP connection */
 #define CT_DEFAULT_OTHER_LIFETIME_S	60	/* UDP, SCTP, ICMP, unanswered TCP */
@@ -114,84 +114,199 @@ static __always_inline void ct_touch(struct ct_entry *e, const struct pkt_v4 *p,
 	}
 }
 
+/* Conntrack entries an endpoint may hold (see struct ct_use). */
+static __always_inline __s64 ct_limit(const struct bastion_config *cfg)
+{
+	return cfg && cfg->ct_per_endpoint ? cfg->ct_per_endpoint : CT_DEFAULT_PER_ENDPOINT;
+}
+
+static __always_inline void ct_uncharge(__u32 owner_id)
+{
+	struct ct_use *u = bpf_map_lookup_elem(&bastion_ct_use, &owner_id);
+
+	if (u)
+		__sync_fetch_and_add(&u->entries, -1);
+}
+
+/* Charge one entry to `owner_id`; 0 or -REASON_CT_LIMIT. */
+static __always_inline int ct_charge(__u32 owner_id, const struct bastion_config *cfg)
+{
+	struct ct_use *u = bpf_map_lookup_elem(&bastion_ct_use, &owner_id);
+
+	if (!u) {
+		struct ct_use zero = {};
+
+		bpf_map_update_elem(&bastion_ct_use, &owner_id, &zero, BPF_NOEXIST);
+		u = bpf_map_lookup_elem(&bastion_ct_use, &owner_id);
+		if (!u)
+			return -REASON_CT_FULL;
+	}
+	/* Checked, then added: CPUs racing may overshoot by one each. */
+	if (u->entries >= ct_limit(cfg))
+		return -REASON_CT_LIMIT;
+	__sync_fetch_and_add(&u->entries, 1);
+	return 0;
+}
+
+/* Remove an entry and give its charge back, once: only the CPU whose delete
+ * succeeds uncharges. `owner_id` is read before the delete (a preallocated
+ * element is reused as soon as it is freed). */
+static __always_inline void ct_delete(struct ct_key *key, __u32 owner_id)
+{
+	if (bpf_map_delete_elem(&bastion_ct, key) == 0)
+		ct_uncharge(owner_id);
+}
+
+/* ICMP errors that may come from a router on the way rather than from the
+ * far end itself: anything but port and protocol unreachable. */
+static __always_inline int icmp_is_path_error(const struct pkt_v4 *p)
+{
+	if (p->icmp_type != ICMP_DEST_UNREACH)
+		return 1;
+	return p->icmp_code != ICMP_PORT_UNREACH && p->icmp_code != ICMP_PROT_UNREACH;
+}
+
 /*
- * Classify a packet from identity src_id to identity dst_id. On
+ * An ICMP error names the packet it is about (its inner header). It is
+ * RELATED, and passes, only when it makes sense for that packet's trip:
+ *
+ *  - it goes back to the packet's sender: the error's destination is the
+ *    inner source, and its identity is the one the entry records for that
+ *    end;
+ *  - it comes from the packet's destination (the error's source is the inner
+ *    destination, with the identity the entry records for that end), or from
+ *    a router on the way: a path error (time exceeded, fragmentation needed,
+ *    net or host unreachable) that reached us through the gateway, for a
+ *    connection whose far end is not a local container (local containers
+ *    talk veth to veth: there is no router between them).
+ *
+ * Anything else is a third party dressing a forged error up in a live
+ * tuple (a connected UDP socket then fails with ECONNREFUSED, a path MTU
+ * drops to 552): icmp-unrelated. `via_gateway`: the frame's source MAC is
+ * the gateway's (to_container only; a container is never a router).
+ */
+static __always_inline int ct_related(const struct pkt_v4 *p, __u32 src_id, __u32 dst_id, int via_gateway,
+				      __u64 now)
+{
+	struct ct_key key;
+	struct ct_entry *e;
+	__u32 inner_sender, inner_receiver;
+	int swapped;
+
+	swapped = ct_key_of(p->inner_saddr, p->inner_daddr, p->inner_sport, p->inner_dport,
+			    p->inner_proto, &key);
+	e = bpf_map_lookup_elem(&bastion_ct, &key);
+	if (!e || e->expires <= now)
+		return -REASON_ICMP_UNRELATED;
+	/* The inner packet travelled in the entry's original direction when its
+	 * tuple was swapped the way the opener's was. */
+	if (swapped == !!(e->flags & CT_F_KEY_SWAPPED)) {
+		inner_sender = e->src_id;
+		inner_receiver = e->dst_id;
+	} else {
+		inner_sender = e->dst_id;
+		inner_receiver = e->src_id;
+	}
+	if (p->daddr != p->inner_saddr || dst_id != inner_sender)
+		return -REASON_ICMP_UNRELATED;
+	if (p->saddr == p->inner_daddr && src_id == inner_receiver)
+		return CT_RELATED;
+	if (via_gateway && icmp_is_path_error(p) && !bpf_map_lookup_elem(&bastion_ep_ip, &p->inner_daddr))
+		return CT_RELATED;
+	return -REASON_ICMP_UNRELATED;
+}
+
+/*
+ * Classify a packet from identity src_id to identity dst_id: CT_NEW,
+ * CT_ESTABLISHED, CT_REPLY, CT_RELATED, or -REASON_* to drop it. On
  * ESTABLISHED/REPLY, *rule_id is the rule that opened the connection.
  */
 static __always_inline int ct_lookup(const struct pkt_v4 *p, __u32 src_id, __u32 dst_id,
-				     const struct bastion_config *cfg, __u32 *rule_id)
+				     const struct bastion_config *cfg, int via_gateway, __u32 *rule_id)
 {
 	struct ct_key key;
 	struct ct_entry *e;
 	__u64 now = ct_now();
 	int swapped, reply;
 
+	/* An error is about another packet: only its inner header counts. */
+	if (p->is_icmp_error)
+		return ct_related(p, src_id, dst_id, via_gateway, now);
+
 	swapped = ct_key_of(p->saddr, p->daddr, p->sport, p->dport, p->proto, &key);
 	e = bpf_map_lookup_elem(&bastion_ct, &key);
-	if (e) {
-		reply = swapped != !!(e->flags & CT_F_KEY_SWAPPED);
-		/* An entry is ours while it is alive and between the same
-		 * identities, in the direction the packet travels. Identities
-		 * follow addresses, so an address that changed hands fails this
-		 * either way round: the entry is dead, forget it. */
-		if (e->expires <= now ||
-		    e->src_id != (reply ? dst_id : src_id) || e->dst_id != (reply ? src_id : dst_id)) {
-			bpf_map_delete_elem(&bastion_ct, &key);
-		} else if (p->proto == IPPROTO_TCP &&
-			   (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
-			/* A SYN on a closing connection opens a new one on the
-			 * same tuple (ports are reused quickly): it gets a policy
-			 * verdict and an entry of its own, in whichever direction.
-			 * A SYN in the reply direction of a live connection is a
-			 * new connection the other way round dressed up as a
-			 * reply: never let it through as one. A SYN in the original
-			 * direction is a retransmission. */
-			if (e->flags & CT_F_CLOSING)
-				return CT_NEW;
-			if (reply)
-				return CT_INVALID;
-			*rule_id = e->rule_id;
-			return CT_ESTABLISHED;
-		} else if (reply && p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY) {
-			return CT_INVALID;
-		} else {
-			ct_touch(e, p, reply, cfg, now);
-			*rule_id = e->rule_id;
-			return reply ? CT_REPLY : CT_ESTABLISHED;
-		}
+	if (!e)
+		return CT_NEW;
+	reply = swapped != !!(e->flags & CT_F_KEY_SWAPPED);
+	/* An entry is ours while it is alive and between the same identities,
+	 * in the direction the packet travels. Identities follow addresses, so
+	 * an address that changed hands fails this either way round: the entry
+	 * is dead, forget it. */
+	if (e->expires <= now ||
+	    e->src_id != (reply ? dst_id : src_id) || e->dst_id != (reply ? src_id : dst_id)) {
+		ct_delete(&key, e->owner_id);
+		return CT_NEW;
 	}
-
-	if (p->is_icmp_error) {
-		/* The inner packet was sent by this packet's destination: it is
-		 * either the original direction of a tracked connection or one of
-		 * its replies; the key is the same both ways. */
-		ct_key_of(p->inner_saddr, p->inner_daddr, p->inner_sport, p->inner_dport,
-			  p->inner_proto, &key);
-		e = bpf_map_lookup_elem(&bastion_ct, &key);
-		if (e && e->expires > now)
-			return CT_RELATED;
-		return CT_INVALID;
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN) {
+		/* A SYN on a closing connection opens a new one on the same tuple
+		 * (ports are reused quickly): it gets a policy verdict and an
+		 * entry of its own, in whichever direction. A SYN in the reply
+		 * direction of a live connection is a new connection the other
+		 * way round dressed up as a reply: never let it through as one. A
+		 * SYN in the original direction is a retransmission. */
+		if (e->flags & CT_F_CLOSING)
+			return CT_NEW;
+		if (reply)
+			return -REASON_CT_INVALID;
+		*rule_id = e->rule_id;
+		return CT_ESTABLISHED;
 	}
-	return CT_NEW;
+	if (reply && p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY)
+		return -REASON_CT_INVALID;
+	ct_touch(e, p, reply, cfg, now);
+	*rule_id = e->rule_id;
+	return reply ? CT_REPLY : CT_ESTABLISHED;
 }
 
-static __always_inline void ct_create(const struct pkt_v4 *p, __u32 src_id, __u32 dst_id, __u32 rule_id,
-				      __u32 flags, const struct bastion_config *cfg)
+/*
+ * Open an entry for a connection policy allowed, charged to `owner_id` (the
+ * local endpoint whose program decided). 0, or -REASON_CT_LIMIT when that
+ * endpoint holds its share already, -REASON_CT_FULL when the table is full.
+ */
+static __always_inline int ct_create(const struct pkt_v4 *p, __u32 src_id, __u32 dst_id, __u32 rule_id,
+				     __u32 flags, __u32 owner_id, const struct bastion_config *cfg)
 {
 	struct ct_key key;
+	struct ct_entry *old;
 	struct ct_entry e = {
 		.src_id = src_id,
 		.dst_id = dst_id,
 		.rule_id = rule_id,
 		.flags = flags,
+		.owner_id = owner_id,
 	};
+	int ret;
 
 	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
 		e.flags |= CT_F_CLOSING;
 	e.expires = ct_now() + ct_lifetime_ns(cfg, p->proto, e.flags);
 	if (ct_key_of(p->saddr, p->daddr, p->sport, p->dport, p->proto, &key))
 		e.flags |= CT_F_KEY_SWAPPED;
-	bpf_map_update_elem(&bastion_ct, &key, &e, BPF_ANY);
+	/* A closing or dead entry on the same tuple makes way (and gives its
+	 * charge back) for the new connection. */
+	old = bpf_map_lookup_elem(&bastion_ct, &key);
+	if (old)
+		ct_delete(&key, old->owner_id);
+	ret = ct_charge(owner_id, cfg);
+	if (IS_ERR(ret))
+		return ret;
+	ret = bpf_map_update_elem(&bastion_ct, &key, &e, BPF_NOEXIST);
+	if (ret) {
+		ct_uncharge(owner_id);
+		/* Another CPU opened the same connection meanwhile: it exists. */
+		return ret == -17 /* EEXIST */ ? 0 : -REASON_CT_FULL;
+	}
+	return 0;
 }
 
 #endif /* BASTION_CONNTRACK_H */

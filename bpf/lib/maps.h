@@ -30,6 +30,7 @@
 #define BASTION_MAX_NEIGH	1048576
 #define BASTION_MAX_CT		262144
 #define BASTION_MAX_FRAGS	8192
+#define BASTION_MAX_EVENT_RL	16384	/* (endpoint, verdict, reason) event budgets */
 #define BASTION_EVENTS_BYTES	(4 * 1024 * 1024)
 #define BASTION_NR_COUNTERS	64
 
@@ -69,6 +70,8 @@ struct ipcache_key {
 	__be32 addr;
 };
 
+#define IPCACHE_PREFIX_HOST	((__u32)(sizeof(struct ipcache_key) - 4) * 8)	/* 32 */
+
 struct ipcache_val {
 	__u32 identity;
 	__u32 flags;		/* IPC_F_* */
@@ -89,9 +92,9 @@ struct ipcache_val {
  * few prefixes that cover it exactly. peer_id ID_ANY is a wildcard peer,
  * looked up second.
  */
-#define POLICY_PREFIX_ANY_PROTO	72
-#define POLICY_PREFIX_ANY_PORT	80
-#define POLICY_PREFIX_FULL	96
+#define POLICY_PREFIX_FULL	((__u32)(sizeof(struct policy_key) - 4) * 8)	/* 96 */
+#define POLICY_PREFIX_ANY_PORT	(POLICY_PREFIX_FULL - 16)			/* 80 */
+#define POLICY_PREFIX_ANY_PROTO	(POLICY_PREFIX_ANY_PORT - 8)			/* 72 */
 
 struct policy_key {
 	__u32 prefixlen;
@@ -144,25 +147,47 @@ struct ct_entry {
 	__u32 dst_id;		/* ends resolve to other identities is not ours */
 	__u32 rule_id;
 	__u32 flags;		/* CT_F_* */
-};				/* 24 bytes */
+	__u32 owner_id;		/* the local endpoint this entry is charged to */
+	__u32 pad;
+};				/* 32 bytes */
+
+/* Conntrack entries charged to one local endpoint (bastion_ct_use, keyed by
+ * its identity): the endpoint whose program opened the entry, i.e. the
+ * sender in from_container, the receiver in to_container. New connections
+ * over the limit are dropped (ct-limit), so one container's flood cannot
+ * take the whole table; entries are never evicted (bastion_ct is a plain
+ * hash, not an LRU), so nobody's idle connection is pushed out. */
+struct ct_use {
+	__s64 entries;		/* changed with atomic adds only */
+};
+
+#define CT_DEFAULT_PER_ENDPOINT	(BASTION_MAX_CT / 4)
 
 /* ------------------------------------------------------------ fragments */
 
-/* Ports of a fragmented datagram, learnt from its first fragment so that the
- * later fragments (which carry no L4 header) get the same verdict. */
+/* Ports and verdict of a fragmented datagram, learnt from its first fragment
+ * so that the later fragments (which carry no L4 header) get the same
+ * verdict. Keyed by the hook that saw it too (ifindex, direction), so a
+ * fragment seen on one interface never borrows what another one decided. */
 struct frag_key {
 	__be32 saddr;
 	__be32 daddr;
 	__be16 id;
 	__u8 proto;
-	__u8 pad;
-};
+	__u8 trace;		/* TRACE_*: the hook that saw the first fragment */
+	__u32 ifindex;
+};				/* 16 bytes */
+
+#define FRAG_VERDICT_DROPPED	0
+#define FRAG_VERDICT_ALLOWED	1
+#define FRAG_LIFETIME_S		30	/* the kernel's own reassembly timeout (ipfrag_time) */
 
 struct frag_val {
+	__u64 expires;		/* CLOCK_MONOTONIC deadline, ns (coarse clock) */
 	__be16 sport;
 	__be16 dport;
-	__u32 verdict;		/* 1 allowed, 0 dropped */
-};
+	__u32 verdict;		/* FRAG_VERDICT_* */
+};				/* 16 bytes */
 
 /* --------------------------------------------------------------- events */
 
@@ -190,8 +215,41 @@ struct flow_event {
 	__u32 rule_id;
 	__u16 pkt_len;
 	__be16 ethertype;
-	__u32 pad;
+	__u32 suppressed;	/* events of this kind the rate limit held back before this one */
 };				/* 48 bytes */
+
+/*
+ * Event rate limit (lib/events.h): per (endpoint, verdict, reason), at most
+ * bastion_config.events_per_sec events in each one-second window; the rest
+ * are counted (REASON_EVENTS_SUPPRESSED) and the next event that goes out
+ * carries how many were held back before it. When no event follows (the
+ * burst ended), the agent reads what is still held back here and reports it
+ * as a summary, with the last held-back packet's addresses.
+ */
+struct event_rl_key {
+	__u32 ifindex;
+	__u8 verdict;
+	__u8 reason;
+	__u16 pad;
+};
+
+struct event_rl {
+	__u64 window_start;	/* ns, coarse monotonic clock */
+	__u32 emitted;		/* events let out in this window */
+	__u32 suppressed;	/* held back since the last event that went out */
+	/* the last event held back */
+	__u32 src_id;
+	__u32 dst_id;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 trace;		/* TRACE_* */
+	__be16 ethertype;
+};				/* 40 bytes */
+
+#define EVENTS_DEFAULT_PER_SEC	100
 
 /* ------------------------------------------------------------- reasons */
 
@@ -202,6 +260,9 @@ struct flow_event {
 #define REASON_ARP_REPLIED	4	/* ARP request answered by the stack */
 #define REASON_ARP_HOST		5	/* ARP exchanged with the host, allowed */
 #define REASON_AUDITED		6	/* would be dropped, passed (audit mode) */
+/* Not packets: what happened to flow events. */
+#define REASON_EVENTS_LOST	8	/* ring buffer full: event not written */
+#define REASON_EVENTS_SUPPRESSED 9	/* held back by the event rate limit */
 
 /* 16 and above: drops. */
 #define REASON_NO_ENDPOINT	16	/* stack attached, endpoint not provisioned yet */
@@ -221,6 +282,9 @@ struct flow_event {
 #define REASON_CT_INVALID	30	/* e.g. a SYN in the reply direction */
 #define REASON_BROADCAST	31	/* IP broadcast or multicast */
 #define REASON_NOT_FOR_ENDPOINT	32	/* flooded frame addressed to someone else */
+#define REASON_ICMP_UNRELATED	33	/* ICMP error not from an end (or the path) of the connection it names */
+#define REASON_CT_LIMIT		34	/* the endpoint has its share of conntrack entries */
+#define REASON_CT_FULL		35	/* the conntrack table is full */
 
 struct counter {
 	__u64 packets;
@@ -249,6 +313,8 @@ struct bastion_config {
 	__u32 flags;		/* CFG_F_* */
 	__u32 ct_tcp_lifetime_s;	/* established TCP idle lifetime */
 	__u32 ct_other_lifetime_s;	/* UDP, SCTP, ICMP, and TCP before it is established */
+	__u32 ct_per_endpoint;	/* conntrack entries one endpoint may hold (0: CT_DEFAULT_PER_ENDPOINT) */
+	__u32 events_per_sec;	/* events per (endpoint, verdict, reason) and second (0: EVENTS_DEFAULT_PER_SEC) */
 };
 
 /* Control-plane state kept in bpffs so it survives the agent. Not read by
@@ -303,13 +369,30 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bastion_neigh SEC(".maps");
 
+/*
+ * A plain hash, not an LRU: an LRU evicts whatever is least recently used
+ * when it is full, so one container flooding new connections pushed out
+ * other containers' idle ones. Here a full table refuses new entries
+ * (ct-full), per-endpoint limits keep any one container from filling it
+ * (bastion_ct_use), and expired entries are reclaimed by ct_gc.c, which the
+ * agent runs periodically.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, BASTION_MAX_CT);
 	__type(key, struct ct_key);
 	__type(value, struct ct_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bastion_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BASTION_MAX_ENDPOINTS);
+	__type(key, __u32);			/* endpoint identity */
+	__type(value, struct ct_use);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_ct_use SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -324,6 +407,14 @@ struct {
 	__uint(max_entries, BASTION_EVENTS_BYTES);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bastion_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BASTION_MAX_EVENT_RL);
+	__type(key, struct event_rl_key);
+	__type(value, struct event_rl);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_event_rl SEC(".maps");
 
 /*
  * Deferred ring buffer wake-ups (lib/events.h), one slot per CPU. Kernel

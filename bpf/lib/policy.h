@@ -22,7 +22,7 @@ struct peer_info {
 
 static __always_inline void resolve_peer(__be32 addr, struct peer_info *peer)
 {
-	struct ipcache_key key = { .prefixlen = 32, .addr = addr };
+	struct ipcache_key key = { .prefixlen = IPCACHE_PREFIX_HOST, .addr = addr };
 	struct ipcache_val *ipc;
 
 	peer->ep = bpf_map_lookup_elem(&bastion_ep_ip, &addr);

@@ -8,9 +8,34 @@
  * including ones whose endpoint entry was never written.
  */
 import { existsSync } from 'node:fs';
-import { openBastionMaps } from '../datapath/bpf-map.js';
+import { join } from 'node:path';
+import { BpfMap } from '../datapath/bpf-map.js';
+import { MAP_NAMES } from '../datapath/layout.js';
 import { removePinDir, listPins } from '../datapath/bpffs.js';
 import { detachStack, stackState } from './stack.js';
+
+/**
+ * The interfaces recorded under pinPath (bastion_ep_stat and bastion_ep
+ * keys, both an ifindex) and how many endpoints there are. Only these two
+ * maps are opened, raw: `down` must work on the pins of another version
+ * whose other maps have other layouts.
+ */
+function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number } {
+  const ifindexes = new Set<number>();
+  let endpoints = 0;
+  for (const name of [MAP_NAMES.epStats, MAP_NAMES.endpoints]) {
+    const m = BpfMap.openPinned(join(pinPath, name));
+    try {
+      for (const k of m.keys()) {
+        ifindexes.add(k.readUInt32LE(0));
+        if (name === MAP_NAMES.endpoints) endpoints++;
+      }
+    } finally {
+      m.close();
+    }
+  }
+  return { ifindexes, endpoints };
+}
 
 export interface PinReport {
   present: boolean;
@@ -23,18 +48,8 @@ export function inspectPins(pinPath: string): PinReport {
   if (!existsSync(pinPath)) return { present: false, pins: [], endpoints: 0, stacks: 0 };
   const pins = listPins(pinPath);
   try {
-    const maps = openBastionMaps(pinPath);
-    try {
-      const ifindexes = [...maps.epStats.raw.keys()].map((k) => k.readUInt32LE(0));
-      return {
-        present: true,
-        pins,
-        endpoints: [...maps.endpoints.raw.keys()].length,
-        stacks: ifindexes.filter((i) => stackState(i).ok).length,
-      };
-    } finally {
-      maps.close();
-    }
+    const r = recorded(pinPath);
+    return { present: true, pins, endpoints: r.endpoints, stacks: [...r.ifindexes].filter((i) => stackState(i).ok).length };
   } catch {
     return { present: pins.length > 0, pins, endpoints: 0, stacks: 0 };
   }
@@ -51,19 +66,11 @@ export function tearDown(pinPath: string): DownReport {
   if (!existsSync(pinPath)) return { detached, pinsRemoved: [] };
   const pins = listPins(pinPath);
   try {
-    const maps = openBastionMaps(pinPath);
-    try {
-      const ifindexes = new Set<number>();
-      for (const k of maps.epStats.raw.keys()) ifindexes.add(k.readUInt32LE(0));
-      for (const k of maps.endpoints.raw.keys()) ifindexes.add(k.readUInt32LE(0));
-      for (const ifindex of ifindexes) {
-        if (detachStack(ifindex)) detached.push(ifindex);
-      }
-    } finally {
-      maps.close();
+    for (const ifindex of recorded(pinPath).ifindexes) {
+      if (detachStack(ifindex)) detached.push(ifindex);
     }
   } catch {
-    // maps missing or from another version: still remove the pins below
+    // maps missing: still remove the pins below
   }
   removePinDir(pinPath);
   return { detached, pinsRemoved: pins };

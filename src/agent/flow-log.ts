@@ -28,6 +28,10 @@ export interface FlowRecord {
   endpoint?: string;
   rule?: string;
   bytes: number;
+  /** events of this kind (endpoint, verdict, reason) the datapath's rate limit held back just before this one */
+  suppressed?: number;
+  /** a summary of held-back events (the tail of a burst): `suppressed` of them, the last one's addresses shown */
+  summary?: boolean;
 }
 
 export interface FlowNames {
@@ -61,6 +65,8 @@ export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonic
     bytes: ev.pktLen,
   };
   if (ev.ruleId) rec.rule = names.ruleName(ev.ruleId) ?? `#${ev.ruleId}`;
+  if (ev.suppressed) rec.suppressed = ev.suppressed;
+  if (ev.summary) rec.summary = true;
   return rec;
 }
 
@@ -68,7 +74,12 @@ export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonic
 export function formatFlowLine(r: FlowRecord): string {
   const end = (p: FlowPeer) => `${p.name ?? p.ip}${p.name ? `(${p.ip})` : ''}${p.port !== undefined ? `:${p.port}` : ''}`;
   const rule = r.rule ? ` rule=${r.rule}` : '';
-  return `${r.time} ${end(r.src)} -> ${end(r.dst)} ${r.protocol} ${r.verdict} (${r.reason})${rule}`;
+  const held = r.summary
+    ? ` (summary: ${r.suppressed} like it held back by the rate limit, the last one shown)`
+    : r.suppressed
+      ? ` (+${r.suppressed} like it before, not reported one by one)`
+      : '';
+  return `${r.time} ${end(r.src)} -> ${end(r.dst)} ${r.protocol} ${r.verdict} (${r.reason})${rule}${held}`;
 }
 
 /** presence of a record's optional parts, one bit each */
@@ -78,6 +89,7 @@ const HAS_SRC_PORT = 4;
 const HAS_DST_PORT = 8;
 const HAS_ENDPOINT = 16;
 const HAS_RULE = 32;
+const IS_SUMMARY = 64;
 
 /**
  * The most recent flows, for the API and the UI; emits 'flow' for followers.
@@ -101,6 +113,7 @@ export class FlowStore extends EventEmitter {
   private readonly addrs: Uint32Array;
   private readonly ports: Uint16Array;
   private readonly bytes: Float64Array;
+  private readonly suppressed: Uint32Array;
   private readonly flags: Uint8Array;
   /** verdict, reason, trace, protocol, src name, dst name, endpoint, rule: 8 per record */
   private readonly text: Array<string | undefined>;
@@ -115,6 +128,7 @@ export class FlowStore extends EventEmitter {
     this.addrs = new Uint32Array(capacity * 2);
     this.ports = new Uint16Array(capacity * 2);
     this.bytes = new Float64Array(capacity);
+    this.suppressed = new Uint32Array(capacity);
     this.flags = new Uint8Array(capacity);
     this.text = new Array<string | undefined>(capacity * 8).fill(undefined);
     this.setMaxListeners(100);
@@ -134,7 +148,9 @@ export class FlowStore extends EventEmitter {
     this.ports[2 * i] = r.src.port ?? 0;
     this.ports[2 * i + 1] = r.dst.port ?? 0;
     this.bytes[i] = r.bytes;
+    this.suppressed[i] = r.suppressed ?? 0;
     this.flags[i] =
+      (r.summary ? IS_SUMMARY : 0) |
       ('name' in r.src ? HAS_SRC_NAME : 0) |
       ('name' in r.dst ? HAS_DST_NAME : 0) |
       (r.src.port !== undefined ? HAS_SRC_PORT : 0) |
@@ -177,6 +193,8 @@ export class FlowStore extends EventEmitter {
       bytes: this.bytes[i]!,
     };
     if (f & HAS_RULE) r.rule = this.text[t + 7];
+    if (this.suppressed[i]) r.suppressed = this.suppressed[i];
+    if (f & IS_SUMMARY) r.summary = true;
     return r;
   }
 

@@ -2,7 +2,7 @@
 import type { Discovered, NodePort } from '../manager/ports.js';
 import type { EndpointSpec } from '../manager/endpoint.js';
 import { HostLinks, discoverInterface } from './netns.js';
-import { listHostAddresses } from './host-addresses.js';
+import { listHostLocalAddresses } from './host-addresses.js';
 
 export class NodeAgent implements NodePort {
   private readonly hostLinks = new HostLinks();
@@ -22,6 +22,6 @@ export class NodeAgent implements NodePort {
   }
 
   hostAddresses(): Promise<string[]> {
-    return listHostAddresses();
+    return listHostLocalAddresses();
   }
 }

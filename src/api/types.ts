@@ -127,6 +127,10 @@ export interface StatusReport {
   rules: Array<{ id: string; direction: string; subject: string; peers: string; ports: string }>;
   entries: Record<string, number>;
   counters: Record<string, { packets: number; bytes: number; drop: boolean }>;
+  /** the conntrack table: entries in use against capacity, and each endpoint's share */
+  conntrack?: { entries: number; capacity: number; perEndpointLimit: number; collected: number };
+  /** flow events: held back by the rate limit (counted) and lost (ring buffer full) */
+  events: { perSecondLimit?: number; suppressed: number; lost: number };
   /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
   audit?: StatusAudit;
 }
@@ -148,6 +152,8 @@ export interface EndpointStatus {
   labels: Record<string, string>;
   stack: { ingress?: number; egress?: number; ok: boolean };
   counters: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; drops: number };
+  /** conntrack entries charged to this endpoint (its share: StatusReport.conntrack.perEndpointLimit) */
+  conntrack?: number;
   /** the posture audit's findings about this container (when a report exists; GET /v1/audit has them in full) */
   findings?: StatusAudit['containers'][string];
 }

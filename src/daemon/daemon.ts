@@ -14,6 +14,8 @@ import type { PlatformSource } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
 import { FlowStore } from '../agent/flow-log.js';
 import { openDatapath } from '../agent/datapath-agent.js';
+import { HostAddressWatcher } from '../agent/host-addresses.js';
+import type { DatapathLimits } from '../manager/slices.js';
 import { NodeAgent } from '../agent/node-agent.js';
 import { startApiServer } from '../api/server.js';
 import { FlowFollowers } from '../api/flow-stream.js';
@@ -41,10 +43,12 @@ export interface DaemonOptions {
   platform?: PlatformSource;
   extraPolicy?: () => Promise<PolicySet | undefined>;
   logLevel?: string;
+  /** the datapath's flood limits (flow events per second per container and reason, conntrack entries per container) */
+  limits?: DatapathLimits;
 }
 
-/** Host addresses are read again this often (a new address would otherwise count as "world"). */
-const HOST_ADDRESS_INTERVAL_MS = 10_000;
+/** How often expired conntrack entries are reclaimed (bpf/ct_gc.c: about 7 ms on a full table). */
+const CT_COLLECT_INTERVAL_MS = 5000;
 /** How old the audit in a status report may be before a status request starts a new one in the background. */
 const STATUS_AUDIT_MAX_AGE_MS = 60_000;
 
@@ -106,7 +110,8 @@ export class Daemon {
     this.policies.restore(first.config);
 
     const datapath = await openDatapath(this.o.pinPath, this.log);
-    const manager = (this.manager = new Manager({ datapath, node: this.node, log: this.log }));
+    datapath.startConntrackCollector(CT_COLLECT_INTERVAL_MS, (err) => this.log.error({ err: err.message }, 'conntrack collector failed'));
+    const manager = (this.manager = new Manager({ datapath, node: this.node, log: this.log, limits: this.o.limits }));
     await manager.setHostAddresses(await this.node.hostAddresses());
     await this.config.applyFirst(manager, first);
     this.policies.attach(manager);
@@ -140,11 +145,11 @@ export class Daemon {
     const onHup = () => void this.config.reload();
     process.on('SIGHUP', onHup);
     this.cleanups.push(() => process.off('SIGHUP', onHup));
-    const hostTimer = setInterval(() => {
-      void this.node.hostAddresses().then((a) => manager.setHostAddresses(a)).catch(() => undefined);
-    }, HOST_ADDRESS_INTERVAL_MS);
-    hostTimer.unref();
-    this.cleanups.push(() => clearInterval(hostTimer));
+    // Every address the host takes as its own is the host's at once: the
+    // watcher follows rtnetlink (a 10 s poll left a new address "world").
+    const hostWatch = new HostAddressWatcher((a) => manager.setHostAddresses(a), { onError: (msg) => this.log.warn({}, msg) });
+    await hostWatch.start();
+    this.cleanups.push(() => hostWatch.stop());
 
     await this.profiler.start();
     await this.warmUp(socket);

@@ -1,6 +1,6 @@
 /** Prometheus metrics, read from the manager and the datapath counters at scrape time. */
 import { Counter as PromCounter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { FIRST_DROP_REASON, REASON_NAMES, type Counter } from '../datapath/layout.js';
+import { EVENT_COUNTER_REASONS, FIRST_DROP_REASON, REASON, REASON_NAMES, type Counter } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
 import type { FlowStreamStats } from '../api/flow-stream.js';
@@ -51,9 +51,74 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
     collect() {
       this.reset();
       for (const [r, c] of counters()) {
-        if (c.packets === 0n) continue;
+        if (c.packets === 0n || EVENT_COUNTER_REASONS.includes(r)) continue;
         this.set({ reason: REASON_NAMES[r] ?? String(r), verdict: r >= FIRST_DROP_REASON ? 'drop' : 'pass' }, Number(c.packets));
       }
+    },
+  });
+  new Gauge({
+    name: 'bastion_flow_events_lost',
+    help: 'Flow events the datapath could not write (ring buffer full: the daemon fell behind)',
+    registers: [registry],
+    collect() {
+      this.set(Number(counters().get(REASON.eventsLost)?.packets ?? 0n));
+    },
+  });
+  new Gauge({
+    name: 'bastion_flow_events_suppressed',
+    help: 'Flow events held back by the datapath rate limit (counted, reported as a number on the next event of their kind)',
+    registers: [registry],
+    collect() {
+      this.set(Number(counters().get(REASON.eventsSuppressed)?.packets ?? 0n));
+    },
+  });
+  new Gauge({
+    name: 'bastion_flow_events_rate_limit',
+    help: 'Flow events the datapath reports per second for each (endpoint, verdict, reason); the rest are counted',
+    registers: [registry],
+    collect() {
+      const u = manager().datapath.conntrackUsage?.();
+      if (u) this.set(u.eventsPerSec);
+    },
+  });
+  new Gauge({
+    name: 'bastion_conntrack_entries',
+    help: 'Conntrack entries in use (each charged to the endpoint whose stack opened it)',
+    registers: [registry],
+    collect() {
+      const u = manager().datapath.conntrackUsage?.();
+      if (u) this.set(u.entries);
+    },
+  });
+  new Gauge({
+    name: 'bastion_conntrack_capacity',
+    help: 'Conntrack entries the table can hold',
+    registers: [registry],
+    collect() {
+      const u = manager().datapath.conntrackUsage?.();
+      if (u) this.set(u.capacity);
+    },
+  });
+  new Gauge({
+    name: 'bastion_conntrack_endpoint_limit',
+    help: 'Conntrack entries one endpoint may hold; its new connections beyond are dropped (ct-limit)',
+    registers: [registry],
+    collect() {
+      const u = manager().datapath.conntrackUsage?.();
+      if (u) this.set(u.perEndpointLimit);
+    },
+  });
+  new Gauge({
+    name: 'bastion_conntrack_endpoint_entries',
+    help: 'Conntrack entries charged to each endpoint',
+    labelNames: ['endpoint'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const m = manager();
+      const u = m.datapath.conntrackUsage?.();
+      if (!u) return;
+      for (const ep of m.endpoints.values()) this.set({ endpoint: ep.name }, u.byIdentity.get(ep.identity) ?? 0);
     },
   });
   const flowsTotal = new PromCounter({

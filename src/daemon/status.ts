@@ -1,5 +1,5 @@
 /** The status report: what `bastion status` prints and /v1/status serves. */
-import { FIRST_DROP_REASON, REASON_NAMES } from '../datapath/layout.js';
+import { EVENT_COUNTER_REASONS, FIRST_DROP_REASON, REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
 import type { EndpointStatus, StatusReport } from '../api/types.js';
@@ -66,6 +66,7 @@ export function collectStatus(src: StatusSources): StatusReport {
   const audit = src.audit ? statusAudit(src.audit) : undefined;
   const m = src.manager;
   const dp = m.datapath;
+  const ct = dp.conntrackUsage?.();
   const endpoints: EndpointStatus[] = [...m.endpoints.values()]
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((ep) => {
@@ -91,12 +92,14 @@ export function collectStatus(src: StatusSources): StatusReport {
           rxBytes: Number(s?.rxBytes ?? 0n),
           drops: Number(s?.drops ?? 0n),
         },
+        ...(ct ? { conntrack: ct.byIdentity.get(ep.identity) ?? 0 } : {}),
         ...(audit ? { findings: findingsOfEndpoint(audit, ep.key) } : {}),
       };
     });
   const counters: StatusReport['counters'] = {};
-  for (const [reason, c] of dp.counters()) {
-    if (c.packets === 0n) continue;
+  const all = dp.counters();
+  for (const [reason, c] of all) {
+    if (c.packets === 0n || EVENT_COUNTER_REASONS.includes(reason)) continue;
     counters[REASON_NAMES[reason] ?? `reason-${reason}`] = {
       packets: Number(c.packets),
       bytes: Number(c.bytes),
@@ -120,6 +123,12 @@ export function collectStatus(src: StatusSources): StatusReport {
     rules: ruleRows(m.ruleList()),
     entries: m.entryCounts(),
     counters,
+    ...(ct ? { conntrack: { entries: ct.entries, capacity: ct.capacity, perEndpointLimit: ct.perEndpointLimit, collected: ct.collected } } : {}),
+    events: {
+      ...(ct ? { perSecondLimit: ct.eventsPerSec } : {}),
+      suppressed: Number(all.get(REASON.eventsSuppressed)?.packets ?? 0n),
+      lost: Number(all.get(REASON.eventsLost)?.packets ?? 0n),
+    },
     ...(audit ? { audit } : {}),
   };
 }

@@ -21,6 +21,27 @@ import {
   numPossibleCpus,
 } from './libbpf.js';
 import {
+  EVENT_RL_KEY_SIZE,
+  EVENT_RL_SIZE,
+  decodeEventRl,
+  decodeEventRlKey,
+  encodeEventRl,
+  encodeEventRlKey,
+  type EventRl,
+  type EventRlKey,
+  CT_USE_SIZE,
+  FRAG_KEY_SIZE,
+  FRAG_VAL_SIZE,
+  decodeCtUse,
+  decodeFragKey,
+  decodeFragVal,
+  encodeCtUse,
+  encodeFragKey,
+  encodeFragVal,
+  type FragKey,
+  type FragVal,
+} from './layout.js';
+import {
   COUNTER_SIZE,
   CONFIG_SIZE,
   CT_ENTRY_SIZE,
@@ -358,6 +379,11 @@ const policyVal: Codec<PolicyVal> = { size: POLICY_VAL_SIZE, encode: encodePolic
 const neighKey: Codec<NeighKey> = { size: NEIGH_KEY_SIZE, encode: encodeNeighKey, decode: decodeNeighKey };
 const ctKey: Codec<CtKey> = { size: CT_KEY_SIZE, encode: encodeCtKey, decode: decodeCtKey };
 const ctEntry: Codec<CtEntry> = { size: CT_ENTRY_SIZE, encode: encodeCtEntry, decode: decodeCtEntry };
+const eventRlKey: Codec<EventRlKey> = { size: EVENT_RL_KEY_SIZE, encode: encodeEventRlKey, decode: decodeEventRlKey };
+const eventRl: Codec<EventRl> = { size: EVENT_RL_SIZE, encode: encodeEventRl, decode: decodeEventRl };
+const ctUse: Codec<bigint> = { size: CT_USE_SIZE, encode: encodeCtUse, decode: decodeCtUse };
+const fragKey: Codec<FragKey> = { size: FRAG_KEY_SIZE, encode: encodeFragKey, decode: decodeFragKey };
+const fragVal: Codec<FragVal> = { size: FRAG_VAL_SIZE, encode: encodeFragVal, decode: decodeFragVal };
 const config: Codec<DatapathConfig> = { size: CONFIG_SIZE, encode: encodeConfig, decode: decodeConfig };
 const state: Codec<ControlState> = { size: STATE_SIZE, encode: encodeState, decode: decodeState };
 
@@ -394,8 +420,11 @@ export interface BastionMaps {
   policy: TypedMap<PolicyKey, PolicyVal>;
   neigh: TypedMap<NeighKey, number>;
   ct: TypedMap<CtKey, CtEntry>;
-  /** no codec in layout.ts yet: raw struct frag_key / frag_val */
-  frags: BpfMap;
+  /** conntrack entries charged to each endpoint, by identity (written by the datapath only) */
+  ctUse: TypedMap<number, bigint>;
+  frags: TypedMap<FragKey, FragVal>;
+  /** the event rate limit's slots, by (endpoint, verdict, reason) */
+  eventLimits: TypedMap<EventRlKey, EventRl>;
   /** the ring buffer: read it with RingBufReader(maps.events.fd, ...) */
   events: BpfMap;
   counters: {
@@ -447,7 +476,9 @@ export function openBastionMaps(pinRoot: string = DEFAULT_PIN_PATH): BastionMaps
       policy: new TypedMap(open(MAP_NAMES.policy, POLICY_KEY_SIZE, POLICY_VAL_SIZE), policyKey, policyVal),
       neigh: new TypedMap(open(MAP_NAMES.neigh, NEIGH_KEY_SIZE, 4), neighKey, u32),
       ct: new TypedMap(open(MAP_NAMES.ct, CT_KEY_SIZE, CT_ENTRY_SIZE), ctKey, ctEntry),
-      frags: open(MAP_NAMES.frags),
+      ctUse: new TypedMap(open(MAP_NAMES.ctUse, 4, CT_USE_SIZE), u32, ctUse),
+      frags: new TypedMap(open(MAP_NAMES.frags, FRAG_KEY_SIZE, FRAG_VAL_SIZE), fragKey, fragVal),
+      eventLimits: new TypedMap(open(MAP_NAMES.eventLimits, EVENT_RL_KEY_SIZE, EVENT_RL_SIZE), eventRlKey, eventRl),
       events,
       counters: {
         raw: counters,

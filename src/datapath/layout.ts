@@ -15,8 +15,10 @@ export const MAP_NAMES = {
   policy: 'bastion_policy',
   neigh: 'bastion_neigh',
   ct: 'bastion_ct',
+  ctUse: 'bastion_ct_use',
   frags: 'bastion_frags',
   events: 'bastion_events',
+  eventLimits: 'bastion_event_rl',
   counters: 'bastion_counter',
   epStats: 'bastion_ep_stat',
   config: 'bastion_config',
@@ -25,6 +27,14 @@ export const MAP_NAMES = {
 export type MapName = (typeof MAP_NAMES)[keyof typeof MAP_NAMES];
 
 export const DEFAULT_PIN_PATH = '/sys/fs/bpf/bastion';
+
+/*
+ * Constants. Each one below is a #define of the C headers under the same
+ * name in UPPER_SNAKE case (the reasons: REASON_ + the key in UPPER_SNAKE);
+ * test/unit/layout.test.ts compiles the headers and checks every value, and
+ * that the headers define no reason, flag or verdict this file lacks. Prefix
+ * lengths are derived from the key sizes, as the C side derives them.
+ */
 
 // ------------------------------------------------------------ identities
 export const ID_ANY = 0;
@@ -39,9 +49,6 @@ export const DIR_EGRESS = 0;
 export const DIR_INGRESS = 1;
 export const PROTO_ANY = 0;
 export const IPPROTO = { icmp: 1, tcp: 6, udp: 17, sctp: 132 } as const;
-export const POLICY_PREFIX_ANY_PROTO = 72;
-export const POLICY_PREFIX_ANY_PORT = 80;
-export const POLICY_PREFIX_FULL = 96;
 export const CT_F_AUDIT = 1;
 export const CT_F_SEEN_REPLY = 2;
 export const CT_F_CLOSING = 4;
@@ -50,6 +57,17 @@ export const CT_F_KEY_SWAPPED = 8;
 export const MODE_ENFORCE = 0;
 export const MODE_AUDIT = 1;
 export const CFG_F_TRACE_ALLOWED = 1;
+export const FRAG_VERDICT_DROPPED = 0;
+export const FRAG_VERDICT_ALLOWED = 1;
+/** how long a first fragment's verdict serves its later fragments */
+export const FRAG_LIFETIME_S = 30;
+
+// ---------------------------------------------------------------- sizes
+export const BASTION_MAX_CT = 262144;
+/** conntrack entries one endpoint may hold unless bastion_config says otherwise */
+export const CT_DEFAULT_PER_ENDPOINT = BASTION_MAX_CT / 4;
+/** events per (endpoint, verdict, reason) and second unless bastion_config says otherwise */
+export const EVENTS_DEFAULT_PER_SEC = 100;
 
 export const VERDICT = { allowed: 1, dropped: 2, audit: 3, arpReply: 4 } as const;
 export const VERDICT_NAMES: Record<number, string> = {
@@ -58,9 +76,16 @@ export const VERDICT_NAMES: Record<number, string> = {
   3: 'AUDIT',
   4: 'ARP_REPLY',
 };
-export const TRACE_NAMES: Record<number, string> = { 0: 'from-container', 1: 'to-container' };
+export const TRACE_FROM_CONTAINER = 0;
+export const TRACE_TO_CONTAINER = 1;
+export const TRACE_NAMES: Record<number, string> = { [TRACE_FROM_CONTAINER]: 'from-container', [TRACE_TO_CONTAINER]: 'to-container' };
 
-/** Index into bastion_counter; below 16 passed, 16 and above dropped. */
+/**
+ * Index into bastion_counter: the one table of reasons. Below 8 packets that
+ * passed; 8 and 9 count flow events, not packets; 16 and above drops. The C
+ * name is REASON_ + the key in UPPER_SNAKE case, the name in events, logs
+ * and metrics the key in kebab case (reasonName).
+ */
 export const REASON = {
   allowedNew: 1,
   established: 2,
@@ -68,6 +93,8 @@ export const REASON = {
   arpReplied: 4,
   arpHost: 5,
   audited: 6,
+  eventsLost: 8,
+  eventsSuppressed: 9,
   noEndpoint: 16,
   spoofedMac: 17,
   spoofedIp: 18,
@@ -85,34 +112,25 @@ export const REASON = {
   ctInvalid: 30,
   broadcast: 31,
   notForEndpoint: 32,
+  icmpUnrelated: 33,
+  ctLimit: 34,
+  ctFull: 35,
 } as const;
-export const REASON_NAMES: Record<number, string> = {
-  1: 'allowed-new',
-  2: 'established',
-  3: 'redirected',
-  4: 'arp-replied',
-  5: 'arp-host',
-  6: 'audited',
-  16: 'no-endpoint',
-  17: 'spoofed-mac',
-  18: 'spoofed-ip',
-  19: 'spoofed-arp',
-  20: 'spoofed-ifindex',
-  21: 'arp-denied',
-  22: 'arp-unsolicited',
-  23: 'policy-denied',
-  24: 'host-denied',
-  25: 'ipv6',
-  26: 'malformed',
-  27: 'fragment',
-  28: 'unsupported-l3',
-  29: 'unsupported-l4',
-  30: 'ct-invalid',
-  31: 'broadcast',
-  32: 'not-for-endpoint',
-};
+export type ReasonKey = keyof typeof REASON;
+
+/** allowedNew -> ALLOWED_NEW, unsupportedL3 -> UNSUPPORTED_L3 */
+export function upperSnake(key: string): string {
+  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+/** allowedNew -> allowed-new */
+function kebab(key: string): string {
+  return upperSnake(key).toLowerCase().replace(/_/g, '-');
+}
+export const REASON_NAMES: Record<number, string> = Object.fromEntries(Object.entries(REASON).map(([k, v]) => [v, kebab(k)]));
 export const NR_COUNTERS = 64;
 export const FIRST_DROP_REASON = 16;
+/** bastion_counter slots that count flow events rather than packets */
+export const EVENT_COUNTER_REASONS: readonly number[] = [REASON.eventsLost, REASON.eventsSuppressed];
 
 // ------------------------------------------------------- address helpers
 
@@ -208,6 +226,8 @@ export interface IpcacheVal {
 }
 export const IPCACHE_KEY_SIZE = 8;
 export const IPCACHE_VAL_SIZE = 8;
+/** a host route: every bit of the address after prefixlen */
+export const IPCACHE_PREFIX_HOST = 8 * (IPCACHE_KEY_SIZE - 4);
 
 export function encodeIpcacheKey(k: IpcacheKey): Buffer {
   const b = Buffer.alloc(IPCACHE_KEY_SIZE);
@@ -244,6 +264,12 @@ export interface PolicyVal {
 }
 export const POLICY_KEY_SIZE = 16;
 export const POLICY_VAL_SIZE = 8;
+/** LPM data bits after prefixlen: ep_id(32) peer_id(32) direction(8) proto(8) dport(16) */
+export const POLICY_PREFIX_FULL = 8 * (POLICY_KEY_SIZE - 4);
+/** every port of one protocol: all but dport */
+export const POLICY_PREFIX_ANY_PORT = POLICY_PREFIX_FULL - 16;
+/** every protocol and port: all but proto and dport */
+export const POLICY_PREFIX_ANY_PROTO = POLICY_PREFIX_ANY_PORT - 8;
 
 export function encodePolicyKey(k: PolicyKey): Buffer {
   const b = Buffer.alloc(POLICY_KEY_SIZE);
@@ -307,9 +333,11 @@ export interface CtEntry {
   dstId: number;
   ruleId: number;
   flags: number;
+  /** the local endpoint (identity) the entry is charged to (bastion_ct_use) */
+  ownerId: number;
 }
 export const CT_KEY_SIZE = 16;
-export const CT_ENTRY_SIZE = 24;
+export const CT_ENTRY_SIZE = 32;
 
 export function encodeCtKey(k: CtKey): Buffer {
   const b = Buffer.alloc(CT_KEY_SIZE);
@@ -336,6 +364,7 @@ export function encodeCtEntry(e: CtEntry): Buffer {
   b.writeUInt32LE(e.dstId, 12);
   b.writeUInt32LE(e.ruleId, 16);
   b.writeUInt32LE(e.flags, 20);
+  b.writeUInt32LE(e.ownerId, 24);
   return b;
 }
 export function decodeCtEntry(b: Buffer): CtEntry {
@@ -345,7 +374,64 @@ export function decodeCtEntry(b: Buffer): CtEntry {
     dstId: b.readUInt32LE(12),
     ruleId: b.readUInt32LE(16),
     flags: b.readUInt32LE(20),
+    ownerId: b.readUInt32LE(24),
   };
+}
+
+/** struct ct_use: conntrack entries charged to one endpoint (signed: a count, never below 0 in practice) */
+export const CT_USE_SIZE = 8;
+export function encodeCtUse(entries: bigint): Buffer {
+  const b = Buffer.alloc(CT_USE_SIZE);
+  b.writeBigInt64LE(entries, 0);
+  return b;
+}
+export function decodeCtUse(b: Buffer): bigint {
+  return b.readBigInt64LE(0);
+}
+
+// ------------------------------------------------------------ fragments
+
+export interface FragKey {
+  saddr: string;
+  daddr: string;
+  /** IP id, host number; encoded big-endian */
+  id: number;
+  proto: number;
+  /** TRACE_*: the hook that saw the first fragment */
+  trace: number;
+  ifindex: number;
+}
+export interface FragVal {
+  expires: bigint;
+  sport: number;
+  dport: number;
+  verdict: number;
+}
+export const FRAG_KEY_SIZE = 16;
+export const FRAG_VAL_SIZE = 16;
+export function encodeFragKey(k: FragKey): Buffer {
+  const b = Buffer.alloc(FRAG_KEY_SIZE);
+  ipv4ToBytes(k.saddr).copy(b, 0);
+  ipv4ToBytes(k.daddr).copy(b, 4);
+  b.writeUInt16BE(k.id, 8);
+  b.writeUInt8(k.proto, 10);
+  b.writeUInt8(k.trace, 11);
+  b.writeUInt32LE(k.ifindex, 12);
+  return b;
+}
+export function decodeFragKey(b: Buffer): FragKey {
+  return { saddr: bytesToIpv4(b, 0), daddr: bytesToIpv4(b, 4), id: b.readUInt16BE(8), proto: b.readUInt8(10), trace: b.readUInt8(11), ifindex: b.readUInt32LE(12) };
+}
+export function encodeFragVal(v: FragVal): Buffer {
+  const b = Buffer.alloc(FRAG_VAL_SIZE);
+  b.writeBigUInt64LE(v.expires, 0);
+  b.writeUInt16BE(v.sport, 8);
+  b.writeUInt16BE(v.dport, 10);
+  b.writeUInt32LE(v.verdict, 12);
+  return b;
+}
+export function decodeFragVal(b: Buffer): FragVal {
+  return { expires: b.readBigUInt64LE(0), sport: b.readUInt16BE(8), dport: b.readUInt16BE(10), verdict: b.readUInt32LE(12) };
 }
 
 // --------------------------------------------------------------- events
@@ -366,6 +452,14 @@ export interface FlowEvent {
   ruleId: number;
   pktLen: number;
   ethertype: number;
+  /** events of this (endpoint, verdict, reason) the rate limit held back before this one */
+  suppressed: number;
+  /**
+   * Not from the ring buffer: the agent's summary of a burst's tail (what the
+   * rate limit held back and no later event reported), with the last
+   * held-back packet's addresses; `suppressed` is how many, that one included.
+   */
+  summary?: boolean;
 }
 export const FLOW_EVENT_SIZE = 48;
 
@@ -386,6 +480,7 @@ export function encodeFlowEvent(e: FlowEvent): Buffer {
   b.writeUInt32LE(e.ruleId, 36);
   b.writeUInt16LE(e.pktLen, 40);
   b.writeUInt16BE(e.ethertype, 42);
+  b.writeUInt32LE(e.suppressed, 44);
   return b;
 }
 export function decodeFlowEvent(b: Buffer): FlowEvent {
@@ -405,6 +500,73 @@ export function decodeFlowEvent(b: Buffer): FlowEvent {
     ruleId: b.readUInt32LE(36),
     pktLen: b.readUInt16LE(40),
     ethertype: b.readUInt16BE(42),
+    suppressed: b.readUInt32LE(44),
+  };
+}
+
+// ----------------------------------------------------- event rate limit
+
+export interface EventRlKey {
+  ifindex: number;
+  verdict: number;
+  reason: number;
+}
+export interface EventRl {
+  windowStart: bigint;
+  emitted: number;
+  suppressed: number;
+  srcId: number;
+  dstId: number;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+  trace: number;
+  ethertype: number;
+}
+export const EVENT_RL_KEY_SIZE = 8;
+export const EVENT_RL_SIZE = 40;
+export function encodeEventRlKey(k: EventRlKey): Buffer {
+  const b = Buffer.alloc(EVENT_RL_KEY_SIZE);
+  b.writeUInt32LE(k.ifindex, 0);
+  b.writeUInt8(k.verdict, 4);
+  b.writeUInt8(k.reason, 5);
+  return b;
+}
+export function decodeEventRlKey(b: Buffer): EventRlKey {
+  return { ifindex: b.readUInt32LE(0), verdict: b.readUInt8(4), reason: b.readUInt8(5) };
+}
+export function encodeEventRl(v: EventRl): Buffer {
+  const b = Buffer.alloc(EVENT_RL_SIZE);
+  b.writeBigUInt64LE(v.windowStart, 0);
+  b.writeUInt32LE(v.emitted, 8);
+  b.writeUInt32LE(v.suppressed, 12);
+  b.writeUInt32LE(v.srcId, 16);
+  b.writeUInt32LE(v.dstId, 20);
+  ipv4ToBytes(v.saddr).copy(b, 24);
+  ipv4ToBytes(v.daddr).copy(b, 28);
+  b.writeUInt16BE(v.sport, 32);
+  b.writeUInt16BE(v.dport, 34);
+  b.writeUInt8(v.proto, 36);
+  b.writeUInt8(v.trace, 37);
+  b.writeUInt16BE(v.ethertype, 38);
+  return b;
+}
+export function decodeEventRl(b: Buffer): EventRl {
+  return {
+    windowStart: b.readBigUInt64LE(0),
+    emitted: b.readUInt32LE(8),
+    suppressed: b.readUInt32LE(12),
+    srcId: b.readUInt32LE(16),
+    dstId: b.readUInt32LE(20),
+    saddr: bytesToIpv4(b, 24),
+    daddr: bytesToIpv4(b, 28),
+    sport: b.readUInt16BE(32),
+    dport: b.readUInt16BE(34),
+    proto: b.readUInt8(36),
+    trace: b.readUInt8(37),
+    ethertype: b.readUInt16BE(38),
   };
 }
 
@@ -453,14 +615,20 @@ export interface DatapathConfig {
   flags: number;
   ctTcpLifetimeS: number;
   ctOtherLifetimeS: number;
+  /** conntrack entries one endpoint may hold (0: CT_DEFAULT_PER_ENDPOINT) */
+  ctPerEndpoint?: number;
+  /** events per (endpoint, verdict, reason) and second (0: EVENTS_DEFAULT_PER_SEC) */
+  eventsPerSec?: number;
 }
-export const CONFIG_SIZE = 16;
+export const CONFIG_SIZE = 24;
 export function encodeConfig(c: DatapathConfig): Buffer {
   const b = Buffer.alloc(CONFIG_SIZE);
   b.writeUInt32LE(c.mode, 0);
   b.writeUInt32LE(c.flags, 4);
   b.writeUInt32LE(c.ctTcpLifetimeS, 8);
   b.writeUInt32LE(c.ctOtherLifetimeS, 12);
+  b.writeUInt32LE(c.ctPerEndpoint ?? 0, 16);
+  b.writeUInt32LE(c.eventsPerSec ?? 0, 20);
   return b;
 }
 export function decodeConfig(b: Buffer): DatapathConfig {
@@ -469,6 +637,8 @@ export function decodeConfig(b: Buffer): DatapathConfig {
     flags: b.readUInt32LE(4),
     ctTcpLifetimeS: b.readUInt32LE(8),
     ctOtherLifetimeS: b.readUInt32LE(12),
+    ctPerEndpoint: b.readUInt32LE(16),
+    eventsPerSec: b.readUInt32LE(20),
   };
 }
 

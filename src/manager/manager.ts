@@ -13,13 +13,15 @@ import type { DatapathPort, Discovered, NodePort } from './ports.js';
 import type { PolicySet, Rule } from '../policy/model.js';
 import { IdentityAllocator, RuleNumbers } from './identity.js';
 import { SliceStore, type MapOp } from './entries.js';
-import { SliceCompiler } from './slices.js';
+import { SliceCompiler, type DatapathLimits } from './slices.js';
 import { ID_FIRST_DYNAMIC } from '../datapath/layout.js';
 
 export interface ManagerOptions {
   datapath: DatapathPort;
   node: NodePort;
   log: Logger;
+  /** the datapath's flood limits (written with the datapath config) */
+  limits?: DatapathLimits;
 }
 
 export interface ApplyStats {
@@ -226,7 +228,7 @@ export class Manager {
     // The identity is retired for good; connections of the old owner of
     // this address are forgotten.
     this.ids.release(`ep:${ep.key}#${ep.hostIfindex}`);
-    this.o.datapath.flushConntrack([ep.ipv4]);
+    this.o.datapath.flushConntrack([ep.ipv4], [ep.identity]);
     if (detach) {
       try {
         this.o.datapath.detach(ep.hostIfindex);
@@ -278,7 +280,7 @@ export class Manager {
   private commit(keys: Set<string>, global: boolean): ApplyStats {
     const t0 = performance.now();
     const ops: MapOp[] = [];
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode };
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, limits: this.o.limits };
     if (global) ops.push(...this.slices.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx)));
     for (const key of keys) {
       const ep = this.endpoints.get(key);

@@ -25,8 +25,12 @@ export interface DatapathPort {
   apply(ops: MapOp[]): void;
   /** Delete every entry of the managed maps that `desired` does not hold; returns how many. */
   prune(desired: import('./entries.js').EntrySet): number;
-  /** Forget every tracked connection to or from these addresses. */
-  flushConntrack(ips: string[]): number;
+  /** Forget every tracked connection to or from these addresses, and the conntrack counts of these (gone) identities. */
+  flushConntrack(ips: string[], owners?: number[]): number;
+  /** Conntrack table pressure: entries in use against capacity, per endpoint identity too. */
+  conntrackUsage?(): ConntrackUsage;
+  /** Reclaim expired conntrack entries now; returns how many. */
+  collectConntrack?(): number;
   counters(): Map<number, Counter>;
   endpointStats(hostIfindex: number): EpStats | undefined;
   /** What a previous run left in the maps, to adopt after a restart. */
@@ -38,6 +42,21 @@ export interface DatapathPort {
   saveNextIdentity(next: number): void;
   onEvent(listener: (ev: FlowEvent) => void): void;
   close(): void;
+}
+
+export interface ConntrackUsage {
+  /** entries charged to endpoints (every entry is charged to one) */
+  entries: number;
+  /** what the table holds at most */
+  capacity: number;
+  /** what one endpoint may hold */
+  perEndpointLimit: number;
+  /** entries by endpoint identity */
+  byIdentity: Map<number, number>;
+  /** entries reclaimed by the collector since the daemon started */
+  collected: number;
+  /** the event rate limit: events per (endpoint, verdict, reason) and second */
+  eventsPerSec: number;
 }
 
 export interface Discovered {

@@ -40,6 +40,15 @@ export interface SliceEnv {
   endpoints: Map<string, Endpoint>;
   hostAddrs: string[];
   mode: Mode;
+  limits?: DatapathLimits;
+}
+
+/** The datapath's flood limits (bastion_config); 0 or absent: the datapath's defaults. */
+export interface DatapathLimits {
+  /** flow events per second for each (container, verdict, reason); the rest are counted */
+  eventsPerSec?: number;
+  /** conntrack entries one container may hold; its new connections beyond are dropped (ct-limit) */
+  ctPerEndpoint?: number;
 }
 
 export interface SliceCompilerOptions {
@@ -143,10 +152,12 @@ export class SliceCompiler {
   /** Host addresses, registered CIDR prefixes, world, and the datapath config. */
   globalSlice(env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
-    for (const addr of env.hostAddrs) {
+    // host addresses, or prefixes the host delivers locally ("127.0.0.0/8")
+    for (const host of env.hostAddrs) {
+      const [addr, len] = host.split('/');
       addEntry(set, {
         map: MAP_NAMES.ipcache,
-        key: encodeIpcacheKey({ prefixlen: 32, addr }),
+        key: encodeIpcacheKey({ prefixlen: len === undefined ? 32 : Number(len), addr: addr! }),
         value: encodeIpcacheVal({ identity: ID_HOST, flags: IPC_F_HOST }),
       });
     }
@@ -166,6 +177,8 @@ export class SliceCompiler {
         flags: CFG_F_TRACE_ALLOWED,
         ctTcpLifetimeS: 0,
         ctOtherLifetimeS: 0,
+        eventsPerSec: env.limits?.eventsPerSec ?? 0,
+        ctPerEndpoint: env.limits?.ctPerEndpoint ?? 0,
       }),
     });
     return set;

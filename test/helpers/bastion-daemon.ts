@@ -376,9 +376,9 @@ export class CoreLab {
   }
 
   /** Writes the config (unless cfg is null: keep the file) and starts a daemon on it, waiting until it is ready. */
-  async startDaemon(cfg: BastionConfig | string | null = this.config()): Promise<BastionDaemon> {
+  async startDaemon(cfg: BastionConfig | string | null = this.config(), extraArgs: string[] = []): Promise<BastionDaemon> {
     if (cfg !== null) writeConfigFile(this.configPath, cfg);
-    const d = new BastionDaemon(this.configPath, this.pinPath).start();
+    const d = new BastionDaemon(this.configPath, this.pinPath, extraArgs).start();
     this.daemons.push(d);
     await d.waitReady();
     this.ready = d;

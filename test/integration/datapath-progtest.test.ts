@@ -25,6 +25,9 @@ import {
   DIR_INGRESS,
   ID_HOST,
   ID_WORLD,
+  FRAG_VERDICT_ALLOWED,
+  FRAG_VERDICT_DROPPED,
+  TRACE_FROM_CONTAINER,
   IPC_F_HOST,
   IPPROTO as P,
   MODE_AUDIT,
@@ -51,6 +54,8 @@ import {
   udp,
   udpFrame,
   IPV4_OPT_ROUTER_ALERT,
+  ICMP,
+  icmp,
 } from '../helpers/packets.js';
 
 const TC_ACT_OK = 0;
@@ -80,6 +85,7 @@ describe('datapath programs under BPF_PROG_TEST_RUN', () => {
   let maps: BastionMaps;
   let from: number;
   let to: number;
+  let gc: number;
   let ifA: number, ifB: number, ifC: number, ifNone: number;
   const events: FlowEvent[] = [];
   let reader: RingBufReader;
@@ -99,9 +105,14 @@ describe('datapath programs under BPF_PROG_TEST_RUN', () => {
     execFileSync('ip', ['link', 'add', VC, 'type', 'veth', 'peer', 'name', VD]);
     [ifA, ifB, ifC, ifNone] = [VA, VB, VC, VD].map(ifindexOf) as [number, number, number, number];
     ensurePinRoot(PIN);
-    objs = [loadObject(join(BPF_DIR, 'from_container.o'), { pinRoot: PIN }), loadObject(join(BPF_DIR, 'to_container.o'), { pinRoot: PIN })];
+    objs = [
+      loadObject(join(BPF_DIR, 'from_container.o'), { pinRoot: PIN }),
+      loadObject(join(BPF_DIR, 'to_container.o'), { pinRoot: PIN }),
+      loadObject(join(BPF_DIR, 'ct_gc.o'), { pinRoot: PIN }),
+    ];
     from = objs[0]!.program('from_container');
     to = objs[1]!.program('to_container');
+    gc = objs[2]!.program('ct_gc');
     maps = openBastionMaps(PIN);
     maps.config.set({ mode: MODE_ENFORCE, flags: CFG_F_TRACE_ALLOWED, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0 });
     for (const [e, ifi] of [[A, ifA], [B, ifB], [C, ifC]] as const) {
@@ -378,6 +389,176 @@ describe('datapath programs under BPF_PROG_TEST_RUN', () => {
       assert.equal(fromA(data).retval, TC_ACT_SHOT, 'the old conntrack entry names the old identity');
     } finally {
       maps.endpointsByIp.set(B.ip, info(B, ifB));
+    }
+  });
+  // ---------------------------------------------------------------- ICMP errors (issue 13)
+
+  /** An ICMP error from `src` to `dst` about a UDP packet inner.src:isport -> inner.dst:idport. */
+  const icmpError = (
+    o: { srcMac: string; dstMac: string; src: string; dst: string; type?: number; code?: number },
+    inner: { src: string; dst: string; sport: number; dport: number },
+  ) => {
+    const innerPkt = ipv4({ src: inner.src, dst: inner.dst, proto: P.udp }, udp({ sport: inner.sport, dport: inner.dport, payload: Buffer.alloc(400, 0x41) }, inner));
+    const rest = Buffer.alloc(4);
+    if ((o.code ?? 3) === 4) rest.writeUInt16BE(552, 2); // next-hop MTU
+    return ipv4Frame({ srcMac: o.srcMac, dstMac: o.dstMac }, ipv4({ src: o.src, dst: o.dst, proto: P.icmp }, icmp({ type: o.type ?? ICMP.destUnreachable, code: o.code ?? 3, rest, data: innerPkt })));
+  };
+
+  it('ICMP errors about a live connection pass only from its far end (or a router on its path), never from a third party', () => {
+    // A has a live UDP flow to B:5353.
+    assert.equal(fromA(udpFrame({ srcMac: A.mac, dstMac: B.mac, src: A.ip, dst: B.ip, sport: 5000, dport: 5353 })).retval, TC_ACT_REDIRECT);
+    const tuple = { src: A.ip, dst: B.ip, sport: 5000, dport: 5353 };
+    drain();
+    const u0 = count(REASON.icmpUnrelated);
+    // C, a third container, forges port-unreachable, time-exceeded and frag-needed about it, to A.
+    const fromC = (f: Buffer) => testRun(from, f, { ifindex: ifC });
+    for (const [type, code] of [[ICMP.destUnreachable, 3], [ICMP.timeExceeded, 0], [ICMP.destUnreachable, 4]] as const) {
+      assert.equal(fromC(icmpError({ srcMac: C.mac, dstMac: A.mac, src: C.ip, dst: A.ip, type, code }, tuple)).retval, TC_ACT_SHOT, `type ${type} code ${code} from C`);
+    }
+    // ... and towards the host and the world, where it has no rule either.
+    assert.equal(fromC(icmpError({ srcMac: C.mac, dstMac: GW_MAC, src: C.ip, dst: HOST }, tuple)).retval, TC_ACT_SHOT, 'to the host');
+    assert.equal(fromC(icmpError({ srcMac: C.mac, dstMac: GW_MAC, src: C.ip, dst: WORLD_IP }, tuple)).retval, TC_ACT_SHOT, 'to the world');
+    // A error that goes to the far end instead of the sender: B gets an "error" from A about A's own packet.
+    assert.equal(fromA(icmpError({ srcMac: A.mac, dstMac: B.mac, src: A.ip, dst: B.ip }, tuple)).retval, TC_ACT_SHOT, 'error sent to the wrong end');
+    assert.equal(count(REASON.icmpUnrelated), u0 + 6);
+    const evs = drain().filter((e) => e.reason === REASON.icmpUnrelated);
+    assert.equal(evs.length, 6, 'each one is a flow event with its own reason');
+    assert.ok(evs.every((e) => e.verdict === VERDICT.dropped));
+    // B, the far end, may say the port is closed: that one is related.
+    assert.equal(testRun(from, icmpError({ srcMac: B.mac, dstMac: A.mac, src: B.ip, dst: A.ip }, tuple), { ifindex: ifB }).retval, TC_ACT_REDIRECT);
+  });
+
+  it('path errors (frag-needed, time-exceeded) reach a container only through the gateway, and only for connections that leave the host', () => {
+    allow(A.id, ID_WORLD, DIR_EGRESS, P.udp, 53);
+    assert.equal(fromA(udpFrame({ srcMac: A.mac, dstMac: GW_MAC, src: A.ip, dst: WORLD_IP, sport: 5001, dport: 53 })).retval, TC_ACT_OK);
+    const worldTuple = { src: A.ip, dst: WORLD_IP, sport: 5001, dport: 53 };
+    const toA = (f: Buffer) => testRun(to, f, { ifindex: ifA });
+    // a router on the way (here the host, through the gateway) says the datagram was too big
+    assert.equal(toA(icmpError({ srcMac: GW_MAC, dstMac: A.mac, src: HOST, dst: A.ip, code: 4 }, worldTuple)).retval, TC_ACT_OK, 'frag-needed from the gateway');
+    assert.equal(toA(icmpError({ srcMac: GW_MAC, dstMac: A.mac, src: '10.99.7.7', dst: A.ip, type: ICMP.timeExceeded, code: 0 }, worldTuple)).retval, TC_ACT_OK, 'time-exceeded from a world router');
+    // the far end itself
+    assert.equal(toA(icmpError({ srcMac: GW_MAC, dstMac: A.mac, src: WORLD_IP, dst: A.ip }, worldTuple)).retval, TC_ACT_OK, 'port unreachable from the far end');
+    const u0 = count(REASON.icmpUnrelated);
+    // port unreachable is no router's business
+    assert.equal(toA(icmpError({ srcMac: GW_MAC, dstMac: A.mac, src: '10.99.7.7', dst: A.ip }, worldTuple)).retval, TC_ACT_SHOT, 'port unreachable from a router');
+    // an unmanaged neighbour on the bridge is not the gateway
+    assert.equal(toA(icmpError({ srcMac: '02:00:00:00:ee:ee', dstMac: A.mac, src: '10.99.7.7', dst: A.ip, code: 4 }, worldTuple)).retval, TC_ACT_SHOT, 'frag-needed from a bridge neighbour');
+    // a connection between two local containers has no router on its path
+    const localTuple = { src: A.ip, dst: B.ip, sport: 5000, dport: 5353 };
+    assert.equal(toA(icmpError({ srcMac: GW_MAC, dstMac: A.mac, src: HOST, dst: A.ip, code: 4 }, localTuple)).retval, TC_ACT_SHOT, 'frag-needed about a local connection');
+    // no live connection at all
+    assert.equal(toA(icmpError({ srcMac: GW_MAC, dstMac: A.mac, src: HOST, dst: A.ip, code: 4 }, { ...worldTuple, sport: 5999 })).retval, TC_ACT_SHOT, 'no such connection');
+    assert.equal(count(REASON.icmpUnrelated), u0 + 4);
+  });
+
+  // ---------------------------------------------------------------- fragments (issue 13)
+
+  it('fragments: a denied first fragment is remembered, so a later fragment cannot borrow an earlier allowed datagram with the same IP id', () => {
+    const datagram = (dport: number) => udp({ sport: 5000, dport, payload: Buffer.alloc(3000, 7) }, { src: A.ip, dst: B.ip });
+    const frames = (id: number, dport: number) =>
+      ipv4Fragments({ src: A.ip, dst: B.ip, proto: P.udp, id }, datagram(dport), 1400).map((p) => ipv4Frame({ srcMac: A.mac, dstMac: B.mac }, p));
+    const allowed = frames(4242, 5353);
+    for (const f of allowed) assert.equal(fromA(f).retval, TC_ACT_REDIRECT);
+    const key = { saddr: A.ip, daddr: B.ip, id: 4242, proto: P.udp, trace: TRACE_FROM_CONTAINER, ifindex: ifA };
+    assert.equal(maps.frags.get(key)?.verdict, FRAG_VERDICT_ALLOWED);
+    // the same IP id, to a denied port: its first fragment is dropped, and so are its later ones
+    const denied = frames(4242, 9999);
+    assert.equal(fromA(denied[0]!).retval, TC_ACT_SHOT);
+    assert.equal(maps.frags.get(key)?.verdict, FRAG_VERDICT_DROPPED, 'the denied first fragment overwrote the verdict');
+    const f0 = count(REASON.fragment);
+    assert.equal(fromA(denied[1]!).retval, TC_ACT_SHOT);
+    assert.equal(fromA(denied[2]!).retval, TC_ACT_SHOT);
+    assert.equal(count(REASON.fragment), f0 + 2);
+  });
+
+  it('fragments: entries expire; out-of-order later fragments are dropped every time; another hook never borrows an entry', () => {
+    const datagram = udp({ sport: 5000, dport: 5353, payload: Buffer.alloc(3000, 7) }, { src: A.ip, dst: B.ip });
+    const frames = ipv4Fragments({ src: A.ip, dst: B.ip, proto: P.udp, id: 777 }, datagram, 1400).map((p) => ipv4Frame({ srcMac: A.mac, dstMac: B.mac }, p));
+    // out of order, ten times over: the same verdict each time
+    for (let i = 0; i < 10; i++) assert.equal(fromA(frames[2]!).retval, TC_ACT_SHOT, `run ${i}: a later fragment before its first`);
+    assert.equal(fromA(frames[0]!).retval, TC_ACT_REDIRECT);
+    assert.equal(fromA(frames[2]!).retval, TC_ACT_REDIRECT);
+    assert.equal(fromA(frames[1]!).retval, TC_ACT_REDIRECT);
+    // the entry says how long it lives: about FRAG_LIFETIME_S
+    const key = { saddr: A.ip, daddr: B.ip, id: 777, proto: P.udp, trace: TRACE_FROM_CONTAINER, ifindex: ifA };
+    const v = maps.frags.get(key)!;
+    const nowNs = process.hrtime.bigint();
+    assert.ok(v.expires > nowNs && v.expires <= nowNs + 31n * 1_000_000_000n, `expires ${v.expires} vs now ${nowNs}`);
+    // an expired entry serves nobody
+    maps.frags.set(key, { ...v, expires: 1n });
+    assert.equal(fromA(frames[1]!).retval, TC_ACT_SHOT, 'expired entry');
+    maps.frags.set(key, v);
+    // the entry belongs to the hook that saw the first fragment: no other interface or direction finds it
+    assert.equal(maps.frags.get({ ...key, ifindex: ifB }), undefined);
+    assert.equal(maps.frags.get({ ...key, trace: 1 }), undefined);
+  });
+
+  // ---------------------------------------------------------------- conntrack limits (issue 13)
+
+  it('conntrack: an endpoint over its share gets ct-limit; the others keep their entries and open new ones; the collector gives charges back', () => {
+    const limit = 50;
+    maps.config.set({ mode: MODE_ENFORCE, flags: CFG_F_TRACE_ALLOWED, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0, ctPerEndpoint: limit });
+    try {
+      // B's one idle connection towards A (B may send to A on 7000)
+      allow(B.id, A.id, DIR_EGRESS, P.tcp, 7000);
+      allow(A.id, B.id, DIR_INGRESS, P.tcp, 7000);
+      const bSyn = tcpFrame({ srcMac: B.mac, dstMac: A.mac, src: B.ip, dst: A.ip, sport: 33000, dport: 7000, flags: 'S' });
+      assert.equal(testRun(from, bSyn, { ifindex: ifB }).retval, TC_ACT_REDIRECT);
+      const used0 = Number(maps.ctUse.get(A.id) ?? 0n);
+      const l0 = count(REASON.ctLimit);
+      // A floods new allowed connections to B:8080
+      let refused = 0;
+      for (let i = 0; i < limit + 30; i++) {
+        if (fromA(syn(A, B, 20000 + i, 8080)).retval === TC_ACT_SHOT) refused++;
+      }
+      assert.equal(Number(maps.ctUse.get(A.id)), limit, "A holds exactly its share");
+      assert.equal(refused, used0 + 30, 'every connection over the share is refused');
+      assert.equal(count(REASON.ctLimit), l0 + used0 + 30);
+      // B's idle connection is still there and still carries data; B may open more
+      const bData = tcpFrame({ srcMac: B.mac, dstMac: A.mac, src: B.ip, dst: A.ip, sport: 33000, dport: 7000, flags: 'A' });
+      assert.equal(testRun(from, bData, { ifindex: ifB }).retval, TC_ACT_REDIRECT, "B's idle connection survived A's flood");
+      const bSyn2 = tcpFrame({ srcMac: B.mac, dstMac: A.mac, src: B.ip, dst: A.ip, sport: 33001, dport: 7000, flags: 'S' });
+      assert.equal(testRun(from, bSyn2, { ifindex: ifB }).retval, TC_ACT_REDIRECT, 'B opens a new one');
+      // expire A's entries: the collector deletes them and A's count goes back down
+      for (const [k, e] of [...maps.ct.entries()]) if (e.ownerId === A.id) maps.ct.set(k, { ...e, expires: 1n });
+      const deleted = testRun(gc, Buffer.alloc(64)).retval;
+      assert.ok(deleted >= limit, `the collector deleted ${deleted}`);
+      assert.equal(Number(maps.ctUse.get(A.id)), 0);
+      assert.equal(fromA(syn(A, B, 29999, 8080)).retval, TC_ACT_REDIRECT, 'A may open connections again');
+    } finally {
+      maps.config.set({ mode: MODE_ENFORCE, flags: CFG_F_TRACE_ALLOWED, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0 });
+    }
+  });
+
+  // ---------------------------------------------------------------- event rate limit (issue 13)
+
+  it('events: a flood of drops is reported in full up to the budget, then counted; the next window says how many were held back', async () => {
+    const budget = 20;
+    maps.config.set({ mode: MODE_ENFORCE, flags: CFG_F_TRACE_ALLOWED, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0, eventsPerSec: budget });
+    try {
+      // a fresh window for (A, DROPPED, policy-denied): earlier tests spent some of the last one
+      await new Promise((r) => setTimeout(r, 1100));
+      drain();
+      const s0 = count(REASON.eventsSuppressed);
+      const d0 = count(REASON.policyDenied);
+      for (let i = 0; i < 500; i++) fromA(syn(A, B, 50000 + (i % 1000), 9191));
+      assert.equal(count(REASON.policyDenied), d0 + 500, 'every packet is counted');
+      const evs = drain().filter((e) => e.reason === REASON.policyDenied);
+      assert.ok(evs.length <= budget + 2, `${evs.length} events for 500 drops (budget ${budget}/s)`);
+      assert.ok(evs.length >= budget - 2, `${evs.length} events: the start of the burst is reported`);
+      assert.ok(count(REASON.eventsSuppressed) - s0 >= 500 - budget - 2);
+      // the next window: the first event carries the count of those held back
+      await new Promise((r) => setTimeout(r, 1100));
+      fromA(syn(A, B, 51000, 9191));
+      const next = drain().filter((e) => e.reason === REASON.policyDenied);
+      assert.equal(next.length, 1);
+      assert.ok(next[0]!.suppressed >= 500 - budget - 2, `suppressed=${next[0]!.suppressed}`);
+      // another reason of the same endpoint has its own budget
+      const ev2 = fromA(tcpFrame({ srcMac: A.mac, dstMac: B.mac, src: C.ip, dst: B.ip, sport: 1, dport: 1 }));
+      assert.equal(ev2.retval, TC_ACT_SHOT);
+      assert.ok(drain().some((e) => e.reason === REASON.spoofedIp));
+    } finally {
+      maps.config.set({ mode: MODE_ENFORCE, flags: CFG_F_TRACE_ALLOWED, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0 });
     }
   });
 });

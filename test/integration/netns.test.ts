@@ -6,9 +6,10 @@
 import { strict as assert } from 'node:assert';
 import { existsSync } from 'node:fs';
 import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { discoverInterface } from '../../src/agent/netns.js';
-import { listHostAddressDetails, listHostAddresses } from '../../src/agent/host-addresses.js';
+import { HostAddressWatcher, listHostAddressDetails, listHostAddresses, listHostLocalAddresses } from '../../src/agent/host-addresses.js';
 import { createTopology, freeSubnet24, run, uniquePrefix, type Topology } from '../helpers/netns.js';
 
 async function leftovers(prefix: string): Promise<string[]> {
@@ -198,6 +199,39 @@ describe('netns discovery', () => {
       assert.equal(now, d.gwMac, 'the bridge MAC did not change when a port with a lower MAC joined');
     } finally {
       await t.destroy();
+    }
+  });
+
+  it("the host's own addresses are the local table: interface addresses, every directed broadcast, 127/8 and 0.0.0.0, never a container's", async () => {
+    const all = await listHostLocalAddresses();
+    const bcast = `${topo.bridgeIp.split('.').slice(0, 3).join('.')}.255`;
+    for (const a of [topo.bridgeIp, bcast, '127.0.0.0/8', '127.0.0.1', '0.0.0.0']) assert.ok(all.includes(a), `${a} in ${all.join(', ')}`);
+    assert.ok(!all.includes(topo.container('web').ip), 'container addresses are not host addresses');
+  });
+
+  it('the watcher reports an address added to the host as it appears (rtnetlink), and its removal', async () => {
+    const seen: string[][] = [];
+    const w = new HostAddressWatcher((a) => void seen.push(a), { resyncMs: 60_000 });
+    await w.start();
+    const addr = `${topo.bridgeIp.split('.').slice(0, 3).join('.')}.250`;
+    try {
+      const t0 = Date.now();
+      execFileSync('ip', ['addr', 'add', `${addr}/32`, 'dev', topo.bridge]);
+      while (!seen.some((a) => a.includes(addr)) && Date.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 5));
+      const ms = Date.now() - t0;
+      assert.ok(seen.some((a) => a.includes(addr)), `${addr} not reported within 2 s`);
+      assert.ok(ms < 500, `${addr} reported after ${ms} ms`);
+      execFileSync('ip', ['addr', 'del', `${addr}/32`, 'dev', topo.bridge]);
+      const t1 = Date.now();
+      while (seen[seen.length - 1]!.includes(addr) && Date.now() - t1 < 2000) await new Promise((r) => setTimeout(r, 5));
+      assert.ok(!seen[seen.length - 1]!.includes(addr), 'removal reported');
+    } finally {
+      w.stop();
+      try {
+        execFileSync('ip', ['addr', 'del', `${addr}/32`, 'dev', topo.bridge], { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
     }
   });
 

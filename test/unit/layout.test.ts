@@ -10,7 +10,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { arch, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,7 +48,12 @@ const policyKey = fc.record({ prefixlen: fc.integer({ min: 0, max: 96 }), epId: 
 const policyVal = fc.record({ ruleId: u32, flags: u32 });
 const neighKey = fc.record({ epId: u32, peerId: u32 });
 const ctKey = fc.record({ saddr: ip, daddr: ip, sport: u16, dport: u16, proto: u8 });
-const ctEntry = fc.record({ expires: u64, srcId: u32, dstId: u32, ruleId: u32, flags: u32 });
+const ctEntry = fc.record({ expires: u64, srcId: u32, dstId: u32, ruleId: u32, flags: u32, ownerId: u32 });
+const fragKey = fc.record({ saddr: ip, daddr: ip, id: u16, proto: u8, trace: u8, ifindex: u32 });
+const fragVal = fc.record({ expires: u64, sport: u16, dport: u16, verdict: u32 });
+const eventRlKey = fc.record({ ifindex: u32, verdict: u8, reason: u8 });
+const eventRl = fc.record({ windowStart: u64, emitted: u32, suppressed: u32, srcId: u32, dstId: u32, saddr: ip, daddr: ip, sport: u16, dport: u16, proto: u8, trace: u8, ethertype: u16 });
+const s64 = fc.bigInt({ min: -(1n << 63n), max: (1n << 63n) - 1n });
 const flowEvent = fc.record({
   tsNs: u64,
   srcId: u32,
@@ -65,9 +70,10 @@ const flowEvent = fc.record({
   ruleId: u32,
   pktLen: u16,
   ethertype: u16,
+  suppressed: u32,
 });
 const epStats = fc.record({ txPackets: u64, txBytes: u64, rxPackets: u64, rxBytes: u64, drops: u64 });
-const config = fc.record({ mode: u32, flags: u32, ctTcpLifetimeS: u32, ctOtherLifetimeS: u32 });
+const config = fc.record({ mode: u32, flags: u32, ctTcpLifetimeS: u32, ctOtherLifetimeS: u32, ctPerEndpoint: u32, eventsPerSec: u32 });
 const state = fc.record({ nextIdentity: u64, generation: u64 });
 
 function encodeCounter(c: L.Counter): Buffer {
@@ -88,6 +94,11 @@ describe('codecs round-trip', () => {
   roundTrip('neigh_key', neighKey, L.NEIGH_KEY_SIZE, L.encodeNeighKey, L.decodeNeighKey);
   roundTrip('ct_key', ctKey, L.CT_KEY_SIZE, L.encodeCtKey, L.decodeCtKey);
   roundTrip('ct_entry', ctEntry, L.CT_ENTRY_SIZE, L.encodeCtEntry, L.decodeCtEntry);
+  roundTrip('frag_key', fragKey, L.FRAG_KEY_SIZE, L.encodeFragKey, L.decodeFragKey);
+  roundTrip('frag_val', fragVal, L.FRAG_VAL_SIZE, L.encodeFragVal, L.decodeFragVal);
+  roundTrip('event_rl_key', eventRlKey, L.EVENT_RL_KEY_SIZE, L.encodeEventRlKey, L.decodeEventRlKey);
+  roundTrip('event_rl', eventRl, L.EVENT_RL_SIZE, L.encodeEventRl, L.decodeEventRl);
+  roundTrip('ct_use', s64, L.CT_USE_SIZE, L.encodeCtUse, L.decodeCtUse);
   roundTrip('flow_event', flowEvent, L.FLOW_EVENT_SIZE, L.encodeFlowEvent, L.decodeFlowEvent);
   roundTrip('counter', fc.record({ packets: u64, bytes: u64 }), L.COUNTER_SIZE, encodeCounter, (b) => L.decodeCounter(b));
   roundTrip('ep_stats', epStats, L.EP_STATS_SIZE, L.encodeEpStats, (b) => L.decodeEpStats(b));
@@ -128,12 +139,12 @@ type Kind = 'le' | 'be' | 'bytes';
 interface FieldSpec {
   field: string;
   kind: Kind;
-  set: (v: bigint) => object;
+  set: (v: bigint) => object | bigint;
 }
 interface StructSpec {
   struct: string;
   size: number;
-  zero: object;
+  zero: object | bigint;
   encode: (v: never) => Buffer;
   fields: FieldSpec[];
 }
@@ -143,6 +154,7 @@ const ipOf = (v: bigint): string => L.bytesToIpv4(Buffer.from(v.toString(16).pad
 const macOf = (v: bigint): string => L.bytesToMac(Buffer.from(v.toString(16).padStart(12, '0'), 'hex'));
 const n = (v: bigint): number => Number(v);
 
+// ct_use is a one-field struct: its "value" is the bigint itself.
 const structs: StructSpec[] = [
   {
     struct: 'endpoint_info',
@@ -230,7 +242,7 @@ const structs: StructSpec[] = [
   {
     struct: 'ct_entry',
     size: L.CT_ENTRY_SIZE,
-    zero: { expires: 0n, srcId: 0, dstId: 0, ruleId: 0, flags: 0 },
+    zero: { expires: 0n, srcId: 0, dstId: 0, ruleId: 0, flags: 0, ownerId: 0 },
     encode: L.encodeCtEntry as (v: never) => Buffer,
     fields: [
       { field: 'expires', kind: 'le', set: (v) => ({ expires: v }) },
@@ -238,6 +250,71 @@ const structs: StructSpec[] = [
       { field: 'dst_id', kind: 'le', set: (v) => ({ dstId: n(v) }) },
       { field: 'rule_id', kind: 'le', set: (v) => ({ ruleId: n(v) }) },
       { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
+      { field: 'owner_id', kind: 'le', set: (v) => ({ ownerId: n(v) }) },
+    ],
+  },
+  {
+    struct: 'ct_use',
+    size: L.CT_USE_SIZE,
+    zero: 0n as never,
+    encode: ((v: bigint) => L.encodeCtUse(v)) as (v: never) => Buffer,
+    fields: [{ field: 'entries', kind: 'le', set: (v) => v as never }],
+  },
+  {
+    struct: 'event_rl_key',
+    size: L.EVENT_RL_KEY_SIZE,
+    zero: { ifindex: 0, verdict: 0, reason: 0 },
+    encode: L.encodeEventRlKey as (v: never) => Buffer,
+    fields: [
+      { field: 'ifindex', kind: 'le', set: (v) => ({ ifindex: n(v) }) },
+      { field: 'verdict', kind: 'le', set: (v) => ({ verdict: n(v) }) },
+      { field: 'reason', kind: 'le', set: (v) => ({ reason: n(v) }) },
+    ],
+  },
+  {
+    struct: 'event_rl',
+    size: L.EVENT_RL_SIZE,
+    zero: { windowStart: 0n, emitted: 0, suppressed: 0, srcId: 0, dstId: 0, saddr: '0.0.0.0', daddr: '0.0.0.0', sport: 0, dport: 0, proto: 0, trace: 0, ethertype: 0 },
+    encode: L.encodeEventRl as (v: never) => Buffer,
+    fields: [
+      { field: 'window_start', kind: 'le', set: (v) => ({ windowStart: v }) },
+      { field: 'emitted', kind: 'le', set: (v) => ({ emitted: n(v) }) },
+      { field: 'suppressed', kind: 'le', set: (v) => ({ suppressed: n(v) }) },
+      { field: 'src_id', kind: 'le', set: (v) => ({ srcId: n(v) }) },
+      { field: 'dst_id', kind: 'le', set: (v) => ({ dstId: n(v) }) },
+      { field: 'saddr', kind: 'be', set: (v) => ({ saddr: ipOf(v) }) },
+      { field: 'daddr', kind: 'be', set: (v) => ({ daddr: ipOf(v) }) },
+      { field: 'sport', kind: 'be', set: (v) => ({ sport: n(v) }) },
+      { field: 'dport', kind: 'be', set: (v) => ({ dport: n(v) }) },
+      { field: 'proto', kind: 'le', set: (v) => ({ proto: n(v) }) },
+      { field: 'trace', kind: 'le', set: (v) => ({ trace: n(v) }) },
+      { field: 'ethertype', kind: 'be', set: (v) => ({ ethertype: n(v) }) },
+    ],
+  },
+  {
+    struct: 'frag_key',
+    size: L.FRAG_KEY_SIZE,
+    zero: { saddr: '0.0.0.0', daddr: '0.0.0.0', id: 0, proto: 0, trace: 0, ifindex: 0 },
+    encode: L.encodeFragKey as (v: never) => Buffer,
+    fields: [
+      { field: 'saddr', kind: 'be', set: (v) => ({ saddr: ipOf(v) }) },
+      { field: 'daddr', kind: 'be', set: (v) => ({ daddr: ipOf(v) }) },
+      { field: 'id', kind: 'be', set: (v) => ({ id: n(v) }) },
+      { field: 'proto', kind: 'le', set: (v) => ({ proto: n(v) }) },
+      { field: 'trace', kind: 'le', set: (v) => ({ trace: n(v) }) },
+      { field: 'ifindex', kind: 'le', set: (v) => ({ ifindex: n(v) }) },
+    ],
+  },
+  {
+    struct: 'frag_val',
+    size: L.FRAG_VAL_SIZE,
+    zero: { expires: 0n, sport: 0, dport: 0, verdict: 0 },
+    encode: L.encodeFragVal as (v: never) => Buffer,
+    fields: [
+      { field: 'expires', kind: 'le', set: (v) => ({ expires: v }) },
+      { field: 'sport', kind: 'be', set: (v) => ({ sport: n(v) }) },
+      { field: 'dport', kind: 'be', set: (v) => ({ dport: n(v) }) },
+      { field: 'verdict', kind: 'le', set: (v) => ({ verdict: n(v) }) },
     ],
   },
   {
@@ -245,7 +322,7 @@ const structs: StructSpec[] = [
     size: L.FLOW_EVENT_SIZE,
     zero: {
       tsNs: 0n, srcId: 0, dstId: 0, saddr: '0.0.0.0', daddr: '0.0.0.0', sport: 0, dport: 0,
-      proto: 0, verdict: 0, reason: 0, trace: 0, ifindex: 0, ruleId: 0, pktLen: 0, ethertype: 0,
+      proto: 0, verdict: 0, reason: 0, trace: 0, ifindex: 0, ruleId: 0, pktLen: 0, ethertype: 0, suppressed: 0,
     },
     encode: L.encodeFlowEvent as (v: never) => Buffer,
     fields: [
@@ -264,6 +341,7 @@ const structs: StructSpec[] = [
       { field: 'rule_id', kind: 'le', set: (v) => ({ ruleId: n(v) }) },
       { field: 'pkt_len', kind: 'le', set: (v) => ({ pktLen: n(v) }) },
       { field: 'ethertype', kind: 'be', set: (v) => ({ ethertype: n(v) }) },
+      { field: 'suppressed', kind: 'le', set: (v) => ({ suppressed: n(v) }) },
     ],
   },
   {
@@ -292,13 +370,15 @@ const structs: StructSpec[] = [
   {
     struct: 'bastion_config',
     size: L.CONFIG_SIZE,
-    zero: { mode: 0, flags: 0, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0 },
+    zero: { mode: 0, flags: 0, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0, ctPerEndpoint: 0, eventsPerSec: 0 },
     encode: L.encodeConfig as (v: never) => Buffer,
     fields: [
       { field: 'mode', kind: 'le', set: (v) => ({ mode: n(v) }) },
       { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
       { field: 'ct_tcp_lifetime_s', kind: 'le', set: (v) => ({ ctTcpLifetimeS: n(v) }) },
       { field: 'ct_other_lifetime_s', kind: 'le', set: (v) => ({ ctOtherLifetimeS: n(v) }) },
+      { field: 'ct_per_endpoint', kind: 'le', set: (v) => ({ ctPerEndpoint: n(v) }) },
+      { field: 'events_per_sec', kind: 'le', set: (v) => ({ eventsPerSec: n(v) }) },
     ],
   },
   {
@@ -348,14 +428,15 @@ describe('layout.ts matches the C structs of maps.h', { skip: clang && existsSyn
   for (const s of structs) {
     it(`struct ${s.struct}: size and every field's offset, width and byte order`, () => {
       assert.equal(c[s.struct], s.size, `sizeof(struct ${s.struct})`);
-      assert.equal(s.encode({ ...s.zero } as never).length, s.size);
-      assert.ok(s.encode({ ...s.zero } as never).every((x) => x === 0), 'the zero value encodes to zeros');
+      const zero = typeof s.zero === 'object' ? { ...s.zero } : s.zero;
+      assert.equal(s.encode(zero as never).length, s.size);
+      assert.ok(s.encode(zero as never).every((x) => x === 0), 'the zero value encodes to zeros');
       for (const f of s.fields) {
         const [off, width] = c[`${s.struct}.${f.field}`] as [number, number];
         // A distinctive value as wide as the field: 0x0102..., so byte order shows.
         let v = 0n;
         for (let i = 1; i <= width; i++) v = (v << 8n) | BigInt(i);
-        const b = s.encode({ ...s.zero, ...f.set(v) } as never);
+        const b = s.encode((typeof s.zero === 'object' ? { ...s.zero, ...(f.set(v) as object) } : f.set(v)) as never);
         const expected = Buffer.alloc(s.size);
         const bytes = Array.from({ length: width }, (_, i) => i + 1); // big-endian order
         (f.kind === 'le' ? bytes.reverse() : bytes).forEach((x, i) => (expected[off + i] = x));
@@ -368,8 +449,85 @@ describe('layout.ts matches the C structs of maps.h', { skip: clang && existsSyn
     for (const s of structs) {
       const covered = s.fields.reduce((acc, f) => acc + (c[`${s.struct}.${f.field}`] as [number, number])[1], 0);
       // What is left is explicit padding (ct_key.pad, flow_event.pad).
-      const padding: Record<string, number> = { ct_key: 3, flow_event: 4 };
+      const padding: Record<string, number> = { ct_key: 3, ct_entry: 4, event_rl_key: 2 };
       assert.equal(covered + (padding[s.struct] ?? 0), s.size, `struct ${s.struct} has bytes no codec field covers`);
     }
+  });
+});
+
+// ------------------------------------------------------------------------
+// The constants: layout.ts is the one table on the TypeScript side; every
+// value must be what the compiled headers say, and every reason, verdict and
+// flag the headers define must be in the table.
+
+/** C name -> the value layout.ts gives it */
+function tsConstants(): Record<string, number> {
+  const out: Record<string, number> = {};
+  const plain = [
+    'ID_ANY', 'ID_HOST', 'ID_WORLD', 'ID_FIRST_DYNAMIC', 'EP_F_AUDIT', 'IPC_F_HOST', 'DIR_EGRESS', 'DIR_INGRESS', 'PROTO_ANY',
+    'POLICY_PREFIX_ANY_PROTO', 'POLICY_PREFIX_ANY_PORT', 'POLICY_PREFIX_FULL', 'IPCACHE_PREFIX_HOST',
+    'CT_F_AUDIT', 'CT_F_SEEN_REPLY', 'CT_F_CLOSING', 'CT_F_KEY_SWAPPED', 'MODE_ENFORCE', 'MODE_AUDIT', 'CFG_F_TRACE_ALLOWED',
+    'FRAG_VERDICT_DROPPED', 'FRAG_VERDICT_ALLOWED', 'FRAG_LIFETIME_S', 'BASTION_MAX_CT', 'CT_DEFAULT_PER_ENDPOINT',
+    'EVENTS_DEFAULT_PER_SEC', 'TRACE_FROM_CONTAINER', 'TRACE_TO_CONTAINER',
+  ] as const;
+  const lib = L as unknown as Record<string, number>;
+  for (const k of plain) out[k] = lib[k]!;
+  out.BASTION_NR_COUNTERS = L.NR_COUNTERS;
+  for (const [k, v] of Object.entries(L.VERDICT)) out[`VERDICT_${L.upperSnake(k)}`] = v;
+  for (const [k, v] of Object.entries(L.REASON)) out[`REASON_${L.upperSnake(k)}`] = v;
+  for (const [k, v] of Object.entries(L.IPPROTO)) out[`IPPROTO_${k.toUpperCase()}`] = v;
+  return out;
+}
+
+/** The same names, valued by the C compiler. */
+function cConstants(names: string[]): Record<string, number> {
+  const src = `#include <stdio.h>
+#include <linux/in.h>
+#include "maps.h"
+#define C(x) printf("\\"%s\\":%lld,", #x, (long long)(x))
+int main(void) { printf("{"); ${names.map((n) => `C(${n});`).join(' ')} printf("\\"\\":0}"); return 0; }
+`;
+  const dir = mkdtempSync(join(tmpdir(), 'bastion-consts-'));
+  try {
+    writeFileSync(join(dir, 'consts.c'), src);
+    const archInc = `/usr/include/${arch() === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`;
+    execFileSync(clang!, ['-Wall', '-I', dirname(mapsH), '-I', archInc, '-o', join(dir, 'consts'), join(dir, 'consts.c')], { stdio: 'pipe' });
+    return JSON.parse(execFileSync(join(dir, 'consts'), { encoding: 'utf8' })) as Record<string, number>;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('layout.ts constants match the C headers', { skip: clang && existsSync(mapsH) ? false : 'clang or bpf/lib/maps.h missing' }, () => {
+  const ts = tsConstants();
+
+  it('every constant of the table has the value the compiled headers give it', () => {
+    const c = cConstants(Object.keys(ts));
+    for (const [name, v] of Object.entries(ts)) assert.equal(c[name], v, `${name}: C says ${c[name]}, layout.ts ${v}`);
+  });
+
+  it('the headers define no reason, verdict, flag, mode, direction or identity the table lacks', () => {
+    const text = readdirSync(dirname(mapsH))
+      .filter((f) => f.endsWith('.h'))
+      .map((f) => readFileSync(join(dirname(mapsH), f), 'utf8'))
+      .join('\n');
+    const defined = [...text.matchAll(/^#define\s+((?:REASON|VERDICT|CT_F|EP_F|IPC_F|CFG_F|MODE|DIR|ID|TRACE|FRAG_VERDICT|POLICY_PREFIX)_\w+)\s/gm)].map((m) => m[1]!);
+    assert.ok(defined.length > 40, `found only ${defined.length} constants in the headers`);
+    const missing = defined.filter((d) => !(d in ts));
+    assert.deepEqual(missing, [], `defined in bpf/lib but not in layout.ts: ${missing.join(', ')}`);
+  });
+
+  it('reason names are the keys in kebab case, and unique', () => {
+    assert.equal(L.REASON_NAMES[L.REASON.unsupportedL3], 'unsupported-l3');
+    assert.equal(L.REASON_NAMES[L.REASON.icmpUnrelated], 'icmp-unrelated');
+    assert.equal(new Set(Object.values(L.REASON_NAMES)).size, Object.keys(L.REASON).length);
+    assert.equal(new Set(Object.values(L.REASON)).size, Object.keys(L.REASON).length, 'two reasons share a number');
+  });
+
+  it('prefix lengths follow from the key sizes', () => {
+    assert.equal(L.POLICY_PREFIX_FULL, 96);
+    assert.equal(L.POLICY_PREFIX_ANY_PORT, 80);
+    assert.equal(L.POLICY_PREFIX_ANY_PROTO, 72);
+    assert.equal(L.IPCACHE_PREFIX_HOST, 32);
   });
 });

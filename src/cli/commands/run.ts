@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { Daemon } from '../../daemon/daemon.js';
 import { ConfigRejected } from '../../daemon/config-reloader.js';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { BASTION_MAX_CT, CT_DEFAULT_PER_ENDPOINT, DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
 
@@ -9,6 +9,16 @@ interface RunOptions extends PlatformOptions {
   config?: string;
   pinPath: string;
   logLevel: string;
+  eventsPerSecond?: string;
+  conntrackPerContainer?: string;
+}
+
+/** A positive whole number option, or a usage error naming it. */
+function positiveInt(name: string, v: string | undefined, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new CliError(`${name}: a whole number from 1 to ${max}, got "${v}"`, EXIT.usage);
+  return n;
 }
 
 export function registerRun(program: Command): void {
@@ -21,6 +31,8 @@ export function registerRun(program: Command): void {
     .option('--compose <file>', 'derive policy from a Compose file (depends_on, links, expose, ports)')
     .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .option('--events-per-second <n>', 'flow events reported per second for each container and reason; the rest are counted (default 100)')
+    .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`)
     .addHelpText(
       'after',
       `
@@ -34,6 +46,10 @@ Examples:
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      const limits = {
+        eventsPerSec: positiveInt('--events-per-second', opts.eventsPerSecond, 0xffffffff),
+        ctPerEndpoint: positiveInt('--conntrack-per-container', opts.conntrackPerContainer, BASTION_MAX_CT),
+      };
       const platform = await platformFromOptions(opts);
       const daemon = new Daemon({
         configPath: opts.config,
@@ -41,6 +57,7 @@ Examples:
         logLevel: opts.logLevel,
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
+        limits,
       });
       try {
         await daemon.start();

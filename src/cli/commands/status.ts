@@ -44,7 +44,7 @@ function renderStatus(s: StatusReport): string {
   out.push('');
   out.push(
     formatTable(
-      ['CONTAINER', 'IDENTITY', 'IP', 'HOST-IF', 'MODE', 'STACK', 'TX', 'RX', 'DROPS', ...(s.audit ? ['FINDINGS'] : [])],
+      ['CONTAINER', 'IDENTITY', 'IP', 'HOST-IF', 'MODE', 'STACK', 'TX', 'RX', 'DROPS', 'CONNS', ...(s.audit ? ['FINDINGS'] : [])],
       s.endpoints.map((e) => [
         e.name,
         String(e.identity),
@@ -55,6 +55,7 @@ function renderStatus(s: StatusReport): string {
         human(e.counters.txBytes),
         human(e.counters.rxBytes),
         String(e.counters.drops),
+        e.conntrack === undefined ? '-' : String(e.conntrack),
         ...(s.audit ? [findingsCell(e.findings ?? [])] : []),
       ]),
     ).trimEnd(),
@@ -78,6 +79,15 @@ function renderStatus(s: StatusReport): string {
     ).trimEnd(),
   );
   out.push('', `Map entries: ${Object.entries(s.entries).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  if (s.conntrack) {
+    const ct = s.conntrack;
+    out.push(`Conntrack: ${ct.entries}/${ct.capacity} entries (${((100 * ct.entries) / ct.capacity).toFixed(1)} %), at most ${ct.perEndpointLimit} per container`);
+  }
+  if (s.events) {
+    const ev = s.events;
+    const lost = ev.lost ? c.red(`${ev.lost} lost (the daemon fell behind)`) : '0 lost';
+    out.push(`Flow events: ${ev.suppressed} held back by the rate limit${ev.perSecondLimit ? ` (${ev.perSecondLimit}/s per container and reason)` : ''}, ${lost}`);
+  }
   return out.join('\n') + '\n';
 }
 
