@@ -40,6 +40,7 @@ function status(endpoints: EndpointStatus[]): StatusReport {
     rules: [],
     entries: {},
     counters: {},
+    events: { suppressed: 0, lost: 0 },
   };
 }
 

@@ -281,6 +281,12 @@ export function Overview({ status, graph, traffic, onSelect }: OverviewProps) {
         <dt>flows</dt>
         <dd>
           {count(status.daemon.flowsSeen)} seen by the daemon · {count(traffic.flows)} on this map
+          {status.events && (status.events.suppressed > 0 || status.events.lost > 0) && (
+            <div class="warn small">
+              flow events not recorded: {count(status.events.suppressed)} held back by the rate limit
+              {status.events.perSecondLimit ? ` (${status.events.perSecondLimit}/s)` : ''}, {count(status.events.lost)} lost (ring buffer full): the map shows fewer
+            </div>
+          )}
         </dd>
         {a && (
           <>
