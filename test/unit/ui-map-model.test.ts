@@ -61,19 +61,26 @@ const graph: GraphReport = {
   truncated: false,
 };
 
+/** A flow record (with the fields of the record before and after the learning work: the map reads neither). */
 function flow(src: string | undefined, dst: string | undefined, verdict: string, port?: number, o: Partial<FlowRecord> = {}): FlowRecord {
   return {
     time: '2024-01-01T00:00:00.000Z',
     verdict,
     reason: verdict === 'DROPPED' ? 'policy-denied' : 'new',
     trace: 'from-container',
+    direction: 'egress',
     protocol: 'tcp',
-    src: { identity: 1, ip: src ? '10.0.0.9' : '0.0.0.0', ...(src ? { name: src } : {}) },
-    dst: { identity: 2, ip: '10.0.0.4', ...(dst ? { name: dst } : {}), ...(port !== undefined ? { port } : {}) },
+    src: { identity: 1, labels: {}, ip: src ? '10.0.0.9' : '0.0.0.0', ...(src ? { name: src } : {}) },
+    dst: { identity: 2, labels: {}, ip: '10.0.0.4', ...(dst ? { name: dst } : {}), ...(port !== undefined ? { port } : {}) },
+    policies: {},
+    interface: 'if1',
+    isReply: false,
     bytes: 60,
     ...o,
-  };
+  } as unknown as FlowRecord;
 }
+
+const end = (e: { identity: number; ip: string; name?: string; port?: number }): FlowRecord['dst'] => ({ labels: {}, ...e }) as unknown as FlowRecord['dst'];
 
 describe('console map model', () => {
   const eps = [ep('web'), ep('api'), ep('db'), ep('attacker', { bridge: 'br1' }), ep('legacy', { mode: 'audit', stack: { ok: false } })];
@@ -121,6 +128,15 @@ describe('console map model', () => {
     assert.ok(!nodes.get('e:web')!.classes.includes('attacked'));
   });
 
+  it('an aggregated record counts for every flow it stands for (count, and what the rate limit held back)', () => {
+    const t = new TrafficAggregate(new Set(eps.map((e) => e.name)));
+    t.add(flow('web', 'api', 'ALLOWED', 8080, { count: 40 } as Partial<FlowRecord>));
+    t.add(flow('attacker', 'db', 'DROPPED', 5432, { suppressed: 99 } as Partial<FlowRecord>));
+    assert.equal(t.edges.get('ok:e:web>e:api')!.count, 40);
+    assert.equal(t.edges.get('drop:e:attacker>e:db')!.count, 100);
+    assert.equal(t.nodes.get('e:db')!.dropsIn, 100);
+  });
+
   it('frames with no IPv4 sender are counted on their receiver, not drawn as an attack', () => {
     const t = new TrafficAggregate(new Set(eps.map((e) => e.name)));
     const c = t.add(flow(undefined, 'db', 'DROPPED', undefined, { protocol: 'ethertype-0x86dd', reason: 'ipv6' }));
@@ -134,7 +150,7 @@ describe('console map model', () => {
   it('a traffic end the status does not list still gets a node (a removed container, an unknown address)', () => {
     const t = new TrafficAggregate(new Set(eps.map((e) => e.name)));
     t.add(flow('gone', 'db', 'DROPPED', 5432));
-    t.add({ ...flow('attacker', undefined, 'DROPPED', 80), dst: { identity: 2, ip: '10.9.9.9', port: 80 } });
+    t.add({ ...flow('attacker', undefined, 'DROPPED', 80), dst: end({ identity: 2, ip: '10.9.9.9', port: 80 }) });
     const m = buildMap({ status: status(eps), graph, traffic: t });
     const nodes = new Map(m.nodes.map((n) => [n.id, n]));
     assert.deepEqual(nodes.get('e:gone')!.classes, ['endpoint', 'unknown', 'attacker']);
@@ -179,7 +195,7 @@ describe('console map model', () => {
   it('networks, peers and search', () => {
     assert.equal(networkOf(ep('x', { labels: { 'bastion.io/network': 'shop' } })), 'shop');
     assert.equal(networkOf(ep('x', { bridge: undefined, ipv4: '10.1.2.3' })), '10.1.2.0/24');
-    assert.equal(peerNodeId({ identity: 1, ip: '1.2.3.4', name: 'host' }, new Set(), new Map()), 'x:host');
+    assert.equal(peerNodeId(end({ identity: 1, ip: '1.2.3.4', name: 'host' }), new Set(), new Map()), 'x:host');
     const found = searchEndpoints([ep('web-1'), ep('web'), ep('db', { labels: { tier: 'web' } })], 'web');
     assert.deepEqual(found.map((e) => e.name), ['web', 'web-1', 'db']);
     assert.deepEqual(searchEndpoints([ep('db', { ipv4: '10.9.8.7' })], '10.9.8').map((e) => e.name), ['db']);

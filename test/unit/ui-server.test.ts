@@ -110,18 +110,23 @@ describe('console guard (pure)', () => {
   });
 });
 
+/** A flow record (with the fields of the record before and after the learning work: the proxy reads neither). */
 function flow(i: number): FlowRecord {
   return {
     time: new Date(1_700_000_000_000 + i).toISOString(),
     verdict: 'DROPPED',
     reason: 'policy-denied',
     trace: 'from-container',
+    direction: 'egress',
     protocol: 'tcp',
-    src: { identity: 300, name: 'attacker', ip: '10.0.0.9', port: 40000 + i },
-    dst: { identity: 301, name: 'db', ip: '10.0.0.4', port: 5432 },
+    src: { identity: 300, name: 'attacker', labels: {}, ip: '10.0.0.9', port: 40000 + i },
+    dst: { identity: 301, name: 'db', labels: {}, ip: '10.0.0.4', port: 5432 },
+    policies: {},
+    interface: 'if1',
+    isReply: false,
     endpoint: 'attacker',
     bytes: 60,
-  };
+  } as unknown as FlowRecord;
 }
 
 interface Answer {

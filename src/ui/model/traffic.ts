@@ -108,7 +108,9 @@ export class TrafficAggregate {
     const kind = trafficKind(r.verdict);
     if (!kind) return undefined;
     this.flows++;
-    const n = (r as { count?: number }).count ?? 1;
+    // an aggregated record stands for `count` flows; one after a burst the rate limit held back, for `suppressed` more
+    const agg = r as { count?: number; suppressed?: number };
+    const n = (agg.count ?? 1) + (agg.suppressed ?? 0);
     const to = peerNodeId(r.dst, this.endpointNames, this.cidrIds);
     if (!attributable(r.src)) {
       if (kind !== 'dropped') return undefined;

@@ -148,7 +148,7 @@ export function FlowTable({ preset, onPeer }: FlowTableProps) {
               <th>proto</th>
               <th>verdict</th>
               <th>reason</th>
-              <th>rule</th>
+              <th>policy</th>
               <th>seen by</th>
             </tr>
           </thead>

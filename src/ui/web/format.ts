@@ -9,7 +9,7 @@ export function peerText(p: FlowPeer): string {
 export function flowRules(r: FlowRecord): string {
   const p = (r as { policies?: { egress?: string; ingress?: string } }).policies;
   if (p && (p.egress || p.ingress)) return [p.egress, p.ingress].filter(Boolean).join(' / ');
-  return r.rule ?? '';
+  return (r as { rule?: string }).rule ?? '';
 }
 
 export function timeText(iso: string): string {
