@@ -103,7 +103,10 @@ describe(`console at ${NETWORKS * PER_NETWORK} containers (real daemon, real nam
     await page.goto(ui.openUrl);
     await page.waitForSelector('#map[data-ready="1"]', { timeout: 120_000 });
     figures.firstRenderWallMs = Date.now() - t0;
-    figures.firstRenderMs = Math.round(await page.evaluate(() => (window as any).__bastion.timings.firstRenderMs));
+    const t = await page.evaluate(() => ({ ...(window as any).__bastion.timings, layoutMs: (window as any).__bastion.view.stats.layoutMs }));
+    figures.firstRenderMs = Math.round(t.firstRenderMs);
+    figures.firstDataMs = Math.round(t.firstDataMs);
+    figures.layoutMs = Math.round(t.layoutMs);
     const counts = await page.evaluate(() => {
       const cy = (window as any).__bastion.view.cy;
       return { endpoints: cy.nodes('.endpoint').length, networks: cy.nodes('.network').length, policy: cy.edges('.policy').length, drops: cy.edges('.dropped').length };

@@ -75,6 +75,7 @@ const STYLE: StylesheetJson = [
       padding: '18px',
     },
   },
+  { selector: 'node.network.near, node.host-group.near', style: { 'font-size': 13 } },
   { selector: 'node.host-group', style: { 'background-color': '#0d1117', 'border-color': '#6e7681', 'border-style': 'dashed' } },
   { selector: 'node.picked', style: { 'outline-color': '#a371f7', 'outline-width': 4, 'outline-offset': 3, 'outline-opacity': 1 } },
   { selector: 'node:selected', style: { 'border-color': '#ffffff', 'border-width': 3 } },
@@ -369,6 +370,7 @@ export class MapView {
     return this.neighbourhood(name).map((e) => {
       const j = e.json() as ElementDefinition;
       const classes = (typeof j.classes === 'string' ? j.classes.split(' ') : (j.classes ?? [])).filter((c) => c && c !== 'light' && c !== 'match');
+      if (e.isNode() && e.isParent()) classes.push('near'); // a group seen from near: its name at the normal size
       return { group: j.group, data: j.data, classes: e.id() === `e:${name}` ? [...classes, 'focus'] : classes };
     });
   }
