@@ -20,7 +20,7 @@ import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Page } from 'playwright-core';
-import { CoreLab } from '../helpers/bastion-daemon.js';
+import { CoreLab, bastion } from '../helpers/bastion-daemon.js';
 import { connectAll, expectAllConnect, expectNoneConnect, sleep, startTcpEcho, tcpConnect, tcpConnectQuick, waitFor } from '../helpers/probes.js';
 import { launchBrowser, screenshot, startConsoleProcess, type Browser, type ConsoleProcess } from '../helpers/browser.js';
 import { apiCall } from '../../src/api/client.js';
@@ -93,6 +93,19 @@ describe('console: bastion ui in a real browser, against a real daemon', { timeo
     await browser?.close();
     await ui?.stop();
     await lab?.cleanup();
+  });
+
+  it('bastion ui: --help, a wildcard address is a usage error (2), no daemon is exit 4', async () => {
+    const help = await bastion(['ui', '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /--listen <host:port>/);
+    assert.match(help.stdout, /-L 9474:127\.0\.0\.1:9474/);
+    const wild = await bastion(['ui', '--listen', '0.0.0.0:9474', '--pin-path', lab.pinPath]);
+    assert.equal(wild.code, 2, wild.stderr);
+    assert.match(wild.stderr, /wildcard/);
+    const none = await bastion(['ui', '--listen', '127.0.0.1:0', '--pin-path', `${lab.pinPath}-none`]);
+    assert.equal(none.code, 4, none.stderr);
+    assert.match(none.stderr, /no daemon is listening/);
   });
 
   it('without the token the console answers nothing (401), with the printed URL it opens', async () => {

@@ -12,6 +12,8 @@ import assert from 'node:assert/strict';
 import type { Page } from 'playwright-core';
 import { ScaleLab, type ScaleContainer } from '../helpers/scale-lab.js';
 import type { PolicyEntry } from '../helpers/bastion-daemon.js';
+import { apiCall } from '../../src/api/client.js';
+import { socketPathFor } from '../../src/api/paths.js';
 import { launchBrowser, screenshot, startConsoleProcess, type Browser, type ConsoleProcess } from '../helpers/browser.js';
 
 /* eslint-disable @typescript-eslint/no-explicit-any -- the page's handle is read inside the browser */
@@ -80,6 +82,13 @@ describe(`console at ${NETWORKS * PER_NETWORK} containers (real daemon, real nam
     const t1 = Date.now();
     await lab.startDaemon(dependencies(lab.containers));
     figures.daemonReadyS = (Date.now() - t1) / 1000;
+    // the dependency graph the map draws, as the daemon computes it (first request, then cached)
+    for (const k of ['graphFirstMs', 'graphCachedMs']) {
+      const t = Date.now();
+      const g = await apiCall<{ edges: unknown[] }>(socketPathFor(lab.pinPath), 'GET', '/v1/graph', undefined, 60_000);
+      figures[k] = Date.now() - t;
+      assert.equal(g.status, 200);
+    }
     ui = await startConsoleProcess(lab.pinPath);
     browser = await launchBrowser();
     page = browser.page;

@@ -38,7 +38,7 @@ The console talks to the daemon through its API socket (as the CLI does) and
 refuses every request without the token it prints, and every request from
 another web page. On a remote host, forward the port over SSH:
 
-  ssh -L ${DEFAULT_UI_PORT}:127.0.0.1:${DEFAULT_UI_PORT} HOST sudo bastion ui
+  ssh -t -L ${DEFAULT_UI_PORT}:127.0.0.1:${DEFAULT_UI_PORT} HOST sudo bastion ui
   # then open the printed URL on your machine
 
 Stop it with Ctrl-C. See docs/console.md.`,
