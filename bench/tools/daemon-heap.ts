@@ -9,6 +9,13 @@
  *   node --expose-gc dist/bench/tools/daemon-heap.js [N=5000] [updates=50]
  *
  * The benchmark suite measures the real daemon; this is for finding out why.
+ *
+ * RELEASE=inspector|gc|none (default inspector) ends the run with what the
+ * daemon does after start-up to give memory back (src/daemon/memory.ts:
+ * V8's low-memory collection through the inspector, then malloc_trim, again
+ * two seconds later), a plain full collection and malloc_trim instead, or
+ * nothing, and prints the resident size then: what each is worth (with
+ * STAGE_GC=0, so that no collection of this tool's own runs before).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,15 +30,22 @@ import { Manager } from '../../src/manager/manager.js';
 import type { DatapathPort, Discovered, NodePort } from '../../src/manager/ports.js';
 import { RuntimePolicies, parsePoliciesDocument } from '../../src/daemon/runtime-policies.js';
 import { percentile } from '../lib/stats.js';
+import { releaseMemory } from '../../src/daemon/memory.js';
+import koffi from 'koffi';
 
 const n = Number(process.argv[2] ?? 5000);
 const updates = Number(process.argv[3] ?? 50);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error('run with node --expose-gc');
 
+/** STAGE_GC=0: no full collection at each stage (as in the daemon), to measure RELEASE alone */
+const stageGc = process.env.STAGE_GC !== '0';
+
 function mem(stage: string, t0?: number): void {
-  gc!();
-  gc!();
+  if (stageGc) {
+    gc!();
+    gc!();
+  }
   const m = process.memoryUsage();
   const mb = (b: number) => (b / 1048576).toFixed(1).padStart(7);
   const ms = t0 === undefined ? '' : `${(performance.now() - t0).toFixed(0).padStart(6)} ms`;
@@ -130,3 +144,15 @@ if (session) {
 }
 mem('after updates');
 rmSync(dir, { recursive: true, force: true });
+
+// what the daemon's memory release is worth: RSS after it, without --expose-gc's collections in between
+const release = process.env.RELEASE ?? 'inspector';
+const before = process.memoryUsage.rss();
+if (release === 'inspector') await releaseMemory();
+else if (release === 'gc') {
+  gc!();
+  (koffi.load('libc.so.6').func('int malloc_trim(size_t pad)') as (pad: number) => number)(0);
+}
+await new Promise((r) => setTimeout(r, 2500)); // the daemon's late trim
+const after = process.memoryUsage();
+console.log(`release ${release.padEnd(25)} rss ${(before / 1048576).toFixed(1)} -> ${(after.rss / 1048576).toFixed(1)} MB  heapTotal ${(after.heapTotal / 1048576).toFixed(1)} MB`);

@@ -7,11 +7,10 @@
  * there, so the keys of that map are every interface we may have touched,
  * including ones whose endpoint entry was never written.
  */
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BpfMap } from '../datapath/bpf-map.js';
 import { MAP_NAMES } from '../datapath/layout.js';
-import { removePinDir, listPins } from '../datapath/bpffs.js';
+import { checkPinPath, removePinDir, listPins } from '../datapath/bpffs.js';
 import { detachStack, stackState } from './stack.js';
 
 /**
@@ -39,13 +38,19 @@ function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number 
 
 export interface PinReport {
   present: boolean;
+  /** why the pin path was not looked into (a symlink, another user's directory) */
+  refused?: string;
   pins: string[];
   endpoints: number;
   stacks: number;
 }
 
 export function inspectPins(pinPath: string): PinReport {
-  if (!existsSync(pinPath)) return { present: false, pins: [], endpoints: 0, stacks: 0 };
+  try {
+    if (!checkPinPath(pinPath).exists) return { present: false, pins: [], endpoints: 0, stacks: 0 };
+  } catch (err) {
+    return { present: false, refused: (err as Error).message, pins: [], endpoints: 0, stacks: 0 };
+  }
   const pins = listPins(pinPath);
   try {
     const r = recorded(pinPath);
@@ -60,10 +65,15 @@ export interface DownReport {
   pinsRemoved: string[];
 }
 
-/** Detach every stack recorded under pinPath, then remove the pins. */
+/**
+ * Detach every stack recorded under pinPath, then remove the pins. A pin
+ * path checkPinPath refuses (a symlink, another user's directory) is left
+ * alone, maps and all: its maps are not ours to read, and following it
+ * would detach and unpin another instance's datapath.
+ */
 export function tearDown(pinPath: string): DownReport {
   const detached: number[] = [];
-  if (!existsSync(pinPath)) return { detached, pinsRemoved: [] };
+  if (!checkPinPath(pinPath).exists) return { detached, pinsRemoved: [] };
   const pins = listPins(pinPath);
   try {
     for (const ifindex of recorded(pinPath).ifindexes) {

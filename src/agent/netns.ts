@@ -47,11 +47,29 @@ async function netnsPath(ref: NetnsRef): Promise<string> {
   const path = ref.kind === 'name' ? `/run/netns/${ref.name}` : ref.path;
   try {
     await access(path);
-  } catch {
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM') throw new NetnsPermissionDenied(`netns ${netnsLabel(ref)}: ${NETNS_PERMISSION}`);
     throw new Error(`netns ${netnsLabel(ref)} not found`);
   }
   return path;
 }
+
+/** The daemon may not open a container's namespace: a missing privilege, not a wrong config. */
+export class NetnsPermissionDenied extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NetnsPermissionDenied';
+  }
+}
+
+/**
+ * Why a process's namespace cannot be opened: /proc/PID/ns/net of a process
+ * that runs as another user, or with capabilities the daemon lacks (every
+ * Docker container), needs CAP_SYS_PTRACE (ptrace access mode checks).
+ */
+const NETNS_PERMISSION =
+  'permission denied (opening the namespace of a process of another user, or with capabilities the daemon lacks, needs CAP_SYS_PTRACE: docs/operations.md)';
 
 export class CommandError extends Error {
   constructor(
@@ -150,6 +168,7 @@ export async function discoverInterface(ref: NetnsRef, ifname: string, hostLinks
   } catch (e) {
     const stderr = e instanceof CommandError ? e.stderr : '';
     if (/does not exist/i.test(stderr)) throw new Error(`interface ${ifname} not found in netns ${label}`);
+    if (/Permission denied|Operation not permitted/i.test(stderr)) throw new NetnsPermissionDenied(`netns ${label}: ${NETNS_PERMISSION}`);
     if (/Cannot open network namespace|No such file/i.test(stderr)) throw new Error(`netns ${label} not found`);
     throw new Error(`cannot inspect ${ifname} in netns ${label}: ${(e as Error).message}`);
   }

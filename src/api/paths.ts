@@ -19,3 +19,8 @@ export function pidFileFor(pinPath: string): string {
 export function policiesFileFor(pinPath: string): string {
   return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.policies.json`;
 }
+
+/** The instance lock of a pin path (flock, held by the daemon for its life). Never removed. */
+export function lockFileFor(pinPath: string): string {
+  return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.lock`;
+}

@@ -82,7 +82,8 @@ export type ReloadResult = Record<string, never>;
 /** One policy of a POST /v1/policies */
 export interface PolicyChange {
   name: string;
-  action: 'created' | 'replaced';
+  /** unchanged: a config-file policy given again exactly as the file has it (policy list -o yaml fed back) */
+  action: 'created' | 'replaced' | 'unchanged';
 }
 
 /** POST /v1/policies: what changed, or (dryRun=1) what would change */
@@ -93,6 +94,11 @@ export interface PolicyDeleteResult {
   deleted: string[];
   entries: number;
   ms: number;
+}
+
+/** POST /v1/shutdown: the daemon that is stopping (enforcement stays in place) */
+export interface ShutdownResult {
+  pid: number;
 }
 
 /** A successful answer to a change: { ok: true, ...result }. */
@@ -106,12 +112,26 @@ export interface PolicyRow {
   to: string;
   ports: string;
   added?: string;
+  /** the policy in the document form `policy add -f` reads (what `policy list -o yaml` prints) */
+  spec: Record<string, unknown>;
 }
 
 /** GET /v1/status */
 export interface StatusReport {
-  /** every protected container has its stack in place */
+  /** every protected container has its stack in place, and there is no problem below */
   ok: boolean;
+  /**
+   * what keeps protection from being what was asked for, one sentence each
+   * (saved runtime policies that could not be read, ...): `status` shows
+   * them and exits 4
+   */
+  problems: string[];
+  /** the runtime policies (bastion policy add) */
+  runtimePolicies: RuntimePoliciesStatus;
+  /** why a change of the config file is not applied yet (its writer has not closed it, ...) */
+  configPending?: string;
+  /** published ports let in (a platform that publishes ports, Docker) */
+  published?: PublishedStatus;
   daemon: {
     pid: number;
     pinPath: string;
@@ -133,6 +153,21 @@ export interface StatusReport {
   events: { perSecondLimit?: number; suppressed: number; lost: number };
   /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
   audit?: StatusAudit;
+}
+
+/** What containers publish (docker run -p) and from where Bastion lets it in (bastion run --published-ports). */
+export interface PublishedStatus {
+  mode: 'allow' | 'host-only' | 'deny';
+  ports: Array<{ container: string; fromHost: string; fromOutside: string }>;
+}
+
+export interface RuntimePoliciesStatus {
+  /** in force */
+  count: number;
+  /** saved files that could not be read, moved aside (their policies are NOT enforced) until someone removes them */
+  unreadable: string[];
+  /** why the last save failed, while it has not succeeded since */
+  saveError?: string;
 }
 
 export interface EndpointStatus {

@@ -4,7 +4,9 @@
  */
 import { Command } from 'commander';
 import { registerCommands } from './commands/index.js';
-import { CliError } from './errors.js';
+import { CliError, EXIT } from './errors.js';
+import { DaemonUnreachable } from '../api/client.js';
+import { InputFileError } from '../policy/input-file.js';
 
 export async function main(argv: string[]): Promise<number> {
   const program = new Command();
@@ -21,10 +23,21 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     const e = err as { code?: string; exitCode?: number; message?: string };
     if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
-    if (typeof e.code === 'string' && e.code.startsWith('commander.')) return e.exitCode ?? 2;
+    // unknown command or option, a missing or invalid value: commander has said why
+    if (typeof e.code === 'string' && e.code.startsWith('commander.')) return EXIT.usage;
     if (err instanceof CliError) {
       process.stderr.write(`bastion: ${err.message}\n`);
       return err.exitCode;
+    }
+    // an input file that could not be read (1) or was refused: not a regular file, not ours, too large (3)
+    if (err instanceof InputFileError) {
+      process.stderr.write(`bastion: ${err.message}\n`);
+      return err.invalidInput ? EXIT.invalid : EXIT.failure;
+    }
+    // every command that needs the daemon: "not running" is exit 4, as for status
+    if (err instanceof DaemonUnreachable) {
+      process.stderr.write(`bastion: ${err.message} (is "bastion run" running with this --pin-path?)\n`);
+      return EXIT.notReady;
     }
     process.stderr.write(`bastion: ${e.message ?? String(err)}\n`);
     return 1;

@@ -10,10 +10,11 @@ import pLimit from 'p-limit';
 import type { Manager } from '../manager/manager.js';
 import type { EndpointSpec } from '../manager/endpoint.js';
 import type { Discovered, NodePort } from '../manager/ports.js';
-import type { PolicySet } from '../policy/model.js';
+import type { PolicySet, Rule } from '../policy/model.js';
 import { loadConfigSource, type LoadedConfig } from './config-source.js';
 import type { RuntimePolicies } from './runtime-policies.js';
 import { releaseMemory } from './memory.js';
+import { NetnsPermissionDenied } from '../agent/netns.js';
 import { fail, succeed, type Outcome, type ReloadResult } from '../api/types.js';
 
 /** Discoveries in flight at once (each runs one `ip` in a container's namespace). */
@@ -26,12 +27,28 @@ export class ConfigRejected extends Error {
   }
 }
 
+/**
+ * The config is valid but the daemon may not reach some of its containers
+ * (their namespaces cannot be opened with its privileges): nothing of it
+ * is applied, and it is not the config's fault.
+ */
+export class CannotProtect extends Error {
+  constructor(readonly errors: string[]) {
+    super(errors.join('\n'));
+    this.name = 'CannotProtect';
+  }
+}
+
 export interface ConfigReloaderOptions {
   configPath?: string;
   /** a platform reports the containers: the file gives policies only */
   platform: boolean;
   /** policy from elsewhere (a Compose file), added to the file's */
   extraPolicy?: () => Promise<PolicySet | undefined>;
+  /** largest config file accepted */
+  maxConfigBytes?: number;
+  /** rules a platform holds (published ports): in force next to the file's, whatever the file says */
+  platformRules?: () => Rule[];
   node: NodePort;
   /** the runtime policies: applied after the file's, and their names are not the file's to take */
   runtime: RuntimePolicies;
@@ -73,8 +90,35 @@ export class ConfigReloader {
     return config.policies.map((p) => p.name).filter((n) => this.o.runtime.get(n));
   }
 
-  /** Re-read the config; apply the difference, or reject it whole. */
-  async reload(): Promise<Outcome<ReloadResult>> {
+  /** Containers a reload took out of protection since start-up (a metric). */
+  containersRemoved = 0;
+  private running?: Promise<Outcome<ReloadResult>>;
+  private waiting?: Promise<Outcome<ReloadResult>>;
+
+  /**
+   * Re-read the config; apply the difference, or reject it whole. Reloads
+   * run one at a time, in order (the parse runs in a worker and takes
+   * seconds for a large file: an older load must never finish after a
+   * newer one and apply a stale file); requests made while one runs are
+   * served by the one next reload.
+   */
+  reload(): Promise<Outcome<ReloadResult>> {
+    if (this.waiting) return this.waiting;
+    const prev = this.running;
+    const mine: Promise<Outcome<ReloadResult>> = (prev ?? Promise.resolve())
+      .then(() => {
+        if (this.waiting === mine) this.waiting = undefined;
+        return this.reloadOnce();
+      })
+      .finally(() => {
+        if (this.running === mine) this.running = undefined;
+      });
+    this.running = mine;
+    if (prev) this.waiting = mine;
+    return mine;
+  }
+
+  private async reloadOnce(): Promise<Outcome<ReloadResult>> {
     const manager = this.manager;
     if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
     try {
@@ -93,6 +137,14 @@ export class ConfigReloader {
         );
       }
       const t0 = performance.now();
+      // Taking a container out of protection is said, by name: a file that lost a
+      // container by mistake (an edit gone wrong) must not go unnoticed.
+      const kept = new Set(next.containers.map((c) => c.key));
+      const removed = this.o.platform ? [] : (this.current?.containers ?? []).filter((c) => !kept.has(c.key));
+      if (removed.length) {
+        this.containersRemoved += removed.length;
+        this.o.log.warn({ containers: removed.map((c) => c.name) }, `the new config takes ${removed.length} container${removed.length === 1 ? '' : 's'} out of protection`);
+      }
       await manager.setPolicy(this.withRuntime(next.policy));
       if (!this.o.platform) {
         await manager.retainOnly(new Set(next.containers.map((c) => c.key)));
@@ -106,7 +158,7 @@ export class ConfigReloader {
       this.o.log.info({ rules: next.policy.rules.length, endpoints: manager.endpoints.size, ms, rssMb: memory.rssMb }, 'config applied');
       return succeed({});
     } catch (err) {
-      const errors = err instanceof ConfigRejected ? err.errors : [(err as Error).message];
+      const errors = err instanceof ConfigRejected || err instanceof CannotProtect ? err.errors : [(err as Error).message];
       this.o.log.error({ errors }, 'config rejected, previous config stays in force');
       for (const e of errors) process.stderr.write(`bastion: ${e}\n`);
       // a config that does not validate is invalid input; anything else failed while applying it
@@ -131,12 +183,12 @@ export class ConfigReloader {
 
   /** The config's rules, then the runtime policies' (in the order they were added). */
   private withRuntime(policy: PolicySet): PolicySet {
-    return { mode: policy.mode, rules: [...policy.rules, ...this.o.runtime.rules()] };
+    return { mode: policy.mode, rules: [...policy.rules, ...this.o.runtime.rules(), ...(this.o.platformRules?.() ?? [])] };
   }
 
   /** Read and validate the config whole (throws ConfigRejected); applies nothing. */
   async load(): Promise<LoadedConfig> {
-    const loaded = await loadConfigSource(this.o.configPath, { containersRequired: !this.o.platform });
+    const loaded = await loadConfigSource(this.o.configPath, { containersRequired: !this.o.platform, ...(this.o.maxConfigBytes ? { maxBytes: this.o.maxConfigBytes } : {}) });
     if (!loaded.ok) throw new ConfigRejected(loaded.errors);
     if (this.o.extraPolicy) {
       const extra = await this.o.extraPolicy();
@@ -152,6 +204,7 @@ export class ConfigReloader {
    */
   async discover(specs: EndpointSpec[], listed: EndpointSpec[] = specs): Promise<Map<string, Discovered>> {
     const errors: string[] = [];
+    const denied: string[] = [];
     const found = new Map<string, Discovered>();
     const limit = pLimit(DISCOVERY_CONCURRENCY);
     // errors name the container by its place in the file
@@ -162,12 +215,14 @@ export class ConfigReloader {
           try {
             found.set(s.key, await this.o.node.discover(s));
           } catch (err) {
-            errors.push(`${this.o.configPath ?? 'config'}: containers[${index.get(s.key) ?? i}] (${s.name}).netns: ${(err as Error).message}`);
+            const line = `${this.o.configPath ?? 'config'}: containers[${index.get(s.key) ?? i}] (${s.name}).netns: ${(err as Error).message}`;
+            (err instanceof NetnsPermissionDenied ? denied : errors).push(line);
           }
         }),
       ),
     );
-    if (errors.length) throw new ConfigRejected(errors.sort());
+    if (errors.length) throw new ConfigRejected([...errors, ...denied].sort());
+    if (denied.length) throw new CannotProtect(denied.sort());
     return found;
   }
 }

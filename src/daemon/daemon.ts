@@ -5,13 +5,13 @@
  * its own module. When the daemon stops, for whatever reason, enforcement
  * stays: the programs stay attached and the maps pinned.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { Manager } from '../manager/manager.js';
 import type { PlatformSource } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
+import type { PublishedPortsMode } from '../policy/published.js';
 import { FlowStore } from '../agent/flow-log.js';
 import { openDatapath } from '../agent/datapath-agent.js';
 import { HostAddressWatcher } from '../agent/host-addresses.js';
@@ -20,7 +20,9 @@ import { NodeAgent } from '../agent/node-agent.js';
 import { startApiServer } from '../api/server.js';
 import { FlowFollowers } from '../api/flow-stream.js';
 import { apiCall } from '../api/client.js';
-import { pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
+import { lockFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
+import { acquireInstanceLock, type InstanceLock, writePidFile } from './instance.js';
+import { PublishedPortPolicies } from './published-ports.js';
 import { ConfigReloader } from './config-reloader.js';
 import { watchConfigFile } from './config-watch.js';
 import { RuntimePolicies } from './runtime-policies.js';
@@ -29,7 +31,7 @@ import { logFlows } from './flow-logger.js';
 import { platformEventHandler } from './platform-events.js';
 import { collectStatus } from './status.js';
 import { cachedGraphReport } from './graph-report.js';
-import type { StatusReport } from '../api/types.js';
+import { succeed, type Outcome, type ShutdownResult, type StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
@@ -43,6 +45,10 @@ export interface DaemonOptions {
   platform?: PlatformSource;
   extraPolicy?: () => Promise<PolicySet | undefined>;
   logLevel?: string;
+  /** largest config file accepted (bastion run --max-config-size) */
+  maxConfigBytes?: number;
+  /** what a published port lets in (bastion run --published-ports), default allow */
+  publishedPorts?: PublishedPortsMode;
   /** the datapath's flood limits (flow events per second per container and reason, conntrack entries per container) */
   limits?: DatapathLimits;
 }
@@ -61,6 +67,8 @@ export class Daemon {
   /** the posture audit over this daemon's own state (GET /v1/audit, status) */
   readonly audits: AuditCache;
   manager?: Manager;
+  /** published ports as policies (with a platform that publishes them) */
+  readonly published?: PublishedPortPolicies;
   private readonly node = new NodeAgent();
   private readonly startedAt = new Date();
   private readonly logDest: pino.DestinationStream & { flushSync(): void };
@@ -68,6 +76,11 @@ export class Daemon {
   private readonly profiler = new CpuProfiler(process.env.BASTION_CPU_PROFILE);
   private server?: Server;
   private readonly cleanups: Array<() => void> = [];
+  private lock?: InstanceLock;
+  /** why a change of the config file is not applied yet (being written, no final newline) */
+  private configPending?: string;
+  private stopping?: Promise<void>;
+  private stopRequested?: () => void;
 
   constructor(readonly o: DaemonOptions) {
     // Asynchronous, buffered stdout: under a flood of flow lines (one per new
@@ -77,15 +90,19 @@ export class Daemon {
     this.logDest = pino.destination({ dest: 1, sync: false, minLength: 8192, periodicFlush: 100 });
     this.log = pino({ level: o.logLevel ?? 'info', base: undefined, timestamp: pino.stdTimeFunctions.isoTime }, this.logDest);
     const runtime = new RuntimePolicies(policiesFileFor(o.pinPath));
+    this.published = o.platform ? new PublishedPortPolicies(o.publishedPorts ?? 'allow') : undefined;
+    const published = this.published;
     this.config = new ConfigReloader({
       configPath: o.configPath,
       platform: !!o.platform,
       extraPolicy: o.extraPolicy,
+      maxConfigBytes: o.maxConfigBytes,
+      ...(published ? { platformRules: () => published.rules() } : {}),
       node: this.node,
       runtime,
       log: this.log,
     });
-    this.policies = new RuntimePolicyService(runtime, this.config, this.log);
+    this.policies = new RuntimePolicyService(runtime, this.config, this.log, published ? () => published.rows() : undefined);
     this.audits = postureAudit({
       pinPath: o.pinPath,
       configPath: o.configPath,
@@ -98,6 +115,19 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    // One daemon per pin path, before anything is read or touched: a second
+    // one fails here, naming the first (InstanceLocked), instead of taking
+    // over its socket and pid file while it keeps running unseen.
+    this.lock = acquireInstanceLock(lockFileFor(this.o.pinPath), this.o.pinPath, pidFileFor(this.o.pinPath));
+    try {
+      await this.startLocked();
+    } catch (err) {
+      this.lock.release();
+      throw err;
+    }
+  }
+
+  private async startLocked(): Promise<void> {
     const t0 = performance.now();
     const phases: Record<string, number> = {};
     const phase = (name: string) => (phases[name] = Math.round(performance.now() - t0));
@@ -119,14 +149,17 @@ export class Daemon {
     logFlows(datapath, manager, this.flows, this.log);
 
     if (this.o.platform) {
-      const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode);
+      const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode, this.published);
       await this.o.platform.start((ev) => void onEvent(ev));
     }
     // Whatever a previous run left that this one does not manage goes away.
     const pruned = await manager.pruneLeftovers();
     if (pruned.entries || pruned.stacks) this.log.info(pruned, 'removed leftovers of a previous run');
 
-    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats);
+    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats, {
+      runtimePolicies: () => ({ ...this.policies.health(), saveFailures: this.policies.saveFailures }),
+      config: () => ({ pending: this.configPending !== undefined, containersRemoved: this.config.containersRemoved }),
+    });
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
@@ -137,11 +170,20 @@ export class Daemon {
       flows: this.flows,
       followers: this.followers,
       audit: (maxAgeMs) => this.audits.get(maxAgeMs),
+      shutdown: () => this.shutdown(),
     });
-    mkdirSync(dirname(pidFileFor(this.o.pinPath)), { recursive: true });
-    writeFileSync(pidFileFor(this.o.pinPath), `${process.pid}\n`);
+    // who we are, so that `down` can tell this process from one that later gets its pid
+    writePidFile(pidFileFor(this.o.pinPath), { pinPath: this.o.pinPath, ...(this.o.configPath ? { configPath: this.o.configPath } : {}) });
 
-    if (this.o.configPath) this.cleanups.push(watchConfigFile(this.o.configPath, () => void this.config.reload()));
+    if (this.o.configPath) {
+      this.cleanups.push(
+        watchConfigFile(this.o.configPath, {
+          onComplete: () => void this.config.reload(),
+          onPending: (why) => (this.configPending = why),
+          log: this.log,
+        }),
+      );
+    }
     const onHup = () => void this.config.reload();
     process.on('SIGHUP', onHup);
     this.cleanups.push(() => process.off('SIGHUP', onHup));
@@ -195,19 +237,32 @@ export class Daemon {
       startedAt: this.startedAt,
       flowsSeen: this.flows.count,
       audit: this.audits.peek(),
+      runtimePolicies: this.policies.health(),
+      ...(this.configPending ? { configPending: this.configPending } : {}),
+      ...(this.published ? { published: this.published.status() } : {}),
     });
   }
 
-  /** Resolves once SIGTERM or SIGINT has stopped the daemon. */
+  /** Resolves once SIGTERM, SIGINT or POST /v1/shutdown has stopped the daemon. */
   untilSignalled(): Promise<void> {
     return new Promise<void>((resolve) => {
       const stop = () => void this.stop().then(resolve);
+      this.stopRequested = stop;
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
     });
   }
 
-  async stop(): Promise<void> {
+  /** POST /v1/shutdown (what `bastion down` asks first): stop once the answer has left. */
+  shutdown(): { outcome: Outcome<ShutdownResult>; stop(): void } {
+    return { outcome: succeed({ pid: process.pid }), stop: () => (this.stopRequested ? this.stopRequested() : void this.stop()) };
+  }
+
+  stop(): Promise<void> {
+    return (this.stopping ??= this.stopOnce());
+  }
+
+  private async stopOnce(): Promise<void> {
     this.config.close();
     this.policies.close();
     for (const cleanup of this.cleanups.splice(0)) cleanup();
@@ -225,5 +280,6 @@ export class Daemon {
     await this.profiler.stop();
     this.log.info({}, 'stopped; enforcement stays in place');
     this.logDest.flushSync();
+    this.lock?.release();
   }
 }

@@ -4,8 +4,15 @@ import { EVENT_COUNTER_REASONS, FIRST_DROP_REASON, REASON, REASON_NAMES, type Co
 import type { Manager } from '../manager/manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
 import type { FlowStreamStats } from '../api/flow-stream.js';
+import type { RuntimePoliciesStatus } from '../api/types.js';
 
-export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore, followers: FlowStreamStats) {
+/** What the daemon reports about itself besides the manager and the datapath. */
+export interface DaemonHealth {
+  runtimePolicies(): RuntimePoliciesStatus & { saveFailures: number };
+  config(): { pending: boolean; containersRemoved: number };
+}
+
+export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore, followers: FlowStreamStats, health: DaemonHealth) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
 
@@ -152,6 +159,48 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
     collect() {
       this.reset();
       this.inc(followers.dropped);
+    },
+  });
+  new Gauge({
+    name: 'bastion_runtime_policies',
+    help: 'Runtime policies (bastion policy add) in force',
+    registers: [registry],
+    collect() {
+      this.set(health.runtimePolicies().count);
+    },
+  });
+  new Gauge({
+    name: 'bastion_runtime_policies_unreadable_files',
+    help: 'Saved runtime-policy files that could not be read: their policies are NOT enforced (moved aside until someone removes them)',
+    registers: [registry],
+    collect() {
+      this.set(health.runtimePolicies().unreadable.length);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_runtime_policies_save_failures_total',
+    help: 'Saves of the runtime policies that failed (a restart would lose what was not saved)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(health.runtimePolicies().saveFailures);
+    },
+  });
+  new Gauge({
+    name: 'bastion_config_change_pending',
+    help: '1 while a change of the config file waits to be complete (its writer has not closed it, or its last line has no newline yet)',
+    registers: [registry],
+    collect() {
+      this.set(health.config().pending ? 1 : 0);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_config_containers_removed_total',
+    help: 'Containers that config reloads took out of protection (each is also logged by name)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(health.config().containersRemoved);
     },
   });
   return { registry };

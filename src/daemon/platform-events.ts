@@ -7,16 +7,32 @@ import type { Logger } from 'pino';
 import type { Manager } from '../manager/manager.js';
 import type { PlatformEvent } from '../manager/endpoint.js';
 import type { Mode } from '../policy/model.js';
+import type { PublishedPortPolicies } from './published-ports.js';
 
-export function platformEventHandler(manager: Manager, log: Logger, defaultMode: () => Mode | undefined): (ev: PlatformEvent) => Promise<void> {
+/**
+ * `published` (when given) turns an endpoint's published ports into its
+ * policies: they are in force before the endpoint is (a published port
+ * answers from the container's first moment) and leave after it.
+ */
+export function platformEventHandler(
+  manager: Manager,
+  log: Logger,
+  defaultMode: () => Mode | undefined,
+  published?: PublishedPortPolicies,
+): (ev: PlatformEvent) => Promise<void> {
+  const changePublished = async (ch: { added: Parameters<Manager['changeRules']>[0]; removed: Parameters<Manager['changeRules']>[1] }) => {
+    if (ch.added.length || ch.removed.length) await manager.changeRules(ch.added, ch.removed);
+  };
   return async (ev) => {
     try {
       switch (ev.type) {
         case 'upsert':
+          if (published) await changePublished(published.set(ev.spec));
           await manager.upsertEndpoint({ ...ev.spec, mode: ev.spec.mode ?? defaultMode() });
           break;
         case 'remove':
           await manager.removeEndpoint(ev.key);
+          if (published) await changePublished({ added: [], removed: published.delete(ev.key) });
           break;
         case 'unprotected':
           manager.setUnprotected(ev.container);
@@ -31,9 +47,12 @@ export function platformEventHandler(manager: Manager, log: Logger, defaultMode:
         case 'port-release':
           await manager.releasePort(ev.hostIfindex);
           break;
-        case 'synced':
-          await manager.retainOnly(new Set(ev.keys));
+        case 'synced': {
+          const keys = new Set(ev.keys);
+          await manager.retainOnly(keys);
+          if (published) for (const k of published.keys()) if (!keys.has(k)) await changePublished({ added: [], removed: published.delete(k) });
           break;
+        }
       }
     } catch (err) {
       log.error({ err: (err as Error).message, event: ev.type }, 'platform event failed');

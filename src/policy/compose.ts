@@ -23,7 +23,10 @@
  * "db" service are not mixed up).
  */
 import { Document, LineCounter, isMap, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
-import { BUILTIN_LABELS, type PolicySet, type PortRange, type Rule } from './model.js';
+import { BUILTIN_LABELS, type Peer, type PolicySet, type PortRange, type Rule } from './model.js';
+import { boundErrors, quote } from './errors.js';
+import { publishedAccess, type PublishedPort, type PublishedPortsMode } from './published.js';
+export type { PublishedPortsMode } from './published.js';
 
 export const COMPOSE_PROJECT_LABEL = 'com.docker.compose.project';
 
@@ -35,6 +38,9 @@ export interface ComposePort {
   to: number;
 }
 
+/** A container port a `ports:` entry publishes, and the host address it is bound to (undefined: every address). */
+export type PublishedComposePort = ComposePort & Pick<PublishedPort, 'hostIp'>;
+
 export interface ComposeService {
   name: string;
   /** depends_on targets, in file order */
@@ -43,6 +49,8 @@ export interface ComposeService {
   links: string[];
   /** container-side ports: expose + ports, merged and sorted */
   ports: ComposePort[];
+  /** the `ports:` entries (published on the host), with the host address each is bound to */
+  published: PublishedComposePort[];
   networkMode?: string;
   privileged?: boolean;
   capAdd?: string[];
@@ -68,7 +76,7 @@ export interface ComposeIssue {
 
 export class ComposeError extends Error {
   constructor(readonly issues: ComposeIssue[]) {
-    super(issues.map(formatComposeIssue).join('\n'));
+    super(boundErrors(issues.map(formatComposeIssue)).join('\n'));
     this.name = 'ComposeError';
   }
 }
@@ -93,13 +101,18 @@ export interface ComposePolicyOptions {
   project?: string | null;
   /** what an edge to a service without ports allows (default 'all') */
   unported?: 'all' | 'none';
+  /** what a published port (`ports:`) lets in (default 'allow'): see src/policy/published.ts */
+  publishedPorts?: PublishedPortsMode;
 }
+
+/** One end of a generated policy: labels, the host, or a CIDR (outside addresses). */
+export type BastionPolicyEnd = Record<string, string> | 'host' | { cidr: string };
 
 /** One policy of Bastion's config format (as in `policies:` of bastion.yaml). */
 export interface BastionPolicy {
   name: string;
-  from: Record<string, string>;
-  to: Record<string, string>;
+  from: BastionPolicyEnd;
+  to: BastionPolicyEnd;
   /** "8080/tcp", "9000-9010/udp"; absent: every port and protocol */
   ports?: string[];
 }
@@ -163,7 +176,7 @@ function describe(v: unknown): string {
   if (v === null || v === undefined) return 'nothing';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
-  return `${typeof v} ${JSON.stringify(v)}`;
+  return `${typeof v} ${typeof v === 'string' ? quote(v) : JSON.stringify(v)}`;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -185,7 +198,7 @@ export function interpolate(
     }
     const m = /^([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])(.*))?$/s.exec(braced ?? '');
     if (!m) {
-      onProblem(`invalid interpolation "${all}"`, true);
+      onProblem(`invalid interpolation ${quote(all)}`, true);
       return all;
     }
     const [, name, op, arg = ''] = m;
@@ -257,7 +270,7 @@ function splitProtocol(spec: string): { s: string; protocol: ComposeProtocol } |
   const slash = s.lastIndexOf('/');
   if (slash < 0) return { s, protocol: 'tcp' };
   const protocol = parseProtocol(s.slice(slash + 1));
-  if (!protocol) return `unknown protocol "${s.slice(slash + 1)}" (use tcp, udp or sctp)`;
+  if (!protocol) return `unknown protocol ${quote(s.slice(slash + 1))} (use tcp, udp or sctp)`;
   return { s: s.slice(0, slash), protocol };
 }
 
@@ -266,26 +279,29 @@ function splitProtocol(spec: string): { s: string; protocol: ComposeProtocol } |
  * [HOST_IP:][HOST_PORT[-RANGE]:]CONTAINER_PORT[-RANGE][/PROTOCOL], HOST_IP
  * may be an IPv6 address in brackets.
  */
-export function parseShortPort(spec: string): ComposePort | string {
+export function parseShortPort(spec: string): PublishedComposePort | string {
   const split = splitProtocol(spec);
   if (typeof split === 'string') return split;
   let { s } = split;
   const { protocol } = split;
+  let hostIp: string | undefined;
   if (s.startsWith('[')) {
     const close = s.indexOf(']:');
     if (close < 0) return 'an IPv6 host address must be followed by ":" and a port';
+    hostIp = s.slice(1, close);
     s = s.slice(close + 2);
   }
   const parts = s.split(':');
   if (parts.length > 3) return 'too many ":" (use [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]; IPv6 addresses in brackets)';
+  if (parts.length === 3) hostIp = parts[0] || undefined;
   if (parts.length >= 2) {
     const host = parts[parts.length - 2]!;
-    if (host !== '' && !parseRange(host)) return `invalid host port "${host}"`;
+    if (host !== '' && !parseRange(host)) return `invalid host port ${quote(host)}`;
   }
   const container = parts[parts.length - 1]!;
   const range = parseRange(container);
-  if (!range) return `invalid container port "${container}" (a port 1-65535 or a range such as 9000-9010)`;
-  return { protocol, ...range };
+  if (!range) return `invalid container port ${quote(container)} (a port 1-65535 or a range such as 9000-9010)`;
+  return { protocol, ...range, ...(hostIp ? { hostIp } : {}) };
 }
 
 function parseExpose(spec: string): ComposePort | string {
@@ -293,7 +309,7 @@ function parseExpose(spec: string): ComposePort | string {
   if (typeof split === 'string') return split;
   const { s, protocol } = split;
   const range = parseRange(s);
-  if (!range) return `invalid port "${s}" (a port 1-65535 or a range such as 9000-9010)`;
+  if (!range) return `invalid port ${quote(s)} (a port 1-65535 or a range such as 9000-9010)`;
   return { protocol, ...range };
 }
 
@@ -310,7 +326,7 @@ export function mergePorts(ports: ComposePort[]): ComposePort[] {
   return out;
 }
 
-export function portText(p: ComposePort): string {
+export function portText(p: Pick<PortRange, 'from' | 'to' | 'protocol'>): string {
   return p.from === p.to ? `${p.from}/${p.protocol}` : `${p.from}-${p.to}/${p.protocol}`;
 }
 
@@ -352,19 +368,19 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
   for (const svc of names) {
     const base: Path = ['services', svc];
     const def = servicesRaw[svc];
-    if (!SERVICE_NAME.test(svc)) r.error(base, `invalid service name "${svc}" (letters, digits, ".", "_" and "-")`);
+    if (!SERVICE_NAME.test(svc)) r.error(base, `invalid service name ${quote(svc)} (letters, digits, ".", "_" and "-")`);
     if (!isRecord(def)) {
       r.error(base, `a service is a mapping, not ${describe(def)}`);
       continue;
     }
-    const s: ComposeService = { name: svc, dependsOn: [], links: [], ports: [] };
+    const s: ComposeService = { name: svc, dependsOn: [], links: [], ports: [], published: [] };
     const target = (path: Path, t: unknown): string | undefined => {
       if (typeof t !== 'string' || !t) {
         r.error(path, `must be a service name, not ${describe(t)}`);
         return undefined;
       }
       if (!defined.has(t)) {
-        r.error(path, `service "${t}" is not defined in services`);
+        r.error(path, `service ${quote(t)} is not defined in services`);
         return undefined;
       }
       if (t === svc) {
@@ -405,7 +421,7 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
         const p: Path = [...base, 'links', i];
         if (typeof l !== 'string') return r.error(p, `must be "SERVICE" or "SERVICE:ALIAS", not ${describe(l)}`);
         const parts = l.split(':');
-        if (parts.length > 2 || (parts.length === 2 && !parts[1])) return r.error(p, `must be "SERVICE" or "SERVICE:ALIAS", not "${l}"`);
+        if (parts.length > 2 || (parts.length === 2 && !parts[1])) return r.error(p, `must be "SERVICE" or "SERVICE:ALIAS", not ${quote(l)}`);
         const t = target(p, parts[0]);
         if (t && !s.links.includes(t)) s.links.push(t);
       });
@@ -417,6 +433,7 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
     }
 
     const ports: ComposePort[] = [];
+    const published: PublishedComposePort[] = [];
     // expose: ["3000", 8000, "9000-9010/udp"]
     const expose = def.expose;
     if (Array.isArray(expose)) {
@@ -439,12 +456,16 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
         if (typeof e === 'number') {
           const n = parsePortNumber(String(e));
           if (n === undefined || !Number.isInteger(e)) return r.error(p, `invalid port ${e} (1-65535)`);
+          published.push({ protocol: 'tcp', from: n, to: n });
           return void ports.push({ protocol: 'tcp', from: n, to: n });
         }
         if (typeof e === 'string') {
           const parsed = parseShortPort(e);
-          if (typeof parsed === 'string') r.error(p, `invalid port "${e}": ${parsed}`);
-          else ports.push(parsed);
+          if (typeof parsed === 'string') r.error(p, `invalid port ${quote(e)}: ${parsed}`);
+          else {
+            published.push(parsed);
+            ports.push({ protocol: parsed.protocol, from: parsed.from, to: parsed.to });
+          }
           return;
         }
         if (isRecord(e)) {
@@ -458,6 +479,8 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
           }
           const protocol = parseProtocol(e.protocol === undefined ? undefined : String(e.protocol));
           if (!protocol) return r.error([...p, 'protocol'], `unknown protocol ${describe(e.protocol)} (use tcp, udp or sctp)`);
+          const hostIp = typeof e.host_ip === 'string' && e.host_ip !== '' ? e.host_ip : undefined;
+          published.push({ protocol, ...range, ...(hostIp ? { hostIp } : {}) });
           return void ports.push({ protocol, ...range });
         }
         r.error(p, `must be a port ("80", "8080:80", "127.0.0.1:8080:80/udp") or a mapping with target, not ${describe(e)}`);
@@ -466,6 +489,7 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
       r.error([...base, 'ports'], `must be a list, not ${describe(portList)}`);
     }
     s.ports = mergePorts(ports);
+    s.published = published;
 
     if (typeof def.network_mode === 'string') s.networkMode = def.network_mode;
     if (def.privileged === true) s.privileged = true;
@@ -553,6 +577,21 @@ export function composeToPolicies(app: ComposeApp, o: ComposePolicyOptions = {})
       policies.push({ name, from: selector(e.from), to: selector(e.to), ports: target.ports.map(portText) });
     }
   }
+  // published ports: the declared intent to serve them, from where Docker delivers them
+  const mode = o.publishedPorts ?? 'allow';
+  for (const s of [...app.services].sort((a, b) => cmp(a.name, b.name))) {
+    const { fromHost, fromOutside: outside } = publishedAccess(s.published, mode);
+    if (fromHost.length) {
+      const hostName = `${s.name}-published-from-host`;
+      policies.push({ name: hostName, from: 'host', to: selector(s.name), ports: fromHost.map(portText) });
+      notes[hostName] = `${s.name} publishes ${fromHost.map(portText).join(', ')} (ports:): Docker's proxy and the host's own connections arrive from the host`;
+      if (outside.length) {
+        const worldName = `${s.name}-published-from-outside`;
+        policies.push({ name: worldName, from: { cidr: '0.0.0.0/0' }, to: selector(s.name), ports: outside.map(portText) });
+        notes[worldName] = `${s.name} publishes ${outside.map(portText).join(', ')} on a non-loopback address: connections from outside arrive with their own address (DNAT)`;
+      }
+    }
+  }
   return { mode: 'enforce', policies, ...(project ? { project } : {}), notes, warnings, edges };
 }
 
@@ -573,6 +612,8 @@ export function renderComposeYaml(p: ComposePolicies, source: string): string {
     ' Each depends_on/links edge A → B lets A open connections to B on the',
     " container ports B declares (expose, and the container side of ports).",
     ' Everything else between these services is denied.',
+    ' A published port (ports:) is reachable from the host and, unless bound to a',
+    ' loopback address, from outside: Docker delivers it from there.',
   ];
   if (p.policies.length === 0) header.push(' No dependency edge: every service is isolated from every other.');
   doc.commentBefore = header.join('\n');
@@ -595,25 +636,18 @@ export function renderComposeYaml(p: ComposePolicies, source: string): string {
 /** The same policies in Bastion's internal model (an egress and an ingress rule each). */
 export function composeToPolicySet(p: ComposePolicies): PolicySet {
   const rules: Rule[] = [];
+  const peer = (e: BastionPolicyEnd): Peer =>
+    e === 'host' ? { kind: 'host' } : 'cidr' in e && typeof e.cidr === 'string' && Object.keys(e).length === 1 ? { kind: 'cidr', cidr: e.cidr } : { kind: 'endpoints', selector: { matchLabels: { ...(e as Record<string, string>) } } };
+  const labels = (e: BastionPolicyEnd): Record<string, string> | undefined => (e === 'host' || ('cidr' in e && Object.keys(e).length === 1) ? undefined : (e as Record<string, string>));
   for (const pol of p.policies) {
     const ports: PortRange[] = (pol.ports ?? []).map((s) => {
       const m = /^(\d+)(?:-(\d+))?\/(tcp|udp|sctp)$/.exec(s)!;
       return { protocol: m[3] as ComposeProtocol, from: Number(m[1]), to: Number(m[2] ?? m[1]) };
     });
-    rules.push({
-      id: pol.name,
-      subject: { matchLabels: { ...pol.from } },
-      direction: 'egress',
-      peers: [{ kind: 'endpoints', selector: { matchLabels: { ...pol.to } } }],
-      ports,
-    });
-    rules.push({
-      id: pol.name,
-      subject: { matchLabels: { ...pol.to } },
-      direction: 'ingress',
-      peers: [{ kind: 'endpoints', selector: { matchLabels: { ...pol.from } } }],
-      ports: ports.map((x) => ({ ...x })),
-    });
+    const from = labels(pol.from);
+    const to = labels(pol.to);
+    if (from) rules.push({ id: pol.name, subject: { matchLabels: { ...from } }, direction: 'egress', peers: [peer(pol.to)], ports });
+    if (to) rules.push({ id: pol.name, subject: { matchLabels: { ...to } }, direction: 'ingress', peers: [peer(pol.from)], ports: ports.map((x) => ({ ...x })) });
   }
   return { mode: p.mode, rules };
 }

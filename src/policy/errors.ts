@@ -38,6 +38,43 @@ function withObject(path: string, object: string | undefined): string {
   return `${head} (${object})${path.slice(head.length)}`;
 }
 
+/**
+ * The longest piece of the input an error quotes. A file that is not what
+ * it was said to be (a config path that leads to /etc/shadow) must not be
+ * echoed into the log, stderr or an API answer: an error shows at most a
+ * short excerpt of the offending value, enough to find it in the file.
+ */
+export const EXCERPT_MAX = 32;
+
+/** A value of the input, quoted for an error: at most EXCERPT_MAX characters, on one line. */
+export function quote(v: unknown): string {
+  const s = typeof v === 'string' ? v : String(v);
+  const cut = [...s].length > EXCERPT_MAX ? `${[...s].slice(0, EXCERPT_MAX - 1).join('')}…` : s;
+  return JSON.stringify(cut);
+}
+
+/** The longest error message reported, whatever it quotes. */
+export const MESSAGE_MAX = 300;
+
+/** Errors reported at most for one input; the rest are counted. */
+export const ERRORS_MAX = 20;
+
+/** At most ERRORS_MAX errors, each at most MESSAGE_MAX characters, and a last line counting the others. */
+export function boundErrors(lines: readonly string[]): string[] {
+  const out = lines.slice(0, ERRORS_MAX).map((l) => ([...l].length > MESSAGE_MAX ? `${[...l].slice(0, MESSAGE_MAX - 1).join('')}…` : l));
+  if (lines.length > ERRORS_MAX) out.push(`... and ${lines.length - ERRORS_MAX} more error${lines.length - ERRORS_MAX === 1 ? '' : 's'}`);
+  return out;
+}
+
+/**
+ * The first line of a YAML parser's error, without its position: the yaml
+ * library appends the offending line of the input (prettyErrors), which is
+ * the input's content.
+ */
+export function yamlErrorLine(message: string): string {
+  return message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+}
+
 /** Thrown by the functions that cannot return a result object. */
 export class ConfigErrors extends Error {
   constructor(readonly errors: ConfigError[]) {

@@ -14,6 +14,7 @@
  * Pure functions, no I/O.
  */
 import type { PortRange } from './model.js';
+import { quote } from './errors.js';
 
 export const PORT_SPEC_EXPECTED = 'expected PORT[-PORT]/tcp|udp|sctp, or icmp';
 export const MAX_PORT = 65535;
@@ -31,7 +32,7 @@ export function parsePortSpec(spec: unknown): PortSpecResult {
     };
   }
   if (typeof spec !== 'string') return { ok: false, message: `a port must be a string: ${PORT_SPEC_EXPECTED}` };
-  const q = JSON.stringify(spec);
+  const q = quote(spec);
   const bad = (): PortSpecResult => ({ ok: false, message: `${q} is not a port: ${PORT_SPEC_EXPECTED}` });
   const s = spec.trim().toLowerCase();
   if (s === 'icmp') return { ok: true, port: { protocol: 'icmp', from: 0, to: 0 } };

@@ -14,6 +14,7 @@
  * human form for messages. Pure functions, no I/O.
  */
 import type { LabelSelector, LabelSelectorRequirement } from './model.js';
+import { quote } from './errors.js';
 
 export type Labels = Readonly<Record<string, string>>;
 
@@ -109,13 +110,13 @@ export function validateLabels(labels: Readonly<Record<string, unknown>>, base =
   for (const [k, v] of Object.entries(labels)) {
     const path = fieldPath(base, k);
     const ek = checkLabelKey(k);
-    if (ek) out.push({ path, message: `"${k}" is not a valid label key: ${ek}` });
+    if (ek) out.push({ path, message: `${quote(k)} is not a valid label key: ${ek}` });
     if (typeof v !== 'string') {
       out.push({ path, message: `a label value must be a string (quote it)` });
       continue;
     }
     const ev = checkLabelValue(v);
-    if (ev) out.push({ path, message: `"${v}" is not a valid label value: ${ev}` });
+    if (ev) out.push({ path, message: `${quote(v)} is not a valid label value: ${ev}` });
   }
   return out;
 }
@@ -131,7 +132,7 @@ export function validateSelector(selector: LabelSelector): SelectorIssue[] {
   (selector.matchExpressions ?? []).forEach((r, i) => {
     const f = `matchExpressions[${i}]`;
     const ek = typeof r.key === 'string' ? checkLabelKey(r.key) : 'must be a string';
-    if (ek) out.push({ path: `${f}.key`, message: `"${String(r.key)}" is not a valid label key: ${ek}` });
+    if (ek) out.push({ path: `${f}.key`, message: `${quote(String(r.key))} is not a valid label key: ${ek}` });
     const values = r.values ?? [];
     switch (r.operator) {
       case 'In':
@@ -139,7 +140,7 @@ export function validateSelector(selector: LabelSelector): SelectorIssue[] {
         if (values.length === 0) out.push({ path: `${f}.values`, message: `must be a non-empty list when the operator is ${r.operator}` });
         values.forEach((v, j) => {
           const ev = typeof v === 'string' ? checkLabelValue(v) : 'must be a string';
-          if (ev) out.push({ path: `${f}.values[${j}]`, message: `"${String(v)}" is not a valid label value: ${ev}` });
+          if (ev) out.push({ path: `${f}.values[${j}]`, message: `${quote(String(v))} is not a valid label value: ${ev}` });
         });
         break;
       case 'Exists':
@@ -149,7 +150,7 @@ export function validateSelector(selector: LabelSelector): SelectorIssue[] {
       default:
         out.push({
           path: `${f}.operator`,
-          message: `"${String(r.operator)}" is not an operator: expected one of ${OPERATORS.join(', ')}`,
+          message: `${quote(String(r.operator))} is not an operator: expected one of ${OPERATORS.join(', ')}`,
         });
     }
   });

@@ -22,6 +22,7 @@ import YAML from 'yaml';
 import { createTopology, freeSubnet24, type Container, type Topology } from './netns.js';
 import { flushNeighbours, nsRun, startBackground, stopBackground, type Background, type RunResult } from './probes.js';
 import { pinNeighbour } from './attacks.js';
+import { DAEMON_CAPABILITIES, setprivCapList } from '../../src/daemon/capabilities.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const BASTION_BIN = join(REPO_ROOT, 'bin', 'bastion');
@@ -69,6 +70,22 @@ export function uniquePinPath(): string {
 
 // ----------------------------------------------------------------- commands
 
+/**
+ * A daemon command line under `setpriv`, with the capability bounding,
+ * inheritable and ambient sets reduced to what the daemon needs
+ * (src/daemon/capabilities.ts) for its mode, root's special treatment of
+ * uid 0 on exec turned off and no_new_privs set: what the systemd unit
+ * (contrib/systemd/bastion.service) gives it.
+ * BASTION_TEST_FULL_CAPS=1 runs it with all of root's (to tell a missing
+ * capability from a bug).
+ */
+export function leastPrivilege(bin: string, argv: string[]): [string, string[]] {
+  if (process.env.BASTION_TEST_FULL_CAPS === '1') return [bin, argv];
+  // CAP_SYS_PTRACE too: some tests give a namespace as /proc/PID/ns/net (what Docker always does)
+  const caps = setprivCapList(DAEMON_CAPABILITIES);
+  return ['setpriv', ['--securebits=+noroot,+noroot_locked', '--no-new-privs', `--bounding-set=-all,${caps}`, `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, bin, ...argv]];
+}
+
 /** Runs `bin/bastion ARGS` to completion (bounded). */
 export function bastion(args: string[], timeoutMs = 30_000): Promise<RunResult> {
   return nsRun(null, BASTION_BIN, args, { timeoutMs });
@@ -83,6 +100,22 @@ export async function bastionStatus(pinPath: string): Promise<{ code: number | n
     json = undefined;
   }
   return { code: r.code, json, raw: r };
+}
+
+/** The daemon's Prometheus metrics text (GET /metrics on its socket). */
+export async function bastionMetrics(pinPath: string): Promise<string> {
+  const { request } = await import('node:http');
+  const socketPath = `${process.env.BASTION_RUN_DIR ?? '/run/bastion'}/${pinPath.split('/').pop()}.sock`;
+  return new Promise((resolve, reject) => {
+    request({ socketPath, path: '/metrics' }, (res) => {
+      let t = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (t += d));
+      res.on('end', () => resolve(t));
+    })
+      .on('error', reject)
+      .end();
+  });
 }
 
 export function bastionDown(pinPath: string): Promise<RunResult> {
@@ -137,12 +170,17 @@ export class BastionDaemon {
     return this.bg.exited;
   }
 
-  /** Starts `bastion run`; does not wait for readiness (see waitReady). */
+  /**
+   * Starts `bastion run`; does not wait for readiness (see waitReady). The
+   * daemon runs with only the capabilities it needs (leastPrivilege), so
+   * every test that uses it also proves that set is enough.
+   */
   start(): this {
     const argv = ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs];
+    const [cmd, args] = leastPrivilege(BASTION_BIN, argv);
     this.bg = this.hostNetns
-      ? startBackground(null, 'nsenter', [`--net=/run/netns/${this.hostNetns}`, '--', BASTION_BIN, ...argv])
-      : startBackground(null, BASTION_BIN, argv);
+      ? startBackground(null, 'nsenter', [`--net=/run/netns/${this.hostNetns}`, '--', cmd, ...args])
+      : startBackground(null, cmd, args);
     this.bg.child.stdout!.on('data', (d: string) => this.onData(d));
     void this.bg.exited.then(() => this.wake());
     return this;

@@ -48,7 +48,7 @@ function stubApi(over: Partial<DaemonApi> = {}): DaemonApi & { calls: unknown[][
     status: () => ({ ok: true, daemon: { pid: 1 }, big: 12345678901234n }) as unknown as StatusReport,
     reload: async () => succeed({}),
     policies: {
-      list: () => [{ name: 'a', source: 'file', from: 'app=web', to: 'app=api', ports: 'any' }],
+      list: () => [{ name: 'a', source: 'file', from: 'app=web', to: 'app=api', ports: 'any', spec: { name: 'a', from: { matchLabels: { app: 'web' } }, to: { matchLabels: { app: 'api' } } } }],
       add: async (text, source, opts) => {
         calls.push(['add', text, source, opts]);
         return succeed({ dryRun: true, policies: [] });
@@ -152,7 +152,7 @@ describe('API: typed outcomes become status codes in one place, with one error b
     assert.equal(status.status, 200);
     assert.deepEqual(await status.json(), { ok: true, daemon: { pid: 1 }, big: 12345678901234 });
     const list = await app.request('/v1/policies');
-    assert.deepEqual(await list.json(), [{ name: 'a', source: 'file', from: 'app=web', to: 'app=api', ports: 'any' }]);
+    assert.deepEqual(await list.json(), [{ name: 'a', source: 'file', from: 'app=web', to: 'app=api', ports: 'any', spec: { name: 'a', from: { matchLabels: { app: 'web' } }, to: { matchLabels: { app: 'api' } } } }]);
     const metrics = await app.request('/metrics');
     assert.equal(metrics.headers.get('content-type'), 'text/plain; version=0.0.4');
     assert.equal(await metrics.text(), 'bastion_endpoints 4\n');
@@ -163,6 +163,18 @@ describe('API: typed outcomes become status codes in one place, with one error b
     const root = await app.request('/');
     assert.equal(root.status, 404);
     assert.equal(((await root.json()) as ErrorBody).error.code, 'no-route');
+  });
+
+  it('POST /v1/shutdown: ok with the pid, and the stop runs once the answer is out; without a shutdown, no route', async () => {
+    let stopped = 0;
+    const app = createApiApp(stubApi({ shutdown: () => ({ outcome: succeed({ pid: 4242 }), stop: () => stopped++ }) }));
+    const r = await app.request('/v1/shutdown', { method: 'POST' });
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), { ok: true, pid: 4242 });
+    await new Promise((res) => setImmediate(res));
+    assert.equal(stopped, 1);
+    const none = await createApiApp(stubApi()).request('/v1/shutdown', { method: 'POST' });
+    assert.equal(none.status, 404);
   });
 
   it('GET /v1/audit?maxAge=S: the report at most S seconds old (default 10); a bad maxAge is bad-request; without an audit, no route', async () => {

@@ -22,6 +22,7 @@ import {
 import { registerCompose } from '../../src/cli/commands/compose.js';
 import { configToPolicySet, formatConfigErrors, parseConfigText } from '../../src/policy/bastion-config.js';
 import { CliError, EXIT } from '../../src/cli/errors.js';
+import { InputFileError } from '../../src/policy/input-file.js';
 
 // compiled to dist/test/unit: the fixtures stay in the source tree
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -77,6 +78,15 @@ describe('compose: sample app (depends_on, links, expose, every ports syntax)', 
         { name: 'web-to-cache', from: sel('web'), to: sel('cache'), ports: ['6379-6380/tcp', '11211/udp'] },
         { name: 'worker-to-db', from: sel('worker'), to: sel('db'), ports: ['5432/tcp'] },
         { name: 'worker-to-queue', from: sel('worker'), to: sel('queue') },
+        // published ports: from the host always, from outside unless bound to loopback
+        { name: 'api-published-from-host', from: 'host', to: sel('api'), ports: ['9000/tcp', '5353/udp'] },
+        { name: 'api-published-from-outside', from: { cidr: '0.0.0.0/0' }, to: sel('api'), ports: ['9000/tcp', '5353/udp'] },
+        { name: 'auth-published-from-host', from: 'host', to: sel('auth'), ports: ['7000/tcp', '7443/tcp'] },
+        { name: 'auth-published-from-outside', from: { cidr: '0.0.0.0/0' }, to: sel('auth'), ports: ['7000/tcp'] },
+        { name: 'cache-published-from-host', from: 'host', to: sel('cache'), ports: ['6379-6380/tcp', '11211/udp'] },
+        { name: 'cache-published-from-outside', from: { cidr: '0.0.0.0/0' }, to: sel('cache'), ports: ['6379-6380/tcp'] },
+        { name: 'web-published-from-host', from: 'host', to: sel('web'), ports: ['80/tcp', '443/tcp'] },
+        { name: 'web-published-from-outside', from: { cidr: '0.0.0.0/0' }, to: sel('web'), ports: ['80/tcp'] },
       ],
     });
     assert.deepEqual(p.edges.find((e) => e.from === 'api' && e.to === 'db')!.via, ['depends_on', 'links']);
@@ -101,8 +111,14 @@ describe('compose: sample app (depends_on, links, expose, every ports syntax)', 
     assert.deepEqual(configToPolicySet(parsed.config), composeToPolicySet(p));
   });
 
+  test('--published-ports host-only: no policy from outside; deny: none at all', () => {
+    const host = composeToPolicies(app, { publishedPorts: 'host-only' }).policies.filter((x) => x.name.includes('published'));
+    assert.deepEqual(host.map((x) => x.name), ['api-published-from-host', 'auth-published-from-host', 'cache-published-from-host', 'web-published-from-host']);
+    assert.ok(!composeToPolicies(app, { publishedPorts: 'deny' }).policies.some((x) => x.name.includes('published')));
+  });
+
   test('--unported none: an edge to a port-less service allows nothing, and says so', () => {
-    const p = composeToPolicies(app, { unported: 'none' });
+    const p = composeToPolicies(app, { unported: 'none', publishedPorts: 'deny' });
     assert.deepEqual(
       p.policies.map((x) => x.name),
       ['api-to-db', 'auth-to-db', 'web-to-api', 'web-to-auth', 'web-to-cache', 'worker-to-db'],
@@ -122,7 +138,8 @@ describe('compose: sample app (depends_on, links, expose, every ports syntax)', 
   test('internal model: an egress rule on the client and an ingress rule on the server per policy', () => {
     const set = composeToPolicySet(composeToPolicies(app));
     assert.equal(set.mode, 'enforce');
-    assert.equal(set.rules.length, 16);
+    // 8 edges (egress and ingress each), 8 published-port policies (ingress only)
+    assert.equal(set.rules.length, 24);
     assert.deepEqual(set.rules.slice(0, 4), [
       {
         id: 'api-to-db',
@@ -152,17 +169,17 @@ describe('compose: sample app (depends_on, links, expose, every ports syntax)', 
 });
 
 describe('compose: port syntaxes', () => {
-  const cases: Array<[string, string | { protocol: string; from: number; to: number }]> = [
+  const cases: Array<[string, string | { protocol: string; from: number; to: number; hostIp?: string }]> = [
     ['80', { protocol: 'tcp', from: 80, to: 80 }],
     ['8080:80', { protocol: 'tcp', from: 80, to: 80 }],
-    ['127.0.0.1:8080:80', { protocol: 'tcp', from: 80, to: 80 }],
-    ['127.0.0.1:8080:80/udp', { protocol: 'udp', from: 80, to: 80 }],
-    ['127.0.0.1::5000', { protocol: 'tcp', from: 5000, to: 5000 }],
-    ['[::1]:6000:6001', { protocol: 'tcp', from: 6001, to: 6001 }],
-    ['[2001:db8::1]:53:53/udp', { protocol: 'udp', from: 53, to: 53 }],
+    ['127.0.0.1:8080:80', { protocol: 'tcp', from: 80, to: 80, hostIp: '127.0.0.1' }],
+    ['127.0.0.1:8080:80/udp', { protocol: 'udp', from: 80, to: 80, hostIp: '127.0.0.1' }],
+    ['127.0.0.1::5000', { protocol: 'tcp', from: 5000, to: 5000, hostIp: '127.0.0.1' }],
+    ['[::1]:6000:6001', { protocol: 'tcp', from: 6001, to: 6001, hostIp: '::1' }],
+    ['[2001:db8::1]:53:53/udp', { protocol: 'udp', from: 53, to: 53, hostIp: '2001:db8::1' }],
     ['9000-9010', { protocol: 'tcp', from: 9000, to: 9010 }],
     ['9090-9091:8080-8081', { protocol: 'tcp', from: 8080, to: 8081 }],
-    ['127.0.0.1:5000-5010:5000-5010/SCTP', { protocol: 'sctp', from: 5000, to: 5010 }],
+    ['127.0.0.1:5000-5010:5000-5010/SCTP', { protocol: 'sctp', from: 5000, to: 5010, hostIp: '127.0.0.1' }],
     ['6060:6060/udp', { protocol: 'udp', from: 6060, to: 6060 }],
     ['80:abc', 'invalid container port "abc" (a port 1-65535 or a range such as 9000-9010)'],
     ['0', 'invalid container port "0" (a port 1-65535 or a range such as 9000-9010)'],
@@ -344,8 +361,11 @@ describe('bastion compose (CLI)', () => {
     try {
       await program.parseAsync(['compose', ...args], { from: 'user' });
     } catch (err) {
-      if (err instanceof CliError) code = err.exitCode;
-      else if ((err as { code?: string }).code?.startsWith('commander.')) code = (err as { exitCode: number }).exitCode;
+      if (err instanceof InputFileError) {
+        code = err.invalidInput ? EXIT.invalid : EXIT.failure;
+        stderr += `bastion: ${err.message}\n`;
+      } else if (err instanceof CliError) code = err.exitCode;
+      else if ((err as { code?: string }).code?.startsWith('commander.')) code = EXIT.usage; // as main() does
       else throw err;
       if (err instanceof CliError) stderr += `bastion: ${err.message}\n`;
     } finally {
@@ -405,7 +425,7 @@ describe('bastion compose (CLI)', () => {
   test('unreadable file, bad format, bad --unported', async () => {
     const r1 = await cli(['/nonexistent/compose.yaml']);
     assert.equal(r1.code, EXIT.failure);
-    assert.match(r1.stderr, /\/nonexistent\/compose\.yaml: cannot read: ENOENT/);
+    assert.match(r1.stderr, /\/nonexistent\/compose\.yaml: cannot read: no such file \(ENOENT\)/);
     assert.equal((await cli([join(FIX, 'shop.compose.yaml'), '-o', 'table'])).code, EXIT.usage);
     assert.equal((await cli([join(FIX, 'shop.compose.yaml'), '--unported', 'some'])).code, EXIT.usage);
   });

@@ -131,10 +131,10 @@ describe('errors', () => {
     assert.match(r.stderr, /NetworkPolicy x\/bad-ports: spec\.ingress\[0\]\.ports\[1\]\.protocol: unsupported protocol "ICMP"/);
   });
 
-  it('missing file: exit 3', () => {
+  it('missing file: exit 1 (a failure to read, not invalid input)', () => {
     const r = bastion('k8s', 'matrix', '-f', 'nope.yaml', '--port', '80');
-    assert.equal(r.code, 3);
-    assert.match(r.stderr, /nope\.yaml: file: cannot read/);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /nope\.yaml: cannot read: no such file/);
   });
 
   it('usage errors: exit 2', () => {

@@ -24,6 +24,7 @@ import {
   type ConfigParseResult,
 } from '../../src/policy/bastion-config.js';
 import { ConfigErrors, closest } from '../../src/policy/errors.js';
+import { loadConfigSource } from '../../src/daemon/config-source.js';
 import { evaluate } from '../../src/policy/evaluate.js';
 import { parsePortSpec } from '../../src/policy/ports.js';
 
@@ -154,7 +155,7 @@ describe('config file: valid', () => {
       configOf(await loadConfigFile(path));
       const missing = await loadConfigFile(join(dir, 'nope.yaml'));
       assert.ok(!missing.ok);
-      assert.equal(formatConfigError(missing.errors[0]!), `${join(dir, 'nope.yaml')}: cannot read the file: ENOENT`);
+      assert.equal(formatConfigError(missing.errors[0]!), `${join(dir, 'nope.yaml')}: cannot read: no such file (ENOENT)`);
       await writeFile(path, 'policies: [');
       const bad = await loadConfigFile(path);
       assert.ok(!bad.ok);
@@ -288,7 +289,7 @@ policies:
   });
 
   it('rejects documents that are not a mapping, unknown top-level fields, wrong types', () => {
-    assert.deepEqual(errorsOf('- a\n- b\n'), ['config.yaml: line 1: expected a mapping with mode, containers and policies, got a list']);
+    assert.deepEqual(errorsOf('- a\n- b\n'), ['config.yaml: line 1: not a Bastion config file: expected a mapping with mode, containers and policies, got a list']);
     assert.deepEqual(errorsOf('polices: []\n'), ['config.yaml: line 1: unknown field "polices" (did you mean "policies"?)']);
     assert.deepEqual(errorsOf('containers: {}\n'), ['config.yaml: containers: expected a list, got a mapping']);
     assert.deepEqual(errorsOf('containers:\n  - name: 3\n    netns: x\n    labels: [a]\n'), [
@@ -359,7 +360,7 @@ describe('config file: fast and full parse paths', () => {
 });
 
 describe('config file: memory', () => {
-  it('the parsed config keeps no view into the file text (a long policy name would hold all of it)', () => {
+  it('the config the daemon receives keeps no view into the file text (a long policy name would hold all of it)', async () => {
     v8.setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
     const heap = () => {
@@ -373,12 +374,17 @@ describe('config file: memory', () => {
       'mode: enforce\ncontainers:\n  - { name: frontend-service, netns: n1, labels: { app.kubernetes.io/name: frontend-service } }\n' +
       'policies:\n  - { name: frontend-to-backend-policy, from: { app.kubernetes.io/name: frontend-service }, to: host, ports: ["8080/tcp"] }\n' +
       padding;
-    const before = heap();
-    const parsed = parseConfigText(text, 'big.yaml');
+    // the daemon's parser thread: the text and its views stay on the worker's heap, which ends
+    const dir = await mkdtemp(join(tmpdir(), 'bastion-config-'));
+    const file = join(dir, 'big.yaml');
+    await writeFile(file, text);
     text = undefined;
+    const before = heap();
+    const parsed = await loadConfigSource(file, { containersRequired: true });
     const after = heap();
+    await rm(dir, { recursive: true, force: true });
     assert.ok(parsed.ok);
-    assert.equal(parsed.config.policies[0]!.name, 'frontend-to-backend-policy');
+    assert.equal(parsed.policies[0]!.name, 'frontend-to-backend-policy');
     assert.ok(after - before < 4_000_000, `the heap kept ${((after - before) / 1e6).toFixed(1)} MB after the text was dropped`);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -80,12 +80,64 @@ describe('runtime policies', () => {
       assert.deepEqual(back.load(), { loaded: 2, errors: [] });
       assert.deepEqual(back.all().map((p) => p.policy), policies);
       assert.deepEqual(back.all().map((p) => p.added), ['2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z']);
-      assert.deepEqual(policyRow(back.get('b')!.policy, 'api'), { name: 'b', source: 'api', from: 'host', to: 'tier=db', ports: 'any' });
+      assert.deepEqual(policyRow(back.get('b')!.policy, 'api'), {
+        name: 'b',
+        source: 'api',
+        from: 'host',
+        to: 'tier=db',
+        ports: 'any',
+        spec: { name: 'b', from: 'host', to: { matchLabels: { tier: 'db' } } },
+      });
       writeFileSync(file, readFileSync(file, 'utf8').replace('"80/tcp"', '"80/tcpx"'));
       const broken = new RuntimePolicies(file).load();
       assert.equal(broken.loaded, 0);
       assert.match(broken.errors.join(), /p\.json.*ports\[0\]/);
+      assert.ok(broken.keptAside && existsSync(broken.keptAside), 'the file that does not validate is kept aside');
       assert.deepEqual(new RuntimePolicies(join(dir, 'none.json')).load(), { loaded: 0, errors: [] });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a truncated or corrupt file is kept aside, reported, and never overwritten by the next save (failed before: the next save replaced it)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bastion-rp-'));
+    try {
+      const file = join(dir, 'p.json');
+      const rp = new RuntimePolicies(file);
+      rp.set([parseOne({ name: 'a', from: { app: 'web' }, to: { app: 'api' }, ports: ['80/tcp'] })!]);
+      rp.save();
+      const whole = readFileSync(file, 'utf8');
+      for (const corrupt of [whole.slice(0, whole.length - 7), '', '[1,2]', '{"policies": 3}', whole.replace('web', 'w\u0000b')]) {
+        writeFileSync(file, corrupt);
+        const next = new RuntimePolicies(file);
+        const r = next.load(new Date(`2026-01-01T00:00:0${next.unreadableCopies().length}Z`));
+        assert.equal(r.loaded, 0, `loaded from ${JSON.stringify(corrupt)}`);
+        assert.ok(r.errors.length > 0, 'says why');
+        assert.ok(r.keptAside, `kept aside: ${r.errors.join()}`);
+        assert.equal(readFileSync(r.keptAside, 'utf8'), corrupt, 'as it was');
+        assert.ok(!existsSync(file), 'moved, not copied');
+        // the next policy add saves a new file; the unreadable one stays where it was put
+        next.set([parseOne({ name: 'b', from: { app: 'web' }, to: 'host' })!]);
+        next.save();
+        assert.equal(readFileSync(r.keptAside, 'utf8'), corrupt);
+        assert.ok(next.unreadableCopies().includes(r.keptAside));
+        rmSync(file);
+      }
+      assert.equal(new RuntimePolicies(file).unreadableCopies().length, 5);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('save leaves no temporary file and writes the whole document', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bastion-rp-'));
+    try {
+      const file = join(dir, 'p.json');
+      const rp = new RuntimePolicies(file);
+      rp.set([parseOne({ name: 'a', from: { app: 'web' }, to: { app: 'api' } })!]);
+      rp.save();
+      assert.deepEqual(readdirSync(dir), ['p.json']);
+      assert.equal(JSON.parse(readFileSync(file, 'utf8')).policies.length, 1);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -41,6 +41,8 @@ function status(endpoints: EndpointStatus[]): StatusReport {
     entries: {},
     counters: {},
     events: { suppressed: 0, lost: 0 },
+    problems: [],
+    runtimePolicies: { count: 0, unreadable: [] },
   };
 }
 

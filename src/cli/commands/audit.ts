@@ -5,9 +5,9 @@
  *   bastion audit [--docker] [--k8s FILES...] [--config FILE] [-o table|json|sarif] [--fail-on SEVERITY]
  */
 import type { Command } from 'commander';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
 import { colors, printData } from '../output.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 
 interface AuditCliOptions {
   docker?: boolean;
@@ -28,10 +28,10 @@ export function registerAudit(program: Command): void {
     .option('--docker', 'audit the Docker engine and its running containers (the default when nothing else is named)')
     .option('--k8s <files...>', 'audit Kubernetes objects from YAML or JSON files (Namespaces, Pods, NetworkPolicies, ServiceAccounts, Roles, ClusterRoles, bindings)')
     .option('--config <file>', "a Bastion config file: audit its policies and use them for coverage (default: the running daemon's)")
-    .option('-o, --output <format>', 'table, json, yaml or sarif (SARIF 2.1.0)', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(outputOption(FORMATS))
+    .addOption(jsonOption())
     .option('--fail-on <severity>', 'exit 1 when a finding is at least this severe: critical, high, medium, low, info, or none', 'none')
-    .option('--pin-path <dir>', 'bpffs directory of the instance whose daemon is asked', DEFAULT_PIN_PATH)
+    .addOption(pinPathOption('bpffs directory of the instance whose daemon is asked'))
     .addHelpText(
       'after',
       '\nEvery finding has an id, a severity, the object, what an attacker gains, the evidence, the fix and,\n' +

@@ -9,6 +9,7 @@
 import type { Command } from 'commander';
 import { CliError, EXIT } from '../errors.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
+import { outputOption } from '../options.js';
 import {
   K8sInputError,
   compileToPolicySet,
@@ -90,7 +91,7 @@ export function registerK8s(program: Command): void {
     .option('-f, --filename <files...>', '(required) YAML or JSON files with Namespace, Pod, NetworkPolicy objects')
     .option('--port <port>', '(required) destination port (number, or a container port name resolved on each server)')
     .option('--protocol <protocol>', 'TCP, UDP or SCTP', 'TCP')
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
+    .addOption(outputOption(['table', 'json', 'yaml']))
     .action(async (o: CommonOpts & { port?: string; protocol?: string }) => {
       const fmt = format(o);
       const protocol = parseProtocol(o.protocol);
@@ -112,7 +113,7 @@ export function registerK8s(program: Command): void {
     .option('--to <pod>', '(required) server pod, namespace/name (the connection goes to its IP)')
     .option('--port <port>', '(required) destination port (number, or a container port name of the server)')
     .option('--protocol <protocol>', 'TCP, UDP or SCTP', 'TCP')
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
+    .addOption(outputOption(['table', 'json', 'yaml']))
     .action(async (o: CommonOpts & { from?: string; to?: string; port?: string; protocol?: string }) => {
       const fmt = format(o);
       const protocol = parseProtocol(o.protocol);
@@ -131,7 +132,7 @@ export function registerK8s(program: Command): void {
     .command('compile')
     .description("the policies compiled into Bastion's rule model, with the endpoint labels")
     .option('-f, --filename <files...>', '(required) YAML or JSON files with Namespace, Pod, NetworkPolicy objects')
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
+    .addOption(outputOption(['table', 'json', 'yaml']))
     .action(async (o: CommonOpts) => {
       const fmt = format(o);
       const cluster = await load(o.filename);

@@ -10,15 +10,17 @@
  * recompiled), validated exactly like the config file's policies, kept across
  * daemon restarts, and forgotten by `bastion down`.
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { stringify as toYaml } from 'yaml';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { Document as YamlDocument, type YAMLSeq } from 'yaml';
+import { formatBytes, readInputFile } from '../../policy/input-file.js';
+import { POLICIES_DOCUMENT_MAX_BYTES } from '../../daemon/runtime-policies.js';
 import { socketPathFor } from '../../api/paths.js';
 import { apiCall, DaemonUnreachable, errorsOf } from '../../api/client.js';
 import { isErrorBody, type Done, type ErrorBody, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow } from '../../api/types.js';
 import { CliError, EXIT } from '../errors.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 
 
 /**
@@ -51,11 +53,35 @@ async function call<T>(pinPath: string, method: string, path: string, body?: str
     throw err;
   }
   if (r.status !== 200 || isErrorBody(r.body)) {
-    // invalid input exits 3; a name clash, an unknown name, a stopping daemon exit 1
-    const invalid = isErrorBody(r.body) ? r.body.error.code === 'invalid' : r.status === 422;
-    throw new CliError(`nothing applied:\n  ${errorsOf(r.status, r.body).join('\n  ')}`, invalid ? EXIT.invalid : EXIT.failure);
+    throw new CliError(`nothing applied:\n  ${errorsOf(r.status, r.body).join('\n  ')}`, exitCodeFor(r.status, r.body));
   }
   return r.body;
+}
+
+/**
+ * The exit code of a refused request: a document that does not validate,
+ * is too large, or names a config-file policy is invalid input (3); an
+ * unknown name, a stopping daemon, a failure to apply are failures (1).
+ */
+export function exitCodeFor(status: number, body: unknown): number {
+  const code = isErrorBody(body) ? body.error.code : status === 422 ? 'invalid' : status === 409 ? 'conflict' : status === 413 ? 'too-large' : undefined;
+  return code === 'invalid' || code === 'conflict' || code === 'too-large' ? EXIT.invalid : EXIT.failure;
+}
+
+/**
+ * The listed policies as a `policies:` document, the form `policy add -f`
+ * reads (as with `kubectl get -o yaml`); where each comes from, and when
+ * it was added, go in comments.
+ */
+export function policiesDocumentYaml(rows: PolicyRow[]): string {
+  const doc = new YamlDocument({ policies: rows.map((r) => r.spec) });
+  const seq = doc.get('policies') as YAMLSeq;
+  rows.forEach((r, i) => {
+    const item = seq.items[i] as { commentBefore?: string };
+    item.commentBefore =
+      r.source === 'file' ? ' source: the config file (change it there)' : r.source === 'platform' ? ' source: the platform (a published port)' : ` source: ${r.source}${r.added ? `, added ${r.added}` : ''}`;
+  });
+  return doc.toString();
 }
 
 export function registerPolicy(program: Command): void {
@@ -72,9 +98,9 @@ export function registerPolicy(program: Command): void {
     .option('--ports <spec...>', 'inline: 8080/tcp, 9000-9010/udp, tcp, icmp ... (default: every protocol and port)')
     .option('-f, --filename <file>', 'a YAML or JSON document with a policies: list, as in the config file (- for stdin)')
     .option('--dry-run', 'let the daemon validate the policies and say what would change, without changing anything')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .addHelpText(
       'after',
       `
@@ -94,10 +120,13 @@ Examples:
       if (opts.filename) {
         if (name || opts.from || opts.to || opts.ports) throw new CliError('give either -f FILE or NAME --from --to [--ports], not both', EXIT.usage);
         source = opts.filename === '-' ? 'stdin' : opts.filename;
-        try {
-          body = readFileSync(opts.filename === '-' ? 0 : opts.filename, 'utf8');
-        } catch (err) {
-          throw new CliError(`${source}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EXIT.invalid);
+        if (opts.filename === '-') {
+          body = readFileSync(0, 'utf8');
+          if (Buffer.byteLength(body) > POLICIES_DOCUMENT_MAX_BYTES)
+            throw new CliError(`stdin: refused: over the limit of ${formatBytes(POLICIES_DOCUMENT_MAX_BYTES)} for a policies document`, EXIT.invalid);
+        } else {
+          // a regular file of a trusted owner, no larger than the API takes
+          body = readInputFile(opts.filename, { maxBytes: POLICIES_DOCUMENT_MAX_BYTES });
         }
       } else {
         if (!name || !opts.from || !opts.to) throw new CliError('give NAME --from END --to END [--ports SPEC...], or -f FILE', EXIT.usage);
@@ -112,7 +141,11 @@ Examples:
       }
       const r = await call<Done<PolicyAddResult>>(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}${opts.dryRun ? '&dryRun=1' : ''}`, body);
       const line = (p: PolicyChange) =>
-        'entries' in r ? `policy ${p.name} ${p.action} (${r.entries} map entries changed in ${r.ms} ms)\n` : `policy ${p.name} would be ${p.action} (dry run: nothing changed)\n`;
+        p.action === 'unchanged'
+          ? `policy ${p.name} unchanged (the config file's, as the file has it)\n`
+          : 'entries' in r
+            ? `policy ${p.name} ${p.action} (${r.entries} map entries changed in ${r.ms} ms)\n`
+            : `policy ${p.name} would be ${p.action} (dry run: nothing changed)\n`;
       printData(r, format, () => r.policies.map(line).join(''));
     });
 
@@ -120,14 +153,23 @@ Examples:
     .command('list')
     .alias('ls')
     .description("List every policy in force: the config file's and the runtime ones")
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
-    .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
+    .addOption(pinPathOption())
+    .addOption(new Option('--source <source>', "only the config file's (file), the runtime ones (api), or the platform's (platform: published ports)").choices(['file', 'api', 'platform']))
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      `
+-o yaml prints a policies document that "bastion policy add -f" reads back
+(policies identical to the config file's are left as they are):
+  bastion policy list --source api -o yaml > runtime.yaml
+  bastion policy add -f runtime.yaml`,
+    )
+    .action(async (opts: { pinPath: string; source?: PolicyRow['source']; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
-      const rows = await call<PolicyRow[]>(opts.pinPath, 'GET', '/v1/policies');
+      const rows = (await call<PolicyRow[]>(opts.pinPath, 'GET', '/v1/policies')).filter((p) => !opts.source || p.source === opts.source);
       if (format === 'yaml') {
-        process.stdout.write(toYaml(rows));
+        process.stdout.write(policiesDocumentYaml(rows));
         return;
       }
       printData(rows, format, () =>
@@ -143,9 +185,9 @@ Examples:
     .alias('rm')
     .description('Delete runtime policies (all of the names, or none if one is unknown)')
     .argument('<names...>', 'policy names')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
     .action(async (names: string[], opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       const q = new URLSearchParams(names.map((n) => ['name', n]));

@@ -1,11 +1,22 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { Daemon } from '../../daemon/daemon.js';
-import { ConfigRejected } from '../../daemon/config-reloader.js';
-import { BASTION_MAX_CT, CT_DEFAULT_PER_ENDPOINT, DEFAULT_PIN_PATH } from '../../datapath/layout.js';
+import { CannotProtect, ConfigRejected } from '../../daemon/config-reloader.js';
+import { BASTION_MAX_CT, CT_DEFAULT_PER_ENDPOINT } from '../../datapath/layout.js';
 import { CliError, EXIT } from '../errors.js';
+import { pinPathOption, publishedPortsOption, sizeArg } from '../options.js';
+import { DEFAULT_MAX_CONFIG_BYTES } from '../../daemon/config-source.js';
+import type { PublishedPortsMode } from '../../policy/published.js';
 import { platformFromOptions, type PlatformOptions } from '../../platform/select.js';
+import { ComposeError } from '../../policy/compose.js';
+import { DAEMON_CAPABILITIES, effectiveCapabilities, missingCapabilities } from '../../daemon/capabilities.js';
+import { InstanceLocked } from '../../daemon/instance.js';
+
+/** What a permission failure of the daemon means (docs/operations.md has the details). */
+const PRIVILEGE_HINT = `permission denied: bastion run needs ${DAEMON_CAPABILITIES.map((c) => c.name).join(', ')} (see docs/operations.md)`;
 
 interface RunOptions extends PlatformOptions {
+  maxConfigSize: number;
+  publishedPorts: PublishedPortsMode;
   config?: string;
   pinPath: string;
   logLevel: string;
@@ -26,10 +37,16 @@ export function registerRun(program: Command): void {
     .command('run')
     .description('Run the Bastion daemon in the foreground: protect the containers and apply the policy')
     .option('-c, --config <file>', 'Bastion config file (containers, policies, mode); re-applied when it changes and on SIGHUP')
-    .option('--pin-path <dir>', 'bpffs directory for the pinned maps', DEFAULT_PIN_PATH)
+    .addOption(pinPathOption('bpffs directory for the pinned maps; names the instance'))
     .option('--docker', 'follow the containers of the local Docker engine')
     .option('--compose <file>', 'derive policy from a Compose file (depends_on, links, expose, ports)')
     .option('--select <label=value...>', 'with --docker: manage only containers with these labels')
+    .addOption(
+      new Option('--max-config-size <size>', 'largest config file accepted (64M, 512K, bytes); the parser\'s memory limit grows with it')
+        .argParser(sizeArg)
+        .default(DEFAULT_MAX_CONFIG_BYTES, '16M'),
+    )
+    .addOption(publishedPortsOption())
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
     .option('--events-per-second <n>', 'flow events reported per second for each container and reason; the rest are counted (default 100)')
     .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`)
@@ -37,6 +54,11 @@ export function registerRun(program: Command): void {
       'after',
       `
 Drops and allowed connections are logged on stdout as JSON lines.
+The config file is applied when it is complete: renamed into place, or closed by
+its writer and ending with a newline (never half written). It is refused if it is
+not a regular file of root or the invoking user, or larger than --max-config-size.
+With --docker, a published port (docker run -p) is reachable from the host and,
+unless bound to a loopback address, from outside (--published-ports narrows it).
 SIGTERM, SIGINT or even SIGKILL leave enforcement in place; "bastion down" removes it.
 
 Examples:
@@ -50,11 +72,21 @@ Examples:
         eventsPerSec: positiveInt('--events-per-second', opts.eventsPerSecond, 0xffffffff),
         ctPerEndpoint: positiveInt('--conntrack-per-container', opts.conntrackPerContainer, BASTION_MAX_CT),
       };
+      // before anything is touched: a daemon that lacks a capability would fail half-way
+      const missing = missingCapabilities(effectiveCapabilities(), { docker: !!opts.docker });
+      if (missing.length) {
+        throw new CliError(
+          `missing capabilities, nothing done:\n${missing.map((c) => `  ${c.name}, to ${c.why}`).join('\n')}\n(run as root, or grant them: docs/operations.md, contrib/systemd/bastion.service)`,
+          EXIT.failure,
+        );
+      }
       const platform = await platformFromOptions(opts);
       const daemon = new Daemon({
         configPath: opts.config,
         pinPath: opts.pinPath,
         logLevel: opts.logLevel,
+        maxConfigBytes: opts.maxConfigSize,
+        publishedPorts: opts.publishedPorts,
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
         limits,
@@ -64,6 +96,13 @@ Examples:
       } catch (err) {
         if (err instanceof ConfigRejected) {
           throw new CliError(`config rejected, nothing applied:\n  ${err.errors.join('\n  ')}`, EXIT.invalid);
+        }
+        if (err instanceof InstanceLocked) throw new CliError(err.message, EXIT.failure);
+        if (err instanceof CannotProtect) throw new CliError(`cannot reach these containers, nothing applied:\n  ${err.errors.join('\n  ')}`, EXIT.failure);
+        if (err instanceof ComposeError) throw new CliError(`Compose file rejected, nothing applied:\n  ${err.message.split('\n').join('\n  ')}`, EXIT.invalid);
+        // not enough privilege: say what is missing instead of a libbpf log alone
+        if (/\b(EPERM|Operation not permitted)\b/.test((err as Error).message)) {
+          throw new CliError(`${(err as Error).message}\n${PRIVILEGE_HINT}`, EXIT.failure);
         }
         throw err;
       }

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
-import { DEFAULT_PIN_PATH } from '../../datapath/layout.js';
 import { socketPathFor } from '../../api/paths.js';
 import { apiRequest, DaemonUnreachable } from '../../api/client.js';
 import type { StatusReport } from '../../api/types.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { EXIT } from '../errors.js';
+import { jsonOption, outputOption, pinPathOption } from '../options.js';
 import { inspectPins } from '../../agent/cleanup.js';
 
 function human(n: number): string {
@@ -32,7 +32,16 @@ function renderStatus(s: StatusReport): string {
     `${c.bold('Daemon')}     ${c.green('running')} (pid ${s.daemon.pid}), mode ${s.daemon.mode === 'enforce' ? c.green('enforce') : c.yellow(s.daemon.mode)}, pins ${s.daemon.pinPath}` +
       (s.daemon.configPath ? `, config ${s.daemon.configPath}` : ''),
   );
-  out.push(`${c.bold('Stacks')}     ${s.ok ? c.green(`${s.endpoints.length}/${s.endpoints.length} in place`) : c.red(`${s.endpoints.filter((e) => e.stack.ok).length}/${s.endpoints.length} in place`)}`);
+  const stacksOk = s.endpoints.every((e) => e.stack.ok);
+  out.push(`${c.bold('Stacks')}     ${stacksOk ? c.green(`${s.endpoints.length}/${s.endpoints.length} in place`) : c.red(`${s.endpoints.filter((e) => e.stack.ok).length}/${s.endpoints.length} in place`)}`);
+  const rp = s.runtimePolicies;
+  if (rp) out.push(`${c.bold('Runtime')}    ${rp.count} runtime polic${rp.count === 1 ? 'y' : 'ies'} in force${rp.unreadable.length ? `, ${c.red(`${rp.unreadable.length} saved file${rp.unreadable.length === 1 ? '' : 's'} UNREADABLE`)}` : ''}`);
+  for (const p of s.problems ?? []) out.push(`${c.bold(c.red('PROBLEM'))}    ${c.red(p)}`);
+  if (s.published) {
+    const mode = s.published.mode === 'allow' ? 'from the host, and from outside unless bound to loopback' : s.published.mode === 'host-only' ? 'from the host only' : 'not let in (deny)';
+    out.push(`${c.bold('Published')}  ${s.published.ports.length} container${s.published.ports.length === 1 ? '' : 's'} publish ports: let in ${mode} (--published-ports ${s.published.mode})`);
+  }
+  if (s.configPending) out.push(`${c.bold('Config')}     ${c.yellow(`change not applied yet: ${s.configPending}`)}`);
   if (s.audit) {
     const a = s.audit.summary;
     const worst = a.critical + a.high;
@@ -60,6 +69,10 @@ function renderStatus(s: StatusReport): string {
       ]),
     ).trimEnd(),
   );
+  if (s.published?.ports.length) {
+    out.push('', c.bold('Published ports'));
+    out.push(formatTable(['CONTAINER', 'FROM HOST', 'FROM OUTSIDE'], s.published.ports.map((p) => [p.container, p.fromHost, p.fromOutside])).trimEnd());
+  }
   if (s.unprotected.length) {
     out.push('', c.bold(c.yellow('Unprotected containers')));
     out.push(formatTable(['CONTAINER', 'REASON'], s.unprotected.map((u) => [u.name, u.reason])).trimEnd());
@@ -95,14 +108,15 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description('Show the daemon, the protected containers, their identities, stacks, rules and counters')
-    .option('--pin-path <dir>', 'bpffs directory of the instance', DEFAULT_PIN_PATH)
-    .option('-o, --output <format>', 'table, json or yaml', 'table')
-    .option('--json', 'same as -o json')
-    .addHelpText('after', '\nExit status: 0 when the daemon runs and every container has its stack; 4 otherwise.')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
+    .addHelpText('after', '\nExit status: 0 when the daemon runs, every container has its stack and no problem is reported\n(saved runtime policies that could not be read, ...); 4 otherwise.')
     .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       try {
-        const s = await apiRequest<StatusReport>(socketPathFor(opts.pinPath), 'GET', '/v1/status');
+        // a large policy makes a large answer (500,000 rules: about 50 MB): give it time
+        const s = await apiRequest<StatusReport>(socketPathFor(opts.pinPath), 'GET', '/v1/status', 60_000);
         printData(s, format, () => renderStatus(s));
         process.exitCode = s.ok ? EXIT.ok : EXIT.notReady;
       } catch (err) {
@@ -111,7 +125,9 @@ export function registerStatus(program: Command): void {
         const data = { ok: false, daemon: null, reason: 'daemon not running', pinPath: opts.pinPath, enforcement: pins };
         printData(data, format, () =>
           `${colors.bold('Daemon')}     ${colors.red('not running')} (${(err as Error).message})\n` +
-          (pins.present
+          (pins.refused
+            ? `${colors.bold('Datapath')}   ${colors.red(pins.refused)}\n`
+            : pins.present
             ? `${colors.bold('Datapath')}   still enforcing from ${opts.pinPath}: ${pins.endpoints} containers, ${pins.stacks} stacks attached\n`
             : `${colors.bold('Datapath')}   nothing pinned at ${opts.pinPath}\n`),
         );

@@ -19,6 +19,7 @@ export {
   endpointKey,
   matchesSelect,
   parseIpLinkJson,
+  publishedPortsOf,
   type ContainerInspect,
   type DockerNetwork,
   type NetnsLink,

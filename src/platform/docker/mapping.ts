@@ -6,6 +6,7 @@
  */
 import type { EndpointSpec, UnprotectedContainer } from '../../manager/endpoint.js';
 import { BUILTIN_LABELS } from '../../policy/model.js';
+import type { PublishedPort } from '../../policy/published.js';
 
 /** Label set on every Docker endpoint: the Docker network it is on. */
 export const DOCKER_NETWORK_LABEL = 'bastion.io/network';
@@ -28,6 +29,8 @@ export interface ContainerInspect {
   NetworkSettings: {
     SandboxKey?: string;
     Networks?: Record<string, ContainerNetwork> | null;
+    /** "80/tcp": the host bindings of a published port (null: exposed, not published) */
+    Ports?: Record<string, Array<{ HostIp?: string; HostPort?: string }> | null> | null;
   };
 }
 
@@ -171,6 +174,7 @@ export function desiredForContainer(info: ContainerInspect, o: DesiredOptions): 
     }
   }
   const labels = info.Config.Labels ?? {};
+  const published = publishedPortsOf(info);
   for (const [netName, n] of bridged) {
     const mac = (n.MacAddress ?? '').toLowerCase();
     const link = mac ? o.links?.find((l) => l.mac === mac) : undefined;
@@ -189,9 +193,33 @@ export function desiredForContainer(info: ContainerInspect, o: DesiredOptions): 
     if (n.IPAddress) spec.ipv4 = n.IPAddress;
     if (mac) spec.mac = mac;
     if (link?.peerIfindex !== undefined) spec.hostIfindex = link.peerIfindex;
+    if (published.length) spec.published = published;
     out.endpoints.push(spec);
   }
   return out;
+}
+
+/**
+ * The container ports a running container publishes on the host, one per
+ * binding (a port bound on 0.0.0.0 and on :: is one entry without hostIp).
+ */
+export function publishedPortsOf(info: Pick<ContainerInspect, 'NetworkSettings'>): PublishedPort[] {
+  const out: PublishedPort[] = [];
+  const seen = new Set<string>();
+  for (const [key, bindings] of Object.entries(info.NetworkSettings.Ports ?? {})) {
+    if (!bindings?.length) continue;
+    const m = /^(\d+)\/(tcp|udp|sctp)$/.exec(key);
+    if (!m) continue;
+    const port = Number(m[1]);
+    for (const b of bindings) {
+      const ip = b.HostIp && b.HostIp !== '0.0.0.0' && b.HostIp !== '::' ? b.HostIp : undefined;
+      const k = `${key}@${ip ?? '*'}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      out.push({ protocol: m[2] as PublishedPort['protocol'], from: port, to: port, ...(ip ? { hostIp: ip } : {}) });
+    }
+  }
+  return out.sort((a, b) => a.protocol.localeCompare(b.protocol) || a.from - b.from || (a.hostIp ?? '').localeCompare(b.hostIp ?? ''));
 }
 
 /** Bridge networks of a container whose interface was not found by MAC. */

@@ -4,6 +4,7 @@
  * selectors. Pure functions, no I/O.
  */
 import type { V1LabelSelector, V1LabelSelectorRequirement } from '@kubernetes/client-node';
+import { quote } from '../errors.js';
 
 export type Labels = Readonly<Record<string, string>>;
 
@@ -112,11 +113,11 @@ export function checkLabelValue(v: string): string | undefined {
  */
 export function checkPortName(v: string): string | undefined {
   if (v.length === 0) return 'must be non-empty';
-  if (v.length > 15) return `must be no more than 15 characters (is ${v.length}: "${v}")`;
-  if (!/^[-a-z0-9]+$/.test(v)) return `must contain only lowercase alphanumerics and '-' ("${v}")`;
-  if (!/[a-z]/.test(v)) return `must contain at least one letter ("${v}")`;
-  if (v.includes('--')) return `must not contain consecutive hyphens ("${v}")`;
-  if (v.startsWith('-') || v.endsWith('-')) return `must not begin or end with a hyphen ("${v}")`;
+  if (v.length > 15) return `must be no more than 15 characters (is ${v.length}: ${quote(v)})`;
+  if (!/^[-a-z0-9]+$/.test(v)) return `must contain only lowercase alphanumerics and '-' (${quote(v)})`;
+  if (!/[a-z]/.test(v)) return `must contain at least one letter (${quote(v)})`;
+  if (v.includes('--')) return `must not contain consecutive hyphens (${quote(v)})`;
+  if (v.startsWith('-') || v.endsWith('-')) return `must not begin or end with a hyphen (${quote(v)})`;
   return undefined;
 }
 
@@ -129,9 +130,9 @@ export function validateLabels(labels: Record<string, string> | undefined, field
   const out: FieldIssue[] = [];
   for (const [k, v] of Object.entries(labels ?? {})) {
     const ek = checkLabelKey(k);
-    if (ek) out.push({ field, message: `invalid label key "${k}": ${ek}` });
+    if (ek) out.push({ field, message: `invalid label key ${quote(k)}: ${ek}` });
     const ev = checkLabelValue(v);
-    if (ev) out.push({ field: `${field}[${k}]`, message: `invalid label value "${v}": ${ev}` });
+    if (ev) out.push({ field: `${field}[${k}]`, message: `invalid label value ${quote(v)}: ${ev}` });
   }
   return out;
 }
@@ -141,7 +142,7 @@ export function validateSelector(sel: V1LabelSelector, field: string): FieldIssu
   (sel.matchExpressions ?? []).forEach((r, i) => {
     const f = `${field}.matchExpressions[${i}]`;
     const ek = checkLabelKey(r.key);
-    if (ek) out.push({ field: `${f}.key`, message: `invalid label key "${r.key}": ${ek}` });
+    if (ek) out.push({ field: `${f}.key`, message: `invalid label key ${quote(r.key)}: ${ek}` });
     const values = r.values ?? [];
     switch (r.operator) {
       case 'In':
@@ -150,7 +151,7 @@ export function validateSelector(sel: V1LabelSelector, field: string): FieldIssu
           out.push({ field: `${f}.values`, message: `must be specified when operator is ${r.operator}` });
         values.forEach((v, j) => {
           const ev = checkLabelValue(v);
-          if (ev) out.push({ field: `${f}.values[${j}]`, message: `invalid label value "${v}": ${ev}` });
+          if (ev) out.push({ field: `${f}.values[${j}]`, message: `invalid label value ${quote(v)}: ${ev}` });
         });
         break;
       case 'Exists':
@@ -161,7 +162,7 @@ export function validateSelector(sel: V1LabelSelector, field: string): FieldIssu
       default:
         out.push({
           field: `${f}.operator`,
-          message: `"${r.operator}" is not a valid selector operator (In, NotIn, Exists, DoesNotExist)`,
+          message: `${quote(r.operator)} is not a valid selector operator (In, NotIn, Exists, DoesNotExist)`,
         });
     }
   });

@@ -11,8 +11,9 @@
  * and document, e.g.
  *   policies.yaml (document 3): NetworkPolicy x/allow-cidr: spec.egress[0].to[0].ipBlock.cidr: "10.0.0.0/33" is not a valid CIDR
  */
-import { readFile } from 'node:fs/promises';
 import { parseAllDocuments } from 'yaml';
+import { boundErrors, quote, yamlErrorLine } from '../errors.js';
+import { DEFAULT_INPUT_MAX_BYTES, readInputFile } from '../input-file.js';
 import { z } from 'zod';
 import type {
   RbacV1Subject,
@@ -77,8 +78,8 @@ export class K8sInputError extends Error {
   constructor(readonly issues: ValidationIssue[]) {
     super(
       issues.length === 1
-        ? formatIssue(issues[0]!)
-        : `${issues.length} invalid fields:\n` + issues.map((i) => '  ' + formatIssue(i)).join('\n'),
+        ? boundErrors([formatIssue(issues[0]!)])[0]!
+        : `${issues.length} invalid fields:\n` + boundErrors(issues.map(formatIssue)).map((l) => '  ' + l).join('\n'),
     );
     this.name = 'K8sInputError';
   }
@@ -406,7 +407,7 @@ function zodIssues(err: z.ZodError): FieldIssue[] {
       const keys = (i as { keys: string[] }).keys;
       return {
         field,
-        message: `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}`,
+        message: `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `${quote(k)}`).join(', ')}`,
       };
     }
     const m = /^Invalid input: expected (\w+), received (\w+)$/.exec(i.message);
@@ -419,7 +420,7 @@ function zodIssues(err: z.ZodError): FieldIssue[] {
 
 function checkProtocol(p: string | undefined, field: string, out: FieldIssue[]): void {
   if (p !== undefined && !(K8S_PROTOCOLS as readonly string[]).includes(p))
-    out.push({ field, message: `unsupported protocol "${p}": supported values are "TCP", "UDP", "SCTP"` });
+    out.push({ field, message: `unsupported protocol ${quote(p)}: supported values are "TCP", "UDP", "SCTP"` });
 }
 
 function validatePolicyPort(p: V1NetworkPolicyPort, field: string, out: FieldIssue[]): void {
@@ -457,14 +458,14 @@ function validatePeer(peer: V1NetworkPolicyPeer, field: string, out: FieldIssue[
     n++;
     const f = `${field}.ipBlock`;
     const c = parseCidr(peer.ipBlock.cidr);
-    if (!c) out.push({ field: `${f}.cidr`, message: `"${peer.ipBlock.cidr}" is not a valid CIDR` });
+    if (!c) out.push({ field: `${f}.cidr`, message: `${quote(peer.ipBlock.cidr)} is not a valid CIDR` });
     (peer.ipBlock.except ?? []).forEach((e, i) => {
       const x = parseCidr(e);
-      if (!x) out.push({ field: `${f}.except[${i}]`, message: `"${e}" is not a valid CIDR` });
+      if (!x) out.push({ field: `${f}.except[${i}]`, message: `${quote(e)} is not a valid CIDR` });
       else if (c && (!cidrCovers(c, x) || x.prefix <= c.prefix))
         out.push({
           field: `${f}.except[${i}]`,
-          message: `"${e}" must be a strict subset of cidr "${peer.ipBlock!.cidr}"`,
+          message: `${quote(e)} must be a strict subset of cidr ${quote(peer.ipBlock!.cidr)}`,
         });
     });
   }
@@ -488,7 +489,7 @@ function validatePolicySpec(spec: V1NetworkPolicySpec, out: FieldIssue[]): void 
     if (t !== 'Ingress' && t !== 'Egress')
       out.push({
         field: `spec.policyTypes[${i}]`,
-        message: `unsupported value "${t}": supported values are "Ingress", "Egress"`,
+        message: `unsupported value ${quote(t)}: supported values are "Ingress", "Egress"`,
       });
   });
 }
@@ -528,11 +529,13 @@ export function formatSource(s: ObjectSource): string | undefined {
 function describe(obj: unknown): string {
   if (typeof obj !== 'object' || obj === null) return 'document';
   const o = obj as { kind?: unknown; metadata?: { name?: unknown; namespace?: unknown } };
+  // names and kinds are the input's: at most an excerpt of them (they may not be valid)
+  const cut = (s: string) => quote(s).slice(1, -1);
   const kind = typeof o.kind === 'string' ? o.kind : 'object';
-  const name = typeof o.metadata?.name === 'string' ? o.metadata.name : '<unnamed>';
+  const name = typeof o.metadata?.name === 'string' ? cut(o.metadata.name) : '<unnamed>';
   if (CLUSTER_SCOPED.has(kind)) return `${kind} ${name}`;
-  const ns = typeof o.metadata?.namespace === 'string' ? o.metadata.namespace : 'default';
-  return `${kind} ${ns}/${name}`;
+  const ns = typeof o.metadata?.namespace === 'string' ? cut(o.metadata.namespace) : 'default';
+  return `${cut(kind)} ${ns}/${name}`;
 }
 
 /**
@@ -558,7 +561,7 @@ export function parseText(text: string, file?: string): Located[] {
     const source = { file, document: i + 1 };
     if (doc.errors.length > 0) {
       for (const e of doc.errors)
-        issues.push({ object: 'document', source: formatSource(source), field: '', message: `YAML: ${e.message}` });
+        issues.push({ object: 'document', source: formatSource(source), field: '', message: `YAML: ${yamlErrorLine(e.message)}${e.linePos ? ` (line ${e.linePos[0].line})` : ''}` });
       return;
     }
     const obj: unknown = doc.toJS({ maxAliasCount: 1000 });
@@ -572,6 +575,8 @@ export function parseText(text: string, file?: string): Located[] {
 export interface BuildOptions {
   /** error (default) or let the later object replace the earlier one */
   duplicates?: 'error' | 'replace';
+  /** largest file read (readCluster), default DEFAULT_INPUT_MAX_BYTES */
+  maxBytes?: number;
 }
 
 /**
@@ -627,8 +632,8 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
           field: 'apiVersion',
           message:
             o.apiVersion === undefined
-              ? `required field is missing (expected "${expected}")`
-              : `"${String(o.apiVersion)}" is not supported for ${o.kind} (expected "${expected}")`,
+              ? `required field is missing (expected ${quote(expected)})`
+              : `${quote(String(o.apiVersion))} is not supported for ${o.kind} (expected ${quote(expected)})`,
         },
         obj,
         source,
@@ -647,7 +652,7 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
       const labels = { ...(ns.metadata.labels ?? {}) };
       if (labels[NAMESPACE_NAME_LABEL] !== undefined && labels[NAMESPACE_NAME_LABEL] !== ns.metadata.name)
         warnings.push(
-          `${describe(obj)}: label ${NAMESPACE_NAME_LABEL}="${labels[NAMESPACE_NAME_LABEL]}" replaced by "${ns.metadata.name}" (the API server sets it to the namespace name)`,
+          `${describe(obj)}: label ${NAMESPACE_NAME_LABEL}=${quote(labels[NAMESPACE_NAME_LABEL])} replaced by ${quote(ns.metadata.name)} (the API server sets it to the namespace name)`,
         );
       labels[NAMESPACE_NAME_LABEL] = ns.metadata.name;
       key = `Namespace ${ns.metadata.name}`;
@@ -673,7 +678,7 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
               const e = checkPortName(p.name);
               if (e) local.push({ field: `${f}.name`, message: `invalid port name: ${e}` });
               const prev = names.get(p.name);
-              if (prev) local.push({ field: `${f}.name`, message: `duplicate port name "${p.name}" (also ${prev})` });
+              if (prev) local.push({ field: `${f}.name`, message: `duplicate port name ${quote(p.name)} (also ${prev})` });
               names.set(p.name, f);
             }
             ports.push({
@@ -702,11 +707,11 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
       }
       const ips: string[] = [];
       if (pod.status?.podIP !== undefined && pod.status.podIP !== '') {
-        if (!parseIp(pod.status.podIP)) local.push({ field: 'status.podIP', message: `"${pod.status.podIP}" is not a valid IP address` });
+        if (!parseIp(pod.status.podIP)) local.push({ field: 'status.podIP', message: `${quote(pod.status.podIP)} is not a valid IP address` });
         else ips.push(pod.status.podIP);
       }
       (pod.status?.podIPs ?? []).forEach((p, i) => {
-        if (!parseIp(p.ip)) local.push({ field: `status.podIPs[${i}].ip`, message: `"${p.ip}" is not a valid IP address` });
+        if (!parseIp(p.ip)) local.push({ field: `status.podIPs[${i}].ip`, message: `${quote(p.ip)} is not a valid IP address` });
         else if (!ips.includes(p.ip)) ips.push(p.ip);
       });
       key = `Pod ${namespace}/${pod.metadata.name}`;
@@ -960,17 +965,8 @@ export function loadCluster(texts: Array<{ text: string; file?: string }>, opts:
 
 /** Reads files and builds a cluster. */
 export async function readCluster(paths: string[], opts: BuildOptions = {}): Promise<Cluster> {
-  const texts = await Promise.all(
-    paths.map(async (file) => {
-      try {
-        return { text: await readFile(file, 'utf8'), file };
-      } catch (e) {
-        throw new K8sInputError([
-          { object: 'file', source: file, field: '', message: `cannot read: ${(e as Error).message}` },
-        ]);
-      }
-    }),
-  );
+  // regular files of a trusted owner, size-limited (an InputFileError says why not)
+  const texts = paths.map((file) => ({ text: readInputFile(file, { maxBytes: opts.maxBytes ?? DEFAULT_INPUT_MAX_BYTES }), file }));
   return loadCluster(texts, opts);
 }
 

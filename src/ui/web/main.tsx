@@ -317,6 +317,13 @@ function App() {
         {focused ? <button onClick={unfocus}>Show all (Esc)</button> : <button onClick={() => void view.current?.layout()}>Re-layout</button>}
       </header>
       {down && <div class="banner bad">{down}</div>}
+      {status?.problems?.length ? (
+        <div class="banner bad" data-testid="problems">
+          {status.problems.map((p, i) => (
+            <div key={i}>{p}</div>
+          ))}
+        </div>
+      ) : null}
       {lost > 0 && <div class="banner warn">{lost} flows were skipped for this page (it fell behind the daemon); the map's counts are low by that much.</div>}
       {notice && (
         <div class="banner" onClick={() => setNotice(undefined)}>
