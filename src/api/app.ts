@@ -2,6 +2,7 @@
  * The daemon's HTTP API, as a hono app. Routes:
  *
  *   GET  /v1/status            the status report (`bastion status`)
+ *   GET  /v1/graph             the dependency graph policy describes (the console's map)
  *   GET  /v1/flows             flows (src/flows/filter.ts): last=N (default 100; all), since, until, from, to,
  *                              container, fromLabel, toLabel, port, protocol, verdict, reason (repeatable);
  *                              a bare array of FlowRecord; the recent flows in memory, or with since/until
@@ -21,7 +22,9 @@
  *   DELETE /v1/policies/NAME   delete a runtime policy (several: DELETE /v1/policies?name=a&name=b)
  *   GET  /v1/audit?maxAge=S    the posture audit (`bastion audit`) over the daemon's own state, at most S seconds old (default 10)
  *   GET  /metrics              Prometheus metrics
- *   GET  /                     the web UI (network map and live flows)
+ *
+ * The web console is not served here: `bastion ui` serves it on a loopback
+ * TCP port and forwards its API requests to this socket (src/ui/server.ts).
  *
  * The services answer typed outcomes (src/api/types.ts); this file alone
  * turns them into status codes, and every error has one body shape:
@@ -37,8 +40,8 @@ import type { FlowRecord } from '../flows/record.js';
 import { filterInputFromQuery, flowPredicate, parseFlowFilter, FlowFilterError, type FlowFilterInput } from '../flows/filter.js';
 import type { FlowFollowers } from './flow-stream.js';
 import type { AuditReport } from '../audit/findings.js';
+import { errorBody } from './types.js';
 import type {
-  ErrorBody,
   ErrorCode,
   LearnAnswer,
   ModeChange,
@@ -52,11 +55,14 @@ import type {
   ShutdownResult,
   StatusReport,
   VerifyResult,
+  GraphReport,
 } from './types.js';
 
 /** What the API serves; the daemon (src/daemon/daemon.ts) provides it. */
 export interface DaemonApi {
   status(): StatusReport;
+  /** the dependency graph (undefined until the manager exists) */
+  graph?(): GraphReport | undefined;
   reload(): Promise<Outcome<ReloadResult>>;
   /** a drift check now: maps and stacks read back and repaired */
   verify?(): Promise<Outcome<VerifyResult>>;
@@ -69,7 +75,6 @@ export interface DaemonApi {
   flows: FlowStore;
   /** the live streams of /v1/flows?follow=1, bounded per client */
   followers: FlowFollowers;
-  ui(): string;
   /** the posture audit report, at most maxAgeMs old */
   audit?(maxAgeMs: number): Promise<AuditReport>;
   /** audit per workload (src/daemon/modes.ts) */
@@ -92,9 +97,11 @@ type Env = { Bindings: HttpBindings };
 /** Largest request body accepted (a policies document). */
 export const MAX_BODY = 4 << 20;
 
-/** The one place where a kind of failure becomes an HTTP status. */
-const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
+/** The one place where a kind of failure becomes an HTTP status (the console's server uses it too). */
+export const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   'bad-request': 400,
+  unauthorized: 401,
+  forbidden: 403,
   'not-found': 404,
   'no-route': 404,
   conflict: 409,
@@ -102,6 +109,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   invalid: 422,
   internal: 500,
   failed: 500,
+  unreachable: 502,
   stopping: 503,
 };
 
@@ -126,8 +134,7 @@ function jsonText(body: unknown): string {
 }
 
 function failure(c: Context<Env>, code: ErrorCode, errors: string[]): Response {
-  const body: ErrorBody = { ok: false, error: { code, message: errors.join('\n') }, errors };
-  return json(c, STATUS[code], body);
+  return json(c, STATUS[code], errorBody(code, errors));
 }
 
 /** A service's outcome as an answer: { ok: true, ...value }, or the error body. */
@@ -173,6 +180,10 @@ export function createApiApp(api: DaemonApi): Hono<Env> {
   const app = new Hono<Env>();
 
   app.get('/v1/status', (c) => json(c, 200, api.status()));
+  app.get('/v1/graph', (c) => {
+    const g = api.graph?.();
+    return g ? json(c, 200, g) : failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
+  });
   app.post('/v1/reload', async (c) => answer(c, await api.reload()));
   app.post('/v1/status/verify', async (c) => {
     if (!api.verify) return failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
@@ -260,8 +271,6 @@ export function createApiApp(api: DaemonApi): Hono<Env> {
     if (!body.ok) return failure(c, 'bad-request', ['expected a JSON body such as {"candidate":"policies: ..."}']);
     return answer(c, await api.learning.verify(body.value));
   });
-
-  app.get('/', (c) => c.html(api.ui()));
 
   app.notFound((c) => failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]));
   app.onError((err, c) => failure(c, 'internal', [err.message]));

@@ -55,8 +55,12 @@ export function fail(code: FailureCode, errors: string[]): Failure {
 
 // ----------------------------------------------------------------- errors
 
-/** Failures the HTTP layer adds: no such route, an unexpected exception. */
-export type ErrorCode = FailureCode | 'no-route' | 'internal';
+/**
+ * Failures the HTTP layer adds: no such route, an unexpected exception; and
+ * those of the console's server (`bastion ui`, src/ui/server.ts): no or a
+ * wrong access token, a request from another origin or host, no daemon behind it.
+ */
+export type ErrorCode = FailureCode | 'no-route' | 'internal' | 'unauthorized' | 'forbidden' | 'unreachable';
 
 /** The body of every error answer (status >= 400). */
 export interface ErrorBody {
@@ -64,6 +68,10 @@ export interface ErrorBody {
   error: { code: ErrorCode; message: string };
   /** the same messages one by one (what the CLI prints) */
   errors: string[];
+}
+
+export function errorBody(code: ErrorCode, errors: string[]): ErrorBody {
+  return { ok: false, error: { code, message: errors.join('\n') }, errors };
 }
 
 export function isErrorBody(body: unknown): body is ErrorBody {
@@ -310,6 +318,10 @@ export interface EndpointStatus {
   interface: string;
   hostInterface: string;
   hostIfindex: number;
+  /** the Linux bridge behind the host-side veth, when there is one (the console groups containers by it) */
+  bridge?: string;
+  /** the container's gateway address, when known */
+  gateway?: string;
   mode: string;
   /** where the mode comes from: config (the container's own mode, or a policy in audit mode), runtime (bastion mode), default (the host's mode) */
   modeSource?: ModeInfo['source'];
@@ -323,6 +335,50 @@ export interface EndpointStatus {
   conntrack?: number;
   /** the posture audit's findings about this container (when a report exists; GET /v1/audit has them in full) */
   findings?: StatusAudit['containers'][string];
+}
+
+/**
+ * GET /v1/graph: the dependency graph policy describes (src/policy/graph.ts),
+ * what the console draws before any traffic is seen. Edge ends are endpoint
+ * names or the ids of `externals`.
+ */
+export interface GraphReport {
+  /** the manager's generation it was computed at (it changes with every applied change) */
+  generation: number;
+  endpoints: GraphEndpoint[];
+  /** ends that are not managed endpoints: "host", "world", and each CIDR peer */
+  externals: GraphExternal[];
+  edges: GraphEdgeReport[];
+  /** every rule in force, as in the status report; endpoints refer to them by index */
+  rules: StatusReport['rules'];
+  /** the rules select more pairs than the graph holds: edges are missing */
+  truncated: boolean;
+}
+
+export interface GraphEndpoint {
+  name: string;
+  key: string;
+  /** indexes into `rules`: the rules whose subject selects this endpoint, by direction */
+  egress: number[];
+  ingress: number[];
+}
+
+export interface GraphExternal {
+  id: string;
+  kind: 'host' | 'world' | 'cidr';
+  /** "host", "world", "10.0.0.0/8 except 10.1.0.0/16" */
+  label: string;
+  /** for kind cidr: the prefix (flow records name an outside address by it) */
+  cidr?: string;
+}
+
+export interface GraphEdgeReport {
+  from: string;
+  to: string;
+  /** what both sides allow, in the policy syntax: ["8080/tcp", "icmp"], ["any"] */
+  ports: string[];
+  /** the rules that allow it */
+  rules: string[];
 }
 
 // ------------------------------------------------------------ flow stream

@@ -23,7 +23,6 @@ import { apiCall } from '../api/client.js';
 import { flowHistoryDirFor, lockFileFor, modesFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
 import { acquireInstanceLock, type InstanceLock, writePidFile } from './instance.js';
 import { PublishedPortPolicies } from './published-ports.js';
-import { renderUi } from '../ui/page.js';
 import { ConfigReloader } from './config-reloader.js';
 import { watchConfigFile } from './config-watch.js';
 import { RuntimePolicies } from './runtime-policies.js';
@@ -36,6 +35,7 @@ import { LearningService } from './learning-service.js';
 import type { LoadedConfig } from './config-source.js';
 import { platformEventHandler } from './platform-events.js';
 import { collectStatus } from './status.js';
+import { cachedGraphReport } from './graph-report.js';
 import { succeed, type Outcome, type ReloadResult, type ShutdownResult, type StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
@@ -227,6 +227,7 @@ export class Daemon {
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
+      graph: cachedGraphReport(() => this.manager),
       reload: () => this.reload(),
       verify: async () => succeed(drift.note(await manager.verify('request'))),
       policies: {
@@ -250,7 +251,6 @@ export class Daemon {
       metrics: { text: () => metrics.registry.metrics(), contentType: metrics.registry.contentType },
       flows: this.flows,
       followers: this.followers,
-      ui: renderUi,
       audit: (maxAgeMs) => this.audits.get(maxAgeMs),
       shutdown: () => this.shutdown(),
     });

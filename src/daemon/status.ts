@@ -123,6 +123,8 @@ export function collectStatus(src: StatusSources): StatusReport {
         interface: ep.interface,
         hostInterface: ep.hostIfname,
         hostIfindex: ep.hostIfindex,
+        ...(ep.bridge ? { bridge: ep.bridge } : {}),
+        ...(ep.gateway ? { gateway: ep.gateway } : {}),
         mode: mode.mode,
         modeSource: mode.source,
         ...(mode.policy ? { modePolicy: mode.policy } : {}),

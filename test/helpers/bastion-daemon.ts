@@ -173,6 +173,8 @@ export class BastionDaemon {
     readonly configPath: string,
     readonly pinPath: string,
     readonly extraArgs: string[] = [],
+    /** run inside this network namespace (nsenter --net: the mount namespace, and with it the real bpffs, stays the host's) */
+    readonly hostNetns?: string,
   ) {}
 
   get pid(): number | undefined {
@@ -198,7 +200,9 @@ export class BastionDaemon {
     removeStateAtExit(this.pinPath);
     const argv = ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs];
     const [cmd, args] = leastPrivilege(BASTION_BIN, argv);
-    this.bg = startBackground(null, cmd, args);
+    this.bg = this.hostNetns
+      ? startBackground(null, 'nsenter', [`--net=/run/netns/${this.hostNetns}`, '--', cmd, ...args])
+      : startBackground(null, cmd, args);
     this.bg.child.stdout!.on('data', (d: string) => this.onData(d));
     void this.bg.exited.then(() => this.wake());
     return this;

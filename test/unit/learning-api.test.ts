@@ -44,7 +44,6 @@ async function app(records: FlowRecord[], withHistory: boolean) {
     metrics: { text: async () => '', contentType: 'text/plain' },
     flows,
     followers: new FlowFollowers(flows),
-    ui: () => '',
     learning,
   };
   return { app: createApiApp(d), history };

@@ -146,7 +146,6 @@ describe('audit per workload', () => {
       metrics: { text: async () => '', contentType: 'text/plain' },
       flows,
       followers: new FlowFollowers(flows),
-      ui: () => '',
       modes: { list: () => s.modes.list(), set: (n, m) => s.modes.set(n, m) },
     };
     const app = createApiApp(api);

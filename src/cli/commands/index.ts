@@ -10,9 +10,10 @@ import { registerPolicy } from './policy.js';
 import { registerAudit } from './audit.js';
 import { registerLearn } from './learn.js';
 import { registerMode } from './mode.js';
+import { registerUi } from './ui.js';
 
 /** Every command module exports register(program), in the order --help lists them. */
-const modules: Array<(program: Command) => void> = [registerRun, registerStatus, registerFlows, registerLearn, registerMode, registerPolicy, registerDown, registerDemo, registerK8s, registerCompose, registerAudit];
+const modules: Array<(program: Command) => void> = [registerRun, registerStatus, registerFlows, registerLearn, registerMode, registerPolicy, registerUi, registerDown, registerDemo, registerK8s, registerCompose, registerAudit];
 
 export function registerCommands(program: Command): void {
   for (const register of modules) register(program);
