@@ -8,7 +8,12 @@
  *               node that holds it (lib/encap.h)
  *   isolation   conntrack, then the receiving endpoint's ingress policy for
  *               a new connection (the sender's egress was checked on its
- *               node, before encapsulation)
+ *               node, before encapsulation), through the shared
+ *               conn_verdict: an established connection meets the policy
+ *               again after every change (ct_recheck, policy_epoch), audit
+ *               mode is the receiver's own (audited()), and an allowed new
+ *               connection is summarised (lib/summary.h) with the receiver's
+ *               ingress rule as its rule, as to_container does
  *   forwarding  straight into the receiving container (bpf_redirect_peer):
  *               no bridge, so no other container sees it
  *
@@ -40,6 +45,7 @@ static __always_inline int ipv4_from_overlay_verdict(struct __sk_buff *skb, stru
 	fd->sport = p->sport;
 	fd->dport = p->dport;
 	fd->proto = p->proto;
+	fd->tcp_flags = p->proto == IPPROTO_TCP ? p->tcp_flags : 0;
 	if (reason)
 		return -reason;
 	if (l2_multicast || is_broadcast_v4(p->daddr))

@@ -5,14 +5,18 @@
  * Which interfaces carry our stacks is recorded in the datapath itself: the
  * agent writes a bastion_ep_stat entry for an interface before it attaches
  * there, so the keys of that map are every interface we may have touched,
- * including ones whose endpoint entry was never written.
+ * including ones whose endpoint entry was never written. Only this
+ * instance's stacks are counted or detached: those whose programs use this
+ * pin path's maps (stack.ts); another instance's stack on an interface
+ * recorded here (it took the interface over, or never gave it back) is left
+ * alone.
  */
 import { join } from 'node:path';
 import { BpfMap } from '../datapath/bpf-map.js';
 import { MAP_NAMES } from '../datapath/layout.js';
 import { checkPinPath, removePinDir, listPins } from '../datapath/bpffs.js';
-import { detachStack, stackState } from './stack.js';
-import { detachTunnelProgram } from './tunnel.js';
+import { Ownership, detachStack, stackState } from './stack.js';
+import { detachTunnelProgram, tunnelProgramOwner } from './tunnel.js';
 import { execFileSync } from 'node:child_process';
 
 /**
@@ -21,9 +25,10 @@ import { execFileSync } from 'node:child_process';
  * maps are opened, raw: `down` must work on the pins of another version
  * whose other maps have other layouts.
  */
-function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number } {
+function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number; who: Ownership } {
   const ifindexes = new Set<number>();
   let endpoints = 0;
+  let endpointMapId = 0;
   for (const name of [MAP_NAMES.epStats, MAP_NAMES.endpoints]) {
     const m = BpfMap.openPinned(join(pinPath, name));
     try {
@@ -31,11 +36,28 @@ function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number 
         ifindexes.add(k.readUInt32LE(0));
         if (name === MAP_NAMES.endpoints) endpoints++;
       }
+      if (name === MAP_NAMES.endpoints) endpointMapId = m.id;
     } finally {
       m.close();
     }
   }
-  return { ifindexes, endpoints };
+  // without a daemon no program is "self": this instance's stacks are those that use its bastion_ep
+  // (and its from_overlay, on a cluster node's tunnel device, the one that uses its bastion_ep_ip)
+  return { ifindexes, endpoints, who: new Ownership([endpointMapId, mapId(pinPath, MAP_NAMES.endpointsByIp)]) };
+}
+
+/** The id of a pinned map (0 when it is not there), opened raw. */
+function mapId(pinPath: string, name: string): number {
+  try {
+    const m = BpfMap.openPinned(join(pinPath, name));
+    try {
+      return m.id;
+    } finally {
+      m.close();
+    }
+  } catch {
+    return 0;
+  }
 }
 
 export interface PinReport {
@@ -56,7 +78,11 @@ export function inspectPins(pinPath: string): PinReport {
   const pins = listPins(pinPath);
   try {
     const r = recorded(pinPath);
-    return { present: true, pins, endpoints: r.endpoints, stacks: [...r.ifindexes].filter((i) => stackState(i).ok).length };
+    const ours = (i: number) => {
+      const s = stackState(i, r.who);
+      return !s.gone && (s.owner === 'earlier' || s.owner === 'self');
+    };
+    return { present: true, pins, endpoints: r.endpoints, stacks: [...r.ifindexes].filter(ours).length };
   } catch {
     return { present: pins.length > 0, pins, endpoints: 0, stacks: 0 };
   }
@@ -80,9 +106,12 @@ export function tearDown(pinPath: string): DownReport {
   let tunnel: string | undefined;
   if (!checkPinPath(pinPath).exists) return { detached, pinsRemoved: [] };
   const pins = listPins(pinPath);
+  let who: Ownership | undefined;
   try {
-    for (const ifindex of recorded(pinPath).ifindexes) {
-      if (detachStack(ifindex)) detached.push(ifindex);
+    const r = recorded(pinPath);
+    who = r.who;
+    for (const ifindex of r.ifindexes) {
+      if (detachStack(ifindex, r.who)) detached.push(ifindex);
     }
   } catch {
     // maps missing: still remove the pins below
@@ -93,7 +122,7 @@ export function tearDown(pinPath: string): DownReport {
     try {
       const v = m.lookup(Buffer.alloc(4));
       const ifindex = v && v.length >= 4 ? v.readUInt32LE(0) : 0;
-      if (ifindex) tunnel = removeTunnel(ifindex);
+      if (ifindex && who) tunnel = removeTunnel(ifindex, who);
     } finally {
       m.close();
     }
@@ -104,9 +133,14 @@ export function tearDown(pinPath: string): DownReport {
   return { detached, pinsRemoved: pins, ...(tunnel ? { tunnel } : {}) };
 }
 
-/** The tunnel program off, and the VXLAN device away (only if it is one: an ifindex may have been reused). */
-function removeTunnel(ifindex: number): string | undefined {
-  detachTunnelProgram(ifindex);
+/**
+ * The tunnel program off, and the VXLAN device away (only if it is one: an
+ * ifindex may have been reused). A device that carries another instance's
+ * from_overlay is that instance's tunnel now: left alone, program and all.
+ */
+function removeTunnel(ifindex: number, who: Ownership): string | undefined {
+  if (tunnelProgramOwner(ifindex, who)?.owner === 'foreign') return undefined;
+  detachTunnelProgram(ifindex, who);
   try {
     const links = JSON.parse(execFileSync('ip', ['-d', '-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifindex: number; ifname: string; linkinfo?: { info_kind?: string } }>;
     const l = links.find((x) => x.ifindex === ifindex);

@@ -7,11 +7,18 @@
  * The device is created once (iproute2, at start-up, never on the packet or
  * update path) and kept: a restarted daemon finds it and re-attaches with
  * replace, as for container stacks. `bastion down` removes it.
+ *
+ * Whose from_overlay is on the device is decided as for stacks (stack.ts,
+ * Ownership): by the maps it reads. A device that carries another
+ * instance's from_overlay (two cluster nodes on one host with the same
+ * --tunnel-device) is never replaced or detached (ForeignStackError), and
+ * `down` leaves it and its device alone.
  */
 import { execFile } from 'node:child_process';
-import { attachTc, detachTc, queryTc } from '../datapath/tc.js';
-import { lib, progInfo } from '../datapath/libbpf.js';
-import { closeSync } from 'node:fs';
+import { attachTc, detachTc } from '../datapath/tc.js';
+import { LibbpfError } from '../datapath/libbpf.js';
+import { ForeignStackError } from '../manager/ports.js';
+import { hookState, type Ownership } from './stack.js';
 import { ipJson } from './netns.js';
 
 export const TUNNEL_PROGRAM = 'from_overlay';
@@ -85,29 +92,48 @@ export async function removeTunnelDevice(name: string): Promise<boolean> {
   }
 }
 
-export function attachTunnelProgram(ifindex: number, progFd: number): void {
-  attachTc(ifindex, 'ingress', progFd);
+/**
+ * from_overlay on the device's ingress: replaces this instance's own (or a
+ * previous run's, or a program that is not Bastion's), never another
+ * instance's (ForeignStackError, nothing attached).
+ */
+export function attachTunnelProgram(ifindex: number, progFd: number, who: Ownership): void {
+  const h = hookState(ifindex, 'ingress', who);
+  if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
+  try {
+    // an empty slot is taken without replacing: another instance attaching at the same moment is not overwritten
+    attachTc(ifindex, 'ingress', progFd, { replace: h.id !== undefined });
+  } catch (err) {
+    if (!(err instanceof LibbpfError && err.code === 'EEXIST')) throw err;
+    const again = hookState(ifindex, 'ingress', who);
+    if (again.owner === 'foreign') throw new ForeignStackError(ifindex, again.pinPath);
+    attachTc(ifindex, 'ingress', progFd, { replace: true });
+  }
 }
 
-/** Id of from_overlay on the device's ingress, or undefined when it is not ours or not there. */
-export function tunnelProgramId(ifindex: number): number | undefined {
-  let id: number | undefined;
+/** Id of this instance's from_overlay on the device's ingress (the one loaded now), or undefined. */
+export function tunnelProgramId(ifindex: number, who: Ownership): number | undefined {
   try {
-    id = queryTc(ifindex, 'ingress');
+    const h = hookState(ifindex, 'ingress', who);
+    return h.owner === 'self' ? h.id : undefined;
   } catch {
     return undefined;
   }
-  if (id === undefined) return undefined;
-  const fd = lib().bpf_prog_get_fd_by_id(id);
-  if (fd < 0) return undefined;
+}
+
+/** Whose program is on the device's ingress (status, down). */
+export function tunnelProgramOwner(ifindex: number, who: Ownership): ReturnType<typeof hookState> | undefined {
   try {
-    return progInfo(fd).name === TUNNEL_PROGRAM ? id : undefined;
-  } finally {
-    closeSync(fd);
+    return hookState(ifindex, 'ingress', who);
+  } catch {
+    return undefined;
   }
 }
 
-export function detachTunnelProgram(ifindex: number): boolean {
+/** This instance's from_overlay off the device (another instance's stays). True if there was one. */
+export function detachTunnelProgram(ifindex: number, who: Ownership): boolean {
+  const h = tunnelProgramOwner(ifindex, who);
+  if (!h || (h.owner !== 'self' && h.owner !== 'earlier')) return false;
   try {
     return detachTc(ifindex, 'ingress');
   } catch {

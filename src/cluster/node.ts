@@ -10,24 +10,27 @@
  * An endpoint whose address another node holds is refused, with both nodes
  * named; one that loses a race after publishing is refused then.
  *
- * And the tunnel: the node's VXLAN device on the underlay, from_overlay on it.
+ * And the tunnel: the node's VXLAN device on the underlay, from_overlay on it
+ * (never over another instance's: ForeignStackError at start-up), and its
+ * bastion_tunnel entry through the manager (Manager.setTunnel), so that the
+ * reconciler's drift checks read it back and repair it with the other maps.
+ * The program on the device is watched here, every 5 s, and put back loudly.
  */
 import type { Logger } from 'pino';
 import type { Manager, EndpointIdentities, EndpointObserver } from '../manager/manager.js';
 import type { Endpoint, EndpointSpec } from '../manager/endpoint.js';
-import type { Discovered } from '../manager/ports.js';
+import { ForeignStackError, type Discovered } from '../manager/ports.js';
 import type { RemoteEndpoint } from '../manager/remote.js';
 import type { Rule } from '../policy/model.js';
 import type { PolicyConfig } from '../policy/bastion-config.js';
 import { policyToRules } from '../policy/bastion-config.js';
 import { describePolicy, toDocumentPolicy } from '../policy/policy-document.js';
 import type { ClusterStatus, PolicyRow } from '../api/types.js';
-import type { TunnelInfo } from '../datapath/layout.js';
 import { connectCluster, type ClusterConnection } from './etcd.js';
 import { ClusterSession, type SessionStatus } from './session.js';
 import { checkNodeName, type EndpointRecord, type NodeRecord } from './keys.js';
 import type { ResolvedEndpoint, ViewDelta } from './view.js';
-import { ensureTunnelDevice, tunnelProgramId, underlayOf } from '../agent/tunnel.js';
+import { ensureTunnelDevice, underlayOf } from '../agent/tunnel.js';
 import { formatIpv4, maskOf, parseIpv4 } from '../policy/compile.js';
 
 export interface ClusterNodeOptions {
@@ -43,7 +46,10 @@ export interface ClusterNodeOptions {
 
 /** What the node needs of the datapath beyond the manager's port. */
 export interface TunnelPort {
-  attachTunnel(info: TunnelInfo): void;
+  /** this instance's from_overlay on the device's ingress (ForeignStackError: another instance's is there) */
+  attachTunnel(ifindex: number): void;
+  /** is this instance's from_overlay on the device's ingress? */
+  tunnelAttached(ifindex: number): boolean;
 }
 
 
@@ -54,6 +60,9 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   private readonly subnets = new Set<string>();
   private readonly refused = new Map<string, { spec: EndpointSpec; ip: string; reason: string }>();
   private queue: Promise<void> = Promise.resolve();
+  private datapath?: TunnelPort;
+  /** told after the cluster's policies changed (the daemon's modes: policies in audit mode) */
+  private policiesApplied?: () => Promise<unknown>;
   private tunnelIfindex = 0;
   private tunnelTimer?: NodeJS.Timeout;
   /** times the tunnel program was found missing and put back */
@@ -97,12 +106,24 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     this.log.info({ store: this.o.connection.url, node: this.o.node }, 'connecting to the cluster store');
     await this.session.start((d) => this.onDelta(d));
     const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
+    this.datapath = datapath;
+    try {
+      datapath.attachTunnel(t.ifindex);
+    } catch (err) {
+      if (err instanceof ForeignStackError) {
+        throw new Error(
+          `tunnel device ${this.o.tunnelDevice} carries another Bastion instance's from_overlay${err.ownerPinPath ? ` (pin path ${err.ownerPinPath})` : ''}: ` +
+            'not taking it over; give this instance its own --tunnel-device and --tunnel-port',
+        );
+      }
+      throw err;
+    }
     this.tunnelIfindex = t.ifindex;
-    datapath.attachTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
+    await manager.setTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
     this.log.info({ device: this.o.tunnelDevice, ifindex: t.ifindex, created: t.created, mtu: t.mtu, underlay: this.underlay.address }, 'tunnel in place');
     // Without from_overlay nothing from other nodes is checked or delivered:
     // if another tool takes it off (or the device goes), put it back, loudly.
-    this.tunnelTimer = setInterval(() => void this.checkTunnel(datapath), 5000);
+    this.tunnelTimer = setInterval(() => void this.checkTunnel(manager, datapath), 5000);
     this.tunnelTimer.unref();
     await this.refreshLeases();
     this.leaseTimer = setInterval(() => void this.refreshLeases(), 2000);
@@ -129,12 +150,23 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     return [...this.policies.values()].map((p) => ({ name: p.policy.name, source: 'cluster' as const, ...describePolicy(p.policy), spec: toDocumentPolicy(p.policy) }));
   }
 
-  private async checkTunnel(datapath: TunnelPort): Promise<void> {
-    if (this.tunnelIfindex && tunnelProgramId(this.tunnelIfindex) !== undefined) return;
+  /** The cluster's policies in force, as parsed (the daemon's modes read their mode). */
+  policyConfigs(): PolicyConfig[] {
+    return [...this.policies.values()].map((p) => p.policy);
+  }
+
+  onPoliciesApplied(fn: () => Promise<unknown>): void {
+    this.policiesApplied = fn;
+  }
+
+  private async checkTunnel(manager: Manager, datapath: TunnelPort): Promise<void> {
+    if (this.tunnelIfindex && datapath.tunnelAttached(this.tunnelIfindex)) return;
     try {
       const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
+      datapath.attachTunnel(t.ifindex);
+      // a device made again has a new ifindex: the senders' entry follows
+      if (t.ifindex !== this.tunnelIfindex) await manager.setTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
       this.tunnelIfindex = t.ifindex;
-      datapath.attachTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
       this.tunnelRepairs++;
       this.log.error({ device: this.o.tunnelDevice, ifindex: t.ifindex, recreated: t.created }, 'the tunnel program was missing: attached again');
     } catch (err) {
@@ -178,6 +210,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       const t0 = performance.now();
       const stats = await m.changeRules(added, removed);
       this.log.info({ set: d.policiesSet.map((p) => p.name), deleted: d.policiesDeleted, entries: stats.ops, ms: +(performance.now() - t0).toFixed(2) }, 'cluster policies applied');
+      await this.policiesApplied?.();
     }
     for (const o of d.own) {
       if (o.verdict.state !== 'refused') continue;
@@ -308,7 +341,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
         device: this.o.tunnelDevice,
         ifindex: this.tunnelIfindex,
         port: this.o.tunnelPort,
-        programAttached: this.tunnelIfindex > 0 && tunnelProgramId(this.tunnelIfindex) !== undefined,
+        programAttached: this.tunnelIfindex > 0 && !!this.datapath?.tunnelAttached(this.tunnelIfindex),
         repairs: this.tunnelRepairs,
       },
       nodes,

@@ -24,7 +24,7 @@ export interface RuntimePolicy {
 }
 
 export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: string): PolicyRow {
-  return { name: p.name, source, ...describePolicy(p), ...(added ? { added } : {}), spec: toDocumentPolicy(p) };
+  return { name: p.name, source, ...describePolicy(p), ...(added ? { added } : {}), ...(p.mode ? { mode: p.mode } : {}), spec: toDocumentPolicy(p) };
 }
 
 /** Largest policies document accepted (`policy add -f`, the body of POST /v1/policies). */

@@ -29,6 +29,8 @@ import {
   encodeIpcacheVal,
   encodeNeighKey,
   encodeRemoteEndpoint,
+  encodeTunnelInfo,
+  type TunnelInfo,
   encodePolicyKey,
   encodePolicyVal,
   encodeU32,
@@ -43,11 +45,15 @@ export interface SliceEnv {
   endpoints: Map<string, Endpoint>;
   hostAddrs: string[];
   mode: Mode;
+  /** the endpoint's mode as the daemon resolves it (a run-time override, a policy in audit mode), over its spec's */
+  modeOf?: (ep: Endpoint) => Mode | undefined;
   limits?: DatapathLimits;
   /** other nodes' endpoints by identity (cluster mode) */
   remoteById?: ReadonlyMap<number, RemoteEndpoint>;
   /** other nodes' underlay addresses (cluster mode) */
   remoteNodes?: readonly string[];
+  /** this node's tunnel (cluster mode): bastion_tunnel's one entry */
+  tunnel?: TunnelInfo;
 }
 
 /** The datapath's flood limits (bastion_config); 0 or absent: the datapath's defaults. */
@@ -141,7 +147,7 @@ export class SliceCompiler {
 
   endpointSlice(ep: Endpoint, env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
-    const flags = (ep.mode ?? env.mode) === 'audit' && env.mode !== 'audit' ? EP_F_AUDIT : 0;
+    const flags = (env.modeOf?.(ep) ?? ep.mode ?? env.mode) === 'audit' && env.mode !== 'audit' ? EP_F_AUDIT : 0;
     const info = encodeEndpointInfo({
       identity: ep.identity,
       ifindex: ep.hostIfindex,
@@ -192,7 +198,7 @@ export class SliceCompiler {
     return set;
   }
 
-  /** Host addresses, registered CIDR prefixes, world, and the datapath config. */
+  /** Host addresses, other nodes' underlay addresses and the tunnel (cluster mode), registered CIDR prefixes, world (the datapath config is configSlice's). */
   globalSlice(env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
     // host addresses, or prefixes the host delivers locally ("127.0.0.0/8")
@@ -220,6 +226,18 @@ export class SliceCompiler {
         value: encodeIpcacheVal({ identity, flags: 0 }),
       });
     }
+    // the VXLAN device the senders hand other nodes' packets to (read back by drift checks like the rest)
+    if (env.tunnel) addEntry(set, { map: MAP_NAMES.tunnel, key: encodeU32(0), value: encodeTunnelInfo(env.tunnel) });
+    return set;
+  }
+
+  /**
+   * The datapath config, a slice of its own: the manager rewrites it after
+   * every change (a new policy epoch, bpf/lib/verdict.h), and that must not
+   * cost a pass over the global slice's prefixes.
+   */
+  configSlice(env: SliceEnv, policyEpoch: number): EntrySet {
+    const set = emptyEntrySet();
     addEntry(set, {
       map: MAP_NAMES.config,
       key: encodeU32(0),
@@ -230,6 +248,7 @@ export class SliceCompiler {
         ctOtherLifetimeS: 0,
         eventsPerSec: env.limits?.eventsPerSec ?? 0,
         ctPerEndpoint: env.limits?.ctPerEndpoint ?? 0,
+        policyEpoch,
       }),
     });
     return set;

@@ -33,5 +33,5 @@ export function toDocumentPolicy(p: PolicyConfig): Record<string, unknown> {
       ...(sel.matchExpressions?.length ? { matchExpressions: sel.matchExpressions } : {}),
     };
   };
-  return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}) };
+  return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}), ...(p.mode ? { mode: p.mode } : {}) };
 }

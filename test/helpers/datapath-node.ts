@@ -53,7 +53,8 @@ async function main(): Promise<void> {
   if (spec.tunnel) {
     const u = await underlayOf(spec.tunnel.underlay);
     const t = await ensureTunnelDevice(spec.tunnel.device, spec.tunnel.port ?? 4789, spec.tunnel.underlay, u.mtu);
-    dp.attachTunnel({ ifindex: t.ifindex, localIpv4: u.address, flags: 0 });
+    dp.attachTunnel(t.ifindex);
+    m.tunnel.set({ ifindex: t.ifindex, localIpv4: u.address, flags: 0 });
   }
   dp.close();
 }
