@@ -44,6 +44,19 @@ export interface ClusterNodeOptions {
   version: string;
 }
 
+/** The node's figures for Prometheus (src/daemon/metrics.ts). */
+export interface ClusterMetrics {
+  connected: boolean;
+  pendingWrites: number;
+  remoteEndpoints: number;
+  refused: number;
+  tampering: number;
+  /** this instance's from_overlay is on the tunnel device */
+  tunnelAttached: boolean;
+  /** times it was found missing and put back */
+  tunnelRepairs: number;
+}
+
 /** What the node needs of the datapath beyond the manager's port. */
 export interface TunnelPort {
   /** this instance's from_overlay on the device's ingress (ForeignStackError: another instance's is there) */
@@ -298,9 +311,17 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
 
   // ------------------------------------------------------ status
 
-  metrics(): { connected: boolean; pendingWrites: number; remoteEndpoints: number; refused: number; tampering: number } {
+  metrics(): ClusterMetrics {
     const s = this.session.status();
-    return { connected: s.connected, pendingWrites: s.pendingWrites, remoteEndpoints: this.session.view.remoteEndpoints().length, refused: this.refused.size, tampering: this.tampering };
+    return {
+      connected: s.connected,
+      pendingWrites: s.pendingWrites,
+      remoteEndpoints: this.session.view.remoteEndpoints().length,
+      refused: this.refused.size,
+      tampering: this.tampering,
+      tunnelAttached: this.tunnelIfindex > 0 && !!this.datapath?.tunnelAttached(this.tunnelIfindex),
+      tunnelRepairs: this.tunnelRepairs,
+    };
   }
 
   /** Lease figures of every node, looked up every few seconds (status must not wait on the store). */

@@ -8,6 +8,7 @@ import type { FlowHistoryStats } from '../flows/history.js';
 import { flowCount } from '../flows/record.js';
 import type { ModesAnswer, RuntimePoliciesStatus } from '../api/types.js';
 import type { VerifyReport } from '../manager/manager.js';
+import type { ClusterMetrics } from '../cluster/node.js';
 
 /** What the daemon reports about itself besides the manager and the datapath. */
 export interface DaemonHealth {
@@ -34,7 +35,7 @@ export function createMetrics(
   followers: FlowStreamStats,
   health: DaemonHealth,
   lastCheck: () => VerifyReport | undefined = () => undefined,
-  cluster?: () => { connected: boolean; pendingWrites: number; remoteEndpoints: number; refused: number; tampering: number } | undefined,
+  cluster?: () => ClusterMetrics | undefined,
 ) {
   const more = health;
   const registry = new Registry();
@@ -71,6 +72,23 @@ export function createMetrics(
       registers: [registry],
       collect() {
         this.set(cluster()?.refused ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_tunnel_attached',
+      help: "This node's from_overlay is on its tunnel device (0: nothing from other nodes is checked or delivered)",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.tunnelAttached ? 1 : 0);
+      },
+    });
+    new PromCounter({
+      name: 'bastion_cluster_tunnel_repairs_total',
+      help: 'Times the tunnel program was found missing (taken off by another tool, the device gone) and put back',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(cluster()?.tunnelRepairs ?? 0);
       },
     });
     new Gauge({

@@ -10,6 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCluster } from '../helpers/cluster.js';
 import { run } from '../helpers/netns.js';
+import { encodeIpKey } from '../../src/datapath/layout.js';
+import { bastionMetrics } from '../helpers/bastion-daemon.js';
 import { arping, ping, startTcpEcho, tcpConnect, tcpConnectQuick, waitFor } from '../helpers/probes.js';
 
 describe('three hosts, one cluster', () => {
@@ -132,7 +134,26 @@ describe('three hosts, one cluster', () => {
     assert.doesNotMatch(gone.stdout, /from_overlay/, 'the filter is gone');
     assert.ok(await d.waitForRecord((r) => /tunnel program was missing/.test(r.msg), 15_000, from), 'no repair logged');
     assert.equal((await k.status('b')).ok, true);
+    const metrics = await bastionMetrics(k.host('b').pin);
+    assert.match(metrics, /^bastion_cluster_tunnel_attached 1$/m);
+    assert.match(metrics, /^bastion_cluster_tunnel_repairs_total [1-9]/m);
     assert.ok(await waitFor(async () => (await tcpConnect(k.container('web').netns, k.container('api').ip, 8080, 1)).ok, 10_000));
+  });
+
+  it("another node's endpoint entry deleted by hand and the tunnel entry rewritten are found and repaired by the drift check", async () => {
+    const h = k.host('a');
+    const api = k.container('api');
+    const hex = (b: Buffer) => [...b].map((x) => x.toString(16).padStart(2, '0'));
+    await run('bpftool', ['map', 'delete', 'pinned', `${h.pin}/bastion_remote`, 'key', 'hex', ...hex(encodeIpKey(api.ip))]);
+    await run('bpftool', ['map', 'update', 'pinned', `${h.pin}/bastion_tunnel`, 'key', 'hex', '00', '00', '00', '00', 'value', 'hex', ...hex(Buffer.alloc(16))]);
+    // repaired by the periodic check or by this one, whichever comes first: the repairs are counted either way
+    const v = await k.bastionOn('a', ['status', '--verify', '--json', '--pin-path', h.pin]);
+    assert.equal(v.code, 0, v.stderr);
+    assert.equal(JSON.parse(v.stdout).verify.clean, true);
+    const repairs = (await k.status('a')).reconciler.repairs as Record<string, Record<string, number>>;
+    assert.ok((repairs['bastion_remote']?.missing ?? 0) >= 1, JSON.stringify(repairs));
+    assert.ok((repairs['bastion_tunnel']?.changed ?? 0) >= 1, JSON.stringify(repairs));
+    assert.ok(await waitFor(async () => (await tcpConnect(k.container('web').netns, api.ip, 8080, 1)).ok, 10_000), 'web -> api again');
   });
 
   it('the config file of a cluster node may not carry policies: exit 2, saying where they go', async () => {
