@@ -17,6 +17,7 @@ import {
   validateSelector,
 } from '../../src/policy/selector.js';
 import { selectorMatches } from '../../src/policy/k8s/labels.js';
+import { formatPath } from '../../src/policy/errors.js';
 import { LABEL_KEYS, LABEL_VALUES, selectorArb } from './policy-world.test.js';
 
 const labelsArb = fc.dictionary(fc.constantFrom(...LABEL_KEYS), fc.constantFrom(...LABEL_VALUES), { maxKeys: 3 }).map((d) => ({ ...d }));
@@ -92,7 +93,7 @@ describe('validateSelector', () => {
       ],
     });
     assert.deepEqual(
-      issues.map((i) => i.path),
+      issues.map((i) => formatPath(i.path)),
       [
         'matchLabels["bad key"]',
         'matchLabels.ok',

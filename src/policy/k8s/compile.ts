@@ -28,7 +28,8 @@ import type { LabelSelector, LabelSelectorRequirement, Mode, Peer, PolicySet, Po
 import { BUILTIN_LABELS } from '../model.js';
 import { formatCidr, parseCidr } from './cidr.js';
 import { Evaluator } from './engine.js';
-import { K8sInputError, NAMESPACE_NAME_LABEL, rulePeers, type Cluster, type ValidationIssue } from './objects.js';
+import { K8sInputError, NAMESPACE_NAME_LABEL, objectIssue, rulePeers, type Cluster } from './objects.js';
+import type { Issue } from '../errors.js';
 
 /** Namespace labels appear on pod endpoints under this prefix. */
 export const NS_LABEL_PREFIX = 'bastion.io/ns-label/';
@@ -151,18 +152,20 @@ function port(p: V1NetworkPolicyPort): PortRange {
  * bastion.io/ (reserved for the labels Bastion sets itself).
  */
 export function compileToPolicySet(cluster: Cluster): CompiledK8s {
-  const issues: ValidationIssue[] = [];
+  const issues: Issue[] = [];
   const endpointLabels = new Map<string, Record<string, string>>();
   const namedPorts = new Map<string, NamedPorts>();
   const addresses = new Map<string, string[]>();
   for (const pod of cluster.pods) {
     for (const k of Object.keys(pod.labels))
       if (k.startsWith(RESERVED_PREFIX))
-        issues.push({
-          object: `Pod ${pod.key}`,
-          field: `metadata.labels[${k}]`,
-          message: `label keys under "${RESERVED_PREFIX}" are reserved for Bastion`,
-        });
+        issues.push(
+          objectIssue(`Pod ${pod.key}`, {}, {
+            code: 'not-allowed',
+            path: ['metadata', 'labels', { key: k }],
+            message: `label keys under "${RESERVED_PREFIX}" are reserved for Bastion`,
+          }),
+        );
     const labels: Record<string, string> = { ...pod.labels };
     for (const [k, v] of Object.entries(cluster.namespaces.get(pod.namespace)?.labels ?? { [NAMESPACE_NAME_LABEL]: pod.namespace }))
       labels[NS_LABEL_PREFIX + k] = v;

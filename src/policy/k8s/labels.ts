@@ -5,6 +5,7 @@
  */
 import type { V1LabelSelector, V1LabelSelectorRequirement } from '@kubernetes/client-node';
 import { quote } from '../errors.js';
+import { isDns1123Subdomain } from '../selector.js';
 
 export type Labels = Readonly<Record<string, string>>;
 
@@ -60,9 +61,7 @@ export function formatSelector(selector: V1LabelSelector | undefined): string {
 
 // ---- syntax, as k8s.io/apimachinery validates it -------------------------
 
-const QUALIFIED_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** undefined when valid, else why not. */
 export function checkDns1123Label(v: string): string | undefined {
@@ -74,36 +73,8 @@ export function checkDns1123Label(v: string): string | undefined {
 
 export function checkDns1123Subdomain(v: string): string | undefined {
   if (v.length > 253) return `must be no more than 253 characters (is ${v.length})`;
-  if (!DNS1123_SUBDOMAIN.test(v))
+  if (!isDns1123Subdomain(v))
     return "must be a lowercase RFC 1123 subdomain: lowercase alphanumerics, '-' or '.', starting and ending with an alphanumeric";
-  return undefined;
-}
-
-/** A label key: [prefix/]name, prefix a DNS subdomain, name a qualified name. */
-export function checkLabelKey(key: string): string | undefined {
-  const parts = key.split('/');
-  let name: string;
-  if (parts.length === 1) name = parts[0]!;
-  else if (parts.length === 2) {
-    const prefix = parts[0]!;
-    name = parts[1]!;
-    if (prefix.length === 0) return 'prefix part must be non-empty';
-    const p = checkDns1123Subdomain(prefix);
-    if (p) return `prefix part ${p}`;
-  } else {
-    return "a qualified name must consist of an optional DNS subdomain prefix and a name, separated by at most one '/'";
-  }
-  if (name.length === 0) return 'name part must be non-empty';
-  if (name.length > 63) return `name part must be no more than 63 characters (is ${name.length})`;
-  if (!QUALIFIED_NAME.test(name))
-    return "name part must consist of alphanumerics, '-', '_' or '.', and must start and end with an alphanumeric";
-  return undefined;
-}
-
-export function checkLabelValue(v: string): string | undefined {
-  if (v.length > 63) return `must be no more than 63 characters (is ${v.length})`;
-  if (v.length > 0 && !QUALIFIED_NAME.test(v))
-    return "a label value must be empty or consist of alphanumerics, '-', '_' or '.', and must start and end with an alphanumeric";
   return undefined;
 }
 
@@ -119,52 +90,4 @@ export function checkPortName(v: string): string | undefined {
   if (v.includes('--')) return `must not contain consecutive hyphens (${quote(v)})`;
   if (v.startsWith('-') || v.endsWith('-')) return `must not begin or end with a hyphen (${quote(v)})`;
   return undefined;
-}
-
-export interface FieldIssue {
-  field: string;
-  message: string;
-}
-
-export function validateLabels(labels: Record<string, string> | undefined, field: string): FieldIssue[] {
-  const out: FieldIssue[] = [];
-  for (const [k, v] of Object.entries(labels ?? {})) {
-    const ek = checkLabelKey(k);
-    if (ek) out.push({ field, message: `invalid label key ${quote(k)}: ${ek}` });
-    const ev = checkLabelValue(v);
-    if (ev) out.push({ field: `${field}[${k}]`, message: `invalid label value ${quote(v)}: ${ev}` });
-  }
-  return out;
-}
-
-export function validateSelector(sel: V1LabelSelector, field: string): FieldIssue[] {
-  const out = validateLabels(sel.matchLabels, `${field}.matchLabels`);
-  (sel.matchExpressions ?? []).forEach((r, i) => {
-    const f = `${field}.matchExpressions[${i}]`;
-    const ek = checkLabelKey(r.key);
-    if (ek) out.push({ field: `${f}.key`, message: `invalid label key ${quote(r.key)}: ${ek}` });
-    const values = r.values ?? [];
-    switch (r.operator) {
-      case 'In':
-      case 'NotIn':
-        if (values.length === 0)
-          out.push({ field: `${f}.values`, message: `must be specified when operator is ${r.operator}` });
-        values.forEach((v, j) => {
-          const ev = checkLabelValue(v);
-          if (ev) out.push({ field: `${f}.values[${j}]`, message: `invalid label value ${quote(v)}: ${ev}` });
-        });
-        break;
-      case 'Exists':
-      case 'DoesNotExist':
-        if (values.length > 0)
-          out.push({ field: `${f}.values`, message: `may not be specified when operator is ${r.operator}` });
-        break;
-      default:
-        out.push({
-          field: `${f}.operator`,
-          message: `${quote(r.operator)} is not a valid selector operator (In, NotIn, Exists, DoesNotExist)`,
-        });
-    }
-  });
-  return out;
 }
