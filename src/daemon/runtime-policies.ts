@@ -13,6 +13,7 @@ import type { Rule } from '../policy/model.js';
 import { formatPolicyEnd, parseConfigText, policyToRules, type PolicyConfig } from '../policy/bastion-config.js';
 import { formatPortRange } from '../policy/ports.js';
 import { formatIssue, issueLines } from '../policy/errors.js';
+import { selectorDocument } from '../policy/selector.js';
 import type { PolicyRow } from '../api/types.js';
 
 export interface RuntimePolicy {
@@ -205,12 +206,7 @@ export function toDocumentPolicy(p: PolicyConfig): Record<string, unknown> {
   const end = (x: PolicyConfig['from']): unknown => {
     if (x.kind === 'host') return 'host';
     if (x.kind === 'cidr') return { cidr: x.cidr, ...(x.except?.length ? { except: x.except } : {}) };
-    // The explicit form, so that no label key can be read as a field (cidr, except).
-    const sel = x.selector;
-    return {
-      ...(sel.matchLabels && Object.keys(sel.matchLabels).length ? { matchLabels: sel.matchLabels } : {}),
-      ...(sel.matchExpressions?.length ? { matchExpressions: sel.matchExpressions } : {}),
-    };
+    return selectorDocument(x.selector);
   };
   return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}) };
 }

@@ -26,10 +26,10 @@ import { DEFAULT_INPUT_MAX_BYTES, InputFileError, readInputFile } from './input-
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
 import { CORE_SCHEMA, load as loadYaml } from 'js-yaml';
 import { z } from 'zod';
-import type { LabelSelector, LabelSelectorRequirement, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
+import type { LabelSelector, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
 import { BUILTIN_LABELS } from './model.js';
-import { closest, quote, yamlErrorLine, type Issue, type IssueCode, type Path } from './errors.js';
-import { LabelIndex, formatSelector, validateLabels, validateSelector } from './selector.js';
+import { closest, describeValue, isPlainObject, quote, unknownFieldMessage, unknownFields, yamlErrorLine, type Issue, type IssueCode, type Path } from './errors.js';
+import { LabelIndex, formatSelector, parseSelector, validateLabels } from './selector.js';
 import { parsePortSpec } from './ports.js';
 import { canonicalPeer, cidrCovers, formatCidr, isIpv6Text, parseCidr4, parseIpv4 } from './compile.js';
 
@@ -85,8 +85,6 @@ const ROOT_FIELDS = ['mode', 'containers', 'policies'];
 const CONTAINER_FIELDS = ['name', 'netns', 'interface', 'labels', 'mode'];
 const POLICY_FIELDS = ['name', 'from', 'to', 'ports'];
 const CIDR_FIELDS = ['cidr', 'except'];
-const K8S_SELECTOR_FIELDS = ['matchLabels', 'matchExpressions'];
-const REQUIREMENT_FIELDS = ['key', 'operator', 'values'];
 
 // ============================================================== schemas
 
@@ -147,7 +145,7 @@ const interfaceField = z.string().superRefine((v, zctx) => {
 
 const labelsField = z.record(z.string(), z.unknown()).superRefine((labels, zctx) => {
   const ctx = new Sink(zctx);
-  for (const i of validateLabels(labels)) issue(ctx, i.message, i.path, i.code);
+  report(ctx, validateLabels(labels));
   for (const k of Object.keys(labels))
     if (k.startsWith(RESERVED_LABEL_PREFIX)) issue(ctx, `label keys under ${quote(RESERVED_LABEL_PREFIX)} are reserved for Bastion`, [k], 'not-allowed');
 });
@@ -160,26 +158,11 @@ const containerSchema = z.strictObject({
   mode: z.enum(['enforce', 'audit']).optional(),
 });
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
-}
+const describe = describeValue;
 
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'a list';
-  if (isPlainObject(v)) return 'a mapping';
-  if (typeof v === 'string') return `the string ${quote(v)}`;
-  if (typeof v === 'number') return `the number ${v}`;
-  if (typeof v === 'boolean') return `the boolean ${v}`;
-  return typeof v;
-}
-
-function unknownFields(ctx: Ctx, obj: Record<string, unknown>, known: readonly string[], base: Seg[] = []): void {
-  for (const k of Object.keys(obj)) {
-    if (known.includes(k)) continue;
-    const hint = closest(k, known);
-    issue(ctx, `unknown field ${quote(k)}${hint ? ` (did you mean ${quote(hint)}?)` : ''}`, base, 'unknown-field');
-  }
+/** Reports issues found by a validator of another module (paths relative to the field being refined). */
+function report(ctx: Ctx, issues: readonly Issue[]): void {
+  for (const i of issues) issue(ctx, i.message, i.path, i.code);
 }
 
 /** Parses a CIDR text of the file: IPv4 only, no host bits set (a bare address is a /32). */
@@ -206,72 +189,6 @@ function cidrText(ctx: Ctx, v: unknown, path: Seg[]): string | undefined {
   return formatCidr(c);
 }
 
-function parseSelector(ctx: Ctx, v: Record<string, unknown>): LabelSelector | undefined {
-  const k8s = Object.keys(v).some((k) => K8S_SELECTOR_FIELDS.includes(k));
-  let ok = true;
-  let selector: LabelSelector;
-  if (!k8s) {
-    // a plain map: matchLabels
-    const iss = validateLabels(v);
-    for (const i of iss) issue(ctx, i.message, i.path, i.code);
-    if (iss.length) return undefined;
-    selector = Object.keys(v).length ? { matchLabels: { ...(v as Record<string, string>) } } : {};
-  } else {
-    const before = countIssues(ctx);
-    unknownFields(ctx, v, K8S_SELECTOR_FIELDS);
-    const ml = v.matchLabels;
-    const me = v.matchExpressions;
-    selector = {};
-    if (ml !== undefined) {
-      if (!isPlainObject(ml)) {
-        issue(ctx, `expected a mapping of labels, got ${describe(ml)}`, ['matchLabels'], 'invalid-type');
-        ok = false;
-      } else if (Object.keys(ml).length) selector.matchLabels = ml as Record<string, string>;
-    }
-    if (me !== undefined) {
-      if (!Array.isArray(me)) {
-        issue(ctx, `expected a list of requirements, got ${describe(me)}`, ['matchExpressions'], 'invalid-type');
-        ok = false;
-      } else {
-        const reqs: LabelSelectorRequirement[] = [];
-        me.forEach((r, i) => {
-          if (!isPlainObject(r)) {
-            issue(ctx, `expected a mapping with key, operator and values, got ${describe(r)}`, ['matchExpressions', i], 'invalid-type');
-            ok = false;
-            return;
-          }
-          unknownFields(ctx, r, REQUIREMENT_FIELDS, ['matchExpressions', i]);
-          if (typeof r.key !== 'string') {
-            issue(ctx, r.key === undefined ? 'required' : `expected a string, got ${describe(r.key)}`, ['matchExpressions', i, 'key'], r.key === undefined ? 'required' : 'invalid-type');
-            ok = false;
-          }
-          if (typeof r.operator !== 'string') {
-            issue(ctx, r.operator === undefined ? 'required' : `expected a string, got ${describe(r.operator)}`, ['matchExpressions', i, 'operator'], r.operator === undefined ? 'required' : 'invalid-type');
-            ok = false;
-          }
-          if (r.values !== undefined && (!Array.isArray(r.values) || r.values.some((x) => typeof x !== 'string'))) {
-            issue(ctx, `expected a list of strings, got ${describe(r.values)}`, ['matchExpressions', i, 'values'], 'invalid-type');
-            ok = false;
-          }
-          reqs.push({
-            key: r.key as string,
-            operator: r.operator as LabelSelectorRequirement['operator'],
-            ...(Array.isArray(r.values) ? { values: [...(r.values as string[])] } : {}),
-          });
-        });
-        if (reqs.length) selector.matchExpressions = reqs;
-      }
-    }
-    if (ok) for (const i of validateSelector(selector)) issue(ctx, i.message, i.path, i.code);
-    if (countIssues(ctx) !== before) return undefined;
-  }
-  return ok ? selector : undefined;
-}
-
-function countIssues(ctx: Ctx): number {
-  return ctx.n;
-}
-
 function policyEnd(containerNames: ReadonlySet<string>) {
   return z.unknown().transform((v, zctx): PolicyEnd => {
     const ctx = new Sink(zctx);
@@ -288,7 +205,7 @@ function policyEnd(containerNames: ReadonlySet<string>) {
     }
     if (!isPlainObject(v)) return fail(`${expected}, got ${describe(v)}`, 'invalid-type');
     if (Object.hasOwn(v, 'cidr')) {
-      unknownFields(ctx, v, CIDR_FIELDS);
+      report(ctx, unknownFields(v, CIDR_FIELDS));
       const cidr = cidrText(ctx, v.cidr, ['cidr']);
       const except: string[] = [];
       if (v.except !== undefined) {
@@ -305,12 +222,15 @@ function policyEnd(containerNames: ReadonlySet<string>) {
             else except.push(c);
           });
       }
-      if (countIssues(ctx) > 0) return { kind: 'host' };
+      if (ctx.n > 0) return { kind: 'host' };
       return { kind: 'cidr', cidr: cidr!, ...(except.length ? { except } : {}) };
     }
-    const selector = parseSelector(ctx, v);
-    if (!selector) return { kind: 'host' };
-    return { kind: 'endpoints', selector };
+    const r = parseSelector(v);
+    if (!r.ok) {
+      report(ctx, r.issues);
+      return { kind: 'host' };
+    }
+    return { kind: 'endpoints', selector: r.selector };
   });
 }
 
@@ -398,10 +318,7 @@ class Collector {
       const segs = [...base, ...(i.path as Seg[])];
       switch (i.code) {
         case 'unrecognized_keys':
-          for (const k of i.keys) {
-            const hint = closest(k, known);
-            this.add('unknown-field', segs, `unknown field ${quote(k)}${hint ? ` (did you mean ${quote(hint)}?)` : ''}`, [...segs, k]);
-          }
+          for (const k of i.keys) this.add('unknown-field', segs, unknownFieldMessage(k, known), [...segs, k]);
           break;
         case 'invalid_type': {
           const actual = valueAt(value, i.path as Seg[]);

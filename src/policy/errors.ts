@@ -182,6 +182,36 @@ export function yamlErrorLine(message: string): string {
   return message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
 }
 
+// ------------------------------------------------ Bastion's wording of values
+
+/** A mapping of a document (not a list, not null, not a Buffer of binary YAML). */
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
+}
+
+/** What a value of a document is, for "expected X, got ...": at most an excerpt of it. */
+export function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (isPlainObject(v)) return 'a mapping';
+  if (typeof v === 'string') return `the string ${quote(v)}`;
+  if (typeof v === 'number') return `the number ${v}`;
+  if (typeof v === 'boolean') return `the boolean ${v}`;
+  return typeof v;
+}
+
+/** The unknown-field issues of `obj` at `path`: every key not in `known`, with a "did you mean". */
+export function unknownFields(obj: Readonly<Record<string, unknown>>, known: readonly string[], path: Path = []): Issue[] {
+  const out: Issue[] = [];
+  for (const k of Object.keys(obj)) if (!known.includes(k)) out.push({ code: 'unknown-field', path, message: unknownFieldMessage(k, known) });
+  return out;
+}
+
+export function unknownFieldMessage(key: string, known: readonly string[]): string {
+  const hint = closest(key, known);
+  return `unknown field ${quote(key)}${hint ? ` (did you mean ${quote(hint)}?)` : ''}`;
+}
+
 /** "did you mean" helper: the closest candidate within edit distance 2, if any. */
 export function closest(word: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;

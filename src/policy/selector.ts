@@ -1,5 +1,7 @@
 /**
- * Label selectors of the internal model (src/policy/model.ts), with the
+ * Label selectors, the one module for every front end: the internal model's
+ * (src/policy/model.ts), Bastion's documents (`{ app: web }` or the explicit
+ * form), Kubernetes objects (V1LabelSelector), Docker's `--select`. The
  * Kubernetes semantics (metav1.LabelSelector):
  *
  * - matchLabels and every matchExpressions requirement must all hold (AND);
@@ -8,13 +10,15 @@
  * - Exists / DoesNotExist: the key is present / absent;
  * - the empty selector ({}) matches everything.
  *
- * Plus validation (the API server's rules for keys, values and operators),
- * a canonical string form (equal for selectors that differ only in the order
- * of their labels, requirements or values; used as a cache key) and a short
- * human form for messages. Pure functions, no I/O.
+ * Plus parsing of Bastion's document form, validation (the API server's
+ * rules for keys, values and operators, in Bastion's or the API server's
+ * words), a canonical string form (equal for selectors that differ only in
+ * the order of their labels, requirements or values; used as a cache key), a
+ * short human form for messages, and indexes of label sets and of
+ * selectors. Pure functions, no I/O.
  */
 import type { LabelSelector, LabelSelectorRequirement } from './model.js';
-import { quote, type Issue, type Path } from './errors.js';
+import { describeValue, isPlainObject, quote, unknownFields, type Issue, type IssueCode, type Path } from './errors.js';
 
 export type Labels = Readonly<Record<string, string>>;
 
@@ -25,13 +29,19 @@ export type Labels = Readonly<Record<string, string>>;
  */
 export interface SelectorLike {
   matchLabels?: Readonly<Record<string, string>>;
-  matchExpressions?: ReadonlyArray<{ key: string; operator: string; values?: readonly string[] }>;
+  matchExpressions?: readonly Requirement[];
+}
+
+export interface Requirement {
+  key: string;
+  operator: string;
+  values?: readonly string[];
 }
 
 const OPERATORS = ['In', 'NotIn', 'Exists', 'DoesNotExist'] as const;
 
 /** Does `labels` satisfy `selector`? Assumes a valid selector (an unknown operator never matches). */
-export function matches(selector: LabelSelector, labels: Labels): boolean {
+export function matches(selector: SelectorLike, labels: Labels): boolean {
   const ml = selector.matchLabels;
   if (ml !== undefined) {
     for (const k in ml) {
@@ -46,7 +56,7 @@ export function matches(selector: LabelSelector, labels: Labels): boolean {
   return true;
 }
 
-export function requirementMatches(req: LabelSelectorRequirement, labels: Labels): boolean {
+export function requirementMatches(req: Requirement, labels: Labels): boolean {
   const has = Object.hasOwn(labels, req.key);
   switch (req.operator) {
     case 'In':
@@ -63,7 +73,7 @@ export function requirementMatches(req: LabelSelectorRequirement, labels: Labels
 }
 
 /** True for {} (and for selectors whose parts are all empty). */
-export function isEmptySelector(selector: LabelSelector): boolean {
+export function isEmptySelector(selector: SelectorLike): boolean {
   return Object.keys(selector.matchLabels ?? {}).length === 0 && (selector.matchExpressions ?? []).length === 0;
 }
 
@@ -276,6 +286,118 @@ export function validateSelector(
   return out;
 }
 
+/** A selector of these parts, without the empty ones ({} when both are). */
+export function selectorOf(matchLabels: Record<string, string>, matchExpressions: LabelSelectorRequirement[]): LabelSelector {
+  return {
+    ...(Object.keys(matchLabels).length ? { matchLabels } : {}),
+    ...(matchExpressions.length ? { matchExpressions } : {}),
+  };
+}
+
+/**
+ * The selector that matches what all of `sels` match, or null when that is
+ * nothing (one of them is null, the null selector, or two of their
+ * matchLabels contradict).
+ */
+export function selectorAnd(...sels: Array<LabelSelector | null>): LabelSelector | null {
+  const matchLabels: Record<string, string> = {};
+  const matchExpressions: LabelSelectorRequirement[] = [];
+  for (const s of sels) {
+    if (s === null) return null;
+    for (const [k, v] of Object.entries(s.matchLabels ?? {})) {
+      if (Object.hasOwn(matchLabels, k) && matchLabels[k] !== v) return null;
+      matchLabels[k] = v;
+    }
+    matchExpressions.push(...(s.matchExpressions ?? []));
+  }
+  return selectorOf(matchLabels, matchExpressions);
+}
+
+// ------------------------------------------------------------- parsing
+
+const SELECTOR_FIELDS = ['matchLabels', 'matchExpressions'];
+const REQUIREMENT_FIELDS = ['key', 'operator', 'values'];
+
+/**
+ * A selector as Bastion's documents write it: a plain map of labels
+ * (`{ app: web }`, the matchLabels of a selector), or the explicit form with
+ * matchLabels and/or matchExpressions. The selector, or every issue of it
+ * (paths from the selector itself).
+ */
+export function parseSelector(v: Readonly<Record<string, unknown>>): { ok: true; selector: LabelSelector } | { ok: false; issues: Issue[] } {
+  const explicit = Object.keys(v).some((k) => SELECTOR_FIELDS.includes(k));
+  if (!explicit) {
+    const issues = validateLabels(v);
+    if (issues.length) return { ok: false, issues };
+    return { ok: true, selector: Object.keys(v).length ? { matchLabels: { ...(v as Record<string, string>) } } : {} };
+  }
+  const issues = unknownFields(v, SELECTOR_FIELDS);
+  const add = (code: IssueCode, path: Path, message: string) => issues.push({ code, path, message });
+  let typed = true;
+  const selector: LabelSelector = {};
+  const ml = v.matchLabels;
+  const me = v.matchExpressions;
+  if (ml !== undefined) {
+    if (!isPlainObject(ml)) {
+      add('invalid-type', ['matchLabels'], `expected a mapping of labels, got ${describeValue(ml)}`);
+      typed = false;
+    } else if (Object.keys(ml).length) selector.matchLabels = ml as Record<string, string>;
+  }
+  if (me !== undefined) {
+    if (!Array.isArray(me)) {
+      add('invalid-type', ['matchExpressions'], `expected a list of requirements, got ${describeValue(me)}`);
+      typed = false;
+    } else {
+      const reqs: LabelSelectorRequirement[] = [];
+      me.forEach((r, i) => {
+        const at: Path = ['matchExpressions', i];
+        if (!isPlainObject(r)) {
+          add('invalid-type', at, `expected a mapping with key, operator and values, got ${describeValue(r)}`);
+          typed = false;
+          return;
+        }
+        issues.push(...unknownFields(r, REQUIREMENT_FIELDS, at));
+        for (const f of ['key', 'operator'] as const) {
+          if (typeof r[f] === 'string') continue;
+          if (r[f] === undefined) add('required', [...at, f], 'required');
+          else add('invalid-type', [...at, f], `expected a string, got ${describeValue(r[f])}`);
+          typed = false;
+        }
+        if (r.values !== undefined && (!Array.isArray(r.values) || r.values.some((x) => typeof x !== 'string'))) {
+          add('invalid-type', [...at, 'values'], `expected a list of strings, got ${describeValue(r.values)}`);
+          typed = false;
+        }
+        reqs.push({
+          key: r.key as string,
+          operator: r.operator as LabelSelectorRequirement['operator'],
+          ...(Array.isArray(r.values) ? { values: [...(r.values as string[])] } : {}),
+        });
+      });
+      if (reqs.length) selector.matchExpressions = reqs;
+    }
+  }
+  if (typed) issues.push(...validateSelector(selector));
+  return issues.length ? { ok: false, issues } : { ok: true, selector };
+}
+
+/**
+ * A selector in the explicit document form, which parseSelector reads back
+ * to the same selector: no label key can then be read as a field (cidr,
+ * except) of a policy end.
+ */
+export function selectorDocument(sel: SelectorLike): { matchLabels?: Record<string, string>; matchExpressions?: SelectorLike['matchExpressions'] } {
+  return {
+    ...(sel.matchLabels && Object.keys(sel.matchLabels).length ? { matchLabels: { ...sel.matchLabels } } : {}),
+    ...(sel.matchExpressions?.length ? { matchExpressions: sel.matchExpressions } : {}),
+  };
+}
+
+/** "KEY=VALUE" (a label on a command line) → key and value, or undefined (no "=", or nothing before it). */
+export function parseLabelAssignment(text: string): { key: string; value: string } | undefined {
+  const i = text.indexOf('=');
+  return i <= 0 ? undefined : { key: text.slice(0, i), value: text.slice(i + 1) };
+}
+
 // ---------------------------------------------------------- string forms
 
 /**
@@ -285,7 +407,7 @@ export function validateSelector(
  * sets. (Different forms may still be equivalent, e.g. {a: x} and
  * a In (x); that only costs a cache miss.)
  */
-export function canonicalSelector(selector: LabelSelector): string {
+export function canonicalSelector(selector: SelectorLike): string {
   // JSON-quoted pieces: a quoted string cannot contain the separators used around it
   let ml = '';
   const ml0 = selector.matchLabels;
@@ -307,8 +429,9 @@ export function canonicalSelector(selector: LabelSelector): string {
   return `{${ml}|${me}}`;
 }
 
-/** Short human form, as kubectl prints it: "{}" (everything), "app=web,tier in (a,b),!debug". */
-export function formatSelector(selector: LabelSelector): string {
+/** Short human form, as kubectl prints it: "{}" (everything), "app=web,tier in (a,b),!debug"; "<none>" for no selector. */
+export function formatSelector(selector: SelectorLike | undefined): string {
+  if (selector === undefined) return '<none>';
   const parts: string[] = [];
   for (const [k, v] of Object.entries(selector.matchLabels ?? {})) parts.push(`${k}=${v}`);
   for (const r of selector.matchExpressions ?? []) {
@@ -392,7 +515,7 @@ export class LabelIndex<K> {
   }
 
   /** Every member whose labels the selector matches (in no particular order). */
-  select(selector: LabelSelector): K[] {
+  select(selector: SelectorLike): K[] {
     let best: Iterable<K> | undefined;
     let bestSize = Infinity;
     const consider = (c: Iterable<K>, size: number) => {
@@ -441,14 +564,14 @@ export class SelectorIndex<T> {
   private readonly byKey = new Map<string, Set<T>>();
   private readonly always = new Set<T>();
 
-  private static anchor(sel: LabelSelector): { pairs: Array<[string, string]> } | { key: string } | undefined {
+  private static anchor(sel: SelectorLike): { pairs: Array<[string, string]> } | { key: string } | undefined {
     for (const [k, v] of Object.entries(sel.matchLabels ?? {})) return { pairs: [[k, v]] };
     for (const r of sel.matchExpressions ?? []) if (r.operator === 'In') return { pairs: [...new Set(r.values ?? [])].map((v): [string, string] => [r.key, v]) };
     for (const r of sel.matchExpressions ?? []) if (r.operator === 'Exists') return { key: r.key };
     return undefined;
   }
 
-  add(sel: LabelSelector, item: T): void {
+  add(sel: SelectorLike, item: T): void {
     const a = SelectorIndex.anchor(sel);
     if (!a) this.always.add(item);
     else if ('key' in a) {
@@ -466,7 +589,7 @@ export class SelectorIndex<T> {
   }
 
   /** `sel` must be the selector `item` was added with. */
-  delete(sel: LabelSelector, item: T): void {
+  delete(sel: SelectorLike, item: T): void {
     const a = SelectorIndex.anchor(sel);
     if (!a) this.always.delete(item);
     else if ('key' in a) {

@@ -35,7 +35,7 @@ import type {
   V1ServiceAccount,
 } from '@kubernetes/client-node';
 import { cidrCovers, parseCidr, parseIp } from './cidr.js';
-import { checkDns1123Label, checkDns1123Subdomain, checkPortName } from './labels.js';
+import { checkDns1123Label, checkDns1123Subdomain, checkPortName } from './names.js';
 import { K8S_LABEL_MESSAGES, validateLabels, validateSelector } from '../selector.js';
 
 export type K8sProtocol = 'TCP' | 'UDP' | 'SCTP';
