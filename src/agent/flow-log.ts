@@ -5,7 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { REASON_NAMES, TRACE_NAMES, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
-import { formatIpv4, parseIpv4 } from '../policy/compile.js';
+import { formatIpv4, parseIpv4 } from '../net/ip.js';
 
 export interface FlowPeer {
   identity: number;

@@ -7,6 +7,7 @@
  * on). test/unit/layout.test.ts round-trips every codec, and the datapath
  * tests check the C side reads what these write.
  */
+import { formatIpv4, parseIpv4 } from '../net/ip.js';
 
 export const MAP_NAMES = {
   endpoints: 'bastion_ep',
@@ -136,18 +137,15 @@ export const EVENT_COUNTER_REASONS: readonly number[] = [REASON.eventsLost, REAS
 
 /** '10.0.0.1' -> 4 bytes in network order. Throws on anything else. */
 export function ipv4ToBytes(ip: string): Buffer {
-  const parts = ip.split('.');
-  if (parts.length !== 4) throw new Error(`not an IPv4 address: ${ip}`);
+  const n = parseIpv4(ip);
+  if (n === undefined) throw new Error(`not an IPv4 address: ${ip}`);
   const b = Buffer.alloc(4);
-  parts.forEach((p, i) => {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) throw new Error(`not an IPv4 address: ${ip}`);
-    b[i] = Number(p);
-  });
+  b.writeUInt32BE(n, 0);
   return b;
 }
 
 export function bytesToIpv4(b: Buffer, off = 0): string {
-  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  return formatIpv4(b.readUInt32BE(off));
 }
 
 /** 'aa:bb:cc:dd:ee:ff' -> 6 bytes. */

@@ -31,7 +31,8 @@ import { BUILTIN_LABELS } from './model.js';
 import { closest, describeValue, isPlainObject, quote, unknownFieldMessage, unknownFields, yamlErrorLine, type Issue, type IssueCode, type Path } from './errors.js';
 import { LabelIndex, formatSelector, parseSelector, validateLabels } from './selector.js';
 import { parsePortSpec } from './ports.js';
-import { canonicalPeer, cidrCovers, formatCidr, isIpv6Text, parseCidr4, parseIpv4 } from './compile.js';
+import { canonicalPeer } from './compile.js';
+import { cidr4Covers, formatCidr4, isIpv6Text, parseCidr4, parseIpv4 } from '../net/ip.js';
 
 // ================================================================= types
 
@@ -183,10 +184,10 @@ function cidrText(ctx: Ctx, v: unknown, path: Seg[]): string | undefined {
   const slash = v.indexOf('/');
   const ip = parseIpv4(slash < 0 ? v : v.slice(0, slash))!;
   if (ip !== c.base) {
-    issue(ctx, `${quote(v)} has host bits set: did you mean ${quote(formatCidr(c))}?`, path);
+    issue(ctx, `${quote(v)} has host bits set: did you mean ${quote(formatCidr4(c))}?`, path);
     return undefined;
   }
-  return formatCidr(c);
+  return formatCidr4(c);
 }
 
 function policyEnd(containerNames: ReadonlySet<string>) {
@@ -216,7 +217,7 @@ function policyEnd(containerNames: ReadonlySet<string>) {
             if (c === undefined || cidr === undefined) return;
             const outer = parseCidr4(cidr)!;
             const inner = parseCidr4(c)!;
-            if (!cidrCovers(outer, inner) || inner.prefixLen === outer.prefixLen)
+            if (!cidr4Covers(outer, inner) || inner.prefixLen === outer.prefixLen)
               issue(ctx, `${quote(c)} is not strictly inside ${cidr}`, ['except', i]);
             else if (except.includes(c)) issue(ctx, `${quote(c)} is listed twice`, ['except', i], 'duplicate');
             else except.push(c);

@@ -16,7 +16,7 @@ import {
 } from '../../src/policy/k8s/objects.js';
 import { formatOrigin, formatPath, type Issue } from '../../src/policy/errors.js';
 import { K8S_LABEL_MESSAGES, checkLabelKey as labelKeyCheck, checkLabelValue as labelValueCheck, matches as selectorMatches } from '../../src/policy/selector.js';
-import { cidrCovers, formatCidr, ipInBlock, parseCidr, parseIp, formatIp } from '../../src/policy/k8s/cidr.js';
+import { cidrCovers, formatCidr, ipInBlock, parseCidr, parseIp, formatIp } from '../../src/net/ip.js';
 import { checkPortName } from '../../src/policy/k8s/names.js';
 
 const checkLabelKey = (k: string) => labelKeyCheck(k, K8S_LABEL_MESSAGES);

@@ -26,7 +26,7 @@
 import type { V1LabelSelector, V1NetworkPolicyPeer, V1NetworkPolicyPort } from '@kubernetes/client-node';
 import type { LabelSelector, LabelSelectorRequirement, Mode, Peer, PolicySet, PortRange, Rule } from '../model.js';
 import { BUILTIN_LABELS } from '../model.js';
-import { formatCidr, parseCidr } from './cidr.js';
+import { formatCidr, parseCidr } from '../../net/ip.js';
 import { Evaluator } from './engine.js';
 import { K8sInputError, NAMESPACE_NAME_LABEL, objectIssue, rulePeers, type Cluster } from './objects.js';
 import type { Issue } from '../errors.js';

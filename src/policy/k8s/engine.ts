@@ -28,7 +28,7 @@
  *   server's ingress allow it.
  */
 import type { V1NetworkPolicyPeer, V1NetworkPolicyPort } from '@kubernetes/client-node';
-import { ipInBlock, parseIp } from './cidr.js';
+import { ipInBlock, parseIp } from '../../net/ip.js';
 import { formatSelector, matches } from '../selector.js';
 import { findPod, rulePeers, type Cluster, type K8sProtocol, type PodInfo, type PolicyInfo } from './objects.js';
 

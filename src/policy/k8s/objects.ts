@@ -34,7 +34,7 @@ import type {
   V1RoleRef,
   V1ServiceAccount,
 } from '@kubernetes/client-node';
-import { cidrCovers, parseCidr, parseIp } from './cidr.js';
+import { cidrCovers, parseCidr, parseIp } from '../../net/ip.js';
 import { checkDns1123Label, checkDns1123Subdomain, checkPortName } from './names.js';
 import { K8S_LABEL_MESSAGES, validateLabels, validateSelector } from '../selector.js';
 
