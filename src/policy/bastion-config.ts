@@ -111,21 +111,17 @@ function issue(ctx: Ctx, message: string, path: Path = [], code?: IssueCode): vo
 
 const OBJECT_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 
-const containerName = z.string().superRefine((v, zctx) => {
-  const ctx = new Sink(zctx);
-  if (v.length === 0) issue(ctx, 'must not be empty');
-  else if (v.length > 63) issue(ctx, `must be no more than 63 characters (is ${v.length})`);
-  else if (!OBJECT_NAME.test(v))
-    issue(ctx, `${quote(v)} is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
-});
-
-const policyName = z.string().superRefine((v, zctx) => {
-  const ctx = new Sink(zctx);
-  if (v.length === 0) issue(ctx, 'must not be empty');
-  else if (v.length > 253) issue(ctx, `must be no more than 253 characters (is ${v.length})`);
-  else if (!OBJECT_NAME.test(v))
-    issue(ctx, `${quote(v)} is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
-});
+/** A container's or policy's name: OBJECT_NAME, at most `max` characters. */
+const objectName = (max: number) =>
+  z.string().superRefine((v, zctx) => {
+    const ctx = new Sink(zctx);
+    if (v.length === 0) issue(ctx, 'must not be empty');
+    else if (v.length > max) issue(ctx, `must be no more than ${max} characters (is ${v.length})`);
+    else if (!OBJECT_NAME.test(v))
+      issue(ctx, `${quote(v)} is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
+  });
+const containerName = objectName(63);
+const policyName = objectName(253);
 
 const netnsField = z.string().superRefine((v, zctx) => {
   const ctx = new Sink(zctx);
