@@ -457,10 +457,7 @@ export interface MapInfo {
 
 /** struct bpf_map_info of a map fd: the kernel's own idea of its sizes. */
 export function mapInfo(fd: number): MapInfo {
-  const info = Buffer.alloc(BPF_MAP_INFO_SIZE);
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(info.length, 0);
-  check('bpf_obj_get_info_by_fd', lib().bpf_obj_get_info_by_fd(fd, info, len), `map fd ${fd}`);
+  const info = objInfo(fd, BPF_MAP_INFO_SIZE, `map fd ${fd}`);
   return {
     type: info.readUInt32LE(0),
     id: info.readUInt32LE(4),
@@ -480,11 +477,17 @@ export interface ProgInfo {
 
 /** struct bpf_prog_info of a program fd (type, id, name). */
 export function progInfo(fd: number): ProgInfo {
-  const info = Buffer.alloc(BPF_PROG_INFO_SIZE);
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(info.length, 0);
-  check('bpf_obj_get_info_by_fd', lib().bpf_obj_get_info_by_fd(fd, info, len), `prog fd ${fd}`);
+  const info = objInfo(fd, BPF_PROG_INFO_SIZE, `prog fd ${fd}`);
   return { type: info.readUInt32LE(0), id: info.readUInt32LE(4), name: cString(info, 64, 16) };
+}
+
+/** bpf_obj_get_info_by_fd into a fresh buffer of `size` bytes. */
+function objInfo(fd: number, size: number, what: string): Buffer {
+  const info = Buffer.alloc(size);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(size, 0);
+  check('bpf_obj_get_info_by_fd', lib().bpf_obj_get_info_by_fd(fd, info, len), what);
+  return info;
 }
 
 function cString(b: Buffer, off: number, max: number): string {
