@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { cpus, loadavg, release, totalmem, tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { detectBastion, removePinPath } from './lib/bastion.js';
+import { detectBastion, removeFlowHistory, removePinPath } from './lib/bastion.js';
 import { writeChart, renderScaleSvg } from './lib/chart.js';
 import { SCENARIOS, type Context, type Options, type ScenarioName } from './lib/context.js';
 import { hrMs, killAllTrackedSync, runSync, which } from './lib/exec.js';
@@ -242,6 +242,7 @@ async function main(): Promise<number> {
     killAllTrackedSync();
     destroyPrefixSync(prefix);
     removePinPath(`/sys/fs/bpf/${prefix}`);
+    removeFlowHistory(`/sys/fs/bpf/${prefix}`);
     rmSync(work, { recursive: true, force: true });
   };
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {

@@ -40,6 +40,7 @@ static __always_inline int ipv4_from_container_verdict(struct __sk_buff *skb, co
 	fd->sport = p->sport;
 	fd->dport = p->dport;
 	fd->proto = p->proto;
+	fd->tcp_flags = p->proto == IPPROTO_TCP ? p->tcp_flags : 0;
 	if (reason)
 		return -reason;
 	reason = check_src_ipv4(ep, p->saddr);

@@ -34,6 +34,7 @@ static __always_inline int ipv4_to_container_verdict(struct __sk_buff *skb, cons
 	fd->sport = p->sport;
 	fd->dport = p->dport;
 	fd->proto = p->proto;
+	fd->tcp_flags = p->proto == IPPROTO_TCP ? p->tcp_flags : 0;
 	if (reason)
 		return -reason;
 	if (l2_multicast || is_broadcast_v4(p->daddr))

@@ -282,6 +282,8 @@ export class BastionDaemon {
       problems.push(`${this.o.pinPath} still present after down; removed`);
       removePinPath(this.o.pinPath);
     }
+    // `down` keeps the flow history (the record of what happened): the benchmark's is of no use
+    removeFlowHistory(this.o.pinPath);
     // nothing may stay attached to the veths (the next measurement may be iptables)
     const left = await leftoverTc(this.o.topo);
     if (left.length) {
@@ -327,6 +329,12 @@ export async function leftoverTc(topo: Topology): Promise<string[]> {
     if (/clsact|ingress/.test(r.stdout)) out.push(e.hostIf);
   }
   return out;
+}
+
+/** The daemon's flow history for a pin path of this run (src/api/paths.ts: /var/lib/bastion/<basename>/flows). */
+export function removeFlowHistory(pinPath: string): void {
+  const name = basename(pinPath.replace(/\/+$/, ''));
+  if (/^bb[0-9a-z]+$/.test(name)) rmSync(`${process.env.BASTION_STATE_DIR ?? '/var/lib/bastion'}/${name}`, { recursive: true, force: true });
 }
 
 export function removePinPath(pinPath: string): void {

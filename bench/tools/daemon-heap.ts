@@ -70,7 +70,7 @@ const datapath: DatapathPort = {
   apply(ops) {
     writes += ops.length;
   },
-  prune: () => 0,
+  async *readMap() {},
   flushConntrack: () => 0,
   counters: () => new Map(),
   endpointStats: () => undefined,

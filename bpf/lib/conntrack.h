@@ -216,13 +216,23 @@ static __always_inline int ct_related(const struct pkt_v4 *p, __u32 src_id, __u3
 	return -REASON_ICMP_UNRELATED;
 }
 
+/* The entry a packet of an established connection matched, for a caller
+ * that judges the connection again after a policy change (verdict.h). */
+struct ct_found {
+	struct ct_entry *e;	/* NULL unless ESTABLISHED or REPLY */
+	struct ct_key key;
+	int reply;		/* the packet travels in the reply direction */
+};
+
 /*
  * Classify a packet from identity src_id to identity dst_id: CT_NEW,
  * CT_ESTABLISHED, CT_REPLY, CT_RELATED, or -REASON_* to drop it. On
- * ESTABLISHED/REPLY, *rule_id is the rule that opened the connection.
+ * ESTABLISHED/REPLY, *rule_id is the rule that opened the connection and
+ * *found the entry.
  */
 static __always_inline int ct_lookup(const struct pkt_v4 *p, __u32 src_id, __u32 dst_id,
-				     const struct bastion_config *cfg, int via_gateway, __u32 *rule_id)
+				     const struct bastion_config *cfg, int via_gateway, __u32 *rule_id,
+				     struct ct_found *found)
 {
 	struct ct_key key;
 	struct ct_entry *e;
@@ -238,6 +248,9 @@ static __always_inline int ct_lookup(const struct pkt_v4 *p, __u32 src_id, __u32
 	if (!e)
 		return CT_NEW;
 	reply = swapped != !!(e->flags & CT_F_KEY_SWAPPED);
+	/* for the flow event, whatever the verdict: a drop of a SYN dressed up
+	 * as a reply says it travelled the reply way */
+	found->reply = reply;
 	/* An entry is ours while it is alive and between the same identities,
 	 * in the direction the packet travels. Identities follow addresses, so
 	 * an address that changed hands fails this either way round: the entry
@@ -259,12 +272,18 @@ static __always_inline int ct_lookup(const struct pkt_v4 *p, __u32 src_id, __u32
 		if (reply)
 			return -REASON_CT_INVALID;
 		*rule_id = e->rule_id;
+		found->e = e;
+		found->key = key;
+		found->reply = 0;
 		return CT_ESTABLISHED;
 	}
 	if (reply && p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY)
 		return -REASON_CT_INVALID;
 	ct_touch(e, p, reply, cfg, now);
 	*rule_id = e->rule_id;
+	found->e = e;
+	found->key = key;
+	found->reply = reply;
 	return reply ? CT_REPLY : CT_ESTABLISHED;
 }
 
@@ -284,6 +303,8 @@ static __always_inline int ct_create(const struct pkt_v4 *p, __u32 src_id, __u32
 		.rule_id = rule_id,
 		.flags = flags,
 		.owner_id = owner_id,
+		/* allowed by the policy of this epoch */
+		.policy_epoch = cfg ? cfg->policy_epoch : 0,
 	};
 	int ret;
 

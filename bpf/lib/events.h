@@ -53,9 +53,12 @@ struct flow_desc {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 pad;
+	__u8 tcp_flags;		/* TCP_FLAG_* of the packet */
 	__be16 ethertype;
-	__u32 rule_id;
+	__u32 rule_id;		/* the rule that allowed it on the deciding side (egress, or for to_container ingress) */
+	__u32 ingress_rule_id;	/* a local receiver's ingress rule (from_container) */
+	__u8 flags;		/* FLOW_F_* */
+	__u8 pad[3];
 };
 
 #ifndef CLOCK_MONOTONIC
@@ -195,7 +198,7 @@ static __always_inline int event_admit(const struct ctx_info *ci, const struct f
  * 3,382 and 2,527. An event is rare next to a packet: the call costs
  * nothing that shows.
  */
-static __attribute__((noinline)) void emit_event(const struct ctx_info *ci, const struct flow_desc *fd,
+static __attribute__((noinline)) int emit_event(const struct ctx_info *ci, const struct flow_desc *fd,
 				       __u8 verdict, __u8 reason)
 {
 	const struct bastion_config *cfg = get_config();
@@ -203,12 +206,12 @@ static __attribute__((noinline)) void emit_event(const struct ctx_info *ci, cons
 	__u32 suppressed;
 
 	if (!event_admit(ci, fd, verdict, reason, cfg, &suppressed))
-		return;
+		return 0;
 	ev = bpf_ringbuf_reserve(&bastion_events, sizeof(*ev), 0);
 	if (!ev) {
 		/* The reader is behind: say so (status, metrics), never silently. */
 		count_reason(REASON_EVENTS_LOST, 0);
-		return;
+		return 0;
 	}
 	ev->ts_ns = bpf_ktime_get_ns();
 	ev->src_id = fd->src_id;
@@ -226,16 +229,27 @@ static __attribute__((noinline)) void emit_event(const struct ctx_info *ci, cons
 	ev->pkt_len = ci->pkt_len > 0xffff ? 0xffff : ci->pkt_len;
 	ev->ethertype = fd->ethertype;
 	ev->suppressed = suppressed;
+	ev->ingress_rule_id = fd->ingress_rule_id;
+	ev->tcp_flags = fd->tcp_flags;
+	ev->flags = fd->flags;
+	ev->pad = 0;
 	bpf_ringbuf_submit(ev, events_wakeup_flags());
+	return 1;
 }
 
 /*
  * The one way a program refuses a packet. In audit mode the packet goes on
  * (TC_ACT_OK) and the event says AUDIT: what would have been dropped.
+ *
+ * A policy denial (policy-denied, host-denied) arrives here only when
+ * policy_verdict (lib/verdict.h) found the endpoint whose policy refused it
+ * enforced: audit mode is decided there, per endpoint, and the deciding
+ * endpoint's own mode must not overrule it (an audited sender would
+ * otherwise pass what an enforced receiver refuses).
  */
 static __always_inline int deny(const struct ctx_info *ci, const struct flow_desc *fd, __u8 reason)
 {
-	if (ci->audit) {
+	if (ci->audit && reason != REASON_POLICY_DENIED && reason != REASON_HOST_DENIED) {
 		count_reason(REASON_AUDITED, ci->pkt_len);
 		emit_event(ci, fd, VERDICT_AUDIT, reason);
 		return TC_ACT_OK;

@@ -31,6 +31,7 @@
 #define BASTION_MAX_CT		262144
 #define BASTION_MAX_FRAGS	8192
 #define BASTION_MAX_EVENT_RL	16384	/* (endpoint, verdict, reason) event budgets */
+#define BASTION_MAX_FLOW_SUM	65536	/* (source, destination, protocol, port) keys of allowed flows summarised */
 #define BASTION_EVENTS_BYTES	(4 * 1024 * 1024)
 #define BASTION_NR_COUNTERS	64
 
@@ -148,7 +149,7 @@ struct ct_entry {
 	__u32 rule_id;
 	__u32 flags;		/* CT_F_* */
 	__u32 owner_id;		/* the local endpoint this entry is charged to */
-	__u32 pad;
+	__u32 policy_epoch;	/* bastion_config.policy_epoch when the policy last allowed it */
 };				/* 32 bytes */
 
 /* Conntrack entries charged to one local endpoint (bastion_ct_use, keyed by
@@ -212,11 +213,62 @@ struct flow_event {
 	__u8 reason;		/* REASON_* */
 	__u8 trace;		/* TRACE_* */
 	__u32 ifindex;		/* the endpoint's host-side veth */
-	__u32 rule_id;
+	__u32 rule_id;		/* the sender's egress rule (for to_container: the receiver's ingress rule) */
 	__u16 pkt_len;
 	__be16 ethertype;
 	__u32 suppressed;	/* events of this kind the rate limit held back before this one */
+	__u32 ingress_rule_id;	/* from_container, a local receiver: its ingress rule */
+	__u8 tcp_flags;		/* the packet's TCP flags (TCP_FLAG_*) */
+	__u8 flags;		/* FLOW_F_* */
+	__u16 pad;
+};				/* 56 bytes */
+
+#define FLOW_F_REPLY	(1U << 0)	/* the packet is in a tracked connection's reply direction */
+#define FLOW_F_INGRESS	(1U << 1)	/* decided by the receiver's ingress policy (from_container, a local receiver) */
+
+/*
+ * Allowed new connections, summarised per key (lib/summary.h): the first
+ * connection of a key is an event, every later one only a count here, read
+ * by the agent every few seconds and reported as one summary record per key
+ * that moved. A connection audit mode let through is summarised under its
+ * own key (FLOW_SUM_F_AUDIT). An LRU map: a key not seen for long makes way,
+ * and its next connection is an event again.
+ */
+struct flow_sum_key {
+	__u32 src_id;
+	__u32 dst_id;
+	__be16 dport;		/* 0 for ICMP */
+	__u8 proto;
+	__u8 flags;		/* FLOW_SUM_F_* */
+};				/* 12 bytes */
+
+#define FLOW_SUM_F_AUDIT	(1U << 0)	/* passed in audit mode although a policy would drop it */
+
+struct flow_sum {
+	__u64 first_ns;		/* bpf_ktime_get_ns() of the key's first connection */
+	__u64 last_ns;		/* of its last one */
+	__u64 count;		/* connections no event reported (the first one is an event) */
+	/* the last connection's */
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__u8 reason;		/* FLOW_SUM_F_AUDIT: why it would have been dropped */
+	__u8 trace;		/* TRACE_* */
+	__u32 ifindex;
+	__u32 rule_id;		/* the egress rule that allowed it (0: none, or audited) */
+	__u32 ingress_rule_id;	/* the receiver's ingress rule */
 };				/* 48 bytes */
+
+/*
+ * How far the agent has reported each key of bastion_flow_sum: written by
+ * the agent only, pinned so that a restarted daemon neither reports a count
+ * twice nor forgets what its predecessor had not reported yet.
+ */
+struct flow_sum_seen {
+	__u64 first_ns;		/* the key's first_ns when reported: another one means the key was evicted and came back */
+	__u64 count;		/* the count reported so far */
+	__u64 last_ns;		/* the key's last_ns when reported: the next summary covers what came after */
+};
 
 /*
  * Event rate limit (lib/events.h): per (endpoint, verdict, reason), at most
@@ -315,6 +367,8 @@ struct bastion_config {
 	__u32 ct_other_lifetime_s;	/* UDP, SCTP, ICMP, and TCP before it is established */
 	__u32 ct_per_endpoint;	/* conntrack entries one endpoint may hold (0: CT_DEFAULT_PER_ENDPOINT) */
 	__u32 events_per_sec;	/* events per (endpoint, verdict, reason) and second (0: EVENTS_DEFAULT_PER_SEC) */
+	__u32 policy_epoch;	/* bumped by the manager after every change it writes: established
+				 * connections of an older epoch are judged again (verdict.h) */
 };
 
 /* Control-plane state kept in bpffs so it survives the agent. Not read by
@@ -415,6 +469,24 @@ struct {
 	__type(value, struct event_rl);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bastion_event_rl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BASTION_MAX_FLOW_SUM);
+	__type(key, struct flow_sum_key);
+	__type(value, struct flow_sum);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_flow_sum SEC(".maps");
+
+/* Control-plane state (see struct flow_sum_seen): the programs never touch it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, BASTION_MAX_FLOW_SUM);
+	__type(key, struct flow_sum_key);
+	__type(value, struct flow_sum_seen);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_flow_seen SEC(".maps");
 
 /*
  * Deferred ring buffer wake-ups (lib/events.h), one slot per CPU. Kernel

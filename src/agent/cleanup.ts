@@ -5,13 +5,17 @@
  * Which interfaces carry our stacks is recorded in the datapath itself: the
  * agent writes a bastion_ep_stat entry for an interface before it attaches
  * there, so the keys of that map are every interface we may have touched,
- * including ones whose endpoint entry was never written.
+ * including ones whose endpoint entry was never written. Only this
+ * instance's stacks are counted or detached: those whose programs use this
+ * pin path's maps (stack.ts); another instance's stack on an interface
+ * recorded here (it took the interface over, or never gave it back) is left
+ * alone.
  */
 import { join } from 'node:path';
 import { BpfMap } from '../datapath/bpf-map.js';
 import { MAP_NAMES } from '../datapath/layout.js';
 import { checkPinPath, removePinDir, listPins } from '../datapath/bpffs.js';
-import { detachStack, stackState } from './stack.js';
+import { Ownership, detachStack, stackState } from './stack.js';
 
 /**
  * The interfaces recorded under pinPath (bastion_ep_stat and bastion_ep
@@ -19,9 +23,10 @@ import { detachStack, stackState } from './stack.js';
  * maps are opened, raw: `down` must work on the pins of another version
  * whose other maps have other layouts.
  */
-function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number } {
+function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number; who: Ownership } {
   const ifindexes = new Set<number>();
   let endpoints = 0;
+  let endpointMapId = 0;
   for (const name of [MAP_NAMES.epStats, MAP_NAMES.endpoints]) {
     const m = BpfMap.openPinned(join(pinPath, name));
     try {
@@ -29,11 +34,13 @@ function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number 
         ifindexes.add(k.readUInt32LE(0));
         if (name === MAP_NAMES.endpoints) endpoints++;
       }
+      if (name === MAP_NAMES.endpoints) endpointMapId = m.id;
     } finally {
       m.close();
     }
   }
-  return { ifindexes, endpoints };
+  // without a daemon no program is "self": this instance's stacks are those that use its bastion_ep
+  return { ifindexes, endpoints, who: new Ownership(endpointMapId) };
 }
 
 export interface PinReport {
@@ -54,7 +61,11 @@ export function inspectPins(pinPath: string): PinReport {
   const pins = listPins(pinPath);
   try {
     const r = recorded(pinPath);
-    return { present: true, pins, endpoints: r.endpoints, stacks: [...r.ifindexes].filter((i) => stackState(i).ok).length };
+    const ours = (i: number) => {
+      const s = stackState(i, r.who);
+      return !s.gone && (s.owner === 'earlier' || s.owner === 'self');
+    };
+    return { present: true, pins, endpoints: r.endpoints, stacks: [...r.ifindexes].filter(ours).length };
   } catch {
     return { present: pins.length > 0, pins, endpoints: 0, stacks: 0 };
   }
@@ -76,8 +87,9 @@ export function tearDown(pinPath: string): DownReport {
   if (!checkPinPath(pinPath).exists) return { detached, pinsRemoved: [] };
   const pins = listPins(pinPath);
   try {
-    for (const ifindex of recorded(pinPath).ifindexes) {
-      if (detachStack(ifindex)) detached.push(ifindex);
+    const r = recorded(pinPath);
+    for (const ifindex of r.ifindexes) {
+      if (detachStack(ifindex, r.who)) detached.push(ifindex);
     }
   } catch {
     // maps missing: still remove the pins below

@@ -17,11 +17,15 @@ import {
   NR_COUNTERS,
   CT_DEFAULT_PER_ENDPOINT,
   REASON,
+  VERDICT,
+  FLOW_SUM_F_AUDIT,
   EVENTS_DEFAULT_PER_SEC,
   decodeCtKey,
   decodeCtEntry,
   encodeCtEntry,
   decodeFlowEvent,
+  decodeFlowSum,
+  decodeFlowSumKey,
   type Counter,
   type EndpointInfo,
   type EpStats,
@@ -29,28 +33,38 @@ import {
   type IpcacheKey,
   type IpcacheVal,
 } from '../datapath/layout.js';
-import type { ConntrackUsage, DatapathPort, StackState } from '../manager/ports.js';
-import type { EntrySet, MapOp } from '../manager/entries.js';
-import { attachStack, detachStack, stackState } from './stack.js';
+import type { ConntrackUsage, DatapathPort, MapChunk, StackState } from '../manager/ports.js';
+import type { MapOp } from '../manager/entries.js';
+import { Ownership, attachStack, detachStack, stackState } from './stack.js';
+import { bindOwner, openOwnerMap } from './owner.js';
+import { progInfo } from '../datapath/libbpf.js';
 
 /** how often the tail of event bursts is looked for (summarizeHeldBack) */
 const SUMMARY_INTERVAL_MS = 2000;
+/** how often the allowed flows the kernel counted are read (summarizeFlows) */
+export const FLOW_SUMMARY_INTERVAL_MS = 5000;
 
 const BPF_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../bpf');
 
-/** Maps the manager owns entirely (pruned to what it wants after a restart). */
-const MANAGED_MAPS = [MAP_NAMES.endpoints, MAP_NAMES.endpointsByIp, MAP_NAMES.ipcache, MAP_NAMES.policy, MAP_NAMES.neigh, MAP_NAMES.epStats];
+/** Entries read from the kernel per batch by readMap (about 1.5 ms of an LPM trie walk). */
+const READ_BATCH = 1024;
 
 export class DatapathAgent implements DatapathPort {
   private readonly listeners: Array<(ev: FlowEvent) => void> = [];
   private reader?: RingBufReader;
+  /** whose a stack is: this instance's programs (as loaded now) and maps */
+  readonly ownership: Ownership;
 
   constructor(
     readonly pinPath: string,
     private readonly objects: BpfObject[],
     private readonly fds: { fromContainer: number; toContainer: number; ctGc: number },
     readonly maps: BastionMaps,
-  ) {}
+    private readonly owner?: BpfMap,
+  ) {
+    const ids = new Set([fds.fromContainer, fds.toContainer].map((fd) => progInfo(fd).id));
+    this.ownership = new Ownership(maps.endpoints.raw.id, ids);
+  }
 
   /** conntrack entries reclaimed by ct_gc since start */
   ctCollected = 0;
@@ -86,19 +100,34 @@ export class DatapathAgent implements DatapathPort {
     const stats = this.map(MAP_NAMES.epStats);
     const key = Buffer.alloc(4);
     key.writeUInt32LE(hostIfindex);
-    if (!stats.lookupPerCpu(key)) stats.updatePerCpu(key, Buffer.alloc(stats.valueSize), BPF_NOEXIST);
-    attachStack(hostIfindex, this.fds);
+    const fresh = !stats.lookupPerCpu(key);
+    if (fresh) stats.updatePerCpu(key, Buffer.alloc(stats.valueSize), BPF_NOEXIST);
+    try {
+      attachStack(hostIfindex, this.fds, this.ownership);
+    } catch (err) {
+      // nothing attached: no record of an attachment either
+      if (fresh) stats.delete(key);
+      throw err;
+    }
   }
 
   detach(hostIfindex: number): void {
-    detachStack(hostIfindex);
+    detachStack(hostIfindex, this.ownership);
     const key = Buffer.alloc(4);
     key.writeUInt32LE(hostIfindex);
     this.map(MAP_NAMES.epStats).delete(key);
   }
 
   stackState(hostIfindex: number): StackState {
-    return stackState(hostIfindex);
+    return stackState(hostIfindex, this.ownership);
+  }
+
+  async *readMap(map: string): AsyncGenerator<MapChunk> {
+    const m = this.map(map);
+    // per-CPU values are the datapath's counters: only their keys are compared
+    const valueSize = m.perCpu ? 0 : m.valueSize;
+    // the batch buffers as the kernel filled them: no copy
+    for await (const b of m.batches(READ_BATCH)) yield { keySize: m.keySize, valueSize, count: b.count, keys: b.keys, values: m.perCpu ? Buffer.alloc(0) : b.values };
   }
 
   apply(ops: MapOp[]): void {
@@ -193,19 +222,6 @@ export class DatapathAgent implements DatapathPort {
     return [...this.map(MAP_NAMES.epStats).keys()].map((k) => k.readUInt32LE(0));
   }
 
-  prune(desired: EntrySet): number {
-    let n = 0;
-    for (const name of MANAGED_MAPS) {
-      if (name === MAP_NAMES.epStats) continue; // stacks are pruned by the manager, stats with them
-      const m = this.map(name);
-      const want = desired.get(name);
-      const extra = [...m.keys()].filter((k) => !want?.has(k.toString('hex')));
-      for (const k of extra) m.delete(k);
-      n += extra.length;
-    }
-    return n;
-  }
-
   loadNextIdentity(): number | undefined {
     const s = this.maps.state.get();
     return s.nextIdentity > 0n ? Number(s.nextIdentity) : undefined;
@@ -223,7 +239,86 @@ export class DatapathAgent implements DatapathPort {
       this.reader.start();
       this.summaryTimer = setInterval(() => this.summarizeHeldBack(), SUMMARY_INTERVAL_MS);
       this.summaryTimer.unref();
+      this.flowSummaryTimer = setInterval(() => {
+        try {
+          this.summarizeFlows();
+        } catch {
+          // a map read failing now is retried at the next tick
+        }
+      }, FLOW_SUMMARY_INTERVAL_MS);
+      this.flowSummaryTimer.unref();
     }
+  }
+
+  private flowSummaryTimer?: NodeJS.Timeout;
+  /** REASON_ALLOWED_NEW at the last read (-1: never read, so a predecessor's unreported counts are read at once) */
+  private allowedSeen = -1n;
+  /** keys of bastion_flow_sum and summaries delivered, since start */
+  readonly flowSummaryStats = { keys: 0, summaries: 0, reads: 0 };
+
+  /**
+   * The allowed (and audited) new connections the kernel counted per key
+   * without an event (bpf/lib/summary.h): each key whose count moved since
+   * it was last reported becomes one summary event (how many, since when,
+   * the last connection's addresses). How far each key was reported is kept
+   * in the pinned bastion_flow_seen, so a restarted daemon neither reports a
+   * count twice nor loses what its predecessor had not reported. Returns the
+   * summaries delivered.
+   */
+  summarizeFlows(): number {
+    // Nothing new was allowed since the last read (the counter the programs bump for every new
+    // connection did not move): nothing to report, and a quiet datapath costs one counter read.
+    const allowed = this.maps.counters.get(REASON.allowedNew).packets;
+    if (allowed === this.allowedSeen) return 0;
+    this.allowedSeen = allowed;
+    const live = new Set<string>();
+    let n = 0;
+    let keys = 0;
+    for (const [rawKey, rawVal] of this.maps.flowSum.raw.entries()) {
+      keys++;
+      live.add(rawKey.toString('hex'));
+      const k = decodeFlowSumKey(rawKey);
+      const v = decodeFlowSum(rawVal);
+      const seen = this.maps.flowSeen.get(k);
+      const same = seen !== undefined && seen.firstNs === v.firstNs;
+      const reported = same ? seen.count : 0n;
+      if (v.count <= reported) continue;
+      const audit = (k.flags & FLOW_SUM_F_AUDIT) !== 0;
+      this.deliver({
+        tsNs: v.lastNs,
+        srcId: k.srcId,
+        dstId: k.dstId,
+        saddr: v.saddr,
+        daddr: v.daddr,
+        sport: v.sport,
+        dport: k.dport,
+        proto: k.proto,
+        verdict: audit ? VERDICT.audit : VERDICT.allowed,
+        reason: audit ? v.reason : REASON.allowedNew,
+        trace: v.trace,
+        ifindex: v.ifindex,
+        ruleId: v.ruleId,
+        pktLen: 0,
+        ethertype: 0x0800,
+        suppressed: 0,
+        ingressRuleId: v.ingressRuleId,
+        tcpFlags: 0,
+        flags: 0,
+        flowSummary: { count: Number(v.count - reported), firstNs: same ? seen.lastNs : v.firstNs },
+      });
+      try {
+        this.maps.flowSeen.set(k, { firstNs: v.firstNs, count: v.count, lastNs: v.lastNs });
+      } catch {
+        // the seen map is full (it holds what bastion_flow_sum holds): the next read reports it again
+      }
+      n++;
+    }
+    // keys the kernel evicted: their reports are done
+    for (const raw of [...this.maps.flowSeen.raw.keys()]) if (!live.has(raw.toString('hex'))) this.maps.flowSeen.raw.delete(raw);
+    this.flowSummaryStats.keys = keys;
+    this.flowSummaryStats.summaries += n;
+    this.flowSummaryStats.reads++;
+    return n;
   }
 
   private deliver(ev: FlowEvent): void {
@@ -273,6 +368,9 @@ export class DatapathAgent implements DatapathPort {
         ethertype: v.ethertype,
         suppressed: v.suppressed,
         summary: true,
+        ingressRuleId: 0,
+        tcpFlags: 0,
+        flags: 0,
       });
       n++;
     }
@@ -282,8 +380,10 @@ export class DatapathAgent implements DatapathPort {
   close(): void {
     clearInterval(this.gcTimer);
     clearInterval(this.summaryTimer);
+    clearInterval(this.flowSummaryTimer);
     this.reader?.stop();
     this.maps.close();
+    this.owner?.close();
     for (const o of this.objects) o.close();
   }
 }
@@ -309,11 +409,10 @@ export async function openDatapath(pinPath: string, log?: Logger): Promise<Datap
   const to = load('to_container.o');
   const gc = load('ct_gc.o');
   const maps = openBastionMaps(root);
+  const fds = { fromContainer: from.program('from_container'), toContainer: to.program('to_container'), ctGc: gc.program('ct_gc') };
+  // this instance's name on its programs (owner.ts), so another instance can say whose they are
+  const owner = openOwnerMap(root);
+  for (const fd of [fds.fromContainer, fds.toContainer]) bindOwner(fd, owner);
   log?.debug({ pinPath: root }, 'datapath loaded');
-  return new DatapathAgent(
-    root,
-    [from, to, gc],
-    { fromContainer: from.program('from_container'), toContainer: to.program('to_container'), ctGc: gc.program('ct_gc') },
-    maps,
-  );
+  return new DatapathAgent(root, [from, to, gc], fds, maps, owner);
 }

@@ -1,47 +1,33 @@
 /**
  * Flow events from the datapath, turned into records a person can read:
- * container names instead of identities, rule names instead of numbers,
- * wall-clock time instead of the kernel's monotonic clock.
+ * container names and labels instead of identities, policy names instead of
+ * numbers, wall-clock time instead of the kernel's monotonic clock. The
+ * record's shape is src/flows/record.ts.
  */
 import { EventEmitter } from 'node:events';
-import { REASON_NAMES, TRACE_NAMES, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
+import { FLOW_F_INGRESS, FLOW_F_REPLY, REASON_NAMES, TRACE_TO_CONTAINER, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
 import { formatIpv4, parseIpv4 } from '../net/ip.js';
+import type { FlowEnd, FlowRecord } from '../flows/record.js';
 
-export interface FlowPeer {
-  identity: number;
-  /** container name, "host", "world", a CIDR, or undefined when unknown */
-  name?: string;
-  ip: string;
-  port?: number;
-}
-
-export interface FlowRecord {
-  time: string;
-  verdict: string;
-  reason: string;
-  /** from-container: seen leaving the container; to-container: entering it */
-  trace: string;
-  protocol: string;
-  src: FlowPeer;
-  dst: FlowPeer;
-  /** the container whose stack decided */
-  endpoint?: string;
-  rule?: string;
-  bytes: number;
-  /** events of this kind (endpoint, verdict, reason) the datapath's rate limit held back just before this one */
-  suppressed?: number;
-  /** a summary of held-back events (the tail of a burst): `suppressed` of them, the last one's addresses shown */
-  summary?: boolean;
-}
+export type { FlowEnd, FlowRecord } from '../flows/record.js';
+export { formatFlowLine } from '../flows/record.js';
 
 export interface FlowNames {
   identityName(identity: number): string | undefined;
+  /** a container's labels (undefined for anything else) */
+  identityLabels?(identity: number): Record<string, string> | undefined;
+  /** the node a container runs on, where known */
+  identityNode?(identity: number): string | undefined;
   ruleName(ruleNumber: number): string | undefined;
   endpointName(ifindex: number): string | undefined;
+  /** the host-side interface's name */
+  interfaceName?(ifindex: number): string | undefined;
 }
 
 const PROTOCOLS: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 132: 'sctp' };
 const ETH_P_ARP = 0x0806;
+/** the labels of an end that is not a container: one shared object */
+const NO_LABELS: Record<string, string> = Object.freeze({}) as Record<string, string>;
 
 /** CLOCK_MONOTONIC (bpf_ktime_get_ns) to wall-clock milliseconds. */
 export function monotonicToWallMs(tsNs: bigint): number {
@@ -49,47 +35,112 @@ export function monotonicToWallMs(tsNs: bigint): number {
   return Date.now() - Number(nowMono - tsNs) / 1e6;
 }
 
+function end(names: FlowNames, identity: number, ip: string, port: number | undefined): FlowEnd {
+  const name = names.identityName(identity);
+  const node = names.identityNode?.(identity);
+  return {
+    identity,
+    ...(name !== undefined ? { name } : {}),
+    labels: names.identityLabels?.(identity) ?? NO_LABELS,
+    ip,
+    ...(port !== undefined ? { port } : {}),
+    ...(node !== undefined ? { node } : {}),
+  };
+}
+
+/** TCP flags as tcpdump names them, in header order: "SYN", "SYN,ACK", "FIN,ACK", "RST". */
+export function tcpFlagsText(f: number): string {
+  const names: Array<[number, string]> = [
+    [0x01, 'FIN'],
+    [0x02, 'SYN'],
+    [0x04, 'RST'],
+    [0x08, 'PSH'],
+    [0x10, 'ACK'],
+    [0x20, 'URG'],
+    [0x40, 'ECE'],
+    [0x80, 'CWR'],
+  ];
+  return names
+    .filter(([bit]) => f & bit)
+    .map(([, n]) => n)
+    .join(',');
+}
+
 export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonicToWallMs(ev.tsNs)): FlowRecord {
   const isArp = ev.ethertype === ETH_P_ARP;
   const protocol = isArp ? 'arp' : (PROTOCOLS[ev.proto] ?? (ev.proto ? `ip-proto-${ev.proto}` : `ethertype-0x${ev.ethertype.toString(16).padStart(4, '0')}`));
   const hasPorts = ev.proto === 6 || ev.proto === 17 || ev.proto === 132;
+  const fromContainer = ev.trace !== TRACE_TO_CONTAINER;
+  // the receiver's ingress decided (checked by the sender's stack for a local receiver), or seen on the way in
+  const direction = !fromContainer || ev.flags & FLOW_F_INGRESS ? 'ingress' : 'egress';
+  const rule = (n: number) => (n ? (names.ruleName(n) ?? `#${n}`) : undefined);
+  const policies: FlowRecord['policies'] = {};
+  const egressRule = fromContainer ? rule(ev.ruleId) : undefined;
+  const ingressRule = fromContainer ? rule(ev.ingressRuleId) : rule(ev.ruleId);
+  if (egressRule !== undefined) policies.egress = egressRule;
+  if (ingressRule !== undefined) policies.ingress = ingressRule;
+  const endpoint = names.endpointName(ev.ifindex);
   const rec: FlowRecord = {
     time: new Date(wallMs).toISOString(),
     verdict: VERDICT_NAMES[ev.verdict] ?? String(ev.verdict),
     reason: REASON_NAMES[ev.reason] ?? String(ev.reason),
-    trace: TRACE_NAMES[ev.trace] ?? String(ev.trace),
+    direction,
     protocol,
-    src: { identity: ev.srcId, name: names.identityName(ev.srcId), ip: ev.saddr, ...(hasPorts ? { port: ev.sport } : {}) },
-    dst: { identity: ev.dstId, name: names.identityName(ev.dstId), ip: ev.daddr, ...(hasPorts ? { port: ev.dport } : {}) },
-    endpoint: names.endpointName(ev.ifindex),
-    bytes: ev.pktLen,
+    src: end(names, ev.srcId, ev.saddr, hasPorts ? ev.sport : undefined),
+    dst: end(names, ev.dstId, ev.daddr, hasPorts ? ev.dport : undefined),
+    policies,
+    interface: names.interfaceName?.(ev.ifindex) ?? `if${ev.ifindex}`,
+    isReply: (ev.flags & FLOW_F_REPLY) !== 0,
+    ...(endpoint !== undefined ? { endpoint } : {}),
   };
-  if (ev.ruleId) rec.rule = names.ruleName(ev.ruleId) ?? `#${ev.ruleId}`;
+  if (ev.proto === 6 && ev.tcpFlags) rec.tcpFlags = tcpFlagsText(ev.tcpFlags);
+  if (ev.flowSummary) {
+    rec.summary = true;
+    rec.count = ev.flowSummary.count;
+    rec.firstSeen = new Date(wallMs - Number(ev.tsNs - ev.flowSummary.firstNs) / 1e6).toISOString();
+    rec.lastSeen = rec.time;
+    return rec;
+  }
+  rec.bytes = ev.pktLen;
   if (ev.suppressed) rec.suppressed = ev.suppressed;
   if (ev.summary) rec.summary = true;
   return rec;
 }
 
-/** One line, Hubble-style: "web:43512 -> api:8080 tcp DROPPED (policy-denied)". */
-export function formatFlowLine(r: FlowRecord): string {
-  const end = (p: FlowPeer) => `${p.name ?? p.ip}${p.name ? `(${p.ip})` : ''}${p.port !== undefined ? `:${p.port}` : ''}`;
-  const rule = r.rule ? ` rule=${r.rule}` : '';
-  const held = r.summary
-    ? ` (summary: ${r.suppressed} like it held back by the rate limit, the last one shown)`
-    : r.suppressed
-      ? ` (+${r.suppressed} like it before, not reported one by one)`
-      : '';
-  return `${r.time} ${end(r.src)} -> ${end(r.dst)} ${r.protocol} ${r.verdict} (${r.reason})${rule}${held}`;
-}
-
 /** presence of a record's optional parts, one bit each */
-const HAS_SRC_NAME = 1;
-const HAS_DST_NAME = 2;
-const HAS_SRC_PORT = 4;
-const HAS_DST_PORT = 8;
-const HAS_ENDPOINT = 16;
-const HAS_RULE = 32;
-const IS_SUMMARY = 64;
+const HAS_SRC_NAME = 1 << 0;
+const HAS_DST_NAME = 1 << 1;
+const HAS_SRC_PORT = 1 << 2;
+const HAS_DST_PORT = 1 << 3;
+const HAS_ENDPOINT = 1 << 4;
+const HAS_BYTES = 1 << 5;
+const HAS_COUNT = 1 << 6;
+const IS_SUMMARY = 1 << 7;
+const IS_REPLY = 1 << 8;
+const HAS_SRC_NODE = 1 << 9;
+const HAS_DST_NODE = 1 << 10;
+const HAS_TCP_FLAGS = 1 << 11;
+const HAS_POLICY_EGRESS = 1 << 12;
+const HAS_POLICY_INGRESS = 1 << 13;
+const HAS_FIRST_SEEN = 1 << 14;
+const HAS_LAST_SEEN = 1 << 15;
+const HAS_SUPPRESSED = 1 << 16;
+
+/** text columns, per record */
+const T_VERDICT = 0;
+const T_REASON = 1;
+const T_DIRECTION = 2;
+const T_PROTOCOL = 3;
+const T_SRC_NAME = 4; // + 1 for dst
+const T_SRC_NODE = 6; // + 1 for dst
+const T_ENDPOINT = 8;
+const T_POLICY_EGRESS = 9;
+const T_POLICY_INGRESS = 10;
+const T_INTERFACE = 11;
+const T_TCP_FLAGS = 12;
+const T_FIRST_SEEN = 13;
+const T_LAST_SEEN = 14;
+const TEXTS = 15;
 
 /**
  * The most recent flows, for the API and the UI; emits 'flow' for followers.
@@ -97,13 +148,13 @@ const IS_SUMMARY = 64;
  * of new connections per second the daemon shares the CPU with them).
  *
  * The ring holds no record objects: each record's numbers go into typed
- * columns and its strings (names, verdicts: strings the daemon holds anyway)
- * into reference columns, and records are rebuilt when read. At 15,000 new
- * connections per second a record lives less than a second in a ring of
- * 10,000, long enough for V8 to move it to the old generation and short
- * enough to die there: stored as objects, that was 5 MB/s of old-generation
- * garbage, a heap that grew by 40 MB during a load test, and major
- * collections on the event path.
+ * columns and its strings and label maps (names, verdicts, a container's
+ * labels: objects the daemon holds anyway) into reference columns, and
+ * records are rebuilt when read. At 15,000 new connections per second a
+ * record lives less than a second in a ring of 10,000, long enough for V8 to
+ * move it to the old generation and short enough to die there: stored as
+ * objects, that was 5 MB/s of old-generation garbage, a heap that grew by
+ * 40 MB during a load test, and major collections on the event path.
  */
 export class FlowStore extends EventEmitter {
   private next = 0;
@@ -113,10 +164,12 @@ export class FlowStore extends EventEmitter {
   private readonly addrs: Uint32Array;
   private readonly ports: Uint16Array;
   private readonly bytes: Float64Array;
+  private readonly counts: Float64Array;
   private readonly suppressed: Uint32Array;
-  private readonly flags: Uint8Array;
-  /** verdict, reason, trace, protocol, src name, dst name, endpoint, rule: 8 per record */
+  private readonly flags: Uint32Array;
   private readonly text: Array<string | undefined>;
+  /** src and dst labels, by reference */
+  private readonly labels: Array<Record<string, string> | undefined>;
   /** addresses that are not dotted IPv4 (never from the datapath), by slot */
   private readonly oddAddrs = new Map<number, [string, string]>();
 
@@ -128,13 +181,16 @@ export class FlowStore extends EventEmitter {
     this.addrs = new Uint32Array(capacity * 2);
     this.ports = new Uint16Array(capacity * 2);
     this.bytes = new Float64Array(capacity);
+    this.counts = new Float64Array(capacity);
     this.suppressed = new Uint32Array(capacity);
-    this.flags = new Uint8Array(capacity);
-    this.text = new Array<string | undefined>(capacity * 8).fill(undefined);
+    this.flags = new Uint32Array(capacity);
+    this.text = new Array<string | undefined>(capacity * TEXTS).fill(undefined);
+    this.labels = new Array<Record<string, string> | undefined>(capacity * 2).fill(undefined);
     this.setMaxListeners(100);
   }
 
-  push(r: FlowRecord): void {
+  /** Add a record; `json` is its JSON text when the caller made it already (followers send it as it is). */
+  push(r: FlowRecord, json?: string): void {
     const i = this.next;
     this.timeMs[i] = Date.parse(r.time);
     this.ids[2 * i] = r.src.identity;
@@ -147,54 +203,85 @@ export class FlowStore extends EventEmitter {
     this.addrs[2 * i + 1] = da ?? 0;
     this.ports[2 * i] = r.src.port ?? 0;
     this.ports[2 * i + 1] = r.dst.port ?? 0;
-    this.bytes[i] = r.bytes;
+    this.bytes[i] = r.bytes ?? 0;
+    this.counts[i] = r.count ?? 0;
     this.suppressed[i] = r.suppressed ?? 0;
+    this.labels[2 * i] = r.src.labels;
+    this.labels[2 * i + 1] = r.dst.labels;
     this.flags[i] =
-      (r.summary ? IS_SUMMARY : 0) |
       ('name' in r.src ? HAS_SRC_NAME : 0) |
       ('name' in r.dst ? HAS_DST_NAME : 0) |
       (r.src.port !== undefined ? HAS_SRC_PORT : 0) |
       (r.dst.port !== undefined ? HAS_DST_PORT : 0) |
+      ('node' in r.src ? HAS_SRC_NODE : 0) |
+      ('node' in r.dst ? HAS_DST_NODE : 0) |
       ('endpoint' in r ? HAS_ENDPOINT : 0) |
-      (r.rule !== undefined ? HAS_RULE : 0);
-    const t = 8 * i;
-    this.text[t] = r.verdict;
-    this.text[t + 1] = r.reason;
-    this.text[t + 2] = r.trace;
-    this.text[t + 3] = r.protocol;
-    this.text[t + 4] = r.src.name;
-    this.text[t + 5] = r.dst.name;
-    this.text[t + 6] = r.endpoint;
-    this.text[t + 7] = r.rule;
+      (r.bytes !== undefined ? HAS_BYTES : 0) |
+      (r.count !== undefined ? HAS_COUNT : 0) |
+      (r.summary ? IS_SUMMARY : 0) |
+      (r.isReply ? IS_REPLY : 0) |
+      (r.tcpFlags !== undefined ? HAS_TCP_FLAGS : 0) |
+      ('egress' in r.policies ? HAS_POLICY_EGRESS : 0) |
+      ('ingress' in r.policies ? HAS_POLICY_INGRESS : 0) |
+      (r.firstSeen !== undefined ? HAS_FIRST_SEEN : 0) |
+      (r.lastSeen !== undefined ? HAS_LAST_SEEN : 0) |
+      (r.suppressed !== undefined ? HAS_SUPPRESSED : 0);
+    const t = TEXTS * i;
+    this.text[t + T_VERDICT] = r.verdict;
+    this.text[t + T_REASON] = r.reason;
+    this.text[t + T_DIRECTION] = r.direction;
+    this.text[t + T_PROTOCOL] = r.protocol;
+    this.text[t + T_SRC_NAME] = r.src.name;
+    this.text[t + T_SRC_NAME + 1] = r.dst.name;
+    this.text[t + T_SRC_NODE] = r.src.node;
+    this.text[t + T_SRC_NODE + 1] = r.dst.node;
+    this.text[t + T_ENDPOINT] = r.endpoint;
+    this.text[t + T_POLICY_EGRESS] = r.policies.egress;
+    this.text[t + T_POLICY_INGRESS] = r.policies.ingress;
+    this.text[t + T_INTERFACE] = r.interface;
+    this.text[t + T_TCP_FLAGS] = r.tcpFlags;
+    this.text[t + T_FIRST_SEEN] = r.firstSeen;
+    this.text[t + T_LAST_SEEN] = r.lastSeen;
     this.next = (i + 1) % this.capacity;
     this.total++;
-    if (this.listenerCount('flow') > 0) this.emit('flow', r);
+    if (this.listenerCount('flow') > 0) this.emit('flow', r, json);
   }
 
   private record(i: number): FlowRecord {
     const f = this.flags[i]!;
-    const t = 8 * i;
+    const t = TEXTS * i;
     const odd = this.oddAddrs.get(i);
-    const peer = (k: 0 | 1, hasName: number, hasPort: number): FlowPeer => ({
+    const end = (k: 0 | 1, hasName: number, hasPort: number, hasNode: number): FlowEnd => ({
       identity: this.ids[2 * i + k]!,
-      ...(f & hasName ? { name: this.text[t + 4 + k] } : {}),
+      ...(f & hasName ? { name: this.text[t + T_SRC_NAME + k] } : {}),
+      labels: this.labels[2 * i + k]!,
       ip: odd ? odd[k] : formatIpv4(this.addrs[2 * i + k]!),
       ...(f & hasPort ? { port: this.ports[2 * i + k] } : {}),
+      ...(f & hasNode ? { node: this.text[t + T_SRC_NODE + k] } : {}),
     });
+    const policies: FlowRecord['policies'] = {};
+    if (f & HAS_POLICY_EGRESS) policies.egress = this.text[t + T_POLICY_EGRESS];
+    if (f & HAS_POLICY_INGRESS) policies.ingress = this.text[t + T_POLICY_INGRESS];
     const r: FlowRecord = {
       time: new Date(this.timeMs[i]!).toISOString(),
-      verdict: this.text[t]!,
-      reason: this.text[t + 1]!,
-      trace: this.text[t + 2]!,
-      protocol: this.text[t + 3]!,
-      src: peer(0, HAS_SRC_NAME, HAS_SRC_PORT),
-      dst: peer(1, HAS_DST_NAME, HAS_DST_PORT),
-      ...(f & HAS_ENDPOINT ? { endpoint: this.text[t + 6] } : {}),
-      bytes: this.bytes[i]!,
+      verdict: this.text[t + T_VERDICT]!,
+      reason: this.text[t + T_REASON]!,
+      direction: this.text[t + T_DIRECTION] as FlowRecord['direction'],
+      protocol: this.text[t + T_PROTOCOL]!,
+      src: end(0, HAS_SRC_NAME, HAS_SRC_PORT, HAS_SRC_NODE),
+      dst: end(1, HAS_DST_NAME, HAS_DST_PORT, HAS_DST_NODE),
+      policies,
+      interface: this.text[t + T_INTERFACE]!,
+      isReply: (f & IS_REPLY) !== 0,
     };
-    if (f & HAS_RULE) r.rule = this.text[t + 7];
-    if (this.suppressed[i]) r.suppressed = this.suppressed[i];
+    if (f & HAS_TCP_FLAGS) r.tcpFlags = this.text[t + T_TCP_FLAGS];
+    if (f & HAS_ENDPOINT) r.endpoint = this.text[t + T_ENDPOINT];
+    if (f & HAS_BYTES) r.bytes = this.bytes[i]!;
+    if (f & HAS_COUNT) r.count = this.counts[i]!;
     if (f & IS_SUMMARY) r.summary = true;
+    if (f & HAS_FIRST_SEEN) r.firstSeen = this.text[t + T_FIRST_SEEN];
+    if (f & HAS_LAST_SEEN) r.lastSeen = this.text[t + T_LAST_SEEN];
+    if (f & HAS_SUPPRESSED) r.suppressed = this.suppressed[i]!;
     return r;
   }
 
@@ -207,6 +294,13 @@ export class FlowStore extends EventEmitter {
       if (!filter || filter(r)) out.push(r);
     }
     return out.reverse();
+  }
+
+  /** Time of the oldest record held (ms), when there is one. */
+  get oldestMs(): number | undefined {
+    const held = Math.min(this.total, this.capacity);
+    if (held === 0) return undefined;
+    return this.timeMs[(this.next - held + this.capacity) % this.capacity];
   }
 
   get count(): number {

@@ -3,57 +3,150 @@
  * (what the container sends), to_container on tc egress (what it receives).
  * Both use a fixed handle and priority, so attaching again replaces in one
  * step and never stacks a second copy.
+ *
+ * Whose stack is it? Every Bastion instance attaches at the same handle and
+ * priority, so the slot alone cannot tell; the program's name cannot either
+ * (every instance loads from_container and to_container). What tells them
+ * apart is what a program enforces: the maps it reads. An instance is its
+ * pin path, and its pinned maps are its alone (two daemons on one pin path
+ * are one instance, which the instance lock prevents), so:
+ *
+ *   a program whose map ids include this instance's bastion_ep map is this
+ *   instance's: the one loaded now (its program ids), or one a previous run
+ *   attached (same pinned maps, older program), which a restart replaces;
+ *   a Bastion program (by name) that uses other maps is another instance's:
+ *   never guarded over, replaced or detached (ForeignStackError);
+ *   anything else in Bastion's slot is not a stack at all.
+ *
+ * The map ids are the kernel's own account (bpf_prog_info), so nothing a
+ * program or another tool writes can make a stack look like another's. Each
+ * instance also binds a one-entry map holding its pin path (bastion_owner,
+ * see owner.ts) to its programs, so a foreign stack can be named in logs
+ * and status by the instance that attached it.
  */
 import { attachTc, detachTc, destroyClsact, queryTc } from '../datapath/tc.js';
-import { lib, progInfo } from '../datapath/libbpf.js';
+import { LibbpfError, lib, progInfo } from '../datapath/libbpf.js';
 import { closeSync } from 'node:fs';
-import type { StackState } from '../manager/ports.js';
+import { ForeignStackError, type StackOwner, type StackState } from '../manager/ports.js';
+import { readOwnerPinPath } from './owner.js';
 
 export const STACK_PROGRAMS = { ingress: 'from_container', egress: 'to_container' } as const;
+const BASTION_PROGRAMS: ReadonlySet<string> = new Set(Object.values(STACK_PROGRAMS));
 
 export interface StackProgramFds {
   fromContainer: number;
   toContainer: number;
 }
 
-export function attachStack(ifindex: number, fds: StackProgramFds): void {
-  attachTc(ifindex, 'ingress', fds.fromContainer);
-  attachTc(ifindex, 'egress', fds.toContainer);
+export interface ProgramOwner {
+  owner: Exclude<StackOwner, 'none'>;
+  /** another instance's pin path, when its programs carry it */
+  pinPath?: string;
 }
 
-function progName(id: number): string | undefined {
-  const fd = lib().bpf_prog_get_fd_by_id(id);
-  if (fd < 0) return undefined;
-  try {
-    return progInfo(fd).name;
-  } finally {
-    closeSync(fd);
+/** Decides whose a program is, for one instance (see the header). */
+export class Ownership {
+  private readonly cache = new Map<number, ProgramOwner>();
+
+  constructor(
+    /** the id of this instance's bastion_ep map */
+    private readonly endpointMapId: number,
+    /** ids of the programs this instance loaded now (none for `bastion down` without a daemon) */
+    private readonly selfProgramIds: ReadonlySet<number> = new Set(),
+  ) {}
+
+  /** Whose the program with this id is (a program id is not reused while it lives, so answers are kept). */
+  of(progId: number): ProgramOwner {
+    if (this.selfProgramIds.has(progId)) return { owner: 'self' };
+    const known = this.cache.get(progId);
+    if (known) return known;
+    const fd = lib().bpf_prog_get_fd_by_id(progId);
+    if (fd < 0) return { owner: 'other' }; // gone meanwhile: not a stack to keep
+    let r: ProgramOwner;
+    try {
+      const info = progInfo(fd);
+      if (info.mapIds.includes(this.endpointMapId)) r = { owner: 'earlier' };
+      else if (BASTION_PROGRAMS.has(info.name)) r = { owner: 'foreign', pinPath: readOwnerPinPath(info.mapIds) };
+      else r = { owner: 'other' };
+    } finally {
+      closeSync(fd);
+    }
+    if (this.cache.size > 4096) this.cache.clear();
+    this.cache.set(progId, r);
+    return r;
   }
 }
 
-function ours(ifindex: number, dir: 'ingress' | 'egress'): number | undefined {
+/** The less trusted of two hooks' owners: foreign > other > none > earlier > self. */
+const RANK: Record<StackOwner, number> = { self: 0, earlier: 1, none: 2, other: 3, foreign: 4 };
+
+function hookState(ifindex: number, dir: 'ingress' | 'egress', who: Ownership): { id?: number; owner: StackOwner; pinPath?: string; gone?: boolean } {
   let id: number | undefined;
   try {
     id = queryTc(ifindex, dir);
-  } catch {
-    return undefined;
+  } catch (err) {
+    if (err instanceof LibbpfError && err.code === 'ENODEV') return { owner: 'none', gone: true };
+    throw err;
   }
-  if (id === undefined) return undefined;
-  return progName(id) === STACK_PROGRAMS[dir] ? id : undefined;
+  if (id === undefined) return { owner: 'none' };
+  const o = who.of(id);
+  return { id, owner: o.owner, pinPath: o.pinPath };
 }
 
-export function stackState(ifindex: number): StackState {
-  const ingress = ours(ifindex, 'ingress');
-  const egress = ours(ifindex, 'egress');
-  return { ingress, egress, ok: ingress !== undefined && egress !== undefined };
+export function stackState(ifindex: number, who: Ownership): StackState {
+  const i = hookState(ifindex, 'ingress', who);
+  if (i.gone) return { ok: false, owner: 'none', gone: true };
+  const e = hookState(ifindex, 'egress', who);
+  const worst = RANK[i.owner] >= RANK[e.owner] ? i : e;
+  return {
+    ...(i.owner === 'self' ? { ingress: i.id } : {}),
+    ...(e.owner === 'self' ? { egress: e.id } : {}),
+    ok: i.owner === 'self' && e.owner === 'self',
+    owner: worst.owner,
+    ...(worst.pinPath ? { ownerPinPath: worst.pinPath } : {}),
+    ...(e.gone ? { gone: true } : {}),
+  };
 }
 
-/** Remove our programs from an interface (and the clsact qdisc we added). True if there was anything. */
-export function detachStack(ifindex: number): boolean {
-  const s = stackState(ifindex);
-  let any = false;
+/**
+ * Attach this instance's stack: replace its own (or a previous run's, or
+ * something that is not a stack) in Bastion's slot, create it where the slot
+ * is empty. Throws ForeignStackError, attaching nothing, when either hook
+ * carries another instance's stack.
+ */
+export function attachStack(ifindex: number, fds: StackProgramFds, who: Ownership): void {
   for (const dir of ['ingress', 'egress'] as const) {
-    if (s[dir] === undefined) continue;
+    const h = hookState(ifindex, dir, who);
+    if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
+  }
+  for (const dir of ['ingress', 'egress'] as const) {
+    const fd = dir === 'ingress' ? fds.fromContainer : fds.toContainer;
+    try {
+      // an empty slot is taken without replacing, so another instance
+      // attaching at the same moment is not overwritten (EEXIST)
+      attachTc(ifindex, dir, fd, { replace: queryTc(ifindex, dir) !== undefined });
+    } catch (err) {
+      if (!(err instanceof LibbpfError && err.code === 'EEXIST')) throw err;
+      const h = hookState(ifindex, dir, who);
+      if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
+      attachTc(ifindex, dir, fd, { replace: true });
+    }
+  }
+}
+
+/**
+ * Remove this instance's programs from an interface (and the clsact qdisc it
+ * added, unless another instance's program is on it). Another instance's are
+ * left alone. True if there was anything of ours.
+ */
+export function detachStack(ifindex: number, who: Ownership): boolean {
+  let any = false;
+  let foreign = false;
+  for (const dir of ['ingress', 'egress'] as const) {
+    const h = hookState(ifindex, dir, who);
+    if (h.gone) return false;
+    if (h.owner === 'foreign') foreign = true;
+    if (h.owner !== 'self' && h.owner !== 'earlier') continue;
     try {
       detachTc(ifindex, dir);
       any = true;
@@ -61,7 +154,7 @@ export function detachStack(ifindex: number): boolean {
       // gone meanwhile
     }
   }
-  if (any) {
+  if (any && !foreign) {
     try {
       destroyClsact(ifindex);
     } catch {

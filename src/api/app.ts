@@ -2,10 +2,18 @@
  * The daemon's HTTP API, as a hono app. Routes:
  *
  *   GET  /v1/status            the status report (`bastion status`)
- *   GET  /v1/flows?limit=N     recent flows (&verdict=, &container=); &follow=1 streams NDJSON,
- *                              with {"type":"lost","count":N} where a slow client missed records
- *                              (src/api/flow-stream.ts)
- *   POST /v1/reload            re-read the config (same as SIGHUP)
+ *   GET  /v1/graph             the dependency graph policy describes (the console's map)
+ *   GET  /v1/flows             flows (src/flows/filter.ts): last=N (default 100; all), since, until, from, to,
+ *                              container, fromLabel, toLabel, port, protocol, verdict, reason (repeatable);
+ *                              a bare array of FlowRecord; the recent flows in memory, or with since/until
+ *                              the history on disk; &follow=1 streams NDJSON, with {"type":"lost","count":N}
+ *                              where a slow client missed records (src/api/flow-stream.ts)
+ *   GET  /v1/modes             every container's mode and where it comes from
+ *   PUT  /v1/containers/NAME/mode   {"mode":"audit"|"enforce"}: set a container's mode (kept across restarts)
+ *   POST /v1/learn             {select?, containers?, since?, mergePorts?}: the policies the recorded flows imply
+ *   POST /v1/verify            {candidate, since?, containers?}: replay the recorded flows against a candidate
+ *   POST /v1/reload            re-read the config (same as SIGHUP); containers whose interface vanished are found again
+ *   POST /v1/status/verify     read every managed map and stack back now, repair what differs (`bastion status --verify`)
  *   POST /v1/shutdown          stop the daemon (same as SIGTERM; `bastion down` uses it): enforcement stays
  *   GET  /v1/policies          every policy: the config file's and the runtime ones
  *   POST /v1/policies          add or replace runtime policies (a `policies:` document, YAML or JSON);
@@ -14,7 +22,9 @@
  *   DELETE /v1/policies/NAME   delete a runtime policy (several: DELETE /v1/policies?name=a&name=b)
  *   GET  /v1/audit?maxAge=S    the posture audit (`bastion audit`) over the daemon's own state, at most S seconds old (default 10)
  *   GET  /metrics              Prometheus metrics
- *   GET  /                     the web UI (network map and live flows)
+ *
+ * The web console is not served here: `bastion ui` serves it on a loopback
+ * TCP port and forwards its API requests to this socket (src/ui/server.ts).
  *
  * The services answer typed outcomes (src/api/types.ts); this file alone
  * turns them into status codes, and every error has one body shape:
@@ -25,25 +35,37 @@ import { bodyLimit } from 'hono/body-limit';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
-import type { FlowRecord, FlowStore } from '../agent/flow-log.js';
+import type { FlowStore } from '../agent/flow-log.js';
+import type { FlowRecord } from '../flows/record.js';
+import { filterInputFromQuery, flowPredicate, parseFlowFilter, FlowFilterError, type FlowFilterInput } from '../flows/filter.js';
 import type { FlowFollowers } from './flow-stream.js';
 import type { AuditReport } from '../audit/findings.js';
+import { errorBody } from './types.js';
 import type {
-  ErrorBody,
   ErrorCode,
+  LearnAnswer,
+  ModeChange,
+  ModesAnswer,
   Outcome,
+  VerifyAnswer,
   PolicyAddResult,
   PolicyDeleteResult,
   PolicyRow,
   ReloadResult,
   ShutdownResult,
   StatusReport,
+  VerifyResult,
+  GraphReport,
 } from './types.js';
 
 /** What the API serves; the daemon (src/daemon/daemon.ts) provides it. */
 export interface DaemonApi {
   status(): StatusReport;
+  /** the dependency graph (undefined until the manager exists) */
+  graph?(): GraphReport | undefined;
   reload(): Promise<Outcome<ReloadResult>>;
+  /** a drift check now: maps and stacks read back and repaired */
+  verify?(): Promise<Outcome<VerifyResult>>;
   policies: {
     list(): PolicyRow[];
     add(text: string, source: string, opts: { dryRun?: boolean }): Promise<Outcome<PolicyAddResult>>;
@@ -53,9 +75,19 @@ export interface DaemonApi {
   flows: FlowStore;
   /** the live streams of /v1/flows?follow=1, bounded per client */
   followers: FlowFollowers;
-  ui(): string;
   /** the posture audit report, at most maxAgeMs old */
   audit?(maxAgeMs: number): Promise<AuditReport>;
+  /** audit per workload (src/daemon/modes.ts) */
+  modes?: {
+    list(): ModesAnswer;
+    set(name: string, mode: unknown): Promise<Outcome<ModeChange>>;
+  };
+  /** flow queries over the history, learning, replay (src/daemon/learning-service.ts) */
+  learning?: {
+    query(q: { input: FlowFilterInput; last?: string }): Promise<Outcome<FlowRecord[]>>;
+    learn(body: unknown): Promise<Outcome<LearnAnswer>>;
+    verify(body: unknown): Promise<Outcome<VerifyAnswer>>;
+  };
   /** whether the daemon will stop, and the stop to run once the answer has left (enforcement stays in place) */
   shutdown?(): { outcome: Outcome<ShutdownResult>; stop(): void };
 }
@@ -65,9 +97,11 @@ type Env = { Bindings: HttpBindings };
 /** Largest request body accepted (a policies document). */
 export const MAX_BODY = 4 << 20;
 
-/** The one place where a kind of failure becomes an HTTP status. */
-const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
+/** The one place where a kind of failure becomes an HTTP status (the console's server uses it too). */
+export const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   'bad-request': 400,
+  unauthorized: 401,
+  forbidden: 403,
   'not-found': 404,
   'no-route': 404,
   conflict: 409,
@@ -75,6 +109,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   invalid: 422,
   internal: 500,
   failed: 500,
+  unreachable: 502,
   stopping: 503,
 };
 
@@ -99,8 +134,7 @@ function jsonText(body: unknown): string {
 }
 
 function failure(c: Context<Env>, code: ErrorCode, errors: string[]): Response {
-  const body: ErrorBody = { ok: false, error: { code, message: errors.join('\n') }, errors };
-  return json(c, STATUS[code], body);
+  return json(c, STATUS[code], errorBody(code, errors));
 }
 
 /** A service's outcome as an answer: { ok: true, ...value }, or the error body. */
@@ -108,12 +142,20 @@ function answer<T extends object>(c: Context<Env>, outcome: Outcome<T>): Respons
   return outcome.ok ? json(c, 200, { ok: true, ...outcome.value }) : failure(c, outcome.code, outcome.errors);
 }
 
-function flowFilter(c: Context<Env>): (r: FlowRecord) => boolean {
-  const verdict = c.req.query('verdict')?.toUpperCase();
-  const container = c.req.query('container');
-  return (r) =>
-    (!verdict || r.verdict === verdict) &&
-    (!container || r.src.name === container || r.dst.name === container || r.endpoint === container);
+function filterInput(c: Context<Env>): FlowFilterInput {
+  return filterInputFromQuery(
+    (k) => c.req.query(k),
+    (k) => c.req.queries(k),
+  );
+}
+
+/** A JSON body, or undefined when it is not JSON. */
+async function jsonBody(c: Context<Env>): Promise<{ ok: true; value: unknown } | { ok: false }> {
+  try {
+    return { ok: true, value: JSON.parse(await c.req.text()) as unknown };
+  } catch {
+    return { ok: false };
+  }
 }
 
 const tooLarge = (c: Context<Env>) => failure(c, 'too-large', [`request body over ${MAX_BODY} bytes`]);
@@ -138,7 +180,15 @@ export function createApiApp(api: DaemonApi): Hono<Env> {
   const app = new Hono<Env>();
 
   app.get('/v1/status', (c) => json(c, 200, api.status()));
+  app.get('/v1/graph', (c) => {
+    const g = api.graph?.();
+    return g ? json(c, 200, g) : failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
+  });
   app.post('/v1/reload', async (c) => answer(c, await api.reload()));
+  app.post('/v1/status/verify', async (c) => {
+    if (!api.verify) return failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
+    return answer(c, await api.verify());
+  });
   app.post('/v1/shutdown', (c) => {
     if (!api.shutdown) return failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
     const { outcome, stop } = api.shutdown();
@@ -169,16 +219,58 @@ export function createApiApp(api: DaemonApi): Hono<Env> {
 
   app.get('/metrics', async (c) => c.body(await api.metrics.text(), 200, { 'content-type': api.metrics.contentType }));
 
-  app.get('/v1/flows', (c) => {
-    const filter = flowFilter(c);
-    const limit = Number(c.req.query('limit') ?? '100');
+  app.get('/v1/flows', async (c) => {
+    const input = filterInput(c);
+    // last=N, or limit=N (its name before issue 14)
+    const last = c.req.query('last') ?? c.req.query('limit');
+    if (c.req.query('follow') !== '1') {
+      if (api.learning) {
+        const r = await api.learning.query({ input, ...(last !== undefined ? { last } : {}) });
+        return r.ok ? json(c, 200, r.value) : failure(c, r.code, r.errors);
+      }
+    }
+    let filter: (r: FlowRecord) => boolean;
+    try {
+      filter = flowPredicate(parseFlowFilter(input, Date.now()));
+    } catch (err) {
+      if (err instanceof FlowFilterError) return failure(c, 'bad-request', [err.message]);
+      throw err;
+    }
+    const limit = last === undefined ? 100 : last === 'all' ? Number.MAX_SAFE_INTEGER : Number(last);
+    if (!Number.isInteger(limit) || limit < 0) return failure(c, 'bad-request', [`last "${last}": expected a number of flows, or all`]);
     if (c.req.query('follow') !== '1') return json(c, 200, api.flows.recent(limit, filter));
     // the follower writes to the socket itself: it must see res.write() return false
     api.followers.follow(c.env.outgoing, limit, filter);
     return RESPONSE_ALREADY_SENT;
   });
 
-  app.get('/', (c) => c.html(api.ui()));
+  app.get('/v1/modes', (c) => (api.modes ? json(c, 200, api.modes.list()) : failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`])));
+  app.put('/v1/containers/:name/mode', limitBody, async (c) => {
+    if (!api.modes) return failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
+    const body = await jsonBody(c);
+    if (!body.ok) return failure(c, 'bad-request', ['expected a JSON body such as {"mode":"audit"}']);
+    const mode = typeof body.value === 'object' && body.value !== null ? (body.value as { mode?: unknown }).mode : undefined;
+    return answer(c, await api.modes.set(c.req.param('name'), mode));
+  });
+  app.post('/v1/learn', limitBody, async (c) => {
+    if (!api.learning) return failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
+    const text = await c.req.text();
+    let body: unknown = {};
+    if (text.trim() !== '') {
+      try {
+        body = JSON.parse(text) as unknown;
+      } catch {
+        return failure(c, 'bad-request', ['expected a JSON body such as {"select":{"app":"web"},"since":"24h"}']);
+      }
+    }
+    return answer(c, await api.learning.learn(body));
+  });
+  app.post('/v1/verify', limitBody, async (c) => {
+    if (!api.learning) return failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]);
+    const body = await jsonBody(c);
+    if (!body.ok) return failure(c, 'bad-request', ['expected a JSON body such as {"candidate":"policies: ..."}']);
+    return answer(c, await api.learning.verify(body.value));
+  });
 
   app.notFound((c) => failure(c, 'no-route', [`no route ${c.req.method} ${c.req.path}`]));
   app.onError((err, c) => failure(c, 'internal', [err.message]));

@@ -44,9 +44,13 @@ export interface FlowStreamStats {
 /** One record's JSON line, made on first use and shared by the followers. */
 class Line {
   private text?: string;
-  constructor(readonly record: FlowRecord) {}
+  constructor(
+    readonly record: FlowRecord,
+    /** the record's JSON, when the daemon made it already (it makes one for the log and the history) */
+    private readonly made?: string,
+  ) {}
   get json(): string {
-    return (this.text ??= JSON.stringify(this.record) + '\n');
+    return (this.text ??= (this.made ?? JSON.stringify(this.record)) + '\n');
   }
 }
 
@@ -141,8 +145,8 @@ export class FlowFollowers {
   readonly stats: FlowStreamStats = { followers: 0, skipped: 0, dropped: 0 };
   private readonly followers = new Set<Follower>();
   private timer?: NodeJS.Timeout;
-  private readonly onFlow = (r: FlowRecord): void => {
-    const line = new Line(r);
+  private readonly onFlow = (r: FlowRecord, json?: string): void => {
+    const line = new Line(r, json);
     for (const f of this.followers) f.offer(line);
   };
 

@@ -152,6 +152,11 @@ export class ConfigReloader {
         await manager.upsertEndpoints(changed.map((spec) => ({ spec, known: found.get(spec.key)! })));
       }
       this.current = next;
+      // A reload is also the operator's way to say "look again": maps and
+      // stacks are read back and repaired, and containers whose interface
+      // vanished (a namespace deleted and created again) are found again.
+      const check = await manager.verify('reload');
+      if (check.stacks.rediscovered.length) this.o.log.info({ containers: check.stacks.rediscovered }, 'containers found again on new interfaces');
       this.fileNames(); // the new file's names, before an API request needs them
       const ms = +(performance.now() - t0).toFixed(2);
       // a reload re-reads the whole file: its parse is the garbage of a peak

@@ -20,18 +20,23 @@ import { NodeAgent } from '../agent/node-agent.js';
 import { startApiServer } from '../api/server.js';
 import { FlowFollowers } from '../api/flow-stream.js';
 import { apiCall } from '../api/client.js';
-import { lockFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
+import { flowHistoryDirFor, lockFileFor, modesFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
 import { acquireInstanceLock, type InstanceLock, writePidFile } from './instance.js';
 import { PublishedPortPolicies } from './published-ports.js';
-import { renderUi } from '../ui/page.js';
 import { ConfigReloader } from './config-reloader.js';
 import { watchConfigFile } from './config-watch.js';
 import { RuntimePolicies } from './runtime-policies.js';
 import { RuntimePolicyService } from './policy-service.js';
-import { logFlows } from './flow-logger.js';
+import { DEFAULT_VERIFY_INTERVAL_MS, DriftWatch } from './drift-watch.js';
+import { logFlows, repairRecord } from './flow-logger.js';
+import { FlowHistory, DEFAULT_HISTORY_MAX_BYTES } from '../flows/history.js';
+import { ModeService } from './modes.js';
+import { LearningService } from './learning-service.js';
+import type { LoadedConfig } from './config-source.js';
 import { platformEventHandler } from './platform-events.js';
 import { collectStatus } from './status.js';
-import { succeed, type Outcome, type ShutdownResult, type StatusReport } from '../api/types.js';
+import { cachedGraphReport } from './graph-report.js';
+import { succeed, type Outcome, type ReloadResult, type ShutdownResult, type StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
@@ -45,6 +50,14 @@ export interface DaemonOptions {
   platform?: PlatformSource;
   extraPolicy?: () => Promise<PolicySet | undefined>;
   logLevel?: string;
+  /** how often maps and stacks are read back and drift repaired (ms; 0: only on request); default 5 s */
+  verifyIntervalMs?: number;
+  /**
+   * The flow history on disk (default: on, under /var/lib/bastion/<pin-dir>/flows,
+   * 256 MB at most); false: none (time-window queries, learn and verify
+   * then see only the recent flows in memory)
+   */
+  flowHistory?: { dir?: string; maxBytes?: number } | false;
   /** largest config file accepted (bastion run --max-config-size) */
   maxConfigBytes?: number;
   /** what a published port lets in (bastion run --published-ports), default allow */
@@ -64,9 +77,16 @@ export class Daemon {
   readonly followers = new FlowFollowers(this.flows);
   readonly config: ConfigReloader;
   readonly policies: RuntimePolicyService;
+  readonly modes: ModeService;
+  readonly history?: FlowHistory;
+  readonly learning: LearningService;
+  /** the config being applied at start-up, before the reloader holds it */
+  private starting?: LoadedConfig;
   /** the posture audit over this daemon's own state (GET /v1/audit, status) */
   readonly audits: AuditCache;
   manager?: Manager;
+  /** the periodic drift check */
+  drift?: DriftWatch;
   /** published ports as policies (with a platform that publishes them) */
   readonly published?: PublishedPortPolicies;
   private readonly node = new NodeAgent();
@@ -103,6 +123,24 @@ export class Daemon {
       log: this.log,
     });
     this.policies = new RuntimePolicyService(runtime, this.config, this.log, published ? () => published.rows() : undefined);
+    this.modes = new ModeService(
+      modesFileFor(o.pinPath),
+      {
+        globalMode: () => this.manager?.mode ?? (this.config.config ?? this.starting)?.policy.mode ?? 'enforce',
+        filePolicies: () => (this.config.config ?? this.starting)?.policies ?? [],
+        runtimePolicies: () => runtime.all().map((p) => p.policy),
+      },
+      this.log,
+    );
+    if (o.flowHistory !== false) {
+      const dir = o.flowHistory?.dir ?? flowHistoryDirFor(o.pinPath);
+      this.history = new FlowHistory({
+        dir,
+        maxBytes: o.flowHistory?.maxBytes ?? DEFAULT_HISTORY_MAX_BYTES,
+        onError: (message) => this.log.warn({ err: message }, 'flow history'),
+      });
+    }
+    this.learning = new LearningService(this.flows, this.history);
     this.audits = postureAudit({
       pinPath: o.pinPath,
       configPath: o.configPath,
@@ -138,15 +176,29 @@ export class Daemon {
     const first = { config, found: await this.config.discover(config.containers) };
     phase('discoveredMs');
     this.policies.restore(first.config);
+    this.starting = first.config;
+    this.modes.load();
+    await this.history?.open();
+    phase('historyMs');
 
     const datapath = await openDatapath(this.o.pinPath, this.log);
     datapath.startConntrackCollector(CT_COLLECT_INTERVAL_MS, (err) => this.log.error({ err: err.message }, 'conntrack collector failed'));
-    const manager = (this.manager = new Manager({ datapath, node: this.node, log: this.log, limits: this.o.limits }));
+    const manager = (this.manager = new Manager({
+      datapath,
+      node: this.node,
+      log: this.log,
+      limits: this.o.limits,
+      modeOf: this.modes.modeOf,
+      // every repair of drift or of a failed write is a flow record too (`bastion flows --verdict REPAIRED`)
+      onRepair: (r) => this.flows.push(repairRecord(r, manager)),
+    }));
+    this.modes.attach(manager);
     await manager.setHostAddresses(await this.node.hostAddresses());
     await this.config.applyFirst(manager, first);
     this.policies.attach(manager);
+    this.starting = undefined;
     phase('enforcedMs');
-    logFlows(datapath, manager, this.flows, this.log);
+    logFlows(datapath, manager, this.flows, { history: this.history, log: this.log, writeLogLine: (line) => this.logDest.write(line) });
 
     if (this.o.platform) {
       const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode, this.published);
@@ -155,20 +207,50 @@ export class Daemon {
     // Whatever a previous run left that this one does not manage goes away.
     const pruned = await manager.pruneLeftovers();
     if (pruned.entries || pruned.stacks) this.log.info(pruned, 'removed leftovers of a previous run');
+    const drift = (this.drift = new DriftWatch(manager, this.o.verifyIntervalMs ?? DEFAULT_VERIFY_INTERVAL_MS, this.log));
+    drift.start();
+    this.cleanups.push(() => drift.stop());
 
-    const metrics = createMetrics(() => manager, () => datapath.counters(), this.flows, this.followers.stats, {
-      runtimePolicies: () => ({ ...this.policies.health(), saveFailures: this.policies.saveFailures }),
-      config: () => ({ pending: this.configPending !== undefined, containersRemoved: this.config.containersRemoved }),
-    });
+    const metrics = createMetrics(
+      () => manager,
+      () => datapath.counters(),
+      this.flows,
+      this.followers.stats,
+      {
+        modes: () => this.modes.list(),
+        history: this.history?.stats,
+        runtimePolicies: () => ({ ...this.policies.health(), saveFailures: this.policies.saveFailures }),
+        config: () => ({ pending: this.configPending !== undefined, containersRemoved: this.config.containersRemoved }),
+      },
+      () => drift.last,
+    );
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
       status: () => this.status(),
-      reload: () => this.config.reload(),
-      policies: this.policies,
+      graph: cachedGraphReport(() => this.manager),
+      reload: () => this.reload(),
+      verify: async () => succeed(drift.note(await manager.verify('request'))),
+      policies: {
+        list: () => this.policies.list(),
+        add: async (text, source, opts) => {
+          const r = await this.policies.add(text, source, opts);
+          if (r.ok && !opts.dryRun) await this.modes.refresh();
+          return r;
+        },
+        delete: async (names) => {
+          const r = await this.policies.delete(names);
+          if (r.ok) await this.modes.refresh();
+          return r;
+        },
+      },
+      modes: {
+        list: () => this.modes.list(),
+        set: (name, mode) => this.modes.set(name, mode),
+      },
+      learning: this.learning,
       metrics: { text: () => metrics.registry.metrics(), contentType: metrics.registry.contentType },
       flows: this.flows,
       followers: this.followers,
-      ui: renderUi,
       audit: (maxAgeMs) => this.audits.get(maxAgeMs),
       shutdown: () => this.shutdown(),
     });
@@ -178,13 +260,13 @@ export class Daemon {
     if (this.o.configPath) {
       this.cleanups.push(
         watchConfigFile(this.o.configPath, {
-          onComplete: () => void this.config.reload(),
+          onComplete: () => void this.reload(),
           onPending: (why) => (this.configPending = why),
           log: this.log,
         }),
       );
     }
-    const onHup = () => void this.config.reload();
+    const onHup = () => void this.reload();
     process.on('SIGHUP', onHup);
     this.cleanups.push(() => process.off('SIGHUP', onHup));
     // Every address the host takes as its own is the host's at once: the
@@ -228,6 +310,13 @@ export class Daemon {
     }
   }
 
+  /** Re-read the config (file change, SIGHUP, POST /v1/reload); modes follow the policies. */
+  async reload(): Promise<Outcome<ReloadResult>> {
+    const r = await this.config.reload();
+    if (r.ok) await this.modes.refresh();
+    return r;
+  }
+
   status(): StatusReport {
     this.audits.refreshIfStale(STATUS_AUDIT_MAX_AGE_MS, (err) => this.log.warn({ err: err.message }, 'posture audit failed'));
     return collectStatus({
@@ -237,6 +326,9 @@ export class Daemon {
       startedAt: this.startedAt,
       flowsSeen: this.flows.count,
       audit: this.audits.peek(),
+      checkIntervalMs: this.drift?.intervalMs ?? 0,
+      modes: (ep) => this.modes.resolve(ep),
+      history: this.history ? { dir: this.history.dir, ...this.history.stats } : undefined,
       runtimePolicies: this.policies.health(),
       ...(this.configPending ? { configPending: this.configPending } : {}),
       ...(this.published ? { published: this.published.status() } : {}),
@@ -275,7 +367,15 @@ export class Daemon {
     });
     // Close the ring buffer reader and the map fds: the pins and the tc
     // filters keep enforcing without us.
+    // what the kernel counted since the last summary goes to the history before we go
+    try {
+      this.manager?.datapath.summarizeFlows?.();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'last allowed-flow summary not read');
+    }
+    this.manager?.close();
     this.manager?.datapath.close();
+    await this.history?.close();
     for (const f of [socketPathFor(this.o.pinPath), pidFileFor(this.o.pinPath)]) rmSync(f, { force: true });
     await this.profiler.stop();
     this.log.info({}, 'stopped; enforcement stays in place');

@@ -4,15 +4,38 @@ import { EVENT_COUNTER_REASONS, FIRST_DROP_REASON, REASON, REASON_NAMES, type Co
 import type { Manager } from '../manager/manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
 import type { FlowStreamStats } from '../api/flow-stream.js';
-import type { RuntimePoliciesStatus } from '../api/types.js';
+import type { FlowHistoryStats } from '../flows/history.js';
+import { flowCount } from '../flows/record.js';
+import type { ModesAnswer, RuntimePoliciesStatus } from '../api/types.js';
+import type { VerifyReport } from '../manager/manager.js';
 
 /** What the daemon reports about itself besides the manager and the datapath. */
 export interface DaemonHealth {
   runtimePolicies(): RuntimePoliciesStatus & { saveFailures: number };
   config(): { pending: boolean; containersRemoved: number };
+  /** audit per workload (src/daemon/modes.ts) */
+  modes?: () => ModesAnswer;
+  /** the flow history on disk */
+  history?: FlowHistoryStats;
 }
 
-export function createMetrics(manager: () => Manager, counters: () => Map<number, Counter>, flows: FlowStore, followers: FlowStreamStats, health: DaemonHealth) {
+/** Reasons of drops (and audits) that are a policy's verdict, not a check of the packet itself. */
+const POLICY_REASONS = new Set(['policy-denied', 'host-denied']);
+
+/**
+ * Names follow the Prometheus conventions (docs/metrics.md lists them):
+ * bastion_ prefix, base units, _total for counters, one metric per meaning
+ * with labels for its dimensions.
+ */
+export function createMetrics(
+  manager: () => Manager,
+  counters: () => Map<number, Counter>,
+  flows: FlowStore,
+  followers: FlowStreamStats,
+  health: DaemonHealth,
+  lastCheck: () => VerifyReport | undefined = () => undefined,
+) {
+  const more = health;
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
 
@@ -50,8 +73,10 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
       this.set((manager().lastApply?.ms ?? 0) / 1000);
     },
   });
-  new Gauge({
-    name: 'bastion_datapath_packets',
+  // The datapath's counters are counters (they only grow, until `bastion down`): each is
+  // read whole at scrape time and given to prom-client as the counter's value.
+  new PromCounter({
+    name: 'bastion_datapath_packets_total',
     help: 'Packets seen by the datapath, by reason (verdict=drop for reasons that drop)',
     labelNames: ['reason', 'verdict'],
     registers: [registry],
@@ -59,24 +84,43 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
       this.reset();
       for (const [r, c] of counters()) {
         if (c.packets === 0n || EVENT_COUNTER_REASONS.includes(r)) continue;
-        this.set({ reason: REASON_NAMES[r] ?? String(r), verdict: r >= FIRST_DROP_REASON ? 'drop' : 'pass' }, Number(c.packets));
+        this.inc({ reason: REASON_NAMES[r] ?? String(r), verdict: r >= FIRST_DROP_REASON ? 'drop' : 'pass' }, Number(c.packets));
       }
     },
   });
-  new Gauge({
-    name: 'bastion_flow_events_lost',
+  new PromCounter({
+    name: 'bastion_flow_events_lost_total',
     help: 'Flow events the datapath could not write (ring buffer full: the daemon fell behind)',
     registers: [registry],
     collect() {
-      this.set(Number(counters().get(REASON.eventsLost)?.packets ?? 0n));
+      this.reset();
+      this.inc(Number(counters().get(REASON.eventsLost)?.packets ?? 0n));
     },
   });
-  new Gauge({
-    name: 'bastion_flow_events_suppressed',
+  new PromCounter({
+    name: 'bastion_flow_events_suppressed_total',
     help: 'Flow events held back by the datapath rate limit (counted, reported as a number on the next event of their kind)',
     registers: [registry],
     collect() {
-      this.set(Number(counters().get(REASON.eventsSuppressed)?.packets ?? 0n));
+      this.reset();
+      this.inc(Number(counters().get(REASON.eventsSuppressed)?.packets ?? 0n));
+    },
+  });
+  new PromCounter({
+    name: 'bastion_flow_summaries_total',
+    help: 'Allowed-flow summaries read from the kernel (one per key whose count moved; bpf/lib/summary.h)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(manager().datapath.flowSummaryStats?.summaries ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'bastion_flow_summary_keys',
+    help: 'Keys (source, destination, protocol, port) the kernel counts allowed flows under, at the last read',
+    registers: [registry],
+    collect() {
+      this.set(manager().datapath.flowSummaryStats?.keys ?? 0);
     },
   });
   // the datapath's conntrack figures, one gauge each
@@ -115,7 +159,99 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
     labelNames: ['verdict', 'reason'],
     registers: [registry],
   });
-  flows.on('flow', (r: FlowRecord) => flowsTotal.inc({ verdict: r.verdict, reason: r.reason }));
+  const flowsByVerdict = new PromCounter({
+    name: 'bastion_flows_total',
+    help: 'Flows by verdict (ALLOWED, DROPPED, AUDIT, ARP_REPLY), reason and traffic direction; an allowed-flow summary counts every flow it stands for',
+    labelNames: ['verdict', 'reason', 'direction'],
+    registers: [registry],
+  });
+  const policyVerdicts = new PromCounter({
+    name: 'bastion_policy_verdicts_total',
+    help: 'Policy verdicts on new connections: action allow (by the policy named, on each side that allowed), deny or audit (policy "none": no policy allows it)',
+    labelNames: ['policy', 'direction', 'action'],
+    registers: [registry],
+  });
+  flows.on('flow', (r: FlowRecord) => {
+    const n = flowCount(r);
+    flowsTotal.inc({ verdict: r.verdict, reason: r.reason });
+    flowsByVerdict.inc({ verdict: r.verdict, reason: r.reason, direction: r.direction }, n);
+    if (r.verdict === 'ALLOWED') {
+      for (const side of ['egress', 'ingress'] as const) {
+        const p = r.policies[side];
+        if (p !== undefined) policyVerdicts.inc({ policy: p, direction: side, action: 'allow' }, n);
+      }
+    } else if ((r.verdict === 'DROPPED' || r.verdict === 'AUDIT') && POLICY_REASONS.has(r.reason)) {
+      policyVerdicts.inc({ policy: 'none', direction: r.direction, action: r.verdict === 'AUDIT' ? 'audit' : 'deny' }, n);
+    }
+  });
+  new PromCounter({
+    name: 'bastion_drops_total',
+    help: 'Packets the datapath dropped, by reason (every packet, also those whose flow events the rate limit held back)',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [r, c] of counters()) {
+        if (r < FIRST_DROP_REASON || c.packets === 0n) continue;
+        this.inc({ reason: REASON_NAMES[r] ?? String(r) }, Number(c.packets));
+      }
+    },
+  });
+  if (more.modes) {
+    const modes = more.modes;
+    new Gauge({
+      name: 'bastion_endpoint_mode',
+      help: 'The mode of each protected container (1 for its current mode) and where it comes from: config, runtime (bastion mode), default (the host\'s mode)',
+      labelNames: ['endpoint', 'mode', 'source'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of modes().containers) this.set({ endpoint: c.name, mode: c.mode, source: c.source }, 1);
+      },
+    });
+    new Gauge({
+      name: 'bastion_endpoints_by_mode',
+      help: 'Protected containers in each mode (audit: what they would drop is let through and reported as AUDIT)',
+      labelNames: ['mode'],
+      registers: [registry],
+      collect() {
+        const n = { enforce: 0, audit: 0 };
+        for (const c of modes().containers) n[c.mode]++;
+        this.set({ mode: 'enforce' }, n.enforce);
+        this.set({ mode: 'audit' }, n.audit);
+      },
+    });
+  }
+  if (more.history) {
+    const h = more.history;
+    const gauge = (name: string, help: string, value: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.set(value());
+        },
+      });
+    const counter = (name: string, help: string, value: () => number) =>
+      new PromCounter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(value());
+        },
+      });
+    gauge('bastion_flow_history_bytes', 'Bytes the flow history holds on disk', () => h.bytes);
+    gauge('bastion_flow_history_max_bytes', 'The flow history\'s size cap (the oldest segments are deleted to stay under it)', () => h.maxBytes);
+    gauge('bastion_flow_history_files', 'Segment files of the flow history', () => h.files);
+    gauge('bastion_flow_history_oldest_timestamp_seconds', 'Time of the oldest flow the history holds (0: none)', () => (h.oldestMs ?? 0) / 1000);
+    counter('bastion_flow_history_records_written_total', 'Flow records written to the history', () => h.written);
+    counter('bastion_flow_history_records_dropped_total', 'Flow records not written to the history (the disk did not keep up)', () => h.dropped);
+    counter('bastion_flow_history_segments_deleted_total', 'History segments deleted to stay under the size cap', () => h.rotatedOut);
+    counter('bastion_flow_history_errors_total', 'Flow history problems (write or compression failures, damaged lines)', () => h.errors);
+  }
   new Gauge({
     name: 'bastion_flow_followers',
     help: 'Clients following the live flows (/v1/flows?follow=1, bastion flows -f, the web UI)',
@@ -182,6 +318,59 @@ export function createMetrics(manager: () => Manager, counters: () => Map<number
     collect() {
       this.reset();
       this.inc(health.config().containersRemoved);
+    },
+  });
+  // Protection that lapses is loud: these say when the maps or the stacks are not what the daemon wants.
+  new Gauge({
+    name: 'bastion_reconciler_dirty',
+    help: '1 while a map write has failed and a resync has not yet brought the maps back to what the daemon wants',
+    registers: [registry],
+    collect() {
+      this.set(manager().health().dirty ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'bastion_reconciler_resyncing',
+    help: '1 while a resync (read back, compare, repair) is scheduled or running after a failed write',
+    registers: [registry],
+    collect() {
+      this.set(manager().health().resyncing ? 1 : 0);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_reconciler_failed_writes_total',
+    help: 'Map writes that failed (each makes the state dirty until a resync repairs it)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(manager().health().failedWrites);
+    },
+  });
+  new PromCounter({
+    name: 'bastion_drift_repairs_total',
+    help: 'Differences between what the daemon wants and what the kernel holds, repaired (map or "stack"; kind missing, extra, changed, reattached, rediscovered)',
+    labelNames: ['map', 'kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [map, kinds] of Object.entries(manager().health().repairs)) for (const [kind, n] of Object.entries(kinds)) this.inc({ map, kind }, n);
+    },
+  });
+  new Gauge({
+    name: 'bastion_drift_check_seconds',
+    help: 'Time the last drift check (maps and stacks read back) took',
+    registers: [registry],
+    collect() {
+      this.set((lastCheck()?.ms ?? 0) / 1000);
+    },
+  });
+  new Gauge({
+    name: 'bastion_stacks_not_in_place',
+    help: 'Protected containers without this daemon\'s stack after the last drift check (another instance\'s stack, or an interface gone and not found again), and containers left to another instance',
+    registers: [registry],
+    collect() {
+      const s = lastCheck()?.stacks;
+      this.set((s ? s.foreign.length + s.lost.length : 0) + (s ? 0 : manager().health().blocked));
     },
   });
   return { registry };

@@ -31,6 +31,7 @@ export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: 
     to: formatPolicyEnd(p.to),
     ports: p.ports?.length ? p.ports.map(formatPortRange).join(',') : 'any',
     ...(added ? { added } : {}),
+    ...(p.mode ? { mode: p.mode } : {}),
     spec: toDocumentPolicy(p),
   };
 }
@@ -208,5 +209,5 @@ export function toDocumentPolicy(p: PolicyConfig): Record<string, unknown> {
     if (x.kind === 'cidr') return { cidr: x.cidr, ...(x.except?.length ? { except: x.except } : {}) };
     return selectorDocument(x.selector);
   };
-  return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}) };
+  return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}), ...(p.mode ? { mode: p.mode } : {}) };
 }

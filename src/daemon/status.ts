@@ -2,7 +2,8 @@
 import { EVENT_COUNTER_REASONS, FIRST_DROP_REASON, REASON, REASON_NAMES } from '../datapath/layout.js';
 import type { Manager } from '../manager/manager.js';
 import type { Rule, Peer, PortRange, LabelSelector } from '../policy/model.js';
-import type { EndpointStatus, PublishedStatus, RuntimePoliciesStatus, StatusReport } from '../api/types.js';
+import type { EndpointStatus, ModeInfo, PublishedStatus, ReconcilerStatus, RuntimePoliciesStatus, StatusReport } from '../api/types.js';
+import type { Endpoint } from '../manager/endpoint.js';
 import type { AuditReport } from '../audit/findings.js';
 import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 import { formatSelector, isEmptySelector } from '../policy/selector.js';
@@ -68,6 +69,12 @@ export interface StatusSources {
   flowsSeen: number;
   /** the last posture audit, if one ran */
   audit?: AuditReport;
+  /** the periodic drift check's interval (ms; 0: off) */
+  checkIntervalMs?: number;
+  /** a container's mode and where it comes from (src/daemon/modes.ts) */
+  modes?: (ep: Endpoint) => ModeInfo;
+  /** the flow history on disk */
+  history?: StatusReport['daemon']['flowHistory'];
   runtimePolicies: RuntimePoliciesStatus;
   /** why a change of the config file is not applied yet */
   configPending?: string;
@@ -75,8 +82,17 @@ export interface StatusSources {
 }
 
 /** The problems a status report names (each one makes `ok` false). */
-export function statusProblems(src: Pick<StatusSources, 'runtimePolicies'>): string[] {
+export function statusProblems(src: Pick<StatusSources, 'runtimePolicies'>, reconciler?: ReconcilerStatus, blockedNames: string[] = []): string[] {
   const out: string[] = [];
+  if (reconciler?.dirty) {
+    out.push(
+      `the maps are not known to be what the daemon wants since ${reconciler.dirtySince}: a write failed (${reconciler.lastError ?? 'unknown error'}); ` +
+        (reconciler.nextResyncAt ? `resync at ${reconciler.nextResyncAt} (attempt ${reconciler.resyncAttempts + 1})` : 'resync running'),
+    );
+  }
+  if (blockedNames.length) {
+    out.push(`${blockedNames.length} container${blockedNames.length === 1 ? '' : 's'} left unprotected: their interface carries another Bastion instance's stack (${blockedNames.join(', ')})`);
+  }
   for (const f of src.runtimePolicies.unreadable) {
     out.push(`saved runtime policies could not be read and are NOT enforced: the file is kept at ${f} (add them again with bastion policy add -f, then remove it)`);
   }
@@ -93,6 +109,7 @@ export function collectStatus(src: StatusSources): StatusReport {
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((ep) => {
       const s = dp.endpointStats(ep.hostIfindex);
+      const mode = src.modes?.(ep) ?? { mode: m.effectiveMode(ep), source: ep.mode ? 'config' : 'default' };
       return {
         name: ep.name,
         key: ep.key,
@@ -102,7 +119,11 @@ export function collectStatus(src: StatusSources): StatusReport {
         interface: ep.interface,
         hostInterface: ep.hostIfname,
         hostIfindex: ep.hostIfindex,
-        mode: ep.mode ?? m.mode,
+        ...(ep.bridge ? { bridge: ep.bridge } : {}),
+        ...(ep.gateway ? { gateway: ep.gateway } : {}),
+        mode: mode.mode,
+        modeSource: mode.source,
+        ...(mode.policy ? { modePolicy: mode.policy } : {}),
         labels: ep.labels,
         stack: dp.stackState(ep.hostIfindex),
         counters: {
@@ -126,7 +147,24 @@ export function collectStatus(src: StatusSources): StatusReport {
       drop: reason >= FIRST_DROP_REASON,
     };
   }
-  const problems = statusProblems(src);
+  const h = m.health();
+  const reconciler: ReconcilerStatus = {
+    dirty: h.dirty,
+    ...(h.dirtySince ? { dirtySince: h.dirtySince } : {}),
+    ...(h.lastError ? { lastError: h.lastError } : {}),
+    failedWrites: h.failedWrites,
+    resyncing: h.resyncing,
+    resyncAttempts: h.resyncAttempts,
+    ...(h.nextResyncAt ? { nextResyncAt: h.nextResyncAt } : {}),
+    ...(h.lastCheck
+      ? { lastCheck: { at: h.lastCheck.at, reason: h.lastCheck.reason, ms: h.lastCheck.ms, repaired: h.lastCheck.repaired, clean: h.lastCheck.clean, ...(h.lastCheck.error ? { error: h.lastCheck.error } : {}) } }
+      : {}),
+    repairs: h.repairs,
+    blocked: h.blocked,
+    checkIntervalMs: src.checkIntervalMs ?? 0,
+  };
+  // protection is in place: every stack, and no problem (maps dirty, a container left to another instance, ...)
+  const problems = statusProblems(src, reconciler, m.blockedNames());
   return {
     ok: endpoints.every((e) => e.stack.ok) && problems.length === 0,
     problems,
@@ -142,6 +180,7 @@ export function collectStatus(src: StatusSources): StatusReport {
       generation: m.generation,
       lastApplyMs: m.lastApply ? +m.lastApply.ms.toFixed(3) : undefined,
       flowsSeen: src.flowsSeen,
+      ...(src.history ? { flowHistory: src.history } : {}),
     },
     endpoints,
     unprotected: [...m.unprotected.values()].map((u) => ({ name: u.name, key: u.key, reason: u.reason })),
@@ -155,5 +194,6 @@ export function collectStatus(src: StatusSources): StatusReport {
       lost: Number(all.get(REASON.eventsLost)?.packets ?? 0n),
     },
     ...(audit ? { audit } : {}),
+    reconciler,
   };
 }

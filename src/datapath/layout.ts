@@ -20,6 +20,8 @@ export const MAP_NAMES = {
   frags: 'bastion_frags',
   events: 'bastion_events',
   eventLimits: 'bastion_event_rl',
+  flowSum: 'bastion_flow_sum',
+  flowSeen: 'bastion_flow_seen',
   counters: 'bastion_counter',
   epStats: 'bastion_ep_stat',
   config: 'bastion_config',
@@ -77,6 +79,14 @@ export const VERDICT_NAMES: Record<number, string> = {
   3: 'AUDIT',
   4: 'ARP_REPLY',
 };
+/** flow_event.flags */
+export const FLOW_F_REPLY = 1;
+/** decided by the receiver's ingress policy (from_container, a local receiver) */
+export const FLOW_F_INGRESS = 2;
+/** flow_sum_key.flags: passed in audit mode although a policy would drop it */
+export const FLOW_SUM_F_AUDIT = 1;
+/** keys of allowed flows the kernel summarises */
+export const BASTION_MAX_FLOW_SUM = 65536;
 export const TRACE_FROM_CONTAINER = 0;
 export const TRACE_TO_CONTAINER = 1;
 export const TRACE_NAMES: Record<number, string> = { [TRACE_FROM_CONTAINER]: 'from-container', [TRACE_TO_CONTAINER]: 'to-container' };
@@ -337,6 +347,8 @@ export interface CtEntry {
   flags: number;
   /** the local endpoint (identity) the entry is charged to (bastion_ct_use) */
   ownerId: number;
+  /** bastion_config.policyEpoch when the policy last allowed the connection */
+  policyEpoch?: number;
 }
 export const CT_KEY_SIZE = 16;
 export const CT_ENTRY_SIZE = 32;
@@ -367,6 +379,7 @@ export function encodeCtEntry(e: CtEntry): Buffer {
   b.writeUInt32LE(e.ruleId, 16);
   b.writeUInt32LE(e.flags, 20);
   b.writeUInt32LE(e.ownerId, 24);
+  b.writeUInt32LE(e.policyEpoch ?? 0, 28);
   return b;
 }
 export function decodeCtEntry(b: Buffer): CtEntry {
@@ -377,6 +390,7 @@ export function decodeCtEntry(b: Buffer): CtEntry {
     ruleId: b.readUInt32LE(16),
     flags: b.readUInt32LE(20),
     ownerId: b.readUInt32LE(24),
+    policyEpoch: b.readUInt32LE(28),
   };
 }
 
@@ -462,8 +476,19 @@ export interface FlowEvent {
    * held-back packet's addresses; `suppressed` is how many, that one included.
    */
   summary?: boolean;
+  /** from_container with a local receiver: the receiver's ingress rule */
+  ingressRuleId: number;
+  /** the packet's TCP flags */
+  tcpFlags: number;
+  /** FLOW_F_* */
+  flags: number;
+  /**
+   * Not from the ring buffer: the agent's report of a bastion_flow_sum key
+   * (connections the kernel counted without an event).
+   */
+  flowSummary?: { count: number; firstNs: bigint };
 }
-export const FLOW_EVENT_SIZE = 48;
+export const FLOW_EVENT_SIZE = 56;
 
 export function encodeFlowEvent(e: FlowEvent): Buffer {
   const b = Buffer.alloc(FLOW_EVENT_SIZE);
@@ -483,6 +508,9 @@ export function encodeFlowEvent(e: FlowEvent): Buffer {
   b.writeUInt16LE(e.pktLen, 40);
   b.writeUInt16BE(e.ethertype, 42);
   b.writeUInt32LE(e.suppressed, 44);
+  b.writeUInt32LE(e.ingressRuleId, 48);
+  b.writeUInt8(e.tcpFlags, 52);
+  b.writeUInt8(e.flags, 53);
   return b;
 }
 export function decodeFlowEvent(b: Buffer): FlowEvent {
@@ -503,7 +531,94 @@ export function decodeFlowEvent(b: Buffer): FlowEvent {
     pktLen: b.readUInt16LE(40),
     ethertype: b.readUInt16BE(42),
     suppressed: b.readUInt32LE(44),
+    ingressRuleId: b.readUInt32LE(48),
+    tcpFlags: b.readUInt8(52),
+    flags: b.readUInt8(53),
   };
+}
+
+// ------------------------------------------------- allowed-flow summaries
+
+export interface FlowSumKey {
+  srcId: number;
+  dstId: number;
+  dport: number;
+  proto: number;
+  flags: number;
+}
+export interface FlowSum {
+  firstNs: bigint;
+  lastNs: bigint;
+  count: bigint;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  reason: number;
+  trace: number;
+  ifindex: number;
+  ruleId: number;
+  ingressRuleId: number;
+}
+export interface FlowSumSeen {
+  firstNs: bigint;
+  count: bigint;
+  lastNs: bigint;
+}
+export const FLOW_SUM_KEY_SIZE = 12;
+export const FLOW_SUM_SIZE = 48;
+export const FLOW_SUM_SEEN_SIZE = 24;
+
+export function encodeFlowSumKey(k: FlowSumKey): Buffer {
+  const b = Buffer.alloc(FLOW_SUM_KEY_SIZE);
+  b.writeUInt32LE(k.srcId, 0);
+  b.writeUInt32LE(k.dstId, 4);
+  b.writeUInt16BE(k.dport, 8);
+  b.writeUInt8(k.proto, 10);
+  b.writeUInt8(k.flags, 11);
+  return b;
+}
+export function decodeFlowSumKey(b: Buffer): FlowSumKey {
+  return { srcId: b.readUInt32LE(0), dstId: b.readUInt32LE(4), dport: b.readUInt16BE(8), proto: b.readUInt8(10), flags: b.readUInt8(11) };
+}
+export function encodeFlowSum(v: FlowSum): Buffer {
+  const b = Buffer.alloc(FLOW_SUM_SIZE);
+  b.writeBigUInt64LE(v.firstNs, 0);
+  b.writeBigUInt64LE(v.lastNs, 8);
+  b.writeBigUInt64LE(v.count, 16);
+  ipv4ToBytes(v.saddr).copy(b, 24);
+  ipv4ToBytes(v.daddr).copy(b, 28);
+  b.writeUInt16BE(v.sport, 32);
+  b.writeUInt8(v.reason, 34);
+  b.writeUInt8(v.trace, 35);
+  b.writeUInt32LE(v.ifindex, 36);
+  b.writeUInt32LE(v.ruleId, 40);
+  b.writeUInt32LE(v.ingressRuleId, 44);
+  return b;
+}
+export function decodeFlowSum(b: Buffer): FlowSum {
+  return {
+    firstNs: b.readBigUInt64LE(0),
+    lastNs: b.readBigUInt64LE(8),
+    count: b.readBigUInt64LE(16),
+    saddr: bytesToIpv4(b, 24),
+    daddr: bytesToIpv4(b, 28),
+    sport: b.readUInt16BE(32),
+    reason: b.readUInt8(34),
+    trace: b.readUInt8(35),
+    ifindex: b.readUInt32LE(36),
+    ruleId: b.readUInt32LE(40),
+    ingressRuleId: b.readUInt32LE(44),
+  };
+}
+export function encodeFlowSumSeen(v: FlowSumSeen): Buffer {
+  const b = Buffer.alloc(FLOW_SUM_SEEN_SIZE);
+  b.writeBigUInt64LE(v.firstNs, 0);
+  b.writeBigUInt64LE(v.count, 8);
+  b.writeBigUInt64LE(v.lastNs, 16);
+  return b;
+}
+export function decodeFlowSumSeen(b: Buffer): FlowSumSeen {
+  return { firstNs: b.readBigUInt64LE(0), count: b.readBigUInt64LE(8), lastNs: b.readBigUInt64LE(16) };
 }
 
 // ----------------------------------------------------- event rate limit
@@ -621,8 +736,10 @@ export interface DatapathConfig {
   ctPerEndpoint?: number;
   /** events per (endpoint, verdict, reason) and second (0: EVENTS_DEFAULT_PER_SEC) */
   eventsPerSec?: number;
+  /** bumped after every change the manager writes: established connections of an older epoch are judged again */
+  policyEpoch?: number;
 }
-export const CONFIG_SIZE = 24;
+export const CONFIG_SIZE = 28;
 export function encodeConfig(c: DatapathConfig): Buffer {
   const b = Buffer.alloc(CONFIG_SIZE);
   b.writeUInt32LE(c.mode, 0);
@@ -631,6 +748,7 @@ export function encodeConfig(c: DatapathConfig): Buffer {
   b.writeUInt32LE(c.ctOtherLifetimeS, 12);
   b.writeUInt32LE(c.ctPerEndpoint ?? 0, 16);
   b.writeUInt32LE(c.eventsPerSec ?? 0, 20);
+  b.writeUInt32LE(c.policyEpoch ?? 0, 24);
   return b;
 }
 export function decodeConfig(b: Buffer): DatapathConfig {
@@ -641,6 +759,7 @@ export function decodeConfig(b: Buffer): DatapathConfig {
     ctOtherLifetimeS: b.readUInt32LE(12),
     ctPerEndpoint: b.readUInt32LE(16),
     eventsPerSec: b.readUInt32LE(20),
+    policyEpoch: b.readUInt32LE(24),
   };
 }
 

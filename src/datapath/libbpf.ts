@@ -238,6 +238,12 @@ export interface Libbpf {
   bpf_map_lookup_and_delete_elem(fd: number, key: Buffer, value: Buffer): number;
   bpf_map_delete_elem(fd: number, key: Buffer): number;
   bpf_map_get_next_key(fd: number, key: Buffer | null, nextKey: Buffer): number;
+  /** BPF_MAP_LOOKUP_BATCH; `count` is in (room) and out (read); -ENOENT once the end is reached (with the last entries) */
+  bpf_map_lookup_batch(fd: number, inBatch: Buffer | null, outBatch: Buffer, keys: Buffer, values: Buffer, count: number[], opts: null): number;
+  /** a map of our own, not from an object file (opts NULL: no flags) */
+  bpf_map_create(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, opts: null): number;
+  /** BPF_PROG_BIND_MAP: the map becomes one of the program's maps (its map ids) without the program using it */
+  bpf_prog_bind_map(progFd: number, mapFd: number, opts: null): number;
 
   bpf_tc_hook_create(hook: TcHook): number;
   bpf_tc_hook_destroy(hook: TcHook): number;
@@ -366,6 +372,9 @@ function bind(): Libbpf {
     bpf_map_lookup_and_delete_elem: f('int bpf_map_lookup_and_delete_elem(int fd, const void *key, void *value)'),
     bpf_map_delete_elem: f('int bpf_map_delete_elem(int fd, const void *key)'),
     bpf_map_get_next_key: f('int bpf_map_get_next_key(int fd, const void *key, void *next_key)'),
+    bpf_map_lookup_batch: f('int bpf_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values, _Inout_ uint32_t *count, const void *opts)'),
+    bpf_map_create: f('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)'),
+    bpf_prog_bind_map: f('int bpf_prog_bind_map(int prog_fd, int map_fd, const void *opts)'),
 
     bpf_tc_hook_create: f('int bpf_tc_hook_create(bpf_tc_hook *hook)'),
     bpf_tc_hook_destroy: f('int bpf_tc_hook_destroy(bpf_tc_hook *hook)'),
@@ -457,7 +466,10 @@ export interface MapInfo {
 
 /** struct bpf_map_info of a map fd: the kernel's own idea of its sizes. */
 export function mapInfo(fd: number): MapInfo {
-  const info = objInfo(fd, BPF_MAP_INFO_SIZE, `map fd ${fd}`);
+  const info = Buffer.alloc(BPF_MAP_INFO_SIZE);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(info.length, 0);
+  check('bpf_obj_get_info_by_fd', lib().bpf_obj_get_info_by_fd(fd, info, len), `map fd ${fd}`);
   return {
     type: info.readUInt32LE(0),
     id: info.readUInt32LE(4),
@@ -473,21 +485,27 @@ export interface ProgInfo {
   type: number;
   id: number;
   name: string;
+  /** ids of the maps the program uses (and those bound to it) */
+  mapIds: number[];
 }
 
-/** struct bpf_prog_info of a program fd (type, id, name). */
+/** Map ids asked for at most (Bastion's programs use about fifteen). */
+const MAX_PROG_MAPS = 64;
+
+/** struct bpf_prog_info of a program fd (type, id, name, map ids). */
 export function progInfo(fd: number): ProgInfo {
-  const info = objInfo(fd, BPF_PROG_INFO_SIZE, `prog fd ${fd}`);
-  return { type: info.readUInt32LE(0), id: info.readUInt32LE(4), name: cString(info, 64, 16) };
-}
-
-/** bpf_obj_get_info_by_fd into a fresh buffer of `size` bytes. */
-function objInfo(fd: number, size: number, what: string): Buffer {
-  const info = Buffer.alloc(size);
+  const info = Buffer.alloc(BPF_PROG_INFO_SIZE);
+  const ids = Buffer.alloc(4 * MAX_PROG_MAPS);
   const len = Buffer.alloc(4);
-  len.writeUInt32LE(size, 0);
-  check('bpf_obj_get_info_by_fd', lib().bpf_obj_get_info_by_fd(fd, info, len), what);
-  return info;
+  len.writeUInt32LE(info.length, 0);
+  // nr_map_ids (offset 52) in: room for ids, out: how many the program has; map_ids (56): where to put them
+  info.writeUInt32LE(MAX_PROG_MAPS, 52);
+  info.writeBigUInt64LE(BigInt(koffi.address(ids)), 56);
+  check('bpf_obj_get_info_by_fd', lib().bpf_obj_get_info_by_fd(fd, info, len), `prog fd ${fd}`);
+  const n = Math.min(info.readUInt32LE(52), MAX_PROG_MAPS);
+  const mapIds: number[] = [];
+  for (let i = 0; i < n; i++) mapIds.push(ids.readUInt32LE(4 * i));
+  return { type: info.readUInt32LE(0), id: info.readUInt32LE(4), name: cString(info, 64, 16), mapIds };
 }
 
 function cString(b: Buffer, off: number, max: number): string {

@@ -3,9 +3,11 @@
  * libbpf's netlink helpers: no `tc` command involved.
  *
  * Bastion owns exactly one filter per hook: handle 1, priority 1. Attaching
- * always uses BPF_TC_F_REPLACE, so attaching again swaps the program
+ * over a filter uses BPF_TC_F_REPLACE, so attaching again swaps the program
  * atomically in that one filter (packets see the old or the new program,
  * never none and never both), and repeated attaches never stack up filters.
+ * Attaching to an empty slot can be done without it (replace: false): then
+ * a filter that appeared meanwhile is an error (EEXIST), not overwritten.
  */
 import { BPF_TC_EGRESS, BPF_TC_F_REPLACE, BPF_TC_INGRESS, lib, libbpfError, type TcHook, type TcOpts } from './libbpf.js';
 
@@ -46,12 +48,13 @@ export function ensureClsact(ifindex: number): boolean {
 
 /**
  * Attaches `progFd` to the `dir` hook of `ifindex` (creating clsact if
- * needed), replacing whatever program our filter had. Returns the attached
+ * needed), replacing whatever program our filter had (unless `replace` is
+ * false: then an existing filter fails with EEXIST). Returns the attached
  * program's id.
  */
-export function attachTc(ifindex: number, dir: TcDirection, progFd: number): { progId: number } {
+export function attachTc(ifindex: number, dir: TcDirection, progFd: number, o2: { replace?: boolean } = {}): { progId: number } {
   ensureClsact(ifindex);
-  const o = opts(progFd, BPF_TC_F_REPLACE);
+  const o = opts(progFd, o2.replace === false ? 0 : BPF_TC_F_REPLACE);
   const ret = lib().bpf_tc_attach(hook(ifindex, point(dir)), o);
   if (ret < 0) throw libbpfError('bpf_tc_attach', ret, `ifindex ${ifindex}, ${dir}`);
   return { progId: o.prog_id };

@@ -1,10 +1,14 @@
 /**
- * The datapath state as the manager wants it: encoded map entries, keyed by
- * map and by the hex of the key. Diffing two of these gives the exact map
- * writes to go from one to the other, in an order that never opens a gap.
+ * The datapath state as the manager wants it: encoded map entries, per
+ * slice. Replacing slices and committing gives the exact map writes that go
+ * from what was written to what is wanted, in the one order of
+ * src/policy/diff.ts (writeOrder), the order whose every intermediate state
+ * is proven safe.
  */
 import type { MapName } from '../datapath/layout.js';
 import { MAP_NAMES } from '../datapath/layout.js';
+import { writeOrder, type IdentityCounts, type Write, type WriteMap } from '../policy/diff.js';
+import { MapDigest } from './digest.js';
 
 export interface MapEntry {
   map: MapName;
@@ -29,15 +33,8 @@ export function addEntry(set: EntrySet, e: MapEntry): void {
   m.set(e.key.toString('hex'), e);
 }
 
-/*
- * Order of writes. Everything an endpoint needs (its address in the ipcache,
- * its policy, its neighbours) is written before the endpoint entries that
- * switch its stack from drop-all to enforcing; removals go the other way
- * round, endpoint entries first. Additions come before deletions, so a policy
- * change never has a moment where neither the old nor the new rule is in
- * place: established connections and new allowed ones keep flowing.
- */
-const UPSERT_ORDER: MapName[] = [
+/** The maps slices write to; a slice names them by index in this list (the order of writes is writeOrder's, not this). */
+export const STORE_MAPS: readonly MapName[] = [
   MAP_NAMES.ipcache,
   MAP_NAMES.policy,
   MAP_NAMES.neigh,
@@ -46,14 +43,25 @@ const UPSERT_ORDER: MapName[] = [
   MAP_NAMES.endpoints,
   MAP_NAMES.config,
 ];
-const DELETE_ORDER: MapName[] = [
-  MAP_NAMES.endpoints,
-  MAP_NAMES.endpointsByIp,
-  MAP_NAMES.neigh,
-  MAP_NAMES.policy,
-  MAP_NAMES.ipcache,
-  MAP_NAMES.epStats,
-];
+
+/** How writeOrder() calls each map. */
+const KIND: Record<string, WriteMap> = {
+  [MAP_NAMES.ipcache]: 'ipcache',
+  [MAP_NAMES.policy]: 'policy',
+  [MAP_NAMES.neigh]: 'neigh',
+  [MAP_NAMES.epStats]: 'epStats',
+  [MAP_NAMES.endpointsByIp]: 'endpointsByIp',
+  [MAP_NAMES.endpoints]: 'endpoints',
+  [MAP_NAMES.config]: 'config',
+};
+
+/** One entry's change: its value before (undefined: absent) and after (undefined: deleted), as latin1 strings. */
+export interface EntryChange {
+  map: MapName;
+  key: string;
+  before: string | undefined;
+  after: string | undefined;
+}
 
 /**
  * The desired state as the union of slices: one per endpoint (its endpoint
@@ -63,6 +71,13 @@ const DELETE_ORDER: MapName[] = [
  * both ends). Replacing one slice costs in proportion to that slice, never
  * to the whole state: that is what keeps a policy change flat in the number
  * of containers.
+ *
+ * A commit takes what the replaced slices changed since the last commit, as
+ * net changes per entry (an entry one slice lets go of and another takes up
+ * in the same commit is not written at all), and orders them with
+ * writeOrder(). What that needs of the state before the commit is kept up
+ * to date here, at the cost of each change: how many resolution keys map to
+ * each identity. So is a digest of each map (digest.ts), for drift checks.
  *
  * Kept compact, because at 5,000 containers it holds a quarter of a million
  * entries (it was 200 MB as Buffers in nested Maps):
@@ -87,20 +102,40 @@ export class SliceStore {
   private readonly smallHeld = new Map<string, string>();
   /** entries of the owned (policy) map, over all slices */
   private ownedCount = 0;
+  /** the slice that holds an identity's policy entries (their key starts with it), to find one entry's value */
+  private readonly ownerOf = new Map<number, string>();
+  /** changes since the last commit of policy entries (one slice owns each) */
+  private pendingOwned: EntryChange[] = [];
+  /** slices replaced since the last commit: one replaced twice may have changed a policy entry twice */
+  private replacedSlices = new Set<string>();
+  private replacedTwice = false;
+  /** changes since the last commit of shared entries, by map index character + key (several slices may touch one) */
+  private pendingShared = new Map<string, EntryChange>();
+  /** resolution keys (ipcache, endpoint-address and endpoint entries) by the identity they map to, as committed */
+  private readonly idKeys = new Map<number, number>();
+  /** of those, the endpoint maps' keys */
+  private readonly idEndpointKeys = new Map<number, number>();
+  /** per map (by STORE_MAPS index), the digest of its committed entries (bastion_ep_stat: keys only) */
+  private readonly digests: MapDigest[] = STORE_MAPS.map(() => new MapDigest());
 
-  /** Replace a slice; returns the ordered writes that bring the maps in line. */
-  replace(sliceId: string, next: EntrySet): MapOp[] {
+  /** The committed state's resolution keys by identity (what writeOrder needs of the state the writes start from). */
+  readonly identities: IdentityCounts = {
+    keys: (id) => this.idKeys.get(id) ?? 0,
+    endpointKeys: (id) => this.idEndpointKeys.get(id) ?? 0,
+  };
+
+  /** Replace a slice (nothing is written until commit()). */
+  replace(sliceId: string, next: EntrySet): void {
+    if (this.replacedSlices.has(sliceId)) this.replacedTwice = true;
+    this.replacedSlices.add(sliceId);
     const prev = this.slices.get(sliceId) ?? [];
     const packed: Array<string | undefined> = [];
-    const upserts: MapOp[][] = [];
-    const deletes: MapOp[][] = [];
     const seen = new Set<number>();
     for (const [map, entries] of next) {
       const m = mapIndex(map);
       seen.add(m);
       const before = unpack(prev[m]);
       const parts: string[] = [];
-      const ups: MapOp[] = (upserts[m] = []);
       const owned = m === OWNED;
       const shared = this.shared[m]!;
       const byDatapath = map === MAP_NAMES.epStats;
@@ -112,75 +147,140 @@ export class SliceStore {
         before.delete(key);
         if (owned) {
           if (old === undefined) this.ownedCount++;
-          if (old !== value) ups.push({ op: 'upsert', map, key: e.key, value: e.value });
+          const epId = u32At(key, 4);
+          if (this.ownerOf.get(epId) !== sliceId) this.ownerOf.set(epId, sliceId);
+          if (old !== value) this.pendingOwned.push({ map, key, before: old, after: value });
           continue;
         }
         const cur = shared.get(key);
         if (cur === undefined) {
           shared.set(key, this.held(value, 1));
-          ups.push({ op: 'upsert', map, key: e.key, value: e.value });
+          this.noteShared(m, key, undefined, value);
           continue;
         }
         // held by another slice too, or by this one before
         const holders = holdersOf(cur) + (old === undefined ? 1 : 0);
+        // counters belong to the datapath once created: never rewritten
         const changed = valueOf(cur) !== value && !byDatapath;
         shared.set(key, this.held(changed ? value : valueOf(cur), holders));
-        if (changed) ups.push({ op: 'upsert', map, key: e.key, value: e.value });
+        if (changed) this.noteShared(m, key, valueOf(cur), value);
       }
       packed[m] = parts.length ? parts.join('') : undefined;
-      this.release(m, before.keys(), deletes);
+      this.release(m, before);
     }
     prev.forEach((p, m) => {
-      if (p !== undefined && !seen.has(m)) this.release(m, unpack(p).keys(), deletes);
+      if (p !== undefined && !seen.has(m)) this.release(m, unpack(p));
     });
     if (packed.some((p) => p !== undefined)) this.slices.set(sliceId, packed);
     else this.slices.delete(sliceId);
-
-    const ops: MapOp[] = [];
-    for (const map of UPSERT_ORDER) for (const op of upserts[mapIndex(map)] ?? []) ops.push(op);
-    for (const map of DELETE_ORDER) for (const op of deletes[mapIndex(map)] ?? []) ops.push(op);
-    return ops;
+    // a slice's policy entries all start with its endpoint's identity (the packed record's key from offset 1)
+    const epBefore = prev[OWNED] === undefined ? undefined : u32At(prev[OWNED], 5);
+    const epAfter = packed[OWNED] === undefined ? undefined : u32At(packed[OWNED], 5);
+    if (epBefore !== undefined && epBefore !== epAfter && this.ownerOf.get(epBefore) === sliceId) this.ownerOf.delete(epBefore);
   }
 
-  /** A slice lets go of these keys of map m: delete what no slice holds any more. */
-  private release(m: number, keys: Iterable<string>, deletes: MapOp[][]): void {
+  /** A slice lets go of these entries of map m: what no slice holds any more goes. */
+  private release(m: number, entries: Map<string, string>): void {
     const map = STORE_MAPS[m]!;
     const shared = this.shared[m]!;
-    for (const key of keys) {
-      if (m === OWNED) this.ownedCount--;
-      else {
-        const cur = shared.get(key)!;
-        const holders = holdersOf(cur) - 1;
-        if (holders > 0) {
-          shared.set(key, this.held(valueOf(cur), holders));
-          continue;
-        }
-        shared.delete(key);
+    for (const [key, value] of entries) {
+      if (m === OWNED) {
+        this.ownedCount--;
+        this.pendingOwned.push({ map, key, before: value, after: undefined });
+        continue;
       }
-      (deletes[m] ??= []).push({ op: 'delete', map, key: Buffer.from(key, 'latin1') });
+      const cur = shared.get(key)!;
+      const holders = holdersOf(cur) - 1;
+      if (holders > 0) {
+        shared.set(key, this.held(valueOf(cur), holders));
+        continue;
+      }
+      shared.delete(key);
+      this.noteShared(m, key, valueOf(cur), undefined);
     }
   }
 
-  remove(sliceId: string): MapOp[] {
-    return this.replace(sliceId, emptyEntrySet());
+  private noteShared(m: number, key: string, before: string | undefined, after: string | undefined): void {
+    const id = String.fromCharCode(m) + key;
+    const p = this.pendingShared.get(id);
+    if (p) p.after = after;
+    else this.pendingShared.set(id, { map: STORE_MAPS[m]!, key, before, after });
+  }
+
+  remove(sliceId: string): void {
+    this.replace(sliceId, emptyEntrySet());
   }
 
   has(sliceId: string): boolean {
     return this.slices.has(sliceId);
   }
 
-  /** Everything the maps should hold, for a full resync against the kernel. */
-  all(): EntrySet {
-    const set = emptyEntrySet();
-    const add = (m: number, key: string, value: string) =>
-      addEntry(set, { map: STORE_MAPS[m]!, key: Buffer.from(key, 'latin1'), value: Buffer.from(value, 'latin1') });
-    this.shared.forEach((entries, m) => {
-      for (const [key, h] of entries) add(m, key, valueOf(h));
-    });
-    for (const packed of this.slices.values()) {
-      for (const [key, value] of unpack(packed[OWNED])) add(OWNED, key, value);
+  /**
+   * The writes that take the maps from the last commit to the slices as they
+   * are now, in writeOrder(): net changes only, each entry at most once.
+   */
+  commit(): MapOp[] {
+    let changes: EntryChange[] = this.pendingOwned;
+    if (this.replacedTwice) changes = netChanges(changes);
+    for (const c of this.pendingShared.values()) if (c.before !== c.after) changes.push(c);
+    this.pendingOwned = [];
+    this.replacedSlices = new Set();
+    this.replacedTwice = false;
+    this.pendingShared = new Map();
+    const order = writeOrder(changes.map(writeFacts), this.identities);
+    // the counts and digests describe the committed state from here on
+    for (const c of changes) this.settle(c);
+    return order.map((i) => toOp(changes[i]!));
+  }
+
+  /** Account for one committed change in the identity counts and the digest. */
+  private settle(c: EntryChange): void {
+    const m = mapIndex(c.map);
+    const keysOnly = c.map === MAP_NAMES.epStats;
+    if (c.before !== undefined) this.digests[m]!.addString(c.key, keysOnly ? '' : c.before, -1);
+    if (c.after !== undefined) this.digests[m]!.addString(c.key, keysOnly ? '' : c.after, 1);
+    const kind = KIND[c.map];
+    if (kind !== 'ipcache' && kind !== 'endpointsByIp' && kind !== 'endpoints') return;
+    const ep = kind !== 'ipcache';
+    if (c.before !== undefined) {
+      bump(this.idKeys, u32At(c.before, 0), -1);
+      if (ep) bump(this.idEndpointKeys, u32At(c.before, 0), -1);
     }
-    return set;
+    if (c.after !== undefined) {
+      bump(this.idKeys, u32At(c.after, 0), 1);
+      if (ep) bump(this.idEndpointKeys, u32At(c.after, 0), 1);
+    }
+  }
+
+  /** Has a commit been left out? (Every replace must be followed by a commit before the state is read back.) */
+  get uncommitted(): boolean {
+    return this.pendingOwned.length > 0 || this.pendingShared.size > 0;
+  }
+
+  /** The digest of a map's committed entries (bastion_ep_stat: of its keys). */
+  digest(map: MapName): MapDigest {
+    return this.digests[mapIndex(map)]!;
+  }
+
+  /** One committed entry's value (latin1), or undefined. */
+  value(map: MapName, key: string): string | undefined {
+    const m = mapIndex(map);
+    if (m !== OWNED) {
+      const h = this.shared[m]!.get(key);
+      return h === undefined ? undefined : valueOf(h);
+    }
+    const slice = this.ownerOf.get(u32At(key, 4));
+    return slice === undefined ? undefined : unpack(this.slices.get(slice)?.[OWNED]).get(key);
+  }
+
+  /** Every committed entry of a map, as latin1 key and value (a drift repair; costs the map's size). */
+  *entries(map: MapName): Generator<[string, string]> {
+    const m = mapIndex(map);
+    if (m === OWNED) {
+      for (const packed of this.slices.values()) yield* unpack(packed[OWNED]);
+      return;
+    }
+    for (const [key, h] of this.shared[m]!) yield [key, valueOf(h)];
   }
 
   count(map?: MapName): number {
@@ -202,6 +302,64 @@ export class SliceStore {
   }
 }
 
+/** Several changes of one key as one: the first one's before, the last one's after; none when they are equal. */
+function netChanges(list: EntryChange[]): EntryChange[] {
+  const byKey = new Map<string, EntryChange>();
+  for (const c of list) {
+    const p = byKey.get(c.key);
+    if (p) p.after = c.after;
+    else byKey.set(c.key, { ...c });
+  }
+  return [...byKey.values()].filter((c) => c.before !== c.after);
+}
+
+function bump(m: Map<number, number>, id: number, by: number): void {
+  const n = (m.get(id) ?? 0) + by;
+  if (n > 0) m.set(id, n);
+  else m.delete(id);
+}
+
+/** A little-endian u32 at `off` of a latin1 string (one character per byte). */
+export function u32At(s: string, off: number): number {
+  return (s.charCodeAt(off) | (s.charCodeAt(off + 1) << 8) | (s.charCodeAt(off + 2) << 16) | (s.charCodeAt(off + 3) << 24)) >>> 0;
+}
+
+/**
+ * What writeOrder needs of an encoded entry's change (layout.ts): a policy
+ * key is prefixlen, endpoint identity, peer identity, ...; a neighbour key
+ * endpoint identity, peer identity; an ipcache key starts with its prefix
+ * length, and the values of the ipcache and the endpoint maps with the
+ * identity the key maps to.
+ */
+export function writeFacts(c: EntryChange): Write {
+  const map = KIND[c.map];
+  if (!map) throw new Error(`map ${c.map} is not written from slices`);
+  const op = c.after === undefined ? 'delete' : 'upsert';
+  switch (map) {
+    case 'policy':
+      return { map, op, epId: u32At(c.key, 4), peerId: u32At(c.key, 8) };
+    case 'neigh':
+      return { map, op, epId: u32At(c.key, 0), peerId: u32At(c.key, 4) };
+    case 'ipcache':
+    case 'endpointsByIp':
+    case 'endpoints':
+      return {
+        map,
+        op,
+        prefixlen: map === 'ipcache' ? u32At(c.key, 0) : undefined,
+        before: c.before === undefined ? undefined : u32At(c.before, 0),
+        after: c.after === undefined ? undefined : u32At(c.after, 0),
+      };
+    default:
+      return { map, op };
+  }
+}
+
+export function toOp(c: EntryChange): MapOp {
+  const key = Buffer.from(c.key, 'latin1');
+  return c.after === undefined ? { op: 'delete', map: c.map, key } : { op: 'upsert', map: c.map, key, value: Buffer.from(c.after, 'latin1') };
+}
+
 function valueOf(held: string): string {
   return held.slice(0, -1);
 }
@@ -209,8 +367,6 @@ function holdersOf(held: string): number {
   return held.charCodeAt(held.length - 1);
 }
 
-/** The maps slices write to (every map of UPSERT_ORDER); a slice names them by index. */
-const STORE_MAPS: readonly MapName[] = UPSERT_ORDER;
 /** the map whose entries belong to one slice only */
 const OWNED = STORE_MAPS.indexOf(MAP_NAMES.policy);
 

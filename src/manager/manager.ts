@@ -1,28 +1,68 @@
 /**
  * The manager: keeps the network map (endpoints and their identities) and
- * the policy, and keeps the datapath's maps equal to what they imply.
+ * the policy, and keeps the datapath's maps and stacks equal to what they
+ * imply.
  *
  * Every change is turned into the set of endpoint slices it can touch; only
- * those are recompiled, and only their differences are written. Writes are
- * ordered so that a container never runs unprotected (stack attached and
- * dropping before its entries exist) and a policy change never opens a gap.
+ * those are recompiled, and the reconciler (reconciler.ts) writes only their
+ * differences, in the one proven order (src/policy/diff.ts): a container
+ * never runs unprotected (stack attached and dropping before its entries
+ * exist) and a policy change never opens a gap. A failed write makes the
+ * state dirty and a resync repairs it; verify() finds and repairs drift in
+ * the maps and the stacks, and finds again endpoints whose interface
+ * vanished (a container restarted with a new veth).
+ *
+ * An instance touches only the stacks it attached: an interface that
+ * carries another instance's stack is never guarded, replaced or detached
+ * (ForeignStackError); its container is listed as unprotected, and taken up
+ * when the other instance lets go of it.
  */
 import type { Logger } from 'pino';
 import type { Endpoint, EndpointSpec, UnprotectedContainer } from './endpoint.js';
-import type { DatapathPort, Discovered, NodePort } from './ports.js';
+import { ForeignStackError, type DatapathPort, type Discovered, type NodePort, type StackState } from './ports.js';
 import type { PolicySet, Rule } from '../policy/model.js';
 import { IdentityAllocator, RuleNumbers } from './identity.js';
-import { SliceStore, type MapOp } from './entries.js';
+import { Reconciler, type CheckReason, type CheckReport, type ReconcilerHealth, type Repair } from './reconciler.js';
 import { SliceCompiler, type DatapathLimits } from './slices.js';
-import { ID_FIRST_DYNAMIC } from '../datapath/layout.js';
+import { ID_FIRST_DYNAMIC, MAP_NAMES } from '../datapath/layout.js';
 
 export interface ManagerOptions {
   datapath: DatapathPort;
   node: NodePort;
   log: Logger;
+  /** every repair of drift or of a failed write, as it is made (metrics, the flow log) */
+  onRepair?(r: Repair): void;
+  /** resync back-off after a failed write (ms); default 250 ms doubling up to 30 s */
+  resyncBackoff?: { firstMs: number; maxMs: number };
+  /** an endpoint's mode as the daemon resolves it (run-time overrides, policies in audit mode); undefined: its spec's, then the policy set's */
+  modeOf?: (ep: Endpoint) => PolicySet['mode'] | undefined;
   /** the datapath's flood limits (written with the datapath config) */
   limits?: DatapathLimits;
 }
+
+/** What verify() found and did. */
+export interface VerifyReport {
+  reason: CheckReason;
+  at: string;
+  ms: number;
+  maps: CheckReport;
+  stacks: {
+    checked: number;
+    /** stacks put back (missing, or something else in Bastion's slot) */
+    reattached: number;
+    /** interfaces that carry another instance's stack instead of ours */
+    foreign: Array<{ endpoint?: string; hostIfindex: number; ownerPinPath?: string }>;
+    /** endpoints whose interface vanished and that were found again on a new one */
+    rediscovered: string[];
+    /** endpoints whose interface vanished and that could not be found again (yet) */
+    lost: string[];
+  };
+  /** everything is in place */
+  clean: boolean;
+}
+
+/** How long a container whose interface carries another instance's stack waits before it is tried again. */
+const BLOCKED_RETRY_MS = 100;
 
 export interface ApplyStats {
   ops: number;
@@ -31,6 +71,7 @@ export interface ApplyStats {
 }
 
 const GLOBAL_SLICE = '@global';
+const CONFIG_SLICE = '@config';
 
 export class Manager {
   readonly endpoints = new Map<string, Endpoint>();
@@ -45,6 +86,16 @@ export class Manager {
    */
   private sharedIfindex = false;
   private readonly guarded = new Set<number>();
+  /**
+   * Containers to protect whose interface carries another instance's stack:
+   * listed as unprotected, tried again until that stack goes.
+   */
+  private readonly blocked = new Map<string, { spec: EndpointSpec; d: Discovered; owner?: string }>();
+  private blockedTimer?: NodeJS.Timeout;
+  /** interfaces we warned about (another instance's stack), so each is said once per owner */
+  private readonly warnedForeign = new Map<number, string>();
+  /** endpoints whose interface vanished and discovery could not find again: said once */
+  private readonly warnedLost = new Set<string>();
   readonly ids: IdentityAllocator;
   readonly datapath: DatapathPort;
   readonly rules = new RuleNumbers();
@@ -52,8 +103,15 @@ export class Manager {
   mode: PolicySet['mode'] = 'enforce';
   hostAddrs: string[] = [];
   generation = 0;
+  /**
+   * bastion_config.policy_epoch: bumped after every change written, so that
+   * established connections are judged again by the policy now in force
+   * (bpf/lib/verdict.h, ct_recheck). Any value works after a restart: a
+   * connection whose entry has another epoch is judged once more.
+   */
+  private policyEpoch = 1;
   lastApply?: ApplyStats;
-  private readonly slices = new SliceStore();
+  readonly reconciler: Reconciler;
   private readonly compiler: SliceCompiler;
   /** identities of endpoints found in the maps at start-up, by host ifindex */
   private readonly adoptable = new Map<number, { identity: number; ipv4: string; mac: string }>();
@@ -64,6 +122,21 @@ export class Manager {
     this.ids = new IdentityAllocator({
       loadNext: () => o.datapath.loadNextIdentity(),
       saveNext: (n) => o.datapath.saveNextIdentity(n),
+    });
+    this.reconciler = new Reconciler({
+      datapath: o.datapath,
+      log: o.log,
+      serial: (fn) => this.serial(fn),
+      onRepair: o.onRepair,
+      backoff: o.resyncBackoff,
+      // connections a drifted entry let open are judged again by the policy repaired
+      onRepaired: () => this.newPolicyEpoch(),
+      // Stats entries are the record of where a stack was attached (guarded
+      // ports have one too): a stale one goes with its stack, by
+      // pruneLeftovers or a detach, never by a map check (that would orphan
+      // the stack: `down` finds stacks through these keys). The config is an
+      // array slot: nothing to delete.
+      keepExtra: (map) => map === MAP_NAMES.config || map === MAP_NAMES.epStats,
     });
     this.compiler = new SliceCompiler({
       cidrIdentity: (cidr) => this.ids.get(`cidr:${cidr}`),
@@ -124,14 +197,20 @@ export class Manager {
     });
   }
 
-  /** Add or update a container interface (`known`: what a discovery already found). */
-  upsertEndpoint(spec: EndpointSpec, known?: Discovered): Promise<Endpoint> {
+  /**
+   * Add or update a container interface (`known`: what a discovery already
+   * found). Undefined when its interface carries another instance's stack:
+   * the container is then listed as unprotected until that stack goes.
+   */
+  upsertEndpoint(spec: EndpointSpec, known?: Discovered): Promise<Endpoint | undefined> {
     return this.serial(async () => {
       const d = known ?? (await this.o.node.discover(spec));
-      const { ep, touched } = this.place(spec, d);
-      this.commit(touched, false);
-      this.logProtected(ep);
-      return ep;
+      const placed = this.place(spec, d);
+      if (!placed) return undefined;
+      this.commit(placed.touched, false);
+      if (placed.retired) this.retire(placed.retired, placed.retired.hostIfindex !== placed.ep.hostIfindex);
+      this.logProtected(placed.ep);
+      return placed.ep;
     });
   }
 
@@ -145,12 +224,16 @@ export class Manager {
     return this.serial(async () => {
       const touched = new Set<string>();
       const eps: Endpoint[] = [];
+      const retired: Array<[Endpoint, Endpoint]> = [];
       for (const { spec, known } of items) {
         const r = this.place(spec, known);
+        if (!r) continue;
         for (const k of r.touched) touched.add(k);
         eps.push(r.ep);
+        if (r.retired) retired.push([r.retired, r.ep]);
       }
       this.commit(touched, false);
+      for (const [old, ep] of retired) this.retire(old, old.hostIfindex !== ep.hostIfindex);
       for (const ep of eps) this.logProtected(ep);
       return eps;
     });
@@ -160,15 +243,36 @@ export class Manager {
     this.o.log.info({ endpoint: ep.name, identity: ep.identity, ip: ep.ipv4, hostInterface: ep.hostIfname }, 'endpoint protected');
   }
 
-  /** Attach the stack and enter the endpoint in the compiler; the caller commits. */
-  private place(spec: EndpointSpec, d: Discovered): { ep: Endpoint; touched: Set<string> } {
+  /**
+   * Attach the stack and enter the endpoint in the compiler; the caller
+   * commits. Undefined when the interface carries another instance's stack.
+   */
+  private place(spec: EndpointSpec, d: Discovered): { ep: Endpoint; touched: Set<string>; retired?: Endpoint } | undefined {
+    // The stack goes on first and drops everything until the endpoint's
+    // entries exist: there is no moment where the container is unguarded.
+    try {
+      this.o.datapath.attach(d.hostIfindex);
+    } catch (err) {
+      if (!(err instanceof ForeignStackError)) throw err;
+      this.block(spec, d, err);
+      return undefined;
+    }
+    this.unblock(spec.key);
     const old = this.endpoints.get(spec.key);
     const same = old && old.hostIfindex === d.hostIfindex && old.ipv4 === d.ipv4 && old.mac === d.mac;
     let identity: number;
+    let retired: Endpoint | undefined;
     if (same) {
       identity = old.identity;
     } else {
-      if (old) this.dropEndpoint(old);
+      // A container that comes back on another interface or address (a
+      // restart) is one change: its slice is replaced by the new one in the
+      // caller's commit, so its address passes from the old identity to the
+      // new in one write, never to nobody's in between.
+      if (old) {
+        this.unindex(old);
+        retired = old;
+      }
       // After a restart, the same interface with the same address keeps
       // its identity (and so its connections). Anything else is new.
       const prior = this.adoptable.get(d.hostIfindex);
@@ -189,9 +293,6 @@ export class Manager {
       gateway: d.gateway,
       bridge: d.bridge,
     };
-    // The stack goes on first and drops everything until the endpoint's
-    // entries exist: there is no moment where the container is unguarded.
-    this.o.datapath.attach(ep.hostIfindex);
     this.endpoints.set(spec.key, ep);
     this.guarded.delete(ep.hostIfindex);
     this.byIdentity.set(ep.identity, ep);
@@ -201,11 +302,12 @@ export class Manager {
     this.unprotected.delete(spec.key);
     const touched = this.compiler.upsertEndpoint(ep);
     touched.add(spec.key);
-    return { ep, touched };
+    return { ep, touched, ...(retired ? { retired } : {}) };
   }
 
   removeEndpoint(key: string, opts: { detach?: boolean } = {}): Promise<void> {
     return this.serial(async () => {
+      if (this.unblock(key)) this.unprotected.delete(key);
       const ep = this.endpoints.get(key);
       if (!ep) return;
       this.dropEndpoint(ep, opts.detach ?? true);
@@ -214,7 +316,16 @@ export class Manager {
   }
 
   private dropEndpoint(ep: Endpoint, detach = true): void {
-    this.endpoints.delete(ep.key);
+    this.unindex(ep);
+    const touched = this.compiler.removeEndpoint(ep.key);
+    touched.add(ep.key);
+    this.commit(touched, false);
+    this.retire(ep, detach);
+  }
+
+  /** Out of the network map's indexes (the compiler and the maps are the caller's). */
+  private unindex(ep: Endpoint): void {
+    if (this.endpoints.get(ep.key) === ep) this.endpoints.delete(ep.key);
     this.byIdentity.delete(ep.identity);
     if (this.byIfindex.get(ep.hostIfindex) === ep) {
       this.byIfindex.delete(ep.hostIfindex);
@@ -222,9 +333,10 @@ export class Manager {
         for (const other of this.endpoints.values()) if (other.hostIfindex === ep.hostIfindex) this.byIfindex.set(other.hostIfindex, other);
       }
     }
-    const touched = this.compiler.removeEndpoint(ep.key);
-    touched.add(ep.key);
-    this.commit(touched, false);
+  }
+
+  /** After the commit that took an endpoint's entries away: its identity, connections and (unless told not to) stack go. */
+  private retire(ep: Endpoint, detach: boolean): void {
     // The identity is retired for good; connections of the old owner of
     // this address are forgotten.
     this.ids.release(`ep:${ep.key}#${ep.hostIfindex}`);
@@ -238,7 +350,10 @@ export class Manager {
     }
   }
 
-  /** A container's veth appeared before the container is known: stack on, dropping everything. */
+  /**
+   * A container's veth appeared before the container is known: stack on,
+   * dropping everything. Never on an interface another instance protects.
+   */
   guardPort(hostIfindex: number): Promise<void> {
     return this.serial(async () => {
       if (this.endpointByIfindex(hostIfindex)) return;
@@ -246,7 +361,8 @@ export class Manager {
         this.o.datapath.attach(hostIfindex);
         this.guarded.add(hostIfindex);
       } catch (err) {
-        this.o.log.warn({ hostIfindex, err: (err as Error).message }, 'could not guard new port');
+        if (err instanceof ForeignStackError) this.warnForeign(hostIfindex, err.ownerPinPath, 'not guarding a new port');
+        else this.o.log.warn({ hostIfindex, err: (err as Error).message }, 'could not guard new port');
       }
     });
   }
@@ -270,45 +386,65 @@ export class Manager {
     this.unprotected.delete(key);
   }
 
-  /** Keep only these endpoint keys (after a platform resync). */
+  /** Keep only these endpoint keys (after a platform resync, a config reload). */
   retainOnly(keys: Set<string>): Promise<void> {
-    const gone = [...this.endpoints.keys()].filter((k) => !keys.has(k));
+    const gone = [...this.endpoints.keys(), ...this.blocked.keys()].filter((k) => !keys.has(k));
     return Promise.all(gone.map((k) => this.removeEndpoint(k))).then(() => undefined);
   }
 
   /** Recompile the given endpoint slices (and the global one) and write the differences. */
   private commit(keys: Set<string>, global: boolean): ApplyStats {
     const t0 = performance.now();
-    const ops: MapOp[] = [];
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, limits: this.o.limits };
-    if (global) ops.push(...this.slices.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx)));
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, modeOf: this.o.modeOf, limits: this.o.limits };
+    const store = this.reconciler.store;
+    if (global) {
+      store.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx));
+      store.replace(CONFIG_SLICE, this.compiler.configSlice(ctx, this.policyEpoch));
+    }
     for (const key of keys) {
       const ep = this.endpoints.get(key);
-      ops.push(...(ep ? this.slices.replace(key, this.compiler.endpointSlice(ep, ctx)) : this.slices.remove(key)));
+      if (ep) store.replace(key, this.compiler.endpointSlice(ep, ctx));
+      else store.remove(key);
     }
-    // Within one commit, put every upsert before every delete (each replace
-    // already orders its own writes by map).
-    ops.sort((a, b) => (a.op === b.op ? 0 : a.op === 'upsert' ? -1 : 1));
-    this.o.datapath.apply(ops);
-    if (ops.length) this.generation++;
-    const stats = { ops: ops.length, slices: keys.size, ms: performance.now() - t0 };
+    // every slice's net changes, together, in the one order (a failed write is the reconciler's to repair)
+    const { ops, ok } = this.reconciler.flush();
+    if (ops) this.generation++;
+    // the whole change is written: established connections meet the policy now in force
+    // (after a failed write, once the resync has repaired the maps)
+    if (ops && ok) this.newPolicyEpoch();
+    const stats = { ops, slices: keys.size, ms: performance.now() - t0 };
     this.lastApply = stats;
     return stats;
   }
 
-  /** Rewrite every entry (after a restart, to repair whatever a crash left half-done). */
-  resyncAll(): Promise<ApplyStats> {
-    return this.serial(async () => this.commit(new Set(this.endpoints.keys()), true));
+  /** The next policy epoch, written as the last write of a change (bpf/lib/verdict.h, ct_recheck). */
+  private newPolicyEpoch(): void {
+    this.policyEpoch = (this.policyEpoch + 1) >>> 0 || 1;
+    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, modeOf: this.o.modeOf, limits: this.o.limits };
+    this.reconciler.store.replace(CONFIG_SLICE, this.compiler.configSlice(ctx, this.policyEpoch));
+    this.reconciler.flush();
+  }
+
+  /** The daemon's view of these endpoints' modes changed (see ManagerOptions.modeOf): rewrite their entries. */
+  refreshModes(keys: Iterable<string>): Promise<ApplyStats> {
+    return this.serial(async () => this.commit(new Set([...keys].filter((k) => this.endpoints.has(k))), false));
+  }
+
+  /** An endpoint's mode as its stack runs it. */
+  effectiveMode(ep: Endpoint): PolicySet['mode'] {
+    if (this.mode === 'audit') return 'audit';
+    return this.o.modeOf?.(ep) ?? ep.mode ?? this.mode;
   }
 
   /**
-   * After start-up: delete map entries and detach stacks that a previous run
-   * left and this one does not manage (containers dropped from the config
-   * while the daemon was down).
+   * After start-up: bring the maps in line (entries a previous run left and
+   * this one does not want go: containers dropped from the config while the
+   * daemon was down) and detach this instance's stacks from interfaces it no
+   * longer manages. Another instance's stacks are never touched.
    */
-  pruneLeftovers(): Promise<{ entries: number; stacks: number }> {
+  async pruneLeftovers(): Promise<{ entries: number; stacks: number }> {
+    const maps = await this.reconciler.check('startup');
     return this.serial(async () => {
-      const entries = this.o.datapath.prune(this.slices.all());
       const mine = new Set([...this.endpoints.values()].map((e) => e.hostIfindex));
       for (const g of this.guarded) mine.add(g);
       let stacks = 0;
@@ -322,8 +458,169 @@ export class Manager {
         stacks++;
       }
       this.adoptable.clear();
-      return { entries, stacks };
+      return { entries: maps.repaired, stacks };
     });
+  }
+
+  /**
+   * Check that what the kernel holds is what this instance wants, and put
+   * right what is not: every managed map read back and compared (see
+   * reconciler.ts), every stack of an endpoint or guarded port queried (one
+   * missing, or replaced by something that is not Bastion's, is attached
+   * again; another instance's is reported, never touched), and endpoints
+   * whose interface vanished found again (a container restarted in a new
+   * network namespace). Concurrent calls of the map part share one run.
+   */
+  async verify(reason: CheckReason): Promise<VerifyReport> {
+    const t0 = performance.now();
+    const maps = await this.reconciler.check(reason);
+    const stacks = await this.checkStacks(reason);
+    const clean = maps.clean && stacks.foreign.length === 0 && stacks.lost.length === 0 && this.blocked.size === 0;
+    return { reason, at: maps.at, ms: +(performance.now() - t0).toFixed(1), maps, stacks, clean };
+  }
+
+  private async checkStacks(reason: CheckReason): Promise<VerifyReport['stacks']> {
+    const out: VerifyReport['stacks'] = { checked: 0, reattached: 0, foreign: [], rediscovered: [], lost: [] };
+    const dp = this.o.datapath;
+    const broken: Array<{ ifindex: number; ep?: Endpoint; state: StackState }> = [];
+    const gone: Endpoint[] = [];
+    // Stack queries are netlink round trips: a few hundred at a time, then the event loop gets a turn.
+    let n = 0;
+    const breathe = async () => {
+      if (++n % 256 === 0) await new Promise((r) => setImmediate(r));
+    };
+    for (const ep of [...this.endpoints.values()]) {
+      await breathe();
+      const s = dp.stackState(ep.hostIfindex);
+      out.checked++;
+      if (s.gone) gone.push(ep);
+      else if (s.owner === 'foreign') {
+        out.foreign.push({ endpoint: ep.name, hostIfindex: ep.hostIfindex, ownerPinPath: s.ownerPinPath });
+        this.warnForeign(ep.hostIfindex, s.ownerPinPath, `endpoint ${ep.name} lost its stack to`);
+      } else if (!s.ok) broken.push({ ifindex: ep.hostIfindex, ep, state: s });
+    }
+    for (const ifindex of [...this.guarded]) {
+      await breathe();
+      const s = dp.stackState(ifindex);
+      out.checked++;
+      if (s.gone || s.owner === 'foreign') {
+        // gone with its container, or another instance's now: not ours to guard
+        this.guarded.delete(ifindex);
+        if (s.owner === 'foreign') this.warnForeign(ifindex, s.ownerPinPath, 'stopped guarding a port taken by');
+      } else if (!s.ok) broken.push({ ifindex, state: s });
+    }
+    await this.serial(async () => {
+      for (const b of broken) {
+        // still ours to protect, on the same interface?
+        if (b.ep ? this.endpoints.get(b.ep.key) !== b.ep : !this.guarded.has(b.ifindex)) continue;
+        try {
+          dp.attach(b.ifindex);
+        } catch (err) {
+          if (err instanceof ForeignStackError) this.warnForeign(b.ifindex, err.ownerPinPath, 'could not put a stack back: interface taken by');
+          else this.o.log.error({ hostIfindex: b.ifindex, endpoint: b.ep?.name, err: (err as Error).message }, 'could not put a missing stack back');
+          continue;
+        }
+        out.reattached++;
+        const was = b.state.owner === 'other' ? 'replaced by a program that is not Bastion\'s' : b.state.owner === 'earlier' ? 'a previous run\'s' : 'missing';
+        this.o.log.warn({ endpoint: b.ep?.name, hostIfindex: b.ifindex, hostInterface: b.ep?.hostIfname, was, reason }, 'drift repaired: stack attached again');
+        this.reconciler.recordRepair({ map: 'stack', kind: 'reattached', hostIfindex: b.ifindex, identity: b.ep?.identity, reason });
+      }
+    });
+    // Interfaces that vanished: the container may be back in a new namespace, with a new veth.
+    for (const ep of gone) {
+      let d: Discovered;
+      try {
+        // discovery looks again at everything: the old interface's values are not the new one's
+        d = await this.o.node.discover(specOf(ep));
+      } catch (err) {
+        out.lost.push(ep.name);
+        if (!this.warnedLost.has(ep.key)) {
+          this.warnedLost.add(ep.key);
+          this.o.log.error({ endpoint: ep.name, hostInterface: ep.hostIfname, err: (err as Error).message }, 'endpoint interface vanished and the container cannot be found again: not protected until it is');
+        }
+        continue;
+      }
+      this.warnedLost.delete(ep.key);
+      const spec = this.endpoints.get(ep.key);
+      if (!spec || spec.hostIfindex !== ep.hostIfindex) continue; // changed meanwhile
+      const placed = await this.upsertEndpoint(specOf(spec), d);
+      if (!placed) continue;
+      out.rediscovered.push(ep.name);
+      this.o.log.warn({ endpoint: ep.name, hostInterface: d.hostIfname, identity: placed.identity, reason }, 'drift repaired: endpoint found again on a new interface');
+      this.reconciler.recordRepair({ map: 'stack', kind: 'rediscovered', hostIfindex: d.hostIfindex, identity: placed.identity, reason });
+    }
+    for (const b of this.blocked.values()) out.foreign.push({ endpoint: b.spec.name, hostIfindex: b.d.hostIfindex, ownerPinPath: b.owner });
+    return out;
+  }
+
+  /** Blocked containers: the interface carried another instance's stack. Listed unprotected; tried again soon. */
+  private block(spec: EndpointSpec, d: Discovered, err: ForeignStackError): void {
+    const old = this.endpoints.get(spec.key);
+    if (old) this.dropEndpoint(old, old.hostIfindex !== d.hostIfindex);
+    this.blocked.set(spec.key, { spec, d, owner: err.ownerPinPath });
+    this.unprotected.set(spec.key, { key: spec.key, name: spec.name, reason: err.message });
+    // asked to protect a container it cannot: an error, not a warning
+    this.warnForeign(d.hostIfindex, err.ownerPinPath, `not protecting ${spec.name}: its interface carries the stack of`, 'error');
+    this.scheduleBlockedRetry();
+  }
+
+  private unblock(key: string): boolean {
+    if (!this.blocked.delete(key)) return false;
+    this.unprotected.delete(key);
+    return true;
+  }
+
+  private scheduleBlockedRetry(): void {
+    if (this.blockedTimer || !this.blocked.size) return;
+    this.blockedTimer = setTimeout(() => {
+      this.blockedTimer = undefined;
+      void this.retryBlocked();
+    }, BLOCKED_RETRY_MS);
+    this.blockedTimer.unref();
+  }
+
+  /** Take up blocked containers whose interface no longer carries another instance's stack. */
+  private async retryBlocked(): Promise<void> {
+    for (const [key, b] of [...this.blocked]) {
+      const s = this.o.datapath.stackState(b.d.hostIfindex);
+      if (s.owner === 'foreign') continue;
+      try {
+        const d = s.gone ? await this.o.node.discover(b.spec) : b.d;
+        if (this.blocked.get(key) !== b) continue;
+        const ep = await this.upsertEndpoint(b.spec, d);
+        if (ep) this.o.log.warn({ endpoint: ep.name, hostInterface: ep.hostIfname }, 'the other instance let go of the interface: endpoint protected by this one now');
+      } catch (err) {
+        this.o.log.debug({ endpoint: b.spec.name, err: (err as Error).message }, 'blocked endpoint not placed yet');
+      }
+    }
+    this.scheduleBlockedRetry();
+  }
+
+  private warnForeign(hostIfindex: number, owner: string | undefined, what: string, level: 'warn' | 'error' = 'warn'): void {
+    const said = this.warnedForeign.get(hostIfindex);
+    if (said === (owner ?? '?') + what) return;
+    this.warnedForeign.set(hostIfindex, (owner ?? '?') + what);
+    this.o.log[level](
+      { hostIfindex, ownerPinPath: owner ?? 'unknown' },
+      `${what} another Bastion instance's stack: an instance never guards, replaces or detaches another's`,
+    );
+  }
+
+  /** Containers left unprotected because their interface carries another instance's stack. */
+  blockedNames(): string[] {
+    return [...this.blocked.values()].map((b) => b.spec.name);
+  }
+
+  /** The update path's health: dirty (a write failed) and resyncing, the last check, the repairs. */
+  health(): ReconcilerHealth & { blocked: number } {
+    return { ...this.reconciler.health(), blocked: this.blocked.size };
+  }
+
+  /** Stops the timers (resync, blocked retries); the maps and stacks stay. */
+  close(): void {
+    this.reconciler.close();
+    if (this.blockedTimer) clearTimeout(this.blockedTimer);
+    this.blockedTimer = undefined;
   }
 
   /** Every rule in force, in order (status; costs the number of rules). */
@@ -332,11 +629,12 @@ export class Manager {
   }
 
   entryCounts(): Record<string, number> {
+    const store = this.reconciler.store;
     return {
-      policy: this.slices.count('bastion_policy'),
-      neigh: this.slices.count('bastion_neigh'),
-      ipcache: this.slices.count('bastion_ipcache'),
-      endpoints: this.slices.count('bastion_ep'),
+      policy: store.count(MAP_NAMES.policy),
+      neigh: store.count(MAP_NAMES.neigh),
+      ipcache: store.count(MAP_NAMES.ipcache),
+      endpoints: store.count(MAP_NAMES.endpoints),
     };
   }
 
@@ -346,7 +644,17 @@ export class Manager {
     return this.byIdentity.get(identity)?.name ?? this.compiler.cidrName(identity);
   }
 
+  endpointByIdentity(identity: number): Endpoint | undefined {
+    return this.byIdentity.get(identity);
+  }
+
   endpointByIfindex(ifindex: number): Endpoint | undefined {
     return this.byIfindex.get(ifindex);
   }
+}
+
+/** The platform's description of an endpoint, without what discovery found (so discovery looks again). */
+function specOf(ep: Endpoint): EndpointSpec {
+  const { identity: _i, ipv4: _a, mac: _m, hostIfindex: _h, hostIfname: _n, gwMac: _g, gateway: _w, bridge: _b, ...spec } = ep;
+  return spec;
 }

@@ -41,6 +41,8 @@ export interface SliceEnv {
   endpoints: Map<string, Endpoint>;
   hostAddrs: string[];
   mode: Mode;
+  /** the endpoint's mode as the daemon resolves it (a run-time override, a policy in audit mode), over its spec's */
+  modeOf?: (ep: Endpoint) => Mode | undefined;
   limits?: DatapathLimits;
 }
 
@@ -116,7 +118,7 @@ export class SliceCompiler {
 
   endpointSlice(ep: Endpoint, env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
-    const flags = (ep.mode ?? env.mode) === 'audit' && env.mode !== 'audit' ? EP_F_AUDIT : 0;
+    const flags = (env.modeOf?.(ep) ?? ep.mode ?? env.mode) === 'audit' && env.mode !== 'audit' ? EP_F_AUDIT : 0;
     const info = encodeEndpointInfo({
       identity: ep.identity,
       ifindex: ep.hostIfindex,
@@ -150,7 +152,7 @@ export class SliceCompiler {
     return set;
   }
 
-  /** Host addresses, registered CIDR prefixes, world, and the datapath config. */
+  /** Host addresses, registered CIDR prefixes, world (the datapath config is configSlice's). */
   globalSlice(env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
     // host addresses, or prefixes the host delivers locally ("127.0.0.0/8")
@@ -164,6 +166,16 @@ export class SliceCompiler {
     };
     for (const host of env.hostAddrs) ipcache(host, ID_HOST, IPC_F_HOST);
     for (const [cidr, identity] of this.ctx.registeredPrefixes()) ipcache(cidr, identity, 0);
+    return set;
+  }
+
+  /**
+   * The datapath config, a slice of its own: the manager rewrites it after
+   * every change (a new policy epoch, bpf/lib/verdict.h), and that must not
+   * cost a pass over the global slice's prefixes.
+   */
+  configSlice(env: SliceEnv, policyEpoch: number): EntrySet {
+    const set = emptyEntrySet();
     addEntry(set, {
       map: MAP_NAMES.config,
       key: encodeU32(0),
@@ -174,6 +186,7 @@ export class SliceCompiler {
         ctOtherLifetimeS: 0,
         eventsPerSec: env.limits?.eventsPerSec ?? 0,
         ctPerEndpoint: env.limits?.ctPerEndpoint ?? 0,
+        policyEpoch,
       }),
     });
     return set;

@@ -59,6 +59,12 @@ export interface PolicyConfig {
   to: PolicyEnd;
   /** undefined: every protocol and port */
   ports?: PortRange[];
+  /**
+   * audit: the containers this policy selects (either end) run in audit
+   * mode (what they would drop is let through and reported as AUDIT),
+   * unless the container's own mode says otherwise; see docs/learning.md
+   */
+  mode?: Mode;
 }
 
 export interface BastionConfig {
@@ -84,7 +90,7 @@ export const RESERVED_LABEL_PREFIX = 'bastion.io/';
 
 const ROOT_FIELDS = ['mode', 'containers', 'policies'];
 const CONTAINER_FIELDS = ['name', 'netns', 'interface', 'labels', 'mode'];
-const POLICY_FIELDS = ['name', 'from', 'to', 'ports'];
+const POLICY_FIELDS = ['name', 'from', 'to', 'ports', 'mode', 'evidence'];
 const CIDR_FIELDS = ['cidr', 'except'];
 
 // ============================================================== schemas
@@ -268,6 +274,15 @@ function policySchema(containerNames: ReadonlySet<string>) {
     from: policyEnd(containerNames),
     to: policyEnd(containerNames),
     ports: portsField.optional(),
+    mode: z.enum(['enforce', 'audit']).optional(),
+    /** what `bastion learn` saw (accepted and ignored: it documents the policy, it does not change it) */
+    evidence: z
+      .strictObject({
+        flows: z.number().int().min(0).optional(),
+        firstSeen: z.string().optional(),
+        lastSeen: z.string().optional(),
+      })
+      .optional(),
   });
 }
 
@@ -606,7 +621,13 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
         }
       }
     }
-    policies.push({ name: p.name, from: interned.end(p.from), to: interned.end(p.to), ...(p.ports !== undefined ? { ports: interned.ports(p.ports) } : {}) });
+    policies.push({
+      name: p.name,
+      from: interned.end(p.from),
+      to: interned.end(p.to),
+      ...(p.ports !== undefined ? { ports: interned.ports(p.ports) } : {}),
+      ...(p.mode !== undefined ? { mode: p.mode } : {}),
+    });
   });
 
   if (c.errors.length > 0) return { ok: false, errors: c.errors };

@@ -3,6 +3,16 @@
  * (desired): per map, what to upsert and what to delete, and the one order
  * in which the agent must write them. Pure.
  *
+ * The order is writeOrder(), and it is the daemon's: the manager's
+ * reconciler (src/manager/reconciler.ts) hands it the net writes of every
+ * commit, of every resync and of every drift repair. diffEntries() is the
+ * same order over two whole states (decoded entries), for tests and tools.
+ * writeOrder() never looks at the whole state: it classifies identities
+ * from the writes themselves and from how many resolution keys map to each
+ * identity now (IdentityCounts, kept up to date by the slice store), so a
+ * change costs in proportion to its writes, not to the 220,000 entries of
+ * 5,000 containers.
+ *
  * Entry sets are maps from canonical key strings (compile.ts:
  * policyKeyString, neighKeyString, ipcacheKeyString; for the endpoint maps
  * any string that is equal exactly when the map keys are) to entries.
@@ -91,6 +101,21 @@
  * replaced by another never leaves a moment with neither (established and
  * new allowed connections keep flowing), and a loosened policy applies
  * before any tightening.
+ *
+ * Maps outside the proof: bastion_ep_stat (the datapath's counters, and the
+ * record of where a stack is attached) is created with the endpoint entries
+ * (step 5) and deleted last; it decides no verdict.
+ *
+ * Classifying from the writes alone. With n(id) the number of resolution
+ * keys (ipcache, endpoint-address and endpoint entries) that map to id now,
+ * and d(id) what the writes add and take away (a write whose key maps to a
+ * before and b after counts -1 for a and +1 for b when a ≠ b):
+ *   live now     n(id) > 0            (ID_ANY and ID_WORLD always)
+ *   live after   n(id) + d(id) > 0    (likewise)
+ *   rekeyed      n(id) > 0, n(id) + d(id) > 0, and some write moves a key
+ *                to or from id (its key set differs exactly then)
+ *   an endpoint's identity: an endpoint key maps to it now, or a write
+ *                gives one to it.
  */
 import type { DatapathConfig, EndpointInfo, NeighKey } from '../datapath/layout.js';
 import { ID_ANY, ID_WORLD } from '../datapath/layout.js';
@@ -136,6 +161,157 @@ export interface Diff {
   ops: DiffOp[];
 }
 
+// ================================================================ the order
+
+/** The maps whose writes are ordered: those of the proof, and the datapath's per-endpoint counters. */
+export type WriteMap = MapKind | 'epStats';
+
+/** What the order needs to know of one write (the map entry itself stays with the caller). */
+export interface Write {
+  map: WriteMap;
+  op: 'upsert' | 'delete';
+  /** policy and neigh: the entry's endpoint identity and peer identity */
+  epId?: number;
+  peerId?: number;
+  /** ipcache: the key's prefix length */
+  prefixlen?: number;
+  /** ipcache, endpointsByIp, endpoints: the identity the key maps to before the write and after it (undefined: no entry) */
+  before?: number;
+  after?: number;
+}
+
+/** The resolution keys of the state the writes start from, counted by the identity they map to. */
+export interface IdentityCounts {
+  /** keys of bastion_ipcache, bastion_ep_ip and bastion_ep that map to `id` */
+  keys(id: number): number;
+  /** of those, the keys of bastion_ep_ip and bastion_ep (an endpoint's) */
+  endpointKeys(id: number): number;
+}
+
+const isResolution = (m: WriteMap): boolean => m === 'ipcache' || m === 'endpointsByIp' || m === 'endpoints';
+
+/* Phases of the header, numbered as there; 3 and 8 are split by kind of key. */
+const P_DELETE_ARRIVING = 0;
+const P_UPSERT_EARLY = 1;
+const P_DELETE_REKEYED = 2;
+const P_RESOLVE_PREFIXES = 3;
+const P_RESOLVE_EP_ADDRS = 4;
+const P_RESOLVE_EP_PREFIXES = 5;
+const P_UPSERT_STABLE = 6;
+const P_UPSERT_ENDPOINTS = 7;
+const P_DELETE_ENDPOINTS = 8;
+const P_DELETE_STABLE = 9;
+const P_UNRESOLVE_EP_PREFIXES = 10;
+const P_UNRESOLVE_EP_ADDRS = 11;
+const P_UNRESOLVE_PREFIXES = 12;
+const P_UPSERT_LATE = 13;
+const P_DELETE_LATE = 14;
+const P_DELETE_STATS = 15;
+const PHASES = 16;
+
+/**
+ * The one order of map writes (see the header): the indexes of `writes` in
+ * the order they must be applied. `now` counts the resolution keys of the
+ * state the writes start from. Costs in proportion to the writes.
+ */
+export function writeOrder(writes: readonly Write[], now: IdentityCounts): number[] {
+  // What the writes do to the resolution keys of each identity.
+  const delta = new Map<number, number>();
+  const moved = new Set<number>();
+  const endpointAfter = new Set<number>();
+  for (const w of writes) {
+    if (!isResolution(w.map)) continue;
+    if (w.map !== 'ipcache' && w.after !== undefined) endpointAfter.add(w.after);
+    if (w.before === w.after) continue;
+    if (w.before !== undefined) {
+      delta.set(w.before, (delta.get(w.before) ?? 0) - 1);
+      moved.add(w.before);
+    }
+    if (w.after !== undefined) {
+      delta.set(w.after, (delta.get(w.after) ?? 0) + 1);
+      moved.add(w.after);
+    }
+  }
+  const ARRIVING = 1;
+  const DEPARTING = 2;
+  const REKEYED = 4;
+  /** an identity's class as a bit (0: stable) */
+  const cls = (id: number): number => {
+    const n = now.keys(id);
+    const after = n + (delta.get(id) ?? 0);
+    const always = id === ID_ANY || id === ID_WORLD;
+    if (!always && n <= 0) return ARRIVING;
+    if (!always && after <= 0) return DEPARTING;
+    return n > 0 && after > 0 && moved.has(id) ? REKEYED : 0;
+  };
+  const isEndpointId = (id: number | undefined): boolean => id !== undefined && (now.endpointKeys(id) > 0 || endpointAfter.has(id));
+
+  const phase = (w: Write): number => {
+    switch (w.map) {
+      case 'policy':
+      case 'neigh': {
+        const k = cls(w.epId!) | cls(w.peerId!);
+        const wildcard = w.peerId === ID_ANY;
+        if (w.op === 'upsert') {
+          if (k & (DEPARTING | REKEYED)) return P_UPSERT_LATE;
+          // a wildcard-peer entry of the new state allows, in the new state, whatever the peer is
+          return k & ARRIVING || wildcard ? P_UPSERT_EARLY : P_UPSERT_STABLE;
+        }
+        if (k & ARRIVING) return P_DELETE_ARRIVING;
+        if (k & REKEYED) return P_DELETE_REKEYED;
+        // an old wildcard-peer entry allowed, in the old state, whatever the peer is
+        return k & DEPARTING || wildcard ? P_DELETE_LATE : P_DELETE_STABLE;
+      }
+      case 'ipcache': {
+        const ep = isEndpointId(w.op === 'upsert' ? w.after : w.before);
+        if (w.op === 'upsert') return ep ? P_RESOLVE_EP_PREFIXES : P_RESOLVE_PREFIXES;
+        return ep ? P_UNRESOLVE_EP_PREFIXES : P_UNRESOLVE_PREFIXES;
+      }
+      case 'endpointsByIp':
+        return w.op === 'upsert' ? P_RESOLVE_EP_ADDRS : P_UNRESOLVE_EP_ADDRS;
+      case 'endpoints':
+      case 'config':
+        return w.op === 'upsert' ? P_UPSERT_ENDPOINTS : P_DELETE_ENDPOINTS;
+      case 'epStats':
+        return w.op === 'upsert' ? P_UPSERT_ENDPOINTS : P_DELETE_STATS;
+    }
+  };
+  /** within a phase: policy before neigh, counters before endpoints before config (as the header lists them) */
+  const RANK: Record<WriteMap, number> = { policy: 0, neigh: 1, ipcache: 0, endpointsByIp: 0, epStats: 0, endpoints: 1, config: 2 };
+
+  const buckets: number[][] = Array.from({ length: PHASES * 3 }, () => []);
+  writes.forEach((w, i) => buckets[phase(w) * 3 + RANK[w.map]]!.push(i));
+  const out: number[] = [];
+  for (let p = 0; p < PHASES; p++) {
+    for (let r = 0; r < 3; r++) {
+      const b = buckets[p * 3 + r]!;
+      if (!b.length) continue;
+      // prefixes: longest first while they come, shortest first while they go
+      if (p === P_RESOLVE_PREFIXES || p === P_RESOLVE_EP_PREFIXES) b.sort((x, y) => writes[y]!.prefixlen! - writes[x]!.prefixlen! || x - y);
+      if (p === P_UNRESOLVE_PREFIXES || p === P_UNRESOLVE_EP_PREFIXES) b.sort((x, y) => writes[x]!.prefixlen! - writes[y]!.prefixlen! || x - y);
+      for (const i of b) out.push(i);
+    }
+  }
+  return out;
+}
+
+/** The resolution keys of a whole state, counted by identity (a full scan: for tests, tools and resyncs). */
+export function countIdentities(s: EntrySets): IdentityCounts {
+  const keys = new Map<number, number>();
+  const eps = new Map<number, number>();
+  const add = (m: Map<number, number>, id: number) => m.set(id, (m.get(id) ?? 0) + 1);
+  for (const e of s.ipcache?.values() ?? []) add(keys, e.val.identity);
+  for (const st of [s.endpointsByIp, s.endpoints]) {
+    for (const e of st?.values() ?? []) {
+      add(keys, e.val.identity);
+      add(eps, e.val.identity);
+    }
+  }
+  return { keys: (id) => keys.get(id) ?? 0, endpointKeys: (id) => eps.get(id) ?? 0 };
+}
+
+// ================================================================ whole states
+
 /** Structural equality of two values (plain objects, arrays, primitives). */
 export function sameValue(a: unknown, b: unknown): boolean {
   if (a === b) return true;
@@ -149,13 +325,6 @@ export function sameValue(a: unknown, b: unknown): boolean {
     if (!sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
   }
   return true;
-}
-
-/** Identities some address can resolve to in this state. */
-export function liveIdentities(s: EntrySets): Set<number> {
-  const live = new Set<number>([ID_ANY, ID_WORLD]);
-  for (const id of keysByIdentity(s).keys()) live.add(id);
-  return live;
 }
 
 /** identity → the keys (of the ipcache and the endpoint maps) that map to it */
@@ -172,7 +341,7 @@ function keysByIdentity(s: EntrySets): Map<number, Set<string>> {
   return out;
 }
 
-/** Identities live in both states whose set of keys differs (see the header). */
+/** Identities live in both states whose set of keys differs (see the header; a reference for tests). */
 export function rekeyedIdentities(current: EntrySets, desired: EntrySets): Set<number> {
   const a = keysByIdentity(current);
   const b = keysByIdentity(desired);
@@ -184,37 +353,50 @@ export function rekeyedIdentities(current: EntrySets, desired: EntrySets): Set<n
   return out;
 }
 
-function entryIds(map: 'policy' | 'neigh', e: PolicyEntry | NeighKey): [number, number] {
-  if (map === 'policy') {
-    const k = (e as PolicyEntry).key;
-    return [k.epId, k.peerId];
-  }
-  const n = e as NeighKey;
-  return [n.epId, n.peerId];
-}
-
 function changed(map: MapKind, a: unknown, b: unknown): boolean {
   if (map === 'neigh') return false; // the key is everything
   return !sameValue((a as { val: unknown }).val, (b as { val: unknown }).val);
 }
 
+/** What the order needs to know of a write of this decoded entry (`old`: the entry it replaces or deletes). */
+function facts(map: MapKind, op: 'upsert' | 'delete', entry: unknown, old: unknown): Write {
+  switch (map) {
+    case 'policy': {
+      const k = (entry as PolicyEntry).key;
+      return { map, op, epId: k.epId, peerId: k.peerId };
+    }
+    case 'neigh': {
+      const n = entry as NeighKey;
+      return { map, op, epId: n.epId, peerId: n.peerId };
+    }
+    case 'ipcache':
+    case 'endpointsByIp':
+    case 'endpoints': {
+      const id = (e: unknown) => (e === undefined ? undefined : (e as { val: { identity: number } }).val.identity);
+      const prefixlen = map === 'ipcache' ? (entry as IpcacheEntry).key.prefixlen : undefined;
+      return { map, op, prefixlen, before: id(old), after: op === 'upsert' ? id(entry) : undefined };
+    }
+    case 'config':
+      return { map, op };
+  }
+}
+
 /** The ordered operations that turn `current` into `desired` (see the header for the order). */
 export function diffEntries(current: EntrySets, desired: EntrySets): Diff {
   const maps = {} as Record<MapKind, { upserts: unknown[]; deletes: unknown[] }>;
-  const upKeys = {} as Record<MapKind, string[]>;
-  const delKeys = {} as Record<MapKind, string[]>;
+  const writes: Write[] = [];
+  const ops: DiffOp[] = [];
   for (const m of MAP_KINDS) {
     const cur = current[m] as ReadonlyMap<string, unknown> | undefined;
     const want = desired[m] as ReadonlyMap<string, unknown> | undefined;
     const d = { upserts: [] as unknown[], deletes: [] as unknown[] };
-    upKeys[m] = [];
-    delKeys[m] = [];
     if (want) {
       for (const [k, e] of want) {
         const old = cur?.get(k);
         if (old === undefined || changed(m, old, e)) {
           d.upserts.push(e);
-          upKeys[m].push(k);
+          writes.push(facts(m, 'upsert', e, old));
+          ops.push({ op: 'upsert', map: m, key: k, entry: e } as DiffOp);
         }
       }
     }
@@ -223,108 +405,15 @@ export function diffEntries(current: EntrySets, desired: EntrySets): Diff {
       for (const [k, e] of cur) {
         if (!want.has(k)) {
           d.deletes.push(e);
-          delKeys[m].push(k);
+          writes.push(facts(m, 'delete', e, e));
+          ops.push({ op: 'delete', map: m, key: k, entry: e } as DiffOp);
         }
       }
     }
     maps[m] = d;
   }
-
-  const liveNow = liveIdentities(current);
-  const liveAfter = liveIdentities(desired);
-  // an identity that comes or goes is handled as inert on the side where it is not live
-  const rekeyed = rekeyedIdentities(current, desired);
-  const ops: DiffOp[] = [];
-  const push = (op: 'upsert' | 'delete', m: MapKind, i: number) => {
-    const entry = (op === 'upsert' ? maps[m].upserts : maps[m].deletes)[i];
-    const key = (op === 'upsert' ? upKeys[m] : delKeys[m])[i]!;
-    ops.push({ op, map: m, key, entry } as DiffOp);
-  };
-  // Each identity of an entry is arriving (live only after), departing (live only now), rekeyed, or stable.
-  type Cls = 'arriving' | 'departing' | 'rekeyed' | 'stable';
-  const kinds = (m: 'policy' | 'neigh', e: unknown): Set<Cls> =>
-    new Set(
-      entryIds(m, e as PolicyEntry | NeighKey).map((id): Cls => {
-        const now = liveNow.has(id);
-        const after = liveAfter.has(id);
-        if (!now) return 'arriving';
-        if (!after) return 'departing';
-        return rekeyed.has(id) ? 'rekeyed' : 'stable';
-      }),
-    );
-  const wildcard = (m: 'policy' | 'neigh', e: unknown) => entryIds(m, e as PolicyEntry | NeighKey)[1] === ID_ANY;
-  /** when an upsert may be written: while inert, or once every identity has its final keys */
-  const upsertPhase = (m: 'policy' | 'neigh', e: unknown): 'early' | 'stable' | 'late' => {
-    const k = kinds(m, e);
-    if (k.has('departing') || k.has('rekeyed')) return 'late';
-    // a wildcard-peer entry of the new state allows, in the new state, whatever the peer is
-    if (k.has('arriving') || wildcard(m, e)) return 'early';
-    return 'stable';
-  };
-  /** when a delete may be made: while inert, before the keys change (tightening), or once inert again */
-  const deletePhase = (m: 'policy' | 'neigh', e: unknown): 'early' | 'rekeyed' | 'stable' | 'late' => {
-    const k = kinds(m, e);
-    if (k.has('arriving')) return 'early';
-    if (k.has('rekeyed')) return 'rekeyed';
-    // an old wildcard-peer entry allowed, in the old state, whatever the peer is
-    if (k.has('departing') || wildcard(m, e)) return 'late';
-    return 'stable';
-  };
-  const upserts = (phase: ReturnType<typeof upsertPhase>) => {
-    for (const m of ['policy', 'neigh'] as const)
-      maps[m].upserts.forEach((e, i) => {
-        if (upsertPhase(m, e) === phase) push('upsert', m, i);
-      });
-  };
-  const deletes = (phase: ReturnType<typeof deletePhase>) => {
-    for (const m of ['policy', 'neigh'] as const)
-      maps[m].deletes.forEach((e, i) => {
-        if (deletePhase(m, e) === phase) push('delete', m, i);
-      });
-  };
-  // ipcache entries of endpoints (their /32) move with the endpoint-address map, after (before) every prefix
-  const endpointIds = new Set<number>();
-  for (const st of [current, desired]) {
-    for (const e of st.endpointsByIp?.values() ?? []) endpointIds.add(e.val.identity);
-    for (const e of st.endpoints?.values() ?? []) endpointIds.add(e.val.identity);
-  }
-  const isEndpointKey = (e: IpcacheEntry) => endpointIds.has(e.val.identity);
-  const byPrefix = (which: 'upserts' | 'deletes', dir: 1 | -1, endpoints: boolean) =>
-    (maps.ipcache[which] as IpcacheEntry[])
-      .map((e, i) => [e.key.prefixlen, i, isEndpointKey(e)] as const)
-      .filter(([, , ep]) => ep === endpoints)
-      .sort((x, y) => dir * (x[0] - y[0]) || x[1] - y[1])
-      .map(([, i]) => i);
-
-  // 0. deletes inert already; 1. upserts still inert
-  deletes('early');
-  upserts('early');
-  // 2. rekeyed identities keep only entries of both states
-  deletes('rekeyed');
-  // 3. resolution: prefixes longest first, then endpoint addresses (exact, then their /32)
-  for (const i of byPrefix('upserts', -1, false)) push('upsert', 'ipcache', i);
-  maps.endpointsByIp.upserts.forEach((_, i) => push('upsert', 'endpointsByIp', i));
-  for (const i of byPrefix('upserts', -1, true)) push('upsert', 'ipcache', i);
-  // 4. upserts between stable identities
-  upserts('stable');
-  // 5. endpoints, config
-  maps.endpoints.upserts.forEach((_, i) => push('upsert', 'endpoints', i));
-  maps.config.upserts.forEach((_, i) => push('upsert', 'config', i));
-  // 6. endpoints
-  maps.endpoints.deletes.forEach((_, i) => push('delete', 'endpoints', i));
-  maps.config.deletes.forEach((_, i) => push('delete', 'config', i));
-  // 7. deletes between stable identities
-  deletes('stable');
-  // 8. resolution: endpoint addresses (their /32, then exact), then prefixes shortest first
-  for (const i of byPrefix('deletes', 1, true)) push('delete', 'ipcache', i);
-  maps.endpointsByIp.deletes.forEach((_, i) => push('delete', 'endpointsByIp', i));
-  for (const i of byPrefix('deletes', 1, false)) push('delete', 'ipcache', i);
-  // 9. upserts involving rekeyed or departed identities, now at their final keys
-  upserts('late');
-  // 10. deletes involving departed identities (inert now)
-  deletes('late');
-
-  return { maps: maps as unknown as MapDiff, ops };
+  const order = writeOrder(writes, countIdentities(current));
+  return { maps: maps as unknown as MapDiff, ops: order.map((i) => ops[i]!) };
 }
 
 /** Applies operations to a copy of `state` (what the maps hold afterwards). Pure. */

@@ -22,6 +22,27 @@ import YAML from 'yaml';
 import { createTopology, freeSubnet24, type Container, type Topology } from './netns.js';
 import { flushNeighbours, nsRun, startBackground, stopBackground, type Background, type RunResult } from './probes.js';
 import { pinNeighbour } from './attacks.js';
+import { flowHistoryDirFor, modesFileFor } from '../../src/api/paths.js';
+import { dirname } from 'node:path';
+
+/**
+ * What a daemon of this pin path keeps outside bpffs: its flow history
+ * (under the state directory) and the modes set at run time. Removed when
+ * the test process exits, whatever happened, for every pin path a test
+ * started a daemon on.
+ */
+const stateToRemove = new Set<string>();
+function removeStateAtExit(pinPath: string): void {
+  if (stateToRemove.size === 0) process.once('exit', removeDaemonState);
+  stateToRemove.add(pinPath);
+}
+export function removeDaemonState(): void {
+  for (const pin of stateToRemove) {
+    rmSync(dirname(flowHistoryDirFor(pin)), { recursive: true, force: true });
+    rmSync(modesFileFor(pin), { force: true });
+  }
+  stateToRemove.clear();
+}
 import { DAEMON_CAPABILITIES, setprivCapList } from '../../src/daemon/capabilities.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -29,7 +50,7 @@ export const BASTION_BIN = join(REPO_ROOT, 'bin', 'bastion');
 
 // -------------------------------------------------------------------- config
 
-export type Selector = Record<string, string> | 'host' | { cidr: string };
+export type Selector = Record<string, string> | 'host' | { cidr: string; except?: string[] };
 
 export interface ContainerEntry {
   name: string;
@@ -152,6 +173,8 @@ export class BastionDaemon {
     readonly configPath: string,
     readonly pinPath: string,
     readonly extraArgs: string[] = [],
+    /** run inside this network namespace (nsenter --net: the mount namespace, and with it the real bpffs, stays the host's) */
+    readonly hostNetns?: string,
   ) {}
 
   get pid(): number | undefined {
@@ -174,9 +197,12 @@ export class BastionDaemon {
    * every test that uses it also proves that set is enough.
    */
   start(): this {
+    removeStateAtExit(this.pinPath);
     const argv = ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs];
     const [cmd, args] = leastPrivilege(BASTION_BIN, argv);
-    this.bg = startBackground(null, cmd, args);
+    this.bg = this.hostNetns
+      ? startBackground(null, 'nsenter', [`--net=/run/netns/${this.hostNetns}`, '--', cmd, ...args])
+      : startBackground(null, cmd, args);
     this.bg.child.stdout!.on('data', (d: string) => this.onData(d));
     void this.bg.exited.then(() => this.wake());
     return this;
@@ -409,7 +435,7 @@ export class CoreLab {
     return { mode: o.mode ?? 'enforce', containers: this.containersSection(), policies: o.policies ?? [WEB_TO_API, API_TO_DB, ...(o.extra ?? [])] };
   }
 
-  /** Writes the config (unless cfg is null: keep the file) and starts a daemon on it, waiting until it is ready. */
+  /** Writes the config (unless cfg is null: keep the file) and starts a daemon on it (with `extraArgs` for `run`), waiting until it is ready. */
   async startDaemon(cfg: BastionConfig | string | null = this.config(), extraArgs: string[] = []): Promise<BastionDaemon> {
     if (cfg !== null) writeConfigFile(this.configPath, cfg);
     const d = new BastionDaemon(this.configPath, this.pinPath, extraArgs).start();
@@ -474,7 +500,8 @@ export class CoreLab {
     } catch (e) {
       problems.push(`rm ${this.pinPath}: ${String(e)}`);
     }
-    for (const f of ['sock', 'pid']) rmSync(`/run/bastion/${this.pinPath.split('/').pop()}.${f}`, { force: true });
+    for (const f of ['sock', 'pid', 'modes.json']) rmSync(`/run/bastion/${this.pinPath.split('/').pop()}.${f}`, { force: true });
+    rmSync(dirname(flowHistoryDirFor(this.pinPath)), { recursive: true, force: true });
     await this.topo.destroy().catch((e) => problems.push(String(e)));
     rmSync(this.dir, { recursive: true, force: true });
     this.removeExitHook();

@@ -158,8 +158,8 @@ describe('issue 13: floods cost the daemon bounded CPU, memory and log', () => {
     assert.ok(st.json.events.suppressed > f.sent / 2, `status reports ${st.json.events.suppressed} suppressed events for ${f.sent} drops`);
     assert.equal(typeof st.json.events.lost, 'number', 'status reports lost events');
     const m = await metricsText(lab.pinPath);
-    assert.ok((metricValue(m, 'bastion_flow_events_suppressed') ?? 0) >= st.json.events.suppressed, 'suppressed events as a metric');
-    assert.equal(metricValue(m, 'bastion_flow_events_lost'), st.json.events.lost, 'lost events as a metric');
+    assert.ok((metricValue(m, 'bastion_flow_events_suppressed_total') ?? 0) >= st.json.events.suppressed, 'suppressed events as a metric');
+    assert.equal(metricValue(m, 'bastion_flow_events_lost_total'), st.json.events.lost, 'lost events as a metric');
     assert.equal(metricValue(m, 'bastion_flow_events_rate_limit'), 100, 'the limit as a metric');
     // the flood's drops are still counted one by one
     assert.ok(st.json.counters['policy-denied'].packets >= f.sent * 0.9, `policy-denied counter ${st.json.counters['policy-denied'].packets} for ${f.sent} SYNs`);

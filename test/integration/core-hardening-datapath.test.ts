@@ -334,6 +334,6 @@ s.close()
     assert.equal(metricValue(m, 'bastion_conntrack_endpoint_limit'), limit);
     assert.ok((metricValue(m, 'bastion_conntrack_entries') ?? 0) >= att.conntrack);
     assert.ok((metricValue(m, 'bastion_conntrack_endpoint_entries', 'endpoint="attacker"') ?? 0) >= limit - 8, 'per-endpoint entries as a metric');
-    assert.ok((metricValue(m, 'bastion_datapath_packets', 'reason="ct-limit",verdict="drop"') ?? 0) > 0);
+    assert.ok((metricValue(m, 'bastion_datapath_packets_total', 'reason="ct-limit",verdict="drop"') ?? 0) > 0);
   });
 });

@@ -8,6 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CoreLab, bastionStatus, recordMentions as mentions, type BastionDaemon, type PolicyEntry } from '../helpers/bastion-daemon.js';
+import { FLOW_SUMMARY_INTERVAL_MS } from '../../src/agent/datapath-agent.js';
 import {
   connectAll,
   echoTransfer,
@@ -187,9 +188,11 @@ describe('core: isolation between containers (web→api 8080/tcp, api→db 5432/
     const { web, api } = lab;
     const from = daemon.mark();
     expectAllConnect(await connectAll([['web→api:8080', web.netns, api.ip, 8080]]));
+    // web → api:8080 was seen before: this connection is counted in the kernel and logged
+    // with the key's next summary (bpf/lib/summary.h), within FLOW_SUMMARY_INTERVAL_MS
     const rec = await daemon.waitForRecord(
       (r) => 'verdict' in r && /allow|forward|pass|redirect/i.test(String(r.verdict)) && mentions(r, web.ip, api.ip, 8080),
-      3000,
+      FLOW_SUMMARY_INTERVAL_MS + 3000,
       from,
     );
     assert.ok(rec, `no allowed-connection line for web(${web.ip})→api(${api.ip}):8080\n${daemon.describe(20)}`);

@@ -20,6 +20,10 @@ import { RingBufReader } from '../../src/datapath/ringbuf.js';
 import {
   CFG_F_TRACE_ALLOWED,
   CT_F_CLOSING,
+  EP_F_AUDIT,
+  FLOW_F_INGRESS,
+  FLOW_F_REPLY,
+  FLOW_SUM_F_AUDIT,
   CT_F_SEEN_REPLY,
   DIR_EGRESS,
   DIR_INGRESS,
@@ -197,12 +201,16 @@ describe('datapath programs under BPF_PROG_TEST_RUN', () => {
     assert.ok(ct[0]![1].flags & CT_F_SEEN_REPLY);
     assert.equal(fromA(aToB('FA')).retval, TC_ACT_REDIRECT);
     assert.ok(entriesOf(44000)[0]![1].flags & CT_F_CLOSING);
-    // The port is reused at once (tcp_tw_reuse): a new connection, with its own verdict and event.
+    // The port is reused at once (tcp_tw_reuse): a new connection, with its own verdict, counted
+    // in the key's summary (A → B 8080/tcp had its event with the key's first connection).
     drain();
     const new0 = count(REASON.allowedNew);
+    const key = { srcId: A.id, dstId: B.id, dport: 8080, proto: P.tcp, flags: 0 };
+    const sum0 = maps.flowSum.get(key)!.count;
     assert.equal(fromA(aToB('S')).retval, TC_ACT_REDIRECT);
     assert.equal(count(REASON.allowedNew), new0 + 1);
-    assert.ok(drain().some((e) => e.verdict === VERDICT.allowed && e.sport === 44000));
+    assert.equal(maps.flowSum.get(key)!.count, sum0 + 1n);
+    assert.equal(maps.flowSum.get(key)!.sport, 44000, 'the last connection\'s port');
     ct = entriesOf(44000);
     assert.equal(ct.length, 1);
     assert.equal(ct[0]![1].flags & CT_F_CLOSING, 0, 'a fresh entry');
@@ -369,13 +377,79 @@ describe('datapath programs under BPF_PROG_TEST_RUN', () => {
       // passed on, and since C is local, handed to it directly
       assert.equal(fromA(syn(A, C, 42000, 22)).retval, TC_ACT_REDIRECT);
       assert.equal(fromA(syn(A, { ip: WORLD_IP, mac: GW_MAC, id: ID_WORLD }, 42001, 22)).retval, TC_ACT_OK);
-      assert.equal(count(REASON.audited), a0 + 3, "A→C is denied twice (A egress, C ingress), both recorded");
-      const ev = drain().find((e) => e.verdict === VERDICT.audit);
-      assert.ok(ev);
-      assert.equal(ev.reason, REASON.policyDenied);
+      assert.equal(count(REASON.audited), a0 + 3, "A→C is denied twice (A egress, C ingress), both counted");
+      const ev = drain().filter((e) => e.verdict === VERDICT.audit);
+      // one event per connection (the key's first), with the first check's reason
+      assert.deepEqual(ev.map((e) => [e.dstId, e.dport, e.reason, e.flags & FLOW_F_INGRESS]), [
+        [C.id, 22, REASON.policyDenied, 0],
+        [ID_WORLD, 22, REASON.policyDenied, 0],
+      ]);
+      assert.equal(maps.flowSum.get({ srcId: A.id, dstId: C.id, dport: 22, proto: P.tcp, flags: FLOW_SUM_F_AUDIT })!.count, 0n, 'the first one was the event');
+      assert.equal(fromA(syn(A, C, 42002, 22)).retval, TC_ACT_REDIRECT);
+      assert.deepEqual(drain().filter((e) => e.verdict === VERDICT.audit), [], 'the next one of the key is counted, not an event');
+      const sum = maps.flowSum.get({ srcId: A.id, dstId: C.id, dport: 22, proto: P.tcp, flags: FLOW_SUM_F_AUDIT })!;
+      assert.equal(sum.count, 1n);
+      assert.equal(sum.reason, REASON.policyDenied);
     } finally {
       maps.config.set({ mode: MODE_ENFORCE, flags: CFG_F_TRACE_ALLOWED, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0 });
     }
+  });
+
+  it('audit per endpoint: an audited end has its own policy audited, never the other end\'s', () => {
+    drain();
+    const setFlags = (e: typeof A, ifi: number, flags: number) => {
+      maps.endpoints.set(ifi, { ...info(e, ifi), flags });
+      maps.endpointsByIp.set(e.ip, { ...info(e, ifi), flags });
+    };
+    try {
+      // A audited, B enforced: A's egress has nothing for 7000, B's ingress neither: B's refusal holds
+      setFlags(A, ifA, EP_F_AUDIT);
+      assert.equal(fromA(syn(A, B, 45000, 7000)).retval, TC_ACT_SHOT, 'an audited sender is no way into an enforced receiver');
+      let ev = drain().find((e) => e.verdict === VERDICT.dropped && e.dport === 7000);
+      assert.ok(ev, 'a DROPPED event');
+      assert.equal(ev.flags & FLOW_F_INGRESS, FLOW_F_INGRESS, "decided by B's ingress");
+      // A's egress allows 6000 but B's ingress does not: still refused, B is enforced
+      assert.equal(fromA(syn(A, B, 45001, 6000)).retval, TC_ACT_SHOT);
+      drain();
+      // A audited, to the world on a port its egress does not name: A's own policy, audited
+      assert.equal(fromA(syn(A, { ip: WORLD_IP, mac: GW_MAC, id: ID_WORLD }, 45002, 7001)).retval, TC_ACT_OK);
+      ev = drain().find((e) => e.verdict === VERDICT.audit);
+      assert.ok(ev && ev.dport === 7001 && (ev.flags & FLOW_F_INGRESS) === 0, 'AUDIT on A\'s egress');
+      setFlags(A, ifA, 0);
+      // B audited, A enforced: A's egress allows 6000, B's ingress (audited) does not: passes, AUDIT on B's ingress
+      setFlags(B, ifB, EP_F_AUDIT);
+      assert.equal(fromA(syn(A, B, 45003, 6000)).retval, TC_ACT_REDIRECT);
+      ev = drain().find((e) => e.verdict === VERDICT.audit && e.dport === 6000);
+      assert.ok(ev, 'an AUDIT event');
+      assert.equal(ev.flags & FLOW_F_INGRESS, FLOW_F_INGRESS, "B's ingress was audited");
+      assert.equal(ev.ruleId, 7, "A's egress rule allowed it");
+      // but A's own egress (enforced) still refuses what it does not name
+      assert.equal(fromA(syn(A, B, 45004, 7002)).retval, TC_ACT_SHOT);
+    } finally {
+      setFlags(A, ifA, 0);
+      setFlags(B, ifB, 0);
+    }
+  });
+
+  it('events carry both sides\' rules, the TCP flags, and whether the packet was a reply', () => {
+    drain();
+    allow(A.id, B.id, DIR_EGRESS, P.udp, 5454, 11);
+    allow(B.id, A.id, DIR_INGRESS, P.udp, 5454, 12);
+    assert.equal(fromA(udpFrame({ srcMac: A.mac, dstMac: B.mac, src: A.ip, dst: B.ip, sport: 46000, dport: 5454 })).retval, TC_ACT_REDIRECT);
+    const ev = drain().find((e) => e.verdict === VERDICT.allowed && e.dport === 5454);
+    assert.ok(ev, 'the key\'s first connection is an event');
+    assert.equal(ev.ruleId, 11, "A's egress rule");
+    assert.equal(ev.ingressRuleId, 12, "B's ingress rule");
+    const sum = maps.flowSum.get({ srcId: A.id, dstId: B.id, dport: 5454, proto: P.udp, flags: 0 })!;
+    assert.deepEqual([sum.count, sum.ruleId, sum.ingressRuleId], [0n, 11, 12]);
+    // a SYN in the reply direction of a live connection: dropped, an event with the flags and the reply bit
+    assert.equal(fromA(syn(A, B, 46001, 8080)).retval, TC_ACT_REDIRECT);
+    const reverse = tcpFrame({ srcMac: B.mac, dstMac: A.mac, src: B.ip, dst: A.ip, sport: 8080, dport: 46001, flags: 'S' });
+    assert.equal(testRun(from, reverse, { ifindex: ifB }).retval, TC_ACT_SHOT);
+    const bad = drain().find((e) => e.verdict === VERDICT.dropped && e.reason === REASON.ctInvalid);
+    assert.ok(bad);
+    assert.equal(bad.tcpFlags, 0x02, 'SYN');
+    assert.equal(bad.flags & FLOW_F_REPLY, FLOW_F_REPLY);
   });
 
   it('a connection does not survive its address changing hands', () => {
@@ -391,6 +465,52 @@ describe('datapath programs under BPF_PROG_TEST_RUN', () => {
       maps.endpointsByIp.set(B.ip, info(B, ifB));
     }
   });
+  it('an established connection meets the policy again after a change (policy epoch): cut at its next packet when denied, kept when allowed', () => {
+    const config = (policyEpoch: number, mode = MODE_ENFORCE) => maps.config.set({ mode, flags: CFG_F_TRACE_ALLOWED, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0, policyEpoch });
+    const key = (ep: number, peer: number, dir: number, port: number) => ({ prefixlen: POLICY_PREFIX_FULL, epId: ep, peerId: peer, direction: dir, proto: P.tcp, dport: port });
+    const data = (sport: number, dport: number) => tcpFrame({ srcMac: A.mac, dstMac: B.mac, src: A.ip, dst: B.ip, sport, dport, flags: 'A' });
+    const reply = (sport: number, dport: number) => tcpFrame({ srcMac: B.mac, dstMac: A.mac, src: B.ip, dst: A.ip, sport: dport, dport: sport, flags: 'A' });
+    const fromB = (frame: Buffer) => testRun(from, frame, { ifindex: ifB });
+    const entryOf = (sport: number) => [...maps.ct.entries()].find(([k]) => k.sport === sport || k.dport === sport)?.[1];
+    config(10);
+    try {
+      allow(A.id, B.id, DIR_EGRESS, P.tcp, 7070, 9);
+      allow(B.id, A.id, DIR_INGRESS, P.tcp, 7070, 9);
+      // x: A→B:7070, whose policy goes; y: A→B:8080, whose policy stays; z: A→B:7070 again, judged on a reply
+      assert.equal(fromA(syn(A, B, 45000, 7070)).retval, TC_ACT_REDIRECT);
+      assert.equal(fromA(syn(A, B, 45001, 8080)).retval, TC_ACT_REDIRECT);
+      assert.equal(fromA(syn(A, B, 45002, 7070)).retval, TC_ACT_REDIRECT);
+      assert.equal(entryOf(45000)?.policyEpoch, 10, 'a new entry carries the epoch that allowed it');
+      maps.policy.delete(key(A.id, B.id, DIR_EGRESS, 7070));
+      maps.policy.delete(key(B.id, A.id, DIR_INGRESS, 7070));
+      // the epoch is what says a change is whole: until it moves, nothing is judged again
+      assert.equal(fromA(data(45000, 7070)).retval, TC_ACT_REDIRECT);
+      drain();
+      const denied0 = count(REASON.policyDenied);
+      config(11);
+      assert.equal(fromA(data(45000, 7070)).retval, TC_ACT_SHOT, 'x is cut at its next packet');
+      assert.equal(entryOf(45000), undefined, "x's entry is gone");
+      assert.equal(fromB(reply(45000, 7070)).retval, TC_ACT_SHOT, "and x's replies find nothing to belong to");
+      assert.equal(fromA(data(45001, 8080)).retval, TC_ACT_REDIRECT, 'y is still allowed');
+      assert.equal(entryOf(45001)?.policyEpoch, 11, "y's entry takes the current epoch");
+      assert.equal(fromB(reply(45002, 7070)).retval, TC_ACT_SHOT, 'z is cut on a reply too (B may no longer accept it)');
+      assert.equal(count(REASON.policyDenied), denied0 + 3);
+      assert.ok(drain().some((e) => e.verdict === VERDICT.dropped && e.reason === REASON.policyDenied && e.sport === 45000));
+      // audit mode lets a connection the policy denies go on, as it would have let it open
+      allow(A.id, B.id, DIR_EGRESS, P.tcp, 7070, 9);
+      allow(B.id, A.id, DIR_INGRESS, P.tcp, 7070, 9);
+      assert.equal(fromA(syn(A, B, 45003, 7070)).retval, TC_ACT_REDIRECT);
+      maps.policy.delete(key(A.id, B.id, DIR_EGRESS, 7070));
+      maps.policy.delete(key(B.id, A.id, DIR_INGRESS, 7070));
+      config(12, MODE_AUDIT);
+      assert.equal(fromA(data(45003, 7070)).retval, TC_ACT_REDIRECT, 'audit mode: not cut');
+      config(13);
+      assert.equal(fromA(data(45003, 7070)).retval, TC_ACT_SHOT, 'enforce again: cut');
+    } finally {
+      config(0);
+    }
+  });
+
   // ---------------------------------------------------------------- ICMP errors (issue 13)
 
   /** An ICMP error from `src` to `dst` about a UDP packet inner.src:isport -> inner.dst:idport. */

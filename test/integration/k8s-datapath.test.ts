@@ -172,7 +172,7 @@ describe('Kubernetes e2e network-policy scenarios through the real datapath', { 
     for (const p of pods) {
       const labels = compiled.endpointLabels.get(p.key)!;
       const ep = await manager.upsertEndpoint(specFor(p.key, labels, compiled.namedPorts.get(p.key)));
-      assert.equal(ep.ipv4, p.ip, `${p.key}: discovered address`);
+      assert.equal(ep?.ipv4, p.ip, `${p.key}: discovered address`);
       applied.set(p.key, JSON.stringify(labels));
     }
     await manager.pruneLeftovers();
@@ -227,7 +227,7 @@ describe('Kubernetes e2e network-policy scenarios through the real datapath', { 
           const text = JSON.stringify(labels);
           if (applied.get(p.key) === text) continue;
           const ep = await manager.upsertEndpoint(specFor(p.key, labels, compiled.namedPorts.get(p.key)));
-          assert.equal(ep.ipv4, p.ip);
+          assert.equal(ep?.ipv4, p.ip);
           applied.set(p.key, text);
         }
         datapath.flushConntrack(pods.map((p) => p.ip));

@@ -581,8 +581,8 @@ describe('typed Bastion maps on the real datapath', () => {
       assert.deepEqual(maps.policy.get(pk), { ruleId: 9, flags: 0 });
       maps.neigh.set({ epId: 300, peerId: 301 }, 1);
       assert.equal(maps.neigh.get({ epId: 300, peerId: 301 }), 1);
-      maps.config.set({ mode: 1, flags: 1, ctTcpLifetimeS: 3600, ctOtherLifetimeS: 60, ctPerEndpoint: 1000, eventsPerSec: 50 });
-      assert.deepEqual(maps.config.get(), { mode: 1, flags: 1, ctTcpLifetimeS: 3600, ctOtherLifetimeS: 60, ctPerEndpoint: 1000, eventsPerSec: 50 });
+      maps.config.set({ mode: 1, flags: 1, ctTcpLifetimeS: 3600, ctOtherLifetimeS: 60, ctPerEndpoint: 1000, eventsPerSec: 50, policyEpoch: 7 });
+      assert.deepEqual(maps.config.get(), { mode: 1, flags: 1, ctTcpLifetimeS: 3600, ctOtherLifetimeS: 60, ctPerEndpoint: 1000, eventsPerSec: 50, policyEpoch: 7 });
       maps.state.set({ nextIdentity: 302n, generation: 5n });
       assert.deepEqual(maps.state.get(), { nextIdentity: 302n, generation: 5n });
       assert.equal(maps.counters.all().length, NR_COUNTERS);

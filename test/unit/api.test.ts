@@ -30,10 +30,13 @@ function flow(i: number, verdict: string, src: string): FlowRecord {
     time: new Date(1_700_000_000_000 + i).toISOString(),
     verdict,
     reason: verdict === 'DROPPED' ? 'policy-denied' : 'new',
-    trace: 'from-container',
+    direction: 'egress',
     protocol: 'tcp',
-    src: { identity: 300, name: src, ip: '10.0.0.2', port: 40000 + i },
-    dst: { identity: 301, name: 'api', ip: '10.0.0.3', port: 8080 },
+    src: { identity: 300, name: src, labels: { app: src }, ip: '10.0.0.2', port: 40000 + i },
+    dst: { identity: 301, name: 'api', labels: { app: 'api' }, ip: '10.0.0.3', port: 8080 },
+    policies: {},
+    interface: `veth-${src}`,
+    isReply: false,
     endpoint: src,
     bytes: 60,
   };
@@ -61,7 +64,7 @@ function stubApi(over: Partial<DaemonApi> = {}): DaemonApi & { calls: unknown[][
     metrics: { text: async () => 'bastion_endpoints 4\n', contentType: 'text/plain; version=0.0.4' },
     flows,
     followers: new FlowFollowers(flows),
-    ui: () => '<!doctype html><title>Bastion</title>',
+    graph: () => ({ generation: 3, endpoints: [], externals: [], edges: [{ from: 'web', to: 'api', ports: ['8080/tcp'], rules: ['web-to-api'] }], rules: [], truncated: false }),
     ...over,
   };
 }
@@ -146,7 +149,7 @@ describe('API: typed outcomes become status codes in one place, with one error b
     assert.deepEqual(await res.json(), { ok: false, error: { code: 'internal', message: 'boom' }, errors: ['boom'] });
   });
 
-  it('status (64-bit counters as numbers), policies, metrics, the UI', async () => {
+  it('status (64-bit counters as numbers), the dependency graph, policies, metrics; no page at /', async () => {
     const app = createApiApp(stubApi());
     const status = await app.request('/v1/status');
     assert.equal(status.status, 200);
@@ -156,9 +159,13 @@ describe('API: typed outcomes become status codes in one place, with one error b
     const metrics = await app.request('/metrics');
     assert.equal(metrics.headers.get('content-type'), 'text/plain; version=0.0.4');
     assert.equal(await metrics.text(), 'bastion_endpoints 4\n');
-    const ui = await app.request('/');
-    assert.match(ui.headers.get('content-type') ?? '', /text\/html/);
-    assert.match(await ui.text(), /<title>Bastion/);
+    const graph = await app.request('/v1/graph');
+    assert.equal(graph.status, 200);
+    assert.deepEqual(((await graph.json()) as { edges: unknown[] }).edges, [{ from: 'web', to: 'api', ports: ['8080/tcp'], rules: ['web-to-api'] }]);
+    // the console is `bastion ui`'s (src/ui/server.ts), not the daemon's
+    const root = await app.request('/');
+    assert.equal(root.status, 404);
+    assert.equal(((await root.json()) as ErrorBody).error.code, 'no-route');
   });
 
   it('POST /v1/shutdown: ok with the pid, and the stop runs once the answer is out; without a shutdown, no route', async () => {

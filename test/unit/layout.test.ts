@@ -48,7 +48,7 @@ const policyKey = fc.record({ prefixlen: fc.integer({ min: 0, max: 96 }), epId: 
 const policyVal = fc.record({ ruleId: u32, flags: u32 });
 const neighKey = fc.record({ epId: u32, peerId: u32 });
 const ctKey = fc.record({ saddr: ip, daddr: ip, sport: u16, dport: u16, proto: u8 });
-const ctEntry = fc.record({ expires: u64, srcId: u32, dstId: u32, ruleId: u32, flags: u32, ownerId: u32 });
+const ctEntry = fc.record({ expires: u64, srcId: u32, dstId: u32, ruleId: u32, flags: u32, ownerId: u32, policyEpoch: u32 });
 const fragKey = fc.record({ saddr: ip, daddr: ip, id: u16, proto: u8, trace: u8, ifindex: u32 });
 const fragVal = fc.record({ expires: u64, sport: u16, dport: u16, verdict: u32 });
 const eventRlKey = fc.record({ ifindex: u32, verdict: u8, reason: u8 });
@@ -71,9 +71,15 @@ const flowEvent = fc.record({
   pktLen: u16,
   ethertype: u16,
   suppressed: u32,
+  ingressRuleId: u32,
+  tcpFlags: u8,
+  flags: u8,
 });
+const flowSumKey = fc.record({ srcId: u32, dstId: u32, dport: u16, proto: u8, flags: u8 });
+const flowSum = fc.record({ firstNs: u64, lastNs: u64, count: u64, saddr: ip, daddr: ip, sport: u16, reason: u8, trace: u8, ifindex: u32, ruleId: u32, ingressRuleId: u32 });
+const flowSumSeen = fc.record({ firstNs: u64, count: u64, lastNs: u64 });
 const epStats = fc.record({ txPackets: u64, txBytes: u64, rxPackets: u64, rxBytes: u64, drops: u64 });
-const config = fc.record({ mode: u32, flags: u32, ctTcpLifetimeS: u32, ctOtherLifetimeS: u32, ctPerEndpoint: u32, eventsPerSec: u32 });
+const config = fc.record({ mode: u32, flags: u32, ctTcpLifetimeS: u32, ctOtherLifetimeS: u32, ctPerEndpoint: u32, eventsPerSec: u32, policyEpoch: u32 });
 const state = fc.record({ nextIdentity: u64, generation: u64 });
 
 function encodeCounter(c: L.Counter): Buffer {
@@ -100,6 +106,9 @@ describe('codecs round-trip', () => {
   roundTrip('event_rl', eventRl, L.EVENT_RL_SIZE, L.encodeEventRl, L.decodeEventRl);
   roundTrip('ct_use', s64, L.CT_USE_SIZE, L.encodeCtUse, L.decodeCtUse);
   roundTrip('flow_event', flowEvent, L.FLOW_EVENT_SIZE, L.encodeFlowEvent, L.decodeFlowEvent);
+  roundTrip('flow_sum_key', flowSumKey, L.FLOW_SUM_KEY_SIZE, L.encodeFlowSumKey, L.decodeFlowSumKey);
+  roundTrip('flow_sum', flowSum, L.FLOW_SUM_SIZE, L.encodeFlowSum, L.decodeFlowSum);
+  roundTrip('flow_sum_seen', flowSumSeen, L.FLOW_SUM_SEEN_SIZE, L.encodeFlowSumSeen, L.decodeFlowSumSeen);
   roundTrip('counter', fc.record({ packets: u64, bytes: u64 }), L.COUNTER_SIZE, encodeCounter, (b) => L.decodeCounter(b));
   roundTrip('ep_stats', epStats, L.EP_STATS_SIZE, L.encodeEpStats, (b) => L.decodeEpStats(b));
   roundTrip('bastion_config', config, L.CONFIG_SIZE, L.encodeConfig, L.decodeConfig);
@@ -242,7 +251,7 @@ const structs: StructSpec[] = [
   {
     struct: 'ct_entry',
     size: L.CT_ENTRY_SIZE,
-    zero: { expires: 0n, srcId: 0, dstId: 0, ruleId: 0, flags: 0, ownerId: 0 },
+    zero: { expires: 0n, srcId: 0, dstId: 0, ruleId: 0, flags: 0, ownerId: 0, policyEpoch: 0 },
     encode: L.encodeCtEntry as (v: never) => Buffer,
     fields: [
       { field: 'expires', kind: 'le', set: (v) => ({ expires: v }) },
@@ -251,6 +260,7 @@ const structs: StructSpec[] = [
       { field: 'rule_id', kind: 'le', set: (v) => ({ ruleId: n(v) }) },
       { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
       { field: 'owner_id', kind: 'le', set: (v) => ({ ownerId: n(v) }) },
+      { field: 'policy_epoch', kind: 'le', set: (v) => ({ policyEpoch: n(v) }) },
     ],
   },
   {
@@ -323,6 +333,7 @@ const structs: StructSpec[] = [
     zero: {
       tsNs: 0n, srcId: 0, dstId: 0, saddr: '0.0.0.0', daddr: '0.0.0.0', sport: 0, dport: 0,
       proto: 0, verdict: 0, reason: 0, trace: 0, ifindex: 0, ruleId: 0, pktLen: 0, ethertype: 0, suppressed: 0,
+      ingressRuleId: 0, tcpFlags: 0, flags: 0,
     },
     encode: L.encodeFlowEvent as (v: never) => Buffer,
     fields: [
@@ -342,6 +353,52 @@ const structs: StructSpec[] = [
       { field: 'pkt_len', kind: 'le', set: (v) => ({ pktLen: n(v) }) },
       { field: 'ethertype', kind: 'be', set: (v) => ({ ethertype: n(v) }) },
       { field: 'suppressed', kind: 'le', set: (v) => ({ suppressed: n(v) }) },
+      { field: 'ingress_rule_id', kind: 'le', set: (v) => ({ ingressRuleId: n(v) }) },
+      { field: 'tcp_flags', kind: 'le', set: (v) => ({ tcpFlags: n(v) }) },
+      { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
+    ],
+  },
+  {
+    struct: 'flow_sum_key',
+    size: L.FLOW_SUM_KEY_SIZE,
+    zero: { srcId: 0, dstId: 0, dport: 0, proto: 0, flags: 0 },
+    encode: L.encodeFlowSumKey as (v: never) => Buffer,
+    fields: [
+      { field: 'src_id', kind: 'le', set: (v) => ({ srcId: n(v) }) },
+      { field: 'dst_id', kind: 'le', set: (v) => ({ dstId: n(v) }) },
+      { field: 'dport', kind: 'be', set: (v) => ({ dport: n(v) }) },
+      { field: 'proto', kind: 'le', set: (v) => ({ proto: n(v) }) },
+      { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
+    ],
+  },
+  {
+    struct: 'flow_sum',
+    size: L.FLOW_SUM_SIZE,
+    zero: { firstNs: 0n, lastNs: 0n, count: 0n, saddr: '0.0.0.0', daddr: '0.0.0.0', sport: 0, reason: 0, trace: 0, ifindex: 0, ruleId: 0, ingressRuleId: 0 },
+    encode: L.encodeFlowSum as (v: never) => Buffer,
+    fields: [
+      { field: 'first_ns', kind: 'le', set: (v) => ({ firstNs: v }) },
+      { field: 'last_ns', kind: 'le', set: (v) => ({ lastNs: v }) },
+      { field: 'count', kind: 'le', set: (v) => ({ count: v }) },
+      { field: 'saddr', kind: 'be', set: (v) => ({ saddr: ipOf(v) }) },
+      { field: 'daddr', kind: 'be', set: (v) => ({ daddr: ipOf(v) }) },
+      { field: 'sport', kind: 'be', set: (v) => ({ sport: n(v) }) },
+      { field: 'reason', kind: 'le', set: (v) => ({ reason: n(v) }) },
+      { field: 'trace', kind: 'le', set: (v) => ({ trace: n(v) }) },
+      { field: 'ifindex', kind: 'le', set: (v) => ({ ifindex: n(v) }) },
+      { field: 'rule_id', kind: 'le', set: (v) => ({ ruleId: n(v) }) },
+      { field: 'ingress_rule_id', kind: 'le', set: (v) => ({ ingressRuleId: n(v) }) },
+    ],
+  },
+  {
+    struct: 'flow_sum_seen',
+    size: L.FLOW_SUM_SEEN_SIZE,
+    zero: { firstNs: 0n, count: 0n, lastNs: 0n },
+    encode: L.encodeFlowSumSeen as (v: never) => Buffer,
+    fields: [
+      { field: 'first_ns', kind: 'le', set: (v) => ({ firstNs: v }) },
+      { field: 'count', kind: 'le', set: (v) => ({ count: v }) },
+      { field: 'last_ns', kind: 'le', set: (v) => ({ lastNs: v }) },
     ],
   },
   {
@@ -370,7 +427,7 @@ const structs: StructSpec[] = [
   {
     struct: 'bastion_config',
     size: L.CONFIG_SIZE,
-    zero: { mode: 0, flags: 0, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0, ctPerEndpoint: 0, eventsPerSec: 0 },
+    zero: { mode: 0, flags: 0, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0, ctPerEndpoint: 0, eventsPerSec: 0, policyEpoch: 0 },
     encode: L.encodeConfig as (v: never) => Buffer,
     fields: [
       { field: 'mode', kind: 'le', set: (v) => ({ mode: n(v) }) },
@@ -379,6 +436,7 @@ const structs: StructSpec[] = [
       { field: 'ct_other_lifetime_s', kind: 'le', set: (v) => ({ ctOtherLifetimeS: n(v) }) },
       { field: 'ct_per_endpoint', kind: 'le', set: (v) => ({ ctPerEndpoint: n(v) }) },
       { field: 'events_per_sec', kind: 'le', set: (v) => ({ eventsPerSec: n(v) }) },
+      { field: 'policy_epoch', kind: 'le', set: (v) => ({ policyEpoch: n(v) }) },
     ],
   },
   {
@@ -449,7 +507,7 @@ describe('layout.ts matches the C structs of maps.h', { skip: clang && existsSyn
     for (const s of structs) {
       const covered = s.fields.reduce((acc, f) => acc + (c[`${s.struct}.${f.field}`] as [number, number])[1], 0);
       // What is left is explicit padding (ct_key.pad, flow_event.pad).
-      const padding: Record<string, number> = { ct_key: 3, ct_entry: 4, event_rl_key: 2 };
+      const padding: Record<string, number> = { ct_key: 3, event_rl_key: 2, flow_event: 2 };
       assert.equal(covered + (padding[s.struct] ?? 0), s.size, `struct ${s.struct} has bytes no codec field covers`);
     }
   });
@@ -469,6 +527,7 @@ function tsConstants(): Record<string, number> {
     'CT_F_AUDIT', 'CT_F_SEEN_REPLY', 'CT_F_CLOSING', 'CT_F_KEY_SWAPPED', 'MODE_ENFORCE', 'MODE_AUDIT', 'CFG_F_TRACE_ALLOWED',
     'FRAG_VERDICT_DROPPED', 'FRAG_VERDICT_ALLOWED', 'FRAG_LIFETIME_S', 'BASTION_MAX_CT', 'CT_DEFAULT_PER_ENDPOINT',
     'EVENTS_DEFAULT_PER_SEC', 'TRACE_FROM_CONTAINER', 'TRACE_TO_CONTAINER',
+    'FLOW_F_REPLY', 'FLOW_F_INGRESS', 'FLOW_SUM_F_AUDIT', 'BASTION_MAX_FLOW_SUM',
   ] as const;
   const lib = L as unknown as Record<string, number>;
   for (const k of plain) out[k] = lib[k]!;
@@ -511,7 +570,7 @@ describe('layout.ts constants match the C headers', { skip: clang && existsSync(
       .filter((f) => f.endsWith('.h'))
       .map((f) => readFileSync(join(dirname(mapsH), f), 'utf8'))
       .join('\n');
-    const defined = [...text.matchAll(/^#define\s+((?:REASON|VERDICT|CT_F|EP_F|IPC_F|CFG_F|MODE|DIR|ID|TRACE|FRAG_VERDICT|POLICY_PREFIX)_\w+)\s/gm)].map((m) => m[1]!);
+    const defined = [...text.matchAll(/^#define\s+((?:REASON|VERDICT|CT_F|EP_F|IPC_F|CFG_F|MODE|DIR|ID|TRACE|FRAG_VERDICT|POLICY_PREFIX|FLOW_F|FLOW_SUM_F)_\w+)\s/gm)].map((m) => m[1]!);
     assert.ok(defined.length > 40, `found only ${defined.length} constants in the headers`);
     const missing = defined.filter((d) => !(d in ts));
     assert.deepEqual(missing, [], `defined in bpf/lib but not in layout.ts: ${missing.join(', ')}`);

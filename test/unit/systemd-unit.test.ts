@@ -40,6 +40,8 @@ describe('contrib/systemd/bastion.service', () => {
     assert.match(setting('RestrictAddressFamilies')[0]!, /AF_UNIX/);
     assert.match(setting('RestrictAddressFamilies')[0]!, /AF_NETLINK/);
     assert.match(setting('ReadWritePaths').join(' '), /\/sys\/fs\/bpf/);
+    // the flow history lives under /var/lib/bastion (src/api/paths.ts STATE_DIR)
+    assert.deepEqual(setting('StateDirectory'), ['bastion']);
     assert.deepEqual(setting('MemoryDenyWriteExecute'), [], "node's JIT needs writable code pages");
   });
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { existsSync, rmSync } from 'node:fs';
-import { lockFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
+import { flowHistoryDirFor, lockFileFor, modesFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
 import { apiCall, DaemonUnreachable } from '../../api/client.js';
 import type { ShutdownResult } from '../../api/types.js';
 import { tearDown } from '../../agent/cleanup.js';
@@ -85,12 +85,19 @@ export function registerDown(program: Command): void {
       // Runtime policies (bastion policy add) go with the rest.
       const policiesFile = policiesFileFor(opts.pinPath);
       const runtimePoliciesRemoved = existsSync(policiesFile);
+      // and the modes set at run time (bastion mode)
+      const modesFile = modesFileFor(opts.pinPath);
+      const runtimeModesRemoved = existsSync(modesFile);
       // and whatever a daemon killed without a chance to clean up left behind
-      for (const f of [policiesFile, pidFileFor(opts.pinPath), socketPathFor(opts.pinPath)]) rmSync(f, { force: true });
+      for (const f of [policiesFile, modesFile, pidFileFor(opts.pinPath), socketPathFor(opts.pinPath)]) rmSync(f, { force: true });
       removeInstanceLock(lockFileFor(opts.pinPath));
-      printData({ daemonStopped: stopped.pid, ...r, runtimePoliciesRemoved }, format, () =>
+      // The flow history stays: it is the record of what happened (bastion learn --flows reads it).
+      const history = flowHistoryDirFor(opts.pinPath);
+      printData({ daemonStopped: stopped.pid, ...r, runtimePoliciesRemoved, runtimeModesRemoved, flowHistoryKept: existsSync(history) ? history : null }, format, () =>
         (stopped.pid ? `stopped daemon (pid ${stopped.pid})\n` : '') +
         (runtimePoliciesRemoved ? `forgot the runtime policies (${policiesFile})\n` : '') +
+        (runtimeModesRemoved ? `forgot the modes set at run time (${modesFile})\n` : '') +
+        (existsSync(history) ? `kept the flow history (${history}; remove it yourself when you no longer need it)\n` : '') +
         `detached ${r.detached.length} stacks, removed ${r.pinsRemoved.length} pins under ${opts.pinPath}\n`,
       );
     });

@@ -22,6 +22,58 @@ import { CliError, EXIT } from '../errors.js';
 import { parseLabelAssignment } from '../../policy/selector.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { jsonOption, outputOption, pinPathOption } from '../options.js';
+import type { StatusReport, VerifyAnswer } from '../../api/types.js';
+import { formatFlowLine } from '../../flows/record.js';
+import { FlowFileError, readFlowFile } from '../../flows/ndjson.js';
+import { matchesFlow, parseTimePoint, type FlowFilter } from '../../flows/filter.js';
+import { loadCandidate } from '../../learn/candidate.js';
+import { Replayer, type ReplayResult } from '../../learn/replay.js';
+import { diffReachability, type ReachContainer } from '../../learn/reachability.js';
+import { selectOf } from './learn.js';
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+async function candidateRules(path: string) {
+  const c = await loadCandidate(path);
+  if (!c.ok) throw new CliError(`invalid policies:\n  ${c.errors.join('\n  ')}`, EXIT.invalid);
+  return c;
+}
+
+async function readRecording(file: string, filter: FlowFilter, each: (r: import('../../flows/record.js').FlowRecord) => void): Promise<void> {
+  try {
+    for await (const r of readFlowFile(file)) if (matchesFlow(filter, r)) each(r);
+  } catch (err) {
+    if (err instanceof FlowFileError) throw new CliError(err.message, EXIT.invalid);
+    throw err;
+  }
+}
+
+function sinceFilter(since: string | undefined): FlowFilter {
+  if (!since) return {};
+  try {
+    return { since: parseTimePoint(since, '--since', Date.now()) };
+  } catch (err) {
+    throw new CliError((err as Error).message, EXIT.usage);
+  }
+}
+
+function verifyReport(r: VerifyAnswer | ReplayResult, candidate: string): string {
+  const lines: string[] = [];
+  const n = (x: number, one: string, many: string) => `${x} ${x === 1 ? one : many}`;
+  if (r.ok) lines.push(colors.green(`PASS: ${candidate} allows every one of the ${n(r.replayed, 'flow', 'flows')} replayed that went through`));
+  else {
+    const flows = r.wouldDrop.reduce((a, f) => a + (f.count ?? 1), 0);
+    lines.push(colors.red(`FAIL: ${candidate} would drop ${n(flows, 'flow', 'flows')} that went through (${n(r.wouldDrop.length, 'kind', 'kinds')}), of ${r.replayed} replayed:`));
+    for (const f of r.wouldDrop) lines.push(`  ${formatFlowLine(f)}${f.count && f.count > 1 ? '' : ''}${f.deniedBy ? `  (refused by the candidate's ${f.deniedBy})` : ''}`);
+  }
+  if (r.newlyAllowed.length) {
+    lines.push(colors.yellow(`${n(r.newlyAllowed.length, 'kind of flow', 'kinds of flows')} dropped before would now be allowed:`));
+    for (const f of r.newlyAllowed) lines.push(`  ${formatFlowLine(f)}`);
+  }
+  const skipped = Object.entries(r.skipped ?? {});
+  if (skipped.length) lines.push(colors.dim(`not replayed: ${skipped.map(([k, v]) => `${v} ${k}`).join(', ')}`));
+  return lines.join('\n') + '\n';
+}
 
 
 /**
@@ -45,7 +97,7 @@ export function parsePolicyEnd(flag: string, v: string): unknown {
   return labels;
 }
 
-async function call<T>(pinPath: string, method: string, path: string, body?: string): Promise<T> {
+async function call<T>(pinPath: string, method: string, path: string, body?: string, failed = 'nothing applied:'): Promise<T> {
   let r: { status: number; body: T | ErrorBody };
   try {
     r = await apiCall<T>(socketPathFor(pinPath), method, path, body);
@@ -54,7 +106,7 @@ async function call<T>(pinPath: string, method: string, path: string, body?: str
     throw err;
   }
   if (r.status !== 200 || isErrorBody(r.body)) {
-    throw new CliError(`nothing applied:\n  ${errorsOf(r.status, r.body).join('\n  ')}`, exitCodeFor(r.status, r.body));
+    throw new CliError(`${failed}\n  ${errorsOf(r.status, r.body).join('\n  ')}`, exitCodeFor(r.status, r.body));
   }
   return r.body;
 }
@@ -173,12 +225,108 @@ Examples:
         process.stdout.write(policiesDocumentYaml(rows));
         return;
       }
+      const modes = rows.some((p) => p.mode);
       printData(rows, format, () =>
         formatTable(
-          ['NAME', 'SOURCE', 'FROM', 'TO', 'PORTS'],
-          rows.map((p) => [p.name, p.source === 'api' ? colors.cyan('api') : p.source, p.from, p.to, p.ports]),
+          ['NAME', 'SOURCE', 'FROM', 'TO', 'PORTS', ...(modes ? ['MODE'] : [])],
+          rows.map((p) => [p.name, p.source === 'api' ? colors.cyan('api') : p.source, p.from, p.to, p.ports, ...(modes ? [p.mode === 'audit' ? colors.yellow('audit') : (p.mode ?? '')] : [])]),
         ),
       );
+    });
+
+  policy
+    .command('verify')
+    .description('Replay recorded flows against candidate policies (the real compiler and evaluator): exit 0 when every flow that went through is allowed, 1 otherwise')
+    .argument('<candidate>', 'a policies document (bastion learn writes one) or a config file; - for stdin')
+    .option('--flows <file>', 'the recording: a file of flows (bastion flows -o json); without it, the daemon\'s flow history')
+    .option('--since <time>', 'only flows since: a duration back from now (24h) or an ISO time')
+    .option('--select <k=v,...>', 'only flows with a container of these labels at either end (repeatable, all must match)', collect)
+    .option('--container <name>', 'only flows with this container at either end (repeatable)', collect)
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      `
+A flow "went through" when it was ALLOWED, or AUDIT (passed in audit mode although
+the policy in force would drop it). Flows the candidate would drop are listed
+(exit 1); flows that were dropped and would now be allowed are listed too.
+
+Examples:
+  bastion policy verify web.yaml --flows week.ndjson --select app=web
+  bastion policy verify web.yaml --since 24h --container web`,
+    )
+    .action(async (candidate: string, opts: { flows?: string; since?: string; select?: string[]; container?: string[]; pinPath: string; output: string; json?: boolean }) => {
+      const format = parseOutputFormat(opts.output, opts.json);
+      const select = selectOf(opts.select);
+      const scope = { ...(select ? { select } : {}), ...(opts.container?.length ? { containers: opts.container } : {}) };
+      let result: VerifyAnswer | ReplayResult;
+      if (opts.flows) {
+        const c = await candidateRules(candidate);
+        const replayer = new Replayer(scope);
+        await readRecording(opts.flows, sinceFilter(opts.since), (r) => replayer.add(r));
+        result = replayer.judge(c.rules);
+      } else {
+        let text: string;
+        try {
+          text = readFileSync(candidate === '-' ? 0 : candidate, 'utf8');
+        } catch (err) {
+          throw new CliError(`${candidate}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, EXIT.invalid);
+        }
+        const body = JSON.stringify({ candidate: text, ...(opts.since ? { since: opts.since } : {}), ...scope });
+        result = await call<Done<VerifyAnswer>>(opts.pinPath, 'POST', '/v1/verify', body, 'cannot verify:');
+      }
+      printData(result, format, () => verifyReport(result, candidate === '-' ? 'the candidate' : candidate));
+      if (!result.ok) process.exitCode = EXIT.failure;
+    });
+
+  policy
+    .command('diff')
+    .description('The difference in reachability between two policy sets: which containers may newly reach which ends and ports, and which no longer')
+    .argument('<a>', 'the policies before (a policies document or a config file)')
+    .argument('<b>', 'the policies after')
+    .option('--flows <file>', 'the containers (names, labels, addresses) of this recording; without it, the daemon\'s containers')
+    .option('--exit-code', 'exit 1 when the two differ')
+    .addOption(pinPathOption())
+    .addOption(outputOption(['table', 'json', 'yaml']))
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      `
+Every pair of ends is judged by the real compiler and evaluator on every port
+range the two sets could disagree on: containers, the host, one address in each
+prefix the sets name, and the world.
+
+Examples:
+  bastion policy diff current.yaml learned.yaml
+  bastion policy diff a.yaml b.yaml --flows week.ndjson -o json`,
+    )
+    .action(async (a: string, b: string, opts: { flows?: string; exitCode?: boolean; pinPath: string; output: string; json?: boolean }) => {
+      const format = parseOutputFormat(opts.output, opts.json);
+      const [ca, cb] = [await candidateRules(a), await candidateRules(b)];
+      let containers: ReachContainer[];
+      if (opts.flows) {
+        const byName = new Map<string, ReachContainer>();
+        await readRecording(opts.flows, {}, (r) => {
+          for (const e of [r.src, r.dst]) {
+            if (e.identity >= 256 && e.name && Object.keys(e.labels ?? {}).length) byName.set(e.name, { name: e.name, ipv4: e.ip, labels: e.labels });
+          }
+        });
+        containers = [...byName.values()];
+      } else {
+        const st = await call<StatusReport>(opts.pinPath, 'GET', '/v1/status', undefined, 'cannot read the daemon\'s containers:');
+        containers = st.endpoints.map((e) => ({ name: e.name, ipv4: e.ipv4, labels: e.labels }));
+      }
+      const d = diffReachability(ca.rules, cb.rules, containers, []);
+      printData(d, format, () => {
+        if (!d.added.length && !d.removed.length) return `no difference in reachability between ${a} and ${b} (${containers.length} containers)\n`;
+        const rows = [
+          ...d.added.map((p) => colors.green(`+ ${p.from} -> ${p.to} ${p.ports.join(',')}`)),
+          ...d.removed.map((p) => colors.red(`- ${p.from} -> ${p.to} ${p.ports.join(',')}`)),
+        ];
+        return `--- ${a}\n+++ ${b}\n${rows.join('\n')}\n`;
+      });
+      if (opts.exitCode && (d.added.length || d.removed.length)) process.exitCode = EXIT.failure;
     });
 
   policy

@@ -20,8 +20,20 @@ interface RunOptions extends PlatformOptions {
   config?: string;
   pinPath: string;
   logLevel: string;
+  verifyInterval: string;
+  /** a directory, or false (--no-flow-history) */
+  flowHistory?: string | false;
+  flowHistoryMaxBytes?: string;
   eventsPerSecond?: string;
   conntrackPerContainer?: string;
+}
+
+/** "256M", "1G", "500k", "1048576" → bytes */
+export function parseSize(text: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(text.trim());
+  if (!m) throw new CliError(`${what} "${text}": expected a size such as 256M, 1G or 500k`, EXIT.usage);
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(m[1]) * mult);
 }
 
 /** A positive whole number option, or a usage error naming it. */
@@ -48,18 +60,26 @@ export function registerRun(program: Command): void {
     )
     .addOption(publishedPortsOption())
     .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+    .option('--verify-interval <seconds>', 'read every map and stack back this often and repair drift (0: only on SIGHUP, reload and status --verify)', '5')
+    .option('--flow-history <dir>', 'where the flow history is kept (default /var/lib/bastion/<pin-dir-name>/flows)')
+    .option('--no-flow-history', 'keep no flow history on disk (learn, verify and time-window queries then see only the last 10,000 flows in memory)')
+    .option('--flow-history-max-bytes <size>', 'size cap of the flow history on disk (256M by default; the oldest flows are deleted first)', '256M')
     .option('--events-per-second <n>', 'flow events reported per second for each container and reason; the rest are counted (default 100)')
     .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`)
     .addHelpText(
       'after',
       `
-Drops and allowed connections are logged on stdout as JSON lines.
+Drops and allowed connections are logged on stdout as JSON lines, and kept in the
+flow history on disk (rotated, gzip-compressed, under --flow-history-max-bytes).
 The config file is applied when it is complete: renamed into place, or closed by
 its writer and ending with a newline (never half written). It is refused if it is
 not a regular file of root or the invoking user, or larger than --max-config-size.
 With --docker, a published port (docker run -p) is reachable from the host and,
 unless bound to a loopback address, from outside (--published-ports narrows it).
 SIGTERM, SIGINT or even SIGKILL leave enforcement in place; "bastion down" removes it.
+Every --verify-interval seconds (and on SIGHUP) the maps and stacks are read back: entries or stacks
+removed or changed by hand are repaired (logged, counted, and a REPAIRED flow each), and containers
+whose network namespace was created again are found again on their new interface.
 
 Examples:
   bastion run --config bastion.yaml
@@ -68,6 +88,12 @@ Examples:
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
+      const verifySeconds = Number(opts.verifyInterval);
+      if (!/^\d+(\.\d+)?$/.test(opts.verifyInterval) || !Number.isFinite(verifySeconds)) {
+        throw new CliError(`--verify-interval: a number of seconds, 0 or more (got "${opts.verifyInterval}")`, EXIT.usage);
+      }
+      const maxBytes = parseSize(opts.flowHistoryMaxBytes ?? '256M', '--flow-history-max-bytes');
+      if (maxBytes < 64 * 1024) throw new CliError(`--flow-history-max-bytes ${opts.flowHistoryMaxBytes}: at least 64k`, EXIT.usage);
       const limits = {
         eventsPerSec: positiveInt('--events-per-second', opts.eventsPerSecond, 0xffffffff),
         ctPerEndpoint: positiveInt('--conntrack-per-container', opts.conntrackPerContainer, BASTION_MAX_CT),
@@ -85,10 +111,12 @@ Examples:
         configPath: opts.config,
         pinPath: opts.pinPath,
         logLevel: opts.logLevel,
+        verifyIntervalMs: Math.round(verifySeconds * 1000),
         maxConfigBytes: opts.maxConfigSize,
         publishedPorts: opts.publishedPorts,
         platform: platform?.source,
         extraPolicy: platform?.extraPolicy,
+        flowHistory: opts.flowHistory === false ? false : { ...(typeof opts.flowHistory === 'string' ? { dir: opts.flowHistory } : {}), maxBytes },
         limits,
       });
       try {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { socketPathFor } from '../../api/paths.js';
 import { apiRequest, DaemonUnreachable } from '../../api/client.js';
-import type { StatusReport } from '../../api/types.js';
+import type { StatusReport, VerifyResult } from '../../api/types.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { EXIT } from '../errors.js';
 import { jsonOption, outputOption, pinPathOption } from '../options.js';
@@ -25,6 +25,54 @@ function findingsCell(fs: Array<{ severity: string }>): string {
   return [...counts].map(([sev, n]) => `${n} ${sev}`).join(', ');
 }
 
+/** "3 s ago" */
+function ago(iso: string): string {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 120 ? `${s} s ago` : `${Math.round(s / 60)} min ago`;
+}
+
+/** The update path in one line: in sync, or dirty and resyncing (and the repairs since start-up). */
+function reconcilerLine(s: StatusReport): string | undefined {
+  const r = s.reconciler;
+  if (!r) return undefined;
+  const c = colors;
+  const repairs = Object.entries(r.repairs)
+    .map(([map, kinds]) => `${map} ${Object.entries(kinds).map(([k, n]) => `${n} ${k}`).join('/')}`)
+    .join(', ');
+  const check = r.lastCheck ? `last check ${ago(r.lastCheck.at)} (${r.lastCheck.reason}, ${r.lastCheck.ms} ms)` : 'no check yet';
+  const every = r.checkIntervalMs ? `every ${r.checkIntervalMs / 1000} s` : 'periodic checks off';
+  const state = r.dirty
+    ? c.red(`DIRTY since ${r.dirtySince}: ${r.lastError ?? 'a write failed'}; ${r.resyncing ? `resync ${r.nextResyncAt ? `at ${r.nextResyncAt}` : 'running'} (attempt ${r.resyncAttempts + 1})` : 'no resync scheduled'}`)
+    : c.green('maps in sync');
+  const blocked = r.blocked ? `, ${c.red(`${r.blocked} container(s) left to another instance`)}` : '';
+  return `${c.bold('Reconciler')} ${state}${blocked}; ${check}, ${every}; repaired: ${repairs || 'nothing'}`;
+}
+
+function stackCell(e: StatusReport['endpoints'][number]): string {
+  if (e.stack.ok) return 'ok';
+  if (e.stack.owner === 'foreign') return `FOREIGN${e.stack.ownerPinPath ? ` (${e.stack.ownerPinPath})` : ''}`;
+  if (e.stack.gone) return 'GONE';
+  return 'MISSING';
+}
+
+/** What `status --verify` found and repaired. */
+function renderVerify(v: VerifyResult): string {
+  const c = colors;
+  const maps = Object.entries(v.maps.maps)
+    .filter(([, m]) => m.state !== 'in-sync')
+    .map(([name, m]) => `${name}: ${m.state} (${m.missing} missing, ${m.extra} extra, ${m.changed} changed)`);
+  const st = v.stacks;
+  const lines = [
+    `${c.bold('Verify')}     ${v.clean ? c.green('everything in place') : c.red('protection NOT fully in place')} (${v.ms} ms): ` +
+      `${v.maps.repaired} map entries repaired, ${st.reattached} of ${st.checked} stacks put back, ${st.rediscovered.length} containers found again`,
+  ];
+  for (const m of maps) lines.push(`           ${m}`);
+  if (v.maps.error) lines.push(`           ${c.red(`maps: ${v.maps.error}`)}`);
+  for (const f of st.foreign) lines.push(`           ${c.red(`${f.endpoint ?? `ifindex ${f.hostIfindex}`}: another Bastion instance's stack${f.ownerPinPath ? ` (${f.ownerPinPath})` : ''}`)}`);
+  for (const l of st.lost) lines.push(`           ${c.red(`${l}: interface gone, container not found again`)}`);
+  return lines.join('\n') + '\n';
+}
+
 function renderStatus(s: StatusReport): string {
   const c = colors;
   const out: string[] = [];
@@ -32,8 +80,19 @@ function renderStatus(s: StatusReport): string {
     `${c.bold('Daemon')}     ${c.green('running')} (pid ${s.daemon.pid}), mode ${s.daemon.mode === 'enforce' ? c.green('enforce') : c.yellow(s.daemon.mode)}, pins ${s.daemon.pinPath}` +
       (s.daemon.configPath ? `, config ${s.daemon.configPath}` : ''),
   );
-  const stacksOk = s.endpoints.every((e) => e.stack.ok);
-  out.push(`${c.bold('Stacks')}     ${stacksOk ? c.green(`${s.endpoints.length}/${s.endpoints.length} in place`) : c.red(`${s.endpoints.filter((e) => e.stack.ok).length}/${s.endpoints.length} in place`)}`);
+  const h = s.daemon.flowHistory;
+  if (h) {
+    out.push(
+      `${c.bold('History')}    ${human(h.bytes)} of ${human(h.maxBytes)} in ${h.dir}` +
+        (h.oldestMs ? `, since ${new Date(h.oldestMs).toISOString()}` : '') +
+        (h.dropped ? c.yellow(`, ${h.dropped} records not written (disk behind)`) : '') +
+        (h.errors ? c.yellow(`, ${h.errors} errors (see the log)`) : ''),
+    );
+  }
+  const inPlace = s.endpoints.filter((e) => e.stack.ok).length;
+  out.push(`${c.bold('Stacks')}     ${inPlace === s.endpoints.length ? c.green(`${inPlace}/${s.endpoints.length} in place`) : c.red(`${inPlace}/${s.endpoints.length} in place`)}`);
+  const rec = reconcilerLine(s);
+  if (rec) out.push(rec);
   const rp = s.runtimePolicies;
   if (rp) out.push(`${c.bold('Runtime')}    ${rp.count} runtime polic${rp.count === 1 ? 'y' : 'ies'} in force${rp.unreadable.length ? `, ${c.red(`${rp.unreadable.length} saved file${rp.unreadable.length === 1 ? '' : 's'} UNREADABLE`)}` : ''}`);
   for (const p of s.problems ?? []) out.push(`${c.bold(c.red('PROBLEM'))}    ${c.red(p)}`);
@@ -59,8 +118,8 @@ function renderStatus(s: StatusReport): string {
         String(e.identity),
         e.ipv4,
         e.hostInterface,
-        e.mode,
-        e.stack.ok ? 'ok' : 'MISSING',
+        e.mode === 'audit' ? c.yellow(e.modeSource && e.modeSource !== 'default' ? `audit (${e.modePolicy ? `policy ${e.modePolicy}` : e.modeSource})` : 'audit') : e.mode,
+        stackCell(e),
         human(e.counters.txBytes),
         human(e.counters.rxBytes),
         String(e.counters.drops),
@@ -111,14 +170,22 @@ export function registerStatus(program: Command): void {
     .addOption(pinPathOption())
     .addOption(outputOption(['table', 'json', 'yaml']))
     .addOption(jsonOption())
-    .addHelpText('after', '\nExit status: 0 when the daemon runs, every container has its stack and no problem is reported\n(saved runtime policies that could not be read, ...); 4 otherwise.')
-    .action(async (opts: { pinPath: string; output: string; json?: boolean }) => {
+    .option('--verify', 'first read every map and stack back and repair what differs, and say what was found')
+    .addHelpText(
+      'after',
+      '\nExit status: 0 when the daemon runs, every container has its stack and no problem is reported (the maps dirty after\n' +
+        'a failed write, a container left to another instance, saved runtime policies that could not be read, ...; with --verify:\n' +
+        'and the check found everything in place after its repairs); 4 otherwise.',
+    )
+    .action(async (opts: { pinPath: string; output: string; json?: boolean; verify?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       try {
+        const socket = socketPathFor(opts.pinPath);
+        const v = opts.verify ? await apiRequest<VerifyResult & { ok: true }>(socket, 'POST', '/v1/status/verify', 120_000) : undefined;
         // a large policy makes a large answer (500,000 rules: about 50 MB): give it time
-        const s = await apiRequest<StatusReport>(socketPathFor(opts.pinPath), 'GET', '/v1/status', 60_000);
-        printData(s, format, () => renderStatus(s));
-        process.exitCode = s.ok ? EXIT.ok : EXIT.notReady;
+        const s = await apiRequest<StatusReport>(socket, 'GET', '/v1/status', 60_000);
+        printData(v ? { ...s, verify: v } : s, format, () => (v ? renderVerify(v) : '') + renderStatus(s));
+        process.exitCode = s.ok && (!v || v.clean) ? EXIT.ok : EXIT.notReady;
       } catch (err) {
         if (!(err instanceof DaemonUnreachable)) throw err;
         const pins = inspectPins(opts.pinPath);

@@ -1,0 +1,49 @@
+/**
+ * docs/metrics.md and docs/grafana-dashboard.json stay true to the code:
+ * the metrics the daemon's registry exposes are exactly those the page
+ * lists, and every metric the dashboard queries exists.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createMetrics } from '../../src/daemon/metrics.js';
+import { FlowStore } from '../../src/agent/flow-log.js';
+import { recordingManager } from '../helpers/recording-datapath.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+async function exposed(): Promise<Set<string>> {
+  const { manager } = recordingManager();
+  const history = { bytes: 0, files: 1, written: 0, dropped: 0, rotatedOut: 0, errors: 0, maxBytes: 1 << 20 };
+  const m = createMetrics(() => manager, () => new Map(), new FlowStore(4), { followers: 0, skipped: 0, dropped: 0 }, {
+    runtimePolicies: () => ({ count: 0, unreadable: [], saveFailures: 0 }),
+    config: () => ({ pending: false, containersRemoved: 0 }),
+    modes: () => ({ global: 'enforce', containers: [] }),
+    history,
+  });
+  const text = await m.registry.metrics();
+  return new Set([...text.matchAll(/^# HELP (\S+)/gm)].map((x) => x[1]!).filter((n) => !n.startsWith('bastion_daemon_')));
+}
+
+describe('metrics documentation', () => {
+  it('docs/metrics.md lists every metric the daemon exposes, and no other', async () => {
+    const names = await exposed();
+    const doc = readFileSync(join(root, 'docs/metrics.md'), 'utf8');
+    const tables = doc.split('## Useful queries')[0]!;
+    const listed = new Set([...tables.matchAll(/`(bastion_[a-z_]+)`/g)].map((x) => x[1]!).filter((n) => !n.startsWith('bastion_daemon_')));
+    assert.deepEqual([...names].filter((n) => !listed.has(n)).sort(), [], 'exposed but not documented');
+    assert.deepEqual([...listed].filter((n) => !names.has(n)).sort(), [], 'documented but not exposed');
+  });
+
+  it('the Grafana dashboard queries only metrics that exist, and is valid JSON with unique panel ids', async () => {
+    const names = await exposed();
+    const dash = JSON.parse(readFileSync(join(root, 'docs/grafana-dashboard.json'), 'utf8')) as { panels: Array<{ id: number; targets?: Array<{ expr: string }> }> };
+    const ids = dash.panels.map((p) => p.id);
+    assert.equal(new Set(ids).size, ids.length);
+    const used = new Set(dash.panels.flatMap((p) => (p.targets ?? []).flatMap((t) => [...t.expr.matchAll(/\b(bastion_[a-z_]+)\b/g)].map((x) => x[1]!))));
+    assert.ok(used.size >= 15, `the dashboard uses ${used.size} metrics`);
+    assert.deepEqual([...used].filter((n) => !names.has(n)).sort(), [], 'queried but not exposed');
+  });
+});
