@@ -10,16 +10,10 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Rule } from '../policy/model.js';
-import {
-  formatConfigError,
-  formatPolicyEnd,
-  parseConfigText,
-  policyToRules,
-  type ConfigError,
-  type PolicyConfig,
-} from '../policy/bastion-config.js';
+import { formatPolicyEnd, parseConfigText, policyToRules, type PolicyConfig } from '../policy/bastion-config.js';
 import { formatPortRange } from '../policy/ports.js';
-import { boundErrors } from '../policy/errors.js';
+import { formatIssue, issueLines } from '../policy/errors.js';
+import { selectorDocument } from '../policy/selector.js';
 import type { PolicyRow } from '../api/types.js';
 
 export interface RuntimePolicy {
@@ -50,7 +44,7 @@ export type ParsedPolicies = { ok: true; policies: PolicyConfig[] } | { ok: fals
 /** Validate a policies document (`policies: [...]`, YAML or JSON) as the config file's policies are. */
 export function parsePoliciesDocument(text: string, source: string): ParsedPolicies {
   const r = parseConfigText(text, source, { policiesOnly: true });
-  if (!r.ok) return { ok: false, errors: boundErrors(r.errors.map((e: ConfigError) => formatConfigError(e))) };
+  if (!r.ok) return { ok: false, errors: issueLines(r.errors) };
   return { ok: true, policies: r.config.policies };
 }
 
@@ -144,7 +138,8 @@ export class RuntimePolicies {
       text = readFileSync(this.file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { loaded: 0, errors: [] };
-      return this.setAside([`${this.file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`], now);
+      const message = `cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+      return this.setAside([formatIssue({ code: 'file', file: this.file, path: [], message })], now);
     }
     let raw: { policies?: unknown };
     try {
@@ -155,7 +150,8 @@ export class RuntimePolicies {
     } catch (err) {
       // JSON.parse's message can quote the text near the error: not that part
       const why = (err as Error).message.replace(/[,:]? *".*$/s, '');
-      return this.setAside([`${this.file}: not a saved policies document (${text.length} bytes): ${why}`], now);
+      const message = `not a saved policies document (${text.length} bytes): ${why}`;
+      return this.setAside([formatIssue({ code: 'not-a-document', file: this.file, path: [], message })], now);
     }
     const added = new Map<string, string>();
     const stripped = ((raw.policies ?? []) as unknown[]).map((p) => {
@@ -211,12 +207,7 @@ export function toDocumentPolicy(p: PolicyConfig): Record<string, unknown> {
   const end = (x: PolicyConfig['from']): unknown => {
     if (x.kind === 'host') return 'host';
     if (x.kind === 'cidr') return { cidr: x.cidr, ...(x.except?.length ? { except: x.except } : {}) };
-    // The explicit form, so that no label key can be read as a field (cidr, except).
-    const sel = x.selector;
-    return {
-      ...(sel.matchLabels && Object.keys(sel.matchLabels).length ? { matchLabels: sel.matchLabels } : {}),
-      ...(sel.matchExpressions?.length ? { matchExpressions: sel.matchExpressions } : {}),
-    };
+    return selectorDocument(x.selector);
   };
   return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}), ...(p.mode ? { mode: p.mode } : {}) };
 }

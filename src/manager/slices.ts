@@ -35,6 +35,7 @@ import type { Endpoint } from './endpoint.js';
 import type { Mode, Rule } from '../policy/model.js';
 import { addEntry, emptyEntrySet, type EntrySet } from './entries.js';
 import { createCompileContext, compileEndpointSlice, type CompileContext, type CompileEndpoint } from '../policy/compile.js';
+import { mustParseCidr4 } from '../net/ip.js';
 
 export interface SliceEnv {
   endpoints: Map<string, Endpoint>;
@@ -155,22 +156,16 @@ export class SliceCompiler {
   globalSlice(env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
     // host addresses, or prefixes the host delivers locally ("127.0.0.0/8")
-    for (const host of env.hostAddrs) {
-      const [addr, len] = host.split('/');
+    const ipcache = (cidr: string, identity: number, flags: number) => {
+      const c = mustParseCidr4(cidr);
       addEntry(set, {
         map: MAP_NAMES.ipcache,
-        key: encodeIpcacheKey({ prefixlen: len === undefined ? 32 : Number(len), addr: addr! }),
-        value: encodeIpcacheVal({ identity: ID_HOST, flags: IPC_F_HOST }),
+        key: encodeIpcacheKey({ prefixlen: c.prefixLen, addr: c.addr }),
+        value: encodeIpcacheVal({ identity, flags }),
       });
-    }
-    for (const [cidr, identity] of this.ctx.registeredPrefixes()) {
-      const [addr, len] = cidr.split('/');
-      addEntry(set, {
-        map: MAP_NAMES.ipcache,
-        key: encodeIpcacheKey({ prefixlen: Number(len), addr: addr! }),
-        value: encodeIpcacheVal({ identity, flags: 0 }),
-      });
-    }
+    };
+    for (const host of env.hostAddrs) ipcache(host, ID_HOST, IPC_F_HOST);
+    for (const [cidr, identity] of this.ctx.registeredPrefixes()) ipcache(cidr, identity, 0);
     return set;
   }
 
