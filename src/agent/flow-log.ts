@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { FLOW_F_INGRESS, FLOW_F_REPLY, REASON_NAMES, TRACE_FROM_CONTAINER, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
-import { formatIpv4, parseIpv4 } from '../policy/compile.js';
+import { formatIpv4, parseIpv4 } from '../net/ip.js';
 import type { FlowEnd, FlowRecord } from '../flows/record.js';
 
 export type { FlowEnd, FlowRecord } from '../flows/record.js';

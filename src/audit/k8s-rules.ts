@@ -5,7 +5,7 @@
  */
 import type { RbacV1Subject, V1PolicyRule } from '@kubernetes/client-node';
 import type { BindingInfo, Cluster, PodInfo, RoleInfo } from '../policy/k8s/objects.js';
-import { selectorMatches, formatSelector } from '../policy/k8s/labels.js';
+import { formatSelector, isEmptySelector, matches } from '../policy/selector.js';
 import type { AuditObject, Evidence, Finding, Skipped } from './findings.js';
 import { DANGEROUS_CAPABILITIES, finding } from './rules.js';
 
@@ -58,8 +58,7 @@ export function auditKubernetes(c: Cluster): { findings: Finding[]; skipped: Ski
     const missing = (['Ingress', 'Egress'] as const).filter(
       (d) =>
         !pols.some((p) => {
-          const all = Object.keys(p.podSelector.matchLabels ?? {}).length === 0 && (p.podSelector.matchExpressions ?? []).length === 0;
-          return all && p.policyTypes.includes(d) && (d === 'Ingress' ? p.ingress : p.egress).length === 0;
+          return isEmptySelector(p.podSelector) && p.policyTypes.includes(d) && (d === 'Ingress' ? p.ingress : p.egress).length === 0;
         }),
     );
     if (missing.length) {
@@ -78,7 +77,7 @@ export function auditKubernetes(c: Cluster): { findings: Finding[]; skipped: Ski
     const pols = policiesByNs.get(pod.namespace) ?? [];
     if (pols.length > 0 && !pod.hostNetwork) {
       const ingress = pols.filter((p) => p.policyTypes.includes('Ingress'));
-      if (!ingress.some((p) => selectorMatches(p.podSelector, pod.labels))) {
+      if (!ingress.some((p) => matches(p.podSelector, pod.labels))) {
         out.push(
           finding('k8s.pod.not-selected', obj, [
             { field: 'metadata.labels', value: JSON.stringify(pod.labels) },

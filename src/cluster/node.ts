@@ -31,7 +31,7 @@ import { ClusterSession, type SessionStatus } from './session.js';
 import { checkNodeName, type EndpointRecord, type NodeRecord } from './keys.js';
 import type { ResolvedEndpoint, ViewDelta } from './view.js';
 import { ensureTunnelDevice, underlayOf } from '../agent/tunnel.js';
-import { formatIpv4, maskOf, parseIpv4 } from '../policy/compile.js';
+import { formatIpv4, ipv4Mask, parseIpv4 } from '../net/ip.js';
 
 export interface ClusterNodeOptions {
   connection: ClusterConnection;
@@ -303,7 +303,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   private noteSubnet(d: Discovered): void {
     const ip = parseIpv4(d.ipv4);
     if (ip === undefined) return;
-    const net = `${formatIpv4((ip & maskOf(d.prefixLen)) >>> 0)}/${d.prefixLen}`;
+    const net = `${formatIpv4((ip & ipv4Mask(d.prefixLen)) >>> 0)}/${d.prefixLen}`;
     if (this.subnets.has(net)) return;
     this.subnets.add(net);
     this.session.setNodeSubnets([...this.subnets].sort());

@@ -15,6 +15,7 @@ import { loadConfigSource, type LoadedConfig } from './config-source.js';
 import type { RuntimePolicies } from './runtime-policies.js';
 import { releaseMemory } from './memory.js';
 import { NetnsPermissionDenied } from '../agent/netns.js';
+import { formatIssue } from '../policy/errors.js';
 import { fail, succeed, type Outcome, type ReloadResult } from '../api/types.js';
 
 /** Discoveries in flight at once (each runs one `ip` in a container's namespace). */
@@ -228,7 +229,13 @@ export class ConfigReloader {
           try {
             found.set(s.key, await this.o.node.discover(s));
           } catch (err) {
-            const line = `${this.o.configPath ?? 'config'}: containers[${index.get(s.key) ?? i}] (${s.name}).netns: ${(err as Error).message}`;
+            const line = formatIssue({
+              code: 'invalid-value',
+              file: this.o.configPath ?? 'config',
+              path: ['containers', index.get(s.key) ?? i, 'netns'],
+              object: { name: s.name, at: 2 },
+              message: (err as Error).message,
+            });
             (err instanceof NetnsPermissionDenied ? denied : errors).push(line);
           }
         }),

@@ -5,8 +5,8 @@
 import type { EndpointSpec, NetnsRef } from '../manager/endpoint.js';
 import type { Mode, PolicySet } from '../policy/model.js';
 import { BUILTIN_LABELS } from '../policy/model.js';
-import { configToPolicySet, formatConfigError, parseConfigText, type PolicyConfig } from '../policy/bastion-config.js';
-import { boundErrors } from '../policy/errors.js';
+import { configToPolicySet, parseConfigText, type PolicyConfig } from '../policy/bastion-config.js';
+import { formatIssue, issueLines } from '../policy/errors.js';
 import { Worker } from 'node:worker_threads';
 import { keepLargeAllocationsMapped } from './memory.js';
 import { InputFileError, readInputFile } from '../policy/input-file.js';
@@ -108,7 +108,8 @@ export function loadConfigSource(path: string | undefined, opts: ConfigSourceOpt
     worker.once('error', (err: Error & { code?: string }) => {
       done(() => {
         if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
-          resolve({ ok: false, errors: [`${path}: refused: parsing it needed more than ${heapMb} MB (YAML aliases that expand? the limit grows with bastion run --max-config-size)`] });
+          const message = `refused: parsing it needed more than ${heapMb} MB (YAML aliases that expand? the limit grows with bastion run --max-config-size)`;
+          resolve({ ok: false, errors: [formatIssue({ code: 'file', file: path, path: [], message })] });
         } else reject(err);
       });
     });
@@ -146,11 +147,11 @@ export function loadConfigSourceHere(path: string | undefined, opts: Omit<Config
   try {
     text = readInputFile(path, { maxBytes: opts.maxBytes ?? DEFAULT_MAX_CONFIG_BYTES, limitHint: 'bastion run --max-config-size' });
   } catch (err) {
-    if (err instanceof InputFileError && err.invalidInput) return { ok: false, errors: [err.message] };
+    if (err instanceof InputFileError && err.invalidInput) return { ok: false, errors: issueLines([err.issue]) };
     throw err;
   }
   const parsed = parseConfigText(text, path, { containersRequired: opts.containersRequired });
-  if (!parsed.ok) return { ok: false, errors: boundErrors(parsed.errors.map(formatConfigError)) };
+  if (!parsed.ok) return { ok: false, errors: issueLines(parsed.errors) };
   const config = parsed.config;
   const containers: EndpointSpec[] = (config.containers ?? []).map((c) => ({
     key: `file:${c.name}`,

@@ -185,42 +185,23 @@ export function createMetrics(
       this.set(manager().datapath.flowSummaryStats?.keys ?? 0);
     },
   });
-  new Gauge({
-    name: 'bastion_flow_events_rate_limit',
-    help: 'Flow events the datapath reports per second for each (endpoint, verdict, reason); the rest are counted',
-    registers: [registry],
-    collect() {
-      const u = manager().datapath.conntrackUsage?.();
-      if (u) this.set(u.eventsPerSec);
-    },
-  });
-  new Gauge({
-    name: 'bastion_conntrack_entries',
-    help: 'Conntrack entries in use (each charged to the endpoint whose stack opened it)',
-    registers: [registry],
-    collect() {
-      const u = manager().datapath.conntrackUsage?.();
-      if (u) this.set(u.entries);
-    },
-  });
-  new Gauge({
-    name: 'bastion_conntrack_capacity',
-    help: 'Conntrack entries the table can hold',
-    registers: [registry],
-    collect() {
-      const u = manager().datapath.conntrackUsage?.();
-      if (u) this.set(u.capacity);
-    },
-  });
-  new Gauge({
-    name: 'bastion_conntrack_endpoint_limit',
-    help: 'Conntrack entries one endpoint may hold; its new connections beyond are dropped (ct-limit)',
-    registers: [registry],
-    collect() {
-      const u = manager().datapath.conntrackUsage?.();
-      if (u) this.set(u.perEndpointLimit);
-    },
-  });
+  // the datapath's conntrack figures, one gauge each
+  const conntrackGauges: [string, string, 'eventsPerSec' | 'entries' | 'capacity' | 'perEndpointLimit'][] = [
+    ['bastion_flow_events_rate_limit', 'Flow events the datapath reports per second for each (endpoint, verdict, reason); the rest are counted', 'eventsPerSec'],
+    ['bastion_conntrack_entries', 'Conntrack entries in use (each charged to the endpoint whose stack opened it)', 'entries'],
+    ['bastion_conntrack_capacity', 'Conntrack entries the table can hold', 'capacity'],
+    ['bastion_conntrack_endpoint_limit', 'Conntrack entries one endpoint may hold; its new connections beyond are dropped (ct-limit)', 'perEndpointLimit'],
+  ];
+  for (const [name, help, field] of conntrackGauges)
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        const u = manager().datapath.conntrackUsage?.();
+        if (u) this.set(u[field]);
+      },
+    });
   new Gauge({
     name: 'bastion_conntrack_endpoint_entries',
     help: 'Conntrack entries charged to each endpoint',

@@ -11,6 +11,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, r
 import { basename, dirname, join } from 'node:path';
 import type { Rule } from '../policy/model.js';
 import { policyToRules, type PolicyConfig } from '../policy/bastion-config.js';
+import { formatIssue } from '../policy/errors.js';
 import { describePolicy, parsePoliciesDocument, toDocumentPolicy } from '../policy/policy-document.js';
 import type { PolicyRow } from '../api/types.js';
 
@@ -120,7 +121,8 @@ export class RuntimePolicies {
       text = readFileSync(this.file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { loaded: 0, errors: [] };
-      return this.setAside([`${this.file}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`], now);
+      const message = `cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+      return this.setAside([formatIssue({ code: 'file', file: this.file, path: [], message })], now);
     }
     let raw: { policies?: unknown };
     try {
@@ -131,7 +133,8 @@ export class RuntimePolicies {
     } catch (err) {
       // JSON.parse's message can quote the text near the error: not that part
       const why = (err as Error).message.replace(/[,:]? *".*$/s, '');
-      return this.setAside([`${this.file}: not a saved policies document (${text.length} bytes): ${why}`], now);
+      const message = `not a saved policies document (${text.length} bytes): ${why}`;
+      return this.setAside([formatIssue({ code: 'not-a-document', file: this.file, path: [], message })], now);
     }
     const added = new Map<string, string>();
     const stripped = ((raw.policies ?? []) as unknown[]).map((p) => {

@@ -7,15 +7,11 @@ import type { Endpoint } from '../manager/endpoint.js';
 import type { AuditReport } from '../audit/findings.js';
 import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
 import type { ClusterStatus } from '../api/types.js';
+import { formatSelector, isEmptySelector } from '../policy/selector.js';
 
+/** A selector as status prints it: formatSelector's form, "*" for every container. */
 export function selectorText(s: LabelSelector): string {
-  const parts = Object.entries(s.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`);
-  for (const e of s.matchExpressions ?? []) {
-    parts.push(
-      e.operator === 'Exists' ? e.key : e.operator === 'DoesNotExist' ? `!${e.key}` : `${e.key} ${e.operator.toLowerCase()} (${(e.values ?? []).join(',')})`,
-    );
-  }
-  return parts.length ? parts.join(',') : '*';
+  return isEmptySelector(s) ? '*' : formatSelector(s);
 }
 
 export function peerText(p: Peer): string {

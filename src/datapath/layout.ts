@@ -7,6 +7,7 @@
  * on). test/unit/layout.test.ts round-trips every codec, and the datapath
  * tests check the C side reads what these write.
  */
+import { formatIpv4, parseIpv4 } from '../net/ip.js';
 
 export const MAP_NAMES = {
   endpoints: 'bastion_ep',
@@ -158,18 +159,19 @@ export const EVENT_COUNTER_REASONS: readonly number[] = [REASON.eventsLost, REAS
 
 /** '10.0.0.1' -> 4 bytes in network order. Throws on anything else. */
 export function ipv4ToBytes(ip: string): Buffer {
-  const parts = ip.split('.');
-  if (parts.length !== 4) throw new Error(`not an IPv4 address: ${ip}`);
-  const b = Buffer.alloc(4);
-  parts.forEach((p, i) => {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) throw new Error(`not an IPv4 address: ${ip}`);
-    b[i] = Number(p);
-  });
+  return writeIpv4(Buffer.alloc(4), ip, 0);
+}
+
+/** Writes '10.0.0.1' into b at off, in network order (no temporary buffer). Throws on anything else. */
+export function writeIpv4(b: Buffer, ip: string, off: number): Buffer {
+  const n = parseIpv4(ip);
+  if (n === undefined) throw new Error(`not an IPv4 address: ${ip}`);
+  b.writeUInt32BE(n, off);
   return b;
 }
 
 export function bytesToIpv4(b: Buffer, off = 0): string {
-  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
+  return formatIpv4(b.readUInt32BE(off));
 }
 
 /** 'aa:bb:cc:dd:ee:ff' -> 6 bytes. */
@@ -201,7 +203,7 @@ export function encodeEndpointInfo(e: EndpointInfo): Buffer {
   const b = Buffer.alloc(ENDPOINT_INFO_SIZE);
   b.writeUInt32LE(e.identity, 0);
   b.writeUInt32LE(e.ifindex, 4);
-  ipv4ToBytes(e.ipv4).copy(b, 8);
+  writeIpv4(b, e.ipv4, 8);
   b.writeUInt32LE(e.flags, 12);
   macToBytes(e.mac).copy(b, 16);
   macToBytes(e.gwMac).copy(b, 22);
@@ -254,7 +256,7 @@ export const IPCACHE_PREFIX_HOST = 8 * (IPCACHE_KEY_SIZE - 4);
 export function encodeIpcacheKey(k: IpcacheKey): Buffer {
   const b = Buffer.alloc(IPCACHE_KEY_SIZE);
   b.writeUInt32LE(k.prefixlen, 0);
-  ipv4ToBytes(k.addr).copy(b, 4);
+  writeIpv4(b, k.addr, 4);
   return b;
 }
 export function decodeIpcacheKey(b: Buffer): IpcacheKey {
@@ -365,8 +367,8 @@ export const CT_ENTRY_SIZE = 32;
 
 export function encodeCtKey(k: CtKey): Buffer {
   const b = Buffer.alloc(CT_KEY_SIZE);
-  ipv4ToBytes(k.saddr).copy(b, 0);
-  ipv4ToBytes(k.daddr).copy(b, 4);
+  writeIpv4(b, k.saddr, 0);
+  writeIpv4(b, k.daddr, 4);
   b.writeUInt16BE(k.sport, 8);
   b.writeUInt16BE(k.dport, 10);
   b.writeUInt8(k.proto, 12);
@@ -437,8 +439,8 @@ export const FRAG_KEY_SIZE = 16;
 export const FRAG_VAL_SIZE = 16;
 export function encodeFragKey(k: FragKey): Buffer {
   const b = Buffer.alloc(FRAG_KEY_SIZE);
-  ipv4ToBytes(k.saddr).copy(b, 0);
-  ipv4ToBytes(k.daddr).copy(b, 4);
+  writeIpv4(b, k.saddr, 0);
+  writeIpv4(b, k.daddr, 4);
   b.writeUInt16BE(k.id, 8);
   b.writeUInt8(k.proto, 10);
   b.writeUInt8(k.trace, 11);
@@ -505,8 +507,8 @@ export function encodeFlowEvent(e: FlowEvent): Buffer {
   b.writeBigUInt64LE(e.tsNs, 0);
   b.writeUInt32LE(e.srcId, 8);
   b.writeUInt32LE(e.dstId, 12);
-  ipv4ToBytes(e.saddr).copy(b, 16);
-  ipv4ToBytes(e.daddr).copy(b, 20);
+  writeIpv4(b, e.saddr, 16);
+  writeIpv4(b, e.daddr, 20);
   b.writeUInt16BE(e.sport, 24);
   b.writeUInt16BE(e.dport, 26);
   b.writeUInt8(e.proto, 28);
@@ -671,8 +673,8 @@ export function encodeEventRl(v: EventRl): Buffer {
   b.writeUInt32LE(v.suppressed, 12);
   b.writeUInt32LE(v.srcId, 16);
   b.writeUInt32LE(v.dstId, 20);
-  ipv4ToBytes(v.saddr).copy(b, 24);
-  ipv4ToBytes(v.daddr).copy(b, 28);
+  writeIpv4(b, v.saddr, 24);
+  writeIpv4(b, v.daddr, 28);
   b.writeUInt16BE(v.sport, 32);
   b.writeUInt16BE(v.dport, 34);
   b.writeUInt8(v.proto, 36);

@@ -7,13 +7,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Rule } from '../policy/model.js';
-import { formatConfigError, parseConfigText, policyToRules, type PolicyConfig } from '../policy/bastion-config.js';
+import { parseConfigText, policyToRules, type PolicyConfig } from '../policy/bastion-config.js';
+import { formatIssue } from '../policy/errors.js';
 
 export type Candidate = { ok: true; policies: PolicyConfig[]; rules: Rule[] } | { ok: false; errors: string[] };
 
 export function parseCandidate(text: string, source: string): Candidate {
   const r = parseConfigText(text, source);
-  if (!r.ok) return { ok: false, errors: r.errors.map(formatConfigError) };
+  if (!r.ok) return { ok: false, errors: r.errors.map(formatIssue) };
   return { ok: true, policies: r.config.policies, rules: r.config.policies.flatMap(policyToRules) };
 }
 

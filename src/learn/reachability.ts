@@ -13,7 +13,8 @@
  * containing it names it), and one address in none of them ("world").
  */
 import type { Peer, Rule } from '../policy/model.js';
-import { compileAll, formatIpv4, parseCidr4, type CompileEndpoint } from '../policy/compile.js';
+import { compileAll, type CompileEndpoint } from '../policy/compile.js';
+import { type Cidr4, formatCidr4, formatIpv4, ipInCidr4, parseCidr4, parseIpv4 } from '../net/ip.js';
 import { CompiledEvaluator, datapathView, type L4Protocol } from '../policy/evaluate.js';
 
 export interface ReachContainer {
@@ -74,21 +75,20 @@ function portIntervals(rules: readonly Rule[]): Array<{ protocol: L4Protocol; fr
 
 /** The outside ends: one address per named prefix (named by the most specific one that holds it) and one for the world. */
 function outsideEnds(rules: readonly Rule[], taken: Set<string>): End[] {
-  const prefixes = new Map<string, { base: number; len: number }>();
+  const prefixes = new Map<string, Cidr4>();
   for (const p of peersOf(rules)) {
     if (p.kind !== 'cidr') continue;
     for (const text of [p.cidr, ...(p.except ?? [])]) {
       const c = parseCidr4(text);
       // 0.0.0.0/0 is the world itself
-      if (c && c.prefixLen > 0) prefixes.set(`${formatIpv4(c.base)}/${c.prefixLen}`, { base: c.base, len: c.prefixLen });
+      if (c && c.prefixLen > 0) prefixes.set(formatCidr4(c), c);
     }
   }
   const list = [...prefixes.entries()];
   const nameOf = (ip: number): string => {
     let best: [string, number] | undefined;
     for (const [name, c] of list) {
-      const mask = c.len === 0 ? 0 : (0xffffffff << (32 - c.len)) >>> 0;
-      if (((ip & mask) >>> 0) === c.base && (!best || c.len > best[1])) best = [name, c.len];
+      if (ipInCidr4(c, ip) && (!best || c.prefixLen > best[1])) best = [name, c.prefixLen];
     }
     return best?.[0] ?? 'world';
   };
@@ -96,8 +96,8 @@ function outsideEnds(rules: readonly Rule[], taken: Set<string>): End[] {
   const seen = new Set<string>();
   for (const [name, c] of list) {
     // an address inside the prefix that is not a container's or the host's, and belongs to it (not to a more specific prefix)
-    const size = c.len === 32 ? 1 : Math.min(2 ** (32 - c.len), 1 << 16);
-    for (let i = c.len >= 31 ? 0 : 1; i < size; i++) {
+    const size = c.prefixLen === 32 ? 1 : Math.min(2 ** (32 - c.prefixLen), 1 << 16);
+    for (let i = c.prefixLen >= 31 ? 0 : 1; i < size; i++) {
       const ip = (c.base + i) >>> 0;
       const text = formatIpv4(ip);
       if (taken.has(text) || nameOf(ip) !== name) continue;
@@ -107,8 +107,7 @@ function outsideEnds(rules: readonly Rule[], taken: Set<string>): End[] {
     }
   }
   for (const candidate of ['203.0.113.77', '198.51.100.77', '8.8.8.8', '1.1.1.1', '100.64.0.77', '172.31.255.77', '10.255.255.77']) {
-    const c = parseCidr4(`${candidate}/32`)!;
-    if (nameOf(c.base) === 'world' && !taken.has(candidate)) {
+    if (nameOf(parseIpv4(candidate)!) === 'world' && !taken.has(candidate)) {
       out.push({ name: 'world', ip: candidate, container: false });
       break;
     }

@@ -40,6 +40,7 @@ import type { RemoteEndpoint } from './remote.js';
 import type { Mode, Rule } from '../policy/model.js';
 import { addEntry, emptyEntrySet, type EntrySet } from './entries.js';
 import { createCompileContext, compileEndpointSlice, type CompileContext, type CompileEndpoint } from '../policy/compile.js';
+import { mustParseCidr4 } from '../net/ip.js';
 
 export interface SliceEnv {
   endpoints: Map<string, Endpoint>;
@@ -202,30 +203,18 @@ export class SliceCompiler {
   globalSlice(env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
     // host addresses, or prefixes the host delivers locally ("127.0.0.0/8")
-    for (const host of env.hostAddrs) {
-      const [addr, len] = host.split('/');
+    const ipcache = (cidr: string, identity: number, flags: number) => {
+      const c = mustParseCidr4(cidr);
       addEntry(set, {
         map: MAP_NAMES.ipcache,
-        key: encodeIpcacheKey({ prefixlen: len === undefined ? 32 : Number(len), addr: addr! }),
-        value: encodeIpcacheVal({ identity: ID_HOST, flags: IPC_F_HOST }),
+        key: encodeIpcacheKey({ prefixlen: c.prefixLen, addr: c.addr }),
+        value: encodeIpcacheVal({ identity, flags }),
       });
-    }
-    for (const addr of env.remoteNodes ?? []) {
-      if (env.hostAddrs.includes(addr)) continue;
-      addEntry(set, {
-        map: MAP_NAMES.ipcache,
-        key: encodeIpcacheKey({ prefixlen: 32, addr }),
-        value: encodeIpcacheVal({ identity: ID_REMOTE_NODE, flags: 0 }),
-      });
-    }
-    for (const [cidr, identity] of this.ctx.registeredPrefixes()) {
-      const [addr, len] = cidr.split('/');
-      addEntry(set, {
-        map: MAP_NAMES.ipcache,
-        key: encodeIpcacheKey({ prefixlen: Number(len), addr: addr! }),
-        value: encodeIpcacheVal({ identity, flags: 0 }),
-      });
-    }
+    };
+    for (const host of env.hostAddrs) ipcache(host, ID_HOST, IPC_F_HOST);
+    // other nodes' underlay addresses (cluster mode): never world for a container
+    for (const addr of env.remoteNodes ?? []) if (!env.hostAddrs.includes(addr)) ipcache(addr, ID_REMOTE_NODE, 0);
+    for (const [cidr, identity] of this.ctx.registeredPrefixes()) ipcache(cidr, identity, 0);
     // the VXLAN device the senders hand other nodes' packets to (read back by drift checks like the rest)
     if (env.tunnel) addEntry(set, { map: MAP_NAMES.tunnel, key: encodeU32(0), value: encodeTunnelInfo(env.tunnel) });
     return set;

@@ -8,6 +8,7 @@ import type { PlatformEvent, PlatformSource } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
 import type { PublishedPortsMode } from '../policy/published.js';
 import { CliError, EXIT } from '../cli/errors.js';
+import { parseLabelAssignment } from '../policy/selector.js';
 
 export interface PlatformOptions {
   docker?: boolean;
@@ -21,9 +22,9 @@ export function parseSelect(items: string[] | undefined): Record<string, string>
   if (!items?.length) return undefined;
   const out: Record<string, string> = {};
   for (const item of items) {
-    const i = item.indexOf('=');
-    if (i <= 0) throw new CliError(`--select ${item}: expected LABEL=VALUE`, EXIT.usage);
-    out[item.slice(0, i)] = item.slice(i + 1);
+    const label = parseLabelAssignment(item);
+    if (!label) throw new CliError(`--select ${item}: expected LABEL=VALUE`, EXIT.usage);
+    out[label.key] = label.value;
   }
   return out;
 }

@@ -26,14 +26,13 @@ import { DEFAULT_INPUT_MAX_BYTES, InputFileError, readInputFile } from './input-
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
 import { CORE_SCHEMA, load as loadYaml } from 'js-yaml';
 import { z } from 'zod';
-import type { LabelSelector, LabelSelectorRequirement, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
+import type { LabelSelector, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
 import { BUILTIN_LABELS } from './model.js';
-import { closest, formatConfigError, quote, yamlErrorLine, type ConfigError } from './errors.js';
-import { LabelIndex, fieldPath, formatSelector, validateLabels, validateSelector } from './selector.js';
+import { closest, describeValue, isPlainObject, quote, unknownFieldMessage, unknownFields, yamlErrorLine, type Issue, type IssueCode, type Path } from './errors.js';
+import { LabelIndex, formatSelector, parseSelector, validateLabels } from './selector.js';
 import { parsePortSpec } from './ports.js';
-import { canonicalPeer, cidrCovers, formatCidr, isIpv6Text, parseCidr4, parseIpv4 } from './compile.js';
-
-export { formatConfigError, type ConfigError } from './errors.js';
+import { canonicalPeer } from './compile.js';
+import { cidr4Covers, formatCidr4, isIpv6Text, parseCidr4, parseIpv4 } from '../net/ip.js';
 
 // ================================================================= types
 
@@ -75,7 +74,7 @@ export interface BastionConfig {
   policies: PolicyConfig[];
 }
 
-export type ConfigParseResult = { ok: true; config: BastionConfig } | { ok: false; errors: ConfigError[] };
+export type ConfigParseResult = { ok: true; config: BastionConfig } | { ok: false; errors: Issue[] };
 
 export interface ParseOptions {
   /** no platform supplies containers: the file must list them */
@@ -93,45 +92,42 @@ const ROOT_FIELDS = ['mode', 'containers', 'policies'];
 const CONTAINER_FIELDS = ['name', 'netns', 'interface', 'labels', 'mode'];
 const POLICY_FIELDS = ['name', 'from', 'to', 'ports', 'mode', 'evidence'];
 const CIDR_FIELDS = ['cidr', 'except'];
-const K8S_SELECTOR_FIELDS = ['matchLabels', 'matchExpressions'];
-const REQUIREMENT_FIELDS = ['key', 'operator', 'values'];
 
 // ============================================================== schemas
 
 type Seg = string | number;
 
-/** Where a refinement reports its issues (zod's context), counting them. */
+/**
+ * Where a refinement reports its issues (zod's context), counting them. Our
+ * code rides in zod's params and comes back out in Collector.zod.
+ */
 class Sink {
   n = 0;
-  constructor(private readonly ctx: { addIssue(i: { code: 'custom'; message: string; path: Seg[] }): void }) {}
-  add(message: string, path: Seg[] = []): void {
+  constructor(private readonly ctx: { addIssue(i: { code: 'custom'; message: string; path: Seg[]; params: { code: IssueCode } }): void }) {}
+  add(message: string, path: Path = [], code: IssueCode = 'invalid-value'): void {
     this.n++;
-    this.ctx.addIssue({ code: 'custom', message, path });
+    this.ctx.addIssue({ code: 'custom', message, path: path.map((x) => (typeof x === 'object' ? x.key : x)), params: { code } });
   }
 }
 type Ctx = Sink;
 
-function issue(ctx: Ctx, message: string, path: Seg[] = []): void {
-  ctx.add(message, path);
+function issue(ctx: Ctx, message: string, path: Path = [], code?: IssueCode): void {
+  ctx.add(message, path, code);
 }
 
 const OBJECT_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
 
-const containerName = z.string().superRefine((v, zctx) => {
-  const ctx = new Sink(zctx);
-  if (v.length === 0) issue(ctx, 'must not be empty');
-  else if (v.length > 63) issue(ctx, `must be no more than 63 characters (is ${v.length})`);
-  else if (!OBJECT_NAME.test(v))
-    issue(ctx, `${quote(v)} is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
-});
-
-const policyName = z.string().superRefine((v, zctx) => {
-  const ctx = new Sink(zctx);
-  if (v.length === 0) issue(ctx, 'must not be empty');
-  else if (v.length > 253) issue(ctx, `must be no more than 253 characters (is ${v.length})`);
-  else if (!OBJECT_NAME.test(v))
-    issue(ctx, `${quote(v)} is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
-});
+/** A container's or policy's name: OBJECT_NAME, at most `max` characters. */
+const objectName = (max: number) =>
+  z.string().superRefine((v, zctx) => {
+    const ctx = new Sink(zctx);
+    if (v.length === 0) issue(ctx, 'must not be empty');
+    else if (v.length > max) issue(ctx, `must be no more than ${max} characters (is ${v.length})`);
+    else if (!OBJECT_NAME.test(v))
+      issue(ctx, `${quote(v)} is not a valid name: use letters, digits, '-', '_' or '.', starting and ending with a letter or digit`);
+  });
+const containerName = objectName(63);
+const policyName = objectName(253);
 
 const netnsField = z.string().superRefine((v, zctx) => {
   const ctx = new Sink(zctx);
@@ -152,23 +148,10 @@ const interfaceField = z.string().superRefine((v, zctx) => {
 
 const labelsField = z.record(z.string(), z.unknown()).superRefine((labels, zctx) => {
   const ctx = new Sink(zctx);
-  for (const i of validateLabels(labels)) issue(ctx, i.message, pathSegs(i.path));
+  report(ctx, validateLabels(labels));
   for (const k of Object.keys(labels))
-    if (k.startsWith(RESERVED_LABEL_PREFIX)) issue(ctx, `label keys under ${quote(RESERVED_LABEL_PREFIX)} are reserved for Bastion`, [k]);
+    if (k.startsWith(RESERVED_LABEL_PREFIX)) issue(ctx, `label keys under ${quote(RESERVED_LABEL_PREFIX)} are reserved for Bastion`, [k], 'not-allowed');
 });
-
-/** "matchLabels.app" / 'matchLabels["a/b"]' / "matchExpressions[0].values" → segments */
-function pathSegs(p: string): Seg[] {
-  const out: Seg[] = [];
-  const re = /(?:^|\.)([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]/g;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(p))) {
-    if (m[1] !== undefined) out.push(m[1]);
-    else if (m[2] !== undefined) out.push(Number(m[2]));
-    else out.push(JSON.parse(m[3]!) as string);
-  }
-  return out;
-}
 
 const containerSchema = z.strictObject({
   name: containerName,
@@ -178,36 +161,21 @@ const containerSchema = z.strictObject({
   mode: z.enum(['enforce', 'audit']).optional(),
 });
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
-}
+const describe = describeValue;
 
-function describe(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'a list';
-  if (isPlainObject(v)) return 'a mapping';
-  if (typeof v === 'string') return `the string ${quote(v)}`;
-  if (typeof v === 'number') return `the number ${v}`;
-  if (typeof v === 'boolean') return `the boolean ${v}`;
-  return typeof v;
-}
-
-function unknownFields(ctx: Ctx, obj: Record<string, unknown>, known: readonly string[], base: Seg[] = []): void {
-  for (const k of Object.keys(obj)) {
-    if (known.includes(k)) continue;
-    const hint = closest(k, known);
-    issue(ctx, `unknown field ${quote(k)}${hint ? ` (did you mean ${quote(hint)}?)` : ''}`, base);
-  }
+/** Reports issues found by a validator of another module (paths relative to the field being refined). */
+function report(ctx: Ctx, issues: readonly Issue[]): void {
+  for (const i of issues) issue(ctx, i.message, i.path, i.code);
 }
 
 /** Parses a CIDR text of the file: IPv4 only, no host bits set (a bare address is a /32). */
 function cidrText(ctx: Ctx, v: unknown, path: Seg[]): string | undefined {
   if (typeof v !== 'string') {
-    issue(ctx, `expected a CIDR such as "10.0.0.0/8", got ${describe(v)}`, path);
+    issue(ctx, `expected a CIDR such as "10.0.0.0/8", got ${describe(v)}`, path, 'invalid-type');
     return undefined;
   }
   if (isIpv6Text(v)) {
-    issue(ctx, `${quote(v)}: IPv6 is not supported (Bastion protects IPv4 container networks)`, path);
+    issue(ctx, `${quote(v)}: IPv6 is not supported (Bastion protects IPv4 container networks)`, path, 'not-allowed');
     return undefined;
   }
   const c = parseCidr4(v);
@@ -218,117 +186,54 @@ function cidrText(ctx: Ctx, v: unknown, path: Seg[]): string | undefined {
   const slash = v.indexOf('/');
   const ip = parseIpv4(slash < 0 ? v : v.slice(0, slash))!;
   if (ip !== c.base) {
-    issue(ctx, `${quote(v)} has host bits set: did you mean ${quote(formatCidr(c))}?`, path);
+    issue(ctx, `${quote(v)} has host bits set: did you mean ${quote(formatCidr4(c))}?`, path);
     return undefined;
   }
-  return formatCidr(c);
-}
-
-function parseSelector(ctx: Ctx, v: Record<string, unknown>): LabelSelector | undefined {
-  const k8s = Object.keys(v).some((k) => K8S_SELECTOR_FIELDS.includes(k));
-  let ok = true;
-  let selector: LabelSelector;
-  if (!k8s) {
-    // a plain map: matchLabels
-    const iss = validateLabels(v);
-    for (const i of iss) issue(ctx, i.message, pathSegs(i.path));
-    if (iss.length) return undefined;
-    selector = Object.keys(v).length ? { matchLabels: { ...(v as Record<string, string>) } } : {};
-  } else {
-    const before = countIssues(ctx);
-    unknownFields(ctx, v, K8S_SELECTOR_FIELDS);
-    const ml = v.matchLabels;
-    const me = v.matchExpressions;
-    selector = {};
-    if (ml !== undefined) {
-      if (!isPlainObject(ml)) {
-        issue(ctx, `expected a mapping of labels, got ${describe(ml)}`, ['matchLabels']);
-        ok = false;
-      } else if (Object.keys(ml).length) selector.matchLabels = ml as Record<string, string>;
-    }
-    if (me !== undefined) {
-      if (!Array.isArray(me)) {
-        issue(ctx, `expected a list of requirements, got ${describe(me)}`, ['matchExpressions']);
-        ok = false;
-      } else {
-        const reqs: LabelSelectorRequirement[] = [];
-        me.forEach((r, i) => {
-          if (!isPlainObject(r)) {
-            issue(ctx, `expected a mapping with key, operator and values, got ${describe(r)}`, ['matchExpressions', i]);
-            ok = false;
-            return;
-          }
-          unknownFields(ctx, r, REQUIREMENT_FIELDS, ['matchExpressions', i]);
-          if (typeof r.key !== 'string') {
-            issue(ctx, r.key === undefined ? 'required' : `expected a string, got ${describe(r.key)}`, ['matchExpressions', i, 'key']);
-            ok = false;
-          }
-          if (typeof r.operator !== 'string') {
-            issue(ctx, r.operator === undefined ? 'required' : `expected a string, got ${describe(r.operator)}`, ['matchExpressions', i, 'operator']);
-            ok = false;
-          }
-          if (r.values !== undefined && (!Array.isArray(r.values) || r.values.some((x) => typeof x !== 'string'))) {
-            issue(ctx, `expected a list of strings, got ${describe(r.values)}`, ['matchExpressions', i, 'values']);
-            ok = false;
-          }
-          reqs.push({
-            key: r.key as string,
-            operator: r.operator as LabelSelectorRequirement['operator'],
-            ...(Array.isArray(r.values) ? { values: [...(r.values as string[])] } : {}),
-          });
-        });
-        if (reqs.length) selector.matchExpressions = reqs;
-      }
-    }
-    if (ok) for (const i of validateSelector(selector)) issue(ctx, i.message, pathSegs(i.path));
-    if (countIssues(ctx) !== before) return undefined;
-  }
-  return ok ? selector : undefined;
-}
-
-function countIssues(ctx: Ctx): number {
-  return ctx.n;
+  return formatCidr4(c);
 }
 
 function policyEnd(containerNames: ReadonlySet<string>) {
   return z.unknown().transform((v, zctx): PolicyEnd => {
     const ctx = new Sink(zctx);
-    const fail = (m: string): PolicyEnd => {
-      issue(ctx, m);
+    const fail = (m: string, code: IssueCode = 'invalid-value'): PolicyEnd => {
+      issue(ctx, m, [], code);
       return { kind: 'host' };
     };
     const expected = 'expected a label selector such as { app: web }, the word host, or { cidr: 10.0.0.0/8 }';
-    if (v === undefined) return fail(`required: ${expected}`);
+    if (v === undefined) return fail(`required: ${expected}`, 'required');
     if (typeof v === 'string') {
       if (v === 'host') return { kind: 'host' };
       if (containerNames.has(v)) return fail(`${quote(v)} is not a peer: to select the container ${v}, write { ${BUILTIN_LABELS.name}: ${v} }`);
       return fail(`${quote(v)} is not a peer: ${expected}${v === 'any' || v === 'world' ? ` (everything outside is { cidr: 0.0.0.0/0 })` : ''}`);
     }
-    if (!isPlainObject(v)) return fail(`${expected}, got ${describe(v)}`);
+    if (!isPlainObject(v)) return fail(`${expected}, got ${describe(v)}`, 'invalid-type');
     if (Object.hasOwn(v, 'cidr')) {
-      unknownFields(ctx, v, CIDR_FIELDS);
+      report(ctx, unknownFields(v, CIDR_FIELDS));
       const cidr = cidrText(ctx, v.cidr, ['cidr']);
       const except: string[] = [];
       if (v.except !== undefined) {
-        if (!Array.isArray(v.except)) issue(ctx, `expected a list of CIDRs, got ${describe(v.except)}`, ['except']);
+        if (!Array.isArray(v.except)) issue(ctx, `expected a list of CIDRs, got ${describe(v.except)}`, ['except'], 'invalid-type');
         else
           v.except.forEach((e, i) => {
             const c = cidrText(ctx, e, ['except', i]);
             if (c === undefined || cidr === undefined) return;
             const outer = parseCidr4(cidr)!;
             const inner = parseCidr4(c)!;
-            if (!cidrCovers(outer, inner) || inner.prefixLen === outer.prefixLen)
+            if (!cidr4Covers(outer, inner) || inner.prefixLen === outer.prefixLen)
               issue(ctx, `${quote(c)} is not strictly inside ${cidr}`, ['except', i]);
-            else if (except.includes(c)) issue(ctx, `${quote(c)} is listed twice`, ['except', i]);
+            else if (except.includes(c)) issue(ctx, `${quote(c)} is listed twice`, ['except', i], 'duplicate');
             else except.push(c);
           });
       }
-      if (countIssues(ctx) > 0) return { kind: 'host' };
+      if (ctx.n > 0) return { kind: 'host' };
       return { kind: 'cidr', cidr: cidr!, ...(except.length ? { except } : {}) };
     }
-    const selector = parseSelector(ctx, v);
-    if (!selector) return { kind: 'host' };
-    return { kind: 'endpoints', selector };
+    const r = parseSelector(v);
+    if (!r.ok) {
+      report(ctx, r.issues);
+      return { kind: 'host' };
+    }
+    return { kind: 'endpoints', selector: r.selector };
   });
 }
 
@@ -336,7 +241,7 @@ const portsField = z.unknown().transform((v, zctx): PortRange[] | undefined => {
   const ctx = new Sink(zctx);
   if (v === undefined) return undefined;
   if (!Array.isArray(v)) {
-    issue(ctx, `expected a list of ports such as [ "8080/tcp", "53/udp", "icmp" ], got ${describe(v)}`);
+    issue(ctx, `expected a list of ports such as [ "8080/tcp", "53/udp", "icmp" ], got ${describe(v)}`, [], 'invalid-type');
     return undefined;
   }
   if (v.length === 0) {
@@ -389,14 +294,8 @@ const rootSchema = z.strictObject({
 
 // ============================================================= parsing
 
-function segsToPath(segs: readonly Seg[]): string {
-  let p = '';
-  for (const s of segs) p = typeof s === 'number' ? `${p}[${s}]` : fieldPath(p, s);
-  return p;
-}
-
 class Collector {
-  readonly errors: ConfigError[] = [];
+  readonly errors: Issue[] = [];
   constructor(
     private readonly file: string,
     private readonly raw: unknown,
@@ -404,13 +303,14 @@ class Collector {
   ) {}
 
   /** `at`: where the line is taken from, when it is not the field itself (an unknown key) */
-  add(segs: Seg[], message: string, at: Seg[] = segs): void {
+  add(code: IssueCode, segs: Seg[], message: string, at: Seg[] = segs): void {
     const object = this.objectOf(segs);
     const line = this.lineOf(at);
     this.errors.push({
+      code,
       file: this.file,
-      path: segsToPath(segs),
-      ...(object !== undefined ? { object } : {}),
+      path: segs,
+      ...(object !== undefined ? { object: { name: object, at: 2 } } : {}),
       ...(line !== undefined ? { line } : {}),
       message,
     });
@@ -430,25 +330,25 @@ class Collector {
       const segs = [...base, ...(i.path as Seg[])];
       switch (i.code) {
         case 'unrecognized_keys':
-          for (const k of i.keys) {
-            const hint = closest(k, known);
-            this.add(segs, `unknown field ${quote(k)}${hint ? ` (did you mean ${quote(hint)}?)` : ''}`, [...segs, k]);
-          }
+          for (const k of i.keys) this.add('unknown-field', segs, unknownFieldMessage(k, known), [...segs, k]);
           break;
         case 'invalid_type': {
           const actual = valueAt(value, i.path as Seg[]);
-          if (actual === undefined) this.add(segs, 'required');
-          else this.add(segs, `expected ${article(i.expected)}, got ${describe(actual)}`);
+          if (actual === undefined) this.add('required', segs, 'required');
+          else this.add('invalid-type', segs, `expected ${article(i.expected)}, got ${describe(actual)}`);
           break;
         }
         case 'invalid_value':
           {
           const v = valueAt(value, i.path as Seg[]);
-          this.add(segs, `${typeof v === 'string' ? quote(v) : describe(v)} is not one of: ${i.values.map(String).join(', ')}`);
+          this.add('invalid-value', segs, `${typeof v === 'string' ? quote(v) : describe(v)} is not one of: ${i.values.map(String).join(', ')}`);
           }
           break;
+        case 'custom':
+          this.add((i.params as { code?: IssueCode } | undefined)?.code ?? 'invalid-value', segs, i.message);
+          break;
         default:
-          this.add(segs, i.message);
+          this.add('invalid-value', segs, i.message);
       }
     }
   }
@@ -515,7 +415,7 @@ export function parseConfigText(text: string, fileName: string, opts: ParseOptio
     } else if (large) {
       return {
         ok: false,
-        errors: [{ file: fileName, path: '', ...(syntax.line ? { line: syntax.line } : {}), message: `YAML syntax error: ${syntax.reason}${syntax.column ? ` (column ${syntax.column})` : ''}` }],
+        errors: [{ code: 'syntax', file: fileName, path: [], ...(syntax.line ? { line: syntax.line } : {}), message: `YAML syntax error: ${syntax.reason}${syntax.column ? ` (column ${syntax.column})` : ''}` }],
       };
     }
   }
@@ -541,8 +441,9 @@ export function parseConfigTextFully(text: string, fileName: string, opts: Parse
         const col = e.linePos?.[0]?.col;
         const msg = e.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
         return {
+          code: 'syntax' as const,
           file: fileName,
-          path: '',
+          path: [],
           ...(line !== undefined ? { line } : {}),
           message: `YAML syntax error: ${msg}${col !== undefined ? ` (column ${col})` : ''}`,
         };
@@ -553,7 +454,7 @@ export function parseConfigTextFully(text: string, fileName: string, opts: Parse
   try {
     raw = doc.toJS({ maxAliasCount: 100 });
   } catch (err) {
-    return { ok: false, errors: [{ file: fileName, path: '', message: `YAML error: ${(err as Error).message}` }] };
+    return { ok: false, errors: [{ code: 'syntax', file: fileName, path: [], message: `YAML error: ${(err as Error).message}` }] };
   }
   if (raw === null || raw === undefined) raw = {};
 
@@ -590,7 +491,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   if (!isPlainObject(raw)) {
     // the whole document is this value: say what it is, never what it says
     const what = typeof raw === 'string' ? `a text of ${raw.length} characters` : describe(raw);
-    c.add([], `not a Bastion ${opts.policiesOnly ? 'policies document' : 'config file'}: expected a mapping with ${opts.policiesOnly ? 'policies' : 'mode, containers and policies'}, got ${what}`);
+    c.add('not-a-document', [], `not a Bastion ${opts.policiesOnly ? 'policies document' : 'config file'}: expected a mapping with ${opts.policiesOnly ? 'policies' : 'mode, containers and policies'}, got ${what}`);
     return { ok: false, errors: c.errors };
   }
   // A file that is no Bastion document at all (a wrong path, a symlink to
@@ -599,6 +500,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   const keys = Object.keys(raw);
   if (keys.length > 0 && !keys.some((k) => ROOT_FIELDS.includes(k) || closest(k, ROOT_FIELDS))) {
     c.add(
+      'not-a-document',
       [],
       `not a Bastion ${opts.policiesOnly ? 'policies document' : 'config file'}: no ${opts.policiesOnly ? 'policies' : 'mode, containers or policies'} at the top level, but ${keys.length} other key${keys.length === 1 ? '' : 's'} (none of them quoted here: this may be another file)`,
       [keys[0]!],
@@ -607,10 +509,10 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   }
   if (opts.policiesOnly) {
     for (const key of ['mode', 'containers'] as const) {
-      if (key in raw) c.add([key], `not allowed here: this document only adds policies; ${key} belongs in the daemon's config file`);
+      if (key in raw) c.add('not-allowed', [key], `not allowed here: this document only adds policies; ${key} belongs in the daemon's config file`);
     }
-    if (raw.policies === undefined || raw.policies === null) c.add(['policies'], 'required: the list of policies to add');
-    else if (Array.isArray(raw.policies) && raw.policies.length === 0) c.add(['policies'], 'empty: give at least one policy');
+    if (raw.policies === undefined || raw.policies === null) c.add('required', ['policies'], 'required: the list of policies to add');
+    else if (Array.isArray(raw.policies) && raw.policies.length === 0) c.add('required', ['policies'], 'empty: give at least one policy');
     if (c.errors.length > 0) return { ok: false, errors: c.errors };
   }
   const root = rootSchema.safeParse(raw);
@@ -623,7 +525,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   let containersOk = true;
   rawContainers?.forEach((item, i) => {
     if (!isPlainObject(item)) {
-      c.add(['containers', i], `expected a mapping with name, netns, interface, labels and mode, got ${describe(item)}`);
+      c.add('invalid-type', ['containers', i], `expected a mapping with name, netns, interface, labels and mode, got ${describe(item)}`);
       containersOk = false;
       return;
     }
@@ -642,7 +544,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
     });
   });
   if (raw.containers === undefined && opts.containersRequired) {
-    c.add(['containers'], 'required: no platform supplies containers here, so the file must list the containers to protect');
+    c.add('required', ['containers'], 'required: no platform supplies containers here, so the file must list the containers to protect');
   }
   // duplicates (on the raw items, so that they are reported even when another field is wrong)
   const seenNames = new Map<string, number>();
@@ -651,7 +553,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
     if (!isPlainObject(item)) return;
     if (typeof item.name === 'string' && item.name !== '') {
       const prev = seenNames.get(item.name);
-      if (prev !== undefined) c.add(['containers', i, 'name'], `duplicate name ${quote(item.name)} (also containers[${prev}])`);
+      if (prev !== undefined) c.add('duplicate', ['containers', i, 'name'], `duplicate name ${quote(item.name)} (also containers[${prev}])`);
       else seenNames.set(item.name, i);
     }
     if (typeof item.netns === 'string') {
@@ -659,7 +561,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
       const k = `${item.netns}\0${iface}`;
       const prev = seenIfaces.get(k);
       if (prev !== undefined)
-        c.add(['containers', i, 'netns'], `netns ${quote(item.netns)} interface ${iface} is already containers[${prev}]`);
+        c.add('duplicate', ['containers', i, 'netns'], `netns ${quote(item.netns)} interface ${iface} is already containers[${prev}]`);
       else seenIfaces.set(k, i);
     }
   });
@@ -685,12 +587,12 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
   rawPolicies.forEach((item, i) => {
     const base: Seg[] = ['policies', i];
     if (!isPlainObject(item)) {
-      c.add(base, `expected a mapping with name, from, to and ports, got ${describe(item)}`);
+      c.add('invalid-type', base, `expected a mapping with name, from, to and ports, got ${describe(item)}`);
       return;
     }
     if (typeof item.name === 'string' && item.name !== '') {
       const prev = seenPolicies.get(item.name);
-      if (prev !== undefined) c.add([...base, 'name'], `duplicate name ${quote(item.name)} (also policies[${prev}])`);
+      if (prev !== undefined) c.add('duplicate', [...base, 'name'], `duplicate name ${quote(item.name)} (also policies[${prev}])`);
       else seenPolicies.set(item.name, i);
     }
     const r = schema.safeParse(item);
@@ -703,6 +605,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
     if (!managed(p.from) && !managed(p.to)) {
       const desc = (e: PolicyEnd) => (e.kind === 'host' ? 'host' : e.kind === 'cidr' ? `{ cidr: ${e.cidr} }` : '');
       c.add(
+        'invalid-value',
         base,
         p.from.kind === 'host' && p.to.kind === 'host'
           ? 'from: host and to: host: traffic of the host with itself is not filtered by Bastion; one end must be a container selector'
@@ -714,7 +617,7 @@ function validateConfig(raw: unknown, fileName: string, opts: ParseOptions, line
       for (const which of ['from', 'to'] as const) {
         const e = p[which];
         if (e.kind === 'endpoints' && labelSets.select(e.selector).length === 0) {
-          c.add([...base, which], `selector ${formatSelector(e.selector)} matches no container`);
+          c.add('unresolved', [...base, which], `selector ${formatSelector(e.selector)} matches no container`);
         }
       }
     }
@@ -768,14 +671,9 @@ export async function loadConfigFile(path: string, opts: ParseOptions & { maxByt
     text = readInputFile(path, { maxBytes: opts.maxBytes ?? DEFAULT_INPUT_MAX_BYTES });
   } catch (err) {
     if (!(err instanceof InputFileError)) throw err;
-    return { ok: false, errors: [{ file: path, path: '', message: err.reason }] };
+    return { ok: false, errors: [err.issue] };
   }
   return parseConfigText(text, path, opts);
-}
-
-/** Every error, one per line (for a CLI). */
-export function formatConfigErrors(errors: readonly ConfigError[]): string {
-  return errors.map(formatConfigError).join('\n');
 }
 
 // ======================================================= to the model

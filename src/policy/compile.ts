@@ -93,94 +93,9 @@ import {
 } from '../datapath/layout.js';
 import { LabelIndex, SelectorIndex, canonicalSelector, matches } from './selector.js';
 import { MAX_PORT, portPrefixes } from './ports.js';
+import { type Cidr4, cidr4Covers, formatCidr4, formatIpv4, ipInCidr4, isIpv6Text, parseCidr4, parseIpv4 } from '../net/ip.js';
 
-// =============================================================== IPv4 / CIDR
-
-/** An IPv4 prefix: base (host bits cleared) as an unsigned 32-bit number. */
-export interface Cidr4 {
-  base: number;
-  prefixLen: number;
-  /** the base address, dotted */
-  addr: string;
-}
-
-/** Strict dotted quad (no leading zeros) → unsigned 32-bit number, or undefined. */
-export function parseIpv4(s: string): number | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
-  let v = 0;
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    v = v * 256 + n;
-  }
-  return v;
-}
-
-export function formatIpv4(n: number): string {
-  return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
-}
-
-export function maskOf(prefixLen: number): number {
-  return prefixLen === 0 ? 0 : (0xffffffff << (32 - prefixLen)) >>> 0;
-}
-
-/**
- * "a.b.c.d/n" (or a bare address, taken as /32) → Cidr4 with host bits
- * cleared, or undefined (IPv6 included: the datapath is IPv4 only).
- */
-export function parseCidr4(s: string): Cidr4 | undefined {
-  const slash = s.indexOf('/');
-  const ip = parseIpv4(slash < 0 ? s : s.slice(0, slash));
-  if (ip === undefined) return undefined;
-  let prefixLen = 32;
-  if (slash >= 0) {
-    const p = s.slice(slash + 1);
-    if (!/^(0|[1-9][0-9]?)$/.test(p) || Number(p) > 32) return undefined;
-    prefixLen = Number(p);
-  }
-  const base = (ip & maskOf(prefixLen)) >>> 0;
-  return { base, prefixLen, addr: formatIpv4(base) };
-}
-
-/** Like parseCidr4, for callers that know the text is valid: throws otherwise. */
-export function parseCidr(s: string): Cidr4 {
-  const c = parseCidr4(s);
-  if (!c) throw new Error(`not an IPv4 CIDR: ${s}`);
-  return c;
-}
-
-export function formatCidr(c: Cidr4): string {
-  return `${c.addr}/${c.prefixLen}`;
-}
-
-/** Canonical text of a prefix ("10.0.0.0/8"), or undefined if it is not an IPv4 prefix. */
-export function canonicalCidr(s: string): string | undefined {
-  const c = parseCidr4(s);
-  return c ? formatCidr(c) : undefined;
-}
-
-export function ipInCidr4(c: Cidr4, ip: number): boolean {
-  return ((ip & maskOf(c.prefixLen)) >>> 0) === c.base;
-}
-
-/** Is the address in the prefix? False for anything unparseable. */
-export function cidrContains(cidr: string, ip: string): boolean {
-  const c = parseCidr4(cidr);
-  const a = parseIpv4(ip);
-  return c !== undefined && a !== undefined && ipInCidr4(c, a);
-}
-
-/** outer ⊇ inner */
-export function cidrCovers(outer: Cidr4, inner: Cidr4): boolean {
-  return inner.prefixLen >= outer.prefixLen && ((inner.base & maskOf(outer.prefixLen)) >>> 0) === outer.base;
-}
-
-/** True for text that looks like an IPv6 address or prefix (which never matches an IPv4 address). */
-export function isIpv6Text(s: string): boolean {
-  return s.includes(':');
-}
+// ==================================================================== CIDR peers
 
 /**
  * A cidr peer as the compiler and the evaluators read it, or null when it
@@ -815,7 +730,7 @@ export class CompileContext {
       case 'cidr': {
         const parsed = readCidrPeer(p);
         if (!parsed) return NONE_REF;
-        const canon = `${formatCidr(parsed.cidr)}|${parsed.except.map(formatCidr).sort().join(',')}`;
+        const canon = `${formatCidr4(parsed.cidr)}|${parsed.except.map(formatCidr4).sort().join(',')}`;
         let cp = this.cidrPeers.get(canon);
         if (!cp) {
           cp = { canon, cidr: parsed.cidr, except: parsed.except, members: new Set(), prefixIds: [], ids: undefined, fresh: true, asPeer: [] };
@@ -837,7 +752,7 @@ export class CompileContext {
 
   private register(c: Cidr4): void {
     if (c.prefixLen === 0) return; // the world, always there
-    const k = formatCidr(c);
+    const k = formatCidr4(c);
     const r = this.registered.get(k);
     if (r) r.refs++;
     else {
@@ -848,7 +763,7 @@ export class CompileContext {
 
   private unregister(c: Cidr4): void {
     if (c.prefixLen === 0) return;
-    const k = formatCidr(c);
+    const k = formatCidr4(c);
     const r = this.registered.get(k)!;
     if (--r.refs === 0) {
       this.registered.delete(k);
@@ -859,7 +774,7 @@ export class CompileContext {
   private expandPrefixes(cp: CidrPeerState): number[] {
     const ids: number[] = [];
     const consider = (r: Registered) => {
-      if (cidrCovers(cp.cidr, r.cidr) && !cp.except.some((e) => cidrCovers(e, r.cidr))) ids.push(r.id);
+      if (cidr4Covers(cp.cidr, r.cidr) && !cp.except.some((e) => cidr4Covers(e, r.cidr))) ids.push(r.id);
     };
     consider(this.world);
     for (const r of this.registered.values()) consider(r);

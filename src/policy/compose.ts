@@ -24,7 +24,7 @@
  */
 import { Document, LineCounter, isMap, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
 import { BUILTIN_LABELS, type Peer, type PolicySet, type PortRange, type Rule } from './model.js';
-import { boundErrors, quote } from './errors.js';
+import { InvalidInput, formatPath, quote, type Issue, type IssueCode } from './errors.js';
 import { publishedAccess, type PublishedPort, type PublishedPortsMode } from './published.js';
 export type { PublishedPortsMode } from './published.js';
 
@@ -65,25 +65,15 @@ export interface ComposeApp {
   warnings: string[];
 }
 
-export interface ComposeIssue {
-  file: string;
-  /** field path: services.web.ports[2] */
-  path: string;
-  line?: number;
-  col?: number;
-  message: string;
-}
-
-export class ComposeError extends Error {
-  constructor(readonly issues: ComposeIssue[]) {
-    super(boundErrors(issues.map(formatComposeIssue)).join('\n'));
+/**
+ * An invalid Compose file: its issues name the file, the line and column of
+ * the field, and the field as Compose prints it (services.web.ports[2]).
+ */
+export class ComposeError extends InvalidInput {
+  constructor(issues: Issue[]) {
+    super(issues);
     this.name = 'ComposeError';
   }
-}
-
-export function formatComposeIssue(i: ComposeIssue): string {
-  const where = i.line !== undefined ? `${i.file}:${i.line}:${i.col ?? 1}` : i.file;
-  return i.path ? `${where}: ${i.path}: ${i.message}` : `${where}: ${i.message}`;
 }
 
 export interface ComposeParseOptions {
@@ -134,13 +124,11 @@ export interface ComposePolicies {
 type Path = Array<string | number>;
 
 function pathText(p: Path): string {
-  let s = '';
-  for (const seg of p) s += typeof seg === 'number' ? `[${seg}]` : s ? `.${seg}` : seg;
-  return s;
+  return formatPath(p, 'dotted');
 }
 
 class Reader {
-  readonly issues: ComposeIssue[] = [];
+  readonly issues: Issue[] = [];
   readonly warnings: string[] = [];
   constructor(
     readonly file: string,
@@ -148,12 +136,12 @@ class Reader {
     private readonly lines: LineCounter,
   ) {}
 
-  error(path: Path, message: string): void {
+  error(path: Path, message: string, code: IssueCode = 'invalid-value'): void {
     const pos = this.position(path);
-    this.issues.push({ file: this.file, path: pathText(path), ...pos, message });
+    this.issues.push({ code, file: this.file, path, pathStyle: 'dotted', ...pos, message });
   }
 
-  private position(path: Path): { line?: number; col?: number } {
+  private position(path: Path): { line?: number; column?: number } {
     // the deepest node of the path that exists in the document
     for (let n = path.length; n >= 0; n--) {
       let node: unknown;
@@ -165,7 +153,7 @@ class Reader {
       const range = (node as YamlNode | undefined)?.range;
       if (range) {
         const { line, col } = this.lines.linePos(range[0]);
-        return { line, col };
+        return { line, column: col };
       }
     }
     return {};
@@ -339,24 +327,25 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
     throw new ComposeError(
       doc.errors.map((e) => {
         const pos = lines.linePos(e.pos[0]);
-        return { file, path: '', line: pos.line, col: pos.col, message: `invalid YAML: ${e.message.split('\n')[0]}` };
+        return { code: 'syntax' as const, file, path: [], line: pos.line, column: pos.col, message: `invalid YAML: ${e.message.split('\n')[0]}` };
       }),
     );
   }
   const r = new Reader(file, doc, lines);
   const raw0 = doc.toJS({ maxAliasCount: 1000 }) as unknown;
   if (!isRecord(raw0)) {
-    r.error([], `a Compose file is a mapping with a "services" key, not ${describe(raw0)}`);
+    r.error([], `a Compose file is a mapping with a "services" key, not ${describe(raw0)}`, 'not-a-document');
     throw new ComposeError(r.issues);
   }
   const raw = interpolateTree(raw0, [], o.env ?? {}, r) as Record<string, unknown>;
   const servicesRaw = raw.services;
   if (!isRecord(servicesRaw)) {
-    r.error(servicesRaw === undefined ? [] : ['services'], servicesRaw === undefined ? 'no "services" key' : `must be a mapping of services, not ${describe(servicesRaw)}`);
+    if (servicesRaw === undefined) r.error([], 'no "services" key', 'required');
+    else r.error(['services'], `must be a mapping of services, not ${describe(servicesRaw)}`, 'invalid-type');
     throw new ComposeError(r.issues);
   }
   const names = Object.keys(servicesRaw);
-  if (names.length === 0) r.error(['services'], 'no service defined');
+  if (names.length === 0) r.error(['services'], 'no service defined', 'required');
   const defined = new Set(names);
   const services: ComposeService[] = [];
   let name: string | undefined;
@@ -370,17 +359,17 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
     const def = servicesRaw[svc];
     if (!SERVICE_NAME.test(svc)) r.error(base, `invalid service name ${quote(svc)} (letters, digits, ".", "_" and "-")`);
     if (!isRecord(def)) {
-      r.error(base, `a service is a mapping, not ${describe(def)}`);
+      r.error(base, `a service is a mapping, not ${describe(def)}`, 'invalid-type');
       continue;
     }
     const s: ComposeService = { name: svc, dependsOn: [], links: [], ports: [], published: [] };
     const target = (path: Path, t: unknown): string | undefined => {
       if (typeof t !== 'string' || !t) {
-        r.error(path, `must be a service name, not ${describe(t)}`);
+        r.error(path, `must be a service name, not ${describe(t)}`, 'invalid-type');
         return undefined;
       }
       if (!defined.has(t)) {
-        r.error(path, `service ${quote(t)} is not defined in services`);
+        r.error(path, `service ${quote(t)} is not defined in services`, 'unresolved');
         return undefined;
       }
       if (t === svc) {
@@ -401,7 +390,7 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
       for (const [d, cond] of Object.entries(dep)) {
         const t = target([...base, 'depends_on', d], d);
         if (cond !== null && cond !== undefined && !isRecord(cond)) {
-          r.error([...base, 'depends_on', d], `must be a mapping (condition, restart, required), not ${describe(cond)}`);
+          r.error([...base, 'depends_on', d], `must be a mapping (condition, restart, required), not ${describe(cond)}`, 'invalid-type');
         } else if (isRecord(cond) && cond.condition !== undefined) {
           const ok = ['service_started', 'service_healthy', 'service_completed_successfully'];
           if (!ok.includes(String(cond.condition))) {
@@ -411,7 +400,7 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
         if (t && !s.dependsOn.includes(t)) s.dependsOn.push(t);
       }
     } else if (dep !== undefined && dep !== null) {
-      r.error([...base, 'depends_on'], `must be a list of services or a mapping, not ${describe(dep)}`);
+      r.error([...base, 'depends_on'], `must be a list of services or a mapping, not ${describe(dep)}`, 'invalid-type');
     }
 
     // links: ["db", "db:database"]
@@ -419,17 +408,17 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
     if (Array.isArray(links)) {
       links.forEach((l, i) => {
         const p: Path = [...base, 'links', i];
-        if (typeof l !== 'string') return r.error(p, `must be "SERVICE" or "SERVICE:ALIAS", not ${describe(l)}`);
+        if (typeof l !== 'string') return r.error(p, `must be "SERVICE" or "SERVICE:ALIAS", not ${describe(l)}`, 'invalid-type');
         const parts = l.split(':');
         if (parts.length > 2 || (parts.length === 2 && !parts[1])) return r.error(p, `must be "SERVICE" or "SERVICE:ALIAS", not ${quote(l)}`);
         const t = target(p, parts[0]);
         if (t && !s.links.includes(t)) s.links.push(t);
       });
     } else if (links !== undefined && links !== null) {
-      r.error([...base, 'links'], `must be a list, not ${describe(links)}`);
+      r.error([...base, 'links'], `must be a list, not ${describe(links)}`, 'invalid-type');
     }
     if (def.external_links !== undefined) {
-      r.warnings.push(`${file}: services.${svc}.external_links: containers outside this file are not known here: ignored`);
+      r.warnings.push(`${file}: ${pathText([...base, 'external_links'])}: containers outside this file are not known here: ignored`);
     }
 
     const ports: ComposePort[] = [];
@@ -439,13 +428,13 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
     if (Array.isArray(expose)) {
       expose.forEach((e, i) => {
         const p: Path = [...base, 'expose', i];
-        if (typeof e !== 'string' && typeof e !== 'number') return r.error(p, `must be a port, not ${describe(e)}`);
+        if (typeof e !== 'string' && typeof e !== 'number') return r.error(p, `must be a port, not ${describe(e)}`, 'invalid-type');
         const parsed = parseExpose(String(e));
         if (typeof parsed === 'string') r.error(p, parsed);
         else ports.push(parsed);
       });
     } else if (expose !== undefined && expose !== null) {
-      r.error([...base, 'expose'], `must be a list of ports, not ${describe(expose)}`);
+      r.error([...base, 'expose'], `must be a list of ports, not ${describe(expose)}`, 'invalid-type');
     }
 
     // ports: short syntax strings/numbers, or long syntax mappings
@@ -470,8 +459,8 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
         }
         if (isRecord(e)) {
           const known = ['target', 'published', 'host_ip', 'protocol', 'mode', 'name', 'app_protocol'];
-          for (const k of Object.keys(e)) if (!known.includes(k)) r.error([...p, k], `unknown field (long syntax has ${known.join(', ')})`);
-          if (e.target === undefined) return r.error(p, 'long syntax needs "target" (the container port)');
+          for (const k of Object.keys(e)) if (!known.includes(k)) r.error([...p, k], `unknown field (long syntax has ${known.join(', ')})`, 'unknown-field');
+          if (e.target === undefined) return r.error(p, 'long syntax needs "target" (the container port)', 'required');
           const range = typeof e.target === 'number' || typeof e.target === 'string' ? parseRange(String(e.target)) : undefined;
           if (!range) return r.error([...p, 'target'], `invalid container port ${describe(e.target)}`);
           if (e.published !== undefined && e.published !== null && !parseRange(String(e.published))) {
@@ -483,10 +472,10 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
           published.push({ protocol, ...range, ...(hostIp ? { hostIp } : {}) });
           return void ports.push({ protocol, ...range });
         }
-        r.error(p, `must be a port ("80", "8080:80", "127.0.0.1:8080:80/udp") or a mapping with target, not ${describe(e)}`);
+        r.error(p, `must be a port ("80", "8080:80", "127.0.0.1:8080:80/udp") or a mapping with target, not ${describe(e)}`, 'invalid-type');
       });
     } else if (portList !== undefined && portList !== null) {
-      r.error([...base, 'ports'], `must be a list, not ${describe(portList)}`);
+      r.error([...base, 'ports'], `must be a list, not ${describe(portList)}`, 'invalid-type');
     }
     s.ports = mergePorts(ports);
     s.published = published;
@@ -500,10 +489,10 @@ export function parseCompose(text: string, o: ComposeParseOptions = {}): Compose
   return { file, ...(name ? { name } : {}), services, warnings: r.warnings };
 }
 
-function sortIssues(issues: ComposeIssue[]): ComposeIssue[] {
+function sortIssues(issues: Issue[]): Issue[] {
   return issues
     .map((x, i) => [x, i] as const)
-    .sort(([a, i], [b, j]) => (a.line ?? Infinity) - (b.line ?? Infinity) || (a.col ?? 0) - (b.col ?? 0) || i - j)
+    .sort(([a, i], [b, j]) => (a.line ?? Infinity) - (b.line ?? Infinity) || (a.column ?? 0) - (b.column ?? 0) || i - j)
     .map(([x]) => x);
 }
 

@@ -40,15 +40,8 @@ import {
   type IpcacheVal,
   type NeighKey,
 } from '../datapath/layout.js';
-import {
-  isIpv6Text,
-  maskOf,
-  parseCidr4,
-  parseIpv4,
-  type CompiledState,
-  type IpcacheEntry,
-  type PolicyEntry,
-} from './compile.js';
+import { type CompiledState, type IpcacheEntry, type PolicyEntry } from './compile.js';
+import { ipInCidr4, isIpv6Text, parseCidr4, parseIpv4 } from '../net/ip.js';
 
 export type L4Protocol = 'tcp' | 'udp' | 'sctp' | 'icmp';
 
@@ -124,12 +117,12 @@ function inCidrPeer(p: { cidr: string; except?: string[] }, ip: string): boolean
   const a = parseIpv4(ip);
   const c = parseCidr4(p.cidr);
   if (a === undefined || !c) return false;
-  if (((a & maskOf(c.prefixLen)) >>> 0) !== c.base) return false;
+  if (!ipInCidr4(c, a)) return false;
   for (const e of p.except ?? []) {
     if (isIpv6Text(e)) continue;
     const x = parseCidr4(e);
     if (!x) return false; // an unreadable except: fail closed
-    if (((a & maskOf(x.prefixLen)) >>> 0) === x.base) return false;
+    if (ipInCidr4(x, a)) return false;
   }
   return true;
 }

@@ -21,6 +21,7 @@
  * the content quotes only short excerpts (src/policy/errors.ts).
  */
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
+import { formatIssue, type Issue } from './errors.js';
 
 /** Why a file was not read: missing, no permission, refused by a check, too large. */
 export type InputFileProblem = 'missing' | 'permission' | 'refused' | 'too-large' | 'unreadable';
@@ -32,8 +33,13 @@ export class InputFileError extends Error {
     readonly reason: string,
     readonly problem: InputFileProblem,
   ) {
-    super(`${path}: ${reason}`);
+    super(formatIssue(fileIssue(path, reason)));
     this.name = 'InputFileError';
+  }
+
+  /** The error as a validation issue of the file as a whole: "PATH: REASON". */
+  get issue(): Issue {
+    return fileIssue(this.path, this.reason);
   }
 
   /** The content was not acceptable (refused, too large), rather than not readable: invalid input. */
@@ -49,6 +55,10 @@ export interface InputFileOptions {
   limitHint?: string;
   /** users allowed to own the file (default: root and the invoking user) */
   owners?: ReadonlySet<number>;
+}
+
+function fileIssue(file: string, message: string): Issue {
+  return { code: 'file', file, path: [], message };
 }
 
 /** Default limit of input files other than the config file (Compose, Kubernetes objects). */

@@ -3,16 +3,17 @@
  * takes, one record of the cluster store): validated exactly as the config
  * file's policies are, and turned back into that form. Pure.
  */
-import { formatConfigError, formatPolicyEnd, parseConfigText, type ConfigError, type PolicyConfig } from './bastion-config.js';
+import { formatPolicyEnd, parseConfigText, type PolicyConfig } from './bastion-config.js';
 import { formatPortRange } from './ports.js';
-import { boundErrors } from './errors.js';
+import { issueLines } from './errors.js';
+import { selectorDocument } from './selector.js';
 
 export type ParsedPolicies = { ok: true; policies: PolicyConfig[] } | { ok: false; errors: string[] };
 
 /** Validate a policies document (`policies: [...]`, YAML or JSON) as the config file's policies are. */
 export function parsePoliciesDocument(text: string, source: string): ParsedPolicies {
   const r = parseConfigText(text, source, { policiesOnly: true });
-  if (!r.ok) return { ok: false, errors: boundErrors(r.errors.map((e: ConfigError) => formatConfigError(e))) };
+  if (!r.ok) return { ok: false, errors: issueLines(r.errors) };
   return { ok: true, policies: r.config.policies };
 }
 
@@ -26,12 +27,7 @@ export function toDocumentPolicy(p: PolicyConfig): Record<string, unknown> {
   const end = (x: PolicyConfig['from']): unknown => {
     if (x.kind === 'host') return 'host';
     if (x.kind === 'cidr') return { cidr: x.cidr, ...(x.except?.length ? { except: x.except } : {}) };
-    // The explicit form, so that no label key can be read as a field (cidr, except).
-    const sel = x.selector;
-    return {
-      ...(sel.matchLabels && Object.keys(sel.matchLabels).length ? { matchLabels: sel.matchLabels } : {}),
-      ...(sel.matchExpressions?.length ? { matchExpressions: sel.matchExpressions } : {}),
-    };
+    return selectorDocument(x.selector);
   };
   return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}), ...(p.mode ? { mode: p.mode } : {}) };
 }

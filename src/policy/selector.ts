@@ -1,5 +1,7 @@
 /**
- * Label selectors of the internal model (src/policy/model.ts), with the
+ * Label selectors, the one module for every front end: the internal model's
+ * (src/policy/model.ts), Bastion's documents (`{ app: web }` or the explicit
+ * form), Kubernetes objects (V1LabelSelector), Docker's `--select`. The
  * Kubernetes semantics (metav1.LabelSelector):
  *
  * - matchLabels and every matchExpressions requirement must all hold (AND);
@@ -8,20 +10,38 @@
  * - Exists / DoesNotExist: the key is present / absent;
  * - the empty selector ({}) matches everything.
  *
- * Plus validation (the API server's rules for keys, values and operators),
- * a canonical string form (equal for selectors that differ only in the order
- * of their labels, requirements or values; used as a cache key) and a short
- * human form for messages. Pure functions, no I/O.
+ * Plus parsing of Bastion's document form, validation (the API server's
+ * rules for keys, values and operators, in Bastion's or the API server's
+ * words), a canonical string form (equal for selectors that differ only in
+ * the order of their labels, requirements or values; used as a cache key), a
+ * short human form for messages, and indexes of label sets and of
+ * selectors. Pure functions, no I/O.
  */
 import type { LabelSelector, LabelSelectorRequirement } from './model.js';
-import { quote } from './errors.js';
+import { describeValue, isPlainObject, quote, unknownFields, type Issue, type IssueCode, type Path } from './errors.js';
 
 export type Labels = Readonly<Record<string, string>>;
+
+/**
+ * A selector of either front end: the model's LabelSelector and the
+ * Kubernetes API's V1LabelSelector both have this shape (the operator of the
+ * latter is any string; validation rejects the unknown ones).
+ */
+export interface SelectorLike {
+  matchLabels?: Readonly<Record<string, string>>;
+  matchExpressions?: readonly Requirement[];
+}
+
+export interface Requirement {
+  key: string;
+  operator: string;
+  values?: readonly string[];
+}
 
 const OPERATORS = ['In', 'NotIn', 'Exists', 'DoesNotExist'] as const;
 
 /** Does `labels` satisfy `selector`? Assumes a valid selector (an unknown operator never matches). */
-export function matches(selector: LabelSelector, labels: Labels): boolean {
+export function matches(selector: SelectorLike, labels: Labels): boolean {
   const ml = selector.matchLabels;
   if (ml !== undefined) {
     for (const k in ml) {
@@ -36,7 +56,7 @@ export function matches(selector: LabelSelector, labels: Labels): boolean {
   return true;
 }
 
-export function requirementMatches(req: LabelSelectorRequirement, labels: Labels): boolean {
+export function requirementMatches(req: Requirement, labels: Labels): boolean {
   const has = Object.hasOwn(labels, req.key);
   switch (req.operator) {
     case 'In':
@@ -53,70 +73,179 @@ export function requirementMatches(req: LabelSelectorRequirement, labels: Labels
 }
 
 /** True for {} (and for selectors whose parts are all empty). */
-export function isEmptySelector(selector: LabelSelector): boolean {
+export function isEmptySelector(selector: SelectorLike): boolean {
   return Object.keys(selector.matchLabels ?? {}).length === 0 && (selector.matchExpressions ?? []).length === 0;
 }
 
 // ------------------------------------------------------------ validation
+//
+// One validator, two wordings: Bastion's own (the config file, policies
+// documents) and the Kubernetes API server's (objects read by the k8s
+// commands, which users compare with what kubectl says). The rules are the
+// API server's in both: a key is [prefix/]name, the prefix a DNS subdomain of
+// at most 253 characters, the name and the value at most 63 characters of
+// alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric.
 
 const QUALIFIED_NAME = /^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$/;
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
-/** undefined when `key` is a valid label key ([prefix/]name), else why not. */
-export function checkLabelKey(key: string): string | undefined {
+/** A lowercase RFC 1123 subdomain ("example.com"), without its length limit. */
+export function isDns1123Subdomain(v: string): boolean {
+  return DNS1123_SUBDOMAIN.test(v);
+}
+
+/** What is wrong with a label key. */
+export type LabelKeyProblem =
+  | { kind: 'slashes' }
+  | { kind: 'prefix-empty' }
+  | { kind: 'prefix-too-long'; length: number }
+  | { kind: 'prefix-format' }
+  | { kind: 'name-empty' }
+  | { kind: 'name-too-long'; length: number }
+  | { kind: 'name-format' };
+
+/** What is wrong with a label value. */
+export type LabelValueProblem = { kind: 'too-long'; length: number } | { kind: 'format' };
+
+export function labelKeyProblem(key: string): LabelKeyProblem | undefined {
   const parts = key.split('/');
   let name: string;
   if (parts.length === 1) name = parts[0]!;
   else if (parts.length === 2) {
     const prefix = parts[0]!;
     name = parts[1]!;
-    if (prefix.length === 0) return 'the prefix before "/" must be non-empty';
-    if (prefix.length > 253) return `the prefix must be no more than 253 characters (is ${prefix.length})`;
-    if (!DNS1123_SUBDOMAIN.test(prefix))
-      return "the prefix must be a DNS subdomain: lowercase alphanumerics, '-' or '.', starting and ending with an alphanumeric";
+    if (prefix.length === 0) return { kind: 'prefix-empty' };
+    if (prefix.length > 253) return { kind: 'prefix-too-long', length: prefix.length };
+    if (!DNS1123_SUBDOMAIN.test(prefix)) return { kind: 'prefix-format' };
   } else {
-    return "a label key is an optional DNS subdomain prefix and a name, separated by one '/'";
+    return { kind: 'slashes' };
   }
-  if (name.length === 0) return 'the name must be non-empty';
-  if (name.length > 63) return `the name must be no more than 63 characters (is ${name.length})`;
-  if (!QUALIFIED_NAME.test(name))
-    return "the name must consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric";
+  if (name.length === 0) return { kind: 'name-empty' };
+  if (name.length > 63) return { kind: 'name-too-long', length: name.length };
+  if (!QUALIFIED_NAME.test(name)) return { kind: 'name-format' };
   return undefined;
+}
+
+export function labelValueProblem(v: string): LabelValueProblem | undefined {
+  if (v.length > 63) return { kind: 'too-long', length: v.length };
+  if (v.length > 0 && !QUALIFIED_NAME.test(v)) return { kind: 'format' };
+  return undefined;
+}
+
+/** The words of one front end for what the validator finds. */
+export interface LabelMessages {
+  key(p: LabelKeyProblem): string;
+  value(p: LabelValueProblem): string;
+  /** a key (or a value) that is wrong, and why */
+  badKey(key: string, why: string): string;
+  badValue(value: string, why: string): string;
+  /** a label value that is not a string (a number or a boolean in YAML) */
+  valueNotString: string;
+  valuesRequired(operator: string): string;
+  valuesForbidden(operator: string): string;
+  badOperator(operator: string): string;
+  /** where a label's key and value problems are reported, from the labels' own path */
+  keyPath(base: Path, key: string): Path;
+  valuePath(base: Path, key: string): Path;
+}
+
+/** Bastion's wording: the config file and policies documents. */
+export const BASTION_LABEL_MESSAGES: LabelMessages = {
+  key: (p) => {
+    switch (p.kind) {
+      case 'slashes':
+        return "a label key is an optional DNS subdomain prefix and a name, separated by one '/'";
+      case 'prefix-empty':
+        return 'the prefix before "/" must be non-empty';
+      case 'prefix-too-long':
+        return `the prefix must be no more than 253 characters (is ${p.length})`;
+      case 'prefix-format':
+        return "the prefix must be a DNS subdomain: lowercase alphanumerics, '-' or '.', starting and ending with an alphanumeric";
+      case 'name-empty':
+        return 'the name must be non-empty';
+      case 'name-too-long':
+        return `the name must be no more than 63 characters (is ${p.length})`;
+      case 'name-format':
+        return "the name must consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric";
+    }
+  },
+  value: (p) =>
+    p.kind === 'too-long'
+      ? `must be no more than 63 characters (is ${p.length})`
+      : "must be empty or consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric",
+  badKey: (k, why) => `${quote(k)} is not a valid label key: ${why}`,
+  badValue: (v, why) => `${quote(v)} is not a valid label value: ${why}`,
+  valueNotString: 'a label value must be a string (quote it)',
+  valuesRequired: (op) => `must be a non-empty list when the operator is ${op}`,
+  valuesForbidden: (op) => `must be empty when the operator is ${op}`,
+  badOperator: (op) => `${quote(op)} is not an operator: expected one of ${OPERATORS.join(', ')}`,
+  keyPath: (base, k) => [...base, k],
+  valuePath: (base, k) => [...base, k],
+};
+
+/** The Kubernetes API server's wording (k8s.io/apimachinery validation): Kubernetes objects. */
+export const K8S_LABEL_MESSAGES: LabelMessages = {
+  key: (p) => {
+    switch (p.kind) {
+      case 'slashes':
+        return "a qualified name must consist of an optional DNS subdomain prefix and a name, separated by at most one '/'";
+      case 'prefix-empty':
+        return 'prefix part must be non-empty';
+      case 'prefix-too-long':
+        return `prefix part must be no more than 253 characters (is ${p.length})`;
+      case 'prefix-format':
+        return "prefix part must be a lowercase RFC 1123 subdomain: lowercase alphanumerics, '-' or '.', starting and ending with an alphanumeric";
+      case 'name-empty':
+        return 'name part must be non-empty';
+      case 'name-too-long':
+        return `name part must be no more than 63 characters (is ${p.length})`;
+      case 'name-format':
+        return "name part must consist of alphanumerics, '-', '_' or '.', and must start and end with an alphanumeric";
+    }
+  },
+  value: (p) =>
+    p.kind === 'too-long'
+      ? `must be no more than 63 characters (is ${p.length})`
+      : "a label value must be empty or consist of alphanumerics, '-', '_' or '.', and must start and end with an alphanumeric",
+  badKey: (k, why) => `invalid label key ${quote(k)}: ${why}`,
+  badValue: (v, why) => `invalid label value ${quote(v)}: ${why}`,
+  valueNotString: 'invalid label value: must be a string',
+  valuesRequired: (op) => `must be specified when operator is ${op}`,
+  valuesForbidden: (op) => `may not be specified when operator is ${op}`,
+  badOperator: (op) => `${quote(op)} is not a valid selector operator (${OPERATORS.join(', ')})`,
+  // the API server reports a bad key on the map, a bad value on its key (field.Path.Key)
+  keyPath: (base) => base,
+  valuePath: (base, k) => [...base, { key: k }],
+};
+
+/** undefined when `key` is a valid label key ([prefix/]name), else why not. */
+export function checkLabelKey(key: string, messages: LabelMessages = BASTION_LABEL_MESSAGES): string | undefined {
+  const p = labelKeyProblem(key);
+  return p && messages.key(p);
 }
 
 /** undefined when `v` is a valid label value, else why not. */
-export function checkLabelValue(v: string): string | undefined {
-  if (v.length > 63) return `must be no more than 63 characters (is ${v.length})`;
-  if (v.length > 0 && !QUALIFIED_NAME.test(v))
-    return "must be empty or consist of alphanumerics, '-', '_' or '.', and start and end with an alphanumeric";
-  return undefined;
+export function checkLabelValue(v: string, messages: LabelMessages = BASTION_LABEL_MESSAGES): string | undefined {
+  const p = labelValueProblem(v);
+  return p && messages.value(p);
 }
 
-export interface SelectorIssue {
-  /** relative to the selector: "matchLabels.app", "matchExpressions[0].values" */
-  path: string;
-  message: string;
-}
-
-/** `base` + `.key`, or `base["key"]` when the key is not a plain identifier. */
-export function fieldPath(base: string, key: string): string {
-  if (/^[A-Za-z_][A-Za-z0-9_-]*$/.test(key)) return base === '' ? key : `${base}.${key}`;
-  return `${base}[${JSON.stringify(key)}]`;
-}
-
-/** Validates labels (a label set, or a matchLabels map). Paths are relative to the map. */
-export function validateLabels(labels: Readonly<Record<string, unknown>>, base = ''): SelectorIssue[] {
-  const out: SelectorIssue[] = [];
-  for (const [k, v] of Object.entries(labels)) {
-    const path = fieldPath(base, k);
-    const ek = checkLabelKey(k);
-    if (ek) out.push({ path, message: `${quote(k)} is not a valid label key: ${ek}` });
+/** Validates labels (a label set, or a matchLabels map) at `base`. */
+export function validateLabels(
+  labels: Readonly<Record<string, unknown>> | undefined,
+  base: Path = [],
+  messages: LabelMessages = BASTION_LABEL_MESSAGES,
+): Issue[] {
+  const out: Issue[] = [];
+  for (const [k, v] of Object.entries(labels ?? {})) {
+    const ek = checkLabelKey(k, messages);
+    if (ek) out.push({ code: 'invalid-value', path: messages.keyPath(base, k), message: messages.badKey(k, ek) });
     if (typeof v !== 'string') {
-      out.push({ path, message: `a label value must be a string (quote it)` });
+      out.push({ code: 'invalid-type', path: messages.valuePath(base, k), message: messages.valueNotString });
       continue;
     }
-    const ev = checkLabelValue(v);
-    if (ev) out.push({ path, message: `${quote(v)} is not a valid label value: ${ev}` });
+    const ev = checkLabelValue(v, messages);
+    if (ev) out.push({ code: 'invalid-value', path: messages.valuePath(base, k), message: messages.badValue(v, ev) });
   }
   return out;
 }
@@ -124,37 +253,149 @@ export function validateLabels(labels: Readonly<Record<string, unknown>>, base =
 /**
  * Validates a selector as the Kubernetes API server does: label keys and
  * values, known operators, In/NotIn with a non-empty values list,
- * Exists/DoesNotExist without values.
+ * Exists/DoesNotExist without values. Paths start at `base`.
  */
-export function validateSelector(selector: LabelSelector): SelectorIssue[] {
-  const out: SelectorIssue[] = [];
-  out.push(...validateLabels(selector.matchLabels ?? {}, 'matchLabels'));
+export function validateSelector(
+  selector: SelectorLike,
+  base: Path = [],
+  messages: LabelMessages = BASTION_LABEL_MESSAGES,
+): Issue[] {
+  const out = validateLabels(selector.matchLabels, [...base, 'matchLabels'], messages);
   (selector.matchExpressions ?? []).forEach((r, i) => {
-    const f = `matchExpressions[${i}]`;
-    const ek = typeof r.key === 'string' ? checkLabelKey(r.key) : 'must be a string';
-    if (ek) out.push({ path: `${f}.key`, message: `${quote(String(r.key))} is not a valid label key: ${ek}` });
+    const f = [...base, 'matchExpressions', i];
+    const ek = typeof r.key === 'string' ? checkLabelKey(r.key, messages) : 'must be a string';
+    if (ek) out.push({ code: 'invalid-value', path: [...f, 'key'], message: messages.badKey(String(r.key), ek) });
     const values = r.values ?? [];
     switch (r.operator) {
       case 'In':
       case 'NotIn':
-        if (values.length === 0) out.push({ path: `${f}.values`, message: `must be a non-empty list when the operator is ${r.operator}` });
+        if (values.length === 0) out.push({ code: 'required', path: [...f, 'values'], message: messages.valuesRequired(r.operator) });
         values.forEach((v, j) => {
-          const ev = typeof v === 'string' ? checkLabelValue(v) : 'must be a string';
-          if (ev) out.push({ path: `${f}.values[${j}]`, message: `${quote(String(v))} is not a valid label value: ${ev}` });
+          const ev = typeof v === 'string' ? checkLabelValue(v, messages) : 'must be a string';
+          if (ev) out.push({ code: 'invalid-value', path: [...f, 'values', j], message: messages.badValue(String(v), ev) });
         });
         break;
       case 'Exists':
       case 'DoesNotExist':
-        if (values.length > 0) out.push({ path: `${f}.values`, message: `must be empty when the operator is ${r.operator}` });
+        if (values.length > 0) out.push({ code: 'not-allowed', path: [...f, 'values'], message: messages.valuesForbidden(r.operator) });
         break;
       default:
-        out.push({
-          path: `${f}.operator`,
-          message: `${quote(String(r.operator))} is not an operator: expected one of ${OPERATORS.join(', ')}`,
-        });
+        out.push({ code: 'invalid-value', path: [...f, 'operator'], message: messages.badOperator(String(r.operator)) });
     }
   });
   return out;
+}
+
+/** A selector of these parts, without the empty ones ({} when both are). */
+export function selectorOf(matchLabels: Record<string, string>, matchExpressions: LabelSelectorRequirement[]): LabelSelector {
+  return {
+    ...(Object.keys(matchLabels).length ? { matchLabels } : {}),
+    ...(matchExpressions.length ? { matchExpressions } : {}),
+  };
+}
+
+/**
+ * The selector that matches what all of `sels` match, or null when that is
+ * nothing (one of them is null, the null selector, or two of their
+ * matchLabels contradict).
+ */
+export function selectorAnd(...sels: Array<LabelSelector | null>): LabelSelector | null {
+  const matchLabels: Record<string, string> = {};
+  const matchExpressions: LabelSelectorRequirement[] = [];
+  for (const s of sels) {
+    if (s === null) return null;
+    for (const [k, v] of Object.entries(s.matchLabels ?? {})) {
+      if (Object.hasOwn(matchLabels, k) && matchLabels[k] !== v) return null;
+      matchLabels[k] = v;
+    }
+    matchExpressions.push(...(s.matchExpressions ?? []));
+  }
+  return selectorOf(matchLabels, matchExpressions);
+}
+
+// ------------------------------------------------------------- parsing
+
+const SELECTOR_FIELDS = ['matchLabels', 'matchExpressions'];
+const REQUIREMENT_FIELDS = ['key', 'operator', 'values'];
+
+/**
+ * A selector as Bastion's documents write it: a plain map of labels
+ * (`{ app: web }`, the matchLabels of a selector), or the explicit form with
+ * matchLabels and/or matchExpressions. The selector, or every issue of it
+ * (paths from the selector itself).
+ */
+export function parseSelector(v: Readonly<Record<string, unknown>>): { ok: true; selector: LabelSelector } | { ok: false; issues: Issue[] } {
+  const explicit = Object.keys(v).some((k) => SELECTOR_FIELDS.includes(k));
+  if (!explicit) {
+    const issues = validateLabels(v);
+    if (issues.length) return { ok: false, issues };
+    return { ok: true, selector: Object.keys(v).length ? { matchLabels: { ...(v as Record<string, string>) } } : {} };
+  }
+  const issues = unknownFields(v, SELECTOR_FIELDS);
+  const add = (code: IssueCode, path: Path, message: string) => issues.push({ code, path, message });
+  let typed = true;
+  const selector: LabelSelector = {};
+  const ml = v.matchLabels;
+  const me = v.matchExpressions;
+  if (ml !== undefined) {
+    if (!isPlainObject(ml)) {
+      add('invalid-type', ['matchLabels'], `expected a mapping of labels, got ${describeValue(ml)}`);
+      typed = false;
+    } else if (Object.keys(ml).length) selector.matchLabels = ml as Record<string, string>;
+  }
+  if (me !== undefined) {
+    if (!Array.isArray(me)) {
+      add('invalid-type', ['matchExpressions'], `expected a list of requirements, got ${describeValue(me)}`);
+      typed = false;
+    } else {
+      const reqs: LabelSelectorRequirement[] = [];
+      me.forEach((r, i) => {
+        const at: Path = ['matchExpressions', i];
+        if (!isPlainObject(r)) {
+          add('invalid-type', at, `expected a mapping with key, operator and values, got ${describeValue(r)}`);
+          typed = false;
+          return;
+        }
+        issues.push(...unknownFields(r, REQUIREMENT_FIELDS, at));
+        for (const f of ['key', 'operator'] as const) {
+          if (typeof r[f] === 'string') continue;
+          if (r[f] === undefined) add('required', [...at, f], 'required');
+          else add('invalid-type', [...at, f], `expected a string, got ${describeValue(r[f])}`);
+          typed = false;
+        }
+        if (r.values !== undefined && (!Array.isArray(r.values) || r.values.some((x) => typeof x !== 'string'))) {
+          add('invalid-type', [...at, 'values'], `expected a list of strings, got ${describeValue(r.values)}`);
+          typed = false;
+        }
+        reqs.push({
+          key: r.key as string,
+          operator: r.operator as LabelSelectorRequirement['operator'],
+          ...(Array.isArray(r.values) ? { values: [...(r.values as string[])] } : {}),
+        });
+      });
+      if (reqs.length) selector.matchExpressions = reqs;
+    }
+  }
+  if (typed) issues.push(...validateSelector(selector));
+  return issues.length ? { ok: false, issues } : { ok: true, selector };
+}
+
+/**
+ * A selector in the explicit document form, which parseSelector reads back
+ * to the same selector: no label key can then be read as a field (cidr,
+ * except) of a policy end.
+ */
+export function selectorDocument(sel: SelectorLike): { matchLabels?: Record<string, string>; matchExpressions?: SelectorLike['matchExpressions'] } {
+  return {
+    ...(sel.matchLabels && Object.keys(sel.matchLabels).length ? { matchLabels: { ...sel.matchLabels } } : {}),
+    ...(sel.matchExpressions?.length ? { matchExpressions: sel.matchExpressions } : {}),
+  };
+}
+
+/** "KEY=VALUE" (a label on a command line) → key and value, or undefined (no "=", or nothing before it). */
+export function parseLabelAssignment(text: string): { key: string; value: string } | undefined {
+  const i = text.indexOf('=');
+  return i <= 0 ? undefined : { key: text.slice(0, i), value: text.slice(i + 1) };
 }
 
 // ---------------------------------------------------------- string forms
@@ -166,7 +407,7 @@ export function validateSelector(selector: LabelSelector): SelectorIssue[] {
  * sets. (Different forms may still be equivalent, e.g. {a: x} and
  * a In (x); that only costs a cache miss.)
  */
-export function canonicalSelector(selector: LabelSelector): string {
+export function canonicalSelector(selector: SelectorLike): string {
   // JSON-quoted pieces: a quoted string cannot contain the separators used around it
   let ml = '';
   const ml0 = selector.matchLabels;
@@ -188,8 +429,9 @@ export function canonicalSelector(selector: LabelSelector): string {
   return `{${ml}|${me}}`;
 }
 
-/** Short human form, as kubectl prints it: "{}" (everything), "app=web,tier in (a,b),!debug". */
-export function formatSelector(selector: LabelSelector): string {
+/** Short human form, as kubectl prints it: "{}" (everything), "app=web,tier in (a,b),!debug"; "<none>" for no selector. */
+export function formatSelector(selector: SelectorLike | undefined): string {
+  if (selector === undefined) return '<none>';
   const parts: string[] = [];
   for (const [k, v] of Object.entries(selector.matchLabels ?? {})) parts.push(`${k}=${v}`);
   for (const r of selector.matchExpressions ?? []) {
@@ -273,7 +515,7 @@ export class LabelIndex<K> {
   }
 
   /** Every member whose labels the selector matches (in no particular order). */
-  select(selector: LabelSelector): K[] {
+  select(selector: SelectorLike): K[] {
     let best: Iterable<K> | undefined;
     let bestSize = Infinity;
     const consider = (c: Iterable<K>, size: number) => {
@@ -322,14 +564,14 @@ export class SelectorIndex<T> {
   private readonly byKey = new Map<string, Set<T>>();
   private readonly always = new Set<T>();
 
-  private static anchor(sel: LabelSelector): { pairs: Array<[string, string]> } | { key: string } | undefined {
+  private static anchor(sel: SelectorLike): { pairs: Array<[string, string]> } | { key: string } | undefined {
     for (const [k, v] of Object.entries(sel.matchLabels ?? {})) return { pairs: [[k, v]] };
     for (const r of sel.matchExpressions ?? []) if (r.operator === 'In') return { pairs: [...new Set(r.values ?? [])].map((v): [string, string] => [r.key, v]) };
     for (const r of sel.matchExpressions ?? []) if (r.operator === 'Exists') return { key: r.key };
     return undefined;
   }
 
-  add(sel: LabelSelector, item: T): void {
+  add(sel: SelectorLike, item: T): void {
     const a = SelectorIndex.anchor(sel);
     if (!a) this.always.add(item);
     else if ('key' in a) {
@@ -347,7 +589,7 @@ export class SelectorIndex<T> {
   }
 
   /** `sel` must be the selector `item` was added with. */
-  delete(sel: LabelSelector, item: T): void {
+  delete(sel: SelectorLike, item: T): void {
     const a = SelectorIndex.anchor(sel);
     if (!a) this.always.delete(item);
     else if ('key' in a) {

@@ -18,7 +18,7 @@ import type { Matrix } from '../../src/policy/k8s/matrix.js';
 import { NAMESPACES, POD_NAMES, modelObjects, type ModelOptions } from '../fixtures/k8s/e2e-model.js';
 import { buildCluster, type Cluster, type K8sProtocol } from '../../src/policy/k8s/objects.js';
 import { nsRun, tcpConnect, type Ns } from './probes.js';
-import { ipToInt } from './netns.js';
+import { ipInCidr4, mustParseCidr4, parseIpv4 } from '../../src/net/ip.js';
 
 /** The test's address of pod `ns/pod` in the /24 `base` ('10.123.45'). */
 export function remappedPodIp(base: string, ns: string, pod: string): string {
@@ -33,13 +33,11 @@ export function remappedPodIp(base: string, ns: string, pod: string): string {
 export function remapCidr(base: string, cidr: string): string {
   const [ip, lenText] = cidr.split('/');
   const len = Number(lenText ?? '32');
-  const n = ipToInt(ip!);
   if (len <= 8) {
-    const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-    const net = n & mask;
+    const c = mustParseCidr4(cidr);
     // must hold both the model's pods and ours, or the meaning changes
     for (const a of ['10.244.1.10', `${base}.18`]) {
-      if (((ipToInt(a) & mask) >>> 0) !== net >>> 0) throw new Error(`cannot remap ${cidr}: it does not hold ${a}`);
+      if (!ipInCidr4(c, parseIpv4(a)!)) throw new Error(`cannot remap ${cidr}: it does not hold ${a}`);
     }
     return cidr;
   }

@@ -23,6 +23,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { after } from 'node:test';
 import type { NetnsRef } from '../../src/manager/endpoint.js';
+import { formatCidr4, ipInCidr4, mustParseCidr4, parseIpv4 } from '../../src/net/ip.js';
 
 export interface ContainerSpec {
   /** short name, used for the namespace name: <prefix>-<name> */
@@ -172,28 +173,16 @@ export function uniquePrefix(): string {
   return `bt${randomBytes(2).toString('hex')}`;
 }
 
-/** Dotted IPv4 to its 32-bit number (unsigned). */
-export function ipToInt(ip: string): number {
-  const p = ip.split('.').map(Number);
-  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${ip}`);
-  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
-}
-function intToIp(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
-function maskOf(len: number): number {
-  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-}
+/** "a.b.c.d/len" (or a bare address with defaultLen) → its parts; throws on anything else. */
 function parseCidr(cidr: string, defaultLen?: number): { ip: string; len: number } {
   const [ip, len] = cidr.split('/');
   const n = len === undefined ? defaultLen : Number(len);
   if (n === undefined || !Number.isInteger(n) || n < 0 || n > 32) throw new Error(`bad prefix length in ${cidr}`);
-  ipToInt(ip!);
+  if (parseIpv4(ip!) === undefined) throw new Error(`not an IPv4 address: ${ip}`);
   return { ip: ip!, len: n };
 }
 function overlaps(a: string, alen: number, b: string, blen: number): boolean {
-  const len = Math.min(alen, blen);
-  return ((ipToInt(a) ^ ipToInt(b)) & maskOf(len)) === 0;
+  return ipInCidr4(mustParseCidr4(`${a}/${Math.min(alen, blen)}`), parseIpv4(b)!);
 }
 
 interface RouteEntry {
@@ -364,7 +353,7 @@ export async function createTopology(opts: TopologyOptions): Promise<Topology> {
   const { ip: bridgeIp, len: prefixLen } = parseCidr(opts.bridgeIp);
   if (!bridgeIp.startsWith('10.')) throw new Error(`bridgeIp ${opts.bridgeIp}: tests only use 10.0.0.0/8 subnets`);
   if (prefixLen < 8 || prefixLen > 30) throw new Error(`bridgeIp ${opts.bridgeIp}: prefix length must be 8..30`);
-  const subnet = `${intToIp(ipToInt(bridgeIp) & maskOf(prefixLen))}/${prefixLen}`;
+  const subnet = formatCidr4(mustParseCidr4(`${bridgeIp}/${prefixLen}`));
 
   const clash = await routesOverlapping(bridgeIp, prefixLen);
   if (clash.length) {

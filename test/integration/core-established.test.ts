@@ -16,7 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { randomInt } from 'node:crypto';
-import { CoreLab, bastion, type BastionConfig, type BastionDaemon, type PolicyEntry } from '../helpers/bastion-daemon.js';
+import { CoreLab, bastion, configText, type BastionConfig, type BastionDaemon, type PolicyEntry } from '../helpers/bastion-daemon.js';
 import { sleep, startBackground, type Background } from '../helpers/probes.js';
 import { REPO_ROOT } from '../helpers/bastion-daemon.js';
 
@@ -129,8 +129,13 @@ describe('core: established connections across policy changes', () => {
     const runtime: string[] = [];
     let n = 0;
     const kinds: Record<string, number> = {};
+    let change = 0;
     const reload = async (what: string) => {
-      const r = await d.rewriteConfig(config(), 15_000);
+      // A numbered comment makes every write a new file: a random change can
+      // leave the policy as it was (extras emptied twice, a label drawn
+      // again), and the daemon's watch does not reload a file whose content
+      // did not change; the reload then costs nothing, which is fine here.
+      const r = await d.rewriteConfig(`${configText(config())}# change ${++change}\n`, 15_000);
       assert.ok(r.applied, `${what}: config applied\n${d.describe()}`);
     };
     const subnet = `${lab.gateway.split('.').slice(0, 3).join('.')}.0/24`;

@@ -20,7 +20,8 @@ import {
   renderComposeYaml,
 } from '../../src/policy/compose.js';
 import { registerCompose } from '../../src/cli/commands/compose.js';
-import { configToPolicySet, formatConfigErrors, parseConfigText } from '../../src/policy/bastion-config.js';
+import { configToPolicySet, parseConfigText } from '../../src/policy/bastion-config.js';
+import { formatIssue } from '../../src/policy/errors.js';
 import { CliError, EXIT } from '../../src/cli/errors.js';
 import { InputFileError } from '../../src/policy/input-file.js';
 
@@ -107,7 +108,7 @@ describe('compose: sample app (depends_on, links, expose, every ports syntax)', 
   test('the output is a valid Bastion config and means the same as the internal model', () => {
     const p = composeToPolicies(app);
     const parsed = parseConfigText(renderComposeYaml(p, 'shop.compose.yaml'), 'generated.yaml', { containersRequired: false });
-    assert.ok(parsed.ok, parsed.ok ? '' : formatConfigErrors(parsed.errors));
+    assert.ok(parsed.ok, parsed.ok ? '' : parsed.errors.map(formatIssue).join('\n'));
     assert.deepEqual(configToPolicySet(parsed.config), composeToPolicySet(p));
   });
 

@@ -18,9 +18,9 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { stringify as toYaml } from 'yaml';
-import { formatConfigError, parseConfigText, type ConfigError, type ConfigParseResult } from '../../src/policy/bastion-config.js';
+import { parseConfigText, type ConfigParseResult } from '../../src/policy/bastion-config.js';
 import { parsePoliciesDocument } from '../../src/daemon/runtime-policies.js';
-import { ERRORS_MAX, EXCERPT_MAX, MESSAGE_MAX } from '../../src/policy/errors.js';
+import { ERRORS_MAX, EXCERPT_MAX, MESSAGE_MAX, formatIssue, type Issue } from '../../src/policy/errors.js';
 
 const FILE = 'fuzz.yaml';
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
@@ -62,12 +62,12 @@ function checkAnswer(r: ConfigParseResult, text: string, raw?: unknown): void {
   for (const e of r.errors) checkError(e, text);
 }
 
-function checkError(e: ConfigError, text: string): void {
-  const line = formatConfigError(e);
+function checkError(e: Issue, text: string): void {
+  const line = formatIssue(e);
   assert.equal(e.file, FILE, line);
   assert.ok(line.startsWith(`${FILE}: `), line);
   // the field, or for the document as a whole its line or what it is
-  assert.ok(e.path !== '' || e.line !== undefined || /YAML|not a Bastion|expected a mapping/.test(e.message), `no field, no line: ${line}`);
+  assert.ok(e.path.length > 0 || e.line !== undefined || /YAML|not a Bastion|expected a mapping/.test(e.message), `no field, no line: ${line}`);
   assert.ok(e.message.length > 0);
   // no more of the input than an excerpt: any run of the text longer than an excerpt
   // (and not a field or word of ours) must not appear in the message
@@ -148,7 +148,7 @@ const mutated = fc
 describe('config and policies parsers under fuzzing', () => {
   it('the valid config itself parses (the mutations start from something good)', () => {
     const r = parseConfigText(GOOD, FILE, { containersRequired: true });
-    assert.ok(r.ok, r.ok ? '' : r.errors.map(formatConfigError).join('\n'));
+    assert.ok(r.ok, r.ok ? '' : r.errors.map(formatIssue).join('\n'));
     assert.equal(r.config.policies.length, 4);
   });
 

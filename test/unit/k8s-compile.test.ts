@@ -23,8 +23,8 @@ import {
   toPolicySet,
   type CompiledK8s,
 } from '../../src/policy/k8s/compile.js';
-import { selectorMatches } from '../../src/policy/k8s/labels.js';
-import { ipInBlock } from '../../src/policy/k8s/cidr.js';
+import { matches as selectorMatches } from '../../src/policy/selector.js';
+import { ipInBlock } from '../../src/net/ip.js';
 import { computeMatrix, diffMatrices, type Matrix } from '../../src/policy/k8s/matrix.js';
 import { buildCluster, K8sInputError, type Cluster, type K8sProtocol } from '../../src/policy/k8s/objects.js';
 import { SCENARIOS } from '../fixtures/k8s/e2e-scenarios.js';

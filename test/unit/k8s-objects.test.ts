@@ -13,14 +13,23 @@ import {
   effectivePolicyTypes,
   loadCluster,
   readCluster,
-  type ValidationIssue,
 } from '../../src/policy/k8s/objects.js';
-import { cidrCovers, formatCidr, ipInBlock, parseCidr, parseIp, formatIp } from '../../src/policy/k8s/cidr.js';
-import { checkLabelKey, checkLabelValue, checkPortName, selectorMatches } from '../../src/policy/k8s/labels.js';
+import { formatOrigin, formatPath, type Issue } from '../../src/policy/errors.js';
+import { K8S_LABEL_MESSAGES, checkLabelKey as labelKeyCheck, checkLabelValue as labelValueCheck, matches as selectorMatches } from '../../src/policy/selector.js';
+import { cidrCovers, formatCidr, ipInBlock, parseCidr, parseIp, formatIp } from '../../src/net/ip.js';
+import { checkPortName } from '../../src/policy/k8s/names.js';
+
+const checkLabelKey = (k: string) => labelKeyCheck(k, K8S_LABEL_MESSAGES);
+const checkLabelValue = (v: string) => labelValueCheck(v, K8S_LABEL_MESSAGES);
+
+/** The parts of an issue as the k8s front end prints them: source, object, field. */
+const source = (i: Issue) => formatOrigin(i);
+const object = (i: Issue) => i.object?.name;
+const field = (i: Issue) => formatPath(i.path, i.pathStyle);
 
 const FIX = 'test/fixtures/k8s';
 
-function issues(f: () => unknown): ValidationIssue[] {
+function issues(f: () => unknown): Issue[] {
   try {
     f();
   } catch (e) {
@@ -84,7 +93,7 @@ describe('parsing', () => {
 
   it('reports YAML syntax errors with file and document', () => {
     const i = issues(() => loadCluster([{ file: 'bad.yaml', text: 'kind: Pod\n---\nmetadata: [unclosed\n' }]));
-    assert.equal(i[0]!.source, 'bad.yaml (document 2)');
+    assert.equal(source(i[0]!), 'bad.yaml (document 2)');
     assert.match(i[0]!.message, /^YAML: /);
   });
 
@@ -133,8 +142,8 @@ describe('policyTypes', () => {
 describe('validation errors name the object and the field', () => {
   const one = (spec: unknown) => {
     const i = issues(() => buildCluster([np(spec, 'bad', 'x')]));
-    for (const x of i) assert.equal(x.object, 'NetworkPolicy x/bad');
-    return i.map((x) => `${x.field}: ${x.message}`);
+    for (const x of i) assert.equal(object(x), 'NetworkPolicy x/bad');
+    return i.map((x) => `${field(x)}: ${x.message}`);
   };
 
   it('ipBlock.cidr that is not a CIDR', () => {
@@ -252,7 +261,7 @@ describe('validation errors name the object and the field', () => {
       ]),
     );
     assert.deepEqual(
-      i.map((x) => `${x.object}: ${x.field}: ${x.message}`),
+      i.map((x) => `${object(x)}: ${field(x)}: ${x.message}`),
       [
         "NetworkPolicy x/Bad_Name: metadata.name: must be a lowercase RFC 1123 subdomain: lowercase alphanumerics, '-' or '.', starting and ending with an alphanumeric",
         'NetworkPolicy default/old: apiVersion: "extensions/v1beta1" is not supported for NetworkPolicy (expected "networking.k8s.io/v1")',
@@ -282,7 +291,7 @@ describe('validation errors name the object and the field', () => {
       ]),
     );
     assert.deepEqual(
-      i.map((x) => `${x.object}: ${x.field}: ${x.message}`),
+      i.map((x) => `${object(x)}: ${field(x)}: ${x.message}`),
       [
         'Pod x/p: spec.containers[0].ports[1].containerPort: 0 is not a valid port number (1-65535)',
         'Pod x/p: spec.containers[0].ports[2].name: invalid port name: must be no more than 15 characters (is 19: "http-very-long-name")',
@@ -296,7 +305,7 @@ describe('validation errors name the object and the field', () => {
   it('duplicate objects', () => {
     const i = issues(() => loadCluster([{ file: 'a.yaml', text: 'apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n' }]));
     assert.equal(i.length, 1);
-    assert.equal(i[0]!.source, 'a.yaml (document 2)');
+    assert.equal(source(i[0]!), 'a.yaml (document 2)');
     assert.match(i[0]!.message, /duplicate object \(first defined in a.yaml \(document 1\)\)/);
   });
 

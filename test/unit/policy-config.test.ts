@@ -16,14 +16,12 @@ import {
   parseConfigTextFully,
   configToPolicySet,
   containerLabels,
-  formatConfigError,
-  formatConfigErrors,
   loadConfigFile,
   parseConfigText,
   type BastionConfig,
   type ConfigParseResult,
 } from '../../src/policy/bastion-config.js';
-import { ConfigErrors, closest } from '../../src/policy/errors.js';
+import { InvalidInput, closest, formatIssue } from '../../src/policy/errors.js';
 import { loadConfigSource } from '../../src/daemon/config-source.js';
 import { evaluate } from '../../src/policy/evaluate.js';
 import { parsePortSpec } from '../../src/policy/ports.js';
@@ -72,11 +70,11 @@ policies:
 function errorsOf(text: string, opts?: { containersRequired?: boolean }): string[] {
   const r = parseConfigText(text, 'config.yaml', opts);
   assert.ok(!r.ok, 'expected errors');
-  return r.errors.map(formatConfigError);
+  return r.errors.map(formatIssue);
 }
 
 function configOf(r: ConfigParseResult): BastionConfig {
-  assert.ok(r.ok, r.ok ? '' : formatConfigErrors(r.errors));
+  assert.ok(r.ok, r.ok ? '' : r.errors.map(formatIssue).join('\n'));
   return r.config;
 }
 
@@ -155,11 +153,11 @@ describe('config file: valid', () => {
       configOf(await loadConfigFile(path));
       const missing = await loadConfigFile(join(dir, 'nope.yaml'));
       assert.ok(!missing.ok);
-      assert.equal(formatConfigError(missing.errors[0]!), `${join(dir, 'nope.yaml')}: cannot read: no such file (ENOENT)`);
+      assert.equal(formatIssue(missing.errors[0]!), `${join(dir, 'nope.yaml')}: cannot read: no such file (ENOENT)`);
       await writeFile(path, 'policies: [');
       const bad = await loadConfigFile(path);
       assert.ok(!bad.ok);
-      assert.match(formatConfigError(bad.errors[0]!), new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: line \\d+: YAML syntax error`));
+      assert.match(formatIssue(bad.errors[0]!), new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: line \\d+: YAML syntax error`));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -316,19 +314,20 @@ policies:
     assert.ok(!r.ok);
     assert.equal(r.errors.length, 1);
     assert.deepEqual(r.errors[0], {
+      code: 'invalid-value',
       file: 'config.yaml',
-      path: 'policies[0].ports[1]',
-      object: 'web-to-api',
+      path: ['policies', 0, 'ports', 1],
+      object: { name: 'web-to-api', at: 2 },
       line: 20,
       message: '"9000-9010/upd" is not a port: expected PORT[-PORT]/tcp|udp|sctp, or icmp',
     });
-    assert.equal(formatConfigError({ file: 'f', path: '', message: 'm' }), 'f: m');
+    assert.equal(formatIssue({ code: 'invalid-value', file: 'f', path: [], message: 'm' }), 'f: m');
     const unknown = parseConfigText('mode: audit\n\nfoo: 1\n', 'c.yaml');
     assert.ok(!unknown.ok);
     assert.equal(unknown.errors[0]!.line, 3, 'the line of the unknown key');
-    assert.equal(formatConfigError({ file: 'f', path: 'mode', message: 'm', line: 3 }), 'f: mode: m');
-    assert.equal(formatConfigError({ file: 'f', path: 'policies[0]', object: 'x', message: 'm' }), 'f: policies[0] (x): m');
-    assert.equal(new ConfigErrors([{ file: 'f', path: '', message: 'a' }, { file: 'f', path: 'b', message: 'c' }]).message, 'f: a\nf: b: c');
+    assert.equal(formatIssue({ code: 'invalid-value', file: 'f', path: ['mode'], message: 'm', line: 3 }), 'f: mode: m');
+    assert.equal(formatIssue({ code: 'invalid-value', file: 'f', path: ['policies', 0], object: { name: 'x', at: 2 }, message: 'm' }), 'f: policies[0] (x): m');
+    assert.equal(new InvalidInput([{ code: 'invalid-value', file: 'f', path: [], message: 'a' }, { code: 'invalid-value', file: 'f', path: ['b'], message: 'c' }]).message, 'f: a\nf: b: c');
     assert.equal(closest('fromm', ['from', 'to']), 'from');
     assert.equal(closest('zzzzzz', ['from', 'to']), undefined);
   });

@@ -15,8 +15,14 @@ import {
   isEmptySelector,
   matches,
   validateSelector,
+  validateLabels,
+  parseSelector,
+  selectorDocument,
+  parseLabelAssignment,
+  selectorAnd,
+  K8S_LABEL_MESSAGES,
 } from '../../src/policy/selector.js';
-import { selectorMatches } from '../../src/policy/k8s/labels.js';
+import { formatPath } from '../../src/policy/errors.js';
 import { LABEL_KEYS, LABEL_VALUES, selectorArb } from './policy-world.test.js';
 
 const labelsArb = fc.dictionary(fc.constantFrom(...LABEL_KEYS), fc.constantFrom(...LABEL_VALUES), { maxKeys: 3 }).map((d) => ({ ...d }));
@@ -53,10 +59,21 @@ describe('matches', () => {
     assert.equal(matches({ matchLabels: { __proto__: 'x' } as Record<string, string> }, {}), true, 'a literal __proto__ key sets the prototype, not a label');
   });
 
-  it('agrees with the Kubernetes engine on random selectors and labels (property)', () => {
+  it('is the definition of metav1.LabelSelector on random selectors and labels (property)', () => {
+    // the one matcher of Bastion and Kubernetes selectors, against the definition written out
+    const has = (l: Record<string, string>, k: string) => Object.hasOwn(l, k);
+    const spec = (s: LabelSelector, l: Record<string, string>) =>
+      Object.entries(s.matchLabels ?? {}).every(([k, v]) => has(l, k) && l[k] === v) &&
+      (s.matchExpressions ?? []).every((r) =>
+        r.operator === 'In' ? has(l, r.key) && (r.values ?? []).includes(l[r.key]!)
+        : r.operator === 'NotIn' ? !has(l, r.key) || !(r.values ?? []).includes(l[r.key]!)
+        : r.operator === 'Exists' ? has(l, r.key)
+        : r.operator === 'DoesNotExist' ? !has(l, r.key)
+        : false,
+      );
     fc.assert(
       fc.property(selectorArb, labelsArb, (s, l) => {
-        assert.equal(matches(s, l), selectorMatches(s, l));
+        assert.equal(matches(s, l), spec(s, l));
       }),
       { numRuns: 2000 },
     );
@@ -92,7 +109,7 @@ describe('validateSelector', () => {
       ],
     });
     assert.deepEqual(
-      issues.map((i) => i.path),
+      issues.map((i) => formatPath(i.path)),
       [
         'matchLabels["bad key"]',
         'matchLabels.ok',
@@ -114,6 +131,88 @@ describe('validateSelector', () => {
     for (const k of ['', '/app', 'a/', 'a/b/c', 'Example.com/app', '-a', 'a-', 'a'.repeat(64), 'a b']) assert.notEqual(checkLabelKey(k), undefined, k);
     for (const v of ['', 'x', 'A.b_c-1', 'a'.repeat(63)]) assert.equal(checkLabelValue(v), undefined, v);
     for (const v of ['-x', 'x-', 'a b', 'a/b', 'a'.repeat(64)]) assert.notEqual(checkLabelValue(v), undefined, v);
+  });
+});
+
+describe('one validator, two wordings', () => {
+  const keyish = fc.oneof(
+    fc.constantFrom('app', 'a/b', 'a/b/c', '/x', 'x/', 'Example.com/app', 'example.com/app', '-a', 'a-', 'a b', '', 'a'.repeat(64), `${'a'.repeat(254)}/x`),
+    fc.string({ maxLength: 12 }),
+    fc.stringMatching(/^[a-z.]{0,6}\/?[A-Za-z0-9._-]{0,6}$/),
+  );
+  it("Bastion's and the API server's words reject exactly the same keys and values (property)", () => {
+    fc.assert(
+      fc.property(keyish, (k) => {
+        assert.equal(checkLabelKey(k) === undefined, checkLabelKey(k, K8S_LABEL_MESSAGES) === undefined, k);
+        assert.equal(checkLabelValue(k) === undefined, checkLabelValue(k, K8S_LABEL_MESSAGES) === undefined, k);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('each wording reports a label where its front end always did', () => {
+    const labels = { '-a': 'x', b: '-y' };
+    assert.deepEqual(validateLabels(labels, ['labels']).map((i) => formatPath(i.path)), ['labels["-a"]', 'labels.b']);
+    assert.deepEqual(validateLabels(labels, ['metadata', 'labels'], K8S_LABEL_MESSAGES).map((i) => formatPath(i.path, 'dotted')), ['metadata.labels', 'metadata.labels[b]']);
+    assert.match(validateLabels(labels, [], K8S_LABEL_MESSAGES)[0]!.message, /^invalid label key "-a": name part must/);
+    assert.match(validateLabels(labels)[0]!.message, /^"-a" is not a valid label key: the name must/);
+  });
+});
+
+describe('parsing the document form', () => {
+  it('a plain map is matchLabels; the explicit form is read as written', () => {
+    assert.deepEqual(parseSelector({}), { ok: true, selector: {} });
+    assert.deepEqual(parseSelector({ app: 'web' }), { ok: true, selector: { matchLabels: { app: 'web' } } });
+    assert.deepEqual(parseSelector({ matchLabels: {}, matchExpressions: [{ key: 'a', operator: 'Exists' }] }), {
+      ok: true,
+      selector: { matchExpressions: [{ key: 'a', operator: 'Exists' }] },
+    });
+  });
+
+  it('every issue, with paths from the selector', () => {
+    const r = parseSelector({ matchLabels: 3, matchExpressions: [{ key: 1, operator: 'In', values: ['x'], extra: 1 }, 'x'], matchLabel: {} });
+    assert.ok(!r.ok);
+    assert.deepEqual(
+      r.issues.map((i) => [i.code, formatPath(i.path), i.message]),
+      [
+        ['unknown-field', '', 'unknown field "matchLabel" (did you mean "matchLabels"?)'],
+        ['invalid-type', 'matchLabels', 'expected a mapping of labels, got the number 3'],
+        ['unknown-field', 'matchExpressions[0]', 'unknown field "extra"'],
+        ['invalid-type', 'matchExpressions[0].key', 'expected a string, got the number 1'],
+        ['invalid-type', 'matchExpressions[1]', 'expected a mapping with key, operator and values, got the string "x"'],
+      ],
+    );
+  });
+
+  it('the document form of a selector reads back to it (property)', () => {
+    fc.assert(
+      fc.property(selectorArb, (s) => {
+        const r = parseSelector(JSON.parse(JSON.stringify(selectorDocument(s))) as Record<string, unknown>);
+        assert.ok(r.ok);
+        assert.equal(canonicalSelector(r.selector), canonicalSelector(s));
+      }),
+    );
+  });
+
+  it('KEY=VALUE on a command line', () => {
+    assert.deepEqual(parseLabelAssignment('app=web'), { key: 'app', value: 'web' });
+    assert.deepEqual(parseLabelAssignment('a=b=c'), { key: 'a', value: 'b=c' });
+    assert.deepEqual(parseLabelAssignment('a='), { key: 'a', value: '' });
+    assert.equal(parseLabelAssignment('=x'), undefined);
+    assert.equal(parseLabelAssignment('app'), undefined);
+  });
+
+  it('selectorAnd: the conjunction, or null when nothing can match (property)', () => {
+    fc.assert(
+      fc.property(selectorArb, selectorArb, labelsArb, (a, b, l) => {
+        const both = selectorAnd(a, b);
+        if (both === null) assert.ok(!(matches(a, l) && matches(b, l)));
+        else assert.equal(matches(both, l), matches(a, l) && matches(b, l));
+      }),
+      { numRuns: 1000 },
+    );
+    assert.equal(selectorAnd({ matchLabels: { a: 'x' } }, null), null);
+    assert.equal(selectorAnd({ matchLabels: { a: 'x' } }, { matchLabels: { a: 'y' } }), null);
   });
 });
 

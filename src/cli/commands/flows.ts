@@ -24,22 +24,12 @@ function colourLine(r: FlowRecord): string {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
-interface FlowsOptions {
+/** The filter flags are FlowFilterInput's fields, by the same names. */
+interface FlowsOptions extends FlowFilterInput {
   pinPath: string;
   follow?: boolean;
   input?: string;
   last?: string;
-  since?: string;
-  until?: string;
-  from?: string[];
-  to?: string[];
-  container?: string[];
-  fromLabel?: string[];
-  toLabel?: string[];
-  port?: string[];
-  protocol?: string[];
-  verdict?: string[];
-  reason?: string[];
   output: string;
   json?: boolean;
 }

@@ -24,7 +24,7 @@ import {
   type Cluster,
   type K8sProtocol,
 } from '../../policy/k8s/index.js';
-import { checkPortName } from '../../policy/k8s/labels.js';
+import { checkPortName } from '../../policy/k8s/names.js';
 
 interface CommonOpts {
   filename: string[];

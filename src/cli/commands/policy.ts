@@ -19,6 +19,7 @@ import { socketPathFor } from '../../api/paths.js';
 import { apiCall, DaemonUnreachable, errorsOf } from '../../api/client.js';
 import { isErrorBody, type Done, type ErrorBody, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow } from '../../api/types.js';
 import { CliError, EXIT } from '../errors.js';
+import { parseLabelAssignment } from '../../policy/selector.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { jsonOption, outputOption, pinPathOption } from '../options.js';
 import { addClusterOptions, withCluster, type ClusterFlags } from './cluster-options.js';
@@ -91,11 +92,11 @@ export function parsePolicyEnd(flag: string, v: string): unknown {
   if (/^[0-9.]+\/\d+$/.test(t) || /^[0-9a-fA-F:]+\/\d+$/.test(t)) return { cidr: t };
   const labels: Record<string, string> = {};
   for (const part of t.split(',')) {
-    const i = part.indexOf('=');
-    if (i <= 0) throw new CliError(`${flag} "${v}": expected host, all, a CIDR, or labels such as app=web,tier=front`, EXIT.usage);
-    const key = part.slice(0, i).trim();
+    const label = parseLabelAssignment(part);
+    if (!label) throw new CliError(`${flag} "${v}": expected host, all, a CIDR, or labels such as app=web,tier=front`, EXIT.usage);
+    const key = label.key.trim();
     if (key in labels) throw new CliError(`${flag} "${v}": label ${key} given twice`, EXIT.usage);
-    labels[key] = part.slice(i + 1).trim();
+    labels[key] = label.value.trim();
   }
   return labels;
 }

@@ -17,7 +17,6 @@ export {
   containerUnprotectedReason,
   desiredForContainer,
   endpointKey,
-  matchesSelect,
   parseIpLinkJson,
   publishedPortsOf,
   type ContainerInspect,

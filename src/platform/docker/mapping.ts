@@ -100,13 +100,6 @@ export function toDockerNetwork(net: NetworkInfo): DockerNetwork {
   return { id: net.Id, name: net.Name, driver: net.Driver, ...(bridge ? { bridge } : {}) };
 }
 
-/** Does a container with these labels match `select` (every label equal)? */
-export function matchesSelect(labels: Record<string, string> | null | undefined, select: Record<string, string> | undefined): boolean {
-  if (!select) return true;
-  const l = labels ?? {};
-  return Object.entries(select).every(([k, v]) => l[k] === v);
-}
-
 const NET_ADMIN = new Set(['NET_ADMIN', 'CAP_NET_ADMIN', 'ALL', 'CAP_ALL']);
 
 /**

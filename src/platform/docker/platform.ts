@@ -23,7 +23,6 @@ import {
   containerName,
   desiredForContainer,
   endpointKey,
-  matchesSelect,
   missingLinks,
   sameValue,
   toDockerNetwork,
@@ -34,6 +33,8 @@ import {
   type NetworkInfo,
 } from './mapping.js';
 import { listNetnsLinks } from './netns.js';
+import { matches } from '../../policy/selector.js';
+import type { LabelSelector } from '../../policy/model.js';
 
 export interface DockerPlatformLogger {
   debug?(msg: string): void;
@@ -104,7 +105,8 @@ export class DockerPlatform extends EventEmitter {
   readonly name = 'docker';
   readonly socketPath: string;
   private readonly docker: Docker;
-  private readonly select?: Record<string, string>;
+  /** `--select`: only containers with these labels (every container when empty) */
+  private readonly select: LabelSelector;
   private readonly listLinks: (netnsPath: string) => Promise<NetnsLink[]>;
   private readonly log: DockerPlatformLogger;
   private readonly backoffInitial: number;
@@ -131,7 +133,7 @@ export class DockerPlatform extends EventEmitter {
     super();
     this.socketPath = o.socketPath ?? defaultDockerSocket();
     this.docker = o.docker ?? new Docker({ socketPath: this.socketPath });
-    this.select = o.select && Object.keys(o.select).length ? { ...o.select } : undefined;
+    this.select = { matchLabels: { ...o.select } };
     this.listLinks = o.listLinks ?? listNetnsLinks;
     this.log = o.log ?? {};
     this.backoffInitial = o.backoff?.initialMs ?? 200;
@@ -484,7 +486,7 @@ export class DockerPlatform extends EventEmitter {
     const netNames = Object.keys(info.NetworkSettings.Networks ?? {});
     if (netNames.some((n) => !this.networks.has(n) && n !== 'none' && n !== 'host')) await this.loadNetworks();
     const onBridge = netNames.some((n) => this.networks.get(n)?.driver === 'bridge');
-    const selected = matchesSelect(info.Config.Labels, this.select);
+    const selected = matches(this.select, info.Config.Labels ?? {});
 
     let links: NetnsLink[] | undefined;
     if (onBridge) {

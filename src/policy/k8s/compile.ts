@@ -26,9 +26,11 @@
 import type { V1LabelSelector, V1NetworkPolicyPeer, V1NetworkPolicyPort } from '@kubernetes/client-node';
 import type { LabelSelector, LabelSelectorRequirement, Mode, Peer, PolicySet, PortRange, Rule } from '../model.js';
 import { BUILTIN_LABELS } from '../model.js';
-import { formatCidr, parseCidr } from './cidr.js';
+import { formatCidr, parseCidr } from '../../net/ip.js';
 import { Evaluator } from './engine.js';
-import { K8sInputError, NAMESPACE_NAME_LABEL, rulePeers, type Cluster, type ValidationIssue } from './objects.js';
+import { K8sInputError, NAMESPACE_NAME_LABEL, objectIssue, rulePeers, type Cluster } from './objects.js';
+import type { Issue } from '../errors.js';
+import { selectorAnd, selectorOf } from '../selector.js';
 
 /** Namespace labels appear on pod endpoints under this prefix. */
 export const NS_LABEL_PREFIX = 'bastion.io/ns-label/';
@@ -56,24 +58,6 @@ type Sel = LabelSelector | null;
 
 const MARKER: LabelSelectorRequirement = { key: K8S_POD_MARKER, operator: 'Exists' };
 
-/** AND of selectors; null if any is null or they contradict. */
-function and(...sels: Sel[]): Sel {
-  const matchLabels: Record<string, string> = {};
-  const matchExpressions: LabelSelectorRequirement[] = [];
-  for (const s of sels) {
-    if (s === null) return null;
-    for (const [k, v] of Object.entries(s.matchLabels ?? {})) {
-      if (Object.hasOwn(matchLabels, k) && matchLabels[k] !== v) return null;
-      matchLabels[k] = v;
-    }
-    matchExpressions.push(...(s.matchExpressions ?? []));
-  }
-  return {
-    ...(Object.keys(matchLabels).length ? { matchLabels } : {}),
-    ...(matchExpressions.length ? { matchExpressions } : {}),
-  };
-}
-
 function asOperator(op: string): LabelSelectorRequirement['operator'] {
   if (op === 'In' || op === 'NotIn' || op === 'Exists' || op === 'DoesNotExist') return op;
   throw new Error(`invalid selector operator ${op}`); // validation prevents this
@@ -98,10 +82,7 @@ function podSel(s: V1LabelSelector): Sel {
     }
     matchExpressions.push({ key: r.key, operator: op, ...(r.values ? { values: [...r.values] } : {}) });
   }
-  return {
-    ...(Object.keys(matchLabels).length ? { matchLabels } : {}),
-    ...(matchExpressions.length ? { matchExpressions } : {}),
-  };
+  return selectorOf(matchLabels, matchExpressions);
 }
 
 /** A namespaceSelector, over the prefixed namespace labels of pod endpoints. */
@@ -115,10 +96,7 @@ function nsSel(s: V1LabelSelector): LabelSelector {
       ...(r.values ? { values: [...r.values] } : {}),
     }),
   );
-  return {
-    ...(Object.keys(matchLabels).length ? { matchLabels } : {}),
-    ...(matchExpressions.length ? { matchExpressions } : {}),
-  };
+  return selectorOf(matchLabels, matchExpressions);
 }
 
 const inNamespace = (ns: string): LabelSelector => ({
@@ -133,8 +111,8 @@ function peer(p: V1NetworkPolicyPeer, policyNs: string): Peer | null {
     return { kind: 'cidr', cidr: formatCidr(c), ...(except.length ? { except } : {}) };
   }
   const sel = p.namespaceSelector
-    ? and(nsSel(p.namespaceSelector), p.podSelector ? podSel(p.podSelector) : {}, { matchExpressions: [MARKER] })
-    : and(podSel(p.podSelector ?? {}), inNamespace(policyNs));
+    ? selectorAnd(nsSel(p.namespaceSelector), p.podSelector ? podSel(p.podSelector) : {}, { matchExpressions: [MARKER] })
+    : selectorAnd(podSel(p.podSelector ?? {}), inNamespace(policyNs));
   return sel === null ? null : { kind: 'endpoints', selector: sel };
 }
 
@@ -151,18 +129,20 @@ function port(p: V1NetworkPolicyPort): PortRange {
  * bastion.io/ (reserved for the labels Bastion sets itself).
  */
 export function compileToPolicySet(cluster: Cluster): CompiledK8s {
-  const issues: ValidationIssue[] = [];
+  const issues: Issue[] = [];
   const endpointLabels = new Map<string, Record<string, string>>();
   const namedPorts = new Map<string, NamedPorts>();
   const addresses = new Map<string, string[]>();
   for (const pod of cluster.pods) {
     for (const k of Object.keys(pod.labels))
       if (k.startsWith(RESERVED_PREFIX))
-        issues.push({
-          object: `Pod ${pod.key}`,
-          field: `metadata.labels[${k}]`,
-          message: `label keys under "${RESERVED_PREFIX}" are reserved for Bastion`,
-        });
+        issues.push(
+          objectIssue(`Pod ${pod.key}`, {}, {
+            code: 'not-allowed',
+            path: ['metadata', 'labels', { key: k }],
+            message: `label keys under "${RESERVED_PREFIX}" are reserved for Bastion`,
+          }),
+        );
     const labels: Record<string, string> = { ...pod.labels };
     for (const [k, v] of Object.entries(cluster.namespaces.get(pod.namespace)?.labels ?? { [NAMESPACE_NAME_LABEL]: pod.namespace }))
       labels[NS_LABEL_PREFIX + k] = v;
@@ -179,7 +159,7 @@ export function compileToPolicySet(cluster: Cluster): CompiledK8s {
 
   const rules: Rule[] = [];
   for (const policy of cluster.policies) {
-    const subject = and(podSel(policy.podSelector), inNamespace(policy.namespace));
+    const subject = selectorAnd(podSel(policy.podSelector), inNamespace(policy.namespace));
     if (subject === null) continue; // selects no pod: neither isolates nor allows
     for (const direction of ['ingress', 'egress'] as const) {
       if (!policy.policyTypes.includes(direction === 'ingress' ? 'Ingress' : 'Egress')) continue;

@@ -28,8 +28,8 @@
  *   server's ingress allow it.
  */
 import type { V1NetworkPolicyPeer, V1NetworkPolicyPort } from '@kubernetes/client-node';
-import { ipInBlock, parseIp } from './cidr.js';
-import { formatSelector, selectorMatches } from './labels.js';
+import { ipInBlock, parseIp } from '../../net/ip.js';
+import { formatSelector, matches } from '../selector.js';
 import { findPod, rulePeers, type Cluster, type K8sProtocol, type PodInfo, type PolicyInfo } from './objects.js';
 
 export type Direction = 'ingress' | 'egress';
@@ -114,7 +114,7 @@ export class Evaluator {
     let s = this.selecting.get(pod.key);
     if (!s) {
       const sel = this.cluster.policies.filter(
-        (p) => p.namespace === pod.namespace && selectorMatches(p.podSelector, pod.labels),
+        (p) => p.namespace === pod.namespace && matches(p.podSelector, pod.labels),
       );
       s = {
         ingress: sel.filter((p) => p.policyTypes.includes('Ingress')),
@@ -129,10 +129,10 @@ export class Evaluator {
   peerMatches(peer: V1NetworkPolicyPeer, policyNs: string, other: PodInfo, otherIP: string | undefined): boolean {
     if (peer.ipBlock) return otherIP !== undefined && ipInBlock(otherIP, peer.ipBlock.cidr, peer.ipBlock.except);
     const nsOk = peer.namespaceSelector
-      ? selectorMatches(peer.namespaceSelector, this.namespaceLabels(other.namespace))
+      ? matches(peer.namespaceSelector, this.namespaceLabels(other.namespace))
       : other.namespace === policyNs;
     if (!nsOk) return false;
-    return peer.podSelector ? selectorMatches(peer.podSelector, other.labels) : true;
+    return peer.podSelector ? matches(peer.podSelector, other.labels) : true;
   }
 
   /** Evaluates one connection from `from` to `to`'s IP on `port`/`protocol`. */

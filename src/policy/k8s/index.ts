@@ -4,5 +4,4 @@ export * from './engine.js';
 export * from './matrix.js';
 export * from './explain.js';
 export * from './compile.js';
-export { selectorMatches, formatSelector } from './labels.js';
-export { ipInBlock, parseCidr, parseIp, formatCidr } from './cidr.js';
+export { ipInBlock, parseCidr, parseIp, formatCidr } from '../../net/ip.js';

@@ -12,7 +12,7 @@
  *   policies.yaml (document 3): NetworkPolicy x/allow-cidr: spec.egress[0].to[0].ipBlock.cidr: "10.0.0.0/33" is not a valid CIDR
  */
 import { parseAllDocuments } from 'yaml';
-import { boundErrors, quote, yamlErrorLine } from '../errors.js';
+import { InvalidInput, formatOrigin, formatPath, issueLines, quote, yamlErrorLine, type Issue, type IssueCode, type Path } from '../errors.js';
 import { DEFAULT_INPUT_MAX_BYTES, readInputFile } from '../input-file.js';
 import { z } from 'zod';
 import type {
@@ -34,15 +34,9 @@ import type {
   V1RoleRef,
   V1ServiceAccount,
 } from '@kubernetes/client-node';
-import { cidrCovers, parseCidr, parseIp } from './cidr.js';
-import {
-  checkDns1123Label,
-  checkDns1123Subdomain,
-  checkPortName,
-  validateLabels,
-  validateSelector,
-  type FieldIssue,
-} from './labels.js';
+import { cidrCovers, parseCidr, parseIp } from '../../net/ip.js';
+import { checkDns1123Label, checkDns1123Subdomain, checkPortName } from './names.js';
+import { K8S_LABEL_MESSAGES, validateLabels, validateSelector } from '../selector.js';
 
 export type K8sProtocol = 'TCP' | 'UDP' | 'SCTP';
 export const K8S_PROTOCOLS: readonly K8sProtocol[] = ['TCP', 'UDP', 'SCTP'];
@@ -59,27 +53,30 @@ export interface ObjectSource {
   item?: number;
 }
 
-export interface ValidationIssue {
-  /** "NetworkPolicy x/deny-all", "Pod y/b", "document" when the kind is unknown */
-  object: string;
-  /** "policies.yaml (document 2, items[3])" */
-  source?: string;
-  /** "spec.ingress[0].from[1].ipBlock.cidr" */
-  field: string;
-  message: string;
-}
-
-export function formatIssue(i: ValidationIssue): string {
-  return `${i.source ? `${i.source}: ` : ''}${i.object}: ${i.field ? `${i.field}: ` : ''}${i.message}`;
+/**
+ * The issue of a field of an object: its path is relative to the object
+ * (named before it, "NetworkPolicy x/deny-all", "document" when it is no
+ * object), printed as Kubernetes prints paths.
+ */
+export function objectIssue(object: string, source: ObjectSource, i: Pick<Issue, 'code' | 'path' | 'message'>): Issue {
+  return {
+    ...i,
+    ...(source.file !== undefined ? { file: source.file } : {}),
+    ...(source.document !== undefined ? { document: source.document } : {}),
+    ...(source.item !== undefined ? { item: source.item } : {}),
+    object: { name: object, at: 0 },
+    pathStyle: 'dotted',
+  };
 }
 
 /** Invalid input: every problem found, not only the first. */
-export class K8sInputError extends Error {
-  constructor(readonly issues: ValidationIssue[]) {
+export class K8sInputError extends InvalidInput {
+  constructor(issues: Issue[]) {
     super(
+      issues,
       issues.length === 1
-        ? boundErrors([formatIssue(issues[0]!)])[0]!
-        : `${issues.length} invalid fields:\n` + boundErrors(issues.map(formatIssue)).map((l) => '  ' + l).join('\n'),
+        ? issueLines(issues)[0]!
+        : `${issues.length} invalid fields:\n` + issueLines(issues).map((l) => '  ' + l).join('\n'),
     );
     this.name = 'K8sInputError';
   }
@@ -391,106 +388,93 @@ const API_VERSIONS: Record<string, string> = {
 };
 const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
 
-function zodPath(path: ReadonlyArray<PropertyKey>): string {
-  let s = '';
-  for (const p of path) {
-    if (typeof p === 'number') s += `[${p}]`;
-    else s += (s ? '.' : '') + String(p);
-  }
-  return s;
-}
+/** A field's issue, before it is placed in its object and file. */
+type FieldIssue = Pick<Issue, 'code' | 'path' | 'message'>;
 
 function zodIssues(err: z.ZodError): FieldIssue[] {
   return err.issues.map((i) => {
-    const field = zodPath(i.path);
+    const path = i.path.map((p) => (typeof p === 'number' ? p : String(p)));
     if (i.code === 'unrecognized_keys') {
       const keys = (i as { keys: string[] }).keys;
       return {
-        field,
+        code: 'unknown-field',
+        path,
         message: `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `${quote(k)}`).join(', ')}`,
       };
     }
     const m = /^Invalid input: expected (\w+), received (\w+)$/.exec(i.message);
-    if (m) return { field, message: m[2] === 'undefined' ? 'required field is missing' : `expected ${m[1]}, got ${m[2]}` };
-    return { field, message: i.message };
+    if (m) return m[2] === 'undefined' ? { code: 'required', path, message: 'required field is missing' } : { code: 'invalid-type', path, message: `expected ${m[1]}, got ${m[2]}` };
+    return { code: i.code === 'invalid_type' || i.code === 'invalid_union' ? 'invalid-type' : 'invalid-value', path, message: i.message };
   });
 }
+
+const fieldIssue = (code: IssueCode, path: Path, message: string): FieldIssue => ({ code, path, message });
 
 // ---- meaning (the API server's validation) ---------------------------------
 
-function checkProtocol(p: string | undefined, field: string, out: FieldIssue[]): void {
+function checkProtocol(p: string | undefined, path: Path, out: FieldIssue[]): void {
   if (p !== undefined && !(K8S_PROTOCOLS as readonly string[]).includes(p))
-    out.push({ field, message: `unsupported protocol ${quote(p)}: supported values are "TCP", "UDP", "SCTP"` });
+    out.push(fieldIssue('invalid-value', path, `unsupported protocol ${quote(p)}: supported values are "TCP", "UDP", "SCTP"`));
 }
 
-function validatePolicyPort(p: V1NetworkPolicyPort, field: string, out: FieldIssue[]): void {
-  checkProtocol(p.protocol, `${field}.protocol`, out);
+function validatePolicyPort(p: V1NetworkPolicyPort, path: Path, out: FieldIssue[]): void {
+  checkProtocol(p.protocol, [...path, 'protocol'], out);
   if (typeof p.port === 'number') {
-    if (p.port < 1 || p.port > 65535)
-      out.push({ field: `${field}.port`, message: `${p.port} is not a valid port number (1-65535)` });
+    if (p.port < 1 || p.port > 65535) out.push(fieldIssue('invalid-value', [...path, 'port'], `${p.port} is not a valid port number (1-65535)`));
   } else if (typeof p.port === 'string') {
     const e = checkPortName(p.port);
-    if (e) out.push({ field: `${field}.port`, message: `invalid port name: ${e}` });
+    if (e) out.push(fieldIssue('invalid-value', [...path, 'port'], `invalid port name: ${e}`));
   }
   if (p.endPort !== undefined) {
-    if (p.port === undefined)
-      out.push({ field: `${field}.endPort`, message: 'may not be specified when `port` is not specified' });
-    else if (typeof p.port === 'string')
-      out.push({ field: `${field}.endPort`, message: 'may not be specified when `port` is a named port' });
-    else if (p.endPort < p.port)
-      out.push({ field: `${field}.endPort`, message: `must be greater than or equal to \`port\` (${p.endPort} < ${p.port})` });
-    if (p.endPort < 1 || p.endPort > 65535)
-      out.push({ field: `${field}.endPort`, message: `${p.endPort} is not a valid port number (1-65535)` });
+    const at = [...path, 'endPort'];
+    if (p.port === undefined) out.push(fieldIssue('not-allowed', at, 'may not be specified when `port` is not specified'));
+    else if (typeof p.port === 'string') out.push(fieldIssue('not-allowed', at, 'may not be specified when `port` is a named port'));
+    else if (p.endPort < p.port) out.push(fieldIssue('invalid-value', at, `must be greater than or equal to \`port\` (${p.endPort} < ${p.port})`));
+    if (p.endPort < 1 || p.endPort > 65535) out.push(fieldIssue('invalid-value', at, `${p.endPort} is not a valid port number (1-65535)`));
   }
 }
 
-function validatePeer(peer: V1NetworkPolicyPeer, field: string, out: FieldIssue[]): void {
+function validatePeer(peer: V1NetworkPolicyPeer, path: Path, out: FieldIssue[]): void {
   let n = 0;
   if (peer.podSelector) {
     n++;
-    out.push(...validateSelector(peer.podSelector, `${field}.podSelector`));
+    out.push(...validateSelector(peer.podSelector, [...path, 'podSelector'], K8S_LABEL_MESSAGES));
   }
   if (peer.namespaceSelector) {
     n++;
-    out.push(...validateSelector(peer.namespaceSelector, `${field}.namespaceSelector`));
+    out.push(...validateSelector(peer.namespaceSelector, [...path, 'namespaceSelector'], K8S_LABEL_MESSAGES));
   }
   if (peer.ipBlock) {
     n++;
-    const f = `${field}.ipBlock`;
+    const f = [...path, 'ipBlock'];
     const c = parseCidr(peer.ipBlock.cidr);
-    if (!c) out.push({ field: `${f}.cidr`, message: `${quote(peer.ipBlock.cidr)} is not a valid CIDR` });
+    if (!c) out.push(fieldIssue('invalid-value', [...f, 'cidr'], `${quote(peer.ipBlock.cidr)} is not a valid CIDR`));
     (peer.ipBlock.except ?? []).forEach((e, i) => {
       const x = parseCidr(e);
-      if (!x) out.push({ field: `${f}.except[${i}]`, message: `${quote(e)} is not a valid CIDR` });
+      if (!x) out.push(fieldIssue('invalid-value', [...f, 'except', i], `${quote(e)} is not a valid CIDR`));
       else if (c && (!cidrCovers(c, x) || x.prefix <= c.prefix))
-        out.push({
-          field: `${f}.except[${i}]`,
-          message: `${quote(e)} must be a strict subset of cidr ${quote(peer.ipBlock!.cidr)}`,
-        });
+        out.push(fieldIssue('invalid-value', [...f, 'except', i], `${quote(e)} must be a strict subset of cidr ${quote(peer.ipBlock!.cidr)}`));
     });
   }
-  if (n === 0) out.push({ field, message: 'must specify a peer (podSelector, namespaceSelector or ipBlock)' });
-  else if (n > 1 && peer.ipBlock) out.push({ field, message: 'may not specify both ipBlock and another peer' });
+  if (n === 0) out.push(fieldIssue('required', path, 'must specify a peer (podSelector, namespaceSelector or ipBlock)'));
+  else if (n > 1 && peer.ipBlock) out.push(fieldIssue('not-allowed', path, 'may not specify both ipBlock and another peer'));
 }
 
 function validatePolicySpec(spec: V1NetworkPolicySpec, out: FieldIssue[]): void {
-  if (spec.podSelector) out.push(...validateSelector(spec.podSelector, 'spec.podSelector'));
+  if (spec.podSelector) out.push(...validateSelector(spec.podSelector, ['spec', 'podSelector'], K8S_LABEL_MESSAGES));
   (spec.ingress ?? []).forEach((r, i) => {
-    (r.ports ?? []).forEach((p, j) => validatePolicyPort(p, `spec.ingress[${i}].ports[${j}]`, out));
-    (r._from ?? []).forEach((p, j) => validatePeer(p, `spec.ingress[${i}].from[${j}]`, out));
+    (r.ports ?? []).forEach((p, j) => validatePolicyPort(p, ['spec', 'ingress', i, 'ports', j], out));
+    (r._from ?? []).forEach((p, j) => validatePeer(p, ['spec', 'ingress', i, 'from', j], out));
   });
   (spec.egress ?? []).forEach((r, i) => {
-    (r.ports ?? []).forEach((p, j) => validatePolicyPort(p, `spec.egress[${i}].ports[${j}]`, out));
-    (r.to ?? []).forEach((p, j) => validatePeer(p, `spec.egress[${i}].to[${j}]`, out));
+    (r.ports ?? []).forEach((p, j) => validatePolicyPort(p, ['spec', 'egress', i, 'ports', j], out));
+    (r.to ?? []).forEach((p, j) => validatePeer(p, ['spec', 'egress', i, 'to', j], out));
   });
   const types = spec.policyTypes ?? [];
-  if (types.length > 2) out.push({ field: 'spec.policyTypes', message: 'may not specify more than two policyTypes' });
+  if (types.length > 2) out.push(fieldIssue('invalid-value', ['spec', 'policyTypes'], 'may not specify more than two policyTypes'));
   types.forEach((t, i) => {
     if (t !== 'Ingress' && t !== 'Egress')
-      out.push({
-        field: `spec.policyTypes[${i}]`,
-        message: `unsupported value ${quote(t)}: supported values are "Ingress", "Egress"`,
-      });
+      out.push(fieldIssue('invalid-value', ['spec', 'policyTypes', i], `unsupported value ${quote(t)}: supported values are "Ingress", "Egress"`));
   });
 }
 
@@ -517,13 +501,9 @@ interface Located {
   source: ObjectSource;
 }
 
+/** "policies.yaml (document 2, items[3])" */
 export function formatSource(s: ObjectSource): string | undefined {
-  const where: string[] = [];
-  if (s.document !== undefined) where.push(`document ${s.document}`);
-  if (s.item !== undefined) where.push(`items[${s.item}]`);
-  if (s.file === undefined && where.length === 0) return undefined;
-  if (s.file === undefined) return where.join(', ');
-  return where.length ? `${s.file} (${where.join(', ')})` : s.file;
+  return formatOrigin(s);
 }
 
 function describe(obj: unknown): string {
@@ -555,13 +535,13 @@ export function parseText(text: string, file?: string): Located[] {
   }
   const docs = parseAllDocuments(text, { prettyErrors: true });
   const out: Located[] = [];
-  const issues: ValidationIssue[] = [];
+  const issues: Issue[] = [];
   const list = Array.isArray(docs) ? docs : [docs];
   list.forEach((doc, i) => {
     const source = { file, document: i + 1 };
     if (doc.errors.length > 0) {
       for (const e of doc.errors)
-        issues.push({ object: 'document', source: formatSource(source), field: '', message: `YAML: ${yamlErrorLine(e.message)}${e.linePos ? ` (line ${e.linePos[0].line})` : ''}` });
+        issues.push(objectIssue('document', source, { code: 'syntax', path: [], message: `YAML: ${yamlErrorLine(e.message)}${e.linePos ? ` (line ${e.linePos[0].line})` : ''}` }));
       return;
     }
     const obj: unknown = doc.toJS({ maxAliasCount: 1000 });
@@ -589,7 +569,7 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
   const located: Located[] = input.map((x) =>
     typeof x === 'object' && x !== null && 'obj' in x && 'source' in x ? (x as Located) : { obj: x, source: {} },
   );
-  const issues: ValidationIssue[] = [];
+  const issues: Issue[] = [];
   const warnings: string[] = [];
   const namespaces = new Map<string, NamespaceInfo>();
   const pods = new Map<string, PodInfo>();
@@ -600,22 +580,21 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
   const bindings = new Map<string, BindingInfo>();
   const seen = new Map<string, string | undefined>();
 
-  const add = (issue: FieldIssue, obj: unknown, source: ObjectSource) =>
-    issues.push({ object: describe(obj), source: formatSource(source), ...issue });
+  const add = (issue: FieldIssue, obj: unknown, source: ObjectSource) => issues.push(objectIssue(describe(obj), source, issue));
 
   const visit = ({ obj, source }: Located): void => {
     if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
-      add({ field: '', message: 'is not a Kubernetes object (expected a mapping with apiVersion and kind)' }, obj, source);
+      add(fieldIssue('not-a-document', [], 'is not a Kubernetes object (expected a mapping with apiVersion and kind)'), obj, source);
       return;
     }
     const o = obj as Record<string, unknown>;
     if (typeof o.kind !== 'string') {
-      add({ field: 'kind', message: 'required field is missing' }, obj, source);
+      add(fieldIssue('required', ['kind'], 'required field is missing'), obj, source);
       return;
     }
     if (o.kind === 'List' || (o.kind.endsWith('List') && 'items' in o)) {
       if (!Array.isArray(o.items)) {
-        add({ field: 'items', message: 'must be a list' }, obj, source);
+        add(fieldIssue('invalid-type', ['items'], 'must be a list'), obj, source);
         return;
       }
       o.items.forEach((item, i) => visit({ obj: item, source: { ...source, item: i } }));
@@ -628,13 +607,9 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
     }
     if (o.apiVersion !== expected) {
       add(
-        {
-          field: 'apiVersion',
-          message:
-            o.apiVersion === undefined
-              ? `required field is missing (expected ${quote(expected)})`
-              : `${quote(String(o.apiVersion))} is not supported for ${o.kind} (expected ${quote(expected)})`,
-        },
+        o.apiVersion === undefined
+          ? fieldIssue('required', ['apiVersion'], `required field is missing (expected ${quote(expected)})`)
+          : fieldIssue('invalid-value', ['apiVersion'], `${quote(String(o.apiVersion))} is not supported for ${o.kind} (expected ${quote(expected)})`),
         obj,
         source,
       );
@@ -647,8 +622,8 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
       if (!r.success) return void zodIssues(r.error).forEach((i) => add(i, obj, source));
       const ns = r.data;
       const e = checkDns1123Label(ns.metadata.name);
-      if (e) local.push({ field: 'metadata.name', message: e });
-      local.push(...validateLabels(ns.metadata.labels, 'metadata.labels'));
+      if (e) local.push(fieldIssue('invalid-value', ['metadata', 'name'], e));
+      local.push(...validateLabels(ns.metadata.labels, ['metadata', 'labels'], K8S_LABEL_MESSAGES));
       const labels = { ...(ns.metadata.labels ?? {}) };
       if (labels[NAMESPACE_NAME_LABEL] !== undefined && labels[NAMESPACE_NAME_LABEL] !== ns.metadata.name)
         warnings.push(
@@ -663,23 +638,23 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
       const pod = r.data;
       const namespace = pod.metadata.namespace ?? 'default';
       checkMeta(pod.metadata.name, namespace, local);
-      local.push(...validateLabels(pod.metadata.labels, 'metadata.labels'));
+      local.push(...validateLabels(pod.metadata.labels, ['metadata', 'labels'], K8S_LABEL_MESSAGES));
       const ports: ContainerPortInfo[] = [];
       const names = new Map<string, string>();
       const visitContainers = (list: z.infer<typeof ContainerSchema>[] | undefined, field: string, sidecarsOnly: boolean) =>
         (list ?? []).forEach((c, ci) => {
           if (sidecarsOnly && c.restartPolicy !== 'Always') return;
           (c.ports ?? []).forEach((p, pi) => {
-            const f = `${field}[${ci}].ports[${pi}]`;
+            const f: Path = ['spec', field, ci, 'ports', pi];
             if (p.containerPort < 1 || p.containerPort > 65535)
-              local.push({ field: `${f}.containerPort`, message: `${p.containerPort} is not a valid port number (1-65535)` });
-            checkProtocol(p.protocol, `${f}.protocol`, local);
+              local.push(fieldIssue('invalid-value', [...f, 'containerPort'], `${p.containerPort} is not a valid port number (1-65535)`));
+            checkProtocol(p.protocol, [...f, 'protocol'], local);
             if (p.name !== undefined) {
               const e = checkPortName(p.name);
-              if (e) local.push({ field: `${f}.name`, message: `invalid port name: ${e}` });
+              if (e) local.push(fieldIssue('invalid-value', [...f, 'name'], `invalid port name: ${e}`));
               const prev = names.get(p.name);
-              if (prev) local.push({ field: `${f}.name`, message: `duplicate port name ${quote(p.name)} (also ${prev})` });
-              names.set(p.name, f);
+              if (prev) local.push(fieldIssue('duplicate', [...f, 'name'], `duplicate port name ${quote(p.name)} (also ${prev})`));
+              names.set(p.name, formatPath(f, 'dotted'));
             }
             ports.push({
               container: c.name ?? `#${ci}`,
@@ -689,8 +664,8 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
             });
           });
         });
-      visitContainers(pod.spec?.containers, 'spec.containers', false);
-      visitContainers(pod.spec?.initContainers, 'spec.initContainers', true);
+      visitContainers(pod.spec?.containers, 'containers', false);
+      visitContainers(pod.spec?.initContainers, 'initContainers', true);
       const containers: PodContainerInfo[] = [];
       for (const [list, field] of [
         [pod.spec?.initContainers, 'spec.initContainers'],
@@ -707,11 +682,11 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
       }
       const ips: string[] = [];
       if (pod.status?.podIP !== undefined && pod.status.podIP !== '') {
-        if (!parseIp(pod.status.podIP)) local.push({ field: 'status.podIP', message: `${quote(pod.status.podIP)} is not a valid IP address` });
+        if (!parseIp(pod.status.podIP)) local.push(fieldIssue('invalid-value', ['status', 'podIP'], `${quote(pod.status.podIP)} is not a valid IP address`));
         else ips.push(pod.status.podIP);
       }
       (pod.status?.podIPs ?? []).forEach((p, i) => {
-        if (!parseIp(p.ip)) local.push({ field: `status.podIPs[${i}].ip`, message: `${quote(p.ip)} is not a valid IP address` });
+        if (!parseIp(p.ip)) local.push(fieldIssue('invalid-value', ['status', 'podIPs', i, 'ip'], `${quote(p.ip)} is not a valid IP address`));
         else if (!ips.includes(p.ip)) ips.push(p.ip);
       });
       key = `Pod ${namespace}/${pod.metadata.name}`;
@@ -754,15 +729,15 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
       const cluster = role.kind === 'ClusterRole';
       const namespace = cluster ? undefined : (role.metadata.namespace ?? 'default');
       const e = checkRbacName(role.metadata.name);
-      if (e) local.push({ field: 'metadata.name', message: e });
+      if (e) local.push(fieldIssue('invalid-value', ['metadata', 'name'], e));
       if (namespace) {
         const n = checkDns1123Label(namespace);
-        if (n) local.push({ field: 'metadata.namespace', message: n });
+        if (n) local.push(fieldIssue('invalid-value', ['metadata', 'namespace'], n));
       }
       (role.rules ?? []).forEach((rule, i) => {
-        if (rule.verbs.length === 0) local.push({ field: `rules[${i}].verbs`, message: 'must list at least one verb' });
+        if (rule.verbs.length === 0) local.push(fieldIssue('required', ['rules', i, 'verbs'], 'must list at least one verb'));
         if ((rule.nonResourceURLs ?? []).length > 0 && !cluster)
-          local.push({ field: `rules[${i}].nonResourceURLs`, message: 'only a ClusterRole may have nonResourceURLs' });
+          local.push(fieldIssue('not-allowed', ['rules', i, 'nonResourceURLs'], 'only a ClusterRole may have nonResourceURLs'));
       });
       const k = namespace ? `${namespace}/${role.metadata.name}` : role.metadata.name;
       key = `${role.kind} ${k}`;
@@ -783,17 +758,17 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
       const cluster = b.kind === 'ClusterRoleBinding';
       const namespace = cluster ? undefined : (b.metadata.namespace ?? 'default');
       const e = checkRbacName(b.metadata.name);
-      if (e) local.push({ field: 'metadata.name', message: e });
+      if (e) local.push(fieldIssue('invalid-value', ['metadata', 'name'], e));
       if (b.roleRef.apiGroup !== 'rbac.authorization.k8s.io')
-        local.push({ field: 'roleRef.apiGroup', message: `"${b.roleRef.apiGroup}" is not supported (expected "rbac.authorization.k8s.io")` });
+        local.push(fieldIssue('invalid-value', ['roleRef', 'apiGroup'], `"${b.roleRef.apiGroup}" is not supported (expected "rbac.authorization.k8s.io")`));
       const refKinds = cluster ? ['ClusterRole'] : ['Role', 'ClusterRole'];
       if (!refKinds.includes(b.roleRef.kind))
-        local.push({ field: 'roleRef.kind', message: `"${b.roleRef.kind}" is not supported here (expected ${refKinds.map((x) => `"${x}"`).join(' or ')})` });
+        local.push(fieldIssue('invalid-value', ['roleRef', 'kind'], `"${b.roleRef.kind}" is not supported here (expected ${refKinds.map((x) => `"${x}"`).join(' or ')})`));
       (b.subjects ?? []).forEach((sub, i) => {
         if (!['ServiceAccount', 'User', 'Group'].includes(sub.kind))
-          local.push({ field: `subjects[${i}].kind`, message: `"${sub.kind}" is not supported (expected "ServiceAccount", "User" or "Group")` });
+          local.push(fieldIssue('invalid-value', ['subjects', i, 'kind'], `"${sub.kind}" is not supported (expected "ServiceAccount", "User" or "Group")`));
         if (sub.kind === 'ServiceAccount' && cluster && !sub.namespace)
-          local.push({ field: `subjects[${i}].namespace`, message: 'required for a ServiceAccount subject of a ClusterRoleBinding' });
+          local.push(fieldIssue('required', ['subjects', i, 'namespace'], 'required for a ServiceAccount subject of a ClusterRoleBinding'));
       });
       const k = namespace ? `${namespace}/${b.metadata.name}` : b.metadata.name;
       key = `${b.kind} ${k}`;
@@ -844,7 +819,7 @@ export function buildCluster(input: Array<unknown | Located>, opts: BuildOptions
     for (const i of local) add(i, obj, source);
     if (key !== undefined) {
       if (seen.has(key) && (opts.duplicates ?? 'error') === 'error')
-        add({ field: 'metadata.name', message: `duplicate object (first defined in ${seen.get(key) ?? 'the input'})` }, obj, source);
+        add(fieldIssue('duplicate', ['metadata', 'name'], `duplicate object (first defined in ${seen.get(key) ?? 'the input'})`), obj, source);
       seen.set(key, formatSource(source));
     }
   };
@@ -889,9 +864,9 @@ function checkRbacName(name: string): string | undefined {
 
 function checkMeta(name: string, namespace: string, out: FieldIssue[]): void {
   const e = checkDns1123Subdomain(name);
-  if (e) out.push({ field: 'metadata.name', message: e });
+  if (e) out.push(fieldIssue('invalid-value', ['metadata', 'name'], e));
   const n = checkDns1123Label(namespace);
-  if (n) out.push({ field: 'metadata.namespace', message: n });
+  if (n) out.push(fieldIssue('invalid-value', ['metadata', 'namespace'], n));
 }
 
 type ParsedSpec = PolicySpec;
@@ -950,7 +925,7 @@ function toV1Spec(s: Partial<ParsedSpec>): V1NetworkPolicySpec {
 /** Parses texts (YAML or JSON) and builds a cluster. */
 export function loadCluster(texts: Array<{ text: string; file?: string }>, opts: BuildOptions = {}): Cluster {
   const located: Located[] = [];
-  const issues: ValidationIssue[] = [];
+  const issues: Issue[] = [];
   for (const t of texts) {
     try {
       located.push(...parseText(t.text, t.file));
