@@ -253,11 +253,17 @@ describe('console: bastion ui in a real browser, against a real daemon', { timeo
   it('audit ↔ enforce from the container panel, checked with real connections', async (t: TestContext) => {
     if (!learningApi) return t.skip('the daemon has no /v1/modes yet (the learning API of issue 14 is not on this branch)');
     expectNoneConnect(await connectAll([['web→db:5432 (enforce)', lab.web.netns, lab.db.ip, 5432]]));
-    await clickNode(page, 'e:web');
-    const panel = page.locator('[data-testid="container-panel"][data-name="web"]');
-    await panel.waitFor();
-    await panel.locator('button[name="mode"]').click();
-    await panel.locator('[data-testid="mode"]', { hasText: 'audit' }).waitFor({ timeout: 10_000 });
+    // Audit mode opens a container's own policy only (docs/learning.md): web's
+    // egress and db's ingress both refuse web→db, so both are switched, each
+    // from its own panel. With web alone in audit, db's ingress still drops it.
+    for (const name of ['web', 'db']) {
+      await clickNode(page, `e:${name}`);
+      const panel = page.locator(`[data-testid="container-panel"][data-name="${name}"]`);
+      await panel.waitFor();
+      await panel.locator('button[name="mode"]').click();
+      await panel.locator('[data-testid="mode"]', { hasText: 'audit' }).waitFor({ timeout: 10_000 });
+      if (name === 'web') expectNoneConnect(await connectAll([['web→db:5432 (web audited, db enforced)', lab.web.netns, lab.db.ip, 5432]]));
+    }
     assert.ok(await waitFor(async () => (await tcpConnect(lab.web.netns, lab.db.ip, 5432, 1)).ok, 5000), 'in audit mode web→db:5432 goes through');
     await page.waitForFunction(() => (window as any).__bastion.view.cy.getElementById('audit:e:web>e:db').nonempty(), undefined, { timeout: 5000 });
     assert.ok((await nodeView(page, 'e:web'))!.classes.includes('audit-mode'));
@@ -287,11 +293,14 @@ describe('console: bastion ui in a real browser, against a real daemon', { timeo
     await wf.locator('[data-testid="applied"]').waitFor({ timeout: 20_000 });
     await wf.locator('button[name="enforce"]').click();
     await page.waitForFunction(() => /enforce/.test(document.querySelector('[data-testid="picked"]')?.textContent ?? ''), undefined, { timeout: 10_000 });
+    // db, audited for the observation, enforces again too (through the API the console uses)
+    assert.equal((await apiCall<any>(socket, 'PUT', '/v1/containers/db/mode', JSON.stringify({ mode: 'enforce' }))).status, 200);
     // back in enforce mode, web→db:5432 works because the applied policy allows it; the attacker still cannot
     expectAllConnect(await connectAll([['web→db:5432 (learned policy, enforce)', lab.web.netns, lab.db.ip, 5432]]));
     expectNoneConnect(await connectAll([['attacker→db:5432', lab.attacker.netns, lab.db.ip, 5432]]));
     const modes = (await apiCall<any>(socket, 'GET', '/v1/modes')).body;
     assert.equal(modes.containers.find((c: any) => c.name === 'web').mode, 'enforce');
+    assert.equal(modes.containers.find((c: any) => c.name === 'db').mode, 'enforce');
     await page.waitForFunction(() => (window as any).__bastion.view.cy.getElementById('p:e:web>e:db').nonempty(), undefined, { timeout: 10_000 });
     await screenshot(page, '10-applied');
   });
