@@ -22,6 +22,8 @@ import { runScale, type ScalePoint } from './lib/scale.js';
 import { runScenarioOnce, type ScenarioRun } from './lib/scenarios.js';
 import { destroyPrefixSync, namespacesWithPrefix } from './lib/topology.js';
 import { buildTools, DEFAULT_CONN_OPTIONS } from './lib/tools.js';
+import { crossHostFigures, renderCrossHost } from './lib/report.js';
+import { runCrossHost, type CrossHostResult } from './lib/crosshost.js';
 
 const HELP = `usage: npm run bench -- [options]
   --quick                 3 repetitions of 3 s, 20 updates per scale point (must finish in < 10 min)
@@ -48,6 +50,8 @@ const HELP = `usage: npm run bench -- [options]
   --budget S              skip what is left after S seconds (default 480 quick, none full)
   --conn-threads N --conn-concurrency N --conn-linger0   bbconn client settings (default 2, 16, normal close)
   --out DIR               results directory (default bench/results)
+  --no-cross-host         skip the cross-host scenarios (plain VXLAN overlay, the same with iptables, bastion across two hosts)
+  --cross-host-only       run only the cross-host scenarios (and their policy-add latency series)
 `;
 
 function parseArgs(argv: string[], repo: string): Options {
@@ -73,6 +77,8 @@ function parseArgs(argv: string[], repo: string): Options {
     quietWaitMs: quick ? 5_000 : 30_000,
     budgetS: quick ? 480 : Infinity,
     outDir: join(repo, 'bench/results'),
+    crossHost: true,
+    crossHostOnly: false,
   };
   const num = (v: string | undefined, name: string): number => {
     const n = Number(v);
@@ -170,6 +176,14 @@ function parseArgs(argv: string[], repo: string): Options {
       case '--out':
         o.outDir = resolve(take() ?? '');
         break;
+      case '--no-cross-host':
+        o.crossHost = false;
+        break;
+      case '--cross-host-only':
+        o.crossHostOnly = true;
+        o.crossHost = true;
+        o.scale = [];
+        break;
       case '-h':
       case '--help':
         process.stdout.write(HELP);
@@ -184,12 +198,12 @@ function parseArgs(argv: string[], repo: string): Options {
 }
 
 /** a 10.x.0.0/16 not routed anywhere on the real host (our addresses live in our own namespace anyway) */
-function pickOctet(): number {
+function pickOctet(avoid: number[] = []): number {
   const routes = runSync(['ip', '-4', 'route', 'show', 'table', 'all'], { allowFail: true }).stdout;
   const addrs = runSync(['ip', '-4', 'addr', 'show'], { allowFail: true }).stdout;
   for (let tries = 0; tries < 200; tries++) {
     const o = 100 + Math.floor(Math.random() * 150);
-    if (!routes.includes(`10.${o}.`) && !addrs.includes(`10.${o}.`)) return o;
+    if (!avoid.includes(o) && !routes.includes(`10.${o}.`) && !addrs.includes(`10.${o}.`)) return o;
   }
   return 100 + Math.floor(Math.random() * 150);
 }
@@ -257,7 +271,7 @@ async function main(): Promise<number> {
   setQuietBudget(opts.quick ? 60_000 : 600_000);
   const tools = buildTools(join(repo, 'bench/tools'), join(repo, 'dist/bench/tools'));
   const bastionCmd = opts.bastionCmd ?? [join(repo, 'bin/bastion')];
-  const bastion = opts.bastion && opts.scenarios.includes('bastion') ? await detectBastion(bastionCmd, opts.bastionCmd ? null : repo) : { available: false, note: 'disabled with --no-bastion' };
+  const bastion = opts.bastion && (opts.scenarios.includes('bastion') || opts.crossHost) ? await detectBastion(bastionCmd, opts.bastionCmd ? null : repo) : { available: false, note: 'disabled with --no-bastion' };
   const remainingMs = () => opts.budgetS * 1000 - (hrMs() - started);
   const overBudget = () => remainingMs() <= 0;
   const ctx: Context = { opts, repo, tools, prefix, octet: pickOctet(), work, bastion, bastionCmd, notes: [], log, overBudget, remainingMs };
@@ -269,7 +283,7 @@ async function main(): Promise<number> {
   if (load0[0]! > 0.7) ctx.notes.push(`the machine was busy when the run started (load average ${load0.map((x) => x.toFixed(2)).join(' ')}): figures may be low and noisy`);
 
   // ---- scenarios: repetitions outside, scenarios interleaved inside
-  const active = opts.scenarios.filter((s) => s !== 'bastion' || bastion.available);
+  const active = opts.crossHostOnly ? [] : opts.scenarios.filter((s) => s !== 'bastion' || bastion.available);
   const runs: Record<ScenarioName, ScenarioRun[]> = { loopback: [], bridge: [], iptables: [], bastion: [] };
   for (let rep = 0; rep < opts.reps; rep++) {
     // the scenarios may use about half of the budget, so that the scale series still runs
@@ -317,6 +331,20 @@ async function main(): Promise<number> {
       log(`ERROR scale series: ${(err as Error).message.split('\n')[0]}`);
     }
   }
+
+  // ---- cross-host scenarios
+  let crossHost: CrossHostResult | null = null;
+  if (opts.crossHost && !ctx.overBudget()) {
+    log('cross-host scenarios: overlay, overlay-iptables, bastion (two hosts, one underlay)');
+    try {
+      crossHost = await runCrossHost(ctx, pickOctet([ctx.octet]));
+      errors.push(...crossHost.errors);
+    } catch (err) {
+      errors.push(`cross-host: ${(err as Error).message}`);
+      log(`ERROR cross-host: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  const xh = crossHost ? crossHostFigures(crossHost) : null;
 
   // ---- report
   const finishedAt = new Date();
@@ -368,7 +396,8 @@ async function main(): Promise<number> {
     scenario_runs: runs,
     scale,
     scale_ratios: scaleRatios(scale),
-    targets: targets(sc, scale),
+    cross_host: xh,
+    targets: targets(sc, scale, xh),
     chart: null as string | null,
     notes: ctx.notes,
     errors,

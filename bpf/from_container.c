@@ -8,7 +8,9 @@
  *   isolation            new connections need the sender's egress policy and,
  *                        for a local receiver, the receiver's ingress policy
  *   host isolation       the host is a peer like any other (ID_HOST)
- *   direct forwarding    local receivers get the packet veth to veth
+ *   direct forwarding    local receivers get the packet veth to veth;
+ *                        another node's endpoints get it through the tunnel
+ *                        (lib/encap.h), their node checks their ingress
  *
  * Per-packet work is a fixed number of map lookups, whatever the number of
  * containers: endpoint by ifindex, peer by IP (hash, then LPM), conntrack;
@@ -23,6 +25,7 @@
 #include "lib/verdict.h"
 #include "lib/fragments.h"
 #include "lib/forward.h"
+#include "lib/encap.h"
 
 /* Everything up to the verdict; fills *p and *peer for the caller. */
 static __always_inline int ipv4_from_container_verdict(struct __sk_buff *skb, const struct ctx_info *ci,
@@ -85,6 +88,15 @@ static __always_inline int ipv4_from_container(struct __sk_buff *skb, struct ctx
 	if (IS_ERR(ret))
 		return deny(ci, fd, -ret);
 
+	if (peer.remote) {
+		int ret = tunnel_redirect(skb, peer.remote, ci->ep->identity);
+
+		if (ret < 0)
+			return deny(ci, fd, -ret);
+		count_endpoint(ci->ifindex, ci->pkt_len, 1, 0);
+		count_reason(REASON_ENCAPSULATED, ci->pkt_len);
+		return ret;
+	}
 	count_endpoint(ci->ifindex, ci->pkt_len, 1, 0);
 	if (peer.ep) {
 		/* The receiver's own hook is bypassed: count what it was handed here. */

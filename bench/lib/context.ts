@@ -33,6 +33,10 @@ export interface Options {
   /** seconds after which the remaining measurements are skipped (quick mode: 540) */
   budgetS: number;
   outDir: string;
+  /** the cross-host scenarios (overlay, overlay-iptables, bastion across two hosts) */
+  crossHost: boolean;
+  /** only those: no single-host scenarios, no scale series */
+  crossHostOnly: boolean;
 }
 
 export interface Context {

@@ -7,6 +7,29 @@ import type { ScenarioName } from './context.js';
 import type { ScalePoint } from './scale.js';
 import type { ScenarioRun } from './scenarios.js';
 import { ratio, round, summarize, type Summary } from './stats.js';
+import type { CrossHostResult, CrossName, PolicyLatency } from './crosshost.js';
+
+/** The cross-host part of the results: medians per scenario, Bastion's ratios to the overlays, the policy latency. */
+export interface CrossHostFigures {
+  scenarios: Record<CrossName, Figures | null>;
+  ratios: { bastion_vs_overlay: Ratios | null; bastion_vs_overlay_iptables: Ratios | null; overlay_iptables_vs_overlay: Ratios | null };
+  policy: PolicyLatency | null;
+  runs: CrossHostResult['runs'];
+}
+
+export function crossHostFigures(r: CrossHostResult): CrossHostFigures {
+  const scenarios = { overlay: figures(r.runs.overlay), 'overlay-iptables': figures(r.runs['overlay-iptables']), bastion: figures(r.runs.bastion) };
+  return {
+    scenarios,
+    ratios: {
+      bastion_vs_overlay: ratios(scenarios.bastion, scenarios.overlay),
+      bastion_vs_overlay_iptables: ratios(scenarios.bastion, scenarios['overlay-iptables']),
+      overlay_iptables_vs_overlay: ratios(scenarios['overlay-iptables'], scenarios.overlay),
+    },
+    policy: r.policy,
+    runs: r.runs,
+  };
+}
 
 export const METRICS = ['tcp_gbps_1', 'tcp_gbps_4', 'rr_p50_us', 'rr_p99_us', 'conn_per_s'] as const;
 export type Metric = (typeof METRICS)[number];
@@ -63,7 +86,7 @@ function target(id: string, description: string, value: number | null, op: '>=' 
   return { id, description, value: v, op, threshold, met: v === null ? null : op === '>=' ? v >= threshold : v <= threshold };
 }
 
-export function targets(sc: Partial<Record<ScenarioName, Figures | null>>, scale: ScalePoint[]): Target[] {
+export function targets(sc: Partial<Record<ScenarioName, Figures | null>>, scale: ScalePoint[], xh: CrossHostFigures | null = null): Target[] {
   const b = sc.bastion ?? null;
   const ipt = sc.iptables ?? null;
   const br = sc.bridge ?? null;
@@ -71,6 +94,8 @@ export function targets(sc: Partial<Record<ScenarioName, Figures | null>>, scale
   const b10 = at(10)?.bastion?.conn_per_s ?? null;
   const p5k = at(5000);
   const p10 = at(10);
+  const xb = xh?.scenarios.bastion ?? null;
+  const xo = xh?.scenarios.overlay ?? null;
   const out: Target[] = [
     target('tcp1_vs_iptables', 'bastion TCP 1 stream ≥ 1.25 × iptables', ratio(b?.tcp_gbps_1, ipt?.tcp_gbps_1), '>=', 1.25),
     target('tcp4_vs_iptables', 'bastion TCP 4 streams ≥ 1.25 × iptables', ratio(b?.tcp_gbps_4, ipt?.tcp_gbps_4), '>=', 1.25),
@@ -83,6 +108,10 @@ export function targets(sc: Partial<Record<ScenarioName, Figures | null>>, scale
     target('update_p99_5000', 'one added dependency enforced in ≤ 5 ms p99 at 5,000 containers', p5k?.bastion?.update_ms_p99 ?? null, '<=', 5),
     target('update_flat', 'update p99 flat: p99 at 5,000 ≤ 1.5 × p99 at 10 containers', ratio(p5k?.bastion?.update_ms_p99, p10?.bastion?.update_ms_p99), '<=', 1.5),
     target('rss_5000', 'daemon memory (VmRSS) ≤ 150 MB at 5,000 containers', p5k?.bastion?.rss_mb ?? null, '<=', 150),
+    target('xh_tcp1_vs_overlay', 'cross-host: bastion TCP 1 stream ≥ 1.15 × the plain VXLAN overlay', ratio(xb?.tcp_gbps_1, xo?.tcp_gbps_1), '>=', 1.15),
+    target('xh_tcp4_vs_overlay', 'cross-host: bastion TCP 4 streams ≥ 1.15 × the plain VXLAN overlay', ratio(xb?.tcp_gbps_4, xo?.tcp_gbps_4), '>=', 1.15),
+    target('xh_conn_vs_overlay', 'cross-host: bastion conn/s ≥ 1.0 × the plain VXLAN overlay', ratio(xb?.conn_per_s, xo?.conn_per_s), '>=', 1.0),
+    target('xh_policy_p99', 'cross-host: a policy added on the store enforced on the other host in ≤ 100 ms p99', xh?.policy?.p99_ms ?? null, '<=', 100),
   ];
   return out;
 }
@@ -184,6 +213,7 @@ export function renderMarkdown(doc: any): string {
     L.push(`![scale series](${doc.chart ?? 'latest-scale.png'})`);
     L.push('');
   }
+  if (doc.cross_host) L.push(...renderCrossHost(doc.cross_host as CrossHostFigures));
   L.push('## Targets');
   L.push('');
   L.push('| target | value | required | met |');
@@ -202,4 +232,29 @@ export function renderMarkdown(doc: any): string {
   L.push('See docs/benchmarks.md for how each scenario is built and what each figure means.');
   L.push('');
   return L.join('\n');
+}
+
+export function renderCrossHost(x: CrossHostFigures): string[] {
+  const L: string[] = [];
+  L.push('## Cross-host');
+  L.push('');
+  L.push(
+    'Client on one host, server on another (namespaces joined by an underlay bridge), container MTU 1450. overlay: a bridge per host with a VXLAN port to the other (as Docker overlay / flannel vxlan); overlay-iptables: the same with br_netfilter and the pair\'s rules on both hosts; bastion: the same hosts without the VXLAN port, `bastion run --cluster` on each (etcd under TLS on the underlay) carrying the pair over its own VXLAN device.',
+  );
+  L.push('');
+  L.push('| figure | overlay | overlay-iptables | bastion | bastion / overlay | bastion / overlay-iptables |');
+  L.push('|---|---|---|---|---|---|');
+  for (const m of METRICS) {
+    L.push(
+      `| ${METRIC_LABELS[m]} | ${cell(x.scenarios.overlay, m)} | ${cell(x.scenarios['overlay-iptables'], m)} | ${cell(x.scenarios.bastion, m)} | ${ratioCell(x.ratios.bastion_vs_overlay?.[m])} | ${ratioCell(x.ratios.bastion_vs_overlay_iptables?.[m])} |`,
+    );
+  }
+  L.push('');
+  if (x.policy) {
+    L.push(
+      `Policy added on the store (as \`bastion policy add --cluster\` writes it) until the client on host 1 connects to the newly allowed port on host 2: p50 ${fmt(x.policy.p50_ms)} ms, p99 ${fmt(x.policy.p99_ms)} ms, max ${fmt(x.policy.max_ms)} ms over ${x.policy.samples_ms.length} changes${x.policy.failures ? `, ${x.policy.failures} not enforced within 10 s` : ''}.`,
+    );
+    L.push('');
+  }
+  return L;
 }

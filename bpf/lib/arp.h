@@ -100,12 +100,15 @@ static __always_inline int arp_from_container(struct __sk_buff *skb, struct ctx_
 	if (arp->op == bpf_htons(ARPOP_REQUEST)) {
 		if (arp->tpa == arp->spa)
 			return deny(ci, fd, REASON_ARP_UNSOLICITED);	/* gratuitous */
-		if (peer.ep) {
+		if (peer.ep || peer.remote) {
+			/* A dependency on this node or on another: answered the same
+			 * way, with its own MAC (another node's endpoint is reached
+			 * through the tunnel, never by ARP on the wire). */
 			if (!neigh_allowed(ep->identity, peer.identity))
 				return deny(ci, fd, REASON_ARP_DENIED);
 			count_reason(REASON_ARP_REPLIED, ci->pkt_len);
 			emit_event(ci, fd, VERDICT_ARP_REPLY, REASON_ARP_REPLIED);
-			return arp_respond(skb, peer.ep->mac);
+			return arp_respond(skb, peer.ep ? peer.ep->mac : peer.remote->mac);
 		}
 		if (peer.is_host) {
 			if (!neigh_allowed(ep->identity, ID_HOST))
@@ -127,7 +130,7 @@ static __always_inline int arp_from_container(struct __sk_buff *skb, struct ctx_
 		 * asked for this container's MAC. The sender is already verified. */
 		if (arp->tpa == arp->spa)
 			return deny(ci, fd, REASON_ARP_UNSOLICITED);
-		if (peer.ep)
+		if (peer.ep || peer.remote)
 			return deny(ci, fd, REASON_ARP_UNSOLICITED);
 		if (peer.is_host || neigh_allowed(ep->identity, peer.identity)) {
 			count_reason(REASON_ARP_HOST, ci->pkt_len);

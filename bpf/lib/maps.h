@@ -45,6 +45,7 @@
 #define ID_ANY		0	/* wildcard peer in a policy key */
 #define ID_HOST		1	/* any address of the host (gateway included) */
 #define ID_WORLD	2	/* 0.0.0.0/0: everything not otherwise known */
+#define ID_REMOTE_NODE	3	/* another node of the cluster (its underlay address): never world */
 #define ID_FIRST_DYNAMIC 256	/* endpoints and CIDR prefixes from here on */
 
 /* ------------------------------------------------------------ endpoints */
@@ -199,6 +200,7 @@ struct frag_val {
 
 #define TRACE_FROM_CONTAINER	0	/* seen on the container's way out */
 #define TRACE_TO_CONTAINER	1	/* seen on the way into the container */
+#define TRACE_FROM_OVERLAY	2	/* arrived through the tunnel device */
 
 struct flow_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns() */
@@ -312,6 +314,8 @@ struct event_rl {
 #define REASON_ARP_REPLIED	4	/* ARP request answered by the stack */
 #define REASON_ARP_HOST		5	/* ARP exchanged with the host, allowed */
 #define REASON_AUDITED		6	/* would be dropped, passed (audit mode) */
+#define REASON_ENCAPSULATED	12	/* sent to a remote endpoint through the tunnel */
+#define REASON_DECAPSULATED	13	/* from the tunnel, handed to a local endpoint */
 /* Not packets: what happened to flow events. */
 #define REASON_EVENTS_LOST	8	/* ring buffer full: event not written */
 #define REASON_EVENTS_SUPPRESSED 9	/* held back by the event rate limit */
@@ -334,6 +338,9 @@ struct event_rl {
 #define REASON_CT_INVALID	30	/* e.g. a SYN in the reply direction */
 #define REASON_BROADCAST	31	/* IP broadcast or multicast */
 #define REASON_NOT_FOR_ENDPOINT	32	/* flooded frame addressed to someone else */
+#define REASON_TUNNEL_UNKNOWN_SOURCE	40	/* from the tunnel, but no remote endpoint we know has its source */
+#define REASON_TUNNEL_SPOOFED	41	/* from the tunnel, claiming an identity its sender node does not hold */
+#define REASON_NO_TUNNEL	42	/* for a remote endpoint, but this node has no tunnel device */
 #define REASON_ICMP_UNRELATED	33	/* ICMP error not from an end (or the path) of the connection it names */
 #define REASON_CT_LIMIT		34	/* the endpoint has its share of conntrack entries */
 #define REASON_CT_FULL		35	/* the conntrack table is full */
@@ -377,6 +384,33 @@ struct bastion_state {
 	__u64 next_identity;
 	__u64 generation;	/* bumped on every applied change */
 };
+
+/* -------------------------------------------------------------- cluster */
+
+/*
+ * An endpoint on another node, kept here only when it is a peer of a local
+ * endpoint (its dependency in either direction). Keyed by its IPv4 address
+ * in bastion_remote. Packets to it are encapsulated (VXLAN, the sender's
+ * identity in the VNI) to node_ipv4; packets from it through the tunnel are
+ * believed only when the VNI is its identity and the outer source is its
+ * node (lib/encap.h).
+ */
+struct remote_endpoint {
+	__u32 identity;
+	__be32 node_ipv4;	/* underlay address of the node that holds it */
+	__u8 mac[6];		/* its own MAC (answers ARP for it) */
+	__u16 flags;		/* reserved */
+};				/* 16 bytes */
+
+#define BASTION_MAX_REMOTE	65536
+
+/* This node's tunnel: one VXLAN device in external (collect_md) mode. */
+struct tunnel_info {
+	__u32 ifindex;		/* the VXLAN device; 0: no tunnel (remote peers are dropped) */
+	__be32 local_ipv4;	/* this node's underlay address */
+	__u32 flags;		/* reserved */
+	__u32 pad;
+};				/* 16 bytes */
 
 /* ----------------------------------------------------------------- maps */
 
@@ -539,5 +573,22 @@ struct {
 	__type(value, struct bastion_state);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } bastion_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, BASTION_MAX_REMOTE);
+	__type(key, __be32);			/* IPv4 address */
+	__type(value, struct remote_endpoint);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_remote SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tunnel_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} bastion_tunnel SEC(".maps");
 
 #endif /* BASTION_MAPS_H */

@@ -18,6 +18,7 @@ struct peer_info {
 	__u32 identity;
 	__u32 is_host;
 	struct endpoint_info *ep;	/* set when the peer is a local managed endpoint */
+	struct remote_endpoint *remote;	/* set when it is an endpoint on another node */
 };
 
 static __always_inline void resolve_peer(__be32 addr, struct peer_info *peer)
@@ -25,9 +26,17 @@ static __always_inline void resolve_peer(__be32 addr, struct peer_info *peer)
 	struct ipcache_key key = { .prefixlen = IPCACHE_PREFIX_HOST, .addr = addr };
 	struct ipcache_val *ipc;
 
+	peer->remote = NULL;
 	peer->ep = bpf_map_lookup_elem(&bastion_ep_ip, &addr);
 	if (peer->ep) {
 		peer->identity = peer->ep->identity;
+		peer->is_host = 0;
+		return;
+	}
+	/* Another node's endpoint (only those local endpoints depend on are here). */
+	peer->remote = bpf_map_lookup_elem(&bastion_remote, &addr);
+	if (peer->remote) {
+		peer->identity = peer->remote->identity;
 		peer->is_host = 0;
 		return;
 	}

@@ -32,11 +32,13 @@ static __always_inline int check_src_arp(const struct endpoint_info *ep, const s
 }
 
 /* On the way in: a managed container's address never arrives through the
- * bridge (managed-to-managed traffic is handed veth to veth), so one that
- * does was forged elsewhere. */
+ * bridge (managed-to-managed traffic is handed veth to veth, or through the
+ * tunnel for another node's), so one that does was forged elsewhere. */
 static __always_inline int check_not_managed_src(__be32 saddr)
 {
-	return bpf_map_lookup_elem(&bastion_ep_ip, &saddr) ? REASON_SPOOFED_IFINDEX : 0;
+	if (bpf_map_lookup_elem(&bastion_ep_ip, &saddr) || bpf_map_lookup_elem(&bastion_remote, &saddr))
+		return REASON_SPOOFED_IFINDEX;
+	return 0;
 }
 
 #endif /* BASTION_SRCCHECK_H */

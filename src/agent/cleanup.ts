@@ -16,6 +16,8 @@ import { BpfMap } from '../datapath/bpf-map.js';
 import { MAP_NAMES } from '../datapath/layout.js';
 import { checkPinPath, removePinDir, listPins } from '../datapath/bpffs.js';
 import { Ownership, detachStack, stackState } from './stack.js';
+import { detachTunnelProgram, tunnelProgramOwner } from './tunnel.js';
+import { execFileSync } from 'node:child_process';
 
 /**
  * The interfaces recorded under pinPath (bastion_ep_stat and bastion_ep
@@ -40,7 +42,22 @@ function recorded(pinPath: string): { ifindexes: Set<number>; endpoints: number;
     }
   }
   // without a daemon no program is "self": this instance's stacks are those that use its bastion_ep
-  return { ifindexes, endpoints, who: new Ownership(endpointMapId) };
+  // (and its from_overlay, on a cluster node's tunnel device, the one that uses its bastion_ep_ip)
+  return { ifindexes, endpoints, who: new Ownership([endpointMapId, mapId(pinPath, MAP_NAMES.endpointsByIp)]) };
+}
+
+/** The id of a pinned map (0 when it is not there), opened raw. */
+function mapId(pinPath: string, name: string): number {
+  try {
+    const m = BpfMap.openPinned(join(pinPath, name));
+    try {
+      return m.id;
+    } finally {
+      m.close();
+    }
+  } catch {
+    return 0;
+  }
 }
 
 export interface PinReport {
@@ -74,6 +91,8 @@ export function inspectPins(pinPath: string): PinReport {
 export interface DownReport {
   detached: number[];
   pinsRemoved: string[];
+  /** the VXLAN device removed (cluster mode) */
+  tunnel?: string;
 }
 
 /**
@@ -84,16 +103,51 @@ export interface DownReport {
  */
 export function tearDown(pinPath: string): DownReport {
   const detached: number[] = [];
+  let tunnel: string | undefined;
   if (!checkPinPath(pinPath).exists) return { detached, pinsRemoved: [] };
   const pins = listPins(pinPath);
+  let who: Ownership | undefined;
   try {
     const r = recorded(pinPath);
+    who = r.who;
     for (const ifindex of r.ifindexes) {
       if (detachStack(ifindex, r.who)) detached.push(ifindex);
     }
   } catch {
     // maps missing: still remove the pins below
   }
+  // the tunnel (cluster mode): its map raw too, it may be another version's
+  try {
+    const m = BpfMap.openPinned(join(pinPath, MAP_NAMES.tunnel));
+    try {
+      const v = m.lookup(Buffer.alloc(4));
+      const ifindex = v && v.length >= 4 ? v.readUInt32LE(0) : 0;
+      if (ifindex && who) tunnel = removeTunnel(ifindex, who);
+    } finally {
+      m.close();
+    }
+  } catch {
+    // no tunnel map: not a cluster node
+  }
   removePinDir(pinPath);
-  return { detached, pinsRemoved: pins };
+  return { detached, pinsRemoved: pins, ...(tunnel ? { tunnel } : {}) };
+}
+
+/**
+ * The tunnel program off, and the VXLAN device away (only if it is one: an
+ * ifindex may have been reused). A device that carries another instance's
+ * from_overlay is that instance's tunnel now: left alone, program and all.
+ */
+function removeTunnel(ifindex: number, who: Ownership): string | undefined {
+  if (tunnelProgramOwner(ifindex, who)?.owner === 'foreign') return undefined;
+  detachTunnelProgram(ifindex, who);
+  try {
+    const links = JSON.parse(execFileSync('ip', ['-d', '-j', 'link', 'show'], { encoding: 'utf8' })) as Array<{ ifindex: number; ifname: string; linkinfo?: { info_kind?: string } }>;
+    const l = links.find((x) => x.ifindex === ifindex);
+    if (!l || l.linkinfo?.info_kind !== 'vxlan') return undefined;
+    execFileSync('ip', ['link', 'del', l.ifname], { stdio: 'ignore' });
+    return l.ifname;
+  } catch {
+    return undefined;
+  }
 }

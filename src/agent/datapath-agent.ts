@@ -32,12 +32,14 @@ import {
   type FlowEvent,
   type IpcacheKey,
   type IpcacheVal,
+  type TunnelInfo,
 } from '../datapath/layout.js';
 import type { ConntrackUsage, DatapathPort, MapChunk, StackState } from '../manager/ports.js';
 import type { MapOp } from '../manager/entries.js';
 import { Ownership, attachStack, detachStack, stackState } from './stack.js';
 import { bindOwner, openOwnerMap } from './owner.js';
 import { progInfo } from '../datapath/libbpf.js';
+import { attachTunnelProgram, tunnelProgramId } from './tunnel.js';
 
 /** how often the tail of event bursts is looked for (summarizeHeldBack) */
 const SUMMARY_INTERVAL_MS = 2000;
@@ -58,12 +60,12 @@ export class DatapathAgent implements DatapathPort {
   constructor(
     readonly pinPath: string,
     private readonly objects: BpfObject[],
-    private readonly fds: { fromContainer: number; toContainer: number; ctGc: number },
+    private readonly fds: { fromContainer: number; toContainer: number; ctGc: number; fromOverlay: number },
     readonly maps: BastionMaps,
     private readonly owner?: BpfMap,
   ) {
-    const ids = new Set([fds.fromContainer, fds.toContainer].map((fd) => progInfo(fd).id));
-    this.ownership = new Ownership(maps.endpoints.raw.id, ids);
+    const ids = new Set([fds.fromContainer, fds.toContainer, fds.fromOverlay].map((fd) => progInfo(fd).id));
+    this.ownership = new Ownership([maps.endpoints.raw.id, maps.endpointsByIp.raw.id], ids);
   }
 
   /** conntrack entries reclaimed by ct_gc since start */
@@ -128,6 +130,27 @@ export class DatapathAgent implements DatapathPort {
     const valueSize = m.perCpu ? 0 : m.valueSize;
     // the batch buffers as the kernel filled them: no copy
     for await (const b of m.batches(READ_BATCH)) yield { keySize: m.keySize, valueSize, count: b.count, keys: b.keys, values: m.perCpu ? Buffer.alloc(0) : b.values };
+  }
+
+  /**
+   * from_overlay on the VXLAN device's ingress (replace: never two; never
+   * over another instance's, ForeignStackError). The tunnel entry the
+   * senders read (bastion_tunnel) is the manager's to write (Manager.setTunnel),
+   * so drift checks cover it.
+   */
+  attachTunnel(ifindex: number): void {
+    attachTunnelProgram(ifindex, this.fds.fromOverlay, this.ownership);
+  }
+
+  /** Is this instance's from_overlay (the one loaded now) on the device's ingress? */
+  tunnelAttached(ifindex: number): boolean {
+    return tunnelProgramId(ifindex, this.ownership) !== undefined;
+  }
+
+  tunnel(): { info: TunnelInfo; programId?: number } {
+    const info = this.maps.tunnel.get();
+    const programId = info.ifindex ? tunnelProgramId(info.ifindex, this.ownership) : undefined;
+    return { info, ...(programId !== undefined ? { programId } : {}) };
   }
 
   apply(ops: MapOp[]): void {
@@ -408,11 +431,17 @@ export async function openDatapath(pinPath: string, log?: Logger): Promise<Datap
   const from = load('from_container.o');
   const to = load('to_container.o');
   const gc = load('ct_gc.o');
+  const overlay = load('from_overlay.o');
   const maps = openBastionMaps(root);
-  const fds = { fromContainer: from.program('from_container'), toContainer: to.program('to_container'), ctGc: gc.program('ct_gc') };
+  const fds = {
+    fromContainer: from.program('from_container'),
+    toContainer: to.program('to_container'),
+    ctGc: gc.program('ct_gc'),
+    fromOverlay: overlay.program('from_overlay'),
+  };
   // this instance's name on its programs (owner.ts), so another instance can say whose they are
   const owner = openOwnerMap(root);
-  for (const fd of [fds.fromContainer, fds.toContainer]) bindOwner(fd, owner);
+  for (const fd of [fds.fromContainer, fds.toContainer, fds.fromOverlay]) bindOwner(fd, owner);
   log?.debug({ pinPath: root }, 'datapath loaded');
-  return new DatapathAgent(root, [from, to, gc], fds, maps, owner);
+  return new DatapathAgent(root, [from, to, gc, overlay], fds, maps, owner);
 }

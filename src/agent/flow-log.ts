@@ -5,7 +5,7 @@
  * record's shape is src/flows/record.ts.
  */
 import { EventEmitter } from 'node:events';
-import { FLOW_F_INGRESS, FLOW_F_REPLY, REASON_NAMES, TRACE_TO_CONTAINER, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
+import { FLOW_F_INGRESS, FLOW_F_REPLY, REASON_NAMES, TRACE_FROM_CONTAINER, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
 import { formatIpv4, parseIpv4 } from '../net/ip.js';
 import type { FlowEnd, FlowRecord } from '../flows/record.js';
 
@@ -70,7 +70,8 @@ export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonic
   const isArp = ev.ethertype === ETH_P_ARP;
   const protocol = isArp ? 'arp' : (PROTOCOLS[ev.proto] ?? (ev.proto ? `ip-proto-${ev.proto}` : `ethertype-0x${ev.ethertype.toString(16).padStart(4, '0')}`));
   const hasPorts = ev.proto === 6 || ev.proto === 17 || ev.proto === 132;
-  const fromContainer = ev.trace !== TRACE_TO_CONTAINER;
+  // to_container, and from_overlay (another node's packet for a local receiver), see it on the way in
+  const fromContainer = ev.trace === TRACE_FROM_CONTAINER;
   // the receiver's ingress decided (checked by the sender's stack for a local receiver), or seen on the way in
   const direction = !fromContainer || ev.flags & FLOW_F_INGRESS ? 'ingress' : 'egress';
   const rule = (n: number) => (n ? (names.ruleName(n) ?? `#${n}`) : undefined);

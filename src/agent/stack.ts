@@ -11,8 +11,9 @@
  * pin path, and its pinned maps are its alone (two daemons on one pin path
  * are one instance, which the instance lock prevents), so:
  *
- *   a program whose map ids include this instance's bastion_ep map is this
- *   instance's: the one loaded now (its program ids), or one a previous run
+ *   a program whose map ids include this instance's bastion_ep map (or its
+ *   bastion_ep_ip: from_overlay on a cluster node's tunnel device reads
+ *   only that one) is this instance's: the one loaded now (its program ids), or one a previous run
  *   attached (same pinned maps, older program), which a restart replaces;
  *   a Bastion program (by name) that uses other maps is another instance's:
  *   never guarded over, replaced or detached (ForeignStackError);
@@ -31,7 +32,8 @@ import { ForeignStackError, type StackOwner, type StackState } from '../manager/
 import { readOwnerPinPath } from './owner.js';
 
 export const STACK_PROGRAMS = { ingress: 'from_container', egress: 'to_container' } as const;
-const BASTION_PROGRAMS: ReadonlySet<string> = new Set(Object.values(STACK_PROGRAMS));
+/** Bastion's programs by name: the stack's, and from_overlay on a cluster node's tunnel device (tunnel.ts) */
+const BASTION_PROGRAMS: ReadonlySet<string> = new Set([...Object.values(STACK_PROGRAMS), 'from_overlay']);
 
 export interface StackProgramFds {
   fromContainer: number;
@@ -47,13 +49,19 @@ export interface ProgramOwner {
 /** Decides whose a program is, for one instance (see the header). */
 export class Ownership {
   private readonly cache = new Map<number, ProgramOwner>();
+  private readonly ownMapIds: ReadonlySet<number>;
 
   constructor(
-    /** the id of this instance's bastion_ep map */
-    private readonly endpointMapId: number,
+    /**
+     * the id of this instance's bastion_ep map, and of its bastion_ep_ip
+     * (from_overlay, on a cluster node's tunnel device, reads only that one)
+     */
+    endpointMapIds: number | readonly number[],
     /** ids of the programs this instance loaded now (none for `bastion down` without a daemon) */
     private readonly selfProgramIds: ReadonlySet<number> = new Set(),
-  ) {}
+  ) {
+    this.ownMapIds = new Set((typeof endpointMapIds === 'number' ? [endpointMapIds] : endpointMapIds).filter((id) => id > 0));
+  }
 
   /** Whose the program with this id is (a program id is not reused while it lives, so answers are kept). */
   of(progId: number): ProgramOwner {
@@ -65,7 +73,7 @@ export class Ownership {
     let r: ProgramOwner;
     try {
       const info = progInfo(fd);
-      if (info.mapIds.includes(this.endpointMapId)) r = { owner: 'earlier' };
+      if (info.mapIds.some((id) => this.ownMapIds.has(id))) r = { owner: 'earlier' };
       else if (BASTION_PROGRAMS.has(info.name)) r = { owner: 'foreign', pinPath: readOwnerPinPath(info.mapIds) };
       else r = { owner: 'other' };
     } finally {
@@ -80,7 +88,8 @@ export class Ownership {
 /** The less trusted of two hooks' owners: foreign > other > none > earlier > self. */
 const RANK: Record<StackOwner, number> = { self: 0, earlier: 1, none: 2, other: 3, foreign: 4 };
 
-function hookState(ifindex: number, dir: 'ingress' | 'egress', who: Ownership): { id?: number; owner: StackOwner; pinPath?: string; gone?: boolean } {
+/** Whose program is on one tc hook of an interface (also the tunnel device's, tunnel.ts). */
+export function hookState(ifindex: number, dir: 'ingress' | 'egress', who: Ownership): { id?: number; owner: StackOwner; pinPath?: string; gone?: boolean } {
   let id: number | undefined;
   try {
     id = queryTc(ifindex, dir);

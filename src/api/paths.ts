@@ -37,3 +37,8 @@ export function flowHistoryDirFor(pinPath: string): string {
 export function lockFileFor(pinPath: string): string {
   return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.lock`;
 }
+
+/** Written by `bastion down` before it stops a cluster node's daemon: leave the cluster now (revoke the lease). */
+export function leaveFileFor(pinPath: string): string {
+  return `${RUN_DIR}/${basename(pinPath.replace(/\/+$/, '')) || 'bastion'}.leave`;
+}

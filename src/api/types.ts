@@ -111,7 +111,7 @@ export type Done<T> = { ok: true } & T;
 /** GET /v1/policies: one row per policy in force */
 export interface PolicyRow {
   name: string;
-  source: 'file' | 'api' | 'platform';
+  source: 'file' | 'api' | 'platform' | 'cluster';
   from: string;
   to: string;
   ports: string;
@@ -246,8 +246,35 @@ export interface StatusReport {
   events: { perSecondLimit?: number; suppressed: number; lost: number };
   /** the last posture audit (`bastion audit`), at most a minute or so old; absent until the first one ran */
   audit?: StatusAudit;
+  /** cluster mode: the store, the nodes (health, lease age), the tunnel, the remote endpoints in this node's maps */
+  cluster?: ClusterStatus;
   /** the update path: dirty after a failed write until a resync repaired it; drift checks and what they repaired */
   reconciler?: ReconcilerStatus;
+}
+
+/** A cluster node's view of its cluster (status.cluster in cluster mode). */
+export interface ClusterStatus {
+  node: string;
+  store: string;
+  session: {
+    node: string;
+    connected: boolean;
+    watching: boolean;
+    lease?: { id: string; ttlS: number; renewedAgoMs?: number };
+    pendingWrites: number;
+    lastError?: string;
+    revision: number;
+  };
+  underlay: { interface: string; address: string };
+  tunnel: { device: string; ifindex: number; port: number; programAttached: boolean; repairs: number };
+  /** every node the store knows; lease figures as of the last look (every few seconds) */
+  nodes: Array<{ name: string; underlay: string; self: boolean; endpoints: number; lease?: { ttlS: number; grantedTtlS: number; ageS: number }; healthy: boolean }>;
+  remoteEndpoints: { known: number; inMaps: number };
+  /** the remote endpoints in this node's maps (peers of local ones) */
+  peers: Array<{ id: string; name: string; identity: number; ipv4: string; node: string; nodeIp: string }>;
+  refused: Array<{ key: string; reason: string }>;
+  invalidRecords: Array<{ key: string; error: string }>;
+  policies: number;
 }
 
 /** The update path's health (`bastion status`, the Reconciler line). */

@@ -53,6 +53,8 @@ export interface ConfigReloaderOptions {
   node: NodePort;
   /** the runtime policies: applied after the file's, and their names are not the file's to take */
   runtime: RuntimePolicies;
+  /** cluster mode: the policies are the cluster's (these rules, instead of the runtime ones), and the file may not have any */
+  clusterRules?: () => Rule[];
   log: Logger;
 }
 
@@ -187,15 +189,21 @@ export class ConfigReloader {
   }
   private readonly fileNamesCache = new WeakMap<LoadedConfig, Set<string>>();
 
-  /** The config's rules, then the runtime policies' (in the order they were added). */
+  /** The config's rules, then the runtime policies' (in the order they were added); in cluster mode, the cluster's. */
   private withRuntime(policy: PolicySet): PolicySet {
-    return { mode: policy.mode, rules: [...policy.rules, ...this.o.runtime.rules(), ...(this.o.platformRules?.() ?? [])] };
+    const more = this.o.clusterRules ? this.o.clusterRules() : this.o.runtime.rules();
+    return { mode: policy.mode, rules: [...policy.rules, ...more, ...(this.o.platformRules?.() ?? [])] };
   }
 
   /** Read and validate the config whole (throws ConfigRejected); applies nothing. */
   async load(): Promise<LoadedConfig> {
     const loaded = await loadConfigSource(this.o.configPath, { containersRequired: !this.o.platform, ...(this.o.maxConfigBytes ? { maxBytes: this.o.maxConfigBytes } : {}) });
     if (!loaded.ok) throw new ConfigRejected(loaded.errors);
+    if (this.o.clusterRules && loaded.policies.length) {
+      throw new ConfigRejected([
+        `${this.o.configPath}: policies: in cluster mode the policies are the cluster's; remove this section and add them with "bastion policy add --cluster ..."`,
+      ]);
+    }
     if (this.o.extraPolicy) {
       const extra = await this.o.extraPolicy();
       if (extra) loaded.policy = { mode: loaded.policy.mode, rules: [...loaded.policy.rules, ...extra.rules] };

@@ -5,7 +5,7 @@
  * its own module. When the daemon stops, for whatever reason, enforcement
  * stays: the programs stay attached and the maps pinned.
  */
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { Manager } from '../manager/manager.js';
@@ -20,7 +20,7 @@ import { NodeAgent } from '../agent/node-agent.js';
 import { startApiServer } from '../api/server.js';
 import { FlowFollowers } from '../api/flow-stream.js';
 import { apiCall } from '../api/client.js';
-import { flowHistoryDirFor, lockFileFor, modesFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
+import { flowHistoryDirFor, leaveFileFor, lockFileFor, modesFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../api/paths.js';
 import { acquireInstanceLock, type InstanceLock, writePidFile } from './instance.js';
 import { PublishedPortPolicies } from './published-ports.js';
 import { ConfigReloader } from './config-reloader.js';
@@ -42,6 +42,8 @@ import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
 import { postureAudit } from './posture-audit.js';
 import type { AuditCache } from '../audit/daemon-audit.js';
+import { ClusterNode, type ClusterNodeOptions } from '../cluster/node.js';
+import { LOCAL_ID_FLOOR } from '../cluster/keys.js';
 
 export interface DaemonOptions {
   configPath?: string;
@@ -64,6 +66,8 @@ export interface DaemonOptions {
   publishedPorts?: PublishedPortsMode;
   /** the datapath's flood limits (flow events per second per container and reason, conntrack entries per container) */
   limits?: DatapathLimits;
+  /** cluster mode: policies and other nodes' endpoints come from the cluster store */
+  cluster?: Omit<ClusterNodeOptions, 'version'>;
 }
 
 /** How often expired conntrack entries are reclaimed (bpf/ct_gc.c: about 7 ms on a full table). */
@@ -89,6 +93,8 @@ export class Daemon {
   drift?: DriftWatch;
   /** published ports as policies (with a platform that publishes them) */
   readonly published?: PublishedPortPolicies;
+  /** cluster mode: this node's membership (the store, remote endpoints, the tunnel) */
+  cluster?: ClusterNode;
   private readonly node = new NodeAgent();
   private readonly startedAt = new Date();
   private readonly logDest: pino.DestinationStream & { flushSync(): void };
@@ -120,15 +126,17 @@ export class Daemon {
       ...(published ? { platformRules: () => published.rules() } : {}),
       node: this.node,
       runtime,
+      ...(o.cluster ? { clusterRules: () => this.cluster?.rules() ?? [] } : {}),
       log: this.log,
     });
-    this.policies = new RuntimePolicyService(runtime, this.config, this.log, published ? () => published.rows() : undefined);
+    this.policies = new RuntimePolicyService(runtime, this.config, this.log, published ? () => published.rows() : undefined, o.cluster ? { rows: () => this.cluster?.policyRows() ?? [] } : undefined);
     this.modes = new ModeService(
       modesFileFor(o.pinPath),
       {
         globalMode: () => this.manager?.mode ?? (this.config.config ?? this.starting)?.policy.mode ?? 'enforce',
         filePolicies: () => (this.config.config ?? this.starting)?.policies ?? [],
-        runtimePolicies: () => runtime.all().map((p) => p.policy),
+        // in cluster mode the cluster's policies are the runtime ones (policies in audit mode included)
+        runtimePolicies: () => (this.cluster ? this.cluster.policyConfigs() : runtime.all().map((p) => p.policy)),
       },
       this.log,
     );
@@ -183,6 +191,9 @@ export class Daemon {
 
     const datapath = await openDatapath(this.o.pinPath, this.log);
     datapath.startConntrackCollector(CT_COLLECT_INTERVAL_MS, (err) => this.log.error({ err: err.message }, 'conntrack collector failed'));
+    // Cluster mode: identities are the cluster's, local endpoints are
+    // published, other nodes' endpoints and the policies come from the store.
+    const cluster = this.o.cluster ? (this.cluster = await ClusterNode.open({ ...this.o.cluster, version: '0.1.0' }, this.log)) : undefined;
     const manager = (this.manager = new Manager({
       datapath,
       node: this.node,
@@ -191,10 +202,18 @@ export class Daemon {
       modeOf: this.modes.modeOf,
       // every repair of drift or of a failed write is a flow record too (`bastion flows --verdict REPAIRED`)
       onRepair: (r) => this.flows.push(repairRecord(r, manager)),
+      ...(cluster ? { identities: cluster, observer: cluster, localIdentityFloor: LOCAL_ID_FLOOR, nodeName: cluster.o.node } : {}),
     }));
     this.modes.attach(manager);
+    // the cluster's policies changed: the containers its policies in audit mode select change mode
+    cluster?.onPoliciesApplied(() => this.modes.refresh());
     await manager.setHostAddresses(await this.node.hostAddresses());
+    if (cluster) {
+      await cluster.start(manager, datapath);
+      phase('clusterMs');
+    }
     await this.config.applyFirst(manager, first);
+    cluster?.beginPublishing();
     this.policies.attach(manager);
     this.starting = undefined;
     phase('enforcedMs');
@@ -223,6 +242,7 @@ export class Daemon {
         config: () => ({ pending: this.configPending !== undefined, containersRemoved: this.config.containersRemoved }),
       },
       () => drift.last,
+      cluster ? () => cluster.metrics() : undefined,
     );
     const socket = socketPathFor(this.o.pinPath);
     this.server = await startApiServer(socket, {
@@ -302,6 +322,7 @@ export class Daemon {
    */
   private async warmUp(socket: string): Promise<void> {
     this.config.fileNames();
+    if (this.cluster) return; // the policy API changes nothing in cluster mode
     const doc = JSON.stringify({ policies: [{ name: 'bastion-warm-up', from: { app: 'a' }, to: { app: 'b' }, ports: ['80/tcp'] }] });
     try {
       await apiCall(socket, 'POST', '/v1/policies?dryRun=1&source=warm-up', doc, 5000);
@@ -332,6 +353,7 @@ export class Daemon {
       runtimePolicies: this.policies.health(),
       ...(this.configPending ? { configPending: this.configPending } : {}),
       ...(this.published ? { published: this.published.status() } : {}),
+      ...(this.cluster ? { cluster: this.cluster.status() } : {}),
     });
   }
 
@@ -359,6 +381,11 @@ export class Daemon {
     this.policies.close();
     for (const cleanup of this.cleanups.splice(0)) cleanup();
     await this.o.platform?.stop().catch(() => undefined);
+    // A restart keeps the node's records until its lease runs out (other
+    // nodes go on reaching its containers meanwhile); `bastion down` asks
+    // for an orderly leave, and the records go at once.
+    await this.cluster?.close({ leave: existsSync(leaveFileFor(this.o.pinPath)) }).catch(() => undefined);
+    rmSync(leaveFileFor(this.o.pinPath), { force: true });
     await new Promise<void>((r) => {
       if (!this.server) return r();
       this.server.close(() => r());

@@ -16,7 +16,8 @@ import type { FlowRecord } from '../flows/record.js';
 export function flowNames(manager: Manager): FlowNames {
   return {
     identityName: (id) => manager.identityName(id),
-    identityLabels: (id) => manager.endpointByIdentity(id)?.labels,
+    identityLabels: (id) => manager.identityLabels(id),
+    identityNode: (id) => manager.identityNode(id),
     ruleName: (n) => manager.rules.name(n),
     endpointName: (ifindex) => manager.endpointByIfindex(ifindex)?.name,
     interfaceName: (ifindex) => manager.endpointByIfindex(ifindex)?.hostIfname,

@@ -8,6 +8,7 @@ import type { FlowHistoryStats } from '../flows/history.js';
 import { flowCount } from '../flows/record.js';
 import type { ModesAnswer, RuntimePoliciesStatus } from '../api/types.js';
 import type { VerifyReport } from '../manager/manager.js';
+import type { ClusterMetrics } from '../cluster/node.js';
 
 /** What the daemon reports about itself besides the manager and the datapath. */
 export interface DaemonHealth {
@@ -34,10 +35,71 @@ export function createMetrics(
   followers: FlowStreamStats,
   health: DaemonHealth,
   lastCheck: () => VerifyReport | undefined = () => undefined,
+  cluster?: () => ClusterMetrics | undefined,
 ) {
   const more = health;
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
+
+  if (cluster) {
+    new Gauge({
+      name: 'bastion_cluster_store_connected',
+      help: 'The cluster store answers (1) or not (0): changes wait while it does not',
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.connected ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_pending_writes',
+      help: "This node's records waiting to be written to the cluster store",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.pendingWrites ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_remote_endpoints',
+      help: "Other nodes' endpoints this node believes (only the peers of local ones reach its maps: bastion_map_entries{map=remote})",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.remoteEndpoints ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_refused_endpoints',
+      help: "Local endpoints the cluster refused (an address another node holds): their ports drop everything",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.refused ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_tunnel_attached',
+      help: "This node's from_overlay is on its tunnel device (0: nothing from other nodes is checked or delivered)",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.tunnelAttached ? 1 : 0);
+      },
+    });
+    new PromCounter({
+      name: 'bastion_cluster_tunnel_repairs_total',
+      help: 'Times the tunnel program was found missing (taken off by another tool, the device gone) and put back',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(cluster()?.tunnelRepairs ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_identity_tampering',
+      help: 'Identity records found rewritten or deleted in the cluster store since start (never done by Bastion)',
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.tampering ?? 0);
+      },
+    });
+  }
 
   new Gauge({
     name: 'bastion_endpoints',

@@ -19,6 +19,13 @@ export interface FilePolicies {
   clashes(config: LoadedConfig): string[];
 }
 
+/** In cluster mode the policies are the cluster's: the API lists them and changes none. */
+export interface ClusterPolicies {
+  rows(): PolicyRow[];
+}
+
+const CLUSTER_POLICIES = 'this node is in a cluster: its policies are the cluster\'s; use "bastion policy add|delete --cluster URL ..." (with the admin credentials)';
+
 export class RuntimePolicyService {
   private manager?: Manager;
   private closing = false;
@@ -29,6 +36,7 @@ export class RuntimePolicyService {
     private readonly log: Logger,
     /** the platform's policies (published ports), listed with source "platform" */
     private readonly platformRows?: () => PolicyRow[],
+    private readonly cluster?: ClusterPolicies,
   ) {}
 
   /**
@@ -37,6 +45,7 @@ export class RuntimePolicyService {
    * wins and the runtime one is dropped (and said so).
    */
   restore(first: LoadedConfig): void {
+    if (this.cluster) return;
     const kept = this.store.load();
     if (kept.errors.length) {
       // loud: these policies are not enforced, and only an operator can say what they were
@@ -64,6 +73,7 @@ export class RuntimePolicyService {
   }
 
   list(): PolicyRow[] {
+    if (this.cluster) return this.cluster.rows();
     // the file's rows are made once per loaded config (250,000 of them for a 20 MB file)
     const config = this.file.config;
     let fileRows = config ? this.fileRows.get(config) : [];
@@ -79,6 +89,7 @@ export class RuntimePolicyService {
   async add(text: string, source: string, opts: { dryRun?: boolean } = {}): Promise<Outcome<PolicyAddResult>> {
     const manager = this.manager;
     if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
+    if (this.cluster) return fail('conflict', [CLUSTER_POLICIES]);
     const parsed = parsePoliciesDocument(text, source);
     if (!parsed.ok) return fail('invalid', parsed.errors);
     const fileNames = this.file.fileNames();
@@ -123,6 +134,7 @@ export class RuntimePolicyService {
   async delete(names: string[]): Promise<Outcome<PolicyDeleteResult>> {
     const manager = this.manager;
     if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
+    if (this.cluster) return fail('conflict', [CLUSTER_POLICIES]);
     if (names.length === 0 || names.some((n) => !n)) return fail('bad-request', ['give the names of the policies to delete']);
     const fileNames = this.file.fileNames();
     const unknown = names.filter((n) => !this.store.get(n));

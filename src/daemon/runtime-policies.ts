@@ -10,11 +10,12 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Rule } from '../policy/model.js';
-import { formatPolicyEnd, parseConfigText, policyToRules, type PolicyConfig } from '../policy/bastion-config.js';
-import { formatPortRange } from '../policy/ports.js';
-import { formatIssue, issueLines } from '../policy/errors.js';
-import { selectorDocument } from '../policy/selector.js';
+import { policyToRules, type PolicyConfig } from '../policy/bastion-config.js';
+import { formatIssue } from '../policy/errors.js';
+import { describePolicy, parsePoliciesDocument, toDocumentPolicy } from '../policy/policy-document.js';
 import type { PolicyRow } from '../api/types.js';
+
+export { parsePoliciesDocument, toDocumentPolicy, type ParsedPolicies } from '../policy/policy-document.js';
 
 export interface RuntimePolicy {
   policy: PolicyConfig;
@@ -24,29 +25,11 @@ export interface RuntimePolicy {
 }
 
 export function policyRow(p: PolicyConfig, source: PolicyRow['source'], added?: string): PolicyRow {
-  return {
-    name: p.name,
-    source,
-    from: formatPolicyEnd(p.from),
-    to: formatPolicyEnd(p.to),
-    ports: p.ports?.length ? p.ports.map(formatPortRange).join(',') : 'any',
-    ...(added ? { added } : {}),
-    ...(p.mode ? { mode: p.mode } : {}),
-    spec: toDocumentPolicy(p),
-  };
+  return { name: p.name, source, ...describePolicy(p), ...(added ? { added } : {}), ...(p.mode ? { mode: p.mode } : {}), spec: toDocumentPolicy(p) };
 }
 
 /** Largest policies document accepted (`policy add -f`, the body of POST /v1/policies). */
 export const POLICIES_DOCUMENT_MAX_BYTES = 4 * 1024 * 1024;
-
-export type ParsedPolicies = { ok: true; policies: PolicyConfig[] } | { ok: false; errors: string[] };
-
-/** Validate a policies document (`policies: [...]`, YAML or JSON) as the config file's policies are. */
-export function parsePoliciesDocument(text: string, source: string): ParsedPolicies {
-  const r = parseConfigText(text, source, { policiesOnly: true });
-  if (!r.ok) return { ok: false, errors: issueLines(r.errors) };
-  return { ok: true, policies: r.config.policies };
-}
 
 export class RuntimePolicies {
   private readonly byName = new Map<string, RuntimePolicy>();
@@ -200,14 +183,4 @@ export function unreadableCopiesOf(file: string): string[] {
   } catch {
     return [];
   }
-}
-
-/** A parsed policy back in the document form (what parsePoliciesDocument reads): parse(toDocument(p)) = p. */
-export function toDocumentPolicy(p: PolicyConfig): Record<string, unknown> {
-  const end = (x: PolicyConfig['from']): unknown => {
-    if (x.kind === 'host') return 'host';
-    if (x.kind === 'cidr') return { cidr: x.cidr, ...(x.except?.length ? { except: x.except } : {}) };
-    return selectorDocument(x.selector);
-  };
-  return { name: p.name, from: end(p.from), to: end(p.to), ...(p.ports ? { ports: p.ports.map(formatPortRange) } : {}), ...(p.mode ? { mode: p.mode } : {}) };
 }

@@ -6,6 +6,7 @@ import type { EndpointStatus, ModeInfo, PublishedStatus, ReconcilerStatus, Runti
 import type { Endpoint } from '../manager/endpoint.js';
 import type { AuditReport } from '../audit/findings.js';
 import { findingsOfEndpoint, statusAudit } from '../audit/daemon-audit.js';
+import type { ClusterStatus } from '../api/types.js';
 import { formatSelector, isEmptySelector } from '../policy/selector.js';
 
 /** A selector as status prints it: formatSelector's form, "*" for every container. */
@@ -79,6 +80,8 @@ export interface StatusSources {
   /** why a change of the config file is not applied yet */
   configPending?: string;
   published?: PublishedStatus;
+  /** cluster mode: the node's view of the cluster */
+  cluster?: ClusterStatus;
 }
 
 /** The problems a status report names (each one makes `ok` false). */
@@ -102,6 +105,7 @@ export function statusProblems(src: Pick<StatusSources, 'runtimePolicies'>, reco
 
 export function collectStatus(src: StatusSources): StatusReport {
   const audit = src.audit ? statusAudit(src.audit) : undefined;
+  const cluster = src.cluster;
   const m = src.manager;
   const dp = m.datapath;
   const ct = dp.conntrackUsage?.();
@@ -166,7 +170,8 @@ export function collectStatus(src: StatusSources): StatusReport {
   // protection is in place: every stack, and no problem (maps dirty, a container left to another instance, ...)
   const problems = statusProblems(src, reconciler, m.blockedNames());
   return {
-    ok: endpoints.every((e) => e.stack.ok) && problems.length === 0,
+    // in cluster mode the tunnel program must be in place too (without it, nothing from other nodes is checked or delivered)
+    ok: endpoints.every((e) => e.stack.ok) && problems.length === 0 && (!cluster || cluster.tunnel.programAttached),
     problems,
     runtimePolicies: src.runtimePolicies,
     ...(src.configPending ? { configPending: src.configPending } : {}),
@@ -193,6 +198,7 @@ export function collectStatus(src: StatusSources): StatusReport {
       suppressed: Number(all.get(REASON.eventsSuppressed)?.packets ?? 0n),
       lost: Number(all.get(REASON.eventsLost)?.packets ?? 0n),
     },
+    ...(cluster ? { cluster } : {}),
     ...(audit ? { audit } : {}),
     reconciler,
   };

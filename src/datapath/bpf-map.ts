@@ -69,6 +69,14 @@ import {
   POLICY_KEY_SIZE,
   POLICY_VAL_SIZE,
   STATE_SIZE,
+  REMOTE_ENDPOINT_SIZE,
+  TUNNEL_INFO_SIZE,
+  decodeRemoteEndpoint,
+  decodeTunnelInfo,
+  encodeRemoteEndpoint,
+  encodeTunnelInfo,
+  type RemoteEndpointInfo,
+  type TunnelInfo,
   decodeConfig,
   decodeCounter,
   decodeCtEntry,
@@ -476,6 +484,8 @@ const fragKey: Codec<FragKey> = { size: FRAG_KEY_SIZE, encode: encodeFragKey, de
 const fragVal: Codec<FragVal> = { size: FRAG_VAL_SIZE, encode: encodeFragVal, decode: decodeFragVal };
 const config: Codec<DatapathConfig> = { size: CONFIG_SIZE, encode: encodeConfig, decode: decodeConfig };
 const state: Codec<ControlState> = { size: STATE_SIZE, encode: encodeState, decode: decodeState };
+const remoteEndpoint: Codec<RemoteEndpointInfo> = { size: REMOTE_ENDPOINT_SIZE, encode: encodeRemoteEndpoint, decode: decodeRemoteEndpoint };
+const tunnelInfo: Codec<TunnelInfo> = { size: TUNNEL_INFO_SIZE, encode: encodeTunnelInfo, decode: decodeTunnelInfo };
 
 const addCounter = (a: Counter, b: Counter): Counter => ({ packets: a.packets + b.packets, bytes: a.bytes + b.bytes });
 const addEpStats = (a: EpStats, b: EpStats): EpStats => ({
@@ -531,6 +541,10 @@ export interface BastionMaps {
   epStats: PerCpuSumMap<number, EpStats>;
   config: SingletonMap<DatapathConfig>;
   state: SingletonMap<ControlState>;
+  /** other nodes' endpoints that local ones depend on, by IPv4 */
+  remote: TypedMap<string, RemoteEndpointInfo>;
+  /** this node's VXLAN device */
+  tunnel: SingletonMap<TunnelInfo>;
   /** every underlying map, by pinned name */
   all: Record<string, BpfMap>;
   close(): void;
@@ -584,6 +598,8 @@ export function openBastionMaps(pinRoot: string = DEFAULT_PIN_PATH): BastionMaps
       epStats: new PerCpuSumMap(open(MAP_NAMES.epStats, 4, EP_STATS_SIZE), u32, (b) => decodeEpStats(b), addEpStats),
       config: new SingletonMap(open(MAP_NAMES.config, 4, CONFIG_SIZE), config),
       state: new SingletonMap(open(MAP_NAMES.state, 4, STATE_SIZE), state),
+      remote: new TypedMap(open(MAP_NAMES.remote, 4, REMOTE_ENDPOINT_SIZE), ipKey, remoteEndpoint),
+      tunnel: new SingletonMap(open(MAP_NAMES.tunnel, 4, TUNNEL_INFO_SIZE), tunnelInfo),
       all: {},
       close: () => opened.forEach((m) => m.close()),
     };

@@ -26,6 +26,8 @@ export const MAP_NAMES = {
   epStats: 'bastion_ep_stat',
   config: 'bastion_config',
   state: 'bastion_state',
+  remote: 'bastion_remote',
+  tunnel: 'bastion_tunnel',
 } as const;
 export type MapName = (typeof MAP_NAMES)[keyof typeof MAP_NAMES];
 
@@ -43,6 +45,8 @@ export const DEFAULT_PIN_PATH = '/sys/fs/bpf/bastion';
 export const ID_ANY = 0;
 export const ID_HOST = 1;
 export const ID_WORLD = 2;
+/** another node's underlay address: never world, reachable by no rule */
+export const ID_REMOTE_NODE = 3;
 export const ID_FIRST_DYNAMIC = 256;
 
 // -------------------------------------------------------------- flags
@@ -67,6 +71,8 @@ export const FRAG_LIFETIME_S = 30;
 
 // ---------------------------------------------------------------- sizes
 export const BASTION_MAX_CT = 262144;
+/** other nodes' endpoints this node can hold (peers of its own) */
+export const BASTION_MAX_REMOTE = 65536;
 /** conntrack entries one endpoint may hold unless bastion_config says otherwise */
 export const CT_DEFAULT_PER_ENDPOINT = BASTION_MAX_CT / 4;
 /** events per (endpoint, verdict, reason) and second unless bastion_config says otherwise */
@@ -89,7 +95,8 @@ export const FLOW_SUM_F_AUDIT = 1;
 export const BASTION_MAX_FLOW_SUM = 65536;
 export const TRACE_FROM_CONTAINER = 0;
 export const TRACE_TO_CONTAINER = 1;
-export const TRACE_NAMES: Record<number, string> = { [TRACE_FROM_CONTAINER]: 'from-container', [TRACE_TO_CONTAINER]: 'to-container' };
+export const TRACE_FROM_OVERLAY = 2;
+export const TRACE_NAMES: Record<number, string> = { [TRACE_FROM_CONTAINER]: 'from-container', [TRACE_TO_CONTAINER]: 'to-container', [TRACE_FROM_OVERLAY]: 'from-overlay' };
 
 /**
  * Index into bastion_counter: the one table of reasons. Below 8 packets that
@@ -106,6 +113,8 @@ export const REASON = {
   audited: 6,
   eventsLost: 8,
   eventsSuppressed: 9,
+  encapsulated: 12,
+  decapsulated: 13,
   noEndpoint: 16,
   spoofedMac: 17,
   spoofedIp: 18,
@@ -126,6 +135,9 @@ export const REASON = {
   icmpUnrelated: 33,
   ctLimit: 34,
   ctFull: 35,
+  tunnelUnknownSource: 40,
+  tunnelSpoofed: 41,
+  noTunnel: 42,
 } as const;
 export type ReasonKey = keyof typeof REASON;
 
@@ -776,4 +788,46 @@ export function encodeState(s: ControlState): Buffer {
 }
 export function decodeState(b: Buffer): ControlState {
   return { nextIdentity: b.readBigUInt64LE(0), generation: b.readBigUInt64LE(8) };
+}
+
+// -------------------------------------------------------------- cluster
+
+/** struct remote_endpoint: another node's endpoint, a peer of a local one (bastion_remote, by IPv4). */
+export interface RemoteEndpointInfo {
+  identity: number;
+  nodeIpv4: string;
+  mac: string;
+  flags: number;
+}
+export const REMOTE_ENDPOINT_SIZE = 16;
+
+export function encodeRemoteEndpoint(r: RemoteEndpointInfo): Buffer {
+  const b = Buffer.alloc(REMOTE_ENDPOINT_SIZE);
+  b.writeUInt32LE(r.identity, 0);
+  ipv4ToBytes(r.nodeIpv4).copy(b, 4);
+  macToBytes(r.mac).copy(b, 8);
+  b.writeUInt16LE(r.flags, 14);
+  return b;
+}
+export function decodeRemoteEndpoint(b: Buffer): RemoteEndpointInfo {
+  return { identity: b.readUInt32LE(0), nodeIpv4: bytesToIpv4(b, 4), mac: bytesToMac(b, 8), flags: b.readUInt16LE(14) };
+}
+
+/** struct tunnel_info: this node's VXLAN device (bastion_tunnel, one entry). */
+export interface TunnelInfo {
+  ifindex: number;
+  localIpv4: string;
+  flags: number;
+}
+export const TUNNEL_INFO_SIZE = 16;
+
+export function encodeTunnelInfo(t: TunnelInfo): Buffer {
+  const b = Buffer.alloc(TUNNEL_INFO_SIZE);
+  b.writeUInt32LE(t.ifindex, 0);
+  ipv4ToBytes(t.localIpv4).copy(b, 4);
+  b.writeUInt32LE(t.flags, 8);
+  return b;
+}
+export function decodeTunnelInfo(b: Buffer): TunnelInfo {
+  return { ifindex: b.readUInt32LE(0), localIpv4: bytesToIpv4(b, 4), flags: b.readUInt32LE(8) };
 }

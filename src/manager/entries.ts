@@ -42,6 +42,9 @@ export const STORE_MAPS: readonly MapName[] = [
   MAP_NAMES.endpointsByIp,
   MAP_NAMES.endpoints,
   MAP_NAMES.config,
+  // cluster mode: other nodes' endpoints that local ones depend on, and this node's tunnel
+  MAP_NAMES.remote,
+  MAP_NAMES.tunnel,
 ];
 
 /** How writeOrder() calls each map. */
@@ -53,6 +56,9 @@ const KIND: Record<string, WriteMap> = {
   [MAP_NAMES.endpointsByIp]: 'endpointsByIp',
   [MAP_NAMES.endpoints]: 'endpoints',
   [MAP_NAMES.config]: 'config',
+  [MAP_NAMES.remote]: 'remote',
+  // one array slot, written like the config: with the endpoints, after what they need
+  [MAP_NAMES.tunnel]: 'config',
 };
 
 /** One entry's change: its value before (undefined: absent) and after (undefined: deleted), as latin1 strings. */
@@ -240,8 +246,9 @@ export class SliceStore {
     if (c.before !== undefined) this.digests[m]!.addString(c.key, keysOnly ? '' : c.before, -1);
     if (c.after !== undefined) this.digests[m]!.addString(c.key, keysOnly ? '' : c.after, 1);
     const kind = KIND[c.map];
-    if (kind !== 'ipcache' && kind !== 'endpointsByIp' && kind !== 'endpoints') return;
-    const ep = kind !== 'ipcache';
+    if (kind !== 'ipcache' && kind !== 'endpointsByIp' && kind !== 'endpoints' && kind !== 'remote') return;
+    // another node's endpoint resolves its address here, but its stack (and ingress) is on its node
+    const ep = kind === 'endpointsByIp' || kind === 'endpoints';
     if (c.before !== undefined) {
       bump(this.idKeys, u32At(c.before, 0), -1);
       if (ep) bump(this.idEndpointKeys, u32At(c.before, 0), -1);
@@ -260,6 +267,11 @@ export class SliceStore {
   /** The digest of a map's committed entries (bastion_ep_stat: of its keys). */
   digest(map: MapName): MapDigest {
     return this.digests[mapIndex(map)]!;
+  }
+
+  /** Does the committed state hold this key of a map? */
+  holds(map: MapName, key: Buffer): boolean {
+    return this.value(map, key.toString('latin1')) !== undefined;
   }
 
   /** One committed entry's value (latin1), or undefined. */
@@ -328,8 +340,8 @@ export function u32At(s: string, off: number): number {
  * What writeOrder needs of an encoded entry's change (layout.ts): a policy
  * key is prefixlen, endpoint identity, peer identity, ...; a neighbour key
  * endpoint identity, peer identity; an ipcache key starts with its prefix
- * length, and the values of the ipcache and the endpoint maps with the
- * identity the key maps to.
+ * length, and the values of the ipcache, the endpoint maps and the remote
+ * endpoint map with the identity the key maps to.
  */
 export function writeFacts(c: EntryChange): Write {
   const map = KIND[c.map];
@@ -343,6 +355,7 @@ export function writeFacts(c: EntryChange): Write {
     case 'ipcache':
     case 'endpointsByIp':
     case 'endpoints':
+    case 'remote':
       return {
         map,
         op,

@@ -23,8 +23,24 @@ import { ForeignStackError, type DatapathPort, type Discovered, type NodePort, t
 import type { PolicySet, Rule } from '../policy/model.js';
 import { IdentityAllocator, RuleNumbers } from './identity.js';
 import { Reconciler, type CheckReason, type CheckReport, type ReconcilerHealth, type Repair } from './reconciler.js';
-import { SliceCompiler, type DatapathLimits } from './slices.js';
-import { ID_FIRST_DYNAMIC, MAP_NAMES } from '../datapath/layout.js';
+import { SliceCompiler, type DatapathLimits, type SliceEnv } from './slices.js';
+import { ID_FIRST_DYNAMIC, MAP_NAMES, encodeIpKey, type TunnelInfo } from '../datapath/layout.js';
+import type { RemoteEndpoint } from './remote.js';
+
+/**
+ * Where a local endpoint's identity comes from when it is not this node's
+ * to hand out (cluster mode: a transaction in the cluster store). `prior` is
+ * the identity the maps held for this interface before a restart.
+ */
+export interface EndpointIdentities {
+  identify(spec: EndpointSpec, d: Discovered, prior: number | undefined): Promise<{ identity: number } | { refused: string }>;
+}
+
+/** Told about every local endpoint placed or removed (cluster mode publishes them). */
+export interface EndpointObserver {
+  placed(ep: Endpoint): void;
+  removed(ep: Endpoint): void;
+}
 
 export interface ManagerOptions {
   datapath: DatapathPort;
@@ -38,6 +54,13 @@ export interface ManagerOptions {
   modeOf?: (ep: Endpoint) => PolicySet['mode'] | undefined;
   /** the datapath's flood limits (written with the datapath config) */
   limits?: DatapathLimits;
+  /** cluster mode: endpoint identities are the cluster's (the local counter then only numbers CIDR prefixes) */
+  identities?: EndpointIdentities;
+  /** the first identity the local counter hands out (cluster mode keeps it above every cluster identity) */
+  localIdentityFloor?: number;
+  observer?: EndpointObserver;
+  /** cluster mode: this node's name (flow records name the node of each container end) */
+  nodeName?: string;
 }
 
 /** What verify() found and did. */
@@ -77,6 +100,13 @@ export class Manager {
   readonly endpoints = new Map<string, Endpoint>();
   readonly unprotected = new Map<string, UnprotectedContainer>();
   private readonly byIdentity = new Map<number, Endpoint>();
+  /** other nodes' endpoints (cluster mode), by id: in the compiler as peers, no stack and no slice of their own */
+  readonly remote = new Map<string, RemoteEndpoint>();
+  private readonly remoteById = new Map<number, RemoteEndpoint>();
+  /** other nodes' underlay addresses (ID_REMOTE_NODE in the ipcache) */
+  remoteNodes: string[] = [];
+  /** this node's tunnel (cluster mode), written with the global slice */
+  private tunnel?: TunnelInfo;
   /** by host-side ifindex: every flow event names its endpoint by ifindex */
   private readonly byIfindex = new Map<number, Endpoint>();
   /**
@@ -119,8 +149,9 @@ export class Manager {
 
   constructor(private readonly o: ManagerOptions) {
     this.datapath = o.datapath;
+    const floor = o.localIdentityFloor ?? ID_FIRST_DYNAMIC;
     this.ids = new IdentityAllocator({
-      loadNext: () => o.datapath.loadNextIdentity(),
+      loadNext: () => Math.max(floor, o.datapath.loadNextIdentity() ?? floor),
       saveNext: (n) => o.datapath.saveNextIdentity(n),
     });
     this.reconciler = new Reconciler({
@@ -134,9 +165,9 @@ export class Manager {
       // Stats entries are the record of where a stack was attached (guarded
       // ports have one too): a stale one goes with its stack, by
       // pruneLeftovers or a detach, never by a map check (that would orphan
-      // the stack: `down` finds stacks through these keys). The config is an
-      // array slot: nothing to delete.
-      keepExtra: (map) => map === MAP_NAMES.config || map === MAP_NAMES.epStats,
+      // the stack: `down` finds stacks through these keys). The config and
+      // the tunnel (cluster mode) are array slots: nothing to delete.
+      keepExtra: (map) => map === MAP_NAMES.config || map === MAP_NAMES.tunnel || map === MAP_NAMES.epStats,
     });
     this.compiler = new SliceCompiler({
       cidrIdentity: (cidr) => this.ids.get(`cidr:${cidr}`),
@@ -147,8 +178,10 @@ export class Manager {
     }
     for (const [k, v] of o.datapath.existingIpcache()) {
       // CIDR identities of a previous run keep their numbers, so policy
-      // entries that refer to them stay valid across the restart.
-      if (k.prefixlen < 32 && k.prefixlen > 0 && v.identity >= ID_FIRST_DYNAMIC) {
+      // entries that refer to them stay valid across the restart (in
+      // cluster mode only those above the cluster's range: a number below
+      // it may belong to another node's endpoint now).
+      if (k.prefixlen < 32 && k.prefixlen > 0 && v.identity >= floor) {
         this.ids.adopt(`cidr:${k.addr}/${k.prefixlen}`, v.identity);
       }
     }
@@ -199,18 +232,79 @@ export class Manager {
 
   /**
    * Add or update a container interface (`known`: what a discovery already
-   * found). Undefined when its interface carries another instance's stack:
-   * the container is then listed as unprotected until that stack goes.
+   * found). Undefined when its interface carries another instance's stack
+   * (the container is then listed as unprotected until that stack goes) or
+   * when the cluster refused its identity.
    */
   upsertEndpoint(spec: EndpointSpec, known?: Discovered): Promise<Endpoint | undefined> {
     return this.serial(async () => {
       const d = known ?? (await this.o.node.discover(spec));
+      if (!(await this.assignIdentity(spec, d))) return undefined;
       const placed = this.place(spec, d);
       if (!placed) return undefined;
       this.commit(placed.touched, false);
       if (placed.retired) this.retire(placed.retired, placed.retired.hostIfindex !== placed.ep.hostIfindex);
       this.logProtected(placed.ep);
       return placed.ep;
+    });
+  }
+
+  /**
+   * Cluster mode: the endpoint's identity comes from the cluster (the one it
+   * had before a restart if the cluster says it is still this endpoint's).
+   * A refusal (its address is another node's) leaves its port guarded
+   * (drop-all) and the container listed as unprotected, with the reason.
+   */
+  private async assignIdentity(spec: EndpointSpec, d: Discovered): Promise<boolean> {
+    const idp = this.o.identities;
+    if (!idp) return true;
+    const old = this.endpoints.get(spec.key);
+    if (old && old.hostIfindex === d.hostIfindex && old.ipv4 === d.ipv4 && old.mac === d.mac) return true;
+    const key = `ep:${spec.key}#${d.hostIfindex}`;
+    // The cluster store may take a while (or be away): the port drops
+    // everything meanwhile, never unprotected.
+    if (!this.endpointByIfindex(d.hostIfindex)) {
+      try {
+        this.o.datapath.attach(d.hostIfindex);
+        this.guarded.add(d.hostIfindex);
+      } catch (err) {
+        // another instance's stack: not ours to guard, nor to ask the cluster an identity for
+        if (err instanceof ForeignStackError) {
+          this.block(spec, d, err);
+          return false;
+        }
+        // the veth is gone; placing it will say so
+      }
+    }
+    const prior = this.adoptable.get(d.hostIfindex);
+    const r = await idp.identify(spec, d, prior && prior.ipv4 === d.ipv4 && prior.mac === d.mac ? prior.identity : undefined);
+    this.adoptable.delete(d.hostIfindex);
+    if ('refused' in r) {
+      this.refuse(spec.key, spec.name, d.hostIfindex, r.refused);
+      return false;
+    }
+    this.ids.adopt(key, r.identity);
+    return true;
+  }
+
+  private refuse(key: string, name: string, hostIfindex: number, reason: string): void {
+    const old = this.endpoints.get(key);
+    if (old) this.dropEndpoint(old, false);
+    try {
+      this.o.datapath.attach(hostIfindex);
+      this.guarded.add(hostIfindex);
+    } catch {
+      // the veth is gone, or another instance's stack is on it now: nothing of ours to guard
+    }
+    this.unprotected.set(key, { key, name, reason });
+    this.o.log.error({ endpoint: name, reason }, 'endpoint refused: its port drops everything');
+  }
+
+  /** Cluster mode: a local endpoint lost its address to another node after the fact (a race both published). */
+  refuseEndpoint(key: string, reason: string): Promise<void> {
+    return this.serial(async () => {
+      const ep = this.endpoints.get(key);
+      if (ep) this.refuse(key, ep.name, ep.hostIfindex, reason);
     });
   }
 
@@ -226,6 +320,7 @@ export class Manager {
       const eps: Endpoint[] = [];
       const retired: Array<[Endpoint, Endpoint]> = [];
       for (const { spec, known } of items) {
+        if (!(await this.assignIdentity(spec, known))) continue;
         const r = this.place(spec, known);
         if (!r) continue;
         for (const k of r.touched) touched.add(k);
@@ -240,6 +335,7 @@ export class Manager {
   }
 
   private logProtected(ep: Endpoint): void {
+    this.o.observer?.placed(ep);
     this.o.log.info({ endpoint: ep.name, identity: ep.identity, ip: ep.ipv4, hostInterface: ep.hostIfname }, 'endpoint protected');
   }
 
@@ -320,6 +416,7 @@ export class Manager {
     const touched = this.compiler.removeEndpoint(ep.key);
     touched.add(ep.key);
     this.commit(touched, false);
+    this.o.observer?.removed(ep);
     this.retire(ep, detach);
   }
 
@@ -386,6 +483,63 @@ export class Manager {
     this.unprotected.delete(key);
   }
 
+  /**
+   * Other nodes' endpoints that appeared, changed or went (cluster mode).
+   * They enter the compiler as peers only: the local endpoints whose rules
+   * name them are recompiled, and their slices carry the remote entries
+   * (bastion_remote) of exactly the peers they need.
+   */
+  setRemoteEndpoints(upserted: RemoteEndpoint[], removed: string[]): Promise<ApplyStats> {
+    return this.serial(async () => {
+      const touched = new Set<string>();
+      const add = (keys: Set<string>) => {
+        for (const k of keys) if (this.endpoints.has(k)) touched.add(k);
+      };
+      for (const id of removed) {
+        const r = this.remote.get(id);
+        if (!r) continue;
+        this.remote.delete(id);
+        if (this.remoteById.get(r.identity) === r) this.remoteById.delete(r.identity);
+        add(this.compiler.removeEndpoint(remoteKey(id)));
+      }
+      for (const r of upserted) {
+        const old = this.remote.get(r.id);
+        if (old && this.remoteById.get(old.identity) === old) this.remoteById.delete(old.identity);
+        this.remote.set(r.id, r);
+        this.remoteById.set(r.identity, r);
+        add(this.compiler.upsertRemote(remoteKey(r.id), r));
+      }
+      // a rule with a wildcard peer reaches every remote endpoint
+      if (upserted.length || removed.length) for (const k of this.compiler.wildcardSubjects()) if (this.endpoints.has(k)) touched.add(k);
+      // No conntrack flush: entries carry both identities, and a removed
+      // endpoint's address resolves to another one (or world) from now on.
+      return this.commit(touched, false);
+    });
+  }
+
+  /** Other nodes' underlay addresses: never world for a container. */
+  setRemoteNodes(addrs: string[]): Promise<void> {
+    return this.serial(async () => {
+      const sorted = [...new Set(addrs)].sort();
+      if (sorted.join() === this.remoteNodes.join()) return;
+      this.remoteNodes = sorted;
+      this.commit(new Set(), true);
+    });
+  }
+
+  /**
+   * This node's tunnel (cluster mode): its bastion_tunnel entry is written
+   * with the global slice, so the reconciler's drift check reads it back and
+   * repairs it like any other entry (the program on the device is the
+   * cluster node's to watch: src/cluster/node.ts).
+   */
+  setTunnel(info: TunnelInfo | undefined): Promise<void> {
+    return this.serial(async () => {
+      this.tunnel = info;
+      this.commit(new Set(), true);
+    });
+  }
+
   /** Keep only these endpoint keys (after a platform resync, a config reload). */
   retainOnly(keys: Set<string>): Promise<void> {
     const gone = [...this.endpoints.keys(), ...this.blocked.keys()].filter((k) => !keys.has(k));
@@ -395,13 +549,14 @@ export class Manager {
   /** Recompile the given endpoint slices (and the global one) and write the differences. */
   private commit(keys: Set<string>, global: boolean): ApplyStats {
     const t0 = performance.now();
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, modeOf: this.o.modeOf, limits: this.o.limits };
+    const ctx = this.sliceEnv();
     const store = this.reconciler.store;
     if (global) {
       store.replace(GLOBAL_SLICE, this.compiler.globalSlice(ctx));
       store.replace(CONFIG_SLICE, this.compiler.configSlice(ctx, this.policyEpoch));
     }
     for (const key of keys) {
+      if (key.startsWith('remote:')) continue; // another node's endpoint: no slice here
       const ep = this.endpoints.get(key);
       if (ep) store.replace(key, this.compiler.endpointSlice(ep, ctx));
       else store.remove(key);
@@ -417,11 +572,23 @@ export class Manager {
     return stats;
   }
 
+  private sliceEnv(): SliceEnv {
+    return {
+      endpoints: this.endpoints,
+      hostAddrs: this.hostAddrs,
+      mode: this.mode,
+      modeOf: this.o.modeOf,
+      limits: this.o.limits,
+      remoteById: this.remoteById,
+      remoteNodes: this.remoteNodes,
+      tunnel: this.tunnel,
+    };
+  }
+
   /** The next policy epoch, written as the last write of a change (bpf/lib/verdict.h, ct_recheck). */
   private newPolicyEpoch(): void {
     this.policyEpoch = (this.policyEpoch + 1) >>> 0 || 1;
-    const ctx = { endpoints: this.endpoints, hostAddrs: this.hostAddrs, mode: this.mode, modeOf: this.o.modeOf, limits: this.o.limits };
-    this.reconciler.store.replace(CONFIG_SLICE, this.compiler.configSlice(ctx, this.policyEpoch));
+    this.reconciler.store.replace(CONFIG_SLICE, this.compiler.configSlice(this.sliceEnv(), this.policyEpoch));
     this.reconciler.flush();
   }
 
@@ -635,13 +802,34 @@ export class Manager {
       neigh: store.count(MAP_NAMES.neigh),
       ipcache: store.count(MAP_NAMES.ipcache),
       endpoints: store.count(MAP_NAMES.endpoints),
+      remote: store.count(MAP_NAMES.remote),
     };
+  }
+
+  /** The remote endpoints some local endpoint depends on: those in this node's maps. */
+  remoteInMaps(): RemoteEndpoint[] {
+    return [...this.remote.values()].filter((r) => this.reconciler.store.holds(MAP_NAMES.remote, encodeIpKey(r.ipv4)));
   }
 
   identityName(identity: number): string | undefined {
     if (identity === 1) return 'host';
     if (identity === 2) return 'world';
+    if (identity === 3) return 'remote-node';
+    const r = this.remoteById.get(identity);
+    if (r) return `${r.node}/${r.name}`;
     return this.byIdentity.get(identity)?.name ?? this.compiler.cidrName(identity);
+  }
+
+  /** A container's labels, local or on another node (cluster mode); undefined for anything else. */
+  identityLabels(identity: number): Record<string, string> | undefined {
+    return this.byIdentity.get(identity)?.labels ?? (this.remoteById.get(identity)?.labels as Record<string, string> | undefined);
+  }
+
+  /** The node a container runs on (cluster mode): another node's name, or this one's for a local container. */
+  identityNode(identity: number): string | undefined {
+    const r = this.remoteById.get(identity);
+    if (r) return r.node;
+    return this.o.nodeName !== undefined && this.byIdentity.has(identity) ? this.o.nodeName : undefined;
   }
 
   endpointByIdentity(identity: number): Endpoint | undefined {
@@ -651,6 +839,11 @@ export class Manager {
   endpointByIfindex(ifindex: number): Endpoint | undefined {
     return this.byIfindex.get(ifindex);
   }
+}
+
+/** The compiler's key of a remote endpoint: never a local endpoint's key. */
+function remoteKey(id: string): string {
+  return `remote:${id}`;
 }
 
 /** The platform's description of an endpoint, without what discovery found (so discovery looks again). */

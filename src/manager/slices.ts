@@ -15,6 +15,7 @@ import {
   EP_F_AUDIT,
   ID_ANY,
   ID_HOST,
+  ID_REMOTE_NODE,
   ID_WORLD,
   IPC_F_HOST,
   MAP_NAMES,
@@ -27,11 +28,15 @@ import {
   encodeIpcacheKey,
   encodeIpcacheVal,
   encodeNeighKey,
+  encodeRemoteEndpoint,
+  encodeTunnelInfo,
+  type TunnelInfo,
   encodePolicyKey,
   encodePolicyVal,
   encodeU32,
 } from '../datapath/layout.js';
 import type { Endpoint } from './endpoint.js';
+import type { RemoteEndpoint } from './remote.js';
 import type { Mode, Rule } from '../policy/model.js';
 import { addEntry, emptyEntrySet, type EntrySet } from './entries.js';
 import { createCompileContext, compileEndpointSlice, type CompileContext, type CompileEndpoint } from '../policy/compile.js';
@@ -44,6 +49,12 @@ export interface SliceEnv {
   /** the endpoint's mode as the daemon resolves it (a run-time override, a policy in audit mode), over its spec's */
   modeOf?: (ep: Endpoint) => Mode | undefined;
   limits?: DatapathLimits;
+  /** other nodes' endpoints by identity (cluster mode) */
+  remoteById?: ReadonlyMap<number, RemoteEndpoint>;
+  /** other nodes' underlay addresses (cluster mode) */
+  remoteNodes?: readonly string[];
+  /** this node's tunnel (cluster mode): bastion_tunnel's one entry */
+  tunnel?: TunnelInfo;
 }
 
 /** The datapath's flood limits (bastion_config); 0 or absent: the datapath's defaults. */
@@ -64,6 +75,8 @@ const ZERO_STATS = encodeEpStats({ txPackets: 0n, txBytes: 0n, rxPackets: 0n, rx
 export class SliceCompiler {
   private readonly ctx: CompileContext;
   private readonly cidrNames = new Map<number, string>();
+  /** local endpoints whose last slice had a wildcard peer: they need every remote endpoint */
+  private readonly wildcards = new Set<string>();
 
   constructor(private readonly o: SliceCompilerOptions) {
     this.ctx = createCompileContext({
@@ -100,9 +113,26 @@ export class SliceCompiler {
     return this.ctx.upsertEndpoint(toCompileEndpoint(ep));
   }
 
-  /** Remove an endpoint; returns the other endpoints whose slices may change. */
+  /** Remove an endpoint (local or remote); returns the other endpoints whose slices may change. */
   removeEndpoint(key: string): Set<string> {
+    this.wildcards.delete(key);
     return this.ctx.removeEndpoint(key);
+  }
+
+  /**
+   * Add or replace another node's endpoint: a peer for selectors and CIDR
+   * rules like any endpoint, but never a subject here (its own node compiles
+   * its rules). Returns the local endpoints whose slices may change.
+   */
+  upsertRemote(key: string, r: RemoteEndpoint): Set<string> {
+    const touched = this.ctx.upsertEndpoint({ key, identity: r.identity, ipv4: r.ipv4, labels: r.labels, namedPorts: r.namedPorts });
+    touched.delete(key);
+    return touched;
+  }
+
+  /** Local endpoints with a rule to or from anyone: every remote endpoint is their peer. */
+  wildcardSubjects(): Iterable<string> {
+    return this.wildcards;
   }
 
   private cidrIdentity(cidr: string): number {
@@ -137,14 +167,31 @@ export class SliceCompiler {
     });
 
     const compiled = compileEndpointSlice(toCompileEndpoint(ep), this.ctx);
+    const remote = env.remoteById;
     let wildcard = false;
+    let remotePeers = false;
+    const addRemote = (r: RemoteEndpoint) => {
+      remotePeers = true;
+      addEntry(set, { map: MAP_NAMES.remote, key: encodeIpKey(r.ipv4), value: encodeRemoteEndpoint({ identity: r.identity, nodeIpv4: r.nodeIp, mac: r.mac, flags: 0 }) });
+    };
     for (const e of compiled.policy) {
       addEntry(set, { map: MAP_NAMES.policy, key: encodePolicyKey(e.key), value: encodePolicyVal(e.val) });
       if (e.key.peerId === ID_ANY) wildcard = true;
+      // another node's endpoint this one depends on (either way): its entry comes with this slice
+      const r = remote?.get(e.key.peerId);
+      if (r) addRemote(r);
     }
+    if (wildcard && remote) for (const r of remote.values()) addRemote(r);
+    if (wildcard) this.wildcards.add(ep.key);
+    else this.wildcards.delete(ep.key);
     for (const n of compiled.neigh) {
+      // pairs keyed by a remote endpoint are its own node's business
+      if (remote?.has(n.epId)) continue;
       addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey(n), value: encodeU32(1) });
     }
+    // Reaching another node's endpoint may go through the gateway (its
+    // address not on the container's link): let it resolve the gateway.
+    if (remotePeers) addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey({ epId: ep.identity, peerId: ID_HOST }), value: encodeU32(1) });
     // A wildcard peer lets the endpoint resolve anyone it may now talk to.
     if (wildcard) {
       addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey({ epId: ep.identity, peerId: ID_ANY }), value: encodeU32(1) });
@@ -152,7 +199,7 @@ export class SliceCompiler {
     return set;
   }
 
-  /** Host addresses, registered CIDR prefixes, world (the datapath config is configSlice's). */
+  /** Host addresses, other nodes' underlay addresses and the tunnel (cluster mode), registered CIDR prefixes, world (the datapath config is configSlice's). */
   globalSlice(env: SliceEnv): EntrySet {
     const set = emptyEntrySet();
     // host addresses, or prefixes the host delivers locally ("127.0.0.0/8")
@@ -165,7 +212,11 @@ export class SliceCompiler {
       });
     };
     for (const host of env.hostAddrs) ipcache(host, ID_HOST, IPC_F_HOST);
+    // other nodes' underlay addresses (cluster mode): never world for a container
+    for (const addr of env.remoteNodes ?? []) if (!env.hostAddrs.includes(addr)) ipcache(addr, ID_REMOTE_NODE, 0);
     for (const [cidr, identity] of this.ctx.registeredPrefixes()) ipcache(cidr, identity, 0);
+    // the VXLAN device the senders hand other nodes' packets to (read back by drift checks like the rest)
+    if (env.tunnel) addEntry(set, { map: MAP_NAMES.tunnel, key: encodeU32(0), value: encodeTunnelInfo(env.tunnel) });
     return set;
   }
 

@@ -102,6 +102,14 @@
  * new allowed connections keep flowing), and a loosened policy applies
  * before any tightening.
  *
+ * Another node's endpoint (bastion_remote, cluster mode) is a resolution key
+ * like an endpoint address: an exact match, looked up after bastion_ep_ip and
+ * before the ipcache, mapping its address to its identity. It comes in and
+ * goes with the endpoint addresses (steps 3 and 8), so the local endpoints'
+ * entries naming a remote identity are complete before its address resolves
+ * to it (step 1) and go only once it no longer does (step 10). Its ingress is
+ * its own node's: it is not an endpoint's identity here.
+ *
  * Maps outside the proof: bastion_ep_stat (the datapath's counters, and the
  * record of where a stack is attached) is created with the endpoint entries
  * (step 5) and deleted last; it decides no verdict.
@@ -163,8 +171,15 @@ export interface Diff {
 
 // ================================================================ the order
 
-/** The maps whose writes are ordered: those of the proof, and the datapath's per-endpoint counters. */
-export type WriteMap = MapKind | 'epStats';
+/**
+ * The maps whose writes are ordered: those of the proof, the datapath's
+ * per-endpoint counters, and (cluster mode) bastion_remote, another node's
+ * endpoint: an exact key like an endpoint address (looked up after
+ * bastion_ep_ip, before the ipcache) whose identity's ingress is checked on
+ * its own node, so it resolves and unresolves with the endpoint addresses
+ * but is not an endpoint's identity here.
+ */
+export type WriteMap = MapKind | 'epStats' | 'remote';
 
 /** What the order needs to know of one write (the map entry itself stays with the caller). */
 export interface Write {
@@ -175,20 +190,20 @@ export interface Write {
   peerId?: number;
   /** ipcache: the key's prefix length */
   prefixlen?: number;
-  /** ipcache, endpointsByIp, endpoints: the identity the key maps to before the write and after it (undefined: no entry) */
+  /** ipcache, endpointsByIp, endpoints, remote: the identity the key maps to before the write and after it (undefined: no entry) */
   before?: number;
   after?: number;
 }
 
 /** The resolution keys of the state the writes start from, counted by the identity they map to. */
 export interface IdentityCounts {
-  /** keys of bastion_ipcache, bastion_ep_ip and bastion_ep that map to `id` */
+  /** keys of bastion_ipcache, bastion_ep_ip, bastion_ep and bastion_remote that map to `id` */
   keys(id: number): number;
   /** of those, the keys of bastion_ep_ip and bastion_ep (an endpoint's) */
   endpointKeys(id: number): number;
 }
 
-const isResolution = (m: WriteMap): boolean => m === 'ipcache' || m === 'endpointsByIp' || m === 'endpoints';
+const isResolution = (m: WriteMap): boolean => m === 'ipcache' || m === 'endpointsByIp' || m === 'endpoints' || m === 'remote';
 
 /* Phases of the header, numbered as there; 3 and 8 are split by kind of key. */
 const P_DELETE_ARRIVING = 0;
@@ -221,7 +236,7 @@ export function writeOrder(writes: readonly Write[], now: IdentityCounts): numbe
   const endpointAfter = new Set<number>();
   for (const w of writes) {
     if (!isResolution(w.map)) continue;
-    if (w.map !== 'ipcache' && w.after !== undefined) endpointAfter.add(w.after);
+    if ((w.map === 'endpointsByIp' || w.map === 'endpoints') && w.after !== undefined) endpointAfter.add(w.after);
     if (w.before === w.after) continue;
     if (w.before !== undefined) {
       delta.set(w.before, (delta.get(w.before) ?? 0) - 1);
@@ -268,6 +283,7 @@ export function writeOrder(writes: readonly Write[], now: IdentityCounts): numbe
         return ep ? P_UNRESOLVE_EP_PREFIXES : P_UNRESOLVE_PREFIXES;
       }
       case 'endpointsByIp':
+      case 'remote':
         return w.op === 'upsert' ? P_RESOLVE_EP_ADDRS : P_UNRESOLVE_EP_ADDRS;
       case 'endpoints':
       case 'config':
@@ -277,7 +293,7 @@ export function writeOrder(writes: readonly Write[], now: IdentityCounts): numbe
     }
   };
   /** within a phase: policy before neigh, counters before endpoints before config (as the header lists them) */
-  const RANK: Record<WriteMap, number> = { policy: 0, neigh: 1, ipcache: 0, endpointsByIp: 0, epStats: 0, endpoints: 1, config: 2 };
+  const RANK: Record<WriteMap, number> = { policy: 0, neigh: 1, ipcache: 0, endpointsByIp: 0, remote: 0, epStats: 0, endpoints: 1, config: 2 };
 
   const buckets: number[][] = Array.from({ length: PHASES * 3 }, () => []);
   writes.forEach((w, i) => buckets[phase(w) * 3 + RANK[w.map]]!.push(i));

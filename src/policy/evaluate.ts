@@ -237,6 +237,8 @@ export interface DatapathView {
   /** bastion_ep_ip: managed endpoint address → identity */
   endpointsByIp: ReadonlyMap<string, number>;
   neigh?: Iterable<NeighKey>;
+  /** bastion_remote (cluster mode): another node's endpoint address → identity (its ingress is its node's) */
+  remoteByIp?: ReadonlyMap<string, number>;
 }
 
 /** The view of a compiled state with these endpoints attached. */
@@ -349,6 +351,7 @@ export class CompiledEvaluator {
   private readonly policy = new LpmTable<PolicyVal>(12);
   private readonly ipcache = new LpmTable<IpcacheVal>(4);
   private readonly epByIp: Map<string, number>;
+  private readonly remoteByIp: Map<string, number>;
   private readonly neigh = new Set<string>();
 
   constructor(view: DatapathView) {
@@ -356,6 +359,7 @@ export class CompiledEvaluator {
     for (const e of view.ipcache) this.setIpcache(e);
     for (const n of view.neigh ?? []) this.setNeigh(n);
     this.epByIp = new Map(view.endpointsByIp);
+    this.remoteByIp = new Map(view.remoteByIp ?? []);
   }
 
   // A simulated datapath: the maps can be written one entry at a time.
@@ -383,11 +387,19 @@ export class CompiledEvaluator {
   deleteEndpointAddr(ip: string): void {
     this.epByIp.delete(ip);
   }
+  setRemoteAddr(ip: string, identity: number): void {
+    this.remoteByIp.set(ip, identity);
+  }
+  deleteRemoteAddr(ip: string): void {
+    this.remoteByIp.delete(ip);
+  }
 
-  /** resolve_peer(): exact endpoint address, then the ipcache (/32 lookup), else the world. */
+  /** resolve_peer(): exact endpoint address, then another node's endpoint, then the ipcache (/32 lookup), else the world. */
   resolve(ip: string): Resolved {
     const ep = this.epByIp.get(ip);
     if (ep !== undefined) return { identity: ep, managed: true, host: false };
+    const remote = this.remoteByIp.get(ip);
+    if (remote !== undefined) return { identity: remote, managed: false, host: false };
     const v = this.ipcache.lookup(encodeIpcacheKey({ prefixlen: 32, addr: ip }));
     if (v) return { identity: v.identity, managed: false, host: (v.flags & IPC_F_HOST) !== 0 };
     return { identity: ID_WORLD, managed: false, host: false };

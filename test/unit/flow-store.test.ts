@@ -146,6 +146,19 @@ describe('describeFlow', () => {
     assert.deepEqual(inbound.src.labels, {}, 'the host has no labels');
   });
 
+  it('from another node (from_overlay): seen on the way in, the receiver\'s rule is its ingress, each end names its node', async () => {
+    const { describeFlow } = await import('../../src/agent/flow-log.js');
+    const nodes = { ...names, identityNode: (id: number) => ({ 300: 'b', 301: 'a' })[id] };
+    // b/web -> a/api through the tunnel: from_overlay decided with api's ingress rule 8 (in rule_id, as to_container)
+    const r = describeFlow({ ...base, trace: 2, ruleId: 8, ingressRuleId: 0 }, nodes, 0);
+    assert.equal(r.direction, 'ingress');
+    assert.deepEqual(r.policies, { ingress: 'api-from-web' });
+    assert.deepEqual([r.src.node, r.dst.node], ['b', 'a']);
+    assert.deepEqual(r.src.labels, { app: 'web' });
+    const denied = describeFlow({ ...base, trace: 2, verdict: 2, reason: 23, ruleId: 0, ingressRuleId: 0, flags: 2 }, nodes, 0);
+    assert.deepEqual([denied.direction, denied.policies], ['ingress', {}]);
+  });
+
   it('turns a summary of the kernel\'s counts into a record with count, first and last seen', async () => {
     const { describeFlow } = await import('../../src/agent/flow-log.js');
     const r = describeFlow({ ...base, tsNs: 10_000_000_000n, pktLen: 0, tcpFlags: 0, flowSummary: { count: 1200, firstNs: 4_000_000_000n } }, names, Date.parse('2024-05-01T10:00:10Z'));

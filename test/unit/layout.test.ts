@@ -81,6 +81,8 @@ const flowSumSeen = fc.record({ firstNs: u64, count: u64, lastNs: u64 });
 const epStats = fc.record({ txPackets: u64, txBytes: u64, rxPackets: u64, rxBytes: u64, drops: u64 });
 const config = fc.record({ mode: u32, flags: u32, ctTcpLifetimeS: u32, ctOtherLifetimeS: u32, ctPerEndpoint: u32, eventsPerSec: u32, policyEpoch: u32 });
 const state = fc.record({ nextIdentity: u64, generation: u64 });
+const remoteEndpoint = fc.record({ identity: u32, nodeIpv4: ip, mac, flags: u16 });
+const tunnelInfo = fc.record({ ifindex: u32, localIpv4: ip, flags: u32 });
 
 function encodeCounter(c: L.Counter): Buffer {
   const b = Buffer.alloc(L.COUNTER_SIZE);
@@ -113,6 +115,8 @@ describe('codecs round-trip', () => {
   roundTrip('ep_stats', epStats, L.EP_STATS_SIZE, L.encodeEpStats, (b) => L.decodeEpStats(b));
   roundTrip('bastion_config', config, L.CONFIG_SIZE, L.encodeConfig, L.decodeConfig);
   roundTrip('bastion_state', state, L.STATE_SIZE, L.encodeState, L.decodeState);
+  roundTrip('remote_endpoint', remoteEndpoint, L.REMOTE_ENDPOINT_SIZE, L.encodeRemoteEndpoint, L.decodeRemoteEndpoint);
+  roundTrip('tunnel_info', tunnelInfo, L.TUNNEL_INFO_SIZE, L.encodeTunnelInfo, L.decodeTunnelInfo);
 
   it('decoders honour an offset (per-CPU values are read from one big buffer)', () => {
     const c = { packets: 5n, bytes: 1500n };
@@ -449,6 +453,29 @@ const structs: StructSpec[] = [
       { field: 'generation', kind: 'le', set: (v) => ({ generation: v }) },
     ],
   },
+  {
+    struct: 'remote_endpoint',
+    size: L.REMOTE_ENDPOINT_SIZE,
+    zero: { identity: 0, nodeIpv4: '0.0.0.0', mac: ZERO_MAC, flags: 0 },
+    encode: L.encodeRemoteEndpoint as (v: never) => Buffer,
+    fields: [
+      { field: 'identity', kind: 'le', set: (v) => ({ identity: n(v) }) },
+      { field: 'node_ipv4', kind: 'be', set: (v) => ({ nodeIpv4: ipOf(v) }) },
+      { field: 'mac', kind: 'bytes', set: (v) => ({ mac: macOf(v) }) },
+      { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
+    ],
+  },
+  {
+    struct: 'tunnel_info',
+    size: L.TUNNEL_INFO_SIZE,
+    zero: { ifindex: 0, localIpv4: '0.0.0.0', flags: 0 },
+    encode: L.encodeTunnelInfo as (v: never) => Buffer,
+    fields: [
+      { field: 'ifindex', kind: 'le', set: (v) => ({ ifindex: n(v) }) },
+      { field: 'local_ipv4', kind: 'be', set: (v) => ({ localIpv4: ipOf(v) }) },
+      { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
+    ],
+  },
 ];
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -507,7 +534,7 @@ describe('layout.ts matches the C structs of maps.h', { skip: clang && existsSyn
     for (const s of structs) {
       const covered = s.fields.reduce((acc, f) => acc + (c[`${s.struct}.${f.field}`] as [number, number])[1], 0);
       // What is left is explicit padding (ct_key.pad, flow_event.pad).
-      const padding: Record<string, number> = { ct_key: 3, event_rl_key: 2, flow_event: 2 };
+      const padding: Record<string, number> = { ct_key: 3, event_rl_key: 2, flow_event: 2, tunnel_info: 4 };
       assert.equal(covered + (padding[s.struct] ?? 0), s.size, `struct ${s.struct} has bytes no codec field covers`);
     }
   });
@@ -526,7 +553,7 @@ function tsConstants(): Record<string, number> {
     'POLICY_PREFIX_ANY_PROTO', 'POLICY_PREFIX_ANY_PORT', 'POLICY_PREFIX_FULL', 'IPCACHE_PREFIX_HOST',
     'CT_F_AUDIT', 'CT_F_SEEN_REPLY', 'CT_F_CLOSING', 'CT_F_KEY_SWAPPED', 'MODE_ENFORCE', 'MODE_AUDIT', 'CFG_F_TRACE_ALLOWED',
     'FRAG_VERDICT_DROPPED', 'FRAG_VERDICT_ALLOWED', 'FRAG_LIFETIME_S', 'BASTION_MAX_CT', 'CT_DEFAULT_PER_ENDPOINT',
-    'EVENTS_DEFAULT_PER_SEC', 'TRACE_FROM_CONTAINER', 'TRACE_TO_CONTAINER',
+    'EVENTS_DEFAULT_PER_SEC', 'TRACE_FROM_CONTAINER', 'TRACE_TO_CONTAINER', 'TRACE_FROM_OVERLAY', 'ID_REMOTE_NODE', 'BASTION_MAX_REMOTE',
     'FLOW_F_REPLY', 'FLOW_F_INGRESS', 'FLOW_SUM_F_AUDIT', 'BASTION_MAX_FLOW_SUM',
   ] as const;
   const lib = L as unknown as Record<string, number>;

@@ -5,7 +5,9 @@
  * them, runtime policy additions and deletions, containers arriving and
  * leaving, an address passing to a new container, labels changing, a
  * container restarting on a new interface, host addresses changing, CIDR
- * rules with excepts); after every single write of every change, each
+ * rules with excepts, and in cluster mode other nodes' endpoints coming,
+ * changing labels or address, and going, and other nodes' underlay
+ * addresses); after every single write of every change, each
  * connection check is judged over what the maps hold at that moment, with
  * the evaluator that reads maps as the datapath does (CompiledEvaluator):
  *   allowed before and after the change ⇒ allowed now (no transient denial)
@@ -36,6 +38,7 @@ import {
   decodeNeighKey,
   decodePolicyKey,
   decodePolicyVal,
+  decodeRemoteEndpoint,
   type EndpointInfo,
   type NeighKey,
 } from '../../src/datapath/layout.js';
@@ -43,6 +46,7 @@ import { STORE_MAPS, type MapOp } from '../../src/manager/entries.js';
 import type { Manager } from '../../src/manager/manager.js';
 import type { Repair } from '../../src/manager/reconciler.js';
 import type { Discovered } from '../../src/manager/ports.js';
+import type { RemoteEndpoint } from '../../src/manager/remote.js';
 import { RecordingDatapath, endpointSpec, recordingManager, type TableNode } from '../helpers/recording-datapath.js';
 import { IP_POOL, rulesArb } from './policy-world.test.js';
 
@@ -55,6 +59,8 @@ class KernelView {
   ipcache = new Map<string, IpcacheEntry>();
   endpointsByIp = new Map<string, { key: string; val: EndpointInfo }>();
   endpoints = new Map<string, { key: number; val: EndpointInfo }>();
+  /** bastion_remote: another node's endpoint address → its identity */
+  remote = new Map<string, { ip: string; identity: number }>();
 
   write(op: MapOp): void {
     const k = op.key.toString('hex');
@@ -80,6 +86,10 @@ class KernelView {
         if (up) this.endpoints.set(k, { key: op.key.readUInt32LE(0), val: decodeEndpointInfo(op.value) });
         else this.endpoints.delete(k);
         return;
+      case MAP_NAMES.remote:
+        if (up) this.remote.set(k, { ip: decodeIpKey(op.key), identity: decodeRemoteEndpoint(op.value).identity });
+        else this.remote.delete(k);
+        return;
       default:
     }
   }
@@ -94,6 +104,7 @@ class KernelView {
       ipcache: this.ipcache.values(),
       neigh: this.neigh.values(),
       endpointsByIp: new Map([...this.endpointsByIp.values()].map((e) => [e.key, e.val.identity])),
+      remoteByIp: new Map([...this.remote.values()].map((r) => [r.ip, r.identity])),
     });
   }
 }
@@ -171,6 +182,8 @@ function applyToEvaluator(ev: CompiledEvaluator, op: MapOp): void {
       return up ? ev.setNeigh(decodeNeighKey(op.key)) : ev.deleteNeigh(decodeNeighKey(op.key));
     case MAP_NAMES.endpointsByIp:
       return up ? ev.setEndpointAddr(decodeIpKey(op.key), decodeEndpointInfo(op.value).identity) : ev.deleteEndpointAddr(decodeIpKey(op.key));
+    case MAP_NAMES.remote:
+      return up ? ev.setRemoteAddr(decodeIpKey(op.key), decodeRemoteEndpoint(op.value).identity) : ev.deleteRemoteAddr(decodeIpKey(op.key));
     default:
   }
 }
@@ -202,7 +215,13 @@ type Change =
   | { kind: 'depart'; c: number }
   | { kind: 'relabel'; c: number; labels: number }
   | { kind: 'restart'; c: number }
-  | { kind: 'hosts'; hosts: string[] };
+  | { kind: 'hosts'; hosts: string[] }
+  | { kind: 'remote-up'; r: number; ip: number; labels: number }
+  | { kind: 'remote-down'; r: number }
+  | { kind: 'remote-nodes'; nodes: string[] };
+
+/** other nodes' endpoints (cluster mode) */
+const REMOTES = 3;
 
 const ipIndex = fc.integer({ min: 0, max: 9 });
 /** the addresses containers and host take: from the pool, where CIDR rules and excepts collide */
@@ -245,6 +264,14 @@ const changeArb = (idBase: fc.Arbitrary<number>): fc.Arbitrary<Change> =>
     },
     { weight: 1, arbitrary: fc.integer({ min: 0, max: CONTAINERS - 1 }).map((c): Change => ({ kind: 'restart', c })) },
     { weight: 1, arbitrary: fc.subarray(ADDRS.slice(6), { maxLength: 2 }).map((hosts): Change => ({ kind: 'hosts', hosts })) },
+    {
+      weight: 2,
+      arbitrary: fc
+        .record({ r: fc.integer({ min: 0, max: REMOTES - 1 }), ip: ipIndex, labels: fc.integer({ min: 0, max: LABELS.length - 1 }) })
+        .map((r): Change => ({ kind: 'remote-up', ...r })),
+    },
+    { weight: 1, arbitrary: fc.integer({ min: 0, max: REMOTES - 1 }).map((r): Change => ({ kind: 'remote-down', r })) },
+    { weight: 1, arbitrary: fc.subarray(ADDRS.slice(4), { maxLength: 2 }).map((nodes): Change => ({ kind: 'remote-nodes', nodes })) },
   );
 
 /** The containers' state on the node: which are up, on which interface, with which address and labels. */
@@ -254,12 +281,21 @@ class Model {
   runtime: Rule[] = [];
   fileRules: Rule[] = [];
   hosts: string[] = [];
+  /** other nodes' endpoints, by number; their identities are the cluster's (never a local one) */
+  readonly remotes = new Map<number, RemoteEndpoint>();
+  private nextRemoteIdentity = 50_000;
+  remoteNodes: string[] = [];
 
   constructor(private readonly node: TableNode) {}
 
   iface(ip: string): Discovered {
     const i = this.nextIfindex++;
     return { ipv4: ip, prefixLen: 8, mac: `02:00:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`, hostIfindex: 2000 + i, hostIfname: `veth${i}`, gwMac: '02:00:00:00:00:01', bridge: 'br0' };
+  }
+
+  /** every address a container (here or on another node), the host or another node holds */
+  usedAddresses(): Set<string> {
+    return new Set([...[...this.up.values()].map((u) => u.d.ipv4), ...[...this.remotes.values()].map((r) => r.ipv4), ...this.hosts, ...this.remoteNodes]);
   }
 
   spec(c: number, labels: Record<string, string>) {
@@ -284,7 +320,7 @@ class Model {
       }
       case 'arrive': {
         if (this.up.has(ch.c)) return undefined;
-        const used = new Set([...[...this.up.values()].map((u) => u.d.ipv4), ...this.hosts]);
+        const used = this.usedAddresses();
         // an address in use goes to the next free one; a departed container's address is taken again often
         const ip = ADDRS.map((_, i) => ADDRS[(ch.ip + i) % ADDRS.length]!).find((a) => !used.has(a));
         if (!ip) return undefined;
@@ -311,8 +347,34 @@ class Model {
         this.node.interfaces.set(`e${ch.c}`, u.d);
         return () => manager.upsertEndpoint(this.spec(ch.c, u.labels));
       }
+      case 'remote-up': {
+        // an address is one endpoint's in the whole cluster: a free one (its own, if it keeps it)
+        const old = this.remotes.get(ch.r);
+        const used = this.usedAddresses();
+        if (old) used.delete(old.ipv4);
+        const ip = ADDRS.map((_, i) => ADDRS[(ch.ip + i) % ADDRS.length]!).find((a) => !used.has(a));
+        if (!ip) return undefined;
+        const labels = { ...LABELS[ch.labels]!, [BUILTIN_LABELS.name]: `r${ch.r}` };
+        // the same endpoint with new labels keeps its identity; at a new address it is a new one (as a local restart)
+        const identity = old && old.ipv4 === ip ? old.identity : this.nextRemoteIdentity++;
+        const r: RemoteEndpoint = { id: `n2/r${ch.r}`, node: 'n2', nodeIp: '192.0.2.2', name: `r${ch.r}`, identity, ipv4: ip, mac: '02:00:00:00:09:09', labels };
+        this.remotes.set(ch.r, r);
+        return () => manager.setRemoteEndpoints([r], []);
+      }
+      case 'remote-down': {
+        const r = this.remotes.get(ch.r);
+        if (!r) return undefined;
+        this.remotes.delete(ch.r);
+        return () => manager.setRemoteEndpoints([], [r.id]);
+      }
+      case 'remote-nodes': {
+        const used = this.usedAddresses();
+        this.remoteNodes = ch.nodes.filter((a) => !used.has(a) || this.remoteNodes.includes(a));
+        const nodes = this.remoteNodes;
+        return () => manager.setRemoteNodes(nodes);
+      }
       case 'hosts': {
-        const taken = new Set([...this.up.values()].map((u) => u.d.ipv4));
+        const taken = new Set([...[...this.up.values()].map((u) => u.d.ipv4), ...[...this.remotes.values()].map((r) => r.ipv4), ...this.remoteNodes]);
         this.hosts = ch.hosts.filter((h) => !taken.has(h));
         const hosts = this.hosts;
         return () => manager.setHostAddresses(hosts);
@@ -321,9 +383,20 @@ class Model {
   }
 }
 
-/** The addresses probed: the containers', the host's, and a few outside ones inside and around the prefixes rules name. */
+/** The addresses probed: the containers' (local and remote), the host's, other nodes', and a few outside ones inside and around the prefixes rules name. */
 function parties(model: Model): string[] {
-  return [...new Set([...[...model.up.values()].map((u) => u.d.ipv4), ...model.hosts, '10.1.2.3', '10.0.1.1', '8.8.8.8', '192.168.1.1'])];
+  return [
+    ...new Set([
+      ...[...model.up.values()].map((u) => u.d.ipv4),
+      ...[...model.remotes.values()].map((r) => r.ipv4),
+      ...model.hosts,
+      ...model.remoteNodes,
+      '10.1.2.3',
+      '10.0.1.1',
+      '8.8.8.8',
+      '192.168.1.1',
+    ]),
+  ];
 }
 
 describe('manager: the update path the daemon runs', () => {
@@ -505,6 +578,38 @@ describe('manager: failed writes and drift', () => {
       assert.deepEqual(repairs.map((x) => `${x.map}:${x.kind}`).sort(), [`${MAP_NAMES.endpoints}:changed`, `${MAP_NAMES.neigh}:extra`, `${MAP_NAMES.policy}:missing`]);
       assert.deepEqual(manager.health().repairs[MAP_NAMES.policy], { missing: 1 });
       // nothing left to repair
+      const again = await manager.verify('periodic');
+      assert.equal(again.maps.repaired, 0);
+      assert.equal(again.clean, true);
+    } finally {
+      manager.close();
+    }
+  });
+
+  it("cluster mode: another node's endpoint entry and the tunnel entry, deleted, added or rewritten by hand, are found and put right", async () => {
+    const repairs: Repair[] = [];
+    const { manager, datapath } = await populated({ onRepair: (r) => repairs.push(r) });
+    try {
+      await manager.setTunnel({ ifindex: 77, localIpv4: '192.0.2.1', flags: 0 });
+      // an api on another node: web's rule names it, so web's slice brings its entry
+      const api2: RemoteEndpoint = { id: 'n2/api2', node: 'n2', nodeIp: '192.0.2.2', name: 'api2', identity: 60_000, ipv4: '10.78.0.5', mac: '02:00:00:00:07:05', labels: { app: 'api' } };
+      await manager.setRemoteEndpoints([api2], []);
+      const remote = datapath.table(MAP_NAMES.remote);
+      assert.equal(remote.size, 1);
+      assertInSync(manager, datapath, 'before the drift');
+      // by hand: the entry deleted, a stray one added, the tunnel pointed elsewhere
+      remote.clear();
+      remote.set(Buffer.from([10, 78, 0, 9]).toString('latin1'), Buffer.alloc(16, 1).toString('latin1'));
+      const tunnel = datapath.table(MAP_NAMES.tunnel);
+      const [tk] = [...tunnel.keys()];
+      tunnel.set(tk!, Buffer.alloc(16).toString('latin1'));
+      const r = await manager.verify('request');
+      assert.equal(r.maps.maps[MAP_NAMES.remote]?.missing, 1);
+      assert.equal(r.maps.maps[MAP_NAMES.remote]?.extra, 1);
+      assert.equal(r.maps.maps[MAP_NAMES.tunnel]?.changed, 1);
+      assert.equal(r.maps.repaired, 3);
+      assertInSync(manager, datapath, 'after the repair');
+      assert.deepEqual(repairs.map((x) => `${x.map}:${x.kind}`).sort(), [`${MAP_NAMES.remote}:extra`, `${MAP_NAMES.remote}:missing`, `${MAP_NAMES.tunnel}:changed`]);
       const again = await manager.verify('periodic');
       assert.equal(again.maps.repaired, 0);
       assert.equal(again.clean, true);

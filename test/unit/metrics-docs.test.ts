@@ -14,6 +14,7 @@ import { recordingManager } from '../helpers/recording-datapath.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
+/** A cluster node's registry: the single-host metrics and the cluster's (docs/cluster.md). */
 async function exposed(): Promise<Set<string>> {
   const { manager } = recordingManager();
   const history = { bytes: 0, files: 1, written: 0, dropped: 0, rotatedOut: 0, errors: 0, maxBytes: 1 << 20 };
@@ -22,7 +23,7 @@ async function exposed(): Promise<Set<string>> {
     config: () => ({ pending: false, containersRemoved: 0 }),
     modes: () => ({ global: 'enforce', containers: [] }),
     history,
-  });
+  }, undefined, () => ({ connected: true, pendingWrites: 0, remoteEndpoints: 0, refused: 0, tampering: 0, tunnelAttached: true, tunnelRepairs: 0 }));
   const text = await m.registry.metrics();
   return new Set([...text.matchAll(/^# HELP (\S+)/gm)].map((x) => x[1]!).filter((n) => !n.startsWith('bastion_daemon_')));
 }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { existsSync, rmSync } from 'node:fs';
-import { flowHistoryDirFor, lockFileFor, modesFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { flowHistoryDirFor, leaveFileFor, lockFileFor, modesFileFor, pidFileFor, policiesFileFor, socketPathFor } from '../../api/paths.js';
 import { apiCall, DaemonUnreachable } from '../../api/client.js';
 import type { ShutdownResult } from '../../api/types.js';
 import { tearDown } from '../../agent/cleanup.js';
@@ -79,6 +79,10 @@ export function registerDown(program: Command): void {
       const format = parseOutputFormat(opts.output, opts.json);
       // a pin path that is a symlink or another user's directory: touch nothing
       checkPinPath(opts.pinPath);
+      // A cluster node's daemon, however it is stopped, then leaves the
+      // cluster at once (revokes its lease) instead of waiting for the lease
+      // to run out, as a restart would.
+      writeFileSync(leaveFileFor(opts.pinPath), `${process.pid}\n`);
       const stopped = await stopDaemon(opts.pinPath);
       if (stopped.note) process.stderr.write(`bastion: ${stopped.note}\n`);
       const r = tearDown(opts.pinPath);
@@ -89,13 +93,14 @@ export function registerDown(program: Command): void {
       const modesFile = modesFileFor(opts.pinPath);
       const runtimeModesRemoved = existsSync(modesFile);
       // and whatever a daemon killed without a chance to clean up left behind
-      for (const f of [policiesFile, modesFile, pidFileFor(opts.pinPath), socketPathFor(opts.pinPath)]) rmSync(f, { force: true });
+      for (const f of [policiesFile, modesFile, pidFileFor(opts.pinPath), socketPathFor(opts.pinPath), leaveFileFor(opts.pinPath)]) rmSync(f, { force: true });
       removeInstanceLock(lockFileFor(opts.pinPath));
       // The flow history stays: it is the record of what happened (bastion learn --flows reads it).
       const history = flowHistoryDirFor(opts.pinPath);
       printData({ daemonStopped: stopped.pid, ...r, runtimePoliciesRemoved, runtimeModesRemoved, flowHistoryKept: existsSync(history) ? history : null }, format, () =>
         (stopped.pid ? `stopped daemon (pid ${stopped.pid})\n` : '') +
         (runtimePoliciesRemoved ? `forgot the runtime policies (${policiesFile})\n` : '') +
+        (r.tunnel ? `removed the tunnel device ${r.tunnel}\n` : '') +
         (runtimeModesRemoved ? `forgot the modes set at run time (${modesFile})\n` : '') +
         (existsSync(history) ? `kept the flow history (${history}; remove it yourself when you no longer need it)\n` : '') +
         `detached ${r.detached.length} stacks, removed ${r.pinsRemoved.length} pins under ${opts.pinPath}\n`,

@@ -22,6 +22,10 @@ import { CliError, EXIT } from '../errors.js';
 import { parseLabelAssignment } from '../../policy/selector.js';
 import { colors, formatTable, parseOutputFormat, printData } from '../output.js';
 import { jsonOption, outputOption, pinPathOption } from '../options.js';
+import { addClusterOptions, withCluster, type ClusterFlags } from './cluster-options.js';
+import { addClusterPolicies, deleteClusterPolicies, listClusterPolicies } from '../../cluster/policies.js';
+import { parsePoliciesDocument } from '../../policy/policy-document.js';
+import { policyKey } from '../../cluster/keys.js';
 import type { StatusReport, VerifyAnswer } from '../../api/types.js';
 import { formatFlowLine } from '../../flows/record.js';
 import { FlowFileError, readFlowFile } from '../../flows/ndjson.js';
@@ -142,7 +146,7 @@ export function registerPolicy(program: Command): void {
     .command('policy')
     .description('Add, list and delete runtime policies (applied at once, as a delta, next to the config file\'s)');
 
-  policy
+  addClusterOptions(policy
     .command('add')
     .description('Add or replace runtime policies: one given inline, or a `policies:` document (-f)')
     .argument('[name]', 'policy name (inline form)')
@@ -153,7 +157,7 @@ export function registerPolicy(program: Command): void {
     .option('--dry-run', 'let the daemon validate the policies and say what would change, without changing anything')
     .addOption(pinPathOption())
     .addOption(outputOption(['table', 'json', 'yaml']))
-    .addOption(jsonOption())
+    .addOption(jsonOption()), 'store the policies in the cluster (every node enforces them), not in one daemon')
     .addHelpText(
       'after',
       `
@@ -164,9 +168,11 @@ Examples:
   bastion policy add web-to-api --from app=web --to app=api --ports 8080/tcp
   bastion policy add api-to-host --from app=api --to host --ports 53/udp
   bastion policy add -f extra-policies.yaml
-  bastion policy add -f extra-policies.yaml --dry-run`,
+  bastion policy add -f extra-policies.yaml --dry-run
+  bastion policy add web-to-db --from app=web --to app=db --ports 5432/tcp \\
+    --cluster https://10.0.0.5:2379 --cluster-ca ca.pem --cluster-cert admin.pem --cluster-key admin-key.pem`,
     )
-    .action(async (name: string | undefined, opts: { from?: string; to?: string; ports?: string[]; filename?: string; dryRun?: boolean; pinPath: string; output: string; json?: boolean }) => {
+    .action(async (name: string | undefined, opts: ClusterFlags & { from?: string; to?: string; ports?: string[]; filename?: string; dryRun?: boolean; pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
       let body: string;
       let source: string;
@@ -192,6 +198,10 @@ Examples:
         body = JSON.stringify({ policies: [p] });
         source = 'command line';
       }
+      if (opts.cluster) {
+        await addToCluster(opts, body, source, format);
+        return;
+      }
       const r = await call<Done<PolicyAddResult>>(opts.pinPath, 'POST', `/v1/policies?source=${encodeURIComponent(source)}${opts.dryRun ? '&dryRun=1' : ''}`, body);
       const line = (p: PolicyChange) =>
         p.action === 'unchanged'
@@ -202,14 +212,14 @@ Examples:
       printData(r, format, () => r.policies.map(line).join(''));
     });
 
-  policy
+  addClusterOptions(policy
     .command('list')
     .alias('ls')
-    .description("List every policy in force: the config file's and the runtime ones")
+    .description("List every policy in force: the config file's and the runtime ones (the cluster's, with --cluster)")
     .addOption(pinPathOption())
-    .addOption(new Option('--source <source>', "only the config file's (file), the runtime ones (api), or the platform's (platform: published ports)").choices(['file', 'api', 'platform']))
+    .addOption(new Option('--source <source>', "only the config file's (file), the runtime ones (api), or the platform's (platform: published ports)").choices(['file', 'api', 'platform', 'cluster']))
     .addOption(outputOption(['table', 'json', 'yaml']))
-    .addOption(jsonOption())
+    .addOption(jsonOption()), "list the cluster's policies")
     .addHelpText(
       'after',
       `
@@ -218,9 +228,10 @@ Examples:
   bastion policy list --source api -o yaml > runtime.yaml
   bastion policy add -f runtime.yaml`,
     )
-    .action(async (opts: { pinPath: string; source?: PolicyRow['source']; output: string; json?: boolean }) => {
+    .action(async (opts: ClusterFlags & { pinPath: string; source?: PolicyRow['source']; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
-      const rows = (await call<PolicyRow[]>(opts.pinPath, 'GET', '/v1/policies')).filter((p) => !opts.source || p.source === opts.source);
+      const all = opts.cluster ? await withCluster(opts, listClusterPolicies) : await call<PolicyRow[]>(opts.pinPath, 'GET', '/v1/policies');
+      const rows = all.filter((p) => !opts.source || p.source === opts.source);
       if (format === 'yaml') {
         process.stdout.write(policiesDocumentYaml(rows));
         return;
@@ -329,18 +340,40 @@ Examples:
       if (opts.exitCode && (d.added.length || d.removed.length)) process.exitCode = EXIT.failure;
     });
 
-  policy
+  addClusterOptions(policy
     .command('delete')
     .alias('rm')
-    .description('Delete runtime policies (all of the names, or none if one is unknown)')
+    .description("Delete runtime policies, or the cluster's with --cluster (all of the names, or none if one is unknown)")
     .argument('<names...>', 'policy names')
     .addOption(pinPathOption())
     .addOption(outputOption(['table', 'json', 'yaml']))
-    .addOption(jsonOption())
-    .action(async (names: string[], opts: { pinPath: string; output: string; json?: boolean }) => {
+    .addOption(jsonOption()), "delete from the cluster's policies")
+    .action(async (names: string[], opts: ClusterFlags & { pinPath: string; output: string; json?: boolean }) => {
       const format = parseOutputFormat(opts.output, opts.json);
+      if (opts.cluster) {
+        const r = await withCluster(opts, (c) => deleteClusterPolicies(c, names));
+        if (!r.ok) throw new CliError(`nothing deleted: no cluster policy ${r.missing.map((n) => `"${n}"`).join(', ')}`, EXIT.failure);
+        printData({ ok: true, deleted: names }, format, () => names.map((n) => `policy ${n} deleted from the cluster\n`).join(''));
+        return;
+      }
       const q = new URLSearchParams(names.map((n) => ['name', n]));
       const r = await call<Done<PolicyDeleteResult>>(opts.pinPath, 'DELETE', `/v1/policies?${q}`);
       printData(r, format, () => names.map((n) => `policy ${n} deleted\n`).join(''));
     });
+}
+
+/** `policy add --cluster`: validated here, stored whole in the cluster (or, dry run, only validated and compared). */
+async function addToCluster(opts: ClusterFlags & { dryRun?: boolean }, body: string, source: string, format: ReturnType<typeof parseOutputFormat>): Promise<void> {
+  if (opts.dryRun) {
+    const parsed = parsePoliciesDocument(body, source);
+    if (!parsed.ok) throw new CliError(`nothing applied:\n  ${parsed.errors.join('\n  ')}`, EXIT.invalid);
+    const actions = await withCluster(opts, (c) =>
+      Promise.all(parsed.policies.map(async (p) => ({ name: p.name, action: (await c.get(policyKey(p.name)).exec()).kvs.length ? 'replaced' : 'created' }))),
+    );
+    printData({ ok: true, dryRun: true, policies: actions }, format, () => actions.map((a) => `policy ${a.name} would be ${a.action} in the cluster (dry run: nothing changed)\n`).join(''));
+    return;
+  }
+  const r = await withCluster(opts, (c) => addClusterPolicies(c, body, source));
+  if (!r.ok) throw new CliError(`nothing applied:\n  ${r.errors.join('\n  ')}`, EXIT.invalid);
+  printData({ ok: true, policies: r.changes }, format, () => r.changes.map((p) => `policy ${p.name} ${p.action} in the cluster\n`).join(''));
 }

@@ -10,11 +10,17 @@ import { platformFromOptions, type PlatformOptions } from '../../platform/select
 import { ComposeError } from '../../policy/compose.js';
 import { DAEMON_CAPABILITIES, effectiveCapabilities, missingCapabilities } from '../../daemon/capabilities.js';
 import { InstanceLocked } from '../../daemon/instance.js';
+import { addClusterOptions, clusterConnection, type ClusterFlags } from './cluster-options.js';
+import { checkNodeName } from '../../cluster/keys.js';
+import { parseClusterUrls, ClusterUsageError } from '../../cluster/etcd.js';
+import { DEFAULT_TUNNEL_DEVICE, DEFAULT_TUNNEL_PORT } from '../../agent/tunnel.js';
+import { readFileSync } from 'node:fs';
+import { load as loadYaml } from 'js-yaml';
 
 /** What a permission failure of the daemon means (docs/operations.md has the details). */
 const PRIVILEGE_HINT = `permission denied: bastion run needs ${DAEMON_CAPABILITIES.map((c) => c.name).join(', ')} (see docs/operations.md)`;
 
-interface RunOptions extends PlatformOptions {
+interface RunOptions extends PlatformOptions, ClusterFlags {
   maxConfigSize: number;
   publishedPorts: PublishedPortsMode;
   config?: string;
@@ -26,6 +32,11 @@ interface RunOptions extends PlatformOptions {
   flowHistoryMaxBytes?: string;
   eventsPerSecond?: string;
   conntrackPerContainer?: string;
+  node?: string;
+  underlay?: string;
+  leaseTtl: string;
+  tunnelDevice: string;
+  tunnelPort: string;
 }
 
 /** "256M", "1G", "500k", "1048576" → bytes */
@@ -44,8 +55,54 @@ function positiveInt(name: string, v: string | undefined, max: number): number |
   return n;
 }
 
+/** Cluster flags checked before anything starts: a mistake here is a usage error (exit 2). */
+function clusterOptions(opts: RunOptions) {
+  const given = [opts.node && '--node', opts.underlay && '--underlay'].filter(Boolean);
+  if (!opts.cluster) {
+    if (given.length) throw new CliError(`${given.join(' and ')} need --cluster URL`, EXIT.usage);
+    return undefined;
+  }
+  if (!opts.node || !opts.underlay) throw new CliError('--cluster needs --node NAME and --underlay IFACE (the interface other nodes reach this one on)', EXIT.usage);
+  const bad = checkNodeName(opts.node);
+  if (bad) throw new CliError(`--node: ${bad}`, EXIT.usage);
+  try {
+    parseClusterUrls(opts.cluster);
+  } catch (err) {
+    if (err instanceof ClusterUsageError) throw new CliError(err.message, EXIT.usage);
+    throw err;
+  }
+  const ttl = Number(opts.leaseTtl);
+  if (!Number.isInteger(ttl) || ttl < 2 || ttl > 3600) throw new CliError(`--lease-ttl ${opts.leaseTtl}: whole seconds, 2 to 3600`, EXIT.usage);
+  const port = Number(opts.tunnelPort);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new CliError(`--tunnel-port ${opts.tunnelPort}: a UDP port`, EXIT.usage);
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(opts.tunnelDevice)) throw new CliError(`--tunnel-device ${opts.tunnelDevice}: an interface name (at most 15 characters)`, EXIT.usage);
+  if (opts.config) {
+    // In a cluster, policies are the cluster's: a policies section here is a mistake about where they go.
+    let doc: unknown;
+    try {
+      doc = loadYaml(readFileSync(opts.config, 'utf8'));
+    } catch {
+      doc = undefined; // unreadable or invalid: the config loader reports it with its line
+    }
+    if (doc && typeof doc === 'object' && !Array.isArray(doc) && Object.hasOwn(doc, 'policies')) {
+      throw new CliError(
+        `${opts.config}: policies: in cluster mode the policies are the cluster's, not a node's file; remove this section and add them with "bastion policy add --cluster ${opts.cluster} ..." (admin credentials)`,
+        EXIT.usage,
+      );
+    }
+  }
+  return {
+    connection: clusterConnection(opts),
+    node: opts.node,
+    underlay: opts.underlay,
+    leaseTtlS: ttl,
+    tunnelDevice: opts.tunnelDevice,
+    tunnelPort: port,
+  };
+}
+
 export function registerRun(program: Command): void {
-  program
+  addClusterOptions(program
     .command('run')
     .description('Run the Bastion daemon in the foreground: protect the containers and apply the policy')
     .option('-c, --config <file>', 'Bastion config file (containers, policies, mode); re-applied when it changes and on SIGHUP')
@@ -65,7 +122,12 @@ export function registerRun(program: Command): void {
     .option('--no-flow-history', 'keep no flow history on disk (learn, verify and time-window queries then see only the last 10,000 flows in memory)')
     .option('--flow-history-max-bytes <size>', 'size cap of the flow history on disk (256M by default; the oldest flows are deleted first)', '256M')
     .option('--events-per-second <n>', 'flow events reported per second for each container and reason; the rest are counted (default 100)')
-    .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`)
+    .option('--conntrack-per-container <n>', `conntrack entries one container may hold; its new connections beyond are dropped as ct-limit (default ${CT_DEFAULT_PER_ENDPOINT}, a quarter of the table)`), "join this cluster store: policies and other nodes' endpoints come from it")
+    .option('--node <name>', "cluster mode: this node's name (its certificate is node-NAME.pem)")
+    .option('--underlay <iface>', "cluster mode: the interface other nodes reach this one on (its IPv4 address is the node's)")
+    .option('--lease-ttl <seconds>', 'cluster mode: a node silent this long leaves the cluster, its endpoints with it', '15')
+    .option('--tunnel-device <name>', 'cluster mode: the VXLAN device (external mode) to create or reuse', DEFAULT_TUNNEL_DEVICE)
+    .option('--tunnel-port <port>', 'cluster mode: its UDP port', String(DEFAULT_TUNNEL_PORT))
     .addHelpText(
       'after',
       `
@@ -84,7 +146,9 @@ whose network namespace was created again are found again on their new interface
 Examples:
   bastion run --config bastion.yaml
   bastion run --docker --config policy.yaml
-  bastion run --docker --compose docker-compose.yml`,
+  bastion run --docker --compose docker-compose.yml
+  bastion run --config containers.yaml --cluster https://10.0.0.5:2379 --node a --underlay eth1 \\
+    --cluster-ca pki/ca.pem --cluster-cert pki/node-a.pem --cluster-key pki/node-a-key.pem`,
     )
     .action(async (opts: RunOptions) => {
       if (!opts.config && !opts.docker) throw new CliError('give --config FILE, --docker, or both', EXIT.usage);
@@ -98,6 +162,8 @@ Examples:
         eventsPerSec: positiveInt('--events-per-second', opts.eventsPerSecond, 0xffffffff),
         ctPerEndpoint: positiveInt('--conntrack-per-container', opts.conntrackPerContainer, BASTION_MAX_CT),
       };
+      const cluster = clusterOptions(opts);
+      if (cluster && opts.compose) throw new CliError('--compose derives policies, and in cluster mode the policies are the cluster\'s: add them with "bastion policy add --cluster"', EXIT.usage);
       // before anything is touched: a daemon that lacks a capability would fail half-way
       const missing = missingCapabilities(effectiveCapabilities(), { docker: !!opts.docker });
       if (missing.length) {
@@ -118,6 +184,7 @@ Examples:
         extraPolicy: platform?.extraPolicy,
         flowHistory: opts.flowHistory === false ? false : { ...(typeof opts.flowHistory === 'string' ? { dir: opts.flowHistory } : {}), maxBytes },
         limits,
+        ...(cluster ? { cluster } : {}),
       });
       try {
         await daemon.start();

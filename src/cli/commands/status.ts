@@ -6,6 +6,8 @@ import { colors, formatTable, parseOutputFormat, printData } from '../output.js'
 import { EXIT } from '../errors.js';
 import { jsonOption, outputOption, pinPathOption } from '../options.js';
 import { inspectPins } from '../../agent/cleanup.js';
+import { addClusterOptions, type ClusterFlags } from './cluster-options.js';
+import { clusterStatusCommand } from './cluster.js';
 
 function human(n: number): string {
   if (n < 1024) return `${n}B`;
@@ -160,24 +162,55 @@ function renderStatus(s: StatusReport): string {
     const lost = ev.lost ? c.red(`${ev.lost} lost (the daemon fell behind)`) : '0 lost';
     out.push(`Flow events: ${ev.suppressed} held back by the rate limit${ev.perSecondLimit ? ` (${ev.perSecondLimit}/s per container and reason)` : ''}, ${lost}`);
   }
+  if (s.cluster) out.push('', renderClusterSection(s.cluster));
   return out.join('\n') + '\n';
 }
 
+function renderClusterSection(k: NonNullable<StatusReport['cluster']>): string {
+  const c = colors;
+  const lease = k.session.lease ? `lease ${k.session.lease.id} (${k.session.lease.ttlS}s, renewed ${Math.round((k.session.lease.renewedAgoMs ?? 0) / 1000)}s ago)` : c.red('no lease');
+  const lines = [
+    `${c.bold('Cluster')}    node ${k.node}, store ${k.store} ${k.session.connected ? c.green('connected') : c.red('unreachable (changes wait for it; enforcement holds)')}, ${lease}` +
+      (k.session.pendingWrites ? c.yellow(`, ${k.session.pendingWrites} writes pending`) : ''),
+    `${c.bold('Tunnel')}     ${k.tunnel.device} (ifindex ${k.tunnel.ifindex}, UDP ${k.tunnel.port}) on ${k.underlay.interface} ${k.underlay.address}: ${k.tunnel.programAttached ? c.green('from_overlay attached') : c.red('from_overlay MISSING')}`,
+    `${c.bold('Remote')}     ${k.remoteEndpoints.known} endpoints on other nodes, ${k.remoteEndpoints.inMaps} of them peers of local ones (in this node's maps); ${k.policies} cluster policies`,
+    '',
+    formatTable(
+      ['NODE', 'UNDERLAY', 'HEALTH', 'LEASE', 'ENDPOINTS'],
+      k.nodes.map((n) => [
+        n.self ? `${n.name} (this node)` : n.name,
+        n.underlay,
+        n.healthy ? c.green('alive') : c.red('no lease'),
+        n.lease ? `renewed ${n.lease.ageS}s ago, ${n.lease.ttlS}s left` : '-',
+        String(n.endpoints),
+      ]),
+    ).trimEnd(),
+  ];
+  if (k.peers.length) lines.push('', c.bold('Remote endpoints in this node\'s maps'), formatTable(['ENDPOINT', 'IDENTITY', 'IP', 'NODE'], k.peers.map((p) => [p.name, String(p.identity), p.ipv4, `${p.node} (${p.nodeIp})`])).trimEnd());
+  if (k.refused.length) lines.push('', c.bold(c.red('Refused by the cluster')), formatTable(['ENDPOINT', 'REASON'], k.refused.map((r) => [r.key, r.reason])).trimEnd());
+  if (k.invalidRecords.length) lines.push('', c.bold(c.yellow('Ignored cluster records')), formatTable(['KEY', 'ERROR'], k.invalidRecords.map((r) => [r.key, r.error])).trimEnd());
+  return lines.join('\n');
+}
+
 export function registerStatus(program: Command): void {
-  program
-    .command('status')
-    .description('Show the daemon, the protected containers, their identities, stacks, rules and counters')
-    .addOption(pinPathOption())
-    .addOption(outputOption(['table', 'json', 'yaml']))
-    .addOption(jsonOption())
-    .option('--verify', 'first read every map and stack back and repair what differs, and say what was found')
+  addClusterOptions(
+    program
+      .command('status')
+      .description("Show the daemon, the protected containers, their identities, stacks, rules and counters (or, with --cluster, the cluster's nodes)")
+      .addOption(pinPathOption())
+      .addOption(outputOption(['table', 'json', 'yaml']))
+      .addOption(jsonOption())
+      .option('--verify', 'first read every map and stack back and repair what differs, and say what was found'),
+    'show the nodes of this cluster store instead of one daemon',
+  )
     .addHelpText(
       'after',
       '\nExit status: 0 when the daemon runs, every container has its stack and no problem is reported (the maps dirty after\n' +
         'a failed write, a container left to another instance, saved runtime policies that could not be read, ...; with --verify:\n' +
-        'and the check found everything in place after its repairs); 4 otherwise.',
+        "and the check found everything in place after its repairs); 4 otherwise. With --cluster: 0 when every node's lease is alive.",
     )
-    .action(async (opts: { pinPath: string; output: string; json?: boolean; verify?: boolean }) => {
+    .action(async (opts: ClusterFlags & { pinPath: string; output: string; json?: boolean; verify?: boolean }) => {
+      if (opts.cluster) return clusterStatusCommand(opts);
       const format = parseOutputFormat(opts.output, opts.json);
       try {
         const socket = socketPathFor(opts.pinPath);

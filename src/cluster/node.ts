@@ -1,0 +1,402 @@
+/**
+ * This node as a member of the cluster: the seam between the cluster store
+ * (session.ts, view.ts) and the manager.
+ *
+ * Into the manager: other nodes' believable endpoints (remote endpoints:
+ * identity, address, MAC, node address, labels), other nodes' underlay
+ * addresses, and the cluster's policies, as deltas in the store's order.
+ * Out of the manager: this node's endpoints, published as they are placed
+ * and removed, with identities the cluster allocates (EndpointIdentities).
+ * An endpoint whose address another node holds is refused, with both nodes
+ * named; one that loses a race after publishing is refused then.
+ *
+ * And the tunnel: the node's VXLAN device on the underlay, from_overlay on it
+ * (never over another instance's: ForeignStackError at start-up), and its
+ * bastion_tunnel entry through the manager (Manager.setTunnel), so that the
+ * reconciler's drift checks read it back and repair it with the other maps.
+ * The program on the device is watched here, every 5 s, and put back loudly.
+ */
+import type { Logger } from 'pino';
+import type { Manager, EndpointIdentities, EndpointObserver } from '../manager/manager.js';
+import type { Endpoint, EndpointSpec } from '../manager/endpoint.js';
+import { ForeignStackError, type Discovered } from '../manager/ports.js';
+import type { RemoteEndpoint } from '../manager/remote.js';
+import type { Rule } from '../policy/model.js';
+import type { PolicyConfig } from '../policy/bastion-config.js';
+import { policyToRules } from '../policy/bastion-config.js';
+import { describePolicy, toDocumentPolicy } from '../policy/policy-document.js';
+import type { ClusterStatus, PolicyRow } from '../api/types.js';
+import { connectCluster, type ClusterConnection } from './etcd.js';
+import { ClusterSession, type SessionStatus } from './session.js';
+import { checkNodeName, type EndpointRecord, type NodeRecord } from './keys.js';
+import type { ResolvedEndpoint, ViewDelta } from './view.js';
+import { ensureTunnelDevice, underlayOf } from '../agent/tunnel.js';
+import { formatIpv4, ipv4Mask, parseIpv4 } from '../net/ip.js';
+
+export interface ClusterNodeOptions {
+  connection: ClusterConnection;
+  node: string;
+  /** the underlay interface: its address is the node's, VXLAN goes over it */
+  underlay: string;
+  leaseTtlS: number;
+  tunnelDevice: string;
+  tunnelPort: number;
+  version: string;
+}
+
+/** The node's figures for Prometheus (src/daemon/metrics.ts). */
+export interface ClusterMetrics {
+  connected: boolean;
+  pendingWrites: number;
+  remoteEndpoints: number;
+  refused: number;
+  tampering: number;
+  /** this instance's from_overlay is on the tunnel device */
+  tunnelAttached: boolean;
+  /** times it was found missing and put back */
+  tunnelRepairs: number;
+}
+
+/** What the node needs of the datapath beyond the manager's port. */
+export interface TunnelPort {
+  /** this instance's from_overlay on the device's ingress (ForeignStackError: another instance's is there) */
+  attachTunnel(ifindex: number): void;
+  /** is this instance's from_overlay on the device's ingress? */
+  tunnelAttached(ifindex: number): boolean;
+}
+
+
+export class ClusterNode implements EndpointIdentities, EndpointObserver {
+  readonly session: ClusterSession;
+  private manager?: Manager;
+  private readonly policies = new Map<string, { policy: PolicyConfig; rules: Rule[] }>();
+  private readonly subnets = new Set<string>();
+  private readonly refused = new Map<string, { spec: EndpointSpec; ip: string; reason: string }>();
+  private queue: Promise<void> = Promise.resolve();
+  private datapath?: TunnelPort;
+  /** told after the cluster's policies changed (the daemon's modes: policies in audit mode) */
+  private policiesApplied?: () => Promise<unknown>;
+  private tunnelIfindex = 0;
+  private tunnelTimer?: NodeJS.Timeout;
+  /** times the tunnel program was found missing and put back */
+  tunnelRepairs = 0;
+  /** deltas that arrived before the manager was attached: applied after (idempotent) */
+  private pending: ViewDelta[] = [];
+  /** loud problems, for metrics */
+  tampering = 0;
+
+  private constructor(
+    readonly o: ClusterNodeOptions,
+    private readonly log: Logger,
+    readonly underlay: { ifindex: number; address: string; prefixLen: number; mtu: number },
+  ) {
+    const record: NodeRecord = {
+      name: o.node,
+      underlay: underlay.address,
+      underlayInterface: o.underlay,
+      subnets: [],
+      tunnelPort: o.tunnelPort,
+      startedAt: new Date().toISOString(),
+      version: o.version,
+    };
+    this.session = new ClusterSession({ client: connectCluster(o.connection), node: o.node, nodeRecord: record, leaseTtlS: o.leaseTtlS, log });
+  }
+
+  static async open(o: ClusterNodeOptions, log: Logger): Promise<ClusterNode> {
+    const bad = checkNodeName(o.node);
+    if (bad) throw new Error(`--node: ${bad}`);
+    const u = await underlayOf(o.underlay);
+    return new ClusterNode(o, log, u);
+  }
+
+  /**
+   * Load the cluster (waits for the store), bring up the tunnel, and give
+   * the manager what the cluster already holds: remote endpoints, remote
+   * nodes, policies. Local endpoints are published once the daemon has
+   * placed its first ones (beginPublishing).
+   */
+  async start(manager: Manager, datapath: TunnelPort): Promise<void> {
+    this.log.info({ store: this.o.connection.url, node: this.o.node }, 'connecting to the cluster store');
+    await this.session.start((d) => this.onDelta(d));
+    const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
+    this.datapath = datapath;
+    try {
+      datapath.attachTunnel(t.ifindex);
+    } catch (err) {
+      if (err instanceof ForeignStackError) {
+        throw new Error(
+          `tunnel device ${this.o.tunnelDevice} carries another Bastion instance's from_overlay${err.ownerPinPath ? ` (pin path ${err.ownerPinPath})` : ''}: ` +
+            'not taking it over; give this instance its own --tunnel-device and --tunnel-port',
+        );
+      }
+      throw err;
+    }
+    this.tunnelIfindex = t.ifindex;
+    await manager.setTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
+    this.log.info({ device: this.o.tunnelDevice, ifindex: t.ifindex, created: t.created, mtu: t.mtu, underlay: this.underlay.address }, 'tunnel in place');
+    // Without from_overlay nothing from other nodes is checked or delivered:
+    // if another tool takes it off (or the device goes), put it back, loudly.
+    this.tunnelTimer = setInterval(() => void this.checkTunnel(manager, datapath), 5000);
+    this.tunnelTimer.unref();
+    await this.refreshLeases();
+    this.leaseTimer = setInterval(() => void this.refreshLeases(), 2000);
+    this.leaseTimer.unref();
+    for (const p of this.session.view.policies.values()) this.setPolicy(p.policy);
+    this.manager = manager;
+    await manager.setRemoteNodes(this.session.view.remoteNodeAddresses());
+    await manager.setRemoteEndpoints(this.session.view.remoteEndpoints().map(toRemote), []);
+    const pending = this.pending;
+    this.pending = [];
+    for (const d of pending) await this.apply(d);
+  }
+
+  beginPublishing(): void {
+    this.session.beginPublishing();
+  }
+
+  /** The cluster's policies as rules (the daemon's whole rule set in cluster mode). */
+  rules(): Rule[] {
+    return [...this.policies.values()].flatMap((p) => p.rules);
+  }
+
+  policyRows(): PolicyRow[] {
+    return [...this.policies.values()].map((p) => ({ name: p.policy.name, source: 'cluster' as const, ...describePolicy(p.policy), spec: toDocumentPolicy(p.policy) }));
+  }
+
+  /** The cluster's policies in force, as parsed (the daemon's modes read their mode). */
+  policyConfigs(): PolicyConfig[] {
+    return [...this.policies.values()].map((p) => p.policy);
+  }
+
+  onPoliciesApplied(fn: () => Promise<unknown>): void {
+    this.policiesApplied = fn;
+  }
+
+  private async checkTunnel(manager: Manager, datapath: TunnelPort): Promise<void> {
+    if (this.tunnelIfindex && datapath.tunnelAttached(this.tunnelIfindex)) return;
+    try {
+      const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
+      datapath.attachTunnel(t.ifindex);
+      // a device made again has a new ifindex: the senders' entry follows
+      if (t.ifindex !== this.tunnelIfindex) await manager.setTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
+      this.tunnelIfindex = t.ifindex;
+      this.tunnelRepairs++;
+      this.log.error({ device: this.o.tunnelDevice, ifindex: t.ifindex, recreated: t.created }, 'the tunnel program was missing: attached again');
+    } catch (err) {
+      this.log.error({ device: this.o.tunnelDevice, err: (err as Error).message }, 'the tunnel program is missing and could not be attached again: nothing from other nodes is delivered');
+    }
+  }
+
+  // ------------------------------------------------------ from the store
+
+  private onDelta(d: ViewDelta): void {
+    if (!this.manager) {
+      this.pending.push(d);
+      return;
+    }
+    this.queue = this.queue.then(() => this.apply(d)).catch((err: unknown) => this.log.error({ err: (err as Error).message }, 'cluster change failed'));
+  }
+
+  private async apply(d: ViewDelta): Promise<void> {
+    const m = this.manager!;
+    for (const i of d.invalid) this.log.warn({ key: i.key, error: i.error }, 'cluster record ignored: it does not validate');
+    for (const t of d.tampered) {
+      this.tampering++;
+      this.log.error({ key: t.key, what: t.what }, 'identity record tampered with: Bastion writes each once and never deletes it; endpoints claiming it are refused');
+    }
+    if (d.nodesChanged) await m.setRemoteNodes(this.session.view.remoteNodeAddresses());
+    if (d.upserted.length || d.removed.length) await m.setRemoteEndpoints(d.upserted.map(toRemote), d.removed);
+    if (d.policiesSet.length || d.policiesDeleted.length) {
+      const added: Rule[] = [];
+      const removed: Rule[] = [];
+      for (const name of d.policiesDeleted) {
+        const old = this.policies.get(name);
+        if (!old) continue;
+        removed.push(...old.rules);
+        this.policies.delete(name);
+      }
+      for (const p of d.policiesSet) {
+        const r = this.setPolicy(p);
+        added.push(...r.added);
+        removed.push(...r.removed);
+      }
+      const t0 = performance.now();
+      const stats = await m.changeRules(added, removed);
+      this.log.info({ set: d.policiesSet.map((p) => p.name), deleted: d.policiesDeleted, entries: stats.ops, ms: +(performance.now() - t0).toFixed(2) }, 'cluster policies applied');
+      await this.policiesApplied?.();
+    }
+    for (const o of d.own) {
+      if (o.verdict.state !== 'refused') continue;
+      const ep = m.endpoints.get(o.key);
+      this.log.error({ endpoint: o.key, reason: o.verdict.reason }, 'endpoint refused by the cluster');
+      if (ep) this.refused.set(o.key, { spec: specOf(ep), ip: ep.ipv4, reason: o.verdict.reason });
+      await m.refuseEndpoint(o.key, o.verdict.reason);
+    }
+    await this.retryRefused();
+  }
+
+  private setPolicy(p: PolicyConfig): { added: Rule[]; removed: Rule[] } {
+    const old = this.policies.get(p.name);
+    const rules = policyToRules(p);
+    this.policies.set(p.name, { policy: p, rules });
+    return { added: rules, removed: old?.rules ?? [] };
+  }
+
+  /** Endpoints refused for an address another node held: admitted again once it no longer does. */
+  private async retryRefused(): Promise<void> {
+    const m = this.manager!;
+    for (const [key, r] of this.refused) {
+      if (m.endpoints.has(key)) {
+        this.refused.delete(key); // placed again meanwhile (by its platform)
+        continue;
+      }
+      const holder = this.session.view.holderOf(r.ip);
+      if (holder && holder.node !== this.o.node) continue;
+      this.refused.delete(key);
+      this.log.info({ endpoint: key, ip: r.ip }, 'address free again: admitting the endpoint');
+      await m.upsertEndpoint(r.spec).catch((err: unknown) => this.log.error({ endpoint: key, err: (err as Error).message }, 'could not admit the endpoint again'));
+    }
+  }
+
+  // ------------------------------------------------------ for the manager
+
+  async identify(spec: EndpointSpec, d: Discovered, prior: number | undefined): Promise<{ identity: number } | { refused: string }> {
+    const holder = this.session.view.holderOf(d.ipv4);
+    if (holder && holder.node !== this.o.node) {
+      const reason = `address ${d.ipv4} is already held by node ${holder.node} (endpoint ${holder.name}); ${this.o.node}/${spec.name} is refused`;
+      this.refused.set(spec.key, { spec, ip: d.ipv4, reason });
+      return { refused: reason };
+    }
+    this.refused.delete(spec.key);
+    this.noteSubnet(d);
+    // The store may be away: keep trying (the port already drops everything).
+    let waitMs = 200;
+    for (;;) {
+      try {
+        if (prior !== undefined && (await this.session.identityIsOurs(prior, spec.key))) return { identity: prior };
+        return { identity: await this.session.allocateIdentity(spec.key) };
+      } catch (err) {
+        this.log.warn({ endpoint: spec.name, err: (err as Error).message }, 'waiting for the cluster store to allocate an identity');
+        await new Promise((r) => setTimeout(r, waitMs));
+        waitMs = Math.min(waitMs * 2, 3000);
+      }
+    }
+  }
+
+  placed(ep: Endpoint): void {
+    const rec: EndpointRecord = {
+      key: ep.key,
+      name: ep.name,
+      identity: ep.identity,
+      ipv4: ep.ipv4,
+      mac: ep.mac,
+      labels: { ...ep.labels },
+      ...(ep.namedPorts && Object.keys(ep.namedPorts).length ? { namedPorts: { ...ep.namedPorts } } : {}),
+    };
+    this.session.setEndpoint(rec);
+  }
+
+  removed(ep: Endpoint): void {
+    this.session.deleteEndpoint(ep.key);
+  }
+
+  private noteSubnet(d: Discovered): void {
+    const ip = parseIpv4(d.ipv4);
+    if (ip === undefined) return;
+    const net = `${formatIpv4((ip & ipv4Mask(d.prefixLen)) >>> 0)}/${d.prefixLen}`;
+    if (this.subnets.has(net)) return;
+    this.subnets.add(net);
+    this.session.setNodeSubnets([...this.subnets].sort());
+  }
+
+  // ------------------------------------------------------ status
+
+  metrics(): ClusterMetrics {
+    const s = this.session.status();
+    return {
+      connected: s.connected,
+      pendingWrites: s.pendingWrites,
+      remoteEndpoints: this.session.view.remoteEndpoints().length,
+      refused: this.refused.size,
+      tampering: this.tampering,
+      tunnelAttached: this.tunnelIfindex > 0 && !!this.datapath?.tunnelAttached(this.tunnelIfindex),
+      tunnelRepairs: this.tunnelRepairs,
+    };
+  }
+
+  /** Lease figures of every node, looked up every few seconds (status must not wait on the store). */
+  private readonly leases = new Map<string, { ttlS: number; grantedTtlS: number; ageS: number }>();
+  private leaseTimer?: NodeJS.Timeout;
+
+  private async refreshLeases(): Promise<void> {
+    const seen = new Set<string>();
+    for (const [name, n] of this.session.view.nodes) {
+      seen.add(name);
+      try {
+        const t = await this.session.leaseTtl(n.meta.lease);
+        if (t) this.leases.set(name, { ...t, ageS: t.grantedTtlS - t.ttlS });
+        else this.leases.delete(name);
+      } catch {
+        // the store is away: keep the last figures
+      }
+    }
+    for (const name of this.leases.keys()) if (!seen.has(name)) this.leases.delete(name);
+  }
+
+  status(): ClusterStatus {
+    const view = this.session.view;
+    const counts = new Map<string, number>();
+    for (const e of view.endpoints.values()) counts.set(e.node, (counts.get(e.node) ?? 0) + 1);
+    const nodes: ClusterStatus['nodes'] = [...view.nodes.entries()]
+      .map(([name, n]) => {
+        const lease = this.leases.get(name);
+        return { name, underlay: n.record.underlay, self: name === this.o.node, endpoints: counts.get(name) ?? 0, ...(lease ? { lease } : {}), healthy: !!lease && lease.ttlS > 0 };
+      })
+      .sort((a, b) => a.name.localeCompare(b.name));
+    return {
+      node: this.o.node,
+      store: this.o.connection.url,
+      session: this.session.status(),
+      underlay: { interface: this.o.underlay, address: this.underlay.address },
+      tunnel: {
+        device: this.o.tunnelDevice,
+        ifindex: this.tunnelIfindex,
+        port: this.o.tunnelPort,
+        programAttached: this.tunnelIfindex > 0 && !!this.datapath?.tunnelAttached(this.tunnelIfindex),
+        repairs: this.tunnelRepairs,
+      },
+      nodes,
+      remoteEndpoints: { known: view.remoteEndpoints().length, inMaps: this.manager?.entryCounts().remote ?? 0 },
+      peers: (this.manager?.remoteInMaps() ?? []).map((r) => ({ id: r.id, name: `${r.node}/${r.name}`, identity: r.identity, ipv4: r.ipv4, node: r.node, nodeIp: r.nodeIp })).sort((a, b) => a.id.localeCompare(b.id)),
+      refused: [...this.refused.entries()].map(([key, r]) => ({ key, reason: r.reason })),
+      invalidRecords: [...view.invalid.entries()].map(([key, error]) => ({ key, error })),
+      policies: this.policies.size,
+    };
+  }
+
+  /** Leave: `leave` revokes the lease (the node's records go at once: `bastion down`); else they stay until it expires (a restart). */
+  async close(o: { leave?: boolean } = {}): Promise<void> {
+    clearInterval(this.tunnelTimer);
+    clearInterval(this.leaseTimer);
+    await this.session.settled(2000);
+    await this.session.close({ revoke: o.leave });
+  }
+}
+
+function toRemote(e: ResolvedEndpoint): RemoteEndpoint {
+  return {
+    id: e.id,
+    node: e.node,
+    nodeIp: e.nodeIp,
+    name: e.name,
+    identity: e.identity,
+    ipv4: e.ipv4,
+    mac: e.mac,
+    labels: e.labels,
+    ...(e.namedPorts ? { namedPorts: e.namedPorts } : {}),
+  };
+}
+
+function specOf(ep: Endpoint): EndpointSpec {
+  return { key: ep.key, name: ep.name, netns: ep.netns, interface: ep.interface, labels: ep.labels, ...(ep.mode ? { mode: ep.mode } : {}), ...(ep.namedPorts ? { namedPorts: ep.namedPorts } : {}) };
+}

@@ -1,0 +1,45 @@
+/**
+ * Two hosts whose containers have a /24 each (no shared link): a container
+ * reaches its dependency on the other host through its gateway. The stack
+ * answers the gateway's ARP (a container with a remote dependency may
+ * resolve it), sends the packet through the tunnel, and the receiving stack
+ * delivers it with the MACs of a routed hop; nothing else gets through.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { TestCluster } from '../helpers/cluster.js';
+import { arping, neighbour, ping, startTcpEcho, tcpConnect, usableMac, waitFor } from '../helpers/probes.js';
+
+describe('two hosts, routed container subnets', () => {
+  let k: TestCluster;
+
+  before(async () => {
+    k = await TestCluster.create({ hosts: { a: [{ name: 'web' }, { name: 'lonely' }], b: [{ name: 'api' }] }, routed: true });
+    await k.startAll();
+    await k.policyAdd('web-to-api', 'app=web', 'app=api', ['8080/tcp', 'icmp']);
+    await startTcpEcho(k.container('api').netns, k.container('api').ip, 8080);
+  });
+  after(async () => {
+    await k?.destroy();
+  });
+
+  it('web reaches api on the other host through its gateway; replies come back the same way', async () => {
+    const web = k.container('web');
+    const api = k.container('api');
+    assert.ok(await waitFor(async () => (await tcpConnect(web.netns, api.ip, 8080, 1)).ok, 15_000), 'web -> api:8080, routed');
+    assert.ok(await ping(web.netns, api.ip, 2), 'ping web -> api, routed');
+    // web's next hop is its gateway, answered with its own bridge's MAC
+    const gw = await neighbour(web.netns, `${k.net}.1.1`);
+    assert.equal(usableMac(gw), k.host('a').bridgeMac);
+  });
+
+  it('nothing else: another port, the reverse direction, a container without a remote dependency cannot even resolve its gateway', async () => {
+    const web = k.container('web');
+    const api = k.container('api');
+    const lonely = k.container('lonely');
+    assert.ok(!(await tcpConnect(web.netns, api.ip, 9999, 1)).ok);
+    assert.ok(!(await tcpConnect(api.netns, web.ip, 8080, 1)).ok);
+    assert.ok(!(await tcpConnect(lonely.netns, api.ip, 8080, 1)).ok);
+    assert.equal((await arping(lonely.netns, 'eth0', `${k.net}.1.1`, 2, 2)).replies, 0);
+  });
+});
