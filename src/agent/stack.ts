@@ -128,18 +128,25 @@ export function attachStack(ifindex: number, fds: StackProgramFds, who: Ownershi
     const h = hookState(ifindex, dir, who);
     if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
   }
-  for (const dir of ['ingress', 'egress'] as const) {
-    const fd = dir === 'ingress' ? fds.fromContainer : fds.toContainer;
-    try {
-      // an empty slot is taken without replacing, so another instance
-      // attaching at the same moment is not overwritten (EEXIST)
-      attachTc(ifindex, dir, fd, { replace: queryTc(ifindex, dir) !== undefined });
-    } catch (err) {
-      if (!(err instanceof LibbpfError && err.code === 'EEXIST')) throw err;
-      const h = hookState(ifindex, dir, who);
-      if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
-      attachTc(ifindex, dir, fd, { replace: true });
-    }
+  attachHook(ifindex, 'ingress', fds.fromContainer, who, queryTc(ifindex, 'ingress') !== undefined);
+  attachHook(ifindex, 'egress', fds.toContainer, who, queryTc(ifindex, 'egress') !== undefined);
+}
+
+/**
+ * One program into Bastion's slot on a hook whose owner was checked (not
+ * foreign): replacing when the slot was `occupied`, else taking the empty
+ * slot without replacing, so another instance attaching at the same moment
+ * is not overwritten (EEXIST: its owner is checked again before replacing).
+ * The stack's two hooks, and the tunnel device's ingress (tunnel.ts).
+ */
+export function attachHook(ifindex: number, dir: 'ingress' | 'egress', fd: number, who: Ownership, occupied: boolean): void {
+  try {
+    attachTc(ifindex, dir, fd, { replace: occupied });
+  } catch (err) {
+    if (!(err instanceof LibbpfError && err.code === 'EEXIST')) throw err;
+    const h = hookState(ifindex, dir, who);
+    if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
+    attachTc(ifindex, dir, fd, { replace: true });
   }
 }
 
