@@ -23,8 +23,8 @@
  * then judged in separate "worlds", each with a consistent address plan.
  */
 import type { Rule } from '../policy/model.js';
-import { compileAll, type CompileEndpoint } from '../policy/compile.js';
-import { CompiledEvaluator, datapathView, type L4Protocol } from '../policy/evaluate.js';
+import type { CompileEndpoint } from '../policy/compile.js';
+import { evaluatorFor, type L4Protocol } from '../policy/evaluate.js';
 import { flowCount, wentThrough, type FlowEnd, type FlowRecord } from '../flows/record.js';
 import { POLICY_REASONS, RecentConnections } from './learn.js';
 
@@ -182,18 +182,7 @@ export class Replayer {
     const newlyAllowed: ReplayedFlow[] = [];
     for (const w of worlds) {
       const endpoints = [...w.endpoints.values()];
-      // identities for the candidate's CIDR prefixes: above every recorded one, stable within this replay
-      let nextCidr = 0x4000_0000;
-      const cidrIds = new Map<string, number>();
-      const ruleNumbers = new Map<string, number>();
-      const state = compileAll({
-        endpoints,
-        rules,
-        hostAddrs: [...w.hostAddrs],
-        cidrIdentity: (c) => cidrIds.get(c) ?? (cidrIds.set(c, nextCidr++), nextCidr - 1),
-        ruleNumber: (id) => ruleNumbers.get(id) ?? (ruleNumbers.set(id, ruleNumbers.size + 1), ruleNumbers.size),
-      });
-      const ev = new CompiledEvaluator(datapathView(state, endpoints));
+      const ev = evaluatorFor(rules, endpoints, [...w.hostAddrs]);
       for (const k of w.keys) {
         const v = ev.evaluate({ srcIp: k.src.ip, dstIp: k.dst.ip, protocol: k.protocol, port: k.port });
         const shown = (): ReplayedFlow => ({
