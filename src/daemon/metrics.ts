@@ -37,7 +37,6 @@ export function createMetrics(
   lastCheck: () => VerifyReport | undefined = () => undefined,
   cluster?: () => ClusterMetrics | undefined,
 ) {
-  const more = health;
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
 
@@ -259,8 +258,8 @@ export function createMetrics(
       }
     },
   });
-  if (more.modes) {
-    const modes = more.modes;
+  if (health.modes) {
+    const modes = health.modes;
     new Gauge({
       name: 'bastion_endpoint_mode',
       help: 'The mode of each protected container (1 for its current mode) and where it comes from: config, runtime (bastion mode), default (the host\'s mode)',
@@ -284,8 +283,8 @@ export function createMetrics(
       },
     });
   }
-  if (more.history) {
-    const h = more.history;
+  if (health.history) {
+    const h = health.history;
     const gauge = (name: string, help: string, value: () => number) =>
       new Gauge({
         name,
