@@ -93,8 +93,8 @@ interface Edge {
   toNames: Set<string>;
 }
 
-/** Is this end a managed container? (It carries its labels; the host, the world and CIDRs carry none.) */
-function isContainer(e: FlowRecord['src']): boolean {
+/** Is this end a managed container? (It carries its labels; the host, the world and CIDRs carry none.) Learning and replay. */
+export function isContainer(e: FlowRecord['src']): boolean {
   return e.identity >= 256 && (Object.keys(e.labels ?? {}).length > 0 || (e.name !== undefined && !/^\d+\.\d+\.\d+\.\d+(\/\d+)?$/.test(e.name)));
 }
 
@@ -108,7 +108,8 @@ function endOf(e: FlowRecord['src']): End {
   return { kind: 'cidr', cidr, key: `cidr:${cidr}` };
 }
 
-function matchesSelect(e: FlowRecord['src'], o: LearnOptions): boolean {
+/** Is this end a container that --select and --containers (when given) pick? Learning and replay. */
+export function matchesSelect(e: FlowRecord['src'], o: Pick<LearnOptions, 'select' | 'containers'>): boolean {
   if (!isContainer(e)) return false;
   if (o.select && !Object.entries(o.select).every(([k, v]) => e.labels?.[k] === v)) return false;
   if (o.containers && !(e.name !== undefined && o.containers.includes(e.name))) return false;
