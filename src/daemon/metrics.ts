@@ -5,7 +5,7 @@ import type { Manager } from '../manager/manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
 import type { FlowStreamStats } from '../api/flow-stream.js';
 import type { FlowHistoryStats } from '../flows/history.js';
-import { flowCount } from '../flows/record.js';
+import { POLICY_REASONS, flowCount } from '../flows/record.js';
 import type { ModesAnswer, RuntimePoliciesStatus } from '../api/types.js';
 import type { VerifyReport } from '../manager/manager.js';
 import type { ClusterMetrics } from '../cluster/node.js';
@@ -20,8 +20,6 @@ export interface DaemonHealth {
   history?: FlowHistoryStats;
 }
 
-/** Reasons of drops (and audits) that are a policy's verdict, not a check of the packet itself. */
-const POLICY_REASONS = new Set(['policy-denied', 'host-denied']);
 
 /**
  * Names follow the Prometheus conventions (docs/metrics.md lists them):

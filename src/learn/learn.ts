@@ -26,7 +26,7 @@
  */
 import { Document, isMap, isSeq, type YAMLMap, type YAMLSeq } from 'yaml';
 import { BUILTIN_LABELS } from '../policy/model.js';
-import { flowCount, wentThrough, type FlowRecord } from '../flows/record.js';
+import { POLICY_REASONS, flowCount, wentThrough, type FlowRecord } from '../flows/record.js';
 import { selectorKey, workloadSelector, type WorkloadSelector } from './labels.js';
 
 export interface LearnOptions {
@@ -70,8 +70,6 @@ export interface LearnResult {
   warnings: string[];
 }
 
-/** Reasons of AUDIT records that a policy could have allowed. */
-export const POLICY_REASONS = new Set(['policy-denied', 'host-denied']);
 const L4 = new Set(['tcp', 'udp', 'sctp', 'icmp']);
 const DNS_PORT = 53;
 

@@ -25,8 +25,8 @@
 import type { Rule } from '../policy/model.js';
 import type { CompileEndpoint } from '../policy/compile.js';
 import { evaluatorFor, type L4Protocol } from '../policy/evaluate.js';
-import { flowCount, wentThrough, type FlowEnd, type FlowRecord } from '../flows/record.js';
-import { POLICY_REASONS, RecentConnections, isContainer, matchesSelect } from './learn.js';
+import { POLICY_REASONS, flowCount, wentThrough, type FlowEnd, type FlowRecord } from '../flows/record.js';
+import { RecentConnections, isContainer, matchesSelect } from './learn.js';
 
 export interface ReplayOptions {
   /** replay only flows with a container of these labels at either end */
