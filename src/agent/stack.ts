@@ -85,6 +85,11 @@ export class Ownership {
   }
 }
 
+/** This instance's program: the one loaded now, or one a previous run on the same pins attached. */
+export function isOurs(owner: StackOwner | undefined): boolean {
+  return owner === 'self' || owner === 'earlier';
+}
+
 /** The less trusted of two hooks' owners: foreign > other > none > earlier > self. */
 const RANK: Record<StackOwner, number> = { self: 0, earlier: 1, none: 2, other: 3, foreign: 4 };
 
@@ -162,7 +167,7 @@ export function detachStack(ifindex: number, who: Ownership): boolean {
     const h = hookState(ifindex, dir, who);
     if (h.gone) return false;
     if (h.owner === 'foreign') foreign = true;
-    if (h.owner !== 'self' && h.owner !== 'earlier') continue;
+    if (!isOurs(h.owner)) continue;
     try {
       detachTc(ifindex, dir);
       any = true;

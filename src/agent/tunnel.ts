@@ -17,7 +17,7 @@
 import { execFile } from 'node:child_process';
 import { detachTc } from '../datapath/tc.js';
 import { ForeignStackError } from '../manager/ports.js';
-import { attachHook, hookState, type Ownership } from './stack.js';
+import { attachHook, hookState, isOurs, type Ownership } from './stack.js';
 import { ipJson } from './netns.js';
 
 export const DEFAULT_TUNNEL_DEVICE = 'bastion-vxlan';
@@ -110,7 +110,7 @@ export function tunnelProgramOwner(ifindex: number, who: Ownership): ReturnType<
 /** This instance's from_overlay off the device (another instance's stays). True if there was one. */
 export function detachTunnelProgram(ifindex: number, who: Ownership): boolean {
   const h = tunnelProgramOwner(ifindex, who);
-  if (!h || (h.owner !== 'self' && h.owner !== 'earlier')) return false;
+  if (!h || !isOurs(h.owner)) return false;
   try {
     return detachTc(ifindex, 'ingress');
   } catch {
