@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { BpfMap } from '../datapath/bpf-map.js';
 import { MAP_NAMES } from '../datapath/layout.js';
 import { checkPinPath, removePinDir, listPins } from '../datapath/bpffs.js';
-import { Ownership, detachStack, stackState } from './stack.js';
+import { Ownership, detachStack, isOurs, stackState } from './stack.js';
 import { detachTunnelProgram, tunnelProgramOwner } from './tunnel.js';
 import { execFileSync } from 'node:child_process';
 
@@ -80,7 +80,7 @@ export function inspectPins(pinPath: string): PinReport {
     const r = recorded(pinPath);
     const ours = (i: number) => {
       const s = stackState(i, r.who);
-      return !s.gone && (s.owner === 'earlier' || s.owner === 'self');
+      return !s.gone && isOurs(s.owner);
     };
     return { present: true, pins, endpoints: r.endpoints, stacks: [...r.ifindexes].filter(ours).length };
   } catch {

@@ -85,6 +85,11 @@ export class Ownership {
   }
 }
 
+/** This instance's program: the one loaded now, or one a previous run on the same pins attached. */
+export function isOurs(owner: StackOwner | undefined): boolean {
+  return owner === 'self' || owner === 'earlier';
+}
+
 /** The less trusted of two hooks' owners: foreign > other > none > earlier > self. */
 const RANK: Record<StackOwner, number> = { self: 0, earlier: 1, none: 2, other: 3, foreign: 4 };
 
@@ -128,18 +133,25 @@ export function attachStack(ifindex: number, fds: StackProgramFds, who: Ownershi
     const h = hookState(ifindex, dir, who);
     if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
   }
-  for (const dir of ['ingress', 'egress'] as const) {
-    const fd = dir === 'ingress' ? fds.fromContainer : fds.toContainer;
-    try {
-      // an empty slot is taken without replacing, so another instance
-      // attaching at the same moment is not overwritten (EEXIST)
-      attachTc(ifindex, dir, fd, { replace: queryTc(ifindex, dir) !== undefined });
-    } catch (err) {
-      if (!(err instanceof LibbpfError && err.code === 'EEXIST')) throw err;
-      const h = hookState(ifindex, dir, who);
-      if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
-      attachTc(ifindex, dir, fd, { replace: true });
-    }
+  attachHook(ifindex, 'ingress', fds.fromContainer, who, queryTc(ifindex, 'ingress') !== undefined);
+  attachHook(ifindex, 'egress', fds.toContainer, who, queryTc(ifindex, 'egress') !== undefined);
+}
+
+/**
+ * One program into Bastion's slot on a hook whose owner was checked (not
+ * foreign): replacing when the slot was `occupied`, else taking the empty
+ * slot without replacing, so another instance attaching at the same moment
+ * is not overwritten (EEXIST: its owner is checked again before replacing).
+ * The stack's two hooks, and the tunnel device's ingress (tunnel.ts).
+ */
+export function attachHook(ifindex: number, dir: 'ingress' | 'egress', fd: number, who: Ownership, occupied: boolean): void {
+  try {
+    attachTc(ifindex, dir, fd, { replace: occupied });
+  } catch (err) {
+    if (!(err instanceof LibbpfError && err.code === 'EEXIST')) throw err;
+    const h = hookState(ifindex, dir, who);
+    if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
+    attachTc(ifindex, dir, fd, { replace: true });
   }
 }
 
@@ -155,7 +167,7 @@ export function detachStack(ifindex: number, who: Ownership): boolean {
     const h = hookState(ifindex, dir, who);
     if (h.gone) return false;
     if (h.owner === 'foreign') foreign = true;
-    if (h.owner !== 'self' && h.owner !== 'earlier') continue;
+    if (!isOurs(h.owner)) continue;
     try {
       detachTc(ifindex, dir);
       any = true;

@@ -15,13 +15,11 @@
  * `down` leaves it and its device alone.
  */
 import { execFile } from 'node:child_process';
-import { attachTc, detachTc } from '../datapath/tc.js';
-import { LibbpfError } from '../datapath/libbpf.js';
+import { detachTc } from '../datapath/tc.js';
 import { ForeignStackError } from '../manager/ports.js';
-import { hookState, type Ownership } from './stack.js';
+import { attachHook, hookState, isOurs, type Ownership } from './stack.js';
 import { ipJson } from './netns.js';
 
-export const TUNNEL_PROGRAM = 'from_overlay';
 export const DEFAULT_TUNNEL_DEVICE = 'bastion-vxlan';
 export const DEFAULT_TUNNEL_PORT = 4789;
 /** VXLAN over IPv4: outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14) */
@@ -83,15 +81,6 @@ export async function ensureTunnelDevice(name: string, port: number, underlay: s
   return { ifindex: l.ifindex, mtu: l.mtu, created };
 }
 
-export async function removeTunnelDevice(name: string): Promise<boolean> {
-  try {
-    await ip(['link', 'del', name]);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * from_overlay on the device's ingress: replaces this instance's own (or a
  * previous run's, or a program that is not Bastion's), never another
@@ -100,25 +89,13 @@ export async function removeTunnelDevice(name: string): Promise<boolean> {
 export function attachTunnelProgram(ifindex: number, progFd: number, who: Ownership): void {
   const h = hookState(ifindex, 'ingress', who);
   if (h.owner === 'foreign') throw new ForeignStackError(ifindex, h.pinPath);
-  try {
-    // an empty slot is taken without replacing: another instance attaching at the same moment is not overwritten
-    attachTc(ifindex, 'ingress', progFd, { replace: h.id !== undefined });
-  } catch (err) {
-    if (!(err instanceof LibbpfError && err.code === 'EEXIST')) throw err;
-    const again = hookState(ifindex, 'ingress', who);
-    if (again.owner === 'foreign') throw new ForeignStackError(ifindex, again.pinPath);
-    attachTc(ifindex, 'ingress', progFd, { replace: true });
-  }
+  attachHook(ifindex, 'ingress', progFd, who, h.id !== undefined);
 }
 
 /** Id of this instance's from_overlay on the device's ingress (the one loaded now), or undefined. */
 export function tunnelProgramId(ifindex: number, who: Ownership): number | undefined {
-  try {
-    const h = hookState(ifindex, 'ingress', who);
-    return h.owner === 'self' ? h.id : undefined;
-  } catch {
-    return undefined;
-  }
+  const h = tunnelProgramOwner(ifindex, who);
+  return h?.owner === 'self' ? h.id : undefined;
 }
 
 /** Whose program is on the device's ingress (status, down). */
@@ -133,7 +110,7 @@ export function tunnelProgramOwner(ifindex: number, who: Ownership): ReturnType<
 /** This instance's from_overlay off the device (another instance's stays). True if there was one. */
 export function detachTunnelProgram(ifindex: number, who: Ownership): boolean {
   const h = tunnelProgramOwner(ifindex, who);
-  if (!h || (h.owner !== 'self' && h.owner !== 'earlier')) return false;
+  if (!h || !isOurs(h.owner)) return false;
   try {
     return detachTc(ifindex, 'ingress');
   } catch {

@@ -44,10 +44,6 @@ function openssl(args: string[], cwd: string): Promise<string> {
   });
 }
 
-export function nodeCertFiles(dir: string, node: string): { cert: string; key: string } {
-  return { cert: join(dir, `node-${node}.pem`), key: join(dir, `node-${node}-key.pem`) };
-}
-
 export async function writeClusterCerts(o: CertsOptions): Promise<CertsResult> {
   for (const n of o.nodes) {
     const bad = checkNodeName(n);

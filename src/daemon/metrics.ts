@@ -5,7 +5,7 @@ import type { Manager } from '../manager/manager.js';
 import type { FlowStore, FlowRecord } from '../agent/flow-log.js';
 import type { FlowStreamStats } from '../api/flow-stream.js';
 import type { FlowHistoryStats } from '../flows/history.js';
-import { flowCount } from '../flows/record.js';
+import { POLICY_REASONS, flowCount } from '../flows/record.js';
 import type { ModesAnswer, RuntimePoliciesStatus } from '../api/types.js';
 import type { VerifyReport } from '../manager/manager.js';
 import type { ClusterMetrics } from '../cluster/node.js';
@@ -20,8 +20,6 @@ export interface DaemonHealth {
   history?: FlowHistoryStats;
 }
 
-/** Reasons of drops (and audits) that are a policy's verdict, not a check of the packet itself. */
-const POLICY_REASONS = new Set(['policy-denied', 'host-denied']);
 
 /**
  * Names follow the Prometheus conventions (docs/metrics.md lists them):
@@ -37,7 +35,6 @@ export function createMetrics(
   lastCheck: () => VerifyReport | undefined = () => undefined,
   cluster?: () => ClusterMetrics | undefined,
 ) {
-  const more = health;
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'bastion_daemon_' });
 
@@ -259,8 +256,8 @@ export function createMetrics(
       }
     },
   });
-  if (more.modes) {
-    const modes = more.modes;
+  if (health.modes) {
+    const modes = health.modes;
     new Gauge({
       name: 'bastion_endpoint_mode',
       help: 'The mode of each protected container (1 for its current mode) and where it comes from: config, runtime (bastion mode), default (the host\'s mode)',
@@ -284,8 +281,8 @@ export function createMetrics(
       },
     });
   }
-  if (more.history) {
-    const h = more.history;
+  if (health.history) {
+    const h = health.history;
     const gauge = (name: string, help: string, value: () => number) =>
       new Gauge({
         name,

@@ -18,8 +18,8 @@
  * change here (or of the policies), refresh() rewrites the entries of the
  * endpoints whose mode moved.
  */
-import { readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { writeFileDurably } from './durable-file.js';
 import type { Logger } from 'pino';
 import type { Manager } from '../manager/manager.js';
 import type { Endpoint } from '../manager/endpoint.js';
@@ -159,10 +159,7 @@ export class ModeService {
 
   private save(): void {
     try {
-      mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
-      const tmp = `${this.file}.tmp`;
-      writeFileSync(tmp, JSON.stringify({ modes: Object.fromEntries([...this.overrides].sort()) }) + '\n', { mode: 0o600 });
-      renameSync(tmp, this.file);
+      writeFileDurably(this.file, JSON.stringify({ modes: Object.fromEntries([...this.overrides].sort()) }) + '\n');
     } catch (err) {
       // in force already; only a restart would forget it
       this.log.error({ file: this.file, err: (err as Error).message }, 'could not save the modes set at run time');

@@ -7,7 +7,8 @@
  * They are kept in a file next to the daemon's socket, so a restarted daemon
  * enforces them again, and `bastion down` forgets them with everything else.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync } from 'node:fs';
+import { writeFileDurably } from './durable-file.js';
 import { basename, dirname, join } from 'node:path';
 import type { Rule } from '../policy/model.js';
 import { policyToRules, type PolicyConfig } from '../policy/bastion-config.js';
@@ -78,33 +79,10 @@ export class RuntimePolicies {
     return removed;
   }
 
-  /**
-   * Write the file whole, durably, then put it in place: a temporary file
-   * in the same directory, fsync, rename over the old one, fsync the
-   * directory. A crash at any point leaves the old file or the new one,
-   * never a mix or an empty file (a plain write-and-rename can leave an
-   * empty file after a power loss: the rename can reach the disk before
-   * the data).
-   */
+  /** Write the file whole and durably (durable-file.ts): a crash leaves the old file or the new one. */
   save(): void {
-    const dir = dirname(this.file);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const body = { policies: this.all().map((p) => ({ ...toDocumentPolicy(p.policy), added: p.added })) };
-    const tmp = `${this.file}.tmp-${process.pid}`;
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      writeSync(fd, JSON.stringify(body));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, this.file);
-    const dfd = openSync(dir, 'r');
-    try {
-      fsyncSync(dfd);
-    } finally {
-      closeSync(dfd);
-    }
+    writeFileDurably(this.file, JSON.stringify(body));
   }
 
   /**

@@ -80,6 +80,13 @@ export function wentThrough(r: Pick<FlowRecord, 'verdict'>): boolean {
   return r.verdict === 'ALLOWED' || r.verdict === 'AUDIT';
 }
 
+/**
+ * Reasons of drops (and audits) that are a policy's verdict, not a check of
+ * the packet itself: what a policy could have allowed (metrics, learning,
+ * replay).
+ */
+export const POLICY_REASONS: ReadonlySet<string> = new Set(['policy-denied', 'host-denied']);
+
 /** How many flows a record stands for (a summary or a deduplicated record: `count`). */
 export function flowCount(r: Pick<FlowRecord, 'count'>): number {
   return r.count !== undefined && r.count > 0 ? r.count : 1;

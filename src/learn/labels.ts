@@ -11,9 +11,7 @@
  * nothing). Pure.
  */
 import { BUILTIN_LABELS } from '../policy/model.js';
-
-export const COMPOSE_PROJECT = 'com.docker.compose.project';
-export const COMPOSE_SERVICE = 'com.docker.compose.service';
+import { COMPOSE_PROJECT_LABEL } from '../policy/compose.js';
 
 /**
  * Label keys that change from one instance, build or deploy to the next
@@ -118,8 +116,8 @@ const ROLE_KEYS = ['app.kubernetes.io/name', 'app', 'k8s-app', 'name', 'service'
 export function workloadSelector(labels: Readonly<Record<string, string>>, name?: string): WorkloadSelector {
   const service = labels[BUILTIN_LABELS.composeService];
   if (service !== undefined) {
-    const project = labels[COMPOSE_PROJECT];
-    return { labels: { [BUILTIN_LABELS.composeService]: service, ...(project !== undefined ? { [COMPOSE_PROJECT]: project } : {}) }, short: service, basis: 'compose' };
+    const project = labels[COMPOSE_PROJECT_LABEL];
+    return { labels: { [BUILTIN_LABELS.composeService]: service, ...(project !== undefined ? { [COMPOSE_PROJECT_LABEL]: project } : {}) }, short: service, basis: 'compose' };
   }
   const user = stableLabels(
     Object.fromEntries(

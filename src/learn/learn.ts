@@ -26,7 +26,7 @@
  */
 import { Document, isMap, isSeq, type YAMLMap, type YAMLSeq } from 'yaml';
 import { BUILTIN_LABELS } from '../policy/model.js';
-import { flowCount, wentThrough, type FlowRecord } from '../flows/record.js';
+import { POLICY_REASONS, flowCount, wentThrough, type FlowRecord } from '../flows/record.js';
 import { selectorKey, workloadSelector, type WorkloadSelector } from './labels.js';
 
 export interface LearnOptions {
@@ -70,8 +70,6 @@ export interface LearnResult {
   warnings: string[];
 }
 
-/** Reasons of AUDIT records that a policy could have allowed. */
-export const POLICY_REASONS = new Set(['policy-denied', 'host-denied']);
 const L4 = new Set(['tcp', 'udp', 'sctp', 'icmp']);
 const DNS_PORT = 53;
 
@@ -93,8 +91,8 @@ interface Edge {
   toNames: Set<string>;
 }
 
-/** Is this end a managed container? (It carries its labels; the host, the world and CIDRs carry none.) */
-function isContainer(e: FlowRecord['src']): boolean {
+/** Is this end a managed container? (It carries its labels; the host, the world and CIDRs carry none.) Learning and replay. */
+export function isContainer(e: FlowRecord['src']): boolean {
   return e.identity >= 256 && (Object.keys(e.labels ?? {}).length > 0 || (e.name !== undefined && !/^\d+\.\d+\.\d+\.\d+(\/\d+)?$/.test(e.name)));
 }
 
@@ -108,7 +106,8 @@ function endOf(e: FlowRecord['src']): End {
   return { kind: 'cidr', cidr, key: `cidr:${cidr}` };
 }
 
-function matchesSelect(e: FlowRecord['src'], o: LearnOptions): boolean {
+/** Is this end a container that --select and --containers (when given) pick? Learning and replay. */
+export function matchesSelect(e: FlowRecord['src'], o: Pick<LearnOptions, 'select' | 'containers'>): boolean {
   if (!isContainer(e)) return false;
   if (o.select && !Object.entries(o.select).every(([k, v]) => e.labels?.[k] === v)) return false;
   if (o.containers && !(e.name !== undefined && o.containers.includes(e.name))) return false;

@@ -13,9 +13,9 @@
  * containing it names it), and one address in none of them ("world").
  */
 import type { Peer, Rule } from '../policy/model.js';
-import { compileAll, type CompileEndpoint } from '../policy/compile.js';
+import type { CompileEndpoint } from '../policy/compile.js';
 import { type Cidr4, formatCidr4, formatIpv4, ipInCidr4, parseCidr4, parseIpv4 } from '../net/ip.js';
-import { CompiledEvaluator, datapathView, type L4Protocol } from '../policy/evaluate.js';
+import { evaluatorFor, type L4Protocol } from '../policy/evaluate.js';
 
 export interface ReachContainer {
   name: string;
@@ -115,20 +115,6 @@ function outsideEnds(rules: readonly Rule[], taken: Set<string>): End[] {
   return out;
 }
 
-function evaluator(rules: readonly Rule[], endpoints: CompileEndpoint[], hostAddrs: string[]): CompiledEvaluator {
-  let next = 0x4000_0000;
-  const cidrIds = new Map<string, number>();
-  const numbers = new Map<string, number>();
-  const state = compileAll({
-    endpoints,
-    rules,
-    hostAddrs,
-    cidrIdentity: (c) => cidrIds.get(c) ?? (cidrIds.set(c, next++), next - 1),
-    ruleNumber: (id) => numbers.get(id) ?? (numbers.set(id, numbers.size + 1), numbers.size),
-  });
-  return new CompiledEvaluator(datapathView(state, endpoints));
-}
-
 function portText(protocol: L4Protocol, from: number, to: number): string {
   if (protocol === 'icmp') return 'icmp';
   if (from === 0 && to === 65535) return `*/${protocol}`;
@@ -145,8 +131,8 @@ export function diffReachability(a: readonly Rule[], b: readonly Rule[], contain
     { name: 'host', ip: hosts[0]!, container: false },
     ...outsideEnds([...a, ...b], taken),
   ];
-  const evA = evaluator(a, endpoints, hosts);
-  const evB = evaluator(b, endpoints, hosts);
+  const evA = evaluatorFor(a, endpoints, hosts);
+  const evB = evaluatorFor(b, endpoints, hosts);
   const intervals = portIntervals([...a, ...b]);
   const added = new Map<string, string[]>();
   const removed = new Map<string, string[]>();

@@ -23,10 +23,10 @@
  * then judged in separate "worlds", each with a consistent address plan.
  */
 import type { Rule } from '../policy/model.js';
-import { compileAll, type CompileEndpoint } from '../policy/compile.js';
-import { CompiledEvaluator, datapathView, type L4Protocol } from '../policy/evaluate.js';
-import { flowCount, wentThrough, type FlowEnd, type FlowRecord } from '../flows/record.js';
-import { POLICY_REASONS, RecentConnections } from './learn.js';
+import type { CompileEndpoint } from '../policy/compile.js';
+import { evaluatorFor, type L4Protocol } from '../policy/evaluate.js';
+import { POLICY_REASONS, flowCount, wentThrough, type FlowEnd, type FlowRecord } from '../flows/record.js';
+import { RecentConnections, isContainer, matchesSelect } from './learn.js';
 
 export interface ReplayOptions {
   /** replay only flows with a container of these labels at either end */
@@ -70,20 +70,9 @@ interface Key {
   port: number;
 }
 
-function isContainer(e: FlowEnd): boolean {
-  return e.identity >= 256 && (Object.keys(e.labels ?? {}).length > 0 || (e.name !== undefined && !/^\d+\.\d+\.\d+\.\d+(\/\d+)?$/.test(e.name)));
-}
-
 function claimOf(e: FlowEnd): Claim {
   if (e.identity === 1) return 'host';
   return isContainer(e) ? `ep:${e.identity}` : 'outside';
-}
-
-function selected(e: FlowEnd, o: ReplayOptions): boolean {
-  if (!isContainer(e)) return false;
-  if (o.select && !Object.entries(o.select).every(([k, v]) => e.labels?.[k] === v)) return false;
-  if (o.containers && !(e.name !== undefined && o.containers.includes(e.name))) return false;
-  return true;
 }
 
 /** One consistent address plan: who each address was, the containers, the host's addresses. */
@@ -147,7 +136,7 @@ export class Replayer {
     const through = wentThrough(r);
     if (!POLICY_REASONS.has(r.reason) && !(r.verdict === 'ALLOWED')) return this.skip(`${r.verdict.toLowerCase()} ${r.reason}`, n);
     if (r.protocol !== 'icmp' && r.dst.port === undefined) return this.skip('no destination port', n);
-    if ((this.o.select || this.o.containers) && !selected(r.src, this.o) && !selected(r.dst, this.o)) return this.skip('not selected', n);
+    if ((this.o.select || this.o.containers) && !matchesSelect(r.src, this.o) && !matchesSelect(r.dst, this.o)) return this.skip('not selected', n);
     if (!isContainer(r.src) && !isContainer(r.dst)) return this.skip('no container at either end', n);
     // one connection audited on both of its checks is one flow
     if (r.verdict === 'AUDIT' && !r.summary && this.audited.seen(r)) return this.skip('same connection audited twice', n);
@@ -182,18 +171,7 @@ export class Replayer {
     const newlyAllowed: ReplayedFlow[] = [];
     for (const w of worlds) {
       const endpoints = [...w.endpoints.values()];
-      // identities for the candidate's CIDR prefixes: above every recorded one, stable within this replay
-      let nextCidr = 0x4000_0000;
-      const cidrIds = new Map<string, number>();
-      const ruleNumbers = new Map<string, number>();
-      const state = compileAll({
-        endpoints,
-        rules,
-        hostAddrs: [...w.hostAddrs],
-        cidrIdentity: (c) => cidrIds.get(c) ?? (cidrIds.set(c, nextCidr++), nextCidr - 1),
-        ruleNumber: (id) => ruleNumbers.get(id) ?? (ruleNumbers.set(id, ruleNumbers.size + 1), ruleNumbers.size),
-      });
-      const ev = new CompiledEvaluator(datapathView(state, endpoints));
+      const ev = evaluatorFor(rules, endpoints, [...w.hostAddrs]);
       for (const k of w.keys) {
         const v = ev.evaluate({ srcIp: k.src.ip, dstIp: k.dst.ip, protocol: k.protocol, port: k.port });
         const shown = (): ReplayedFlow => ({

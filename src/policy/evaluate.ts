@@ -40,7 +40,7 @@ import {
   type IpcacheVal,
   type NeighKey,
 } from '../datapath/layout.js';
-import { type CompiledState, type IpcacheEntry, type PolicyEntry } from './compile.js';
+import { type CompileEndpoint, type CompiledState, type IpcacheEntry, type PolicyEntry, compileAll } from './compile.js';
 import { ipInCidr4, isIpv6Text, parseCidr4, parseIpv4 } from '../net/ip.js';
 
 export type L4Protocol = 'tcp' | 'udp' | 'sctp' | 'icmp';
@@ -440,6 +440,25 @@ export class CompiledEvaluator {
       ingressRuleId,
     };
   }
+}
+
+/**
+ * An evaluator of a rule set compiled on its own (a candidate, a learned
+ * set): CIDR prefixes get identities from 0x4000_0000 up (above every
+ * recorded one, stable within this compilation) and rules numbers from 1.
+ */
+export function evaluatorFor(rules: readonly Rule[], endpoints: CompileEndpoint[], hostAddrs: string[]): CompiledEvaluator {
+  let next = 0x4000_0000;
+  const cidrIds = new Map<string, number>();
+  const numbers = new Map<string, number>();
+  const state = compileAll({
+    endpoints,
+    rules,
+    hostAddrs,
+    cidrIdentity: (c) => cidrIds.get(c) ?? (cidrIds.set(c, next++), next - 1),
+    ruleNumber: (id) => numbers.get(id) ?? (numbers.set(id, numbers.size + 1), numbers.size),
+  });
+  return new CompiledEvaluator(datapathView(state, endpoints));
 }
 
 /** The address of a query end: an endpoint's IPv4, or the address itself. */

@@ -59,9 +59,6 @@ export interface GraphOptions {
   maxPairs?: number;
 }
 
-export const HOST_END = 'host';
-export const WORLD_END = 'world';
-
 export function externalEndId(end: ExternalEnd): string {
   return end.kind === 'cidr' ? `cidr:${canonicalPeer(end.peer).slice('cidr:'.length)}` : end.kind;
 }

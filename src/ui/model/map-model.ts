@@ -60,7 +60,7 @@ interface ClusterStatusLike {
 export const NETWORK_LABEL = 'bastion.io/network';
 
 /** The network a container is drawn in: its Docker network, else its bridge, else its /24. */
-export function networkOf(e: Pick<EndpointStatus, 'labels' | 'bridge' | 'ipv4'>): string {
+export function networkOf(e: Partial<Pick<EndpointStatus, 'labels' | 'bridge' | 'ipv4'>>): string {
   return e.labels?.[NETWORK_LABEL] ?? e.bridge ?? (e.ipv4 ? `${e.ipv4.split('.').slice(0, 3).join('.')}.0/24` : 'containers');
 }
 
@@ -109,7 +109,7 @@ export function buildMap(input: MapInput): MapElements {
   for (const p of cluster?.peers ?? []) {
     const id = endpointNodeId(p.name);
     if (nodes.has(id)) continue;
-    const parent = group(p.node, p.ipv4 ? `${p.ipv4.split('.').slice(0, 3).join('.')}.0/24` : 'containers');
+    const parent = group(p.node, networkOf(p));
     groups.set(p.name, parent);
     nodes.set(id, { id, label: p.name, name: p.name, parent, kind: 'endpoint', classes: ['endpoint', 'remote'] });
   }

@@ -5,11 +5,9 @@ export function peerText(p: FlowPeer): string {
   return `${p.name ?? p.ip}${p.port !== undefined ? `:${p.port}` : ''}`;
 }
 
-/** The rule(s) a flow names: `rule` today, `policies.egress/ingress` in the learning work's records. */
+/** The policies a flow names: "egress / ingress", either alone, or "". */
 export function flowRules(r: FlowRecord): string {
-  const p = (r as { policies?: { egress?: string; ingress?: string } }).policies;
-  if (p && (p.egress || p.ingress)) return [p.egress, p.ingress].filter(Boolean).join(' / ');
-  return (r as { rule?: string }).rule ?? '';
+  return [r.policies?.egress, r.policies?.ingress].filter(Boolean).join(' / ');
 }
 
 export function timeText(iso: string): string {
