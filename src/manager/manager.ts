@@ -42,6 +42,9 @@ export interface EndpointObserver {
   removed(ep: Endpoint): void;
 }
 
+
+/** How long the stack check may hold the event loop before it lets other work run (ms). */
+const STACK_CHECK_SLICE_MS = 2;
 export interface ManagerOptions {
   datapath: DatapathPort;
   node: NodePort;
@@ -651,10 +654,16 @@ export class Manager {
     const dp = this.o.datapath;
     const broken: Array<{ ifindex: number; ep?: Endpoint; state: StackState }> = [];
     const gone: Endpoint[] = [];
-    // Stack queries are netlink round trips: a few hundred at a time, then the event loop gets a turn.
-    let n = 0;
+    // Stack queries are netlink round trips and BPF syscalls, several per
+    // interface: the event loop gets a turn every STACK_CHECK_SLICE_MS, so an
+    // update that arrives during a check waits about that long, whatever the
+    // number of containers (a turn every 256 interfaces held it for tens of
+    // ms at 5,000).
+    let slice = performance.now();
     const breathe = async () => {
-      if (++n % 256 === 0) await new Promise((r) => setImmediate(r));
+      if (performance.now() - slice < STACK_CHECK_SLICE_MS) return;
+      await new Promise((r) => setImmediate(r));
+      slice = performance.now();
     };
     for (const ep of [...this.endpoints.values()]) {
       await breathe();
