@@ -334,7 +334,8 @@ export async function leftoverTc(topo: Topology): Promise<string[]> {
 /** The daemon's flow history for a pin path of this run (src/api/paths.ts: /var/lib/bastion/<basename>/flows). */
 export function removeFlowHistory(pinPath: string): void {
   const name = basename(pinPath.replace(/\/+$/, ''));
-  if (/^bb[0-9a-z]+$/.test(name)) rmSync(`${process.env.BASTION_STATE_DIR ?? '/var/lib/bastion'}/${name}`, { recursive: true, force: true });
+  // only a benchmark's own (bbXXXX, or the cross-host daemons' x1-bbXXXX / x2-bbXXXX)
+  if (/^(x[12]-)?bb[0-9a-z]+$/.test(name)) rmSync(`${process.env.BASTION_STATE_DIR ?? '/var/lib/bastion'}/${name}`, { recursive: true, force: true });
 }
 
 export function removePinPath(pinPath: string): void {

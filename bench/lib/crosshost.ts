@@ -31,6 +31,7 @@ import { waitQuiet } from './quiet.js';
 import { summarize, round } from './stats.js';
 import { canConnect, connRate, iperf, sockperfPingPong, startConnServer, startIperfServer, startProbe, startSockperfServer } from './tools.js';
 import type { ScenarioRun } from './scenarios.js';
+import { removeFlowHistory } from './bastion.js';
 
 export type CrossName = 'overlay' | 'overlay-iptables' | 'bastion';
 export const CROSS_SCENARIOS: CrossName[] = ['overlay', 'overlay-iptables', 'bastion'];
@@ -217,6 +218,8 @@ class CrossTopology {
     for (const d of this.daemons) await d.stop(5000);
     for (const [i, h] of [[1, this.ns.h1], [2, this.ns.h2]] as const) {
       if (this.daemons.length) await run(inNs(h, this.bastion(['down', '--pin-path', this.pinOf(i)])), { allowFail: true, timeoutMs: 30_000 });
+      // `down` keeps the flow history (the record of what happened): the benchmark's is of no use
+      if (this.daemons.length) removeFlowHistory(this.pinOf(i));
     }
     for (const b of this.bg) await b.stop(5000);
     for (const n of this.made.reverse()) await run(['ip', 'netns', 'del', n], { allowFail: true });

@@ -22,12 +22,15 @@ import YAML from 'yaml';
 import { createTopology, freeSubnet24, type Container, type Topology } from './netns.js';
 import { flushNeighbours, nsRun, startBackground, stopBackground, type Background, type RunResult } from './probes.js';
 import { pinNeighbour } from './attacks.js';
-import { flowHistoryDirFor, modesFileFor } from '../../src/api/paths.js';
+import { flowHistoryDirFor, lockFileFor, modesFileFor } from '../../src/api/paths.js';
+import { removeInstanceLock } from '../../src/daemon/instance.js';
 import { dirname } from 'node:path';
 
 /**
  * What a daemon of this pin path keeps outside bpffs: its flow history
- * (under the state directory) and the modes set at run time. Removed when
+ * (under the state directory), the modes set at run time and its instance
+ * lock file (left in place by a daemon that stops without `down`, as a lock
+ * file should be; removed here only when no process holds it). Removed when
  * the test process exits, whatever happened, for every pin path a test
  * started a daemon on.
  */
@@ -40,6 +43,7 @@ export function removeDaemonState(): void {
   for (const pin of stateToRemove) {
     rmSync(dirname(flowHistoryDirFor(pin)), { recursive: true, force: true });
     rmSync(modesFileFor(pin), { force: true });
+    removeInstanceLock(lockFileFor(pin));
   }
   stateToRemove.clear();
 }
@@ -109,6 +113,10 @@ export function leastPrivilege(bin: string, argv: string[]): [string, string[]] 
 
 /** Runs `bin/bastion ARGS` to completion (bounded). */
 export function bastion(args: string[], timeoutMs = 30_000): Promise<RunResult> {
+  // a `run` started here (often one that is meant to be refused) may leave
+  // state outside bpffs too: removed at exit like a BastionDaemon's
+  const pin = args[0] === 'run' ? args[args.indexOf('--pin-path') + 1] : undefined;
+  if (pin && args.includes('--pin-path')) removeStateAtExit(pin);
   return nsRun(null, BASTION_BIN, args, { timeoutMs });
 }
 
