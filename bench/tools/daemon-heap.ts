@@ -27,7 +27,8 @@ import { fillerDeps, pairDeps, probeDep } from '../lib/deps.js';
 import type { Entry } from '../lib/topology.js';
 import { loadConfigSource } from '../../src/daemon/config-source.js';
 import { Manager } from '../../src/manager/manager.js';
-import type { DatapathPort, Discovered, NodePort } from '../../src/manager/ports.js';
+import type { Discovered } from '../../src/manager/ports.js';
+import { FAKE_HOST_ADDRESS, fakeDatapath, fakeNode } from '../lib/fake-ports.js';
 import { RuntimePolicies, parsePoliciesDocument } from '../../src/daemon/runtime-policies.js';
 import { percentile } from '../lib/stats.js';
 import { releaseMemory } from '../../src/daemon/memory.js';
@@ -63,35 +64,12 @@ const cfgPath = join(dir, 'bastion.yaml');
 writeFileSync(cfgPath, renderConfig(entries, pairDeps(), fillerDeps(n)));
 
 let writes = 0;
-const datapath: DatapathPort = {
-  attach() {},
-  detach() {},
-  stackState: () => ({ ok: true }),
+const datapath = fakeDatapath({
   apply(ops) {
     writes += ops.length;
   },
-  async *readMap() {},
-  flushConntrack: () => 0,
-  counters: () => new Map(),
-  endpointStats: () => undefined,
-  existingEndpoints: () => [],
-  existingIpcache: () => [],
-  attachedIfindexes: () => [],
-  loadNextIdentity: () => undefined,
-  saveNextIdentity() {},
-  onEvent() {},
-  close() {},
-};
-const ipOf = (i: number) => `10.9.${(i >> 8) & 255}.${i & 255}`;
-const index = new Map(entries.map((e, i) => [e.netns, i]));
-const node: NodePort = {
-  async discover(spec) {
-    const i = index.get(spec.netns.kind === 'name' ? spec.netns.name : '')!;
-    const hex = (i + 0x100).toString(16).padStart(6, '0');
-    return { ipv4: ipOf(i + 2), prefixLen: 16, mac: `02:00:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4)}`, hostIfindex: 1000 + i, hostIfname: `v${i}`, gwMac: '02:00:00:00:00:01', bridge: 'br0' } satisfies Discovered;
-  },
-  hostAddresses: async () => ['10.9.0.1'],
-};
+});
+const node = fakeNode(entries);
 
 mem('baseline');
 let t = performance.now();
@@ -102,7 +80,7 @@ t = performance.now();
 const found = new Map<string, Discovered>();
 for (const c of loaded.containers) found.set(c.key, await node.discover(c));
 const manager = new Manager({ datapath, node, log: pino({ level: 'warn' }) });
-await manager.setHostAddresses(['10.9.0.1']);
+await manager.setHostAddresses([FAKE_HOST_ADDRESS]);
 await manager.setPolicy(loaded.policy);
 mem('policy set', t);
 t = performance.now();

@@ -24,7 +24,7 @@ import { fillerDeps, pairDeps } from '../lib/deps.js';
 import type { Entry } from '../lib/topology.js';
 import { loadConfigSource } from '../../src/daemon/config-source.js';
 import { Manager } from '../../src/manager/manager.js';
-import type { DatapathPort, Discovered, NodePort } from '../../src/manager/ports.js';
+import { FAKE_HOST_ADDRESS, fakeDatapath, fakeNode } from '../lib/fake-ports.js';
 import { openDatapath } from '../../src/agent/datapath-agent.js';
 import { removePinDir } from '../../src/datapath/bpffs.js';
 import { MAP_NAMES } from '../../src/datapath/layout.js';
@@ -46,38 +46,13 @@ writeFileSync(cfgPath, renderConfig(entries, pairDeps(), fillerDeps(n)));
 const agent = await openDatapath(pinPath);
 try {
   // the real maps; no interfaces to attach to
-  const datapath: DatapathPort = {
-    attach() {},
-    detach() {},
-    stackState: () => ({ ok: true, owner: 'self' }),
-    apply: (ops) => agent.apply(ops),
-    readMap: (map) => agent.readMap(map),
-    flushConntrack: () => 0,
-    counters: () => new Map(),
-    endpointStats: () => undefined,
-    existingEndpoints: () => [],
-    existingIpcache: () => [],
-    attachedIfindexes: () => [],
-    loadNextIdentity: () => undefined,
-    saveNextIdentity() {},
-    onEvent() {},
-    close() {},
-  };
-  const ipOf = (i: number) => `10.9.${(i >> 8) & 255}.${i & 255}`;
-  const index = new Map(entries.map((e, i) => [e.netns, i]));
-  const node: NodePort = {
-    async discover(spec) {
-      const i = index.get(spec.netns.kind === 'name' ? spec.netns.name : '')!;
-      const hex = (i + 0x100).toString(16).padStart(6, '0');
-      return { ipv4: ipOf(i + 2), prefixLen: 16, mac: `02:00:00:${hex.slice(0, 2)}:${hex.slice(2, 4)}:${hex.slice(4)}`, hostIfindex: 1000 + i, hostIfname: `v${i}`, gwMac: '02:00:00:00:00:01', bridge: 'br0' } satisfies Discovered;
-    },
-    hostAddresses: async () => ['10.9.0.1'],
-  };
+  const datapath = fakeDatapath({ apply: (ops) => agent.apply(ops), readMap: (map) => agent.readMap(map) });
+  const node = fakeNode(entries);
   const loaded = await loadConfigSource(cfgPath, { containersRequired: true });
   if (!loaded.ok) throw new Error(loaded.errors.join('\n'));
   const manager = new Manager({ datapath, node, log: pino({ level: 'warn' }) });
   let t = performance.now();
-  await manager.setHostAddresses(['10.9.0.1']);
+  await manager.setHostAddresses([FAKE_HOST_ADDRESS]);
   await manager.setPolicy(loaded.policy);
   const found = await Promise.all(loaded.containers.map(async (spec) => ({ spec, known: await node.discover(spec) })));
   await manager.upsertEndpoints(found);
