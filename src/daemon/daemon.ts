@@ -28,7 +28,7 @@ import { watchConfigFile } from './config-watch.js';
 import { RuntimePolicies } from './runtime-policies.js';
 import { RuntimePolicyService } from './policy-service.js';
 import { DEFAULT_VERIFY_INTERVAL_MS, DriftWatch } from './drift-watch.js';
-import { logFlows, repairRecord } from './flow-logger.js';
+import { logFlows, recordFlow, repairRecord, type FlowSinks } from './flow-logger.js';
 import { FlowHistory, DEFAULT_HISTORY_MAX_BYTES } from '../flows/history.js';
 import { ModeService } from './modes.js';
 import { LearningService } from './learning-service.js';
@@ -195,14 +195,17 @@ export class Daemon {
     // Cluster mode: identities are the cluster's, local endpoints are
     // published, other nodes' endpoints and the policies come from the store.
     const cluster = this.o.cluster ? (this.cluster = await ClusterNode.open({ ...this.o.cluster, version: '0.1.0' }, this.log)) : undefined;
+    // where every flow record goes besides the store: the history and the log
+    const sinks: FlowSinks = { history: this.history, log: this.log, writeLogLine: (line) => this.logDest.write(line) };
     const manager = (this.manager = new Manager({
       datapath,
       node: this.node,
       log: this.log,
       limits: this.o.limits,
       modeOf: this.modes.modeOf,
-      // every repair of drift or of a failed write is a flow record too (`bastion flows --verdict REPAIRED`)
-      onRepair: (r) => this.flows.push(repairRecord(r, manager)),
+      // every repair of drift or of a failed write is a flow record too
+      // (`bastion flows --verdict REPAIRED`), kept in the history like the packets' ones
+      onRepair: (r) => recordFlow(repairRecord(r, manager), this.flows, sinks),
       ...(cluster ? { identities: cluster, observer: cluster, localIdentityFloor: LOCAL_ID_FLOOR, nodeName: cluster.o.node } : {}),
     }));
     this.modes.attach(manager);
@@ -218,7 +221,7 @@ export class Daemon {
     this.policies.attach(manager);
     this.starting = undefined;
     phase('enforcedMs');
-    logFlows(datapath, manager, this.flows, { history: this.history, log: this.log, writeLogLine: (line) => this.logDest.write(line) });
+    logFlows(datapath, manager, this.flows, sinks);
 
     if (this.o.platform) {
       const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode, this.published);

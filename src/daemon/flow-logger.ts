@@ -74,17 +74,26 @@ export const REPAIRED = 'REPAIRED';
 export function repairRecord(r: Repair, manager: Manager, now = new Date()): FlowRecord {
   const ep = r.hostIfindex !== undefined ? manager.endpointByIfindex(r.hostIfindex) : r.identity !== undefined ? manager.endpointByIdentity(r.identity) : undefined;
   const name = (id: number | undefined) => (id === undefined ? undefined : manager.identityName(id));
+  // a peer's labels and node as a packet's record names them (another node's endpoint included)
+  const labels = (id: number | undefined) => (id === undefined ? {} : { ...(manager.identityLabels(id) ?? {}) });
   const srcName = ep?.name ?? name(r.identity);
   const dstName = name(r.peer);
   const peer = r.peer !== undefined ? manager.endpointByIdentity(r.peer) : undefined;
+  const dstNode = r.peer !== undefined ? manager.identityNode(r.peer) : undefined;
   return {
     time: now.toISOString(),
     verdict: REPAIRED,
     reason: `${r.map}-${r.kind}`,
     direction: 'egress',
     protocol: 'none',
-    src: { identity: r.identity ?? ep?.identity ?? 0, ...(srcName !== undefined ? { name: srcName } : {}), labels: { ...(ep?.labels ?? {}) }, ip: ep?.ipv4 ?? '0.0.0.0' },
-    dst: { identity: r.peer ?? 0, ...(dstName !== undefined ? { name: dstName } : {}), labels: { ...(peer?.labels ?? {}) }, ip: peer?.ipv4 ?? '0.0.0.0' },
+    src: { identity: r.identity ?? ep?.identity ?? 0, ...(srcName !== undefined ? { name: srcName } : {}), labels: ep ? { ...ep.labels } : labels(r.identity), ip: ep?.ipv4 ?? '0.0.0.0' },
+    dst: {
+      identity: r.peer ?? 0,
+      ...(dstName !== undefined ? { name: dstName } : {}),
+      labels: peer ? { ...peer.labels } : labels(r.peer),
+      ip: peer?.ipv4 ?? '0.0.0.0',
+      ...(dstNode !== undefined ? { node: dstNode } : {}),
+    },
     policies: {},
     interface: ep?.hostIfname ?? '',
     isReply: false,

@@ -117,7 +117,8 @@ export function formatFlowLine(r: FlowRecord): string {
 
 export class FlowRecordError extends Error {}
 
-const PROTOCOL_WORDS = /^(tcp|udp|sctp|icmp|arp|ip-proto-\d+|ethertype-0x[0-9a-f]{4})$/;
+/** `none`: a record that is not a packet (a REPAIRED one: drift the daemon put right) */
+const PROTOCOL_WORDS = /^(tcp|udp|sctp|icmp|arp|none|ip-proto-\d+|ethertype-0x[0-9a-f]{4})$/;
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -159,7 +160,7 @@ export function readFlowRecord(v: unknown): FlowRecord {
   if (typeof v.time !== 'string' || Number.isNaN(Date.parse(v.time))) throw new FlowRecordError('time: expected an ISO time');
   if (typeof v.verdict !== 'string' || v.verdict === '') throw new FlowRecordError('verdict: expected ALLOWED, DROPPED, AUDIT or ARP_REPLY');
   if (typeof v.reason !== 'string') throw new FlowRecordError('reason: expected a string');
-  if (typeof v.protocol !== 'string' || !PROTOCOL_WORDS.test(v.protocol)) throw new FlowRecordError(`protocol: expected tcp, udp, sctp, icmp or arp, got ${JSON.stringify(v.protocol)}`);
+  if (typeof v.protocol !== 'string' || !PROTOCOL_WORDS.test(v.protocol)) throw new FlowRecordError(`protocol: expected tcp, udp, sctp, icmp, arp or none, got ${JSON.stringify(v.protocol)}`);
   const src = readEnd(v.src, 'src');
   const dst = readEnd(v.dst, 'dst');
   let direction: FlowRecord['direction'];

@@ -148,6 +148,12 @@ describe('core: drift repair (map entries, stacks, namespaces that come back)', 
     assert.equal(repairCount(await metricsText(lab), 'bastion_policy', 'missing') - repairCount(before, 'bastion_policy', 'missing'), 2);
     const flows = await repairedFlows(lab);
     assert.ok(flows.some((f) => f.reason === 'bastion_policy-missing' && f.endpoint === 'web'), `REPAIRED flows: ${JSON.stringify(flows)}`);
+    // and in the flow history on disk, like a packet's record (it was only in memory before)
+    const inHistory = await waitFor(async () => {
+      const h = await bastion(['flows', '--since', '10m', '--verdict', 'REPAIRED', '-o', 'json', '--pin-path', lab.pinPath]);
+      return h.code === 0 && h.stdout.split('\n').some((l) => l.includes('"bastion_policy-missing"') && l.includes('"endpoint":"web"'));
+    }, 10_000);
+    assert.ok(inHistory, 'the repair is in the flow history (bastion flows --since 10m --verdict REPAIRED)');
   });
 
   it('an endpoint entry deleted by hand is back within seconds (the stack drops everything meanwhile)', { timeout: 60_000 }, async () => {

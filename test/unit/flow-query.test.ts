@@ -24,6 +24,8 @@ import {
 import { FlowRecordError, readFlowRecord, type FlowRecord } from '../../src/flows/record.js';
 import { FlowFileError, parseFlowLine, readFlowFileAll } from '../../src/flows/ndjson.js';
 import { FlowHistory } from '../../src/flows/history.js';
+import { repairRecord } from '../../src/daemon/flow-logger.js';
+import type { Manager } from '../../src/manager/manager.js';
 import { flow, HOST, ws } from '../helpers/flows.js';
 
 const web = ws('web', 300, '10.9.0.10', { app: 'web', tier: 'front' });
@@ -143,6 +145,21 @@ describe('flow records read back', () => {
     assert.equal(parseFlowLine(JSON.stringify({ level: 30, msg: 'ready' })), undefined);
     assert.equal(parseFlowLine('{"type":"lost","count":3}'), undefined);
     assert.equal(parseFlowLine('   '), undefined);
+  });
+
+  it('reads back a REPAIRED record as the daemon makes it (protocol none), with the labels and node of the peer (failed before: the history and --input refused it)', () => {
+    const ep = { name: 'web', identity: 300, labels: { app: 'web' }, ipv4: '10.9.0.10', hostIfname: 'veth-web', hostIfindex: 7 };
+    const manager = {
+      endpointByIfindex: (i: number) => (i === 7 ? ep : undefined),
+      endpointByIdentity: (id: number) => (id === 300 ? ep : undefined),
+      identityName: (id: number) => (id === 300 ? 'web' : id === 900 ? 'cache' : undefined),
+      identityLabels: (id: number) => (id === 900 ? { app: 'cache' } : undefined),
+      identityNode: (id: number) => (id === 900 ? 'h2' : undefined),
+    } as unknown as Manager;
+    const rec = repairRecord({ map: 'bastion_policy', kind: 'missing', identity: 300, peer: 900 } as Parameters<typeof repairRecord>[0], manager, new Date(NOW));
+    assert.equal(rec.protocol, 'none');
+    assert.deepEqual(rec.dst, { identity: 900, name: 'cache', labels: { app: 'cache' }, ip: '0.0.0.0', node: 'h2' });
+    assert.deepEqual(parseFlowLine(JSON.stringify(rec)), rec);
   });
 
   it('reads a file plain or gzip-compressed, and names the file and line of a bad record', async () => {
