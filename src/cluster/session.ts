@@ -31,7 +31,7 @@ import {
   type NodeRecord,
 } from './keys.js';
 import { etcdErrorText, kvMeta } from './etcd.js';
-import { allocateIdentity, claimHolds, readIdentity } from './identities.js';
+import { allocateIdentity, claimHolds, readIdentities, readIdentity } from './identities.js';
 import { ClusterView, type KeyEvent, type ViewDelta } from './view.js';
 
 export interface SessionOptions {
@@ -163,7 +163,7 @@ export class ClusterSession extends EventEmitter {
 
   private async loadClaims(events: readonly KeyEvent[]): Promise<void> {
     const missing = this.view.missingClaims(events);
-    await Promise.all(missing.map((id) => this.limit(async () => this.view.claims.set(id, await readIdentity(this.client, id)))));
+    for (const [id, claim] of await readIdentities(this.client, missing)) this.view.claims.set(id, claim);
   }
 
   private async watch(): Promise<void> {
