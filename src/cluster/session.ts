@@ -241,6 +241,13 @@ export class ClusterSession extends EventEmitter {
     this.kick();
   }
 
+  /** Write the node record again (it was deleted while this node's lease lives). */
+  republishNode(): void {
+    if (this.closed || !this.publishing) return;
+    this.nodeDirty = true;
+    this.kick();
+  }
+
   /** Publish (or update) one of this node's endpoints. */
   setEndpoint(rec: EndpointRecord): void {
     const cur = this.desired.get(rec.key);
@@ -258,6 +265,23 @@ export class ClusterSession extends EventEmitter {
 
   publishedKeys(): string[] {
     return [...this.desired.keys()];
+  }
+
+  /**
+   * Fails with etcd's permission error if this credential may not write
+   * these keys, and writes nothing: a transaction whose comparison never
+   * holds (etcd checks the permissions of both branches).
+   */
+  async probeWrite(keys: string[]): Promise<void> {
+    await this.client
+      .if(keys[0]!, 'Create', '<', 0)
+      .then(...keys.map((k) => this.client.put(k).value('')))
+      .commit();
+  }
+
+  /** The lease this node's records hang on (undefined before the first grant). */
+  currentLease(): string | undefined {
+    return this.leaseId;
   }
 
   /** A new identity for one of this node's endpoints (a transaction on the counter). */

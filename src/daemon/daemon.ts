@@ -168,6 +168,10 @@ export class Daemon {
     try {
       await this.startLocked();
     } catch (err) {
+      // A cluster node refused at start-up (its name in use, a credential
+      // that may not write its keys) holds the store's connection and its
+      // timers: let them go, or the process would never exit with its error.
+      await this.cluster?.close().catch(() => undefined);
       this.lock.release();
       throw err;
     }
@@ -217,7 +221,7 @@ export class Daemon {
     this.policies.attach(manager);
     this.starting = undefined;
     phase('enforcedMs');
-    logFlows(datapath, manager, this.flows, { history: this.history, log: this.log, writeLogLine: (line) => this.logDest.write(line) });
+    logFlows(datapath, manager, this.flows, { history: this.history, log: this.log, writeLogLine: (line) => this.logDest.write(line) }, cluster);
 
     if (this.o.platform) {
       const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode, this.published);
