@@ -123,6 +123,9 @@ int from_overlay(struct __sk_buff *skb)
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0))
 		return deny(&ci, &fd, REASON_MALFORMED);
 	fd.src_id = key.tunnel_id;
+	/* Every event of this program says which host the packet came from, so
+	 * a drop before the receiver is known still names the sender. */
+	fd.tunnel_saddr = bpf_htonl(key.remote_ipv4);
 
 	pull_headers(skb);
 	data = (void *)(long)skb->data;

@@ -59,6 +59,7 @@ struct flow_desc {
 	__u32 ingress_rule_id;	/* a local receiver's ingress rule (from_container) */
 	__u8 flags;		/* FLOW_F_* */
 	__u8 pad[3];
+	__be32 tunnel_saddr;	/* from_overlay: the outer source, so a drop names the node it came from */
 };
 
 #ifndef CLOCK_MONOTONIC
@@ -245,6 +246,8 @@ static __attribute__((noinline)) int emit_event(const struct ctx_info *ci, const
 	ev->tcp_flags = fd->tcp_flags;
 	ev->flags = fd->flags;
 	ev->pad = 0;
+	ev->tunnel_saddr = fd->tunnel_saddr;
+	ev->pad2 = 0;
 	bpf_ringbuf_submit(ev, events_wakeup_flags());
 	return 1;
 }

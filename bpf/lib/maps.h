@@ -223,7 +223,9 @@ struct flow_event {
 	__u8 tcp_flags;		/* the packet's TCP flags (TCP_FLAG_*) */
 	__u8 flags;		/* FLOW_F_* */
 	__u16 pad;
-};				/* 56 bytes */
+	__be32 tunnel_saddr;	/* from_overlay: the outer source address (the sending node's underlay); 0 otherwise */
+	__u32 pad2;
+};				/* 64 bytes */
 
 #define FLOW_F_REPLY	(1U << 0)	/* the packet is in a tracked connection's reply direction */
 #define FLOW_F_INGRESS	(1U << 1)	/* decided by the receiver's ingress policy (from_container, a local receiver) */

@@ -327,6 +327,7 @@ export class DatapathAgent implements DatapathPort {
         ingressRuleId: v.ingressRuleId,
         tcpFlags: 0,
         flags: 0,
+        tunnelSaddr: '0.0.0.0',
         flowSummary: { count: Number(v.count - reported), firstNs: same ? seen.lastNs : v.firstNs },
       });
       try {
@@ -394,6 +395,7 @@ export class DatapathAgent implements DatapathPort {
         ingressRuleId: 0,
         tcpFlags: 0,
         flags: 0,
+        tunnelSaddr: '0.0.0.0',
       });
       n++;
     }

@@ -5,9 +5,9 @@
  * record's shape is src/flows/record.ts.
  */
 import { EventEmitter } from 'node:events';
-import { FLOW_F_INGRESS, FLOW_F_REPLY, REASON_NAMES, TRACE_FROM_CONTAINER, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
+import { FLOW_F_INGRESS, FLOW_F_REPLY, REASON_NAMES, TRACE_FROM_CONTAINER, TRACE_FROM_OVERLAY, VERDICT_NAMES, type FlowEvent } from '../datapath/layout.js';
 import { formatIpv4, parseIpv4 } from '../net/ip.js';
-import type { FlowEnd, FlowRecord } from '../flows/record.js';
+import type { FlowEnd, FlowRecord, FlowTunnel } from '../flows/record.js';
 
 export type { FlowEnd, FlowRecord } from '../flows/record.js';
 export { formatFlowLine } from '../flows/record.js';
@@ -20,8 +20,10 @@ export interface FlowNames {
   identityNode?(identity: number): string | undefined;
   ruleName(ruleNumber: number): string | undefined;
   endpointName(ifindex: number): string | undefined;
-  /** the host-side interface's name */
+  /** the host-side interface's name (or the tunnel device's) */
   interfaceName?(ifindex: number): string | undefined;
+  /** the node whose underlay address this is (cluster mode) */
+  nodeByUnderlay?(address: string): string | undefined;
 }
 
 const PROTOCOLS: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 132: 'sctp' };
@@ -95,6 +97,10 @@ export function describeFlow(ev: FlowEvent, names: FlowNames, wallMs = monotonic
     ...(endpoint !== undefined ? { endpoint } : {}),
   };
   if (ev.proto === 6 && ev.tcpFlags) rec.tcpFlags = tcpFlagsText(ev.tcpFlags);
+  if (ev.trace === TRACE_FROM_OVERLAY && ev.tunnelSaddr && ev.tunnelSaddr !== '0.0.0.0') {
+    const node = names.nodeByUnderlay?.(ev.tunnelSaddr);
+    rec.tunnel = { protocol: 'vxlan', source: ev.tunnelSaddr, ...(node !== undefined ? { node } : {}) };
+  }
   if (ev.flowSummary) {
     rec.summary = true;
     rec.count = ev.flowSummary.count;
@@ -126,6 +132,8 @@ const HAS_POLICY_INGRESS = 1 << 13;
 const HAS_FIRST_SEEN = 1 << 14;
 const HAS_LAST_SEEN = 1 << 15;
 const HAS_SUPPRESSED = 1 << 16;
+const HAS_TUNNEL = 1 << 17;
+const HAS_TUNNEL_NODE = 1 << 18;
 
 /** text columns, per record */
 const T_VERDICT = 0;
@@ -141,7 +149,8 @@ const T_INTERFACE = 11;
 const T_TCP_FLAGS = 12;
 const T_FIRST_SEEN = 13;
 const T_LAST_SEEN = 14;
-const TEXTS = 15;
+const T_TUNNEL_NODE = 15;
+const TEXTS = 16;
 
 /**
  * The most recent flows, for the API and the UI; emits 'flow' for followers.
@@ -168,6 +177,8 @@ export class FlowStore extends EventEmitter {
   private readonly counts: Float64Array;
   private readonly suppressed: Uint32Array;
   private readonly flags: Uint32Array;
+  /** a record from the tunnel: its outer source address */
+  private readonly tunnelSources: Uint32Array;
   private readonly text: Array<string | undefined>;
   /** src and dst labels, by reference */
   private readonly labels: Array<Record<string, string> | undefined>;
@@ -185,6 +196,7 @@ export class FlowStore extends EventEmitter {
     this.counts = new Float64Array(capacity);
     this.suppressed = new Uint32Array(capacity);
     this.flags = new Uint32Array(capacity);
+    this.tunnelSources = new Uint32Array(capacity);
     this.text = new Array<string | undefined>(capacity * TEXTS).fill(undefined);
     this.labels = new Array<Record<string, string> | undefined>(capacity * 2).fill(undefined);
     this.setMaxListeners(100);
@@ -226,7 +238,10 @@ export class FlowStore extends EventEmitter {
       ('ingress' in r.policies ? HAS_POLICY_INGRESS : 0) |
       (r.firstSeen !== undefined ? HAS_FIRST_SEEN : 0) |
       (r.lastSeen !== undefined ? HAS_LAST_SEEN : 0) |
-      (r.suppressed !== undefined ? HAS_SUPPRESSED : 0);
+      (r.suppressed !== undefined ? HAS_SUPPRESSED : 0) |
+      (r.tunnel ? HAS_TUNNEL : 0) |
+      (r.tunnel?.node !== undefined ? HAS_TUNNEL_NODE : 0);
+    this.tunnelSources[i] = r.tunnel ? (parseIpv4(r.tunnel.source) ?? 0) : 0;
     const t = TEXTS * i;
     this.text[t + T_VERDICT] = r.verdict;
     this.text[t + T_REASON] = r.reason;
@@ -243,6 +258,7 @@ export class FlowStore extends EventEmitter {
     this.text[t + T_TCP_FLAGS] = r.tcpFlags;
     this.text[t + T_FIRST_SEEN] = r.firstSeen;
     this.text[t + T_LAST_SEEN] = r.lastSeen;
+    this.text[t + T_TUNNEL_NODE] = r.tunnel?.node;
     this.next = (i + 1) % this.capacity;
     this.total++;
     if (this.listenerCount('flow') > 0) this.emit('flow', r, json);
@@ -283,6 +299,11 @@ export class FlowStore extends EventEmitter {
     if (f & HAS_FIRST_SEEN) r.firstSeen = this.text[t + T_FIRST_SEEN];
     if (f & HAS_LAST_SEEN) r.lastSeen = this.text[t + T_LAST_SEEN];
     if (f & HAS_SUPPRESSED) r.suppressed = this.suppressed[i]!;
+    if (f & HAS_TUNNEL) {
+      const tunnel: FlowTunnel = { protocol: 'vxlan', source: formatIpv4(this.tunnelSources[i]!) };
+      if (f & HAS_TUNNEL_NODE) tunnel.node = this.text[t + T_TUNNEL_NODE];
+      r.tunnel = tunnel;
+    }
     return r;
   }
 

@@ -59,6 +59,21 @@ export async function underlayOf(ifname: string): Promise<{ ifindex: number; add
 }
 
 /**
+ * The interface the kernel sends to `address` through (its route), or the
+ * error that says why it cannot: a node's VXLAN to another node leaves by
+ * the route to that node's underlay address, so a route through another
+ * interface than the underlay means a wrong --underlay (or a wrong route).
+ */
+export async function routeDevice(address: string): Promise<{ dev: string } | { error: string }> {
+  try {
+    const r = await ipJson<{ dev?: string }>(['route', 'get', address]);
+    return r[0]?.dev ? { dev: r[0].dev } : { error: 'no route' };
+  } catch (err) {
+    return { error: (err as Error).message.replace(/^ip route get \S+: /, '') };
+  }
+}
+
+/**
  * The VXLAN device `name`, external mode on UDP `port`, created if missing.
  * A device of that name that is something else is an error, not replaced.
  */

@@ -275,6 +275,8 @@ export interface ClusterStatus {
   refused: Array<{ key: string; reason: string }>;
   invalidRecords: Array<{ key: string; error: string }>;
   policies: number;
+  /** what keeps the node from being a sound member: another daemon with its --node, other nodes not reached through the underlay */
+  problems: string[];
 }
 
 /** The update path's health (`bastion status`, the Reconciler line). */

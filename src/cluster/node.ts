@@ -28,10 +28,22 @@ import { describePolicy, toDocumentPolicy } from '../policy/policy-document.js';
 import type { ClusterStatus, PolicyRow } from '../api/types.js';
 import { connectCluster, type ClusterConnection } from './etcd.js';
 import { ClusterSession, type SessionStatus } from './session.js';
-import { checkNodeName, type EndpointRecord, type NodeRecord } from './keys.js';
+import { checkNodeName, endpointKey, nodeKey, nodeUser, type EndpointRecord, type NodeRecord } from './keys.js';
+import { isPermissionDenied } from './etcd.js';
 import type { ResolvedEndpoint, ViewDelta } from './view.js';
-import { ensureTunnelDevice, underlayOf } from '../agent/tunnel.js';
+import { ensureTunnelDevice, routeDevice, underlayOf } from '../agent/tunnel.js';
 import { formatIpv4, ipv4Mask, parseIpv4 } from '../net/ip.js';
+import { releaseMemory } from '../daemon/memory.js';
+
+/**
+ * After this many remote endpoints came or went in one burst, the node gives
+ * the burst's garbage back to the system once the store is quiet again
+ * (RELEASE_QUIET_MS): another node starting with 5,000 containers left this
+ * node 60 MiB larger in a first measure, 35 MiB of it the records it keeps
+ * (test/integration/cluster-scale.test.ts reports both).
+ */
+const RELEASE_AFTER_CHANGES = 1000;
+const RELEASE_QUIET_MS = 1000;
 
 export interface ClusterNodeOptions {
   connection: ClusterConnection;
@@ -53,6 +65,10 @@ export interface ClusterMetrics {
   tampering: number;
   /** this instance's from_overlay is on the tunnel device */
   tunnelAttached: boolean;
+  /** another daemon publishes this node's record (the same --node twice) */
+  nodeConflict: boolean;
+  /** other nodes whose underlay address is not reached through --underlay */
+  misroutedNodes: number;
   /** times it was found missing and put back */
   tunnelRepairs: number;
 }
@@ -84,6 +100,13 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   private pending: ViewDelta[] = [];
   /** loud problems, for metrics */
   tampering = 0;
+  /** another daemon took this node's record over (the same --node on two machines), as said in the log */
+  private conflict?: string;
+  /** other nodes whose underlay address the kernel does not reach through --underlay, with why */
+  private misrouted = new Map<string, string>();
+  /** remote endpoints that came or went since memory was last given back */
+  private churn = 0;
+  private releaseTimer?: NodeJS.Timeout;
 
   private constructor(
     readonly o: ClusterNodeOptions,
@@ -118,6 +141,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   async start(manager: Manager, datapath: TunnelPort): Promise<void> {
     this.log.info({ store: this.o.connection.url, node: this.o.node }, 'connecting to the cluster store');
     await this.session.start((d) => this.onDelta(d));
+    await this.checkMembership();
     const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
     this.datapath = datapath;
     try {
@@ -143,6 +167,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     this.leaseTimer.unref();
     for (const p of this.session.view.policies.values()) this.setPolicy(p.policy);
     this.manager = manager;
+    await this.checkRoutes();
     await manager.setRemoteNodes(this.session.view.remoteNodeAddresses());
     await manager.setRemoteEndpoints(this.session.view.remoteEndpoints().map(toRemote), []);
     const pending = this.pending;
@@ -150,8 +175,95 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     for (const d of pending) await this.apply(d);
   }
 
+  /** The tunnel device's name, for its ifindex (flow records of packets dropped before their receiver is known). */
+  tunnelDevice(ifindex: number): string | undefined {
+    return ifindex > 0 && ifindex === this.tunnelIfindex ? this.o.tunnelDevice : undefined;
+  }
+
+  /** The node whose underlay address this is (this node's own included). */
+  nodeByUnderlay(address: string): string | undefined {
+    if (address === this.underlay.address) return this.o.node;
+    for (const [name, n] of this.session.view.nodes) if (n.record.underlay === address) return name;
+    return undefined;
+  }
+
   beginPublishing(): void {
     this.session.beginPublishing();
+  }
+
+  /**
+   * Before this node writes anything: may its credential write this node's
+   * keys, and is the name free? Both are mistakes an operator makes (a
+   * copied command line, the wrong certificate), and both would otherwise
+   * fail later and quietly: writes retried forever, or a second daemon with
+   * the same --node rewriting the first one's record and deleting its
+   * containers from the cluster.
+   */
+  private async checkMembership(): Promise<void> {
+    const node = this.o.node;
+    try {
+      await this.session.probeWrite([nodeKey(node), endpointKey(node, 'bastion-permission-check')]);
+    } catch (err) {
+      if (!isPermissionDenied(err)) throw err;
+      throw new Error(
+        `the cluster store refuses this node's writes: the certificate ${this.o.connection.cert ?? '(none)'} may not write node ${node}'s keys ` +
+          `(etcd user ${nodeUser(node)} may). Start each node with its own certificate: node-${node}.pem from bastion cluster certs`,
+      );
+    }
+    const held = this.session.view.nodes.get(node);
+    if (!held || held.record.underlay === this.underlay.address) return; // free, or this host's own earlier run (a restart)
+    const lease = await this.session.leaseTtl(held.meta.lease).catch(() => undefined);
+    if (!lease) return; // its lease is gone: the record is a leftover
+    throw new Error(
+      `node name ${node} is in use by another daemon: its record says underlay ${held.record.underlay} (this host's is ${this.underlay.address}), ` +
+        `started ${held.record.startedAt}, lease alive for ${lease.ttlS} s more. Two daemons with one --node would take each other's containers off the cluster: ` +
+        `give this host its own --node, or stop the other daemon and wait for its lease to expire`,
+    );
+  }
+
+  /** Has another daemon written this node's record (under a lease that is not ours)? Loud, once per takeover. */
+  private checkConflict(): void {
+    const rec = this.session.view.nodes.get(this.o.node);
+    const ours = this.session.currentLease();
+    // Our record deleted under our live lease (by hand, or with the lease of
+    // a daemon that had taken it over): write it again, or every other node
+    // stops believing this node's endpoints.
+    if (!rec && ours) this.session.republishNode();
+    if (!rec || !ours || rec.meta.lease === ours) {
+      if (rec && ours && this.conflict) {
+        this.log.warn({ node: this.o.node }, 'this node\'s record is this daemon\'s again');
+        this.conflict = undefined;
+      }
+      return;
+    }
+    const text =
+      `another daemon publishes node ${this.o.node}'s record (underlay ${rec.record.underlay}, started ${rec.record.startedAt}, lease ${rec.meta.lease}; ours is ${ours}): ` +
+      'two daemons run with one --node; their containers replace each other in the cluster. Stop one, or give it its own --node';
+    if (text !== this.conflict) this.log.error({ node: this.o.node, underlay: rec.record.underlay, lease: rec.meta.lease }, text);
+    this.conflict = text;
+  }
+
+  /**
+   * Every other node's underlay address must be reached through --underlay:
+   * VXLAN to its containers leaves by the kernel's route to that address. A
+   * wrong --underlay (or a route that takes another way) is said, loudly.
+   */
+  private async checkRoutes(): Promise<void> {
+    const now = new Map<string, string>();
+    for (const [name, n] of this.session.view.nodes) {
+      if (name === this.o.node) continue;
+      const r = await routeDevice(n.record.underlay);
+      if ('error' in r) now.set(name, `node ${name}'s underlay address ${n.record.underlay} is unreachable (${r.error})`);
+      else if (r.dev !== this.o.underlay) now.set(name, `node ${name}'s underlay address ${n.record.underlay} is reached through ${r.dev}, not the underlay ${this.o.underlay}: is --underlay right?`);
+    }
+    for (const [name, why] of now) if (this.misrouted.get(name) !== why) this.log.error({ node: name }, `${why}; traffic to its containers does not go over the underlay`);
+    for (const name of this.misrouted.keys()) if (!now.has(name)) this.log.info({ node: name }, 'the node is reached through the underlay again');
+    this.misrouted = now;
+  }
+
+  /** What keeps this node from being a sound member (status problems). */
+  problems(): string[] {
+    return [...(this.conflict ? [this.conflict] : []), ...this.misrouted.values()];
   }
 
   /** The cluster's policies as rules (the daemon's whole rule set in cluster mode). */
@@ -204,8 +316,15 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       this.tampering++;
       this.log.error({ key: t.key, what: t.what }, 'identity record tampered with: Bastion writes each once and never deletes it; endpoints claiming it are refused');
     }
-    if (d.nodesChanged) await m.setRemoteNodes(this.session.view.remoteNodeAddresses());
-    if (d.upserted.length || d.removed.length) await m.setRemoteEndpoints(d.upserted.map(toRemote), d.removed);
+    if (d.nodesChanged) {
+      this.checkConflict();
+      await this.checkRoutes();
+      await m.setRemoteNodes(this.session.view.remoteNodeAddresses());
+    }
+    if (d.upserted.length || d.removed.length) {
+      await m.setRemoteEndpoints(d.upserted.map(toRemote), d.removed);
+      this.noteChurn(d.upserted.length + d.removed.length);
+    }
     if (d.policiesSet.length || d.policiesDeleted.length) {
       const added: Rule[] = [];
       const removed: Rule[] = [];
@@ -233,6 +352,18 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       await m.refuseEndpoint(o.key, o.verdict.reason);
     }
     await this.retryRefused();
+  }
+
+  private noteChurn(n: number): void {
+    this.churn += n;
+    if (this.churn < RELEASE_AFTER_CHANGES) return;
+    clearTimeout(this.releaseTimer);
+    this.releaseTimer = setTimeout(() => {
+      const changes = this.churn;
+      this.churn = 0;
+      void releaseMemory().then((memory) => this.log.info({ remoteEndpointChanges: changes, memory }, 'memory released after a burst of cluster changes'));
+    }, RELEASE_QUIET_MS);
+    this.releaseTimer.unref();
   }
 
   private setPolicy(p: PolicyConfig): { added: Rule[]; removed: Rule[] } {
@@ -321,6 +452,8 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       tampering: this.tampering,
       tunnelAttached: this.tunnelIfindex > 0 && !!this.datapath?.tunnelAttached(this.tunnelIfindex),
       tunnelRepairs: this.tunnelRepairs,
+      nodeConflict: this.conflict !== undefined,
+      misroutedNodes: this.misrouted.size,
     };
   }
 
@@ -371,6 +504,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       refused: [...this.refused.entries()].map(([key, r]) => ({ key, reason: r.reason })),
       invalidRecords: [...view.invalid.entries()].map(([key, error]) => ({ key, error })),
       policies: this.policies.size,
+      problems: this.problems(),
     };
   }
 
@@ -378,6 +512,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   async close(o: { leave?: boolean } = {}): Promise<void> {
     clearInterval(this.tunnelTimer);
     clearInterval(this.leaseTimer);
+    clearTimeout(this.releaseTimer);
     await this.session.settled(2000);
     await this.session.close({ revoke: o.leave });
   }

@@ -31,7 +31,7 @@ import {
   type NodeRecord,
 } from './keys.js';
 import { etcdErrorText, kvMeta } from './etcd.js';
-import { allocateIdentity, claimHolds, readIdentity } from './identities.js';
+import { allocateIdentity, claimHolds, readIdentities, readIdentity } from './identities.js';
 import { ClusterView, type KeyEvent, type ViewDelta } from './view.js';
 
 export interface SessionOptions {
@@ -163,7 +163,7 @@ export class ClusterSession extends EventEmitter {
 
   private async loadClaims(events: readonly KeyEvent[]): Promise<void> {
     const missing = this.view.missingClaims(events);
-    await Promise.all(missing.map((id) => this.limit(async () => this.view.claims.set(id, await readIdentity(this.client, id)))));
+    for (const [id, claim] of await readIdentities(this.client, missing)) this.view.claims.set(id, claim);
   }
 
   private async watch(): Promise<void> {
@@ -241,6 +241,13 @@ export class ClusterSession extends EventEmitter {
     this.kick();
   }
 
+  /** Write the node record again (it was deleted while this node's lease lives). */
+  republishNode(): void {
+    if (this.closed || !this.publishing) return;
+    this.nodeDirty = true;
+    this.kick();
+  }
+
   /** Publish (or update) one of this node's endpoints. */
   setEndpoint(rec: EndpointRecord): void {
     const cur = this.desired.get(rec.key);
@@ -258,6 +265,23 @@ export class ClusterSession extends EventEmitter {
 
   publishedKeys(): string[] {
     return [...this.desired.keys()];
+  }
+
+  /**
+   * Fails with etcd's permission error if this credential may not write
+   * these keys, and writes nothing: a transaction whose comparison never
+   * holds (etcd checks the permissions of both branches).
+   */
+  async probeWrite(keys: string[]): Promise<void> {
+    await this.client
+      .if(keys[0]!, 'Create', '<', 0)
+      .then(...keys.map((k) => this.client.put(k).value('')))
+      .commit();
+  }
+
+  /** The lease this node's records hang on (undefined before the first grant). */
+  currentLease(): string | undefined {
+    return this.leaseId;
   }
 
   /** A new identity for one of this node's endpoints (a transaction on the counter). */

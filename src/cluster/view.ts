@@ -88,6 +88,8 @@ export class ClusterView {
   readonly invalid = new Map<string, string>();
   private readonly byIp = new Map<string, Set<string>>();
   private readonly byNode = new Map<string, Set<string>>();
+  /** endpoints by the identity they claim: an identity record's change touches only them */
+  private readonly byIdentity = new Map<number, Set<string>>();
   /** the last verdict of every endpoint */
   private readonly verdicts = new Map<string, Verdict>();
   /** the believable endpoints as last reported */
@@ -207,7 +209,7 @@ export class ClusterView {
             const d = decodeRecord(IdentityRecordSchema, ev.key, ev.value);
             this.claims.set(k.id, d.ok ? { record: d.value, version: ev.meta.version } : { version: -1 });
           }
-          for (const e of this.endpoints.values()) if (e.record.identity === k.id) touched.add(e.id);
+          for (const id of this.byIdentity.get(k.id) ?? []) touched.add(id);
           break;
         }
         case 'policy': {
@@ -319,6 +321,9 @@ export class ClusterView {
     let n = this.byNode.get(s.node);
     if (!n) this.byNode.set(s.node, (n = new Set()));
     n.add(s.id);
+    let i = this.byIdentity.get(s.record.identity);
+    if (!i) this.byIdentity.set(s.record.identity, (i = new Set()));
+    i.add(s.id);
   }
 
   private unindex(s: StoredEndpoint): void {
@@ -328,6 +333,9 @@ export class ClusterView {
     const n = this.byNode.get(s.node);
     n?.delete(s.id);
     if (n?.size === 0) this.byNode.delete(s.node);
+    const i = this.byIdentity.get(s.record.identity);
+    i?.delete(s.id);
+    if (i?.size === 0) this.byIdentity.delete(s.record.identity);
   }
 }
 

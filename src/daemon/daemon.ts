@@ -169,6 +169,10 @@ export class Daemon {
     try {
       await this.startLocked();
     } catch (err) {
+      // A cluster node refused at start-up (its name in use, a credential
+      // that may not write its keys) holds the store's connection and its
+      // timers: let them go, or the process would never exit with its error.
+      await this.cluster?.close().catch(() => undefined);
       this.lock.release();
       throw err;
     }
@@ -221,7 +225,7 @@ export class Daemon {
     this.policies.attach(manager);
     this.starting = undefined;
     phase('enforcedMs');
-    logFlows(datapath, manager, this.flows, sinks);
+    logFlows(datapath, manager, this.flows, sinks, cluster);
 
     if (this.o.platform) {
       const onEvent = platformEventHandler(manager, this.log, () => this.config.config?.defaultEndpointMode, this.published);

@@ -12,15 +12,22 @@ import { describeFlow, type FlowNames, type FlowStore } from '../agent/flow-log.
 import type { FlowHistory } from '../flows/history.js';
 import type { FlowRecord } from '../flows/record.js';
 
-/** How the manager names what a flow event holds by number. */
-export function flowNames(manager: Manager): FlowNames {
+/** What a cluster node names besides the manager: its tunnel device, the other nodes by their underlay address. */
+export interface ClusterNames {
+  tunnelDevice(ifindex: number): string | undefined;
+  nodeByUnderlay(address: string): string | undefined;
+}
+
+/** How the manager (and in cluster mode, the node) names what a flow event holds by number. */
+export function flowNames(manager: Manager, cluster?: ClusterNames): FlowNames {
   return {
     identityName: (id) => manager.identityName(id),
     identityLabels: (id) => manager.identityLabels(id),
     identityNode: (id) => manager.identityNode(id),
     ruleName: (n) => manager.rules.name(n),
     endpointName: (ifindex) => manager.endpointByIfindex(ifindex)?.name,
-    interfaceName: (ifindex) => manager.endpointByIfindex(ifindex)?.hostIfname,
+    interfaceName: (ifindex) => manager.endpointByIfindex(ifindex)?.hostIfname ?? cluster?.tunnelDevice(ifindex),
+    ...(cluster ? { nodeByUnderlay: (address: string) => cluster.nodeByUnderlay(address) } : {}),
   };
 }
 
@@ -56,8 +63,8 @@ export function recordFlow(rec: FlowRecord, flows: FlowStore, sinks: FlowSinks):
   sinks.log.info({ flowTime: time, ...fields }, 'flow');
 }
 
-export function logFlows(datapath: DatapathPort, manager: Manager, flows: FlowStore, sinks: FlowSinks): void {
-  const names = flowNames(manager);
+export function logFlows(datapath: DatapathPort, manager: Manager, flows: FlowStore, sinks: FlowSinks, cluster?: ClusterNames): void {
+  const names = flowNames(manager, cluster);
   datapath.onEvent((ev) => recordFlow(describeFlow(ev, names), flows, sinks));
 }
 

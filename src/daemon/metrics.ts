@@ -96,6 +96,22 @@ export function createMetrics(
         this.set(cluster()?.tampering ?? 0);
       },
     });
+    new Gauge({
+      name: 'bastion_cluster_node_conflict',
+      help: "Another daemon publishes this node's record (the same --node twice: their containers replace each other in the cluster)",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.nodeConflict ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'bastion_cluster_misrouted_nodes',
+      help: 'Other nodes whose underlay address is not reached through --underlay (a wrong --underlay or route: VXLAN to them does not go over the underlay)',
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.misroutedNodes ?? 0);
+      },
+    });
   }
 
   new Gauge({

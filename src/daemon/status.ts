@@ -168,7 +168,7 @@ export function collectStatus(src: StatusSources): StatusReport {
     checkIntervalMs: src.checkIntervalMs ?? 0,
   };
   // protection is in place: every stack, and no problem (maps dirty, a container left to another instance, ...)
-  const problems = statusProblems(src, reconciler, m.blockedNames());
+  const problems = [...statusProblems(src, reconciler, m.blockedNames()), ...(cluster?.problems ?? [])];
   return {
     // in cluster mode the tunnel program must be in place too (without it, nothing from other nodes is checked or delivered)
     ok: endpoints.every((e) => e.stack.ok) && problems.length === 0 && (!cluster || cluster.tunnel.programAttached),

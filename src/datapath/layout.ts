@@ -494,13 +494,15 @@ export interface FlowEvent {
   tcpFlags: number;
   /** FLOW_F_* */
   flags: number;
+  /** from_overlay: the packet's outer source address (the sending node's underlay); '0.0.0.0' otherwise */
+  tunnelSaddr: string;
   /**
    * Not from the ring buffer: the agent's report of a bastion_flow_sum key
    * (connections the kernel counted without an event).
    */
   flowSummary?: { count: number; firstNs: bigint };
 }
-export const FLOW_EVENT_SIZE = 56;
+export const FLOW_EVENT_SIZE = 64;
 
 export function encodeFlowEvent(e: FlowEvent): Buffer {
   const b = Buffer.alloc(FLOW_EVENT_SIZE);
@@ -523,6 +525,7 @@ export function encodeFlowEvent(e: FlowEvent): Buffer {
   b.writeUInt32LE(e.ingressRuleId, 48);
   b.writeUInt8(e.tcpFlags, 52);
   b.writeUInt8(e.flags, 53);
+  writeIpv4(b, e.tunnelSaddr, 56);
   return b;
 }
 export function decodeFlowEvent(b: Buffer): FlowEvent {
@@ -546,6 +549,7 @@ export function decodeFlowEvent(b: Buffer): FlowEvent {
     ingressRuleId: b.readUInt32LE(48),
     tcpFlags: b.readUInt8(52),
     flags: b.readUInt8(53),
+    tunnelSaddr: bytesToIpv4(b, 56),
   };
 }
 

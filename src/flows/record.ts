@@ -73,6 +73,22 @@ export interface FlowRecord {
   /** a summary's first and last flow */
   firstSeen?: string;
   lastSeen?: string;
+  /**
+   * Arrived from another node through the tunnel (as Hubble's `tunnel`): the
+   * outer source address, and the node whose underlay address it is (absent
+   * when it is no node's: a forged packet). Set even when the packet was
+   * dropped before its receiver was known; `src.identity` is then what the
+   * packet claimed (the VNI), not a belief.
+   */
+  tunnel?: FlowTunnel;
+}
+
+export interface FlowTunnel {
+  protocol: 'vxlan';
+  /** the outer source address */
+  source: string;
+  /** the node whose underlay address that is */
+  node?: string;
 }
 
 /** Records a node counts as going through: allowed, or passed in audit mode. */
@@ -110,7 +126,8 @@ export function formatFlowLine(r: FlowRecord): string {
           : r.suppressed
             ? ` (+${r.suppressed} like it before, not reported one by one)`
             : '';
-  return `${r.time} ${endText(r.src)} -> ${endText(r.dst)} ${r.protocol}${flags} ${r.verdict} (${r.reason})${r.isReply ? ' reply' : ''}${pol ? ` ${pol}` : ''}${count}`;
+  const tunnel = r.tunnel ? ` via ${r.tunnel.protocol} from ${r.tunnel.node ? `node ${r.tunnel.node} (${r.tunnel.source})` : `${r.tunnel.source} (no node)`} on ${r.interface}` : '';
+  return `${r.time} ${endText(r.src)} -> ${endText(r.dst)} ${r.protocol}${flags} ${r.verdict} (${r.reason})${r.isReply ? ' reply' : ''}${pol ? ` ${pol}` : ''}${count}${tunnel}`;
 }
 
 // ------------------------------------------------------------ reading back
@@ -217,6 +234,13 @@ export function readFlowRecord(v: unknown): FlowRecord {
       if (Number.isNaN(Date.parse(t))) throw new FlowRecordError(`${k}: expected an ISO time`);
       r[k] = t;
     }
+  }
+  if (v.tunnel !== undefined) {
+    const t = v.tunnel;
+    if (!isObject(t) || t.protocol !== 'vxlan') throw new FlowRecordError('tunnel.protocol: expected vxlan');
+    if (typeof t.source !== 'string' || t.source === '') throw new FlowRecordError('tunnel.source: expected an address');
+    if (t.node !== undefined && typeof t.node !== 'string') throw new FlowRecordError('tunnel.node: expected a string');
+    r.tunnel = { protocol: 'vxlan', source: t.source, ...(t.node !== undefined ? { node: t.node } : {}) };
   }
   return r;
 }

@@ -57,6 +57,8 @@ export interface ClusterSpec {
   leaseTtlS?: number;
   /** each host's containers on a /24 of their own, other hosts reached through the gateway (default: one /16 on-link) */
   routed?: boolean;
+  /** more node names with credentials and etcd roles but no host namespace (a node the test runs elsewhere, e.g. in its own namespace) */
+  extraNodes?: string[];
 }
 
 function randomMac(): string {
@@ -87,7 +89,7 @@ export class TestCluster {
     const names = Object.keys(spec.hosts);
     let etcd: TestEtcd | undefined;
     try {
-      etcd = await startTestEtcd(u, names, { attachSelf: true });
+      etcd = await startTestEtcd(u, [...names, ...(spec.extraNodes ?? [])], { attachSelf: true });
       const c = new TestCluster(prefix, u, etcd, `10.${randomInt(100, 250)}`, mkdtempSync(join(tmpdir(), `${prefix}-cluster-`)), spec.leaseTtlS ?? 4, spec.routed ? 24 : 16);
       process.once('exit', () => rmSync(c.dir, { recursive: true, force: true }));
       let i = 1;

@@ -121,9 +121,10 @@ describe('attacks across hosts', () => {
     assert.deepEqual([...inner], [], 'another container\'s traffic on the underlay');
   });
 
-  it("VXLAN forged on the underlay claiming web's identity is dropped by b (tunnel-spoofed); api never sees it", async () => {
+  it("VXLAN forged on the underlay claiming web's identity is dropped by b (tunnel-spoofed); api never sees it; the flow names the device, the sender's address and the claim", async () => {
     const webId = await identityOf('a', 'web');
     const before = await counter('b', 'tunnel-spoofed');
+    const mark = k.host('b').daemon!.mark();
     const cap = await startCapture(api.netns, 'eth0', 'tcp port 8080 and tcp[tcpflags] & tcp-syn != 0 and src port 41414');
     const script = `
 from scapy.all import IP, UDP, Ether, TCP, send, conf
@@ -138,6 +139,15 @@ print("sent")
     const seen = await cap.stop();
     assert.equal(seen.packets.length, 0, `api saw: ${seen.packets.join('\n')}`);
     assert.ok(await waitFor(async () => (await counter('b', 'tunnel-spoofed')) >= before + 5, 5000), 'tunnel-spoofed on b');
+    // Hubble-like: not "ifN", but the tunnel device, the outer source (no node's) and the identity it claimed
+    const d = k.host('b').daemon!;
+    assert.ok(await d.waitForRecord((r) => r.reason === 'tunnel-spoofed', 5000, mark), 'no tunnel-spoofed flow on b');
+    const f = d.flows(mark).find((r) => r.reason === 'tunnel-spoofed')!;
+    assert.equal(f.interface, 'bvx0', JSON.stringify(f));
+    assert.deepEqual(f.tunnel, { protocol: 'vxlan', source: evIp });
+    assert.deepEqual([f.src.identity, f.src.name, f.src.node, f.dst.ip], [webId, 'a/web', 'a', api.ip]);
+    const line = await k.bastionOn('b', ['flows', '--pin-path', k.host('b').pin, '--verdict', 'DROPPED']);
+    assert.match(line.stdout, new RegExp(`tunnel-spoofed.* via vxlan from ${evIp.replace(/\./g, '\\.')} \\(no node\\) on bvx0`), line.stdout.slice(-2000));
   });
 
   it('VXLAN made inside a container (even one allowed to reach the world) never leaves its host', async () => {

@@ -115,7 +115,7 @@ describe('describeFlow', () => {
   };
   const base = {
     tsNs: 1_000_000_000n, srcId: 300, dstId: 301, saddr: '10.0.0.2', daddr: '10.0.0.3', sport: 40000, dport: 8080, proto: 6,
-    verdict: 1, reason: 1, trace: 0, ifindex: 9, ruleId: 7, pktLen: 74, ethertype: 0x0800, suppressed: 0, ingressRuleId: 8, tcpFlags: 0x02, flags: 0,
+    verdict: 1, reason: 1, trace: 0, ifindex: 9, ruleId: 7, pktLen: 74, ethertype: 0x0800, suppressed: 0, ingressRuleId: 8, tcpFlags: 0x02, flags: 0, tunnelSaddr: '0.0.0.0',
   };
   it('names both sides\' policies, the flags, the labels and the interface', async () => {
     const { describeFlow } = await import('../../src/agent/flow-log.js');
@@ -157,6 +157,34 @@ describe('describeFlow', () => {
     assert.deepEqual(r.src.labels, { app: 'web' });
     const denied = describeFlow({ ...base, trace: 2, verdict: 2, reason: 23, ruleId: 0, ingressRuleId: 0, flags: 2 }, nodes, 0);
     assert.deepEqual([denied.direction, denied.policies], ['ingress', {}]);
+  });
+
+  it('dropped from the tunnel before the receiver is known: the device, the sending node (or its bare address) and the claimed identity, not ifN', async () => {
+    const { describeFlow, FlowStore, formatFlowLine } = await import('../../src/agent/flow-log.js');
+    const cluster = {
+      ...names,
+      endpointName: () => undefined,
+      interfaceName: (ifindex: number) => (ifindex === 5 ? 'bvx0' : undefined),
+      identityNode: (id: number) => ({ 300: 'b' })[id],
+      nodeByUnderlay: (ip: string) => ({ '192.168.7.12': 'b' })[ip],
+    };
+    // tunnel-spoofed (41) from an underlay host that is no node, claiming web's identity
+    const spoofed = describeFlow({ ...base, trace: 2, verdict: 2, reason: 41, ifindex: 5, dstId: 0, ruleId: 0, ingressRuleId: 0, tunnelSaddr: '192.168.7.99' }, cluster, 0);
+    assert.equal(spoofed.interface, 'bvx0');
+    assert.deepEqual(spoofed.tunnel, { protocol: 'vxlan', source: '192.168.7.99' });
+    assert.deepEqual([spoofed.src.identity, spoofed.src.name, spoofed.reason], [300, 'web', 'tunnel-spoofed']);
+    assert.match(formatFlowLine(spoofed), /DROPPED \(tunnel-spoofed\).* via vxlan from 192\.168\.7\.99 \(no node\) on bvx0$/);
+    // from a node: named
+    const known = describeFlow({ ...base, trace: 2, verdict: 2, reason: 40, ifindex: 5, ruleId: 0, ingressRuleId: 0, tunnelSaddr: '192.168.7.12' }, cluster, 0);
+    assert.deepEqual(known.tunnel, { protocol: 'vxlan', source: '192.168.7.12', node: 'b' });
+    assert.match(formatFlowLine(known), /via vxlan from node b \(192\.168\.7\.12\) on bvx0$/);
+    // not from the tunnel: no tunnel field
+    assert.equal(describeFlow(base, cluster, 0).tunnel, undefined);
+    // the store gives it back as it was
+    const store = new FlowStore(4);
+    store.push(spoofed);
+    store.push(known);
+    assert.deepEqual(store.recent(2), [spoofed, known]);
   });
 
   it('turns a summary of the kernel\'s counts into a record with count, first and last seen', async () => {

@@ -74,6 +74,7 @@ const flowEvent = fc.record({
   ingressRuleId: u32,
   tcpFlags: u8,
   flags: u8,
+  tunnelSaddr: ip,
 });
 const flowSumKey = fc.record({ srcId: u32, dstId: u32, dport: u16, proto: u8, flags: u8 });
 const flowSum = fc.record({ firstNs: u64, lastNs: u64, count: u64, saddr: ip, daddr: ip, sport: u16, reason: u8, trace: u8, ifindex: u32, ruleId: u32, ingressRuleId: u32 });
@@ -337,7 +338,7 @@ const structs: StructSpec[] = [
     zero: {
       tsNs: 0n, srcId: 0, dstId: 0, saddr: '0.0.0.0', daddr: '0.0.0.0', sport: 0, dport: 0,
       proto: 0, verdict: 0, reason: 0, trace: 0, ifindex: 0, ruleId: 0, pktLen: 0, ethertype: 0, suppressed: 0,
-      ingressRuleId: 0, tcpFlags: 0, flags: 0,
+      ingressRuleId: 0, tcpFlags: 0, flags: 0, tunnelSaddr: '0.0.0.0',
     },
     encode: L.encodeFlowEvent as (v: never) => Buffer,
     fields: [
@@ -360,6 +361,7 @@ const structs: StructSpec[] = [
       { field: 'ingress_rule_id', kind: 'le', set: (v) => ({ ingressRuleId: n(v) }) },
       { field: 'tcp_flags', kind: 'le', set: (v) => ({ tcpFlags: n(v) }) },
       { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
+      { field: 'tunnel_saddr', kind: 'be', set: (v) => ({ tunnelSaddr: ipOf(v) }) },
     ],
   },
   {
@@ -534,7 +536,7 @@ describe('layout.ts matches the C structs of maps.h', { skip: clang && existsSyn
     for (const s of structs) {
       const covered = s.fields.reduce((acc, f) => acc + (c[`${s.struct}.${f.field}`] as [number, number])[1], 0);
       // What is left is explicit padding (ct_key.pad, flow_event.pad).
-      const padding: Record<string, number> = { ct_key: 3, event_rl_key: 2, flow_event: 2, tunnel_info: 4 };
+      const padding: Record<string, number> = { ct_key: 3, event_rl_key: 2, flow_event: 6, tunnel_info: 4 };
       assert.equal(covered + (padding[s.struct] ?? 0), s.size, `struct ${s.struct} has bytes no codec field covers`);
     }
   });
