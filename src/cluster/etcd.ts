@@ -11,7 +11,8 @@
  * while etcd was away should arrive soon after it is back.
  */
 import { readFileSync } from 'node:fs';
-import { Etcd3, isRecoverableError, type IKeyValue } from 'etcd3';
+import { createRequire } from 'node:module';
+import type { Etcd3, IKeyValue } from 'etcd3';
 import { ExponentialBackoff, handleWhen, noop, retry, type IBackoff } from 'cockatiel';
 
 export interface ClusterConnection {
@@ -22,6 +23,16 @@ export interface ClusterConnection {
   key?: string;
   /** per-call deadline, ms */
   timeoutMs?: number;
+}
+
+/**
+ * The etcd client and its gRPC stack cost the process about 20 MB resident
+ * once loaded; a daemon that is not in cluster mode (and every CLI command
+ * but the cluster ones) never needs them, so they are loaded on first
+ * connection, not at import (the client is CommonJS: a synchronous require).
+ */
+function etcdClient(): typeof import('etcd3') {
+  return createRequire(import.meta.url)('etcd3') as typeof import('etcd3');
 }
 
 /** A connection problem the user must fix (a file, the URL): exit 2 material. */
@@ -60,6 +71,7 @@ export function connectCluster(c: ClusterConnection): Etcd3 {
   if (tls && !c.ca) throw new ClusterUsageError('--cluster with https:// needs --cluster-ca (the CA that signed etcd\'s certificate)');
   if (Boolean(c.cert) !== Boolean(c.key)) throw new ClusterUsageError('give --cluster-cert and --cluster-key together');
   const timeoutMs = c.timeoutMs ?? 5000;
+  const { Etcd3, isRecoverableError } = etcdClient();
   return new Etcd3({
     hosts,
     ...(tls

@@ -40,6 +40,7 @@ import { succeed, type Outcome, type ReloadResult, type ShutdownResult, type Sta
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
 import { releaseMemory } from './memory.js';
+import { durableWritesDone } from './durable-file.js';
 import { postureAudit } from './posture-audit.js';
 import type { AuditCache } from '../audit/daemon-audit.js';
 import { ClusterNode, type ClusterNodeOptions } from '../cluster/node.js';
@@ -206,7 +207,7 @@ export class Daemon {
     }));
     this.modes.attach(manager);
     // the cluster's policies changed: the containers its policies in audit mode select change mode
-    cluster?.onPoliciesApplied(() => this.modes.refresh());
+    cluster?.onPoliciesApplied(() => this.modes.refresh({ policiesOnly: true }));
     await manager.setHostAddresses(await this.node.hostAddresses());
     if (cluster) {
       await cluster.start(manager, datapath);
@@ -254,12 +255,12 @@ export class Daemon {
         list: () => this.policies.list(),
         add: async (text, source, opts) => {
           const r = await this.policies.add(text, source, opts);
-          if (r.ok && !opts.dryRun) await this.modes.refresh();
+          if (r.ok && !opts.dryRun) await this.modes.refresh({ policiesOnly: true });
           return r;
         },
         delete: async (names) => {
           const r = await this.policies.delete(names);
-          if (r.ok) await this.modes.refresh();
+          if (r.ok) await this.modes.refresh({ policiesOnly: true });
           return r;
         },
       },
@@ -403,6 +404,8 @@ export class Daemon {
     this.manager?.close();
     this.manager?.datapath.close();
     await this.history?.close();
+    // a runtime policy or mode answered as saved is on disk before we go
+    await durableWritesDone();
     for (const f of [socketPathFor(this.o.pinPath), pidFileFor(this.o.pinPath)]) rmSync(f, { force: true });
     await this.profiler.stop();
     this.log.info({}, 'stopped; enforcement stays in place');

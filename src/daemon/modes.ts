@@ -89,10 +89,25 @@ export class ModeService {
     this.manager = manager;
   }
 
-  /** The policies changed (a reload, a runtime policy): find the audit ones again. */
-  private reindex(): void {
-    this.policies = [...auditPolicies(this.sources.filePolicies(), 'config'), ...auditPolicies(this.sources.runtimePolicies(), 'runtime')];
+  /**
+   * The policies changed (a reload, a runtime policy): find the audit ones
+   * again. The config file's list is scanned once per loaded file (50,000
+   * policies at 5,000 containers in the benchmark), not at every runtime
+   * policy added. Says whether the audit policies are other than before.
+   */
+  private reindex(): boolean {
+    const file = this.sources.filePolicies();
+    let fromFile = this.fileAudit.get(file);
+    if (!fromFile) this.fileAudit.set(file, (fromFile = auditPolicies(file, 'config')));
+    const next = [...fromFile, ...auditPolicies(this.sources.runtimePolicies(), 'runtime')];
+    const signature = JSON.stringify(next);
+    const changed = signature !== this.signature;
+    this.policies = next;
+    this.signature = signature;
+    return changed;
   }
+  private readonly fileAudit = new WeakMap<readonly PolicyConfig[], AuditPolicy[]>();
+  private signature = '';
 
   /** A container's mode and where it comes from. */
   resolve(ep: Pick<Endpoint, 'name' | 'labels' | 'mode'>): ModeInfo {
@@ -112,11 +127,19 @@ export class ModeService {
     return m;
   };
 
-  /** Rewrite the entries of endpoints whose mode moved (after a policy change, a reload, a mode set). */
-  async refresh(): Promise<string[]> {
+  /**
+   * Rewrite the entries of endpoints whose mode moved (after a policy
+   * change, a reload, a mode set). `policiesOnly`: only runtime policies
+   * changed (added, replaced, deleted); if the audit ones are the same as
+   * before, no mode can have moved and the endpoints are not walked (this
+   * runs after every `POST /v1/policies`, and walking 5,000 endpoints took
+   * the event loop for milliseconds each time).
+   */
+  async refresh(opts: { policiesOnly?: boolean } = {}): Promise<string[]> {
     const m = this.manager;
     if (!m) return [];
-    this.reindex();
+    const auditChanged = this.reindex();
+    if (opts.policiesOnly && !auditChanged) return [];
     const moved: string[] = [];
     for (const ep of m.endpoints.values()) {
       if (this.applied.get(ep.key) !== this.resolve(ep).mode) moved.push(ep.key);
@@ -152,14 +175,16 @@ export class ModeService {
       return fail('conflict', [`the whole host is in audit mode (mode: audit in the config file): no container can be enforced under it; set mode: enforce there, then per container`]);
     }
     for (const ep of eps) this.overrides.set(ep.name, mode);
-    this.save();
+    const saved = this.save();
     await this.refresh();
+    await saved;
     return succeed({ name, mode });
   }
 
-  private save(): void {
+  /** Never throws: in force already, a failed save is logged. */
+  private async save(): Promise<void> {
     try {
-      writeFileDurably(this.file, JSON.stringify({ modes: Object.fromEntries([...this.overrides].sort()) }) + '\n');
+      await writeFileDurably(this.file, JSON.stringify({ modes: Object.fromEntries([...this.overrides].sort()) }) + '\n');
     } catch (err) {
       // in force already; only a restart would forget it
       this.log.error({ file: this.file, err: (err as Error).message }, 'could not save the modes set at run time');

@@ -58,7 +58,7 @@ export class RuntimePolicyService {
     if (clash.length) {
       this.log.warn({ policies: clash }, 'the config file now defines policies of these names: the file wins, the runtime ones are dropped');
       this.store.delete(clash);
-      this.save();
+      void this.save();
     }
   }
 
@@ -114,7 +114,7 @@ export class RuntimePolicyService {
     const { added, removed } = this.store.set(parsed.policies.filter((p) => !unchanged.has(p.name)));
     const stats = await manager.changeRules(added, removed);
     const ms = +(performance.now() - t0).toFixed(3);
-    this.save();
+    await this.save();
     this.log.info({ policies: actions, ops: stats.ops, ms }, 'policies applied');
     return succeed({ policies: actions, entries: stats.ops, ms });
   }
@@ -146,7 +146,7 @@ export class RuntimePolicyService {
     const removed = this.store.delete(names);
     const stats = await manager.changeRules([], removed);
     const ms = +(performance.now() - t0).toFixed(3);
-    this.save();
+    await this.save();
     this.log.info({ policies: names, ops: stats.ops, ms }, 'policies deleted');
     return succeed({ deleted: names, entries: stats.ops, ms });
   }
@@ -160,9 +160,10 @@ export class RuntimePolicyService {
   saveFailures = 0;
   private saveError?: string;
 
-  private save(): void {
+  /** Never throws: a failed save is logged, counted and shown by status. */
+  private async save(): Promise<void> {
     try {
-      this.store.save();
+      await this.store.save();
       this.saveError = undefined;
     } catch (err) {
       // Enforcement is already in place; only a restart would forget it: status and metrics say so until a save works.

@@ -80,9 +80,9 @@ export class RuntimePolicies {
   }
 
   /** Write the file whole and durably (durable-file.ts): a crash leaves the old file or the new one. */
-  save(): void {
+  save(): Promise<void> {
     const body = { policies: this.all().map((p) => ({ ...toDocumentPolicy(p.policy), added: p.added })) };
-    writeFileDurably(this.file, JSON.stringify(body));
+    return writeFileDurably(this.file, JSON.stringify(body));
   }
 
   /**

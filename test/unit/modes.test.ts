@@ -115,6 +115,31 @@ describe('audit per workload', () => {
     assert.deepEqual(await s.modes.refresh(), [], 'nothing moved: nothing rewritten');
   });
 
+  it('after a runtime policy change (policiesOnly), walks the endpoints only when the policies in audit mode changed', async () => {
+    const s = await setup(join(dir, 'c2.json'), [{ name: 'web' }, { name: 'api' }]);
+    let walked = 0;
+    const values = s.manager.endpoints.values.bind(s.manager.endpoints);
+    s.manager.endpoints.values = () => {
+      walked++;
+      return values();
+    };
+    // an enforced policy added: no policy in audit mode changed, no endpoint walked, nothing rewritten
+    s.sources.runtime = policies(`policies:\n  - { name: web-api, from: { app: web }, to: { app: api }, ports: ["80/tcp"] }\n`);
+    const before = s.datapath.ops.length;
+    assert.deepEqual(await s.modes.refresh({ policiesOnly: true }), []);
+    assert.equal(walked, 0, 'the endpoints were not walked');
+    assert.equal(s.datapath.ops.length, before);
+    // one in audit mode added: walked, web moves
+    s.sources.runtime = [...s.sources.runtime, ...policies(`policies:\n  - { name: try-web, from: { app: web }, to: host, ports: ["53/udp"], mode: audit }\n`)];
+    assert.deepEqual(await s.modes.refresh({ policiesOnly: true }), ['file:web']);
+    assert.ok(walked > 0);
+    assert.deepEqual(auditFlags(s.datapath, s.manager), { web: true, api: false });
+    // deleted again: web back to enforce
+    s.sources.runtime = s.sources.runtime.filter((p) => p.name !== 'try-web');
+    assert.deepEqual(await s.modes.refresh({ policiesOnly: true }), ['file:web']);
+    assert.deepEqual(auditFlags(s.datapath, s.manager), { web: false, api: false });
+  });
+
   it('keeps modes set at run time across a restart, in its file', async () => {
     const file = join(dir, 'd.json');
     const s = await setup(file, [{ name: 'web' }, { name: 'api' }]);

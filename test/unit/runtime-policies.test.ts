@@ -65,7 +65,7 @@ describe('runtime policies', () => {
     assert.equal(rp.size, 0);
   });
 
-  it('saves atomically and loads back the same policies; a corrupt file is reported, not used', () => {
+  it('saves atomically and loads back the same policies; a corrupt file is reported, not used', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bastion-rp-'));
     try {
       const file = join(dir, 'p.json');
@@ -75,7 +75,7 @@ describe('runtime policies', () => {
         parseOne({ name: 'b', from: 'host', to: { tier: 'db' } })!,
       ];
       rp.set(policies, new Date('2026-01-01T00:00:00Z'));
-      rp.save();
+      await rp.save();
       const back = new RuntimePolicies(file);
       assert.deepEqual(back.load(), { loaded: 2, errors: [] });
       assert.deepEqual(back.all().map((p) => p.policy), policies);
@@ -99,13 +99,13 @@ describe('runtime policies', () => {
     }
   });
 
-  it('a truncated or corrupt file is kept aside, reported, and never overwritten by the next save (failed before: the next save replaced it)', () => {
+  it('a truncated or corrupt file is kept aside, reported, and never overwritten by the next save (failed before: the next save replaced it)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bastion-rp-'));
     try {
       const file = join(dir, 'p.json');
       const rp = new RuntimePolicies(file);
       rp.set([parseOne({ name: 'a', from: { app: 'web' }, to: { app: 'api' }, ports: ['80/tcp'] })!]);
-      rp.save();
+      await rp.save();
       const whole = readFileSync(file, 'utf8');
       for (const corrupt of [whole.slice(0, whole.length - 7), '', '[1,2]', '{"policies": 3}', whole.replace('web', 'w\u0000b')]) {
         writeFileSync(file, corrupt);
@@ -118,7 +118,7 @@ describe('runtime policies', () => {
         assert.ok(!existsSync(file), 'moved, not copied');
         // the next policy add saves a new file; the unreadable one stays where it was put
         next.set([parseOne({ name: 'b', from: { app: 'web' }, to: 'host' })!]);
-        next.save();
+        await next.save();
         assert.equal(readFileSync(r.keptAside, 'utf8'), corrupt);
         assert.ok(next.unreadableCopies().includes(r.keptAside));
         rmSync(file);
@@ -129,15 +129,35 @@ describe('runtime policies', () => {
     }
   });
 
-  it('save leaves no temporary file and writes the whole document', () => {
+  it('save leaves no temporary file and writes the whole document', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'bastion-rp-'));
     try {
       const file = join(dir, 'p.json');
       const rp = new RuntimePolicies(file);
       rp.set([parseOne({ name: 'a', from: { app: 'web' }, to: { app: 'api' } })!]);
-      rp.save();
+      await rp.save();
       assert.deepEqual(readdirSync(dir), ['p.json']);
       assert.equal(JSON.parse(readFileSync(file, 'utf8')).policies.length, 1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('saves asked one after the other without waiting land in order: the last asked is the file, and no temporary file is left', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bastion-rp-'));
+    try {
+      const file = join(dir, 'p.json');
+      const rp = new RuntimePolicies(file);
+      const saves: Promise<void>[] = [];
+      for (let i = 0; i < 20; i++) {
+        rp.set([parseOne({ name: `p${i}`, from: { app: 'web' }, to: { app: 'api' }, ports: [`${1000 + i}/tcp`] })!]);
+        saves.push(rp.save());
+      }
+      await Promise.all(saves);
+      assert.deepEqual(readdirSync(dir), ['p.json']);
+      const back = new RuntimePolicies(file);
+      assert.deepEqual(back.load(), { loaded: 20, errors: [] });
+      assert.deepEqual(back.all().map((p) => p.policy.name), Array.from({ length: 20 }, (_, i) => `p${i}`));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
