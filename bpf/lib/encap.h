@@ -106,10 +106,44 @@ static __always_inline int tunnel_encap_direct(struct __sk_buff *skb, const stru
 }
 
 /*
+ * Will the VXLAN packet fit the underlay's MTU? A single packet: its length
+ * plus the 50 bytes. A GSO packet: each segment it will be cut into, i.e.
+ * its inner IPv4 and TCP/UDP headers, gso_size bytes of payload and the 50
+ * bytes. One that does not fit goes through the VXLAN device instead, which
+ * sends the sender the "fragmentation needed" a TCP connection lowers its
+ * MSS on (or fragments the outer packet), where the underlay interface
+ * would simply drop a frame larger than its MTU.
+ */
+static __always_inline int tunnel_fits(struct __sk_buff *skb, const struct tunnel_info *t)
+{
+	__u32 mtu_len = 0;
+	__u8 b[2];
+	__u32 hdrs;
+
+	if (!skb->gso_size)
+		return bpf_check_mtu(skb, t->underlay_ifindex, &mtu_len, VXLAN_OVERHEAD, 0) == 0;
+	/* ihl, then the L4 header's length (TCP data offset; UDP: 8) */
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &b[0], 1))
+		return 0;
+	hdrs = (b[0] & 0x0f) * 4;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 9, &b[1], 1))
+		return 0;
+	if (b[1] == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + (hdrs & 0x3c) + 12, &b[0], 1))
+			return 0;
+		hdrs += (b[0] >> 4) * 4;
+	} else {
+		hdrs += sizeof(struct udphdr);
+	}
+	mtu_len = (hdrs & 0xff) + skb->gso_size + VXLAN_OVERHEAD;
+	return bpf_check_mtu(skb, t->underlay_ifindex, &mtu_len, 0, 0) == 0;
+}
+
+/*
  * Hand a packet to another node's endpoint: VXLAN with the sender's
  * identity as the VNI, built here and sent on the underlay (above), or
  * through the VXLAN device (tunnel key, then the device) when the node has
- * not said which underlay interface to use. Returns the tc verdict, or
+ * not said which underlay interface to use or the packet would not fit it. Returns the tc verdict, or
  * -REASON_NO_TUNNEL when this node has no tunnel (the caller drops with
  * that reason). The UDP checksum stays zero, as on Docker's and flannel's
  * VXLAN (the inner packet carries its own).
@@ -121,7 +155,7 @@ static __always_inline int tunnel_redirect(struct __sk_buff *skb, const struct r
 
 	if (!t || !t->ifindex)
 		return -REASON_NO_TUNNEL;
-	if (t->underlay_ifindex && t->port)
+	if (t->underlay_ifindex && t->port && tunnel_fits(skb, t))
 		return tunnel_encap_direct(skb, t, dst, src_identity & TUNNEL_VNI_MASK);
 	key.tunnel_id = src_identity & TUNNEL_VNI_MASK;
 	key.remote_ipv4 = bpf_ntohl(dst->node_ipv4);

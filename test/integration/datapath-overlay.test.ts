@@ -142,6 +142,26 @@ describe('sender side under BPF_PROG_TEST_RUN', () => {
     }
   });
 
+  it('a packet that would not fit the underlay once encapsulated goes through the VXLAN device instead (which answers with fragmentation-needed), never dropped by the underlay', () => {
+    execFileSync('ip', ['link', 'set', VB, 'mtu', '1000']);
+    maps.tunnel.set({ ifindex: ifindexOf(VB), localIpv4: '192.0.2.11', underlayIfindex: ifindexOf(VB), port: 4789, flags: 0 });
+    try {
+      const sport = randomInt(20000, 60000);
+      const first = fromA(syn(8080, sport));
+      assert.equal(first.retval, TC_ACT_REDIRECT);
+      assert.equal(first.dataOut.length, syn(8080, sport).length + 50, 'a small packet is built in the program');
+      // 960 bytes of IPv4 fit 1000 alone, not with the 50 bytes of VXLAN
+      const big = tcpFrame({ srcMac: A.mac, dstMac: R.mac, src: A.ip, dst: R.ip, sport, dport: 8080, flags: 'A', payload: Buffer.alloc(960 - 40) });
+      const r = fromA(big);
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      assert.deepEqual(r.dataOut.subarray(0, big.length), big, 'handed to the device unchanged');
+      assert.equal(r.dataOut.length, big.length);
+    } finally {
+      execFileSync('ip', ['link', 'set', VB, 'mtu', '1500']);
+      maps.tunnel.set({ ifindex: ifindexOf(VB), localIpv4: '192.0.2.11', flags: 0 });
+    }
+  });
+
   it("the sender's egress decides first: a port the policy does not name is dropped before the tunnel", () => {
     const before = count(REASON.policyDenied);
     assert.equal(fromA(syn(9090)).retval, TC_ACT_SHOT);
