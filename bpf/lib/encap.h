@@ -58,7 +58,7 @@ struct vxlan_outer {
 /*
  * The VXLAN packet built here, handed to the underlay interface: what the
  * VXLAN device would build (same headers, same VNI, UDP checksum zero, a
- * source port from the inner flow's hash), without the device's transmit
+ * source port from the inner flow's hash, the inner ECN codepoint outside), without the device's transmit
  * path (its own route lookup and tunnel metadata per packet). A TCP segment
  * stays one GSO packet: the kernel is told it is UDP-tunnelled with an
  * inner Ethernet header, and the inner MSS is kept (the containers' MTU
@@ -74,12 +74,20 @@ static __always_inline int tunnel_encap_direct(struct __sk_buff *skb, const stru
 	struct vxlan_outer h = {};
 	__u32 len = skb->len;
 	__u32 hash = bpf_get_hash_recalc(skb);
+	__u8 tos = 0;
 	__s64 csum;
 
 	if (bpf_skb_load_bytes(skb, 0, &h.inner, sizeof(h.inner)))
 		return TC_ACT_SHOT;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 1, &tos, 1))
+		return TC_ACT_SHOT;
 	h.ip.version = 4;
 	h.ip.ihl = 5;
+	/* ECN as the device does it (INET_ECN_encapsulate): the inner packet's
+	 * ECN-capable codepoint outside, so the underlay can mark instead of
+	 * dropping; a CE inside is ECT(0) outside. */
+	tos &= 0x03;
+	h.ip.tos = tos == 0x03 ? 0x02 : tos;
 	h.ip.tot_len = bpf_htons(len - ETH_HLEN + VXLAN_OVERHEAD);
 	h.ip.id = (__be16)hash;
 	h.ip.ttl = TUNNEL_TTL;

@@ -112,7 +112,8 @@ describe('sender side under BPF_PROG_TEST_RUN', () => {
     maps.tunnel.set({ ifindex: ifindexOf(VB), localIpv4: '192.0.2.11', underlayIfindex: ifindexOf(VB), port: 4789, flags: 0 });
     try {
       const before = count(REASON.encapsulated);
-      const frame = syn(8080);
+      // ECN-capable (ECT(1)): the codepoint is copied outside, as the device does
+      const frame = tcpFrame({ srcMac: A.mac, dstMac: R.mac, src: A.ip, dst: R.ip, sport: randomInt(20000, 60000), dport: 8080, flags: 'S', ip: { tos: 0x01 } });
       const r = fromA(frame);
       assert.equal(r.retval, TC_ACT_REDIRECT);
       assert.equal(count(REASON.encapsulated), before + 1);
@@ -123,6 +124,7 @@ describe('sender side under BPF_PROG_TEST_RUN', () => {
       assert.equal(ip[0], 0x45);
       assert.equal(ip.readUInt16BE(2), frame.length - 14 + 50, 'outer total length');
       assert.equal(ip[9], 17, 'UDP');
+      assert.equal(ip[1]! & 3, 0x01, "the inner packet's ECN codepoint outside");
       assert.deepEqual([...ip.subarray(12, 16)], [192, 0, 2, 11], 'from this node');
       assert.deepEqual([...ip.subarray(16, 20)], [192, 0, 2, 12], "to the peer's node");
       let sum = 0;
