@@ -228,8 +228,13 @@ export class Manager {
   changeRules(add: Rule[], remove: Rule[]): Promise<ApplyStats> {
     return this.serial(async () => {
       // nothing here may cost in proportion to all rules (no copy of the rule list)
+      const prefixes = this.compiler.prefixVersion();
       const touched = this.compiler.changeRules(add, remove);
-      return this.commit(touched, true);
+      // the global slice again only if the rules' CIDR prefixes changed: it
+      // holds every registered prefix, and rebuilding it for each change cost
+      // in proportion to them (the config slice is rewritten by the new
+      // policy epoch after the writes in any case)
+      return this.commit(touched, this.compiler.prefixVersion() !== prefixes);
     });
   }
 

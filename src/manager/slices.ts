@@ -104,6 +104,11 @@ export class SliceCompiler {
     return this.ctx.rules();
   }
 
+  /** Changes whenever the rules' CIDR prefixes (the part of the global slice rules decide) change. */
+  prefixVersion(): number {
+    return this.ctx.prefixVersion();
+  }
+
   setHostAddrs(addrs: string[]): void {
     this.ctx.setHostAddrs(addrs);
   }

@@ -390,6 +390,11 @@ export class CompileContext {
     return this.ruleNumberFn(rule.id);
   }
 
+  /** Changes whenever the set of registered prefixes changes (what the global slice holds of the rules). */
+  prefixVersion(): number {
+    return this.registryVersion;
+  }
+
   /** Registered prefixes (canonical text → identity), 0.0.0.0/0 included. */
   registeredPrefixes(): Map<string, number> {
     const out = new Map<string, number>([[WORLD_CIDR, ID_WORLD]]);

@@ -719,4 +719,31 @@ describe('manager: failed writes and drift', () => {
       manager.close();
     }
   });
+
+  it('a runtime rule change rebuilds the global slice (every registered prefix) only when it registers or drops a prefix', async () => {
+    const { manager, datapath } = await populated({});
+    try {
+      const compiler = (manager as unknown as { compiler: { globalSlice: (...a: unknown[]) => unknown } }).compiler;
+      let builds = 0;
+      const globalSlice = compiler.globalSlice.bind(compiler);
+      compiler.globalSlice = (...a: unknown[]) => {
+        builds++;
+        return globalSlice(...a);
+      };
+      const port: Rule = { id: 'web-db-9000', subject: { matchLabels: { app: 'db' } }, direction: 'ingress', peers: [{ kind: 'endpoints', selector: { matchLabels: { app: 'web' } } }], ports: [{ protocol: 'tcp', from: 9000, to: 9000 }] };
+      await manager.changeRules([port], []);
+      assert.equal(builds, 0, 'a rule between endpoints: no prefix, no global rebuild');
+      const net: Rule = { id: 'db-net', subject: { matchLabels: { app: 'db' } }, direction: 'egress', peers: [{ kind: 'cidr', cidr: '172.20.0.0/16' }], ports: [] };
+      await manager.changeRules([net], []);
+      assert.equal(builds, 1, 'a new prefix: rebuilt');
+      assertInSync(manager, datapath, 'the new prefix written');
+      await manager.changeRules([], [port]);
+      assert.equal(builds, 1);
+      await manager.changeRules([], [net]);
+      assert.equal(builds, 2, 'the prefix dropped: rebuilt');
+      assertInSync(manager, datapath, 'the prefix gone');
+    } finally {
+      manager.close();
+    }
+  });
 });
