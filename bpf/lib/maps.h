@@ -406,12 +406,18 @@ struct remote_endpoint {
 
 #define BASTION_MAX_REMOTE	65536
 
-/* This node's tunnel: one VXLAN device in external (collect_md) mode. */
+/*
+ * This node's tunnel: one VXLAN device in external (collect_md) mode, and
+ * the underlay interface it sends on. With underlay_ifindex set, senders
+ * build the VXLAN packet themselves and hand it to the underlay interface
+ * (lib/encap.h, tunnel_encap_direct); without, they give it to the device.
+ */
 struct tunnel_info {
 	__u32 ifindex;		/* the VXLAN device; 0: no tunnel (remote peers are dropped) */
 	__be32 local_ipv4;	/* this node's underlay address */
-	__u32 flags;		/* reserved */
-	__u32 pad;
+	__u32 underlay_ifindex;	/* the underlay interface; 0: through the device */
+	__be16 port;		/* the VXLAN UDP port (the device's) */
+	__u16 flags;		/* reserved */
 };				/* 16 bytes */
 
 /* ----------------------------------------------------------------- maps */

@@ -34,6 +34,7 @@ import type { ResolvedEndpoint, ViewDelta } from './view.js';
 import { ensureTunnelDevice, routeDevice, underlayOf } from '../agent/tunnel.js';
 import { formatIpv4, ipv4Mask, parseIpv4 } from '../net/ip.js';
 import { releaseMemory } from '../daemon/memory.js';
+import type { TunnelInfo } from '../datapath/layout.js';
 
 /**
  * After this many remote endpoints came or went in one burst, the node gives
@@ -156,7 +157,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       throw err;
     }
     this.tunnelIfindex = t.ifindex;
-    await manager.setTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
+    await manager.setTunnel(this.tunnelInfo(t.ifindex));
     this.log.info({ device: this.o.tunnelDevice, ifindex: t.ifindex, created: t.created, mtu: t.mtu, underlay: this.underlay.address }, 'tunnel in place');
     // Without from_overlay nothing from other nodes is checked or delivered:
     // if another tool takes it off (or the device goes), put it back, loudly.
@@ -185,6 +186,16 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     if (address === this.underlay.address) return this.o.node;
     for (const [name, n] of this.session.view.nodes) if (n.record.underlay === address) return name;
     return undefined;
+  }
+
+  /**
+   * The senders' tunnel entry: the device, and the underlay interface and
+   * port they build VXLAN packets for themselves (lib/encap.h,
+   * tunnel_encap_direct), so that a packet to another node skips the
+   * device's transmit path. The device stays: it receives.
+   */
+  private tunnelInfo(ifindex: number): TunnelInfo {
+    return { ifindex, localIpv4: this.underlay.address, underlayIfindex: this.underlay.ifindex, port: this.o.tunnelPort, flags: 0 };
   }
 
   beginPublishing(): void {
@@ -290,7 +301,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
       datapath.attachTunnel(t.ifindex);
       // a device made again has a new ifindex: the senders' entry follows
-      if (t.ifindex !== this.tunnelIfindex) await manager.setTunnel({ ifindex: t.ifindex, localIpv4: this.underlay.address, flags: 0 });
+      if (t.ifindex !== this.tunnelIfindex) await manager.setTunnel(this.tunnelInfo(t.ifindex));
       this.tunnelIfindex = t.ifindex;
       this.tunnelRepairs++;
       this.log.error({ device: this.o.tunnelDevice, ifindex: t.ifindex, recreated: t.created }, 'the tunnel program was missing: attached again');

@@ -817,10 +817,18 @@ export function decodeRemoteEndpoint(b: Buffer): RemoteEndpointInfo {
   return { identity: b.readUInt32LE(0), nodeIpv4: bytesToIpv4(b, 4), mac: bytesToMac(b, 8), flags: b.readUInt16LE(14) };
 }
 
-/** struct tunnel_info: this node's VXLAN device (bastion_tunnel, one entry). */
+/**
+ * struct tunnel_info: this node's VXLAN device (bastion_tunnel, one entry),
+ * and the underlay interface the senders build VXLAN packets for (0: they
+ * hand packets to the device instead).
+ */
 export interface TunnelInfo {
   ifindex: number;
   localIpv4: string;
+  /** the underlay interface; 0 or absent: through the VXLAN device */
+  underlayIfindex?: number;
+  /** the VXLAN UDP port (the device's); 0 or absent: through the device */
+  port?: number;
   flags: number;
 }
 export const TUNNEL_INFO_SIZE = 16;
@@ -829,9 +837,11 @@ export function encodeTunnelInfo(t: TunnelInfo): Buffer {
   const b = Buffer.alloc(TUNNEL_INFO_SIZE);
   b.writeUInt32LE(t.ifindex, 0);
   ipv4ToBytes(t.localIpv4).copy(b, 4);
-  b.writeUInt32LE(t.flags, 8);
+  b.writeUInt32LE(t.underlayIfindex ?? 0, 8);
+  b.writeUInt16BE(t.port ?? 0, 12);
+  b.writeUInt16LE(t.flags, 14);
   return b;
 }
 export function decodeTunnelInfo(b: Buffer): TunnelInfo {
-  return { ifindex: b.readUInt32LE(0), localIpv4: bytesToIpv4(b, 4), flags: b.readUInt32LE(8) };
+  return { ifindex: b.readUInt32LE(0), localIpv4: bytesToIpv4(b, 4), underlayIfindex: b.readUInt32LE(8), port: b.readUInt16BE(12), flags: b.readUInt16LE(14) };
 }

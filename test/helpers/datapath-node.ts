@@ -16,7 +16,8 @@ import { CFG_F_TRACE_ALLOWED, MODE_ENFORCE, POLICY_PREFIX_ANY_PROTO, POLICY_PREF
 
 export interface NodeSpec {
   pin: string;
-  tunnel?: { device: string; underlay: string; port?: number };
+  /** direct: senders build the VXLAN packet and send it on the underlay (the daemon's way); else through the device */
+  tunnel?: { device: string; underlay: string; port?: number; direct?: boolean };
   endpoints: Array<{ hostIf: string; identity: number; ip: string; mac: string; gwMac: string }>;
   remote: Array<{ ip: string; identity: number; nodeIp: string; mac: string }>;
   /** proto 0 with port 0: every protocol */
@@ -54,7 +55,8 @@ async function main(): Promise<void> {
     const u = await underlayOf(spec.tunnel.underlay);
     const t = await ensureTunnelDevice(spec.tunnel.device, spec.tunnel.port ?? 4789, spec.tunnel.underlay, u.mtu);
     dp.attachTunnel(t.ifindex);
-    m.tunnel.set({ ifindex: t.ifindex, localIpv4: u.address, flags: 0 });
+    const port = spec.tunnel.port ?? 4789;
+    m.tunnel.set({ ifindex: t.ifindex, localIpv4: u.address, flags: 0, ...(spec.tunnel.direct ? { underlayIfindex: u.ifindex, port } : {}) });
   }
   dp.close();
 }

@@ -33,7 +33,7 @@ import {
 import { arpRequest, parseFrame, tcpFrame, udpFrame } from '../helpers/packets.js';
 import { run } from '../helpers/netns.js';
 import { createUnderlay, uniqueClusterPrefix, type Underlay } from '../helpers/etcd.js';
-import { arping, nsRun, ping, startTcpEcho, stopBackground, tcpConnect, type Background } from '../helpers/probes.js';
+import { arping, isListening, nsRun, ping, startBackground, startTcpEcho, stopBackground, tcpConnect, waitFor, type Background } from '../helpers/probes.js';
 import type { NodeSpec } from '../helpers/datapath-node.js';
 
 const TC_ACT_SHOT = 2;
@@ -108,6 +108,62 @@ describe('sender side under BPF_PROG_TEST_RUN', () => {
     assert.equal(count(REASON.encapsulated), before + 1);
   });
 
+  it('with the underlay interface given, the program builds the VXLAN packet itself: outer IPv4/UDP to the peer\'s node, VNI = the sender\'s identity, the frame inside untouched', () => {
+    maps.tunnel.set({ ifindex: ifindexOf(VB), localIpv4: '192.0.2.11', underlayIfindex: ifindexOf(VB), port: 4789, flags: 0 });
+    try {
+      const before = count(REASON.encapsulated);
+      // ECN-capable (ECT(1)): the codepoint is copied outside, as the device does
+      const frame = tcpFrame({ srcMac: A.mac, dstMac: R.mac, src: A.ip, dst: R.ip, sport: randomInt(20000, 60000), dport: 8080, flags: 'S', ip: { tos: 0x01 } });
+      const r = fromA(frame);
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      assert.equal(count(REASON.encapsulated), before + 1);
+      const out = r.dataOut;
+      assert.equal(out.length, frame.length + 50, 'VXLAN adds 50 bytes');
+      assert.equal(out.readUInt16BE(12), 0x0800);
+      const ip = out.subarray(14, 34);
+      assert.equal(ip[0], 0x45);
+      assert.equal(ip.readUInt16BE(2), frame.length - 14 + 50, 'outer total length');
+      assert.equal(ip[9], 17, 'UDP');
+      assert.equal(ip[1]! & 3, 0x01, "the inner packet's ECN codepoint outside");
+      assert.deepEqual([...ip.subarray(12, 16)], [192, 0, 2, 11], 'from this node');
+      assert.deepEqual([...ip.subarray(16, 20)], [192, 0, 2, 12], "to the peer's node");
+      let sum = 0;
+      for (let i = 0; i < 20; i += 2) sum += ip.readUInt16BE(i);
+      while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+      assert.equal(sum, 0xffff, 'outer IPv4 checksum');
+      const udp = out.subarray(34, 42);
+      assert.equal(udp.readUInt16BE(2), 4789);
+      assert.ok(udp.readUInt16BE(0) >= 49152, 'source port from the dynamic range');
+      assert.equal(udp.readUInt16BE(4), frame.length - 14 + 50 - 20, 'UDP length');
+      assert.equal(udp.readUInt16BE(6), 0, 'UDP checksum zero, as through the device');
+      assert.equal(out.readUInt32BE(42), 0x08000000, 'VXLAN flags: VNI valid');
+      assert.equal(out.readUInt32BE(46) >>> 8, A.id, "VNI = the sender's identity");
+      assert.deepEqual(out.subarray(50), frame, 'the inner frame is the one the container sent');
+    } finally {
+      maps.tunnel.set({ ifindex: ifindexOf(VB), localIpv4: '192.0.2.11', flags: 0 });
+    }
+  });
+
+  it('a packet that would not fit the underlay once encapsulated goes through the VXLAN device instead (which answers with fragmentation-needed), never dropped by the underlay', () => {
+    execFileSync('ip', ['link', 'set', VB, 'mtu', '1000']);
+    maps.tunnel.set({ ifindex: ifindexOf(VB), localIpv4: '192.0.2.11', underlayIfindex: ifindexOf(VB), port: 4789, flags: 0 });
+    try {
+      const sport = randomInt(20000, 60000);
+      const first = fromA(syn(8080, sport));
+      assert.equal(first.retval, TC_ACT_REDIRECT);
+      assert.equal(first.dataOut.length, syn(8080, sport).length + 50, 'a small packet is built in the program');
+      // 960 bytes of IPv4 fit 1000 alone, not with the 50 bytes of VXLAN
+      const big = tcpFrame({ srcMac: A.mac, dstMac: R.mac, src: A.ip, dst: R.ip, sport, dport: 8080, flags: 'A', payload: Buffer.alloc(960 - 40) });
+      const r = fromA(big);
+      assert.equal(r.retval, TC_ACT_REDIRECT);
+      assert.deepEqual(r.dataOut.subarray(0, big.length), big, 'handed to the device unchanged');
+      assert.equal(r.dataOut.length, big.length);
+    } finally {
+      execFileSync('ip', ['link', 'set', VB, 'mtu', '1500']);
+      maps.tunnel.set({ ifindex: ifindexOf(VB), localIpv4: '192.0.2.11', flags: 0 });
+    }
+  });
+
   it("the sender's egress decides first: a port the policy does not name is dropped before the tunnel", () => {
     const before = count(REASON.policyDenied);
     assert.equal(fromA(syn(9090)).retval, TC_ACT_SHOT);
@@ -149,7 +205,7 @@ describe('sender side under BPF_PROG_TEST_RUN', () => {
   });
 });
 
-describe('two hosts over a real VXLAN underlay', () => {
+for (const mode of ['device', 'direct'] as const) describe(`two hosts over a real VXLAN underlay (senders encapsulate ${mode === 'direct' ? 'in the program, onto the underlay' : 'through the VXLAN device'})`, () => {
   let u: Underlay;
   const p = uniqueClusterPrefix();
   const pins = [`/sys/fs/bpf/bastion-ovh1-${p}`, `/sys/fs/bpf/bastion-ovh2-${p}`];
@@ -208,7 +264,7 @@ print("sent")
     await container(h2, c2, 'hc2', C2);
     await container(h2, c3, 'hc3', C3);
     const world = { addr: '0.0.0.0', prefixlen: 0, identity: ID_WORLD, flags: 0 };
-    const tunnel = { device: 'bvx0', underlay: 'ul0' };
+    const tunnel = { device: 'bvx0', underlay: 'ul0', direct: mode === 'direct' };
     await applyNode(h1, {
       pin: pins[0]!,
       tunnel,
@@ -217,6 +273,7 @@ print("sent")
       policy: [
         { ep: C1.id, peer: C2.id, dir: DIR_EGRESS, proto: P.tcp, port: 8080 },
         { ep: C1.id, peer: C2.id, dir: DIR_EGRESS, proto: P.tcp, port: 7070 },
+        { ep: C1.id, peer: C2.id, dir: DIR_EGRESS, proto: P.tcp, port: 5201 },
         { ep: C1.id, peer: C2.id, dir: DIR_EGRESS, proto: P.icmp, port: 0 },
       ],
       neigh: [{ ep: C1.id, peer: C2.id }],
@@ -233,6 +290,7 @@ print("sent")
       // c2 accepts c1 on 8080 and ICMP, not on 7070 (which c1's egress allows)
       policy: [
         { ep: C2.id, peer: C1.id, dir: DIR_INGRESS, proto: P.tcp, port: 8080 },
+        { ep: C2.id, peer: C1.id, dir: DIR_INGRESS, proto: P.tcp, port: 5201 },
         { ep: C2.id, peer: C1.id, dir: DIR_INGRESS, proto: P.icmp, port: 0 },
       ],
       neigh: [{ ep: C2.id, peer: C1.id }],
@@ -264,6 +322,24 @@ print("sent")
     // replies went back through h2's from_container and h1's from_overlay
     assert.ok(count(maps[1]!, REASON.encapsulated) > 0);
     assert.ok(count(maps[0]!, REASON.decapsulated) > 0);
+    // which way they left: the VXLAN device sent them, or the program built them and the device sent nothing
+    const sent = txPackets(h1, 'bvx0');
+    if (mode === 'direct') assert.equal(sent, 0, 'built in the program, yet the VXLAN device transmitted');
+    else assert.ok(sent > 0, 'the VXLAN device transmitted nothing');
+  });
+
+  it('a bulk TCP transfer crosses whole (segments stay large through the encapsulation, checksums hold)', async () => {
+    const srv = startBackground(c2, 'iperf3', ['-s', '-1', '-B', C2.ip, '-p', '5201']);
+    assert.ok(await waitFor(() => isListening(c2, 'tcp', C2.ip, 5201), 5000), `iperf3 server: ${srv.stderr}`);
+    const r = await nsRun(c1, 'iperf3', ['-c', C2.ip, '-p', '5201', '-n', '32M', '-J', '--connect-timeout', '3000'], { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stdout.slice(-800) + r.stderr);
+    const j = JSON.parse(r.stdout) as { end: { sum_received: { bytes: number }; sum_sent: { bytes: number } } };
+    // the sender finished its 32 MiB; the receiver's summary ends with the test's last full interval
+    assert.ok(j.end.sum_sent.bytes >= 32 * 1024 * 1024, `sent ${j.end.sum_sent.bytes} bytes`);
+    assert.ok(j.end.sum_received.bytes >= 0.9 * 32 * 1024 * 1024, `received ${j.end.sum_received.bytes} bytes`);
+    // GSO kept: far fewer packets than 1,400-byte segments on h2's underlay leg
+    const rx = rxPacketsAndBytes(h2, 'ul0');
+    assert.ok(rx.bytes / rx.packets > 3000, `h2's underlay received ${rx.packets} packets for ${rx.bytes} bytes: segmented on the way`);
   });
 
   it("the receiver's ingress decides on its own node; a new connection the other way is the receiver's egress to decide", async () => {
@@ -298,6 +374,14 @@ print("sent")
     assert.equal(rx1, rx0, 'c2 was handed a forged packet');
   });
 });
+
+function txPackets(ns: string, ifname: string): number {
+  return Number(execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${ifname}/statistics/tx_packets`]).toString().trim());
+}
+function rxPacketsAndBytes(ns: string, ifname: string): { packets: number; bytes: number } {
+  const read = (f: string) => Number(execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${ifname}/statistics/${f}`]).toString().trim());
+  return { packets: read('rx_packets'), bytes: read('rx_bytes') };
+}
 
 function ifindexIn(ns: string, ifname: string): number {
   const out = execFileSync('ip', ['-n', ns, '-j', 'link', 'show', 'dev', ifname]).toString();

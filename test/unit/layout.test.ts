@@ -83,7 +83,7 @@ const epStats = fc.record({ txPackets: u64, txBytes: u64, rxPackets: u64, rxByte
 const config = fc.record({ mode: u32, flags: u32, ctTcpLifetimeS: u32, ctOtherLifetimeS: u32, ctPerEndpoint: u32, eventsPerSec: u32, policyEpoch: u32 });
 const state = fc.record({ nextIdentity: u64, generation: u64 });
 const remoteEndpoint = fc.record({ identity: u32, nodeIpv4: ip, mac, flags: u16 });
-const tunnelInfo = fc.record({ ifindex: u32, localIpv4: ip, flags: u32 });
+const tunnelInfo = fc.record({ ifindex: u32, localIpv4: ip, underlayIfindex: u32, port: fc.integer({ min: 0, max: 0xffff }), flags: fc.integer({ min: 0, max: 0xffff }) });
 
 function encodeCounter(c: L.Counter): Buffer {
   const b = Buffer.alloc(L.COUNTER_SIZE);
@@ -470,11 +470,13 @@ const structs: StructSpec[] = [
   {
     struct: 'tunnel_info',
     size: L.TUNNEL_INFO_SIZE,
-    zero: { ifindex: 0, localIpv4: '0.0.0.0', flags: 0 },
+    zero: { ifindex: 0, localIpv4: '0.0.0.0', underlayIfindex: 0, port: 0, flags: 0 },
     encode: L.encodeTunnelInfo as (v: never) => Buffer,
     fields: [
       { field: 'ifindex', kind: 'le', set: (v) => ({ ifindex: n(v) }) },
       { field: 'local_ipv4', kind: 'be', set: (v) => ({ localIpv4: ipOf(v) }) },
+      { field: 'underlay_ifindex', kind: 'le', set: (v) => ({ underlayIfindex: n(v) }) },
+      { field: 'port', kind: 'be', set: (v) => ({ port: n(v) }) },
       { field: 'flags', kind: 'le', set: (v) => ({ flags: n(v) }) },
     ],
   },
@@ -536,7 +538,7 @@ describe('layout.ts matches the C structs of maps.h', { skip: clang && existsSyn
     for (const s of structs) {
       const covered = s.fields.reduce((acc, f) => acc + (c[`${s.struct}.${f.field}`] as [number, number])[1], 0);
       // What is left is explicit padding (ct_key.pad, flow_event.pad).
-      const padding: Record<string, number> = { ct_key: 3, event_rl_key: 2, flow_event: 6, tunnel_info: 4 };
+      const padding: Record<string, number> = { ct_key: 3, event_rl_key: 2, flow_event: 6 };
       assert.equal(covered + (padding[s.struct] ?? 0), s.size, `struct ${s.struct} has bytes no codec field covers`);
     }
   });
