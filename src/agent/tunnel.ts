@@ -14,6 +14,7 @@
  * --tunnel-device) is never replaced or detached (ForeignStackError), and
  * `down` leaves it and its device alone.
  */
+import koffi from 'koffi';
 import { execFile } from 'node:child_process';
 import { detachTc } from '../datapath/tc.js';
 import { ForeignStackError } from '../manager/ports.js';
@@ -131,4 +132,12 @@ export function detachTunnelProgram(ifindex: number, who: Ownership): boolean {
   } catch {
     return false;
   }
+}
+
+let ifNameToIndex: ((name: string) => number) | undefined;
+
+/** The index of a network interface in this network namespace, 0 if there is none of that name (if_nametoindex). */
+export function interfaceIndex(name: string): number {
+  if (!ifNameToIndex) ifNameToIndex = koffi.load('libc.so.6').func('unsigned int if_nametoindex(const char *ifname)') as (name: string) => number;
+  return ifNameToIndex(name);
 }

@@ -31,7 +31,7 @@ import { ClusterSession, type SessionStatus } from './session.js';
 import { checkNodeName, endpointKey, nodeKey, nodeUser, type EndpointRecord, type NodeRecord } from './keys.js';
 import { isPermissionDenied } from './etcd.js';
 import type { ResolvedEndpoint, ViewDelta } from './view.js';
-import { ensureTunnelDevice, routeDevice, underlayOf } from '../agent/tunnel.js';
+import { ensureTunnelDevice, interfaceIndex, routeDevice, underlayOf } from '../agent/tunnel.js';
 import { formatIpv4, ipv4Mask, parseIpv4 } from '../net/ip.js';
 import { releaseMemory } from '../daemon/memory.js';
 import type { TunnelInfo } from '../datapath/layout.js';
@@ -95,6 +95,10 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   private policiesApplied?: () => Promise<unknown>;
   private tunnelIfindex = 0;
   private tunnelTimer?: NodeJS.Timeout;
+  /** the underlay interface's index as the senders' entry has it (0: gone; they send through the device) */
+  private underlayIfindex: number;
+  /** times the underlay interface was found gone or made again */
+  underlayChanges = 0;
   /** times the tunnel program was found missing and put back */
   tunnelRepairs = 0;
   /** deltas that arrived before the manager was attached: applied after (idempotent) */
@@ -114,6 +118,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     private readonly log: Logger,
     readonly underlay: { ifindex: number; address: string; prefixLen: number; mtu: number },
   ) {
+    this.underlayIfindex = underlay.ifindex;
     const record: NodeRecord = {
       name: o.node,
       underlay: underlay.address,
@@ -195,7 +200,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
    * device's transmit path. The device stays: it receives.
    */
   private tunnelInfo(ifindex: number): TunnelInfo {
-    return { ifindex, localIpv4: this.underlay.address, underlayIfindex: this.underlay.ifindex, port: this.o.tunnelPort, flags: 0 };
+    return { ifindex, localIpv4: this.underlay.address, underlayIfindex: this.underlayIfindex, port: this.o.tunnelPort, flags: 0 };
   }
 
   beginPublishing(): void {
@@ -295,7 +300,26 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     this.policiesApplied = fn;
   }
 
+  /**
+   * The underlay interface made again (a bond or VLAN re-created, a driver
+   * reloaded) has a new index: the senders' entry follows it, or packets to
+   * other nodes would go to an interface that is gone (and be lost). While
+   * it is missing, the entry names none and the programs send through the
+   * tunnel device, which routes by address.
+   */
+  private async checkUnderlay(manager: Manager): Promise<void> {
+    const now = interfaceIndex(this.o.underlay);
+    if (now === this.underlayIfindex) return;
+    const was = this.underlayIfindex;
+    this.underlayIfindex = now;
+    this.underlayChanges++;
+    if (this.tunnelIfindex) await manager.setTunnel(this.tunnelInfo(this.tunnelIfindex));
+    if (now === 0) this.log.error({ underlay: this.o.underlay, was }, 'the underlay interface is gone: packets to other nodes go through the tunnel device until it is back');
+    else this.log.warn({ underlay: this.o.underlay, was, now }, 'the underlay interface was made again: packets to other nodes follow its new index');
+  }
+
   private async checkTunnel(manager: Manager, datapath: TunnelPort): Promise<void> {
+    await this.checkUnderlay(manager).catch((err: Error) => this.log.error({ err: err.message }, 'could not follow the underlay interface'));
     if (this.tunnelIfindex && datapath.tunnelAttached(this.tunnelIfindex)) return;
     try {
       const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);

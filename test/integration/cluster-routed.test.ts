@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCluster } from '../helpers/cluster.js';
 import { arping, neighbour, ping, startTcpEcho, tcpConnect, usableMac, waitFor } from '../helpers/probes.js';
+import { run } from '../helpers/netns.js';
 
 describe('two hosts, routed container subnets', () => {
   let k: TestCluster;
@@ -41,5 +42,18 @@ describe('two hosts, routed container subnets', () => {
     assert.ok(!(await tcpConnect(api.netns, web.ip, 8080, 1)).ok);
     assert.ok(!(await tcpConnect(lonely.netns, api.ip, 8080, 1)).ok);
     assert.equal((await arping(lonely.netns, 'eth0', `${k.net}.1.1`, 2, 2)).replies, 0);
+  });
+
+  it('the underlay interface made again (a new index): web still reaches api on the other host, and nothing else', { timeout: 90_000 }, async () => {
+    const web = k.container('web');
+    const api = k.container('api');
+    const a = k.host('a');
+    assert.ok(await waitFor(async () => (await tcpConnect(web.netns, api.ip, 8080, 1)).ok, 15_000), 'web -> api before');
+    await run('ip', ['-n', a.netns, 'link', 'del', 'ul0']);
+    await k.underlay.attach(a.netns, 10 + a.index, 'ul0');
+    // the old index is gone: the program falls back to the device (its MTU check on that index
+    // fails), and within a check interval the senders' entry names the new interface
+    assert.ok(await waitFor(async () => (await tcpConnect(web.netns, api.ip, 8080, 1)).ok, 30_000), 'web -> api again');
+    assert.ok(!(await tcpConnect(web.netns, api.ip, 9999, 1)).ok, 'and still nothing else');
   });
 });
