@@ -111,7 +111,7 @@ for (let i = 0; i < updates; i++) {
   if (!parsed.ok) throw new Error(parsed.errors.join('\n'));
   const { added, removed } = runtime.set(parsed.policies);
   const s = await manager.changeRules(added, removed);
-  runtime.save();
+  await runtime.save();
   times.push(performance.now() - t1);
   ops.push(s.ops);
 }

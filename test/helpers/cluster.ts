@@ -19,9 +19,10 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { run } from './netns.js';
 import { createUnderlay, startTestEtcd, uniqueClusterPrefix, type TestEtcd, type Underlay } from './etcd.js';
+import { flowHistoryDirFor } from '../../src/api/paths.js';
 import { BASTION_BIN, BastionDaemon, uniquePinPath, writeConfigFile, type BastionConfig } from './bastion-daemon.js';
 import { nsRun, stopBackground, type RunResult } from './probes.js';
 
@@ -231,6 +232,8 @@ export class TestCluster {
       await h.daemon?.stop().catch(() => undefined);
       await this.bastionOn(h.name, ['down', '--pin-path', h.pin]).catch(() => undefined);
       rmSync(h.pin, { recursive: true, force: true });
+      // its flow history too (a daemon started here in the background is not a BastionDaemon's)
+      rmSync(dirname(flowHistoryDirFor(h.pin)), { recursive: true, force: true });
       for (const c of h.containers) await run('ip', ['netns', 'del', c.netns], { allowFail: true });
       await run('ip', ['netns', 'del', h.netns], { allowFail: true });
     }
