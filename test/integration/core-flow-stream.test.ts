@@ -154,6 +154,10 @@ describe('core: flow followers under a flood (bounded buffers, lost counts, stal
     followers.push(...stalled, paused, reading);
     // connected once their first bytes (the headers) arrive; the stalled ones do not read them
     assert.ok(await waitFor(() => paused.bytes > 0 && reading.bytes > 0, 5000), 'the followers are connected');
+    // Flows the daemon saw once they are connected: a flow of their connecting moment (an IPv6
+    // packet of a container, dropped) is counted before and may or may not reach them, so what
+    // they account for lies between the counts since before and since after they connected.
+    const flowsConnected = (await bastionStatus(lab.pinPath)).json?.daemon?.flowsSeen as number;
     paused.pause();
     await sleep(500);
     const base = rssBytes(pid);
@@ -195,14 +199,17 @@ describe('core: flow followers under a flood (bounded buffers, lost counts, stal
     };
     let t = tally();
     let seen = 0;
+    let seenConnected = 0;
     const accounted = await waitFor(async () => {
-      seen = ((await bastionStatus(lab.pinPath)).json?.daemon?.flowsSeen as number) - flowsBefore;
+      const now = (await bastionStatus(lab.pinPath)).json?.daemon?.flowsSeen as number;
+      seen = now - flowsBefore;
+      seenConnected = now - flowsConnected;
       t = tally();
-      return t.received + t.skipped === seen;
+      return t.received + t.skipped <= seen && t.received + t.skipped >= seenConnected;
     }, 15_000, 500);
     assert.ok(t.lost.length > 0, `the paused follower got no "lost" line (${t.lines.length} lines)`);
     assert.ok(t.lost.every((r) => Number.isInteger(r.count) && r.count > 0 && Object.keys(r).length === 2), `lost lines are {"type":"lost","count":N}: ${JSON.stringify(t.lost.slice(0, 3))}`);
-    assert.ok(accounted, `the paused follower received ${t.received} and was told of ${t.skipped} lost: not the ${seen} flows since it connected`);
+    assert.ok(accounted, `the paused follower received ${t.received} and was told of ${t.skipped} lost: not the ${seenConnected} to ${seen} flows since it connected`);
     const firstLost = t.lines.findIndex((r) => r.type === 'lost');
     assert.ok(firstLost > 0 && t.lines.slice(firstLost).some((r) => r.verdict), 'records before the first gap and after it');
     const skipped = t.skipped;
