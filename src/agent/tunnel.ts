@@ -14,7 +14,7 @@
  * --tunnel-device) is never replaced or detached (ForeignStackError), and
  * `down` leaves it and its device alone.
  */
-import koffi from 'koffi';
+import { libcFunction } from '../sys/libc.js';
 import { execFile } from 'node:child_process';
 import { detachTc } from '../datapath/tc.js';
 import { ForeignStackError } from '../manager/ports.js';
@@ -134,10 +134,7 @@ export function detachTunnelProgram(ifindex: number, who: Ownership): boolean {
   }
 }
 
-let ifNameToIndex: ((name: string) => number) | undefined;
-
 /** The index of a network interface in this network namespace, 0 if there is none of that name (if_nametoindex). */
 export function interfaceIndex(name: string): number {
-  if (!ifNameToIndex) ifNameToIndex = koffi.load('libc.so.6').func('unsigned int if_nametoindex(const char *ifname)') as (name: string) => number;
-  return ifNameToIndex(name);
+  return libcFunction<(name: string) => number>('unsigned int if_nametoindex(const char *ifname)')(name);
 }

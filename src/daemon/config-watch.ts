@@ -26,6 +26,7 @@
 import { closeSync, readFileSync, readSync, realpathSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import koffi from 'koffi';
+import { errnoName, libcFunction } from '../sys/libc.js';
 import type { Logger } from 'pino';
 
 /** How long a closed or renamed file must stay unchanged before it is applied. */
@@ -55,10 +56,9 @@ interface Inotify {
 let inotify: Inotify | undefined;
 function lib(): Inotify {
   if (!inotify) {
-    const l = koffi.load('libc.so.6');
     inotify = {
-      init1: l.func('int inotify_init1(int flags)') as Inotify['init1'],
-      addWatch: l.func('int inotify_add_watch(int fd, const char *path, uint32_t mask)') as Inotify['addWatch'],
+      init1: libcFunction<Inotify['init1']>('int inotify_init1(int flags)'),
+      addWatch: libcFunction<Inotify['addWatch']>('int inotify_add_watch(int fd, const char *path, uint32_t mask)'),
     };
   }
   return inotify;
@@ -109,13 +109,13 @@ export function watchConfigFile(path: string, o: ConfigWatchOptions): () => void
   }
   const l = lib();
   const fd = l.init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (fd < 0) throw new Error(`inotify_init1: errno ${koffi.errno()}`);
+  if (fd < 0) throw new Error(`inotify_init1: ${errnoName(koffi.errno())}`);
   const names = new Map<number, string>(); // wd -> the basename watched in that directory
   for (const t of targets) {
     const wd = l.addWatch(fd, dirname(t), IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE);
     if (wd < 0) {
       closeSync(fd);
-      throw new Error(`inotify_add_watch ${dirname(t)}: errno ${koffi.errno()}`);
+      throw new Error(`inotify_add_watch ${dirname(t)}: ${errnoName(koffi.errno())}`);
     }
     names.set(wd, basename(t));
   }

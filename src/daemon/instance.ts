@@ -18,7 +18,7 @@
 import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { dirname } from 'node:path';
-import koffi from 'koffi';
+import { libcFunction } from '../sys/libc.js';
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
@@ -31,11 +31,10 @@ interface Libc {
 let libc: Libc | undefined;
 function c(): Libc {
   if (!libc) {
-    const l = koffi.load('libc.so.6');
     libc = {
-      flock: l.func('int flock(int fd, int op)') as Libc['flock'],
-      pidfd_open: l.func('int pidfd_open(int pid, unsigned int flags)') as Libc['pidfd_open'],
-      pidfd_send_signal: l.func('int pidfd_send_signal(int pidfd, int sig, void *info, unsigned int flags)') as Libc['pidfd_send_signal'],
+      flock: libcFunction<Libc['flock']>('int flock(int fd, int op)'),
+      pidfd_open: libcFunction<Libc['pidfd_open']>('int pidfd_open(int pid, unsigned int flags)'),
+      pidfd_send_signal: libcFunction<Libc['pidfd_send_signal']>('int pidfd_send_signal(int pidfd, int sig, void *info, unsigned int flags)'),
     };
   }
   return libc;

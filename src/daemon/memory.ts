@@ -15,7 +15,7 @@
  * collection.
  */
 import inspector from 'node:inspector';
-import koffi from 'koffi';
+import { libcFunction } from '../sys/libc.js';
 
 /** when the sweeper has freed what the collection found */
 const LATE_TRIM_MS = 2000;
@@ -25,7 +25,7 @@ let mallocTrim: ((pad: number) => number) | null | undefined;
 function trim(): void {
   if (mallocTrim === undefined) {
     try {
-      mallocTrim = koffi.load('libc.so.6').func('int malloc_trim(size_t pad)') as (pad: number) => number;
+      mallocTrim = libcFunction<(pad: number) => number>('int malloc_trim(size_t pad)');
     } catch {
       mallocTrim = null; // not glibc
     }
@@ -51,7 +51,7 @@ export function keepLargeAllocationsMapped(): void {
   if (mmapThresholdFixed) return;
   mmapThresholdFixed = true;
   try {
-    const mallopt = koffi.load('libc.so.6').func('int mallopt(int param, int value)') as (param: number, value: number) => number;
+    const mallopt = libcFunction<(param: number, value: number) => number>('int mallopt(int param, int value)');
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
   } catch {
     // not glibc: nothing to adjust

@@ -8,8 +8,8 @@
  */
 import { chmodSync, lstatSync, mkdirSync, readdirSync, rmdirSync, statfsSync, unlinkSync, type Stats } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { getSystemErrorName } from 'node:util';
 import koffi from 'koffi';
+import { errnoName, libcFunction } from '../sys/libc.js';
 
 export const BPFFS_ROOT = '/sys/fs/bpf';
 /** f_type of a bpffs superblock (BPF_FS_MAGIC in linux/magic.h). */
@@ -24,8 +24,6 @@ export function isBpffs(path: string): boolean {
   }
 }
 
-let mountFn: ((src: string, target: string, fstype: string, flags: number, data: string | null) => number) | undefined;
-
 /**
  * Mounts bpffs at /sys/fs/bpf unless it already is. Done through mount(2)
  * rather than by running mount(8): the agent does this at every start.
@@ -33,11 +31,11 @@ let mountFn: ((src: string, target: string, fstype: string, flags: number, data:
 export function ensureBpffsMounted(root = BPFFS_ROOT): void {
   if (isBpffs(root)) return;
   mkdirSync(root, { recursive: true });
-  if (!mountFn) mountFn = koffi.load('libc.so.6').func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)');
+  const mount = libcFunction<(src: string, target: string, fstype: string, flags: number, data: string) => number>('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const char *data)');
   // mode=0700: pins give write access to the datapath's maps; root only.
-  if (mountFn!('bpf', root, 'bpf', 0, 'mode=0700') !== 0) {
+  if (mount('bpf', root, 'bpf', 0, 'mode=0700') !== 0) {
     const errno = koffi.errno();
-    throw new Error(`mount -t bpf bpf ${root}: ${errnoText(errno)} (the agent must run as root, with CAP_SYS_ADMIN)`);
+    throw new Error(`mount -t bpf bpf ${root}: ${errnoName(errno)} (the agent must run as root, with CAP_SYS_ADMIN)`);
   }
   if (!isBpffs(root)) throw new Error(`${root} is not a bpf filesystem after mounting it`);
 }
@@ -175,10 +173,3 @@ export function listPins(dir: string): string[] {
   }
 }
 
-function errnoText(errno: number): string {
-  try {
-    return getSystemErrorName(-errno);
-  } catch {
-    return `errno ${errno}`;
-  }
-}

@@ -21,6 +21,7 @@
  */
 import koffi, { type LibraryHandle, type TypeObject } from 'koffi';
 import { constants as osConstants } from 'node:os';
+import { libc } from '../sys/libc.js';
 
 /** koffi 3 represents C pointers as BigInt addresses (null for NULL). */
 export type Pointer = bigint;
@@ -283,7 +284,6 @@ function bind(): Libbpf {
   } catch (e) {
     throw new Error(`cannot load libbpf.so.1 (install libbpf1): ${(e as Error).message}`);
   }
-  const libc = koffi.load('libc.so.6');
 
   // Layouts from /usr/include/bpf/libbpf.h and bpf.h (libbpf 1.1). The
   // trailing `size_t :0` of each struct only pads it to 8 bytes, which koffi
@@ -398,17 +398,17 @@ function bind(): Libbpf {
     errno: () => koffi.errno(),
   };
 
-  installPrint(so, libc, LibbpfPrintFn);
+  installPrint(so, LibbpfPrintFn);
   return api;
 }
 
 /** sizeof(va_list) where it is a struct passed by pointer: what a va_copy copies. */
 const VA_LIST_SIZE: number | undefined = process.arch === 'x64' ? 24 : process.arch === 'arm64' ? 32 : undefined;
 
-function installPrint(so: LibraryHandle, libc: LibraryHandle, protoType: TypeObject): void {
+function installPrint(so: LibraryHandle, protoType: TypeObject): void {
   const setPrint = so.func('void *libbpf_set_print(libbpf_print_fn *fn)');
-  const vsnprintf = libc.func('int vsnprintf(void *buf, size_t n, void *fmt, void *ap)');
-  const memcpy = libc.func('void *memcpy(void *dst, void *src, size_t n)');
+  const vsnprintf = libc().func('int vsnprintf(void *buf, size_t n, void *fmt, void *ap)');
+  const memcpy = libc().func('void *memcpy(void *dst, void *src, size_t n)');
   const scratch = Buffer.alloc(8192);
   const apCopy = Buffer.alloc(VA_LIST_SIZE ?? 0);
 
