@@ -352,6 +352,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       this.log.error({ key: t.key, what: t.what }, 'identity record tampered with: Bastion writes each once and never deletes it; endpoints claiming it are refused');
     }
     if (d.nodesChanged) {
+      void this.refreshLeases(); // a node that joined shows its health now, not at the next timer
       this.checkConflict();
       await this.checkRoutes();
       await m.setRemoteNodes(this.session.view.remoteNodeAddresses());
@@ -496,18 +497,42 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   private readonly leases = new Map<string, { ttlS: number; grantedTtlS: number; ageS: number }>();
   private leaseTimer?: NodeJS.Timeout;
 
-  private async refreshLeases(): Promise<void> {
-    const seen = new Set<string>();
-    for (const [name, n] of this.session.view.nodes) {
-      seen.add(name);
-      try {
-        const t = await this.session.leaseTtl(n.meta.lease);
-        if (t) this.leases.set(name, { ...t, ageS: t.grantedTtlS - t.ttlS });
-        else this.leases.delete(name);
-      } catch {
-        // the store is away: keep the last figures
-      }
+  private leaseRefresh?: Promise<void>;
+  private leaseRefreshAgain = false;
+
+  /**
+   * Looks up every node's lease, all at once (one slow answer does not hold
+   * up the others). Asked while a lookup runs, it runs once more after it:
+   * a node that joined meanwhile is looked up without waiting for the timer.
+   */
+  private refreshLeases(): Promise<void> {
+    if (this.leaseRefresh) {
+      this.leaseRefreshAgain = true;
+      return this.leaseRefresh;
     }
+    this.leaseRefresh = (async () => {
+      do {
+        this.leaseRefreshAgain = false;
+        await this.lookUpLeases();
+      } while (this.leaseRefreshAgain);
+    })().finally(() => (this.leaseRefresh = undefined));
+    return this.leaseRefresh;
+  }
+
+  private async lookUpLeases(): Promise<void> {
+    const nodes = [...this.session.view.nodes];
+    await Promise.all(
+      nodes.map(async ([name, n]) => {
+        try {
+          const t = await this.session.leaseTtl(n.meta.lease);
+          if (t) this.leases.set(name, { ...t, ageS: t.grantedTtlS - t.ttlS });
+          else this.leases.delete(name);
+        } catch {
+          // the store is away: keep the last figures
+        }
+      }),
+    );
+    const seen = new Set(nodes.map(([name]) => name));
     for (const name of this.leases.keys()) if (!seen.has(name)) this.leases.delete(name);
   }
 

@@ -38,7 +38,13 @@ describe('three hosts, one cluster', () => {
 
   it('every node is up, knows the others, and has its tunnel in place', async () => {
     for (const h of ['a', 'b', 'c']) {
-      const s = await k.status(h);
+      // lease figures are looked up when a node joins and every 2 s after (status never waits on the store)
+      let s = await k.status(h);
+      const healthy = (st: any) => st.cluster?.nodes?.length === 3 && st.cluster.nodes.every((n: { healthy: boolean }) => n.healthy);
+      for (let i = 0; i < 20 && !healthy(s); i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        s = await k.status(h);
+      }
       assert.equal(s.ok, true, `${h}: ${JSON.stringify(s.cluster?.tunnel)}`);
       assert.equal(s.cluster.session.connected, true);
       assert.deepEqual(

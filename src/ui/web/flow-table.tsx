@@ -27,22 +27,27 @@ export function FlowTable({ preset, onPeer }: FlowTableProps) {
   const [lost, setLost] = useState(0);
   const [error, setError] = useState<string | undefined>();
   const [state, setState] = useState<'connecting' | 'live' | 'done' | 'error'>('connecting');
-  const incoming = useRef<FlowRecord[]>([]);
   const pausedRef = useRef(paused);
   pausedRef.current = paused;
+  // the filter set on screen: a stream of an earlier one (its last lines, its
+  // last flush) must not add rows between the render and the effect's cleanup
+  const filtersRef = useRef(filters);
+  filtersRef.current = filters;
 
   useEffect(() => {
     if (!preset) return;
     const { seq: _seq, ...f } = preset;
     const next = { last: 200, ...f };
     setDraft(next);
+    setRows([]);
     setFilters(next);
   }, [preset?.seq]);
 
   // one request (or stream) per filter set
   useEffect(() => {
     const ctl = new AbortController();
-    incoming.current = [];
+    const incoming: FlowRecord[] = [];
+    const current = () => !ctl.signal.aborted && filtersRef.current === filters;
     setRows([]);
     setWaiting(0);
     setLost(0);
@@ -52,6 +57,7 @@ export function FlowTable({ preset, onPeer }: FlowTableProps) {
     if (!live) {
       getJson<FlowRecord[] | { flows: FlowRecord[] }>(`/v1/flows?${q}`, ctl.signal)
         .then((r) => {
+          if (!current()) return;
           setRows((Array.isArray(r) ? r : r.flows).slice(-MAX_ROWS).reverse());
           setState('done');
         })
@@ -68,10 +74,11 @@ export function FlowTable({ preset, onPeer }: FlowTableProps) {
       streamLines(
         `/v1/flows?${q}`,
         (line) => {
+          if (!current()) return;
           setState('live');
           const l = line as FlowStreamLine;
           if ((l as { type?: string }).type === 'lost') setLost((n) => n + (l as { count: number }).count);
-          else incoming.current.push(l as FlowRecord);
+          else incoming.push(l as FlowRecord);
         },
         ctl.signal,
       )
@@ -88,9 +95,9 @@ export function FlowTable({ preset, onPeer }: FlowTableProps) {
     connect();
     // rows are added a few times a second, not once per flow
     const flush = setInterval(() => {
-      if (!incoming.current.length) return;
-      if (pausedRef.current) return setWaiting(incoming.current.length);
-      const fresh = incoming.current.splice(0).reverse();
+      if (!incoming.length || !current()) return;
+      if (pausedRef.current) return setWaiting(incoming.length);
+      const fresh = incoming.splice(0).reverse();
       setWaiting(0);
       setRows((old) => [...fresh, ...old].slice(0, MAX_ROWS));
     }, 250);
@@ -103,6 +110,7 @@ export function FlowTable({ preset, onPeer }: FlowTableProps) {
 
   const apply = (e: Event) => {
     e.preventDefault();
+    setRows([]); // in the same render as the new filters: no row of the old ones stays on screen
     setFilters({ ...draft });
   };
   const field = (k: keyof FlowFilters) => (e: Event) => setDraft({ ...draft, [k]: (e.target as HTMLInputElement).value });
@@ -121,7 +129,7 @@ export function FlowTable({ preset, onPeer }: FlowTableProps) {
           <input name="last" type="number" min={1} max={10000} value={draft.last ?? 200} onInput={(e) => setDraft({ ...draft, last: Number((e.target as HTMLInputElement).value) || 200 })} size={5} />
         </label>
         <button type="submit">Filter</button>
-        <button type="button" onClick={() => (setDraft({ last: 200 }), setFilters({ last: 200 }))}>
+        <button type="button" onClick={() => (setDraft({ last: 200 }), setRows([]), setFilters({ last: 200 }))}>
           Clear
         </button>
         <label class="check">
