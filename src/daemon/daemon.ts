@@ -173,6 +173,7 @@ export class Daemon {
       // that may not write its keys) holds the store's connection and its
       // timers: let them go, or the process would never exit with its error.
       await this.cluster?.close().catch(() => undefined);
+      await this.history?.abandon().catch(() => undefined);
       this.lock.release();
       throw err;
     }

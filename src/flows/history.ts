@@ -107,6 +107,8 @@ export class FlowHistory {
   private timer?: NodeJS.Timeout;
   private compressing: Promise<void> = Promise.resolve();
   private closed = false;
+  /** the first directory open() had to make (undefined: the directory was there) */
+  private made?: string;
   readonly stats: FlowHistoryStats;
 
   constructor(private readonly o: FlowHistoryOptions) {
@@ -123,7 +125,7 @@ export class FlowHistory {
    * segment of its own, so nothing it held is lost.
    */
   async open(): Promise<void> {
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    this.made = mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const leftover: Array<{ seq: number; name: string; bytes: number }> = [];
     for (const name of readdirSync(this.dir)) {
       const full = join(this.dir, name);
@@ -417,6 +419,16 @@ export class FlowHistory {
     const out = this.active?.out;
     if (out) await new Promise<void>((resolve) => out.end(() => resolve()));
     await this.compressing;
+  }
+
+  /**
+   * Close, and take away what open() made if nothing was ever kept in it: a
+   * daemon refused at start-up (its node name in use, a foreign credential)
+   * leaves no directory behind.
+   */
+  async abandon(): Promise<void> {
+    await this.close();
+    if (this.made && this.segments.length === 0 && this.stats.written === 0) rmSync(this.made, { recursive: true, force: true });
   }
 }
 

@@ -8,7 +8,9 @@
  * metric; and nothing it did took another node's containers off the cluster.
  */
 import { after, before, describe, it } from 'node:test';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { flowHistoryDirFor } from '../../src/api/paths.js';
 import assert from 'node:assert/strict';
 import { TestCluster, type ClusterContainer } from '../helpers/cluster.js';
 import { run } from '../helpers/netns.js';
@@ -21,6 +23,8 @@ describe('a careless operator', () => {
   let web: ClusterContainer, api: ClusterContainer;
   const reaches = () => waitFor(async () => (await tcpConnectQuick(web.netns, api.ip, 8080, 400)).ok, 15_000, 200);
   const metric = async (host: string, name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(await bastionMetrics(k.host(host).pin))?.[1]);
+  /** did the last runOnC leave its state directory (the flow history) behind? */
+  let leftState = false;
   /** `bastion run` on host c with these cluster flags, in the foreground: it must exit by itself */
   const runOnC = async (flags: string[], node: string) => {
     const c = k.host('c');
@@ -30,6 +34,8 @@ describe('a careless operator', () => {
     } finally {
       await k.bastionOn('c', ['down', '--pin-path', pin]).catch(() => undefined);
       rmSync(pin, { recursive: true, force: true });
+      leftState = existsSync(dirname(flowHistoryDirFor(pin)));
+      rmSync(dirname(flowHistoryDirFor(pin)), { recursive: true, force: true });
     }
   };
 
@@ -51,6 +57,7 @@ describe('a careless operator', () => {
     const r = await runOnC(k.etcd.flags('node-a'), 'a');
     assert.equal(r.code, 1, `exit ${r.code} after ${Date.now() - t0} ms: ${r.stderr.slice(-1500)}`);
     assert.match(r.stderr, new RegExp(`node name a is in use by another daemon: its record says underlay ${k.host('a').ip.replace(/\./g, '\\.')}`));
+    assert.equal(leftState, false, 'a refused daemon leaves no flow history directory');
     const s = await k.status('b');
     assert.deepEqual((s.cluster.peers as Array<{ name: string }>).map((p) => p.name), ['a/web'], "a's web is still in b's maps");
     assert.equal((await k.status('a')).ok, true);

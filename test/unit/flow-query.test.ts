@@ -200,6 +200,26 @@ describe('flow history on disk', () => {
     await again.close();
   });
 
+  it('abandoned after a refused start, it takes away the directories it made if it kept nothing, and only those', async () => {
+    const base = tmp();
+    const dir = join(base, 'bastion-x', 'flows');
+    const h = new FlowHistory({ dir, maxBytes: 1 << 20 });
+    await h.open();
+    await h.abandon();
+    assert.deepEqual(readdirSync(base), [], 'bastion-x made by open() is gone');
+    // a directory that was there stays, and so does one that kept a record
+    const kept = join(base, 'kept');
+    const h2 = new FlowHistory({ dir: kept, maxBytes: 1 << 20 });
+    await h2.open();
+    h2.append(many(1, NOW)[0]!);
+    await h2.abandon();
+    assert.equal(readdirSync(kept).length, 1);
+    const h3 = new FlowHistory({ dir: kept, maxBytes: 1 << 20 });
+    await h3.open();
+    await h3.abandon();
+    assert.ok(readdirSync(kept).length >= 1);
+  });
+
   it('keeps what a killed daemon wrote (its active file becomes a segment)', async () => {
     const dir = tmp();
     const h = new FlowHistory({ dir, maxBytes: 1 << 20 });
