@@ -122,6 +122,13 @@ export const NodeRecordSchema = z.object({
   tunnelPort: z.number().int().min(1).max(65535),
   startedAt: z.string(),
   version: z.string(),
+  /**
+   * The daemon's process: a second daemon started on the same host with the
+   * same --node finds the first still running and is refused, where a
+   * restart (the first one gone) takes the record over. Absent in records
+   * of earlier versions.
+   */
+  process: z.object({ bootId: z.string(), pid: z.number().int().positive(), startTime: z.string() }).optional(),
 });
 export type NodeRecord = z.infer<typeof NodeRecordSchema>;
 

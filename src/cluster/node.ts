@@ -16,6 +16,7 @@
  * reconciler's drift checks read it back and repair it with the other maps.
  * The program on the device is watched here, every 5 s, and put back loudly.
  */
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Manager, EndpointIdentities, EndpointObserver } from '../manager/manager.js';
 import type { Endpoint, EndpointSpec } from '../manager/endpoint.js';
@@ -34,6 +35,7 @@ import type { ResolvedEndpoint, ViewDelta } from './view.js';
 import { ensureTunnelDevice, interfaceIndex, routeDevice, underlayOf } from '../agent/tunnel.js';
 import { formatIpv4, ipv4Mask, parseIpv4 } from '../net/ip.js';
 import { releaseMemory } from '../daemon/memory.js';
+import { isSameProcess, processIdentity } from '../daemon/instance.js';
 import type { TunnelInfo } from '../datapath/layout.js';
 
 /**
@@ -127,6 +129,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       tunnelPort: o.tunnelPort,
       startedAt: new Date().toISOString(),
       version: o.version,
+      ...(thisProcess() ? { process: thisProcess()! } : {}),
     };
     this.session = new ClusterSession({ client: connectCluster(o.connection), node: o.node, nodeRecord: record, leaseTtlS: o.leaseTtlS, log });
   }
@@ -227,7 +230,17 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       );
     }
     const held = this.session.view.nodes.get(node);
-    if (!held || held.record.underlay === this.underlay.address) return; // free, or this host's own earlier run (a restart)
+    if (!held) return; // free
+    if (held.record.underlay === this.underlay.address) {
+      // this host's: an earlier run (a restart), unless that daemon still runs
+      const other = held.record.process;
+      const me = thisProcess();
+      if (!other || !me || other.bootId !== me.bootId || other.pid === me.pid || !isSameProcess(other)) return;
+      throw new Error(
+        `node name ${node} is in use by another daemon on this host: pid ${other.pid}, started ${held.record.startedAt}. ` +
+          'Two daemons with one --node would take each other\'s containers off the cluster: stop it first (bastion down --pin-path ITS_PIN_PATH), or give this one its own --node',
+      );
+    }
     const lease = await this.session.leaseTtl(held.meta.lease).catch(() => undefined);
     if (!lease) return; // its lease is gone: the record is a leftover
     throw new Error(
@@ -594,4 +607,20 @@ function toRemote(e: ResolvedEndpoint): RemoteEndpoint {
 
 function specOf(ep: Endpoint): EndpointSpec {
   return { key: ep.key, name: ep.name, netns: ep.netns, interface: ep.interface, labels: ep.labels, ...(ep.mode ? { mode: ep.mode } : {}), ...(ep.namedPorts ? { namedPorts: ep.namedPorts } : {}) };
+}
+
+let self: { bootId: string; pid: number; startTime: string } | null | undefined;
+/** This daemon's process as a node record names it (boot id, pid, start time); null where /proc does not say. */
+function thisProcess(): { bootId: string; pid: number; startTime: string } | null {
+  if (self === undefined) {
+    const id = processIdentity(process.pid);
+    let bootId: string | undefined;
+    try {
+      bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    } catch {
+      bootId = undefined;
+    }
+    self = id && bootId ? { bootId, pid: id.pid, startTime: id.startTime } : null;
+  }
+  return self;
 }

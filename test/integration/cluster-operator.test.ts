@@ -10,7 +10,8 @@
 import { after, before, describe, it } from 'node:test';
 import { existsSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { flowHistoryDirFor } from '../../src/api/paths.js';
+import { flowHistoryDirFor, pidFileFor } from '../../src/api/paths.js';
+import { readPidFile } from '../../src/daemon/instance.js';
 import assert from 'node:assert/strict';
 import { TestCluster, type ClusterContainer } from '../helpers/cluster.js';
 import { run } from '../helpers/netns.js';
@@ -23,14 +24,15 @@ describe('a careless operator', () => {
   let web: ClusterContainer, api: ClusterContainer;
   const reaches = () => waitFor(async () => (await tcpConnectQuick(web.netns, api.ip, 8080, 400)).ok, 15_000, 200);
   const metric = async (host: string, name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(await bastionMetrics(k.host(host).pin))?.[1]);
-  /** did the last runOnC leave its state directory (the flow history) behind? */
+  /** did the last runOn leave its state directory (the flow history) behind? */
   let leftState = false;
-  /** `bastion run` on host c with these cluster flags, in the foreground: it must exit by itself */
-  const runOnC = async (flags: string[], node: string) => {
-    const c = k.host('c');
+  /** `bastion run` on a host (c unless named) with these cluster flags and that host's config, in the foreground: it must exit by itself */
+  const runOnC = (flags: string[], node: string) => runOn('c', flags, node);
+  const runOn = async (host: string, flags: string[], node: string) => {
+    const c = k.host(host);
     const pin = uniquePinPath();
     try {
-      return await k.bastionOn('c', ['run', '--config', c.configPath, '--pin-path', pin, ...flags, '--node', node, '--underlay', 'ul0', '--lease-ttl', '4', '--tunnel-device', 'bvx0'], 45_000);
+      return await k.bastionOn(host, ['run', '--config', c.configPath, '--pin-path', pin, ...flags, '--node', node, '--underlay', 'ul0', '--lease-ttl', '4', '--tunnel-device', 'bvx0'], 45_000);
     } finally {
       await k.bastionOn('c', ['down', '--pin-path', pin]).catch(() => undefined);
       rmSync(pin, { recursive: true, force: true });
@@ -58,6 +60,18 @@ describe('a careless operator', () => {
     assert.equal(r.code, 1, `exit ${r.code} after ${Date.now() - t0} ms: ${r.stderr.slice(-1500)}`);
     assert.match(r.stderr, new RegExp(`node name a is in use by another daemon: its record says underlay ${k.host('a').ip.replace(/\./g, '\\.')}`));
     assert.equal(leftState, false, 'a refused daemon leaves no flow history directory');
+    const s = await k.status('b');
+    assert.deepEqual((s.cluster.peers as Array<{ name: string }>).map((p) => p.name), ['a/web'], "a's web is still in b's maps");
+    assert.equal((await k.status('a')).ok, true);
+    assert.ok(await reaches(), 'web -> api');
+  });
+
+  it("a second daemon with a's --node on a's own host, while a's runs, is refused: exit 1, naming its pid (failed before: taken for a restart)", async () => {
+    const pid = readPidFile(pidFileFor(k.host('a').pin))!.pid;
+    const r = await runOn('a', k.etcd.flags('node-a'), 'a');
+    assert.equal(r.code, 1, r.stderr.slice(-1500));
+    assert.match(r.stderr, new RegExp(`node name a is in use by another daemon on this host: pid ${pid}`));
+    assert.equal(leftState, false);
     const s = await k.status('b');
     assert.deepEqual((s.cluster.peers as Array<{ name: string }>).map((p) => p.name), ['a/web'], "a's web is still in b's maps");
     assert.equal((await k.status('a')).ok, true);
