@@ -537,7 +537,8 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     await Promise.all(
       nodes.map(async ([name, n]) => {
         try {
-          const t = await this.session.leaseTtl(n.meta.lease);
+          // bounded: a lookup that never answers (the store away) must not hold up every later refresh
+          const t = await within(LEASE_LOOKUP_TIMEOUT_MS, this.session.leaseTtl(n.meta.lease));
           if (t) this.leases.set(name, { ...t, ageS: t.grantedTtlS - t.ttlS });
           else this.leases.delete(name);
         } catch {
@@ -607,6 +608,19 @@ function toRemote(e: ResolvedEndpoint): RemoteEndpoint {
 
 function specOf(ep: Endpoint): EndpointSpec {
   return { key: ep.key, name: ep.name, netns: ep.netns, interface: ep.interface, labels: ep.labels, ...(ep.mode ? { mode: ep.mode } : {}), ...(ep.namedPorts ? { namedPorts: ep.namedPorts } : {}) };
+}
+
+/** how long one lease lookup for `status` may take */
+const LEASE_LOOKUP_TIMEOUT_MS = 3000;
+
+/** p, or a rejection after ms */
+function within<T>(ms: number, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 let self: { bootId: string; pid: number; startTime: string } | null | undefined;
