@@ -17,6 +17,7 @@
  * The program on the device is watched here, every 5 s, and put back loudly.
  */
 import { readFileSync } from 'node:fs';
+import { timeout, TimeoutStrategy } from 'cockatiel';
 import type { Logger } from 'pino';
 import type { Manager, EndpointIdentities, EndpointObserver } from '../manager/manager.js';
 import type { Endpoint, EndpointSpec } from '../manager/endpoint.js';
@@ -537,8 +538,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     await Promise.all(
       nodes.map(async ([name, n]) => {
         try {
-          // bounded: a lookup that never answers (the store away) must not hold up every later refresh
-          const t = await within(LEASE_LOOKUP_TIMEOUT_MS, this.session.leaseTtl(n.meta.lease));
+          const t = await leaseLookup.execute(() => this.session.leaseTtl(n.meta.lease));
           if (t) this.leases.set(name, { ...t, ageS: t.grantedTtlS - t.ttlS });
           else this.leases.delete(name);
         } catch {
@@ -610,18 +610,12 @@ function specOf(ep: Endpoint): EndpointSpec {
   return { key: ep.key, name: ep.name, netns: ep.netns, interface: ep.interface, labels: ep.labels, ...(ep.mode ? { mode: ep.mode } : {}), ...(ep.namedPorts ? { namedPorts: ep.namedPorts } : {}) };
 }
 
-/** how long one lease lookup for `status` may take */
-const LEASE_LOOKUP_TIMEOUT_MS = 3000;
-
-/** p, or a rejection after ms */
-function within<T>(ms: number, p: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
+/**
+ * One lease lookup for `status` may take 3 s: a lookup that never answers
+ * (the store away) must not hold up every later refresh. Unreferenced: a
+ * lookup in flight does not keep a stopping daemon alive.
+ */
+const leaseLookup = timeout(3000, TimeoutStrategy.Aggressive).dangerouslyUnref();
 
 let self: { bootId: string; pid: number; startTime: string } | null | undefined;
 /** This daemon's process as a node record names it (boot id, pid, start time); null where /proc does not say. */
