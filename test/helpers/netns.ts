@@ -120,6 +120,17 @@ export interface Topology {
 // ------------------------------------------------------------- processes
 
 /** Runs a command without a shell; rejects with stderr in the message unless allowFail. */
+/** A counter of an interface in a namespace (/sys/class/net/IF/statistics/NAME: tx_packets, rx_bytes...). */
+export function interfaceStat(ns: string, ifname: string, name: string): number {
+  return Number(execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${ifname}/statistics/${name}`]).toString().trim());
+}
+
+/** The index of an interface in a namespace. */
+export function ifindexIn(ns: string, ifname: string): number {
+  const out = execFileSync('ip', ['-n', ns, '-j', 'link', 'show', 'dev', ifname]).toString();
+  return (JSON.parse(out) as Array<{ ifindex: number }>)[0]!.ifindex;
+}
+
 export function run(cmd: string, args: string[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const child = execFile(

@@ -7,18 +7,10 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { TestCluster } from '../helpers/cluster.js';
 import { arping, neighbour, ping, startTcpEcho, tcpConnect, usableMac, waitFor } from '../helpers/probes.js';
-import { run } from '../helpers/netns.js';
+import { ifindexIn, interfaceStat, run } from '../helpers/netns.js';
 import { openBastionMaps } from '../../src/datapath/bpf-map.js';
-
-function statistic(ns: string, ifname: string, name: string): number {
-  return Number(execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${ifname}/statistics/${name}`]).toString().trim());
-}
-function ifindexIn(ns: string, ifname: string): number {
-  return statistic(ns, ifname, '../ifindex');
-}
 
 describe('two hosts, routed container subnets', () => {
   let k: TestCluster;
@@ -71,11 +63,11 @@ describe('two hosts, routed container subnets', () => {
       assert.ok(await waitFor(async () => (await tcpConnect(web.netns, api.ip, 8080, 1)).ok, 30_000), 'web -> api again');
       assert.ok(await waitFor(() => maps.tunnel.get().underlayIfindex === fresh, 15_000), `the tunnel entry names ${maps.tunnel.get().underlayIfindex}, not the new ${fresh}`);
       // on the fast path again: ten connections leave by the program onto ul0, none through the VXLAN device
-      const tx0 = statistic(a.netns, 'bvx0', 'tx_packets');
-      const ul0 = statistic(a.netns, 'ul0', 'tx_packets');
+      const tx0 = interfaceStat(a.netns, 'bvx0', 'tx_packets');
+      const ul0 = interfaceStat(a.netns, 'ul0', 'tx_packets');
       for (let i = 0; i < 10; i++) assert.ok((await tcpConnect(web.netns, api.ip, 8080, 1)).ok);
-      const viaDevice = statistic(a.netns, 'bvx0', 'tx_packets') - tx0;
-      const viaUnderlay = statistic(a.netns, 'ul0', 'tx_packets') - ul0;
+      const viaDevice = interfaceStat(a.netns, 'bvx0', 'tx_packets') - tx0;
+      const viaUnderlay = interfaceStat(a.netns, 'ul0', 'tx_packets') - ul0;
       assert.ok(viaUnderlay >= 30, `ul0 sent ${viaUnderlay} packets for ten connections`);
       assert.ok(viaDevice < 5, `the VXLAN device sent ${viaDevice} packets: the program no longer redirects onto the new underlay`);
       assert.ok(!(await tcpConnect(web.netns, api.ip, 9999, 1)).ok, 'and still nothing else');

@@ -33,7 +33,7 @@ import {
   type EndpointInfo,
 } from '../../src/datapath/layout.js';
 import { arpRequest, parseFrame, tcpFrame, udpFrame } from '../helpers/packets.js';
-import { run } from '../helpers/netns.js';
+import { ifindexIn, interfaceStat, run } from '../helpers/netns.js';
 import { createUnderlay, uniqueClusterPrefix, type Underlay } from '../helpers/etcd.js';
 import { arping, isListening, nsRun, ping, startBackground, startTcpEcho, stopBackground, tcpConnect, waitFor, type Background } from '../helpers/probes.js';
 import type { NodeSpec } from '../helpers/datapath-node.js';
@@ -325,7 +325,7 @@ print("sent")
     assert.ok(count(maps[1]!, REASON.encapsulated) > 0);
     assert.ok(count(maps[0]!, REASON.decapsulated) > 0);
     // which way they left: the VXLAN device sent them, or the program built them and the device sent nothing
-    const sent = txPackets(h1, 'bvx0');
+    const sent = interfaceStat(h1, 'bvx0', 'tx_packets');
     if (mode === 'direct') assert.equal(sent, 0, 'built in the program, yet the VXLAN device transmitted');
     else assert.ok(sent > 0, 'the VXLAN device transmitted nothing');
   });
@@ -353,7 +353,7 @@ print("sent")
       rmSync(rxFile, { force: true });
     }
     // GSO kept: far fewer packets than 1,400-byte segments on h2's underlay leg
-    const rx = rxPacketsAndBytes(h2, 'ul0');
+    const rx = { packets: interfaceStat(h2, 'ul0', 'rx_packets'), bytes: interfaceStat(h2, 'ul0', 'rx_bytes') };
     assert.ok(rx.bytes / rx.packets > 3000, `h2's underlay received ${rx.packets} packets for ${rx.bytes} bytes: segmented on the way`);
   });
 
@@ -389,16 +389,3 @@ print("sent")
     assert.equal(rx1, rx0, 'c2 was handed a forged packet');
   });
 });
-
-function txPackets(ns: string, ifname: string): number {
-  return Number(execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${ifname}/statistics/tx_packets`]).toString().trim());
-}
-function rxPacketsAndBytes(ns: string, ifname: string): { packets: number; bytes: number } {
-  const read = (f: string) => Number(execFileSync('ip', ['netns', 'exec', ns, 'cat', `/sys/class/net/${ifname}/statistics/${f}`]).toString().trim());
-  return { packets: read('rx_packets'), bytes: read('rx_bytes') };
-}
-
-function ifindexIn(ns: string, ifname: string): number {
-  const out = execFileSync('ip', ['-n', ns, '-j', 'link', 'show', 'dev', ifname]).toString();
-  return (JSON.parse(out) as Array<{ ifindex: number }>)[0]!.ifindex;
-}
