@@ -44,7 +44,7 @@ export interface EndpointObserver {
 
 
 /** How long the stack check may hold the event loop before it lets other work run (ms). */
-const STACK_CHECK_SLICE_MS = 2;
+const STACK_CHECK_SLICE_MS = 0.5;
 export interface ManagerOptions {
   datapath: DatapathPort;
   node: NodePort;
