@@ -136,12 +136,13 @@ export class BastionDaemon {
    * answers; the probe may already have seen it enforced). Otherwise append
    * the line to the config file, and in "signal" mode send SIGHUP.
    */
-  async addPolicy(line: string, policy: { name: string; from: Entry; to: Entry; ports: string[] }): Promise<void> {
+  /** Add a dependency; api mode returns when (hrMs) the request to the daemon began. */
+  async addPolicy(line: string, policy: { name: string; from: Entry; to: Entry; ports: string[] }): Promise<number | undefined> {
     if (this.o.reload === 'api') {
       const body = JSON.stringify({ policies: [{ name: policy.name, from: policy.from.labels, to: policy.to.labels, ports: policy.ports }] });
       const r = await postUnix(socketPath(this.o.pinPath), '/v1/policies', body);
       if (r.status !== 200) throw new Error(`POST /v1/policies: ${r.status} ${r.text.slice(0, 300)}`);
-      return;
+      return r.sentMs;
     }
     appendFileSync(this.o.configPath, line + '\n');
     if (this.o.reload === 'signal') this.proc?.signal('SIGHUP');
@@ -222,14 +223,41 @@ export class BastionDaemon {
 
   /**
    * The apply times the daemon itself reports after `offset`: its "config
-   * applied" log lines carry { ms } (src/daemon/config-reloader.ts), the
-   * time spent applying the new policy once the file is read.
+   * applied" and "policies applied" log lines carry { ms }
+   * (src/daemon/config-reloader.ts, policy-service.ts), the time spent
+   * applying the new policy once the file or request is read.
    */
   appliedSince(offset: number): number[] {
     const out: number[] = [];
+    for (const rec of this.logLinesSince(offset, ['config applied', 'policies applied'])) if (typeof rec.ms === 'number') out.push(rec.ms);
+    return out;
+  }
+
+  /**
+   * API updates after `offset`, by policy name: when the request reached
+   * the daemon's handler and when its writes were in the maps (the
+   * "policies applied" line's mono times, on the clock of hrMs()).
+   */
+  apiAppliesSince(offset: number): Map<string, { received: number; written: number }> {
+    const out = new Map<string, { received: number; written: number }>();
+    for (const rec of this.logLinesSince(offset, ['policies applied'])) {
+      const mono = rec.mono as { received?: unknown; written?: unknown } | undefined;
+      const policies = rec.policies as Array<{ name?: unknown }> | undefined;
+      const name = policies?.[0]?.name;
+      if (typeof name === 'string' && typeof mono?.received === 'number' && typeof mono.written === 'number') out.set(name, { received: mono.received, written: mono.written });
+    }
+    return out;
+  }
+
+  /** The daemon's JSON log lines after `offset` that contain one of `marks`. */
+  private *logLinesSince(offset: number, marks: string[]): Generator<Record<string, unknown>> {
     let fd: number | null = null;
     try {
       fd = openSync(this.logFile, 'r');
+    } catch {
+      return; // no log
+    }
+    try {
       const size = fstatSync(fd).size;
       const chunk = Buffer.alloc(1 << 20);
       let pos = offset;
@@ -241,21 +269,17 @@ export class BastionDaemon {
         const lines = (rest + chunk.toString('utf8', 0, n)).split('\n');
         rest = lines.pop() ?? '';
         for (const l of lines) {
-          if (!l.includes('config applied') && !l.includes('policies applied')) continue;
+          if (!marks.some((m) => l.includes(m))) continue;
           try {
-            const rec = JSON.parse(l) as { ms?: unknown };
-            if (typeof rec.ms === 'number') out.push(rec.ms);
+            yield JSON.parse(l) as Record<string, unknown>;
           } catch {
             /* not JSON */
           }
         }
       }
-    } catch {
-      /* no log */
     } finally {
-      if (fd !== null) closeSync(fd);
+      closeSync(fd);
     }
-    return out;
   }
 
   /** SIGTERM, then `bastion down`, then make sure nothing of ours is left. */
@@ -304,14 +328,16 @@ export function socketPath(pinPath: string): string {
   return `/run/bastion/${basename(pinPath.replace(/\/+$/, ''))}.sock`;
 }
 
-function postUnix(socket: string, path: string, body: string): Promise<{ status: number; text: string }> {
+/** sentMs: when (hrMs) the request began (its connection and writes are asynchronous: their end is seen late, when this process gets round to it) */
+function postUnix(socket: string, path: string, body: string): Promise<{ status: number; text: string; sentMs: number }> {
   return new Promise((resolve, reject) => {
+    const sentMs = hrMs();
     const req = request(
       { socketPath: socket, method: 'POST', path, timeout: 30_000, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), sentMs }));
       },
     );
     req.on('timeout', () => req.destroy(new Error(`no answer from ${socket} in 30 s`)));

@@ -27,6 +27,15 @@ export interface UpdateStats {
   update_failures: number;
   /** CPU busy (%) before the update series */
   update_background_busy_pct: number;
+  /** per enforced update: its dependency's name, and when (hrMs) it was started, its request to the daemon began (API updates) and it was seen working */
+  update_times: Array<{ name: string; start: number; sent?: number; ok: number }>;
+}
+
+/** p50, p99 and max of one part of the update time (ms) */
+export interface PhaseStats {
+  p50: number;
+  p99: number;
+  max: number;
 }
 
 export interface BackendPoint extends UpdateStats {
@@ -59,6 +68,17 @@ export interface BastionPoint extends BackendPoint {
   daemon_apply_ms_p50: number | null;
   daemon_apply_ms_p99: number | null;
   daemon_reloads: number;
+  /**
+   * Where an update's time goes (API updates; from the daemon's "policies
+   * applied" log line, whose mono times share the harness's clock):
+   * client: the harness's own time until its request begins;
+   * to_daemon: until the daemon's handler runs (connection, HTTP on both
+   * sides, and whatever held either event loop); daemon: reading, parsing
+   * and validating the document, compiling and writing the maps;
+   * detect: until the probe's connection succeeds (its next attempt, at most
+   * 250 us later, and the handshake).
+   */
+  update_phases_ms: { client: PhaseStats; to_daemon: PhaseStats; daemon: PhaseStats; detect: PhaseStats; samples: number } | null;
 }
 
 export interface ScalePoint {
@@ -98,7 +118,8 @@ async function measureUpdates(
   ctx: Context,
   topo: Topology,
   count: number,
-  apply: (dep: Dep) => Promise<void>,
+  /** may return when (hrMs) the change was handed over (an API request began) */
+  apply: (dep: Dep) => Promise<number | void>,
   onSlow?: () => void,
   /** hrMs() after which no further update is started (a share of the time budget) */
   deadline = Infinity,
@@ -108,6 +129,7 @@ async function measureUpdates(
   // (a daemon still logging the last conn/s test's flows, iptables settling)
   const quiet = await waitQuiet(ctx.opts.quietPct, ctx.opts.quietWaitMs);
   const samples: number[] = [];
+  const times: UpdateStats['update_times'] = [];
   let failures = 0;
   let inARow = 0;
   for (let i = 0; i < count; i++) {
@@ -116,7 +138,7 @@ async function measureUpdates(
     const probe = await startProbe(ctx.tools.bbprobe, topo.client.netns, topo.server.ip, dep.port, timeout);
     await sleep(20); // the probe is knocking (and being dropped) before the change
     const t0 = hrMs();
-    await apply(dep);
+    const sent = await apply(dep);
     let slowTimer: NodeJS.Timeout | undefined;
     if (onSlow) slowTimer = setTimeout(onSlow, 3000);
     const r = await probe.result;
@@ -134,6 +156,7 @@ async function measureUpdates(
     if (r.launchMs < t0) throw new Error(`port ${dep.port} was reachable before its dependency was added: enforcement is not in place`);
     const ms = r.okMs - t0;
     samples.push(ms);
+    times.push({ name: dep.name, start: t0, ...(typeof sent === 'number' ? { sent } : {}), ok: r.okMs });
     // let the change settle before the next one (e.g. a daemon's second, file-watch
     // triggered reload): at least 120 ms, longer after a slow update
     await sleep(Math.min(5000, Math.max(120, 1.5 * ms + 60)));
@@ -152,6 +175,7 @@ async function measureUpdates(
     updates: samples,
     update_failures: failures,
     update_background_busy_pct: quiet.busyPct,
+    update_times: times,
   };
 }
 
@@ -210,13 +234,18 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
       ctx.opts.updates,
       async (dep) => {
         const ports = [`${dep.port}/${dep.proto}`];
-        await daemon.addPolicy(policyLine(dep.name, topo.client, topo.server, ports), { name: dep.name, from: topo.client, to: topo.server, ports });
+        return daemon.addPolicy(policyLine(dep.name, topo.client, topo.server, ports), { name: dep.name, from: topo.client, to: topo.server, ports });
       },
       () => daemon.hup(),
       deadline,
     );
     const mem = daemon.memory();
     const applied = daemon.appliedSince(mark);
+    const phases = updatePhases(upd.update_times, daemon.apiAppliesSince(mark));
+    if (phases) {
+      const f = (s: PhaseStats) => `${s.p50.toFixed(2)}/${s.p99.toFixed(2)}`;
+      ctx.log(`  scale ${n}: update p50/p99 by part (ms): client ${f(phases.client)}, to daemon ${f(phases.to_daemon)}, daemon ${f(phases.daemon)}, detect ${f(phases.detect)}`);
+    }
     return {
       ...conn,
       ...upd,
@@ -230,11 +259,31 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
       daemon_apply_ms_p50: applied.length ? percentile(applied, 50) : null,
       daemon_apply_ms_p99: applied.length ? percentile(applied, 99) : null,
       daemon_reloads: applied.length,
+      update_phases_ms: phases,
     };
   } finally {
     const problems = await daemon.stop();
     for (const p of problems) ctx.notes.push(`bastion at ${n} containers: ${p}`);
   }
+}
+
+/** The parts of each update's time, from the harness's times and the daemon's (same clock), joined by policy name. */
+export function updatePhases(
+  times: UpdateStats['update_times'],
+  daemon: Map<string, { received: number; written: number }>,
+): BastionPoint['update_phases_ms'] {
+  const parts = { client: [] as number[], to_daemon: [] as number[], daemon: [] as number[], detect: [] as number[] };
+  for (const t of times) {
+    const d = daemon.get(t.name);
+    if (!d || t.sent === undefined) continue;
+    parts.client.push(t.sent - t.start);
+    parts.to_daemon.push(d.received - t.sent);
+    parts.daemon.push(d.written - d.received);
+    parts.detect.push(t.ok - d.written);
+  }
+  if (!parts.client.length) return null;
+  const stats = (xs: number[]): PhaseStats => ({ p50: percentile(xs, 50), p99: percentile(xs, 99), max: Math.max(...xs) });
+  return { client: stats(parts.client), to_daemon: stats(parts.to_daemon), daemon: stats(parts.daemon), detect: stats(parts.detect), samples: parts.client.length };
 }
 
 export async function runScale(ctx: Context, onPoint?: (p: ScalePoint) => void): Promise<ScalePoint[]> {

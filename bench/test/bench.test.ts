@@ -12,6 +12,7 @@ import { parse } from 'yaml';
 import { policyLine, renderConfig } from '../lib/bastion.js';
 import { fillerDeps, orderedDeps, pairDeps, probeDep, PROBE_PORTS } from '../lib/deps.js';
 import { renderRuleset } from '../lib/iptables.js';
+import { updatePhases } from '../lib/scale.js';
 import { figures, ratios, renderMarkdown, scaleRatios, targets } from '../lib/report.js';
 import type { ScenarioRun } from '../lib/scenarios.js';
 import { median, percentile, ratio, summarize } from '../lib/stats.js';
@@ -188,4 +189,24 @@ test('markdown and chart render without bastion', () => {
   const svg = renderScaleSvg([point], 'test');
   assert.match(svg, /^<svg/);
   assert.match(svg, /not measured/);
+});
+
+test('updatePhases splits each update at the daemon\'s times and skips what cannot be joined', () => {
+  const times = [
+    { name: 'a', start: 100, sent: 100.5, ok: 104 },
+    { name: 'b', start: 200, sent: 200.25, ok: 210 },
+    { name: 'c', start: 300, ok: 303 }, // file mode: no request
+    { name: 'd', start: 400, sent: 400.5, ok: 403 }, // not in the daemon's log
+  ];
+  const daemon = new Map([
+    ['a', { received: 101.5, written: 103.5 }],
+    ['b', { received: 201.25, written: 209 }],
+  ]);
+  const ph = updatePhases(times, daemon)!;
+  assert.equal(ph.samples, 2);
+  assert.equal(ph.client.max, 0.5);
+  assert.equal(ph.to_daemon.p50, 1);
+  assert.equal(ph.daemon.max, 7.75);
+  assert.equal(ph.detect.max, 1);
+  assert.equal(updatePhases([{ name: 'c', start: 1, ok: 2 }], daemon), null);
 });

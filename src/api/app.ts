@@ -41,6 +41,7 @@ import { filterInputFromQuery, flowPredicate, parseFlowFilter, FlowFilterError, 
 import type { FlowFollowers } from './flow-stream.js';
 import type { AuditReport } from '../audit/findings.js';
 import { errorBody } from './types.js';
+import { monotonicMs } from '../sys/clock.js';
 import type {
   ErrorCode,
   LearnAnswer,
@@ -68,7 +69,8 @@ export interface DaemonApi {
   verify?(): Promise<Outcome<VerifyResult>>;
   policies: {
     list(): PolicyRow[];
-    add(text: string, source: string, opts: { dryRun?: boolean }): Promise<Outcome<PolicyAddResult>>;
+    /** receivedAt: when the request reached its handler (monotonicMs), for the daemon's log */
+    add(text: string, source: string, opts: { dryRun?: boolean; receivedAt?: number }): Promise<Outcome<PolicyAddResult>>;
     delete(names: string[]): Promise<Outcome<PolicyDeleteResult>>;
   };
   metrics: { text(): Promise<string>; contentType: string };
@@ -202,8 +204,9 @@ export function createApiApp(api: DaemonApi): Hono<Env> {
     '/v1/policies',
     limitBody,
     async (c) => {
+      const receivedAt = monotonicMs();
       const dryRun = ['1', 'true'].includes(c.req.query('dryRun') ?? '');
-      return answer(c, await api.policies.add(await c.req.text(), c.req.query('source') || 'request', { dryRun }));
+      return answer(c, await api.policies.add(await c.req.text(), c.req.query('source') || 'request', { dryRun, receivedAt }));
     },
   );
   app.delete('/v1/policies', async (c) => answer(c, await api.policies.delete(c.req.queries('name') ?? [])));

@@ -9,6 +9,7 @@ import type { Manager } from '../manager/manager.js';
 import type { LoadedConfig } from './config-source.js';
 import { RuntimePolicies, parsePoliciesDocument, policyRow, toDocumentPolicy } from './runtime-policies.js';
 import type { PolicyConfig } from '../policy/bastion-config.js';
+import { monotonicMs } from '../sys/clock.js';
 import { fail, succeed, type Outcome, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow, type RuntimePoliciesStatus } from '../api/types.js';
 
 /** What the service needs to know of the config file's policies. */
@@ -86,7 +87,8 @@ export class RuntimePolicyService {
   private readonly fileRows = new WeakMap<LoadedConfig, PolicyRow[]>();
 
   /** Add or replace runtime policies from a policies document; all of it or nothing (or, dry run, only check it). */
-  async add(text: string, source: string, opts: { dryRun?: boolean } = {}): Promise<Outcome<PolicyAddResult>> {
+  async add(text: string, source: string, opts: { dryRun?: boolean; receivedAt?: number } = {}): Promise<Outcome<PolicyAddResult>> {
+    const receivedAt = opts.receivedAt ?? monotonicMs();
     const manager = this.manager;
     if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
     if (this.cluster) return fail('conflict', [CLUSTER_POLICIES]);
@@ -113,9 +115,13 @@ export class RuntimePolicyService {
     if (opts.dryRun) return succeed({ dryRun: true, policies: actions });
     const { added, removed } = this.store.set(parsed.policies.filter((p) => !unchanged.has(p.name)));
     const stats = await manager.changeRules(added, removed);
+    const writtenAt = monotonicMs();
     const ms = +(performance.now() - t0).toFixed(3);
     await this.save();
-    this.log.info({ policies: actions, ops: stats.ops, ms }, 'policies applied');
+    // mono: when the request reached the daemon and when its writes were in the maps, on the
+    // clock of process.hrtime (CLOCK_MONOTONIC), so that a benchmark can line them up with
+    // its own and a probe's times (bench/lib/scale.ts: where an update's time goes)
+    this.log.info({ policies: actions, ops: stats.ops, ms, mono: { received: +receivedAt.toFixed(3), written: +writtenAt.toFixed(3) } }, 'policies applied');
     return succeed({ policies: actions, entries: stats.ops, ms });
   }
 

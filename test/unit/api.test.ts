@@ -24,6 +24,7 @@ import { ConfigReloader } from '../../src/daemon/config-reloader.js';
 import { RuntimePolicies } from '../../src/daemon/runtime-policies.js';
 import { RuntimePolicyService } from '../../src/daemon/policy-service.js';
 import { recordingManager, TableNode } from '../helpers/recording-datapath.js';
+import { monotonicMs } from '../../src/sys/clock.js';
 
 function flow(i: number, verdict: string, src: string): FlowRecord {
   return {
@@ -108,9 +109,13 @@ describe('API: typed outcomes become status codes in one place, with one error b
       ['?dryRun=0&source=', false, 'request'],
       ['', false, 'request'],
     ] as const) {
+      const before = monotonicMs();
       const res = await app.request(`/v1/policies${q}`, { method: 'POST', body: 'policies: []' });
       assert.equal(res.status, 200);
-      assert.deepEqual(api.calls.pop(), ['add', 'policies: []', source, { dryRun }]);
+      const [op, text, src, opts] = api.calls.pop() as [string, string, string, { dryRun: boolean; receivedAt: number }];
+      assert.deepEqual([op, text, src, opts.dryRun], ['add', 'policies: []', source, dryRun]);
+      // when the handler ran, on the clock a benchmark lines the daemon's log up with
+      assert.ok(opts.receivedAt >= before && opts.receivedAt <= monotonicMs(), `receivedAt ${opts.receivedAt}`);
     }
   });
 
@@ -286,6 +291,7 @@ describe('daemon services answer typed outcomes (real reloader, runtime policies
   let reloader: ConfigReloader;
   let service: RuntimePolicyService;
   let rec: ReturnType<typeof recordingManager>;
+  const logLines: string[] = [];
   const config = (extra = '') =>
     [
       'containers:',
@@ -303,7 +309,7 @@ describe('daemon services answer typed outcomes (real reloader, runtime policies
     rec = recordingManager();
     rec.node.interfaces.set('web', TableNode.iface(1));
     rec.node.interfaces.set('api', TableNode.iface(2));
-    const log = pino({ level: 'silent' });
+    const log = pino({ level: 'info' }, { write: (line: string) => void logLines.push(line) });
     const runtime = new RuntimePolicies(join(dir, 'policies.json'));
     reloader = new ConfigReloader({ configPath, platform: false, node: rec.node, runtime, log });
     service = new RuntimePolicyService(runtime, reloader, log);
@@ -342,6 +348,16 @@ describe('daemon services answer typed outcomes (real reloader, runtime policies
         ['web-to-api-9090', 'api', '9091/tcp'],
       ],
     );
+  });
+
+  it('the "policies applied" line says when the request reached the daemon and when its writes were in (mono: the clock of process.hrtime)', async () => {
+    const receivedAt = monotonicMs();
+    const r = await service.add(doc('timed'), 'request', { receivedAt });
+    assert.equal(r.ok, true);
+    const line = logLines.map((l) => JSON.parse(l) as { msg: string; policies?: Array<{ name: string }>; mono?: { received: number; written: number } }).filter((l) => l.msg === 'policies applied').pop();
+    assert.deepEqual(line?.policies?.map((p) => p.name), ['timed']);
+    assert.equal(line?.mono?.received, +receivedAt.toFixed(3));
+    assert.ok(line!.mono!.written >= line!.mono!.received && line!.mono!.written <= monotonicMs(), JSON.stringify(line?.mono));
   });
 
   it('delete: not-found, conflict for a file policy, bad-request without names; all or nothing', async () => {
