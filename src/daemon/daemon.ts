@@ -405,7 +405,7 @@ export class Daemon {
     // filters keep enforcing without us.
     // what the kernel counted since the last summary goes to the history before we go
     try {
-      this.manager?.datapath.summarizeFlows?.();
+      await this.manager?.datapath.summarizeFlows?.();
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'last allowed-flow summary not read');
     }

@@ -83,7 +83,7 @@ export interface DatapathPort {
   saveNextIdentity(next: number): void;
   onEvent(listener: (ev: FlowEvent) => void): void;
   /** Report now the allowed flows the kernel counted since the last report (also done every few seconds once onEvent has a listener). */
-  summarizeFlows?(): number;
+  summarizeFlows?(): Promise<number>;
   /** keys of the allowed-flow summary and summaries delivered since start */
   readonly flowSummaryStats?: { keys: number; summaries: number; reads: number };
   close(): void;
