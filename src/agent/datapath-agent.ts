@@ -182,13 +182,13 @@ export class DatapathAgent implements DatapathPort {
   flushConntrack(ips: string[], owners: number[] = []): number {
     const want = new Set(ips);
     const ct = this.map(MAP_NAMES.ct);
-    const doomed = [...ct.keys()].filter((k) => {
+    // read whole, a batch per system call (the table holds up to 262,144 entries)
+    const doomed: Array<[Buffer, Buffer]> = [];
+    for (const [k, v] of ct.entries()) {
       const t = decodeCtKey(k);
-      return want.has(t.saddr) || want.has(t.daddr);
-    });
-    for (const k of doomed) {
-      const v = ct.lookup(k);
-      if (!v) continue;
+      if (want.has(t.saddr) || want.has(t.daddr)) doomed.push([k, v]);
+    }
+    for (const [k, v] of doomed) {
       try {
         ct.update(k, encodeCtEntry({ ...decodeCtEntry(v), expires: 0n }), BPF_EXIST);
       } catch {

