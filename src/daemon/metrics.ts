@@ -22,6 +22,22 @@ export interface DaemonHealth {
 
 
 /**
+ * A value read once per scrape: prom-client runs every metric's collect()
+ * one after the other within one turn of the event loop, so the value is
+ * kept until the next turn and read again by the next scrape.
+ */
+export function oncePerScrape<T>(read: () => T): () => T {
+  let held: { value: T } | undefined;
+  return () => {
+    if (!held) {
+      held = { value: read() };
+      setImmediate(() => (held = undefined));
+    }
+    return held.value;
+  };
+}
+
+/**
  * Names follow the Prometheus conventions (docs/metrics.md lists them):
  * bastion_ prefix, base units, _total for counters, one metric per meaning
  * with labels for its dimensions.
@@ -198,7 +214,9 @@ export function createMetrics(
       this.set(manager().datapath.flowSummaryStats?.keys ?? 0);
     },
   });
-  // the datapath's conntrack figures, one gauge each
+  // the datapath's conntrack figures, one gauge each, from one read of the
+  // charges map per scrape (5,000 endpoints: one batch read, not five)
+  const conntrackUsage = oncePerScrape(() => manager().datapath.conntrackUsage?.());
   const conntrackGauges: [string, string, 'eventsPerSec' | 'entries' | 'capacity' | 'perEndpointLimit'][] = [
     ['bastion_flow_events_rate_limit', 'Flow events the datapath reports per second for each (endpoint, verdict, reason); the rest are counted', 'eventsPerSec'],
     ['bastion_conntrack_entries', 'Conntrack entries in use (each charged to the endpoint whose stack opened it)', 'entries'],
@@ -211,7 +229,7 @@ export function createMetrics(
       help,
       registers: [registry],
       collect() {
-        const u = manager().datapath.conntrackUsage?.();
+        const u = conntrackUsage();
         if (u) this.set(u[field]);
       },
     });
@@ -223,7 +241,7 @@ export function createMetrics(
     collect() {
       this.reset();
       const m = manager();
-      const u = m.datapath.conntrackUsage?.();
+      const u = conntrackUsage();
       if (!u) return;
       for (const ep of m.endpoints.values()) this.set({ endpoint: ep.name }, u.byIdentity.get(ep.identity) ?? 0);
     },

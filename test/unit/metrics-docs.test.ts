@@ -48,3 +48,24 @@ describe('metrics documentation', () => {
     assert.deepEqual([...used].filter((n) => !names.has(n)).sort(), [], 'queried but not exposed');
   });
 });
+
+describe('metrics scrape', () => {
+  it('reads the conntrack charges once per scrape for its five gauges, and again at the next scrape', async () => {
+    const { manager, datapath } = recordingManager();
+    let reads = 0;
+    const usage = { entries: 7, capacity: 1024, perEndpointLimit: 64, byIdentity: new Map<number, number>(), collected: 0, eventsPerSec: 100 };
+    (datapath as { conntrackUsage?: () => typeof usage }).conntrackUsage = () => (reads++, usage);
+    const m = createMetrics(() => manager, () => new Map(), new FlowStore(4), { followers: 0, skipped: 0, dropped: 0 }, {
+      runtimePolicies: () => ({ count: 0, unreadable: [], saveFailures: 0 }),
+      config: () => ({ pending: false, containersRemoved: 0 }),
+    });
+    const text = await m.registry.metrics();
+    assert.equal(reads, 1);
+    assert.match(text, /^bastion_conntrack_entries 7$/m);
+    assert.match(text, /^bastion_conntrack_capacity 1024$/m);
+    usage.entries = 9;
+    await new Promise((r) => setImmediate(r));
+    assert.match(await m.registry.metrics(), /^bastion_conntrack_entries 9$/m);
+    assert.equal(reads, 2);
+  });
+});
