@@ -80,6 +80,20 @@ export class ConfigReloader {
     return this.current;
   }
 
+  private readDigest?: string;
+
+  /**
+   * The digest (configDigest) of the file text the last load read, whether
+   * it was applied or rejected: that content has been judged, and the config
+   * watch need not hand it over again. Undefined while a load is reading
+   * (what it reads is not known yet: the watch then hands any content over,
+   * and the reload it asks for runs after this one and reads the file again)
+   * and after a load that read nothing.
+   */
+  get lastReadDigest(): string | undefined {
+    return this.readDigest;
+  }
+
   /** Start-up: apply a prepared config (and the runtime policies) to a new manager. */
   async applyFirst(manager: Manager, first: PreparedConfig): Promise<void> {
     this.manager = manager;
@@ -197,7 +211,9 @@ export class ConfigReloader {
 
   /** Read and validate the config whole (throws ConfigRejected); applies nothing. */
   async load(): Promise<LoadedConfig> {
+    this.readDigest = undefined;
     const loaded = await loadConfigSource(this.o.configPath, { containersRequired: !this.o.platform, ...(this.o.maxConfigBytes ? { maxBytes: this.o.maxConfigBytes } : {}) });
+    this.readDigest = loaded.digest;
     if (!loaded.ok) throw new ConfigRejected(loaded.errors);
     if (this.o.clusterRules && loaded.policies.length) {
       throw new ConfigRejected([

@@ -8,6 +8,7 @@ import { BUILTIN_LABELS } from '../policy/model.js';
 import { configToPolicySet, parseConfigText, type PolicyConfig } from '../policy/bastion-config.js';
 import { formatIssue, issueLines } from '../policy/errors.js';
 import { Worker } from 'node:worker_threads';
+import { createHash } from 'node:crypto';
 import { keepLargeAllocationsMapped } from './memory.js';
 import { InputFileError, readInputFile } from '../policy/input-file.js';
 
@@ -21,9 +22,22 @@ export type LoadedConfig = {
   /** the file's policies as written (for listing) */
   policies: PolicyConfig[];
   defaultEndpointMode?: Mode;
+  /** configDigest of the text this load read (undefined: no config file) */
+  digest?: string;
 };
 
-export type ConfigLoad = LoadedConfig | { ok: false; errors: string[] };
+/**
+ * A load's answer. A rejected file carries the digest of what was read too
+ * (undefined when nothing was: refused before reading, or the parser died):
+ * accepted or rejected, that content has been judged, and the config watch
+ * compares the file with it (see watchConfigFile's lastRead).
+ */
+export type ConfigLoad = LoadedConfig | { ok: false; errors: string[]; digest?: string };
+
+/** sha256 (hex) of a config file's text, as a load and the config watch read it. */
+export function configDigest(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
 
 export function netnsRef(netns: string): NetnsRef {
   return netns.includes('/') ? { kind: 'path', path: netns } : { kind: 'name', name: netns };
@@ -108,6 +122,7 @@ export function loadConfigSource(path: string | undefined, opts: ConfigSourceOpt
     worker.once('error', (err: Error & { code?: string }) => {
       done(() => {
         if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
+          // no digest, the worker died with it: the watch's next look at this file reloads it (one more reload, never one less)
           const message = `refused: parsing it needed more than ${heapMb} MB (YAML aliases that expand? the limit grows with bastion run --max-config-size)`;
           resolve({ ok: false, errors: [formatIssue({ code: 'file', file: path, path: [], message })] });
         } else reject(err);
@@ -139,7 +154,8 @@ function emptyConfig(): LoadedConfig {
  * file of root or the invoking user, over the size limit), is `ok: false`
  * with the errors (at most a short excerpt of the file in each). A file that
  * cannot be read at all (missing, no permission) throws its InputFileError:
- * that is not a rejected config.
+ * that is not a rejected config. A file read, valid or not, comes with the
+ * digest of its text.
  */
 export function loadConfigSourceHere(path: string | undefined, opts: Omit<ConfigSourceOptions, 'signal'>): ConfigLoad {
   if (!path) return emptyConfig();
@@ -150,8 +166,10 @@ export function loadConfigSourceHere(path: string | undefined, opts: Omit<Config
     if (err instanceof InputFileError && err.invalidInput) return { ok: false, errors: issueLines([err.issue]) };
     throw err;
   }
+  // hashed where the text is read (the worker): the daemon's thread does not read or hash it again
+  const digest = configDigest(text);
   const parsed = parseConfigText(text, path, { containersRequired: opts.containersRequired });
-  if (!parsed.ok) return { ok: false, errors: issueLines(parsed.errors) };
+  if (!parsed.ok) return { ok: false, errors: issueLines(parsed.errors), digest };
   const config = parsed.config;
   const containers: EndpointSpec[] = (config.containers ?? []).map((c) => ({
     key: `file:${c.name}`,
@@ -161,5 +179,5 @@ export function loadConfigSourceHere(path: string | undefined, opts: Omit<Config
     labels: { ...(c.labels ?? {}), [BUILTIN_LABELS.name]: c.name },
     ...(c.mode ? { mode: c.mode } : {}),
   }));
-  return { ok: true, policy: configToPolicySet(config), containers, policies: config.policies };
+  return { ok: true, policy: configToPolicySet(config), containers, policies: config.policies, digest };
 }

@@ -15,6 +15,10 @@
  *   unchanged for SETTLE_MS (a script that writes in several opens) and be
  *   whole (end with a newline: a last line still being written is not);
  *   then the reload runs, and reads it again itself;
+ * - a file whose content is what the last reload read is not handed over
+ *   again (touched, rewritten the same). That reload, not this watch, is the
+ *   judge: when a second version landed as a reload started, the reload read
+ *   the second one, and the first written back is a change to reload.
  * - a writer that keeps the file open is waited for, however long it
  *   pauses (past STALLED_MS the log says so, and SIGHUP or POST /v1/reload
  *   applies the file as it is: an operator's explicit request).
@@ -27,6 +31,7 @@ import { closeSync, readFileSync, readSync, realpathSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import koffi from 'koffi';
 import { errnoName, libcFunction } from '../sys/libc.js';
+import { configDigest } from './config-source.js';
 import type { Logger } from 'pino';
 
 /** How long a closed or renamed file must stay unchanged before it is applied. */
@@ -93,6 +98,13 @@ export interface ConfigWatchOptions {
   log?: Logger;
   /** for metrics and status: a change waits for its writer (or for the rest of its last line) */
   onPending?(pending: string | undefined): void;
+  /**
+   * configDigest of what the last reload read (undefined: not known, a
+   * reload is reading). A file with that content is not handed over again.
+   * Without it, the watch compares with what it last handed over itself,
+   * which a reload may not have read (a newer version landed as it started).
+   */
+  lastRead?: () => string | undefined;
 }
 
 /**
@@ -124,8 +136,10 @@ export function watchConfigFile(path: string, o: ConfigWatchOptions): () => void
   let writingSince = 0;
   let stallLogged = false;
   let settle: NodeJS.Timeout | undefined;
-  let lastApplied: string | undefined = read();
+  let handedOver = o.lastRead ? undefined : digestOf(read());
   const pending = (why: string | undefined) => o.onPending?.(why);
+  /** What the file is compared with: what the last reload read, or else what this watch last handed over. */
+  const judged = () => (o.lastRead ? o.lastRead() : handedOver);
 
   function read(): string | undefined {
     try {
@@ -134,19 +148,24 @@ export function watchConfigFile(path: string, o: ConfigWatchOptions): () => void
       return undefined;
     }
   }
+  function digestOf(text: string | undefined): string | undefined {
+    return text === undefined ? undefined : configDigest(text);
+  }
 
   /** The file has been closed or replaced and left alone for SETTLE_MS: apply it if it is whole and new. */
   const check = () => {
     settle = undefined;
     if (writing) return;
     const text = read();
-    if (text === lastApplied) return pending(undefined);
+    const digest = digestOf(text);
+    // A stale lastRead (a reload asked for, not reading yet) only hands the file over once more: reloads coalesce.
+    if (digest === judged()) return pending(undefined);
     if (text !== undefined && text.length > 0 && !text.endsWith('\n')) {
       // a last line still being written (or a file without a final newline: the next change, or SIGHUP, applies it)
       o.log?.info({ path: file }, 'config file changed but does not end with a newline: waiting for the rest before applying it');
       return pending('the config file does not end with a newline yet');
     }
-    lastApplied = text;
+    handedOver = digest;
     pending(undefined);
     o.onComplete();
   };

@@ -291,6 +291,8 @@ export class Daemon {
         watchConfigFile(this.o.configPath, {
           onComplete: () => void this.reload(),
           onPending: (why) => (this.configPending = why),
+          // what the last reload (or start-up) read: a version written back after another was read is reloaded
+          lastRead: () => this.config.lastReadDigest,
           log: this.log,
         }),
       );

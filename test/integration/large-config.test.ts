@@ -72,10 +72,10 @@ describe('large configs', () => {
     assert.ok(worst < 2000, `status took ${worst.toFixed(0)} ms during the parse`);
     const after = await bastionStatus(lab.pinPath);
     assert.deepEqual(after.json.rules, before.json.rules, 'the previous config stays in force');
-    // the file back as it is in force, and the reload that reads it over before the next test
-    // writes again: a reload still starting when the next file lands reads that file instead,
-    // and the watch then takes this content, written once more, for one it already handed over
-    // (in force it is, so nothing is lost here; see docs/operations.md on writes in quick succession)
+    // the file back as it is in force, and its reload over before the next test writes again, so
+    // that the records the next test waits for are its own (a reload still starting when the next
+    // file lands reads that file instead; the watch then reloads this content once more when it is
+    // written back: see docs/operations.md, "A config file written in place")
     const since = daemon.mark();
     writeAtomically(lab.configPath, configText(lab.config() as BastionConfig));
     assert.ok(await daemon.waitForRecord((x) => /config (applied|rejected)/.test(x.msg ?? ''), 30_000, since), 'the restored file was reloaded');
