@@ -13,6 +13,7 @@ import { CONN_PORT, DENIED_PORT } from './deps.js';
 import { Background, hrMs, inNs, run, sleep } from './exec.js';
 import type { Entry, Topology } from './topology.js';
 import { canConnect } from './tools.js';
+import { classifySmaps, v8FromMetrics, type MemoryParts } from './memory-parts.js';
 
 export interface BastionStatus {
   available: boolean;
@@ -204,6 +205,20 @@ export class BastionDaemon {
     return { rssMb: self ? self.rss / 1024 : null, hwmMb: self ? self.hwm / 1024 : null, anonMb: self ? self.anon / 1024 : null, treeRssMb: tree / 1024 };
   }
 
+  /** Where the daemon's resident memory lies (smaps by kind, V8's heap from its /metrics); null once it has stopped. */
+  async memoryParts(): Promise<MemoryParts | null> {
+    const pid = this.proc?.pid;
+    if (!pid || !this.proc?.running) return null;
+    let smaps: string;
+    try {
+      smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+    } catch {
+      return null;
+    }
+    const r = await getUnix(socketPath(this.o.pinPath), '/metrics').catch(() => ({ status: 0, text: '' }));
+    return { ...classifySmaps(smaps), ...v8FromMetrics(r.status === 200 ? r.text : '') };
+  }
+
   log(): string {
     return this.proc?.out ?? '';
   }
@@ -343,6 +358,19 @@ function postUnix(socket: string, path: string, body: string): Promise<{ status:
     req.on('timeout', () => req.destroy(new Error(`no answer from ${socket} in 30 s`)));
     req.on('error', reject);
     req.end(body);
+  });
+}
+
+function getUnix(socket: string, path: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, method: 'GET', path, timeout: 30_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${socket} in 30 s`)));
+    req.on('error', reject);
+    req.end();
   });
 }
 

@@ -7,6 +7,7 @@
  *   - for Bastion, the daemon's memory (VmRSS, VmHWM).
  * The topology grows from one point to the next (entries are only added).
  */
+import type { MemoryParts } from './memory-parts.js';
 import { join } from 'node:path';
 import { BastionDaemon, policyLine, renderConfig } from './bastion.js';
 import type { Context } from './context.js';
@@ -62,6 +63,8 @@ export interface BastionPoint extends BackendPoint {
   rss_anon_mb: number | null;
   rss_tree_mb: number | null;
   rss_after_start_mb: number | null;
+  /** where the resident memory lies at the end of the point (bench/lib/memory-parts.ts) */
+  memory_parts?: MemoryParts | null;
   startup_s: number;
   sighup_fallbacks: number;
   /** what the daemon logs as its own apply time ("config applied" ms) during the update series */
@@ -240,6 +243,12 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
       deadline,
     );
     const mem = daemon.memory();
+    const parts = await daemon.memoryParts();
+    if (parts) {
+      ctx.log(
+        `  scale ${n}: memory (MB): node binary ${parts.node_binary_mb}, libraries ${parts.libraries_mb}, malloc heap ${parts.malloc_heap_mb}, bpf maps ${parts.bpf_maps_mb}, other anonymous ${parts.other_anon_mb}; V8 heap ${parts.v8_heap_used_mb} used of ${parts.v8_heap_total_mb} (${Object.entries(parts.v8_spaces_mb).map(([k, v]) => `${k} ${v}`).join(', ')}), external ${parts.v8_external_mb}`,
+      );
+    }
     const applied = daemon.appliedSince(mark);
     const phases = updatePhases(upd.update_times, daemon.apiAppliesSince(mark));
     if (phases) {
@@ -254,6 +263,7 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
       rss_anon_mb: mem.anonMb,
       rss_tree_mb: mem.treeRssMb,
       rss_after_start_mb: afterStart.rssMb,
+      memory_parts: parts,
       startup_s: startup,
       sighup_fallbacks: daemon.sighupFallbacks,
       daemon_apply_ms_p50: applied.length ? percentile(applied, 50) : null,

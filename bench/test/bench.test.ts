@@ -19,6 +19,7 @@ import { median, percentile, ratio, summarize } from '../lib/stats.js';
 import { Topology, type Entry } from '../lib/topology.js';
 import { parseSockperf } from '../lib/tools.js';
 import { renderScaleSvg } from '../lib/chart.js';
+import { classifySmaps, v8FromMetrics } from '../lib/memory-parts.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -209,4 +210,38 @@ test('updatePhases splits each update at the daemon\'s times and skips what cann
   assert.equal(ph.daemon.max, 7.75);
   assert.equal(ph.detect.max, 1);
   assert.equal(updatePhases([{ name: 'c', start: 1, ok: 2 }], daemon), null);
+});
+
+test('memory parts: smaps split by kind of mapping, and V8 figures from the metrics text', async () => {
+  const smaps = [
+    '00400000-00500000 r-xp 00000000 fd:01 123 /usr/bin/node',
+    'Rss:                2048 kB',
+    '7f0000000000-7f0000100000 r-xp 00000000 fd:01 456 /usr/lib/x86_64-linux-gnu/libc.so.6',
+    'Rss:                1024 kB',
+    '01000000-02000000 rw-p 00000000 00:00 0 [heap]',
+    'Rss:                3072 kB',
+    '7f1000000000-7f1000800000 r--s 00000000 00:0e 789 anon_inode:bpf-map',
+    'Rss:                8192 kB',
+    '7f2000000000-7f2004000000 rw-p 00000000 00:00 0 ',
+    'Rss:               10240 kB',
+    '7ffc00000000-7ffc00100000 rw-p 00000000 00:00 0 [stack]',
+    'Rss:                 512 kB',
+  ].join('\n');
+  assert.deepEqual(classifySmaps(smaps), { node_binary_mb: 2, libraries_mb: 1, malloc_heap_mb: 3, bpf_maps_mb: 8, stacks_mb: 0.5, other_anon_mb: 10 });
+  // this very process: the parts add up to its VmRSS (within a page or two of change between the reads)
+  const { readFileSync } = await import('node:fs');
+  const parts = classifySmaps(readFileSync('/proc/self/smaps', 'utf8'));
+  const rss = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
+  const sum = Object.values(parts).reduce((a, b) => a + b, 0);
+  assert.ok(Math.abs(sum - rss) < 2, `parts ${sum} MB, VmRSS ${rss} MB`);
+  assert.ok(parts.node_binary_mb > 5, `node binary ${parts.node_binary_mb} MB`);
+  const text = [
+    'bastion_daemon_nodejs_heap_size_total_bytes 104857600',
+    'bastion_daemon_nodejs_heap_size_used_bytes 83886080',
+    'bastion_daemon_nodejs_external_memory_bytes 2097152',
+    'bastion_daemon_nodejs_heap_space_size_total_bytes{space="old"} 73400320',
+    'bastion_daemon_nodejs_heap_space_size_total_bytes{space="new"} 8388608',
+  ].join('\n');
+  assert.deepEqual(v8FromMetrics(text), { v8_heap_total_mb: 100, v8_heap_used_mb: 80, v8_external_mb: 2, v8_spaces_mb: { old: 70, new: 8 } });
+  assert.deepEqual(v8FromMetrics(''), { v8_heap_total_mb: null, v8_heap_used_mb: null, v8_external_mb: null, v8_spaces_mb: {} });
 });
