@@ -57,6 +57,29 @@ describe('config load digest', () => {
     assert.equal(bad.ok, false);
     assert.equal(bad.digest, sha256(INVALID));
   });
+
+  it('loadConfigSource: the compacted clone holds what the file says, every kind of policy and rule', async () => {
+    const text = [
+      'containers:',
+      '  - { name: web, netns: web, labels: { app: web } }',
+      '  - { name: db, netns: db, labels: { app: db } }',
+      'policies:',
+      '  - { name: a, from: host, to: { app: web }, ports: ["80/tcp", "53/udp"] }',
+      '  - { name: b, from: { app: web }, to: { app: db }, mode: audit }',
+      '  - { name: c, from: { app: web }, to: { cidr: 0.0.0.0/0, except: [10.0.0.0/8] } }',
+      '  - { name: d, from: { app: web }, to: { cidr: 10.1.0.0/16 }, ports: ["443/tcp"], mode: audit }',
+      '',
+    ].join('\n');
+    const path = file('compact.yaml', text);
+    const here = loadConfigSourceHere(path, { containersRequired: true });
+    const there = await loadConfigSource(path, { containersRequired: true });
+    assert.equal(there.ok, true, JSON.stringify(there));
+    assert.deepEqual(there, here);
+    if (!there.ok) return;
+    assert.deepEqual(Object.keys(there.policies[0]!), ['name', 'from', 'to', 'ports']);
+    assert.deepEqual(Object.keys(there.policies[1]!), ['name', 'from', 'to', 'mode']);
+    assert.deepEqual(there.policy.rules.map((r) => [r.id, r.direction]), here.ok ? here.policy.rules.map((r) => [r.id, r.direction]) : []);
+  });
 });
 
 describe('ConfigReloader.lastReadDigest', () => {
