@@ -39,7 +39,7 @@ import { cachedGraphReport } from './graph-report.js';
 import { succeed, type Outcome, type ReloadResult, type ShutdownResult, type StatusReport } from '../api/types.js';
 import { createMetrics } from './metrics.js';
 import { CpuProfiler } from './profiler.js';
-import { releaseMemory } from './memory.js';
+import { releaseMemory, trimPeriodically } from './memory.js';
 import { durableWritesDone } from './durable-file.js';
 import { postureAudit } from './posture-audit.js';
 import type { AuditCache } from '../audit/daemon-audit.js';
@@ -309,6 +309,8 @@ export class Daemon {
     await this.profiler.start();
     await this.warmUp(socket);
     const memory = await releaseMemory();
+    // and from now on, what malloc holds free between collections goes back every few seconds
+    this.cleanups.push(trimPeriodically());
     this.log.info(
       {
         pinPath: this.o.pinPath,
