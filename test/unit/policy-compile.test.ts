@@ -374,6 +374,49 @@ describe('compile: incremental context', () => {
     );
   });
 
+  it('a large rule list set at once (its selectors\' rule lists compacted after) then changed gives what a full compilation gives', () => {
+    const eps: CompileEndpoint[] = Array.from({ length: 60 }, (_, i) => ({ key: `e${i}`, identity: 400 + i, ipv4: `10.2.0.${i + 1}`, labels: { app: `a${i % 30}` } }));
+    // 1,200 rules over 30 selectors: 40 lists per selector side (past the small-list size for some, under it for others)
+    const rule = (i: number): Rule => ({
+      id: `big${i}`,
+      subject: { matchLabels: { app: `a${i % 30}` } },
+      direction: i % 2 ? 'ingress' : 'egress',
+      peers: i % 7 === 0 ? [{ kind: 'cidr', cidr: `10.3.${i % 5}.0/24` }] : [{ kind: 'endpoints', selector: { matchLabels: { app: `a${(i * 7) % 30}` } } }],
+      ports: [{ protocol: 'tcp', from: 1000 + (i % 50), to: 1000 + (i % 50) }],
+    });
+    let rules = Array.from({ length: 1200 }, (_, i) => rule(i));
+    const alloc = allocators();
+    const ctx = createCompileContext({ endpoints: eps, rules: [], hostAddrs: [], ...alloc });
+    ctx.setRules(rules);
+    let endpoints = eps;
+    const check = (what: string) => {
+      const fresh = createCompileContext({ endpoints, rules, hostAddrs: [], ...alloc });
+      for (const ep of endpoints) {
+        const got = sliceMap(compileEndpointSlice(ep, ctx));
+        const want = sliceMap(compileEndpointSlice(ep, fresh));
+        assert.deepEqual(new Map([...got.policy].sort()), new Map([...want.policy].sort()), `policy of ${ep.key} after ${what}`);
+        assert.deepEqual([...got.neigh].sort(), [...want.neigh].sort(), `neighbours of ${ep.key} after ${what}`);
+      }
+      assert.deepEqual(ctx.rules(), rules);
+    };
+    check('the first set');
+    const more = [rule(5000), rule(5001), rule(5007)];
+    ctx.addRules(more);
+    rules = [...rules, ...more];
+    check('adding rules');
+    const gone = [rules[3]!, rules[14]!, rules[700]!];
+    ctx.removeRules(gone.map((r) => ({ ...r })));
+    rules = rules.filter((r) => !gone.includes(r));
+    check('removing rules');
+    const ep: CompileEndpoint = { key: 'late', identity: 999, ipv4: '10.2.1.1', labels: { app: 'a4' } };
+    ctx.upsertEndpoint(ep);
+    endpoints = [...endpoints, ep];
+    check('a new endpoint');
+    rules = [...rules.slice(0, 600), ...Array.from({ length: 1100 }, (_, i) => rule(2000 + i))];
+    ctx.setRules(rules);
+    check('a second large set');
+  });
+
   it('affected sets are tight: adding a rule touches exactly its subjects; an unrelated endpoint touches only itself', () => {
     const eps: CompileEndpoint[] = Array.from({ length: 50 }, (_, i) => ({
       key: `e${i}`,
