@@ -146,18 +146,32 @@ export function compactClone(loaded: LoadedConfig): LoadedConfig {
   const names = new Map<string, string>();
   const policies = loaded.policies.map((p) => {
     names.set(p.name, p.name);
+    // a field this function does not know of (added to PolicyConfig later) keeps the object as cloned, whole
+    if (!onlyKeys(p, POLICY_KEYS)) return p;
     const { name, from, to, ports, mode } = p;
     if (ports === undefined) return mode === undefined ? { name, from, to } : { name, from, to, mode };
     return mode === undefined ? { name, from, to, ports } : { name, from, to, ports, mode };
   });
-  const rules = loaded.policy.rules.map((r) => ({
-    id: names.get(r.id) ?? r.id,
-    subject: r.subject,
-    direction: r.direction === 'egress' ? ('egress' as const) : ('ingress' as const),
-    peers: r.peers,
-    ports: r.ports,
-  }));
+  const rules = loaded.policy.rules.map((r) =>
+    onlyKeys(r, RULE_KEYS)
+      ? {
+          id: names.get(r.id) ?? r.id,
+          subject: r.subject,
+          direction: r.direction === 'egress' ? ('egress' as const) : r.direction === 'ingress' ? ('ingress' as const) : r.direction,
+          peers: r.peers,
+          ports: r.ports,
+        }
+      : r,
+  );
   return { ...loaded, policy: { mode: loaded.policy.mode, rules }, policies };
+}
+
+const POLICY_KEYS = new Set(['name', 'from', 'to', 'ports', 'mode']);
+const RULE_KEYS = new Set(['id', 'subject', 'direction', 'peers', 'ports']);
+
+function onlyKeys(o: object, known: ReadonlySet<string>): boolean {
+  for (const k in o) if (!known.has(k)) return false;
+  return true;
 }
 
 /** What the daemon sends its config worker. */

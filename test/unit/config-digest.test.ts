@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
-import { loadConfigSource, loadConfigSourceHere } from '../../src/daemon/config-source.js';
+import { compactClone, loadConfigSource, loadConfigSourceHere, type LoadedConfig } from '../../src/daemon/config-source.js';
 import { ConfigReloader } from '../../src/daemon/config-reloader.js';
 import { RuntimePolicies } from '../../src/daemon/runtime-policies.js';
 import { recordingManager, TableNode } from '../helpers/recording-datapath.js';
@@ -79,6 +79,21 @@ describe('config load digest', () => {
     assert.deepEqual(Object.keys(there.policies[0]!), ['name', 'from', 'to', 'ports']);
     assert.deepEqual(Object.keys(there.policies[1]!), ['name', 'from', 'to', 'mode']);
     assert.deepEqual(there.policy.rules.map((r) => [r.id, r.direction]), here.ok ? here.policy.rules.map((r) => [r.id, r.direction]) : []);
+  });
+});
+
+describe('compactClone', () => {
+  it('keeps a policy or rule with a field it does not know of as it is, whole', () => {
+    const rule = { id: 'p', subject: { matchLabels: { app: 'a' } }, direction: 'egress' as const, peers: [], ports: [] };
+    const policy = { name: 'p', from: { selector: { matchLabels: { app: 'a' } } }, to: { host: true } };
+    const later = { ...policy, description: 'a field added to the schema after compactClone was written' };
+    const laterRule = { ...rule, note: 'likewise' };
+    const out = compactClone({ ok: true, policy: { mode: 'enforce', rules: [rule, laterRule] }, containers: [], policies: [policy, later] } as unknown as LoadedConfig);
+    assert.deepEqual(out.policies, [policy, later]);
+    assert.equal(out.policies[1], later);
+    assert.deepEqual(out.policy.rules, [rule, laterRule]);
+    assert.equal(out.policy.rules[1], laterRule);
+    assert.notEqual(out.policy.rules[0], rule, 'a known shape is rebuilt');
   });
 });
 
