@@ -60,6 +60,8 @@ const entries: Entry[] = Array.from({ length: n }, (_, i) => {
 // under /run (tmpfs), where the daemon keeps its runtime policies
 mkdirSync('/run/bastion', { recursive: true });
 const dir = mkdtempSync('/run/bastion/heap-');
+// removed however the tool ends (an error included)
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 const cfgPath = join(dir, 'bastion.yaml');
 writeFileSync(cfgPath, renderConfig(entries, pairDeps(), fillerDeps(n)));
 
@@ -119,13 +121,12 @@ for (let i = 0; i < updates; i++) {
   times.push(performance.now() - t1);
   ops.push(s.ops);
 }
-console.log(`first update ${times[0]!.toFixed(2)} ms; runtime policy add x${updates}: p50 ${percentile(times, 50).toFixed(2)} ms, p99 ${percentile(times, 99).toFixed(2)} ms, max ${Math.max(...times).toFixed(2)} ms, ops/update ${percentile(ops, 50)}`);
+if (times.length) console.log(`first update ${times[0]!.toFixed(2)} ms; runtime policy add x${updates}: p50 ${percentile(times, 50).toFixed(2)} ms, p99 ${percentile(times, 99).toFixed(2)} ms, max ${Math.max(...times).toFixed(2)} ms, ops/update ${percentile(ops, 50)}`);
 if (session) {
   const { profile } = await post('Profiler.stop');
   writeFileSync(process.env.PROFILE_UPDATES!, JSON.stringify(profile));
 }
 mem('after updates');
-rmSync(dir, { recursive: true, force: true });
 
 // what the daemon's memory release is worth: RSS after it, without --expose-gc's collections in between
 const release = process.env.RELEASE ?? 'inspector';
