@@ -193,15 +193,26 @@ type PeerRef =
   | { kind: 'any' }
   | { kind: 'none' };
 
+/**
+ * A rule as the compiler holds it. There are 100,000 of them at 5,000
+ * containers, so every field costs 0.8 MB: the direction rides in the low
+ * bit of `numDir` (rule number × 2 + direction) and the port keys are the
+ * port list's shared, cached compilation, not two fields of their own.
+ */
 interface RuleInfo {
   rule: Rule;
   /** place in rule order (flow events and explain report rules in this order) */
   seq: number;
-  number: number;
-  dir: number;
+  /** the rule's number (flow events name rules by it) × 2, plus DIR_EGRESS or DIR_INGRESS */
+  numDir: number;
   subject: SelState;
   peers: PeerRef[];
-  portKeys: PortKey[];
+  ports: CompiledPorts;
+}
+
+/** A port list compiled: policy-key tails, and the named ports that resolve per destination. */
+interface CompiledPorts {
+  keys: PortKey[];
   named: PortRange[];
 }
 
@@ -245,14 +256,14 @@ const NONE_REF: PeerRef = { kind: 'none' };
 const NO_NAMED: PortRange[] = [];
 
 /** Port lists are immutable and shared by many rules (a config's are interned): their keys are made once per list. */
-const portKeysCache = new WeakMap<readonly PortRange[], { keys: PortKey[]; named: PortRange[] }>();
-function portKeysOf(ports: readonly PortRange[]): { keys: PortKey[]; named: PortRange[] } {
+const portKeysCache = new WeakMap<readonly PortRange[], CompiledPorts>();
+function portKeysOf(ports: readonly PortRange[]): CompiledPorts {
   let r = portKeysCache.get(ports);
   if (!r) portKeysCache.set(ports, (r = makePortKeys(ports)));
   return r;
 }
 
-function makePortKeys(ports: readonly PortRange[]): { keys: PortKey[]; named: PortRange[] } {
+function makePortKeys(ports: readonly PortRange[]): CompiledPorts {
   if (ports.length === 0) return { keys: [portKey(PROTO_ANY, 0, POLICY_PREFIX_ANY_PROTO)], named: [] };
   const keys: PortKey[] = [];
   const named: PortRange[] = [];
@@ -672,17 +683,18 @@ export class CompileContext {
       peers.add(peerId);
     };
     for (const ri of this.infosFor(ep)) {
-      const dir = ri.dir;
+      const dir = ri.numDir & 1;
       const dirText = dir === DIR_EGRESS ? ':0' : ':1';
-      const number = ri.number;
+      const number = ri.numDir >>> 1;
+      const { keys, named } = ri.ports;
       for (const p of ri.peers) {
-        if (ri.portKeys.length > 0) {
+        if (keys.length > 0) {
           for (const id of this.peerIds(p)) {
             const base = head + id + dirText;
-            for (const k of ri.portKeys) put(base + k.tail, id, dir, k.proto, k.dport, k.prefixlen, number);
+            for (const k of keys) put(base + k.tail, id, dir, k.proto, k.dport, k.prefixlen, number);
           }
         }
-        for (const np of ri.named) {
+        for (const np of named) {
           if (dir === DIR_INGRESS) {
             const r = resolveNamedPort(np, ep.namedPorts);
             if (!r) continue;
@@ -717,22 +729,21 @@ export class CompileContext {
   // ------------------------------------------------------------ internals
 
   private buildInfo(r: Rule): RuleInfo {
-    const { keys, named } = portKeysOf(r.ports);
+    const ports = portKeysOf(r.ports);
+    const dir = r.direction === 'ingress' ? DIR_INGRESS : DIR_EGRESS;
     const info: RuleInfo = {
       rule: r,
       seq: 0,
-      number: this.ruleNumberFn(r.id),
-      dir: r.direction === 'ingress' ? DIR_INGRESS : DIR_EGRESS,
+      numDir: this.ruleNumberFn(r.id) * 2 + dir,
       subject: undefined as unknown as SelState,
       peers: [],
-      portKeys: keys,
-      named,
+      ports,
     };
     info.subject = this.selState(r.subject);
     info.subject.asSubject = infoAdd(info.subject.asSubject, info);
     const peers = r.peers.map((p) => this.peerRef(p, info));
     info.peers = peers.length === 1 && peers[0]!.kind === 'sel' ? peers[0]!.sel.refList : peers;
-    if (info.dir === DIR_EGRESS && named.length > 0 && info.peers.some((p) => p.kind === 'any')) this.anyNamed.add(info);
+    if (dir === DIR_EGRESS && ports.named.length > 0 && info.peers.some((p) => p.kind === 'any')) this.anyNamed.add(info);
     return info;
   }
 
