@@ -417,6 +417,19 @@ describe('compile: incremental context', () => {
     check('a second large set');
   });
 
+  it('rules are filed by number: a number out of range is refused before anything changes', () => {
+    const eps: CompileEndpoint[] = [{ key: 'a', identity: 400, ipv4: '10.2.0.1', labels: { app: 'a' } }];
+    const numbers = new Map<string, number>([['ok', 1], ['huge', 2 ** 30], ['zero', 0]]);
+    const ctx = createCompileContext({ endpoints: eps, rules: [], hostAddrs: [], cidrIdentity: () => 100000, ruleNumber: (id) => numbers.get(id)! });
+    const rule = (id: string): Rule => ({ id, subject: { matchLabels: { app: 'a' } }, direction: 'egress', peers: [{ kind: 'any' }], ports: [] });
+    ctx.setRules([rule('ok')]);
+    const before = sliceMap(compileEndpointSlice(eps[0]!, ctx));
+    assert.throws(() => ctx.addRules([rule('huge')]), /rule huge: rule number 1073741824 is out of range/);
+    assert.throws(() => ctx.addRules([rule('ok'), rule('zero')]), /rule zero: rule number 0 is out of range/);
+    assert.deepEqual(ctx.rules(), [rule('ok')]);
+    assert.deepEqual(sliceMap(compileEndpointSlice(eps[0]!, ctx)), before);
+  });
+
   it('affected sets are tight: adding a rule touches exactly its subjects; an unrelated endpoint touches only itself', () => {
     const eps: CompileEndpoint[] = Array.from({ length: 50 }, (_, i) => ({
       key: `e${i}`,
