@@ -133,8 +133,9 @@ export class DatapathAgent implements DatapathPort {
     const m = this.map(map);
     // per-CPU values are the datapath's counters: only their keys are compared
     const valueSize = m.perCpu ? 0 : m.valueSize;
-    // the batch buffers as the kernel filled them: no copy
-    for await (const b of m.batches(READ_BATCH)) yield { keySize: m.keySize, valueSize, count: b.count, keys: b.keys, values: m.perCpu ? Buffer.alloc(0) : b.values };
+    // the batch buffers as the kernel filled them: no copy, and the same two for every batch
+    // (MapChunk: valid until the next one is asked for)
+    for await (const b of m.batches(READ_BATCH, { reuse: true })) yield { keySize: m.keySize, valueSize, count: b.count, keys: b.keys, values: m.perCpu ? Buffer.alloc(0) : b.values };
   }
 
   /**

@@ -43,7 +43,11 @@ export class ForeignStackError extends Error {
   }
 }
 
-/** A batch of a map's entries as the kernel holds them: `count` keys and `count` values, each packed (per-CPU maps: keys only, valueSize 0). */
+/**
+ * A batch of a map's entries as the kernel holds them: `count` keys and
+ * `count` values, each packed (per-CPU maps: keys only, valueSize 0). Good
+ * only until the next batch is asked for: the reader's buffers are reused.
+ */
 export interface MapChunk {
   keySize: number;
   valueSize: number;

@@ -252,6 +252,30 @@ describe('maps', () => {
     assert.deepEqual([...m.keys()], []);
   });
 
+  it('reads in batches, with fresh buffers per batch or, asked to, the same two for every batch', async () => {
+    for (let i = 1; i <= 50; i++) m.update(u32(i), u64(BigInt(i * 10)));
+    try {
+      const fresh: Array<{ keys: Buffer; values: Buffer; count: number }> = [];
+      for await (const b of m.batches(8)) fresh.push(b);
+      const reused: Array<{ keys: Buffer; values: Buffer; count: number }> = [];
+      const seen = new Map<number, bigint>();
+      for await (const b of m.batches(8, { reuse: true })) {
+        reused.push(b);
+        for (let i = 0; i < b.count; i++) seen.set(b.keys.readUInt32LE(i * 4), b.values.readBigUInt64LE(i * 8));
+      }
+      // every entry once, whichever way
+      assert.deepEqual([...seen.keys()].sort((a, b) => a - b), Array.from({ length: 50 }, (_, i) => i + 1));
+      for (const [k, v] of seen) assert.equal(v, BigInt(k * 10));
+      assert.ok(reused.length >= 2, `batches of 8 for 50 entries: ${reused.length}`);
+      // fresh batches keep their bytes; reused ones share one buffer
+      assert.equal(new Set(fresh.map((b) => b.keys.buffer)).size, fresh.length);
+      assert.equal(new Set(reused.map((b) => b.keys.buffer)).size, 1);
+      assert.equal(new Set(reused.map((b) => b.values.buffer)).size, 1);
+    } finally {
+      m.clear();
+    }
+  });
+
   it('honours NOEXIST / EXIST with errors that say what and where', () => {
     m.update(u32(1), u64(1n), BPF_NOEXIST);
     assert.throws(() => m.update(u32(1), u64(2n), BPF_NOEXIST), (e: unknown) => {
