@@ -59,22 +59,87 @@ export class IdentityAllocator {
   }
 }
 
-/** Small stable numbers for rule ids ("web-to-api"), reported by flow events. */
+/**
+ * How long the number of a rule id whose rules have all gone waits before
+ * another rule id may take it. Rule numbers only name rules in reports (the
+ * kernel's policy entries and connections carry them for flow events; no
+ * verdict depends on them), so what the wait covers is naming: events still
+ * in the ring buffer, and connections stamped with the number until their
+ * next packet is judged again, keep naming the rule that allowed them.
+ */
+export const RULE_NUMBER_QUARANTINE_MS = 10 * 60_000;
+
+/**
+ * Small stable numbers for rule ids ("web-to-api"), reported by flow events.
+ * An id keeps its number while any rule of it is in force; once none is
+ * (released), the number is handed to another id after the quarantine, so
+ * the table follows the rules in force, not every id ever seen: Kubernetes
+ * gives each pod rule ids of its own, and pods come and go.
+ */
 export class RuleNumbers {
   private readonly byId = new Map<string, number>();
-  /** ids by number - 1 (numbers are dense from 1) */
-  private readonly byNumber: string[] = [];
+  /** ids by number - 1 (numbers are dense from 1); a released number keeps naming its id until it is taken */
+  private readonly byNumber: Array<string | undefined> = [];
+  /** released numbers → when */
+  private readonly free = new Map<number, number>();
+  /** [number, when] in the order released (an entry whose time no longer matches `free` is stale) */
+  private readonly queue: Array<[number, number]> = [];
+  private head = 0;
+
+  constructor(
+    private readonly now: () => number = Date.now,
+    private readonly quarantineMs = RULE_NUMBER_QUARANTINE_MS,
+  ) {}
 
   number(ruleId: string): number {
     let n = this.byId.get(ruleId);
-    if (n === undefined) {
-      n = this.byNumber.push(ruleId);
-      this.byId.set(ruleId, n);
+    if (n !== undefined) {
+      // in force again before its number was taken: it keeps it
+      this.free.delete(n);
+      return n;
     }
+    n = this.reusable() ?? this.byNumber.length + 1;
+    this.byNumber[n - 1] = ruleId;
+    this.byId.set(ruleId, n);
     return n;
   }
 
   name(n: number): string | undefined {
     return this.byNumber[n - 1];
+  }
+
+  /** No rule of this id is in force any more: its number may go to another id after the quarantine. */
+  release(ruleId: string): void {
+    const n = this.byId.get(ruleId);
+    if (n === undefined || this.free.has(n)) return;
+    const at = this.now();
+    this.free.set(n, at);
+    this.queue.push([n, at]);
+  }
+
+  /** Rule ids that hold a number (in force, or released and not yet taken). */
+  get size(): number {
+    return this.byId.size;
+  }
+
+  /** The oldest released number past its quarantine, taken from its old id. */
+  private reusable(): number | undefined {
+    const t = this.now();
+    while (this.head < this.queue.length) {
+      const [n, at] = this.queue[this.head]!;
+      if (this.free.get(n) === at && t - at < this.quarantineMs) return undefined;
+      this.head++;
+      if (this.head > 1024 && this.head * 2 > this.queue.length) {
+        this.queue.splice(0, this.head);
+        this.head = 0;
+      }
+      // taken back, or released again later (a newer entry stands for it)
+      if (this.free.get(n) !== at) continue;
+      this.free.delete(n);
+      const old = this.byNumber[n - 1];
+      if (old !== undefined) this.byId.delete(old);
+      return n;
+    }
+    return undefined;
   }
 }

@@ -64,6 +64,8 @@ export interface ManagerOptions {
   observer?: EndpointObserver;
   /** cluster mode: this node's name (flow records name the node of each container end) */
   nodeName?: string;
+  /** the rule-number table (tests: one with its own clock) */
+  ruleNumbers?: RuleNumbers;
 }
 
 /** What verify() found and did. */
@@ -131,7 +133,7 @@ export class Manager {
   private readonly warnedLost = new Set<string>();
   readonly ids: IdentityAllocator;
   readonly datapath: DatapathPort;
-  readonly rules = new RuleNumbers();
+  readonly rules: RuleNumbers;
   /** the policy's mode; its rules live in the compiler (rules() lists them) */
   mode: PolicySet['mode'] = 'enforce';
   hostAddrs: string[] = [];
@@ -151,6 +153,7 @@ export class Manager {
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: ManagerOptions) {
+    this.rules = o.ruleNumbers ?? new RuleNumbers();
     this.datapath = o.datapath;
     const floor = o.localIdentityFloor ?? ID_FIRST_DYNAMIC;
     this.ids = new IdentityAllocator({
@@ -214,7 +217,9 @@ export class Manager {
       this.mode = next.mode;
       const touched = this.compiler.setRules(next.rules);
       if (modeChanged) for (const k of this.endpoints.keys()) touched.add(k);
-      return this.commit(touched, true);
+      const stats = this.commit(touched, true);
+      this.releaseRuleNumbers();
+      return stats;
     });
   }
 
@@ -234,8 +239,15 @@ export class Manager {
       // holds every registered prefix, and rebuilding it for each change cost
       // in proportion to them (the config slice is rewritten by the new
       // policy epoch after the writes in any case)
-      return this.commit(touched, this.compiler.prefixVersion() !== prefixes);
+      const stats = this.commit(touched, this.compiler.prefixVersion() !== prefixes);
+      this.releaseRuleNumbers();
+      return stats;
     });
+  }
+
+  /** After a commit: the numbers of rule ids no longer in force (their entries are gone from the maps) go back to RuleNumbers. */
+  private releaseRuleNumbers(): void {
+    for (const id of this.compiler.takeGoneRuleIds()) this.rules.release(id);
   }
 
   /**

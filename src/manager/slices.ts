@@ -104,6 +104,11 @@ export class SliceCompiler {
     return this.ctx.rules();
   }
 
+  /** Rule ids of which no rule is in force any more since the last call. */
+  takeGoneRuleIds(): string[] {
+    return this.ctx.takeGoneRuleIds();
+  }
+
   /** Changes whenever the rules' CIDR prefixes (the part of the global slice rules decide) change. */
   prefixVersion(): number {
     return this.ctx.prefixVersion();

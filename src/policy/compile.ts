@@ -367,6 +367,8 @@ export class CompileContext {
   private readonly selIndex = new SelectorIndex<SelState>();
   /** every rule (a multiset: equal rules may repeat), by id and direction */
   private readonly bag = new RuleBag((r) => this.numDir(r));
+  /** ids of rules removed since takeGoneRuleIds() last ran */
+  private readonly leftIds = new Set<string>();
   private lastSeq = 0;
   /** endpoint → selector states it is a member of */
   private readonly memberOf = new Map<string, Set<SelState>>();
@@ -500,6 +502,18 @@ export class CompileContext {
     for (const cp of this.cidrPeers.values()) if (Array.isArray(cp.asPeer)) cp.asPeer = cp.asPeer.slice();
   }
 
+  /**
+   * Ids of which no rule is in force any more, since the last call (a rule
+   * removed and one of the same id added back is not among them): their
+   * rule numbers may be released.
+   */
+  takeGoneRuleIds(): string[] {
+    const out: string[] = [];
+    for (const id of this.leftIds) if (!this.bag.holdsNumber(this.ruleNumberFn(id))) out.push(id);
+    this.leftIds.clear();
+    return out;
+  }
+
   /** Appends rules (cost in proportion to them, not to the rule list). */
   addRules(rules: readonly Rule[]): Set<string> {
     return this.change([...rules], []);
@@ -533,6 +547,7 @@ export class CompileContext {
     }
     for (const info of removed) {
       this.bag.remove(info);
+      this.leftIds.add(info.rule.id);
       for (const m of info.subject.members) affected.add(m);
       this.unlink(info);
     }
@@ -1000,6 +1015,11 @@ class RuleBag {
       if (at >= 0) cur.splice(at, 1);
       if (cur.length === 1) this.slots[i] = cur[0]!;
     }
+  }
+
+  /** Is a rule of this number in force, in either direction? */
+  holdsNumber(n: number): boolean {
+    return this.slots[n * 2] !== undefined || this.slots[n * 2 + 1] !== undefined;
   }
 
   /** Takes out (and returns) the last-added info of a rule equal to r, if any. */

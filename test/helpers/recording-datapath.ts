@@ -175,13 +175,13 @@ export function endpointSpec(name: string, labels: Record<string, string> = { ap
 }
 
 /** A manager on a recording datapath and a table node, logging nothing (or to `log`). */
-export function recordingManager(o: Partial<Pick<ManagerOptions, 'onRepair' | 'resyncBackoff'>> & { log?: Logger } = {}): {
+export function recordingManager(o: Partial<Pick<ManagerOptions, 'onRepair' | 'resyncBackoff' | 'ruleNumbers'>> & { log?: Logger } = {}): {
   manager: Manager;
   datapath: RecordingDatapath;
   node: TableNode;
 } {
   const datapath = new RecordingDatapath();
   const node = new TableNode();
-  const manager = new Manager({ datapath, node, log: o.log ?? pino({ level: 'silent' }), onRepair: o.onRepair, resyncBackoff: o.resyncBackoff });
+  const manager = new Manager({ datapath, node, log: o.log ?? pino({ level: 'silent' }), onRepair: o.onRepair, resyncBackoff: o.resyncBackoff, ruleNumbers: o.ruleNumbers });
   return { manager, datapath, node };
 }

@@ -44,6 +44,7 @@ import {
 } from '../../src/datapath/layout.js';
 import { STORE_MAPS, type MapOp } from '../../src/manager/entries.js';
 import type { Manager } from '../../src/manager/manager.js';
+import { RuleNumbers } from '../../src/manager/identity.js';
 import type { Repair } from '../../src/manager/reconciler.js';
 import type { Discovered } from '../../src/manager/ports.js';
 import type { RemoteEndpoint } from '../../src/manager/remote.js';
@@ -715,6 +716,42 @@ describe('manager: failed writes and drift', () => {
       assert.ok(datapath.attached.has(4002));
       assert.equal(manager.unprotected.has('file:cache'), false);
       assertInSync(manager, datapath, 'after');
+    } finally {
+      manager.close();
+    }
+  });
+
+  it('rule ids that come and go give their numbers back after the quarantine; every policy entry names a rule in force', async () => {
+    const clock = { t: 0 };
+    const ruleNumbers = new RuleNumbers(() => clock.t, 1000);
+    const { manager, datapath } = await populated({ ruleNumbers });
+    try {
+      const pod = (i: number): Rule => ({ id: `default/web-${i}#ingress:not-isolated`, subject: { matchLabels: { app: 'db' } }, direction: 'ingress', peers: [{ kind: 'endpoints', selector: { matchLabels: { app: 'web' } } }], ports: [{ protocol: 'tcp', from: 9000 + (i % 5), to: 9000 + (i % 5) }] });
+      const base = ruleNumbers.size;
+      const live: Rule[] = [];
+      for (let i = 0; i < 300; i++) {
+        const add = pod(i);
+        const gone = live.length >= 3 ? live.shift()! : undefined;
+        live.push(add);
+        await manager.changeRules([add], gone ? [gone] : []);
+        clock.t += 100;
+        // every policy entry's rule number names a rule in force (a reused number names its new rule)
+        const inForce = new Set(manager.ruleList().map((r) => r.id));
+        for (const [, v] of datapath.table(MAP_NAMES.policy)) {
+          const n = decodePolicyVal(Buffer.from(v, 'latin1')).ruleId;
+          assert.ok(inForce.has(ruleNumbers.name(n) ?? ''), `policy entry names rule #${n} (${ruleNumbers.name(n)}), not in force, after change ${i}`);
+        }
+      }
+      // 3 in force, about 10 in quarantine (1 s at a change every 100 ms)
+      assert.ok(ruleNumbers.size <= base + 3 + 11, `${ruleNumbers.size} rule ids hold a number after 300 pods came and went`);
+      // a rule changed under the same id keeps its number (never released while in force)
+      const kept = live[live.length - 1]!;
+      const n = ruleNumbers.number(kept.id);
+      await manager.changeRules([{ ...kept, ports: [{ protocol: 'tcp', from: 9100, to: 9100 }] }], [kept]);
+      clock.t += 5000;
+      await manager.changeRules([pod(1000)], []);
+      assert.equal(ruleNumbers.name(n), kept.id);
+      assertInSync(manager, datapath, 'after the churn');
     } finally {
       manager.close();
     }
