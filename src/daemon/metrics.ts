@@ -258,11 +258,25 @@ export function createMetrics(
     labelNames: ['verdict', 'reason', 'direction'],
     registers: [registry],
   });
+  /** the policies (rule ids) that have series below: each goes once its rule id is forgotten */
+  const verdictPolicies = new Set<string>();
   const policyVerdicts = new PromCounter({
     name: 'bastion_policy_verdicts_total',
     help: 'Policy verdicts on new connections: action allow (by the policy named, on each side that allowed), deny or audit (policy "none": no policy allows it)',
     labelNames: ['policy', 'direction', 'action'],
     registers: [registry],
+    collect() {
+      // a series per rule id that ever allowed a flow would grow without end
+      // where ids come and go (each Kubernetes pod without a policy has its
+      // own): a policy's series go once the manager no longer knows its id
+      // (neither in force nor in its rule number's quarantine)
+      const rules = manager().rules;
+      for (const policy of verdictPolicies) {
+        if (rules.has(policy)) continue;
+        for (const direction of ['egress', 'ingress']) this.remove({ policy, direction, action: 'allow' });
+        verdictPolicies.delete(policy);
+      }
+    },
   });
   flows.on('flow', (r: FlowRecord) => {
     const n = flowCount(r);
@@ -271,7 +285,9 @@ export function createMetrics(
     if (r.verdict === 'ALLOWED') {
       for (const side of ['egress', 'ingress'] as const) {
         const p = r.policies[side];
-        if (p !== undefined) policyVerdicts.inc({ policy: p, direction: side, action: 'allow' }, n);
+        if (p === undefined) continue;
+        policyVerdicts.inc({ policy: p, direction: side, action: 'allow' }, n);
+        verdictPolicies.add(p);
       }
     } else if ((r.verdict === 'DROPPED' || r.verdict === 'AUDIT') && POLICY_REASONS.has(r.reason)) {
       policyVerdicts.inc({ policy: 'none', direction: r.direction, action: r.verdict === 'AUDIT' ? 'audit' : 'deny' }, n);

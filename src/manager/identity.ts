@@ -117,6 +117,11 @@ export class RuleNumbers {
     this.queue.push([n, at]);
   }
 
+  /** Does this rule id hold a number (in force, or released and not yet taken)? */
+  has(ruleId: string): boolean {
+    return this.byId.has(ruleId);
+  }
+
   /** Rule ids that hold a number (in force, or released and not yet taken). */
   get size(): number {
     return this.byId.size;

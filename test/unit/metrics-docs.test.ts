@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { createMetrics } from '../../src/daemon/metrics.js';
 import { FlowStore } from '../../src/agent/flow-log.js';
 import { recordingManager } from '../helpers/recording-datapath.js';
+import { RuleNumbers } from '../../src/manager/identity.js';
+import type { FlowRecord } from '../../src/agent/flow-log.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -50,6 +52,29 @@ describe('metrics documentation', () => {
 });
 
 describe('metrics scrape', () => {
+  it("a policy's verdict series go once its rule id is forgotten (pods come and go: the series must not)", async () => {
+    const clock = { t: 0 };
+    const ruleNumbers = new RuleNumbers(() => clock.t, 1000);
+    const { manager } = recordingManager({ ruleNumbers });
+    const flows = new FlowStore(4);
+    const m = createMetrics(() => manager, () => new Map(), flows, { followers: 0, skipped: 0, dropped: 0 }, {
+      runtimePolicies: () => ({ count: 0, unreadable: [], saveFailures: 0 }),
+      config: () => ({ pending: false, containersRemoved: 0 }),
+    });
+    const pod = 'default/web-1#egress:not-isolated';
+    const kept = 'web-to-api';
+    ruleNumbers.number(pod);
+    ruleNumbers.number(kept);
+    for (const policy of [pod, kept]) flows.emit('flow', { verdict: 'ALLOWED', reason: 'POLICY', direction: 'egress', policies: { egress: policy } } as unknown as FlowRecord);
+    const series = async () => [...(await m.registry.metrics()).matchAll(/^bastion_policy_verdicts_total\{policy="([^"]+)"/gm)].map((x) => x[1]);
+    assert.deepEqual((await series()).sort(), [pod, kept].sort());
+    ruleNumbers.release(pod);
+    assert.deepEqual((await series()).sort(), [pod, kept].sort(), 'in quarantine: still named');
+    clock.t = 2000;
+    ruleNumbers.number('default/web-2#egress:not-isolated'); // takes the pod's number: the pod's id is forgotten
+    assert.deepEqual(await series(), [kept]);
+  });
+
   it('reads the conntrack charges once per scrape for its five gauges, and again at the next scrape', async () => {
     const { manager, datapath } = recordingManager();
     let reads = 0;
