@@ -526,6 +526,8 @@ export class CompileContext {
       // each match leaves the bag at once, so two equal rules remove two
       const info = this.bag.take(r);
       if (info) removed.push(info);
+      // not in force: looking it up may have numbered its id, which then goes back
+      else this.leftIds.add(r.id);
     }
     return this.change([], removed);
   }
@@ -975,15 +977,16 @@ function infoCount(s: InfoSet): number {
  * the same id and direction (a reload), never kept: at 100,000 rules the
  * strings alone took 10 MB.
  */
-/** 2^25 slots: 16 million rule ids in one daemon's life */
+/** 2^25 slots: 16 million rule ids holding a number at once (RuleNumbers hands released numbers out again) */
 const MAX_RULE_SLOT = 1 << 25;
 
 /**
  * Every rule in force, a multiset (equal rules may repeat), found by rule
  * number and direction: the slot of a rule is its RuleInfo.numDir. Rule
- * numbers are dense from 1 and kept for good (RuleNumbers), so a plain array
- * serves where two maps by rule id took 3.5 MB at 5,000 containers (50,000
- * ids each, in V8 hash tables of 65,536).
+ * numbers are dense from 1 (RuleNumbers counts up, and hands the numbers of
+ * ids no longer in force out again), so a plain array serves where two maps
+ * by rule id took 3.5 MB at 5,000 containers (50,000 ids each, in V8 hash
+ * tables of 65,536).
  */
 class RuleBag {
   private readonly slots: Array<RuleInfo | RuleInfo[] | undefined>;

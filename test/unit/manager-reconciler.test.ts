@@ -751,6 +751,16 @@ describe('manager: failed writes and drift', () => {
       clock.t += 5000;
       await manager.changeRules([pod(1000)], []);
       assert.equal(ruleNumbers.name(n), kept.id);
+      // removing a rule that is not in force numbers nothing for good
+      const size = ruleNumbers.size;
+      await manager.changeRules([], [pod(5000)]);
+      assert.equal(ruleNumbers.has(pod(5000).id), true, 'numbered by the lookup, released, in quarantine');
+      clock.t += 5000;
+      // its number goes round again: new ids take the released numbers, oldest first
+      let added = 0;
+      while (ruleNumbers.has(pod(5000).id) && added < 50) await manager.changeRules([pod(6000 + added++)], []);
+      assert.equal(ruleNumbers.has(pod(5000).id), false, `still numbered after ${added} new ids`);
+      assert.equal(ruleNumbers.size, size, 'the new ids took released numbers: the table did not grow');
       assertInSync(manager, datapath, 'after the churn');
     } finally {
       manager.close();
