@@ -16,7 +16,7 @@ import { BpfMap } from '../datapath/bpf-map.js';
 import { MAP_NAMES } from '../datapath/layout.js';
 import { checkPinPath, removePinDir, listPins } from '../datapath/bpffs.js';
 import { Ownership, detachStack, isOurs, stackState } from './stack.js';
-import { detachTunnelProgram, tunnelProgramOwner } from './tunnel.js';
+import { detachTunnelProgram, detachUnderlayProgram, tunnelProgramOwner } from './tunnel.js';
 import { execFileSync } from 'node:child_process';
 
 /**
@@ -122,6 +122,9 @@ export function tearDown(pinPath: string): DownReport {
     try {
       const v = m.lookup(Buffer.alloc(4));
       const ifindex = v && v.length >= 4 ? v.readUInt32LE(0) : 0;
+      // from_underlay first: it reads the maps about to go, on the host's own interface
+      const underlay = v && v.length >= 12 ? v.readUInt32LE(8) : 0;
+      if (underlay && who) detachUnderlayProgram(underlay, who);
       if (ifindex && who) tunnel = removeTunnel(ifindex, who);
     } finally {
       m.close();

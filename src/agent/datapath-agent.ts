@@ -41,7 +41,7 @@ import type { MapOp } from '../manager/entries.js';
 import { Ownership, attachStack, detachStack, stackState } from './stack.js';
 import { bindOwner, openOwnerMap } from './owner.js';
 import { progInfo } from '../datapath/libbpf.js';
-import { attachTunnelProgram, tunnelProgramId } from './tunnel.js';
+import { attachTunnelProgram, attachUnderlayProgram, tunnelProgramId, type UnderlayAttach } from './tunnel.js';
 
 /** how often the tail of event bursts is looked for (summarizeHeldBack) */
 const SUMMARY_INTERVAL_MS = 2000;
@@ -65,11 +65,11 @@ export class DatapathAgent implements DatapathPort {
   constructor(
     readonly pinPath: string,
     private readonly objects: BpfObject[],
-    private readonly fds: { fromContainer: number; toContainer: number; ctGc: number; fromOverlay: number },
+    private readonly fds: { fromContainer: number; toContainer: number; ctGc: number; fromOverlay: number; fromUnderlay: number },
     readonly maps: BastionMaps,
     private readonly owner?: BpfMap,
   ) {
-    const ids = new Set([fds.fromContainer, fds.toContainer, fds.fromOverlay].map((fd) => progInfo(fd).id));
+    const ids = new Set([fds.fromContainer, fds.toContainer, fds.fromOverlay, fds.fromUnderlay].map((fd) => progInfo(fd).id));
     this.ownership = new Ownership([maps.endpoints.raw.id, maps.endpointsByIp.raw.id], ids);
   }
 
@@ -150,6 +150,19 @@ export class DatapathAgent implements DatapathPort {
 
   /** Is this instance's from_overlay (the one loaded now) on the device's ingress? */
   tunnelAttached(ifindex: number): boolean {
+    return tunnelProgramId(ifindex, this.ownership) !== undefined;
+  }
+
+  /**
+   * from_underlay on the underlay interface's ingress, unless another tool's
+   * or instance's filter holds Bastion's slot there (tunnel.ts).
+   */
+  attachUnderlay(ifindex: number): UnderlayAttach {
+    return attachUnderlayProgram(ifindex, this.fds.fromUnderlay, this.ownership);
+  }
+
+  /** Is this instance's from_underlay (the one loaded now) on the underlay's ingress? */
+  underlayAttached(ifindex: number): boolean {
     return tunnelProgramId(ifindex, this.ownership) !== undefined;
   }
 
@@ -466,16 +479,18 @@ export async function openDatapath(pinPath: string, log?: Logger): Promise<Datap
   const to = load('to_container.o');
   const gc = load('ct_gc.o');
   const overlay = load('from_overlay.o');
+  const underlay = load('from_underlay.o');
   const maps = openBastionMaps(root);
   const fds = {
     fromContainer: from.program('from_container'),
     toContainer: to.program('to_container'),
     ctGc: gc.program('ct_gc'),
     fromOverlay: overlay.program('from_overlay'),
+    fromUnderlay: underlay.program('from_underlay'),
   };
   // this instance's name on its programs (owner.ts), so another instance can say whose they are
   const owner = openOwnerMap(root);
-  for (const fd of [fds.fromContainer, fds.toContainer, fds.fromOverlay]) bindOwner(fd, owner);
+  for (const fd of [fds.fromContainer, fds.toContainer, fds.fromOverlay, fds.fromUnderlay]) bindOwner(fd, owner);
   log?.debug({ pinPath: root }, 'datapath loaded');
-  return new DatapathAgent(root, [from, to, gc, overlay], fds, maps, owner);
+  return new DatapathAgent(root, [from, to, gc, overlay, underlay], fds, maps, owner);
 }

@@ -32,8 +32,8 @@ import { ForeignStackError, type StackOwner, type StackState } from '../manager/
 import { readOwnerPinPath } from './owner.js';
 
 export const STACK_PROGRAMS = { ingress: 'from_container', egress: 'to_container' } as const;
-/** Bastion's programs by name: the stack's, and from_overlay on a cluster node's tunnel device (tunnel.ts) */
-const BASTION_PROGRAMS: ReadonlySet<string> = new Set([...Object.values(STACK_PROGRAMS), 'from_overlay']);
+/** Bastion's programs by name: the stack's, and a cluster node's from_overlay (tunnel device) and from_underlay (underlay interface), tunnel.ts */
+const BASTION_PROGRAMS: ReadonlySet<string> = new Set([...Object.values(STACK_PROGRAMS), 'from_overlay', 'from_underlay']);
 
 export interface StackProgramFds {
   fromContainer: number;

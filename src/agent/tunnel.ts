@@ -19,6 +19,7 @@ import { execFile } from 'node:child_process';
 import { detachTc } from '../datapath/tc.js';
 import { ForeignStackError } from '../manager/ports.js';
 import { attachHook, hookState, isOurs, type Ownership } from './stack.js';
+import type { StackOwner } from '../manager/ports.js';
 import { ipJson } from './netns.js';
 
 export const DEFAULT_TUNNEL_DEVICE = 'bastion-vxlan';
@@ -132,6 +133,33 @@ export function detachTunnelProgram(ifindex: number, who: Ownership): boolean {
   } catch {
     return false;
   }
+}
+
+/** What attaching from_underlay found in Bastion's slot on the underlay's ingress. */
+export type UnderlayAttach = { attached: true } | { attached: false; owner: StackOwner; pinPath?: string };
+
+/**
+ * from_underlay on the underlay interface's ingress (bpf/from_underlay.c):
+ * the node decapsulates other nodes' packets itself, sparing them the host's
+ * UDP receive and the device. The underlay is the host's own interface, so
+ * Bastion's slot there is taken only when it is empty or this instance's:
+ * a filter of another tool, or another instance's from_underlay (two nodes
+ * of one host on one underlay, each with its own port), stays where it is,
+ * and this node receives through the device alone, as it would without the
+ * program. Packets that are not this node's VXLAN go on to any filter after
+ * ours (TC_ACT_UNSPEC).
+ */
+export function attachUnderlayProgram(ifindex: number, progFd: number, who: Ownership): UnderlayAttach {
+  const h = hookState(ifindex, 'ingress', who);
+  if (h.gone) return { attached: false, owner: 'none' };
+  if (h.owner === 'foreign' || h.owner === 'other') return { attached: false, owner: h.owner, ...(h.pinPath ? { pinPath: h.pinPath } : {}) };
+  attachHook(ifindex, 'ingress', progFd, who, h.id !== undefined);
+  return { attached: true };
+}
+
+/** This instance's from_underlay off the underlay (anything else there stays, clsact included: the interface is the host's). */
+export function detachUnderlayProgram(ifindex: number, who: Ownership): boolean {
+  return detachTunnelProgram(ifindex, who);
 }
 
 /** The index of a network interface in this network namespace, 0 if there is none of that name (if_nametoindex). */

@@ -33,7 +33,7 @@ import { ClusterSession, type SessionStatus } from './session.js';
 import { checkNodeName, endpointKey, nodeKey, nodeUser, type EndpointRecord, type NodeRecord } from './keys.js';
 import { isPermissionDenied } from './etcd.js';
 import type { ResolvedEndpoint, ViewDelta } from './view.js';
-import { ensureTunnelDevice, interfaceIndex, routeDevice, underlayOf } from '../agent/tunnel.js';
+import { ensureTunnelDevice, interfaceIndex, routeDevice, underlayOf, type UnderlayAttach } from '../agent/tunnel.js';
 import { formatIpv4, ipv4Mask, parseIpv4 } from '../net/ip.js';
 import { releaseMemory } from '../daemon/memory.js';
 import { isSameProcess, processIdentity } from '../daemon/instance.js';
@@ -69,6 +69,8 @@ export interface ClusterMetrics {
   tampering: number;
   /** this instance's from_overlay is on the tunnel device */
   tunnelAttached: boolean;
+  /** this instance's from_underlay is on the underlay interface (it decapsulates other nodes' small packets itself) */
+  underlayAttached: boolean;
   /** another daemon publishes this node's record (the same --node twice) */
   nodeConflict: boolean;
   /** other nodes whose underlay address is not reached through --underlay */
@@ -83,6 +85,10 @@ export interface TunnelPort {
   attachTunnel(ifindex: number): void;
   /** is this instance's from_overlay on the device's ingress? */
   tunnelAttached(ifindex: number): boolean;
+  /** this instance's from_underlay on the underlay's ingress, unless another tool's or instance's filter holds the slot */
+  attachUnderlay(ifindex: number): UnderlayAttach;
+  /** is this instance's from_underlay on the underlay's ingress? */
+  underlayAttached(ifindex: number): boolean;
 }
 
 
@@ -104,6 +110,12 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   underlayChanges = 0;
   /** times the tunnel program was found missing and put back */
   tunnelRepairs = 0;
+  /**
+   * whose filter holds Bastion's slot on the underlay's ingress when it is
+   * not this instance's from_underlay (another tool's, another instance's):
+   * said once, and this node receives through the device alone
+   */
+  private underlaySlot?: string;
   /** deltas that arrived before the manager was attached: applied after (idempotent) */
   private pending: ViewDelta[] = [];
   /** loud problems, for metrics */
@@ -167,7 +179,9 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     }
     this.tunnelIfindex = t.ifindex;
     await manager.setTunnel(this.tunnelInfo(t.ifindex));
-    this.log.info({ device: this.o.tunnelDevice, ifindex: t.ifindex, created: t.created, mtu: t.mtu, underlay: this.underlay.address }, 'tunnel in place');
+    // after the tunnel entry, which from_underlay reads (this node's address and port)
+    const onUnderlay = this.attachUnderlay(datapath);
+    this.log.info({ device: this.o.tunnelDevice, ifindex: t.ifindex, created: t.created, mtu: t.mtu, underlay: this.underlay.address, underlayProgram: onUnderlay }, 'tunnel in place');
     // Without from_overlay nothing from other nodes is checked or delivered:
     // if another tool takes it off (or the device goes), put it back, loudly.
     this.tunnelTimer = setInterval(() => void this.checkTunnel(manager, datapath), 5000);
@@ -185,9 +199,15 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     for (const d of pending) await this.apply(d);
   }
 
-  /** The tunnel device's name, for its ifindex (flow records of packets dropped before their receiver is known). */
+  /**
+   * The tunnel device's name for its ifindex, or the underlay's for its own
+   * (from_underlay's records): flow records of packets from other nodes
+   * dropped before their receiver is known.
+   */
   tunnelDevice(ifindex: number): string | undefined {
-    return ifindex > 0 && ifindex === this.tunnelIfindex ? this.o.tunnelDevice : undefined;
+    if (ifindex <= 0) return undefined;
+    if (ifindex === this.tunnelIfindex) return this.o.tunnelDevice;
+    return ifindex === this.underlayIfindex ? this.o.underlay : undefined;
   }
 
   /** The node whose underlay address this is (this node's own included). */
@@ -328,12 +348,49 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     this.underlayIfindex = now;
     this.underlayChanges++;
     if (this.tunnelIfindex) await manager.setTunnel(this.tunnelInfo(this.tunnelIfindex));
+    if (now && this.datapath) this.attachUnderlay(this.datapath);
     if (now === 0) this.log.error({ underlay: this.o.underlay, was }, 'the underlay interface is gone: packets to other nodes go through the tunnel device until it is back');
     else this.log.warn({ underlay: this.o.underlay, was, now }, 'the underlay interface was made again: packets to other nodes follow its new index');
   }
 
+  /**
+   * from_underlay onto the underlay interface (the index the senders' entry
+   * has). Returns whether it is there. Another tool's or instance's filter in
+   * Bastion's slot is left in place, said once in the log: packets from
+   * other nodes then all take the device, checked by from_overlay as before.
+   */
+  private attachUnderlay(datapath: TunnelPort): boolean {
+    const ifindex = this.underlayIfindex;
+    if (!ifindex) return false;
+    try {
+      const r = datapath.attachUnderlay(ifindex);
+      if (r.attached) {
+        this.underlaySlot = undefined;
+        return true;
+      }
+      const who = r.owner === 'foreign' ? `another Bastion instance's from_underlay${r.pinPath ? ` (pin path ${r.pinPath})` : ''}` : r.owner === 'other' ? "another tool's tc filter" : 'nothing (the interface is gone)';
+      if (this.underlaySlot !== who) {
+        this.underlaySlot = who;
+        this.log.warn({ underlay: this.o.underlay, slot: who }, "Bastion's tc slot on the underlay interface is taken: left as it is; packets from other nodes are received through the tunnel device only");
+      }
+    } catch (err) {
+      this.log.error({ underlay: this.o.underlay, err: (err as Error).message }, 'could not attach from_underlay: packets from other nodes are received through the tunnel device only');
+    }
+    return false;
+  }
+
   private async checkTunnel(manager: Manager, datapath: TunnelPort): Promise<void> {
     await this.checkUnderlay(manager).catch((err: Error) => this.log.error({ err: err.message }, 'could not follow the underlay interface'));
+    // from_underlay only saves work (the device receives everything without it), but a
+    // missing one is drift all the same: put back, counted, logged
+    if (this.underlayIfindex && !datapath.underlayAttached(this.underlayIfindex) && this.underlaySlot === undefined) {
+      if (this.attachUnderlay(datapath)) {
+        this.tunnelRepairs++;
+        this.log.error({ underlay: this.o.underlay, ifindex: this.underlayIfindex }, 'from_underlay was missing from the underlay interface: attached again');
+      }
+    } else if (this.underlayIfindex && this.underlaySlot !== undefined) {
+      this.attachUnderlay(datapath); // the slot may be free again
+    }
     if (this.tunnelIfindex && datapath.tunnelAttached(this.tunnelIfindex)) return;
     try {
       const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
@@ -501,6 +558,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       refused: this.refused.size,
       tampering: this.tampering,
       tunnelAttached: this.tunnelIfindex > 0 && !!this.datapath?.tunnelAttached(this.tunnelIfindex),
+      underlayAttached: this.underlayIfindex > 0 && !!this.datapath?.underlayAttached(this.underlayIfindex),
       tunnelRepairs: this.tunnelRepairs,
       nodeConflict: this.conflict !== undefined,
       misroutedNodes: this.misrouted.size,
@@ -564,7 +622,12 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
       node: this.o.node,
       store: this.o.connection.url,
       session: this.session.status(),
-      underlay: { interface: this.o.underlay, address: this.underlay.address },
+      underlay: {
+        interface: this.o.underlay,
+        address: this.underlay.address,
+        programAttached: this.underlayIfindex > 0 && !!this.datapath?.underlayAttached(this.underlayIfindex),
+        ...(this.underlaySlot ? { slotTakenBy: this.underlaySlot } : {}),
+      },
       tunnel: {
         device: this.o.tunnelDevice,
         ifindex: this.tunnelIfindex,

@@ -95,6 +95,14 @@ export function createMetrics(
         this.set(cluster()?.tunnelAttached ? 1 : 0);
       },
     });
+    new Gauge({
+      name: 'bastion_cluster_underlay_program_attached',
+      help: "This node's from_underlay is on its underlay interface (0: packets from other nodes all take the tunnel device, still checked by from_overlay)",
+      registers: [registry],
+      collect() {
+        this.set(cluster()?.underlayAttached ? 1 : 0);
+      },
+    });
     new PromCounter({
       name: 'bastion_cluster_tunnel_repairs_total',
       help: 'Times the tunnel program was found missing (taken off by another tool, the device gone) and put back',

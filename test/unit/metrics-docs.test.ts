@@ -25,7 +25,7 @@ async function exposed(): Promise<Set<string>> {
     config: () => ({ pending: false, containersRemoved: 0 }),
     modes: () => ({ global: 'enforce', containers: [] }),
     history,
-  }, undefined, () => ({ connected: true, pendingWrites: 0, remoteEndpoints: 0, refused: 0, tampering: 0, tunnelAttached: true, tunnelRepairs: 0, nodeConflict: false, misroutedNodes: 0 }));
+  }, undefined, () => ({ connected: true, pendingWrites: 0, remoteEndpoints: 0, refused: 0, tampering: 0, tunnelAttached: true, underlayAttached: true, tunnelRepairs: 0, nodeConflict: false, misroutedNodes: 0 }));
   const text = await m.registry.metrics();
   return new Set([...text.matchAll(/^# HELP (\S+)/gm)].map((x) => x[1]!).filter((n) => !n.startsWith('bastion_daemon_')));
 }
