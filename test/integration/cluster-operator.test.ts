@@ -124,9 +124,13 @@ describe('a careless operator', () => {
     assert.ok(await waitFor(async () => ((await k.status('a')).problems as string[]).some((p) => /node c's underlay address 172\.31\.250\.1 is (unreachable|reached through)/.test(p)), 10_000, 200), 'a says nothing about c');
     assert.equal(await metric('a', 'bastion_cluster_misrouted_nodes'), 1);
     // c leaves: the others' problem goes with it
+    const filters = () => run('ip', ['netns', 'exec', c.netns, 'tc', 'filter', 'show', 'dev', 'wrong0', 'ingress']).then((r) => r.stdout);
+    assert.match(await filters(), /from_underlay/, "c's from_underlay is on its underlay");
     await d.stop();
+    assert.match(await filters(), /from_underlay/, 'a stopped daemon leaves it (enforcement holds)');
     const down = await k.bastionOn('c', ['down', '--pin-path', c.pin]);
     assert.equal(down.code, 0, down.stderr);
+    assert.doesNotMatch(await filters(), /from_underlay/, '`down` takes it off the host\'s interface');
     assert.ok(await waitFor(async () => (await k.status('a')).ok === true, 15_000, 200), 'a not ok after c left');
     await run('ip', ['-n', c.netns, 'link', 'del', 'wrong0']);
   });

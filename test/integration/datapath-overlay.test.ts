@@ -32,7 +32,7 @@ import {
   REASON,
   type EndpointInfo,
 } from '../../src/datapath/layout.js';
-import { arpRequest, parseFrame, tcpFrame, udpFrame } from '../helpers/packets.js';
+import { ETH_P, arpRequest, ethernet, ipv4, parseFrame, tcpFrame, udp, udpFrame, type Ipv4Options } from '../helpers/packets.js';
 import { ifindexIn, interfaceStat, run } from '../helpers/netns.js';
 import { createUnderlay, uniqueClusterPrefix, type Underlay } from '../helpers/etcd.js';
 import { arping, isListening, nsRun, ping, startBackground, startTcpEcho, stopBackground, tcpConnect, waitFor, type Background } from '../helpers/probes.js';
@@ -204,6 +204,112 @@ describe('sender side under BPF_PROG_TEST_RUN', () => {
     const frame = tcpFrame({ srcMac: R.mac, dstMac: A.mac, src: R.ip, dst: A.ip, sport: 8080, dport: 40000, flags: 'S' });
     assert.equal(testRun(overlay, frame, { ifindex: ifA }).retval, TC_ACT_SHOT);
     assert.equal(count(REASON.malformed), before + 1);
+  });
+});
+
+describe('from_underlay under BPF_PROG_TEST_RUN: takes exactly the VXLAN the device would decapsulate the same way', () => {
+  const tag = randomBytes(3).toString('hex');
+  const PIN = `/sys/fs/bpf/bastion-ul-${tag}`;
+  const VU = `bul${tag}u`;
+  const VP = `bul${tag}p`;
+  const LOCAL = '192.0.2.21';
+  const A = { ip: '10.68.1.2', mac: '02:00:00:00:3a:0a', id: 800 };
+  const R = { ip: '10.68.2.2', mac: '02:00:00:00:4b:0b', id: 801, node: '192.0.2.22' };
+  const NODE_MAC = '02:00:00:00:5c:0c';
+  const TC_ACT_UNSPEC = 0xffffffff; // -1, as the run's u32 retval
+  let obj: BpfObject;
+  let maps: BastionMaps;
+  let prog: number;
+  let ifU: number;
+  let ifA: number;
+  let ourMac: string;
+
+  const count = (reason: number) => Number(maps.counters.get(reason).packets);
+  const inner = (dport = 9090) => tcpFrame({ srcMac: R.mac, dstMac: A.mac, src: R.ip, dst: A.ip, sport: 41000, dport, flags: 'S' });
+  /** A VXLAN packet from R's node to this one, as Linux's VXLAN (and Bastion) send it, with overrides. */
+  const vxlan = (o: { frame?: Buffer; vni?: number; flags?: number; dport?: number; checksum?: number; dstMac?: string; dst?: string; ip?: Partial<Ipv4Options> } = {}) => {
+    const vx = Buffer.alloc(8);
+    vx.writeUInt32BE((o.flags ?? 0x08) << 24, 0);
+    vx.writeUInt32BE((o.vni ?? R.id) << 8, 4);
+    const addrs = { src: R.node, dst: o.dst ?? LOCAL };
+    const u = udp({ sport: 50123, dport: o.dport ?? 4789, payload: Buffer.concat([vx, o.frame ?? inner()]), checksum: o.checksum ?? 0 }, addrs);
+    return ethernet({ dst: o.dstMac ?? ourMac, src: NODE_MAC, type: ETH_P.ipv4 }, ipv4({ ...addrs, proto: 17, ...o.ip }, u));
+  };
+  const runU = (frame: Buffer) => testRun(prog, frame, { ifindex: ifU });
+
+  before(() => {
+    execFileSync('ip', ['link', 'add', VU, 'type', 'veth', 'peer', 'name', VP]);
+    ifU = ifindexOf(VU);
+    ifA = ifindexOf(VP);
+    ourMac = readFileSync(`/sys/class/net/${VU}/address`, 'utf8').trim();
+    ensurePinRoot(PIN);
+    obj = loadObject(join(BPF_DIR, 'from_underlay.o'), { pinRoot: PIN });
+    prog = obj.program('from_underlay');
+    maps = openBastionMaps(PIN);
+    maps.config.set({ mode: MODE_ENFORCE, flags: CFG_F_TRACE_ALLOWED, ctTcpLifetimeS: 0, ctOtherLifetimeS: 0 });
+    const info: EndpointInfo = { identity: A.id, ifindex: ifA, ipv4: A.ip, flags: 0, mac: A.mac, gwMac: '02:00:00:00:00:01' };
+    maps.endpoints.set(ifA, info);
+    maps.endpointsByIp.set(A.ip, info);
+    maps.ipcache.set({ prefixlen: 0, addr: '0.0.0.0' }, { identity: ID_WORLD, flags: 0 });
+    maps.remote.set(R.ip, { identity: R.id, nodeIpv4: R.node, mac: R.mac, flags: 0 });
+    maps.policy.set({ prefixlen: POLICY_PREFIX_FULL, epId: A.id, peerId: R.id, direction: DIR_INGRESS, proto: P.tcp, dport: 9090 }, { ruleId: 5, flags: 0 });
+    // the device's ifindex only has to be non-zero here: what is tested is what this program takes
+    maps.tunnel.set({ ifindex: ifA, localIpv4: LOCAL, underlayIfindex: ifU, port: 4789, flags: 0 });
+  });
+
+  after(() => {
+    maps?.close();
+    obj?.close();
+    removePinDir(PIN);
+    execFileSync('ip', ['link', 'del', VU], { stdio: 'ignore' });
+  });
+
+  it('an allowed connection from the node that holds its sender: decapsulated to the inner frame and redirected to the receiver', () => {
+    const before = count(REASON.decapsulated);
+    const r = runU(vxlan());
+    assert.equal(r.retval, TC_ACT_REDIRECT);
+    assert.deepEqual(r.dataOut, inner(), 'the frame handed on is the inner one, byte for byte');
+    assert.equal(count(REASON.decapsulated), before + 1);
+  });
+
+  it("the receiver's policy and the identity check are from_overlay's: a port it does not accept, a claim from the wrong node or of the wrong identity, an unknown sender", () => {
+    let before = count(REASON.policyDenied);
+    assert.equal(runU(vxlan({ frame: inner(9091) })).retval, TC_ACT_SHOT);
+    assert.equal(count(REASON.policyDenied), before + 1);
+    before = count(REASON.tunnelSpoofed);
+    assert.equal(runU(vxlan({ vni: 999 })).retval, TC_ACT_SHOT, 'another identity');
+    const fromElsewhere = vxlan({ ip: { src: '192.0.2.99' } });
+    assert.equal(runU(fromElsewhere).retval, TC_ACT_SHOT, 'another node');
+    assert.equal(count(REASON.tunnelSpoofed), before + 2);
+    before = count(REASON.tunnelUnknownSource);
+    const stranger = tcpFrame({ srcMac: R.mac, dstMac: A.mac, src: '10.68.9.9', dst: A.ip, sport: 41000, dport: 9090, flags: 'S' });
+    assert.equal(runU(vxlan({ frame: stranger })).retval, TC_ACT_SHOT);
+    assert.equal(count(REASON.tunnelUnknownSource), before + 1);
+  });
+
+  it('everything else goes on untouched (TC_ACT_UNSPEC), for the device or the host', () => {
+    const arp = arpRequest({ srcMac: R.mac, srcIp: R.ip, targetIp: A.ip });
+    const cases: Array<[string, Buffer]> = [
+      ['a UDP checksum to verify', vxlan({ checksum: 0x1234 })],
+      ['another UDP port', vxlan({ dport: 8472 })],
+      ['another destination address', vxlan({ dst: '192.0.2.23' })],
+      ['a frame for another host (PACKET_OTHERHOST)', vxlan({ dstMac: '02:00:00:00:6d:0d' })],
+      ['outer IPv4 options', vxlan({ ip: { options: Buffer.from([1, 1, 1, 1]) } })],
+      ['an outer fragment', vxlan({ ip: { mf: true } })],
+      ['a bad outer header checksum', (() => { const f = vxlan(); f.writeUInt16BE(f.readUInt16BE(24) ^ 0xffff, 24); return f; })()],
+      ['VXLAN flags other than VNI-valid', vxlan({ flags: 0x0c })],
+      ['an inner ARP frame', vxlan({ frame: arp })],
+      ["the host's own traffic", udpFrame({ srcMac: NODE_MAC, dstMac: ourMac, src: R.node, dst: LOCAL, sport: 53, dport: 40000 })],
+    ];
+    const decap = count(REASON.decapsulated);
+    for (const [what, frame] of cases) {
+      const r = runU(frame);
+      assert.equal(r.retval, TC_ACT_UNSPEC, what);
+      assert.deepEqual(r.dataOut, frame, `${what}: untouched`);
+    }
+    assert.equal(count(REASON.decapsulated), decap);
+    // on another interface than the underlay the tunnel entry names: not taken either
+    assert.equal(testRun(prog, vxlan(), { ifindex: ifA }).retval, TC_ACT_UNSPEC);
   });
 });
 
