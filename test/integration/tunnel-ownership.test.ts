@@ -13,7 +13,9 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { openDatapath, type DatapathAgent } from '../../src/agent/datapath-agent.js';
 import { ensureTunnelDevice } from '../../src/agent/tunnel.js';
@@ -92,5 +94,50 @@ describe('the tunnel program belongs to one instance', () => {
     const ra = tearDown(pinA);
     assert.equal(ra.tunnel, DEVICE);
     assert.equal(deviceExists(), false);
+  });
+
+  it("from_underlay takes Bastion's slot on the host's interface only when it is free or its own: another instance's or another tool's filter stays; each down removes only its own", async () => {
+    const UL = `btw${tag}`;
+    execFileSync('ip', ['link', 'add', UL, 'type', 'veth', 'peer', 'name', `${UL}p`]);
+    const pins = [uniquePinPath(), uniquePinPath()];
+    const filters = () => execFileSync('tc', ['filter', 'show', 'dev', UL, 'ingress'], { encoding: 'utf8' });
+    try {
+      const ul = Number(execFileSync('cat', [`/sys/class/net/${UL}/ifindex`]).toString().trim());
+      const a = await agent(pins[0]!);
+      const b = await agent(pins[1]!);
+      assert.deepEqual(a.attachUnderlay(ul), { attached: true });
+      assert.equal(a.underlayAttached(ul), true);
+      // a second node of this host on the same underlay (its own port): A's stays, B goes without
+      assert.deepEqual(b.attachUnderlay(ul), { attached: false, owner: 'foreign', pinPath: pins[0] });
+      assert.equal(a.underlayAttached(ul), true, "A's from_underlay is still there");
+      // B's down (its tunnel entry names the interface) leaves A's
+      b.maps.tunnel.set({ ifindex: 0, localIpv4: '0.0.0.0', underlayIfindex: ul, port: 4789, flags: 0 });
+      b.close();
+      open.splice(open.indexOf(b), 1);
+      tearDown(pins[1]!);
+      assert.equal(a.underlayAttached(ul), true, "A's from_underlay survives B's down");
+      // A's down takes its own off, and only the filter: the qdisc is the host's interface's
+      a.maps.tunnel.set({ ifindex: 0, localIpv4: '0.0.0.0', underlayIfindex: ul, port: 4789, flags: 0 });
+      a.close();
+      open.splice(open.indexOf(a), 1);
+      tearDown(pins[0]!);
+      assert.doesNotMatch(filters(), /from_underlay/);
+      // another tool's BPF filter in Bastion's slot (handle 1, priority 1) is never replaced
+      const dir = mkdtempSync(join(tmpdir(), 'bastion-other-tool-'));
+      try {
+        writeFileSync(join(dir, 'other.c'), '#include <linux/bpf.h>\n__attribute__((section("tc"), used)) int other_tool(struct __sk_buff *skb) { return -1; }\nchar _license[] __attribute__((section("license"), used)) = "GPL";\n');
+        execFileSync('clang', ['-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', join(dir, 'other.c'), '-o', join(dir, 'other.o')]);
+        execFileSync('tc', ['filter', 'add', 'dev', UL, 'ingress', 'pref', '1', 'handle', '1', 'bpf', 'da', 'obj', join(dir, 'other.o'), 'sec', 'tc']);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+      const c = await agent(pins[0]!);
+      assert.deepEqual(c.attachUnderlay(ul), { attached: false, owner: 'other' });
+      assert.match(filters(), /other_tool/, "the other tool's filter stays");
+      assert.doesNotMatch(filters(), /from_underlay/);
+    } finally {
+      execFileSync('ip', ['link', 'del', UL], { stdio: 'ignore' });
+      for (const p of pins) tearDown(p);
+    }
   });
 });
