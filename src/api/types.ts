@@ -267,9 +267,9 @@ export interface ClusterStatus {
   };
   /**
    * programAttached: this instance's from_underlay is on the interface (other nodes' small packets are
-   * decapsulated there); slotTakenBy: whose filter holds Bastion's tc slot there instead
+   * decapsulated there); whyNotAttached: why it is not (a filter in its slot, a failed attach)
    */
-  underlay: { interface: string; address: string; programAttached?: boolean; slotTakenBy?: string };
+  underlay: { interface: string; address: string; programAttached?: boolean; whyNotAttached?: string };
   tunnel: { device: string; ifindex: number; port: number; programAttached: boolean; repairs: number };
   /** every node the store knows; lease figures as of the last look (every few seconds) */
   nodes: Array<{ name: string; underlay: string; self: boolean; endpoints: number; lease?: { ttlS: number; grantedTtlS: number; ageS: number }; healthy: boolean }>;

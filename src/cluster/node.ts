@@ -111,9 +111,9 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
   /** times the tunnel program was found missing and put back */
   tunnelRepairs = 0;
   /**
-   * whose filter holds Bastion's slot on the underlay's ingress when it is
-   * not this instance's from_underlay (another tool's, another instance's):
-   * said once, and this node receives through the device alone
+   * why from_underlay is not on the underlay's ingress (another tool's or
+   * instance's filter holds Bastion's slot, attaching failed): said once in
+   * the log and in status; this node then receives through the device alone
    */
   private underlaySlot?: string;
   /** deltas that arrived before the manager was attached: applied after (idempotent) */
@@ -368,13 +368,23 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
         this.underlaySlot = undefined;
         return true;
       }
-      const who = r.owner === 'foreign' ? `another Bastion instance's from_underlay${r.pinPath ? ` (pin path ${r.pinPath})` : ''}` : r.owner === 'other' ? "another tool's tc filter" : 'nothing (the interface is gone)';
+      const who =
+        r.owner === 'foreign'
+          ? `Bastion's tc slot there holds another instance's from_underlay${r.pinPath ? ` (pin path ${r.pinPath})` : ''}`
+          : r.owner === 'other'
+            ? "Bastion's tc slot there holds another tool's filter"
+            : 'the interface is gone';
       if (this.underlaySlot !== who) {
         this.underlaySlot = who;
-        this.log.warn({ underlay: this.o.underlay, slot: who }, "Bastion's tc slot on the underlay interface is taken: left as it is; packets from other nodes are received through the tunnel device only");
+        this.log.warn({ underlay: this.o.underlay, why: who }, 'from_underlay not attached (a filter in its slot is left as it is): packets from other nodes are received through the tunnel device only');
       }
     } catch (err) {
-      this.log.error({ underlay: this.o.underlay, err: (err as Error).message }, 'could not attach from_underlay: packets from other nodes are received through the tunnel device only');
+      // e.g. a filter of another kind at Bastion's priority: tried again every check, said once
+      const why = `attaching failed: ${(err as Error).message}`;
+      if (this.underlaySlot !== why) {
+        this.underlaySlot = why;
+        this.log.error({ underlay: this.o.underlay, err: (err as Error).message }, 'could not attach from_underlay: packets from other nodes are received through the tunnel device only');
+      }
     }
     return false;
   }
@@ -626,7 +636,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
         interface: this.o.underlay,
         address: this.underlay.address,
         programAttached: this.underlayIfindex > 0 && !!this.datapath?.underlayAttached(this.underlayIfindex),
-        ...(this.underlaySlot ? { slotTakenBy: this.underlaySlot } : {}),
+        ...(this.underlaySlot ? { whyNotAttached: this.underlaySlot } : {}),
       },
       tunnel: {
         device: this.o.tunnelDevice,

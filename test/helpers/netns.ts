@@ -20,7 +20,9 @@
  */
 import { execFile, execFileSync, spawn as spawnChild, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after } from 'node:test';
 import type { NetnsRef } from '../../src/manager/endpoint.js';
 import { formatCidr4, ipInCidr4, mustParseCidr4, parseIpv4 } from '../../src/net/ip.js';
@@ -517,4 +519,46 @@ function randomBridgeMac(): string {
   const b = randomBytes(6);
   b[0] = (b[0]! & 0xfc) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/**
+ * Another tool's tc filter: a BPF program that passes everything (compiled
+ * here with clang), in Bastion's slot (handle 1, priority 1) of `dev`'s
+ * ingress, in `netns` (or this one). For tests that Bastion leaves it alone.
+ */
+export function addOtherToolFilter(dev: string, netns?: string): void {
+  const hadTcPins = existsSync('/sys/fs/bpf/tc');
+  const dir = mkdtempSync(join(tmpdir(), 'bastion-other-tool-'));
+  try {
+    writeFileSync(
+      join(dir, 'other.c'),
+      '#include <linux/bpf.h>\n__attribute__((section("tc"), used)) int other_tool(struct __sk_buff *skb) { return -1; }\nchar _license[] __attribute__((section("license"), used)) = "GPL";\n',
+    );
+    execFileSync('clang', ['-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', join(dir, 'other.c'), '-o', join(dir, 'other.o')]);
+    const tc = ['tc', 'filter', 'add', 'dev', dev, 'ingress', 'pref', '1', 'handle', '1', 'bpf', 'da', 'obj', join(dir, 'other.o'), 'sec', 'tc'];
+    const inNs = (argv: string[], o: { ignoreError?: boolean } = {}) => {
+      try {
+        if (netns) execFileSync('ip', ['netns', 'exec', netns, ...argv], { stdio: 'pipe' });
+        else execFileSync(argv[0]!, argv.slice(1), { stdio: 'pipe' });
+      } catch (err) {
+        if (!o.ignoreError) throw err;
+      }
+    };
+    inNs(['tc', 'qdisc', 'add', 'dev', dev, 'clsact'], { ignoreError: true }); // there already: fine
+    inNs(tc);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    // iproute2's loader makes its pin directories (tc/globals, and ip and xdp linked to it): gone
+    // again if this call made them (empty: the program has no maps)
+    if (!hadTcPins) {
+      for (const l of ['/sys/fs/bpf/ip', '/sys/fs/bpf/xdp']) rmSync(l, { force: true });
+      for (const d of ['/sys/fs/bpf/tc/globals', '/sys/fs/bpf/tc']) {
+        try {
+          rmdirSync(d);
+        } catch {
+          // not there, or not empty: somebody else's
+        }
+      }
+    }
+  }
 }

@@ -14,7 +14,7 @@ import { flowHistoryDirFor, pidFileFor } from '../../src/api/paths.js';
 import { readPidFile } from '../../src/daemon/instance.js';
 import assert from 'node:assert/strict';
 import { TestCluster, type ClusterContainer } from '../helpers/cluster.js';
-import { run } from '../helpers/netns.js';
+import { addOtherToolFilter, run } from '../helpers/netns.js';
 import { bastionMetrics, uniquePinPath } from '../helpers/bastion-daemon.js';
 import { startTcpEcho, tcpConnectQuick, waitFor } from '../helpers/probes.js';
 import { nodeKey, type NodeRecord } from '../../src/cluster/keys.js';
@@ -133,5 +133,33 @@ describe('a careless operator', () => {
     assert.doesNotMatch(await filters(), /from_underlay/, '`down` takes it off the host\'s interface');
     assert.ok(await waitFor(async () => (await k.status('a')).ok === true, 15_000, 200), 'a not ok after c left');
     await run('ip', ['-n', c.netns, 'link', 'del', 'wrong0']);
+  });
+
+  it("another tool's filter in Bastion's tc slot on the underlay is left alone: said in the log and status, metric 0; other nodes' packets take the device, checked as before", async () => {
+    const c = k.host('c');
+    const spare = k.container('spare');
+    addOtherToolFilter('ul0', c.netns);
+    const filters = () => run('ip', ['netns', 'exec', c.netns, 'tc', 'filter', 'show', 'dev', 'ul0', 'ingress']).then((r) => r.stdout);
+    const d = await k.start('c');
+    try {
+      await k.policyAdd('web-to-spare', 'app=web', 'app=spare', ['7070/tcp']);
+      await startTcpEcho(spare.netns, spare.ip, 7070);
+      assert.ok(await waitFor(async () => (await tcpConnectQuick(web.netns, spare.ip, 7070, 400)).ok, 15_000, 200), 'web -> spare (a -> c) through the device');
+      const s = await k.status('c');
+      assert.equal(s.ok, true, JSON.stringify(s.problems));
+      assert.equal(s.cluster.underlay.programAttached, false);
+      assert.match(s.cluster.underlay.whyNotAttached, /another tool's filter/);
+      assert.equal(await metric('c', 'bastion_cluster_underlay_program_attached'), 0);
+      assert.ok(d.records.some((r) => r.level === 40 && /from_underlay not attached/.test(r.msg)), 'no warning logged on c');
+      assert.match(await filters(), /other_tool/, "the other tool's filter stays");
+      assert.doesNotMatch(await filters(), /from_underlay/);
+      // still only what the policy allows
+      assert.equal((await tcpConnectQuick(web.netns, spare.ip, 7071, 400)).ok, false, 'web -> spare:7071');
+    } finally {
+      await d.stop();
+      await k.bastionOn('c', ['down', '--pin-path', c.pin]).catch(() => undefined);
+      await k.policyDelete('web-to-spare').catch(() => undefined);
+    }
+    assert.match(await filters(), /other_tool/, "c's down leaves the other tool's filter");
   });
 });

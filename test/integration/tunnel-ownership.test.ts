@@ -13,15 +13,14 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { openDatapath, type DatapathAgent } from '../../src/agent/datapath-agent.js';
 import { ensureTunnelDevice } from '../../src/agent/tunnel.js';
 import { tearDown } from '../../src/agent/cleanup.js';
 import { ForeignStackError } from '../../src/manager/ports.js';
 import { uniquePinPath } from '../helpers/bastion-daemon.js';
+import { addOtherToolFilter } from '../helpers/netns.js';
 
 const tag = randomBytes(3).toString('hex');
 const UNDERLAY = `btu${tag}`;
@@ -123,14 +122,7 @@ describe('the tunnel program belongs to one instance', () => {
       tearDown(pins[0]!);
       assert.doesNotMatch(filters(), /from_underlay/);
       // another tool's BPF filter in Bastion's slot (handle 1, priority 1) is never replaced
-      const dir = mkdtempSync(join(tmpdir(), 'bastion-other-tool-'));
-      try {
-        writeFileSync(join(dir, 'other.c'), '#include <linux/bpf.h>\n__attribute__((section("tc"), used)) int other_tool(struct __sk_buff *skb) { return -1; }\nchar _license[] __attribute__((section("license"), used)) = "GPL";\n');
-        execFileSync('clang', ['-O2', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', join(dir, 'other.c'), '-o', join(dir, 'other.o')]);
-        execFileSync('tc', ['filter', 'add', 'dev', UL, 'ingress', 'pref', '1', 'handle', '1', 'bpf', 'da', 'obj', join(dir, 'other.o'), 'sec', 'tc']);
-      } finally {
-        rmSync(dir, { recursive: true, force: true });
-      }
+      addOtherToolFilter(UL);
       const c = await agent(pins[0]!);
       assert.deepEqual(c.attachUnderlay(ul), { attached: false, owner: 'other' });
       assert.match(filters(), /other_tool/, "the other tool's filter stays");

@@ -173,7 +173,7 @@ function renderClusterSection(k: NonNullable<StatusReport['cluster']>): string {
     `${c.bold('Cluster')}    node ${k.node}, store ${k.store} ${k.session.connected ? c.green('connected') : c.red('unreachable (changes wait for it; enforcement holds)')}, ${lease}` +
       (k.session.pendingWrites ? c.yellow(`, ${k.session.pendingWrites} writes pending`) : ''),
     `${c.bold('Tunnel')}     ${k.tunnel.device} (ifindex ${k.tunnel.ifindex}, UDP ${k.tunnel.port}) on ${k.underlay.interface} ${k.underlay.address}: ${k.tunnel.programAttached ? c.green('from_overlay attached') : c.red('from_overlay MISSING')}, ${
-      k.underlay.programAttached ? c.green('from_underlay attached') : k.underlay.slotTakenBy ? c.yellow(`from_underlay not attached (slot held by ${k.underlay.slotTakenBy})`) : c.yellow('from_underlay not attached')
+      k.underlay.programAttached ? c.green('from_underlay attached') : k.underlay.whyNotAttached ? c.yellow(`from_underlay not attached (${k.underlay.whyNotAttached})`) : c.yellow('from_underlay not attached')
     }`,
     `${c.bold('Remote')}     ${k.remoteEndpoints.known} endpoints on other nodes, ${k.remoteEndpoints.inMaps} of them peers of local ones (in this node's maps); ${k.policies} cluster policies`,
     '',
