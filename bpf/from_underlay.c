@@ -79,7 +79,6 @@ int from_underlay(struct __sk_buff *skb)
 	struct bastion_config *cfg;
 	struct ctx_info ci = {
 		.ifindex = skb->ifindex,
-		.pkt_len = skb->len,
 		.trace = TRACE_FROM_OVERLAY,
 	};
 	struct bpf_tunnel_key key = {};
@@ -109,7 +108,7 @@ int from_underlay(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	cfg = get_config();
 	ci.audit = cfg && cfg->mode == MODE_AUDIT;
-	ci.pkt_len = skb->len;
+	ci.pkt_len = skb->len;	/* the decapsulated frame's, as from_overlay counts it */
 	fd.src_id = key.tunnel_id;
 	fd.tunnel_saddr = h.ip.saddr;
 	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))

@@ -17,9 +17,8 @@
 import { libcFunction } from '../sys/libc.js';
 import { execFile } from 'node:child_process';
 import { detachTc } from '../datapath/tc.js';
-import { ForeignStackError } from '../manager/ports.js';
+import { ForeignStackError, type StackOwner } from '../manager/ports.js';
 import { attachHook, hookState, isOurs, type Ownership } from './stack.js';
-import type { StackOwner } from '../manager/ports.js';
 import { ipJson } from './netns.js';
 
 export const DEFAULT_TUNNEL_DEVICE = 'bastion-vxlan';

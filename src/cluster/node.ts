@@ -115,7 +115,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
    * instance's filter holds Bastion's slot, attaching failed): said once in
    * the log and in status; this node then receives through the device alone
    */
-  private underlaySlot?: string;
+  private underlayNotAttached?: string;
   /** deltas that arrived before the manager was attached: applied after (idempotent) */
   private pending: ViewDelta[] = [];
   /** loud problems, for metrics */
@@ -365,7 +365,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     try {
       const r = datapath.attachUnderlay(ifindex);
       if (r.attached) {
-        this.underlaySlot = undefined;
+        this.underlayNotAttached = undefined;
         return true;
       }
       const who =
@@ -374,15 +374,15 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
           : r.owner === 'other'
             ? "Bastion's tc slot there holds another tool's filter"
             : 'the interface is gone';
-      if (this.underlaySlot !== who) {
-        this.underlaySlot = who;
+      if (this.underlayNotAttached !== who) {
+        this.underlayNotAttached = who;
         this.log.warn({ underlay: this.o.underlay, why: who }, 'from_underlay not attached (a filter in its slot is left as it is): packets from other nodes are received through the tunnel device only');
       }
     } catch (err) {
       // e.g. a filter of another kind at Bastion's priority: tried again every check, said once
       const why = `attaching failed: ${(err as Error).message}`;
-      if (this.underlaySlot !== why) {
-        this.underlaySlot = why;
+      if (this.underlayNotAttached !== why) {
+        this.underlayNotAttached = why;
         this.log.error({ underlay: this.o.underlay, err: (err as Error).message }, 'could not attach from_underlay: packets from other nodes are received through the tunnel device only');
       }
     }
@@ -393,13 +393,13 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     await this.checkUnderlay(manager).catch((err: Error) => this.log.error({ err: err.message }, 'could not follow the underlay interface'));
     // from_underlay only saves work (the device receives everything without it), but a
     // missing one is drift all the same: put back, counted, logged
-    if (this.underlayIfindex && !datapath.underlayAttached(this.underlayIfindex) && this.underlaySlot === undefined) {
-      if (this.attachUnderlay(datapath)) {
+    // (not attached for a reason already said: tried again quietly, the slot may be free now)
+    if (this.underlayIfindex && !datapath.underlayAttached(this.underlayIfindex)) {
+      const wasOn = this.underlayNotAttached === undefined;
+      if (this.attachUnderlay(datapath) && wasOn) {
         this.tunnelRepairs++;
         this.log.error({ underlay: this.o.underlay, ifindex: this.underlayIfindex }, 'from_underlay was missing from the underlay interface: attached again');
       }
-    } else if (this.underlayIfindex && this.underlaySlot !== undefined) {
-      this.attachUnderlay(datapath); // the slot may be free again
     }
     if (this.tunnelIfindex && datapath.tunnelAttached(this.tunnelIfindex)) return;
     try {
@@ -636,7 +636,7 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
         interface: this.o.underlay,
         address: this.underlay.address,
         programAttached: this.underlayIfindex > 0 && !!this.datapath?.underlayAttached(this.underlayIfindex),
-        ...(this.underlaySlot ? { whyNotAttached: this.underlaySlot } : {}),
+        ...(this.underlayNotAttached ? { whyNotAttached: this.underlayNotAttached } : {}),
       },
       tunnel: {
         device: this.o.tunnelDevice,
