@@ -176,6 +176,8 @@ export class BastionDaemon {
    */
   keepFlowLines = true;
   flowLines = 0;
+  /** more environment for the daemon (e.g. DOCKER_HOST for an engine of its own); set before start() */
+  env: Record<string, string> = {};
 
   constructor(
     readonly configPath: string,
@@ -207,7 +209,9 @@ export class BastionDaemon {
   start(): this {
     removeStateAtExit(this.pinPath);
     const argv = ['run', '--config', this.configPath, '--pin-path', this.pinPath, ...this.extraArgs];
-    const [cmd, args] = leastPrivilege(BASTION_BIN, argv);
+    const [privCmd, privArgs] = leastPrivilege(BASTION_BIN, argv);
+    const vars = Object.entries(this.env).map(([k, v]) => `${k}=${v}`);
+    const [cmd, args] = vars.length ? ['env', [...vars, privCmd, ...privArgs]] : [privCmd, privArgs];
     this.bg = this.hostNetns
       ? startBackground(null, 'nsenter', [`--net=/run/netns/${this.hostNetns}`, '--', cmd, ...args])
       : startBackground(null, cmd, args);
