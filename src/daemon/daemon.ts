@@ -99,8 +99,8 @@ export class Daemon {
   private readonly node = new NodeAgent();
   private readonly startedAt = new Date();
   private readonly logDest: pino.DestinationStream & { flushSync(): void };
-  /** BASTION_CPU_PROFILE=FILE: a V8 CPU profile of the running daemon (after start-up), written on stop */
-  private readonly profiler = new CpuProfiler(process.env.BASTION_CPU_PROFILE);
+  /** BASTION_CPU_PROFILE=FILE: a V8 CPU profile of the running daemon (after start-up), written on stop; BASTION_CPU_PROFILE_INTERVAL_US: its sampling interval */
+  private readonly profiler = new CpuProfiler(process.env.BASTION_CPU_PROFILE, Number(process.env.BASTION_CPU_PROFILE_INTERVAL_US) || undefined);
   private server?: Server;
   private readonly cleanups: Array<() => void> = [];
   private lock?: InstanceLock;
