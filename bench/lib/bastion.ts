@@ -13,6 +13,7 @@ import { CONN_PORT, DENIED_PORT } from './deps.js';
 import { Background, hrMs, inNs, run, sleep } from './exec.js';
 import type { Entry, Topology } from './topology.js';
 import { canConnect } from './tools.js';
+import { ApiConnection } from './api-connection.js';
 import { classifySmaps, v8FromMetrics, type MemoryParts } from './memory-parts.js';
 
 export interface BastionStatus {
@@ -101,8 +102,14 @@ export interface DaemonOptions {
 export class BastionDaemon {
   proc: Background | null = null;
   sighupFallbacks = 0;
+  /** the API connection of timed updates (opened by warmUp, closed by stop) */
+  private apiConn?: ApiConnection;
 
   constructor(readonly o: DaemonOptions) {}
+
+  private api(): ApiConnection {
+    return (this.apiConn ??= new ApiConnection(socketPath(this.o.pinPath)));
+  }
 
   async start(config: string): Promise<void> {
     writeFileSync(this.o.configPath, config);
@@ -141,7 +148,7 @@ export class BastionDaemon {
   async addPolicy(line: string, policy: { name: string; from: Entry; to: Entry; ports: string[] }): Promise<number | undefined> {
     if (this.o.reload === 'api') {
       const body = JSON.stringify({ policies: [{ name: policy.name, from: policy.from.labels, to: policy.to.labels, ports: policy.ports }] });
-      const r = await postUnix(socketPath(this.o.pinPath), '/v1/policies', body);
+      const r = await this.api().request('POST', '/v1/policies', body);
       if (r.status !== 200) throw new Error(`POST /v1/policies: ${r.status} ${r.text.slice(0, 300)}`);
       return r.sentMs;
     }
@@ -158,7 +165,7 @@ export class BastionDaemon {
     if (this.o.reload !== 'api') return;
     const { client, server } = this.o.topo;
     const body = JSON.stringify({ policies: [{ name: 'bench-warm-up', from: client.labels, to: server.labels, ports: ['1/tcp'] }] });
-    const r = await postUnix(socketPath(this.o.pinPath), '/v1/policies?dryRun=1', body);
+    const r = await this.api().request('POST', '/v1/policies?dryRun=1', body);
     if (r.status !== 200) throw new Error(`POST /v1/policies?dryRun=1: ${r.status} ${r.text.slice(0, 300)}`);
   }
 
@@ -300,6 +307,8 @@ export class BastionDaemon {
   /** SIGTERM, then `bastion down`, then make sure nothing of ours is left. */
   async stop(): Promise<string[]> {
     const problems: string[] = [];
+    this.apiConn?.close();
+    this.apiConn = undefined;
     if (this.proc) {
       this.proc.signal('SIGTERM');
       if (!(await this.proc.waitExit(STOP_GRACE_MS))) {
@@ -344,9 +353,10 @@ export function socketPath(pinPath: string): string {
 }
 
 /**
- * One request over the daemon's API socket; a body is sent as JSON. sentMs:
- * when (hrMs) the request began (its connection and writes are asynchronous:
- * their end is seen late, when this process gets round to it)
+ * One request over the daemon's API socket (untimed reads such as /metrics;
+ * timed updates go through ApiConnection). sentMs: when (hrMs) the request
+ * began (its connection and writes are asynchronous: their end is seen
+ * late, when this process gets round to it)
  */
 function requestUnix(socket: string, method: 'GET' | 'POST', path: string, body?: string): Promise<{ status: number; text: string; sentMs: number }> {
   return new Promise((resolve, reject) => {
@@ -363,7 +373,6 @@ function requestUnix(socket: string, method: 'GET' | 'POST', path: string, body?
   });
 }
 
-const postUnix = (socket: string, path: string, body: string) => requestUnix(socket, 'POST', path, body);
 const getUnix = (socket: string, path: string) => requestUnix(socket, 'GET', path);
 
 /** veths of the topology that still have a clsact qdisc (checked on the measured pair and a sample) */

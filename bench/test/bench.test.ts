@@ -4,11 +4,14 @@
  *   npx tsc -p bench/tsconfig.json && node --test dist/bench/test/
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parse } from 'yaml';
+import { ApiConnection, parseResponse } from '../lib/api-connection.js';
 import { policyLine, renderConfig } from '../lib/bastion.js';
 import { fillerDeps, orderedDeps, pairDeps, probeDep, PROBE_PORTS } from '../lib/deps.js';
 import { renderRuleset } from '../lib/iptables.js';
@@ -209,6 +212,9 @@ test('updatePhases splits each update at the daemon\'s times and skips what cann
   assert.equal(ph.to_daemon.p50, 1);
   assert.equal(ph.daemon.max, 7.75);
   assert.equal(ph.detect.max, 1);
+  // from the request in the socket: every update with a request, joined or not (a 3.5, b 9.75, d 2.5)
+  assert.equal(ph.sent_to_enforced.p50, 3.5);
+  assert.equal(ph.sent_to_enforced.max, 9.75);
   assert.equal(updatePhases([{ name: 'c', start: 1, ok: 2 }], daemon), null);
 });
 
@@ -244,4 +250,53 @@ test('memory parts: smaps split by kind of mapping, and V8 figures from the metr
   ].join('\n');
   assert.deepEqual(v8FromMetrics(text), { v8_heap_total_mb: 100, v8_heap_used_mb: 80, v8_external_mb: 2, v8_spaces_mb: { old: 70, new: 8 } });
   assert.deepEqual(v8FromMetrics(''), { v8_heap_total_mb: null, v8_heap_used_mb: null, v8_external_mb: null, v8_spaces_mb: {} });
+});
+
+test('the update client parses HTTP/1.1 answers with Content-Length or chunked bodies, and waits for the rest', () => {
+  const cl = Buffer.from('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 5\r\n\r\nhello');
+  assert.deepEqual(parseResponse(cl), { status: 200, body: Buffer.from('hello'), consumed: cl.length });
+  assert.equal(parseResponse(cl.subarray(0, cl.length - 1)), undefined);
+  assert.equal(parseResponse(cl.subarray(0, 20)), undefined);
+  const chunked = Buffer.from('HTTP/1.1 422 Unprocessable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n');
+  assert.deepEqual(parseResponse(chunked), { status: 422, body: Buffer.from('abcde'), consumed: chunked.length });
+  assert.equal(parseResponse(chunked.subarray(0, chunked.length - 3)), undefined);
+  assert.throws(() => parseResponse(Buffer.from('SSH-2.0-x\r\n\r\n')), /not an HTTP response/);
+});
+
+test('the update client keeps one connection to a real HTTP server on a Unix socket', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-api-'));
+  const sock = join(dir, 'api.sock');
+  const peers = new Set<number>();
+  const server = createServer((req, res) => {
+    peers.add(req.socket.remotePort ?? peers.size); // one entry per connection object
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString();
+      // chunked answer (no Content-Length) for the second request
+      if (body.includes('chunk')) res.write('{"a":'), res.end('1}');
+      else res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+    });
+  });
+  let connections = 0;
+  server.on('connection', () => connections++);
+  await new Promise<void>((r) => server.listen(sock, r));
+  const api = new ApiConnection(sock);
+  try {
+    const t0 = performance.now();
+    const a = await api.request('POST', '/v1/policies', '{"x":1}');
+    assert.equal(a.status, 200);
+    assert.equal(a.text, '{"x":1}');
+    assert.ok(a.sentMs > 0 && Number.isFinite(a.sentMs));
+    const b = await api.request('POST', '/v1/policies', '"chunk"');
+    assert.equal(b.text, '{"a":1}');
+    const c = await api.request('GET', '/metrics');
+    assert.equal(c.status, 200);
+    assert.equal(connections, 1, 'three requests on one connection');
+    assert.ok(performance.now() - t0 < 5000);
+  } finally {
+    api.close();
+    await new Promise((r) => server.close(r));
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
