@@ -25,6 +25,7 @@
 import { DEFAULT_INPUT_MAX_BYTES, InputFileError, readInputFile } from './input-file.js';
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
 import { CORE_SCHEMA, load as loadYaml } from 'js-yaml';
+import { readJsonDocument } from './json-document.js';
 import { z } from 'zod';
 import type { LabelSelector, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
 import { BUILTIN_LABELS } from './model.js';
@@ -403,7 +404,9 @@ export function parseConfigText(text: string, fileName: string, opts: ParseOptio
     let fast: unknown;
     let syntax: { reason: string; line?: number; column?: number } | undefined;
     try {
-      fast = loadYaml(text, { schema: CORE_SCHEMA });
+      // JSON (what the API receives) without a YAML parser; anything else, and JSON with a key given twice, as YAML
+      const json = readJsonDocument(text);
+      fast = json.ok ? json.value : loadYaml(text, { schema: CORE_SCHEMA });
     } catch (err) {
       const e = err as { reason?: string; message: string; mark?: { line: number; column: number } };
       syntax = { reason: e.reason ?? yamlErrorLine(e.message), ...(e.mark ? { line: e.mark.line + 1, column: e.mark.column + 1 } : {}) };
