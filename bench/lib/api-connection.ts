@@ -49,15 +49,19 @@ export class ApiConnection {
     const request = Buffer.concat([Buffer.from(head, 'latin1'), bytes]);
     return new Promise<ApiAnswer>((resolve, reject) => {
       const timer = setTimeout(() => this.fail(new Error(`no answer from ${this.socketPath} in ${timeoutMs / 1000} s`)), timeoutMs);
-      this.pending = { resolve, reject, sentMs: 0, timer };
+      const p: Pending = { resolve, reject, sentMs: 0, timer };
+      this.pending = p;
+      let queued = false;
       sock.write(request, (err) => {
         if (err) this.fail(err);
+        // written later (the socket had no room): in the daemon's receive queue now
+        else if (queued) p.sentMs = hrMs();
       });
       // libuv writes at once when the socket has room (uv_try_write): the
       // request is then in the daemon's receive queue as write() returns
-      const p = this.pending;
-      if (p) p.sentMs = sock.writableLength === 0 ? hrMs() : NaN;
-      if (p && Number.isNaN(p.sentMs)) sock.once('drain', () => (p.sentMs = hrMs()));
+      // (the callback of such a write comes on the next tick, after this)
+      queued = sock.writableLength > 0;
+      if (!queued) p.sentMs = hrMs();
     });
   }
 
