@@ -352,28 +352,19 @@ export function socketPath(pinPath: string): string {
   return `/run/bastion/${basename(pinPath.replace(/\/+$/, ''))}.sock`;
 }
 
-/**
- * One request over the daemon's API socket (untimed reads such as /metrics;
- * timed updates go through ApiConnection). sentMs: when (hrMs) the request
- * began (its connection and writes are asynchronous: their end is seen
- * late, when this process gets round to it)
- */
-function requestUnix(socket: string, method: 'GET' | 'POST', path: string, body?: string): Promise<{ status: number; text: string; sentMs: number }> {
+/** One untimed GET over the daemon's API socket, a connection of its own (timed updates go through ApiConnection). */
+function getUnix(socket: string, path: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const sentMs = hrMs();
-    const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-    const req = request({ socketPath: socket, method, path, timeout: 30_000, headers }, (res) => {
+    const req = request({ socketPath: socket, method: 'GET', path, timeout: 30_000 }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), sentMs }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
     });
     req.on('timeout', () => req.destroy(new Error(`no answer from ${socket} in 30 s`)));
     req.on('error', reject);
-    req.end(body);
+    req.end();
   });
 }
-
-const getUnix = (socket: string, path: string) => requestUnix(socket, 'GET', path);
 
 /** veths of the topology that still have a clsact qdisc (checked on the measured pair and a sample) */
 export async function leftoverTc(topo: Topology): Promise<string[]> {
