@@ -45,6 +45,7 @@ import { postureAudit } from './posture-audit.js';
 import type { AuditCache } from '../audit/daemon-audit.js';
 import { ClusterNode, type ClusterNodeOptions } from '../cluster/node.js';
 import { LOCAL_ID_FLOOR } from '../cluster/keys.js';
+import { DEFAULT_MIN_FREE_BYTES, youngCollector } from './young-generation.js';
 
 export interface DaemonOptions {
   configPath?: string;
@@ -101,6 +102,14 @@ export class Daemon {
   private readonly logDest: pino.DestinationStream & { flushSync(): void };
   /** BASTION_CPU_PROFILE=FILE: a V8 CPU profile of the running daemon (after start-up), written on stop; BASTION_CPU_PROFILE_INTERVAL_US: its sampling interval */
   private readonly profiler = new CpuProfiler(process.env.BASTION_CPU_PROFILE, Number(process.env.BASTION_CPU_PROFILE_INTERVAL_US) || undefined);
+  /**
+   * V8's young generation collected between changes (young-generation.ts);
+   * BASTION_YOUNG_MIN_FREE_KB: what a change should find free (0: leave the
+   * collections to V8, to measure what this is worth)
+   */
+  private readonly young = youngCollector(
+    process.env.BASTION_YOUNG_MIN_FREE_KB === undefined ? DEFAULT_MIN_FREE_BYTES : Number(process.env.BASTION_YOUNG_MIN_FREE_KB) * 1024,
+  );
   private server?: Server;
   private readonly cleanups: Array<() => void> = [];
   private lock?: InstanceLock;
@@ -211,6 +220,7 @@ export class Daemon {
       // every repair of drift or of a failed write is a flow record too
       // (`bastion flows --verdict REPAIRED`), kept in the history like the packets' ones
       onRepair: (r) => recordFlow(repairRecord(r, manager), this.flows, sinks),
+      onIdle: () => this.young.idle(),
       ...(cluster ? { identities: cluster, observer: cluster, localIdentityFloor: LOCAL_ID_FLOOR, nodeName: cluster.o.node } : {}),
     }));
     this.modes.attach(manager);

@@ -66,6 +66,8 @@ export interface ManagerOptions {
   nodeName?: string;
   /** the rule-number table (tests: one with its own clock) */
   ruleNumbers?: RuleNumbers;
+  /** the queue of changes has just emptied (the daemon collects V8's young generation then: src/daemon/young-generation.ts) */
+  onIdle?(): void;
 }
 
 /** What verify() found and did. */
@@ -153,6 +155,8 @@ export class Manager {
   /** identities of endpoints found in the maps at start-up, by host ifindex */
   private readonly adoptable = new Map<number, { identity: number; ipv4: string; mac: string }>();
   private queue: Promise<unknown> = Promise.resolve();
+  /** changes queued or running */
+  private queued = 0;
 
   constructor(private readonly o: ManagerOptions) {
     this.rules = o.ruleNumbers ?? new RuleNumbers();
@@ -197,8 +201,13 @@ export class Manager {
 
   /** Serialise every change: they are applied one at a time, whole. */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
+    this.queued++;
     const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
+    this.queue = next
+      .catch(() => undefined)
+      .then(() => {
+        if (--this.queued === 0) this.o.onIdle?.();
+      });
     return next;
   }
 
