@@ -102,3 +102,44 @@ export function testRun(progFd: number, packet: Buffer, opts: TestRunOptions = {
     ...(ctxOut ? { ctxOut: ctxOut.subarray(0, o.ctx_size_out) } : {}),
   };
 }
+
+/**
+ * Run a program once on a libuv worker thread and resolve with its return
+ * value: for a program that takes long enough to matter to the event loop
+ * (ct_gc walks the whole conntrack table: milliseconds on a full one, which
+ * would otherwise hold every API request, flow event and timer behind it).
+ * The kernel runs it in that thread's context, as it would in the main one.
+ */
+export function testRunAsync(progFd: number, packet: Buffer): Promise<number> {
+  const l = lib();
+  if (packet.length < 14) throw new Error(`testRun: a tc program needs at least an Ethernet header (got ${packet.length} bytes)`);
+  const dataOut = Buffer.alloc(packet.length + 2048);
+  const o = {
+    sz: TEST_RUN_OPTS_SIZE,
+    data_in: koffi.address(packet),
+    data_out: koffi.address(dataOut),
+    data_size_in: packet.length,
+    data_size_out: dataOut.length,
+    ctx_in: null,
+    ctx_out: null,
+    ctx_size_in: 0,
+    ctx_size_out: 0,
+    retval: 0,
+    repeat: 1,
+    duration: 0,
+    flags: 0,
+    cpu: 0,
+    batch_size: 0,
+  };
+  const run = l.bpf_prog_test_run_opts as unknown as { async(fd: number, opts: typeof o, cb: (err: unknown, ret: number) => void): void };
+  return new Promise((resolve, reject) => {
+    run.async(progFd, o, (err, ret) => {
+      // the struct holds the Buffers' addresses only: they stay referenced until here
+      void packet.length;
+      void dataOut.length;
+      if (err) reject(err instanceof Error ? err : new Error(String(err)));
+      else if (ret < 0) reject(libbpfError('bpf_prog_test_run_opts', ret, `prog fd ${progFd}`));
+      else resolve(o.retval);
+    });
+  });
+}
