@@ -304,7 +304,7 @@ export class BastionDaemon {
     }
   }
 
-  /** SIGTERM, then `bastion down`, then make sure nothing of ours is left. */
+  /** SIGTERM, then `bastion down`, then make sure nothing of ours is left (the daemon's output is kept in logPath, its last SAVED_LOG_BYTES). */
   async stop(): Promise<string[]> {
     const problems: string[] = [];
     this.apiConn?.close();
@@ -317,7 +317,7 @@ export class BastionDaemon {
         await this.proc.waitExit(3000);
       }
       try {
-        writeFileSync(this.o.logPath, this.proc.out); // the last 200 kB
+        writeFileSync(this.o.logPath, tailOf(this.logFile, SAVED_LOG_BYTES));
       } catch {
         /* best effort */
       }
@@ -387,4 +387,21 @@ export function removeFlowHistory(pinPath: string): void {
 export function removePinPath(pinPath: string): void {
   // only ever our own directory under bpffs
   if (/^\/sys\/fs\/bpf\/bb[0-9a-z]+$/.test(pinPath) && existsSync(pinPath)) rmSync(pinPath, { recursive: true, force: true });
+}
+
+/** How much of a daemon's output a run keeps: an update series' flow and GC lines with room to spare. */
+const SAVED_LOG_BYTES = 8 * 1024 * 1024;
+
+/** The last `max` bytes of a file. */
+function tailOf(path: string, max: number): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const len = Math.min(size, max);
+    const b = Buffer.alloc(len);
+    readSync(fd, b, 0, len, size - len);
+    return b;
+  } finally {
+    closeSync(fd);
+  }
 }
