@@ -13,7 +13,7 @@
  * what skb->ifindex returns to the program.
  */
 import koffi from 'koffi';
-import { lib, libbpfError } from './libbpf.js';
+import { lib, libbpfError, type TestRunOpts } from './libbpf.js';
 
 /** sizeof(struct bpf_test_run_opts) in libbpf 1.1 */
 const TEST_RUN_OPTS_SIZE = 80;
@@ -70,23 +70,7 @@ export function testRun(progFd: number, packet: Buffer, opts: TestRunOptions = {
 
   // The struct carries raw addresses: the Buffers stay referenced (and V8
   // never moves ArrayBuffer backing stores) until the synchronous call returns.
-  const o = {
-    sz: TEST_RUN_OPTS_SIZE,
-    data_in: koffi.address(packet),
-    data_out: koffi.address(dataOut),
-    data_size_in: packet.length,
-    data_size_out: dataOut.length,
-    ctx_in: ctxIn ? koffi.address(ctxIn) : null,
-    ctx_out: ctxOut ? koffi.address(ctxOut) : null,
-    ctx_size_in: ctxIn?.length ?? 0,
-    ctx_size_out: ctxOut?.length ?? 0,
-    retval: 0,
-    repeat: opts.repeat ?? 1,
-    duration: 0,
-    flags: 0,
-    cpu: 0,
-    batch_size: 0,
-  };
+  const o = runOpts(packet, dataOut, opts.repeat ?? 1, ctxIn, ctxOut);
   const ret = l.bpf_prog_test_run_opts(progFd, o);
   // Keep the buffers alive past the call for certain (the struct only holds addresses).
   void packet.length;
@@ -114,24 +98,8 @@ export function testRunAsync(progFd: number, packet: Buffer): Promise<number> {
   const l = lib();
   if (packet.length < 14) throw new Error(`testRun: a tc program needs at least an Ethernet header (got ${packet.length} bytes)`);
   const dataOut = Buffer.alloc(packet.length + 2048);
-  const o = {
-    sz: TEST_RUN_OPTS_SIZE,
-    data_in: koffi.address(packet),
-    data_out: koffi.address(dataOut),
-    data_size_in: packet.length,
-    data_size_out: dataOut.length,
-    ctx_in: null,
-    ctx_out: null,
-    ctx_size_in: 0,
-    ctx_size_out: 0,
-    retval: 0,
-    repeat: 1,
-    duration: 0,
-    flags: 0,
-    cpu: 0,
-    batch_size: 0,
-  };
-  const run = l.bpf_prog_test_run_opts as unknown as { async(fd: number, opts: typeof o, cb: (err: unknown, ret: number) => void): void };
+  const o = runOpts(packet, dataOut, 1);
+  const run = l.bpf_prog_test_run_opts as unknown as { async(fd: number, opts: TestRunOpts, cb: (err: unknown, ret: number) => void): void };
   return new Promise((resolve, reject) => {
     run.async(progFd, o, (err, ret) => {
       // the struct holds the Buffers' addresses only: they stay referenced until here
@@ -142,4 +110,25 @@ export function testRunAsync(progFd: number, packet: Buffer): Promise<number> {
       else resolve(o.retval);
     });
   });
+}
+
+/** struct bpf_test_run_opts for these buffers (addresses only: the caller keeps the Buffers referenced until the run returns) */
+function runOpts(packet: Buffer, dataOut: Buffer, repeat: number, ctxIn?: Buffer, ctxOut?: Buffer): TestRunOpts {
+  return {
+    sz: TEST_RUN_OPTS_SIZE,
+    data_in: koffi.address(packet),
+    data_out: koffi.address(dataOut),
+    data_size_in: packet.length,
+    data_size_out: dataOut.length,
+    ctx_in: ctxIn ? koffi.address(ctxIn) : null,
+    ctx_out: ctxOut ? koffi.address(ctxOut) : null,
+    ctx_size_in: ctxIn?.length ?? 0,
+    ctx_size_out: ctxOut?.length ?? 0,
+    retval: 0,
+    repeat,
+    duration: 0,
+    flags: 0,
+    cpu: 0,
+    batch_size: 0,
+  };
 }
