@@ -10,7 +10,7 @@ import { request } from 'node:http';
 import { basename, join } from 'node:path';
 import type { Dep } from './deps.js';
 import { CONN_PORT, DENIED_PORT } from './deps.js';
-import { Background, hrMs, inNs, run, sleep } from './exec.js';
+import { Background, hrMs, inNs, readTail, run, sleep } from './exec.js';
 import type { Entry, Topology } from './topology.js';
 import { canConnect } from './tools.js';
 import { ApiConnection } from './api-connection.js';
@@ -396,11 +396,7 @@ const SAVED_LOG_BYTES = 8 * 1024 * 1024;
 function tailOf(path: string, max: number): Buffer {
   const fd = openSync(path, 'r');
   try {
-    const size = fstatSync(fd).size;
-    const len = Math.min(size, max);
-    const b = Buffer.alloc(len);
-    readSync(fd, b, 0, len, size - len);
-    return b;
+    return readTail(fd, max);
   } finally {
     closeSync(fd);
   }

@@ -146,11 +146,7 @@ export class Background {
   get out(): string {
     if (this.logFd === null) return this.buf;
     try {
-      const size = fstatSync(this.logFd).size;
-      const len = Math.min(size, 200_000);
-      const b = Buffer.alloc(len);
-      readSync(this.logFd, b, 0, len, size - len);
-      return b.toString('utf8') + this.buf;
+      return readTail(this.logFd, 200_000).toString('utf8') + this.buf;
     } catch {
       return this.buf;
     }
@@ -237,4 +233,13 @@ export function hrMs(): number {
 export function which(bin: string): string | null {
   const r = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
+}
+
+/** The last `max` bytes of an open file. */
+export function readTail(fd: number, max: number): Buffer {
+  const size = fstatSync(fd).size;
+  const len = Math.min(size, max);
+  const b = Buffer.alloc(len);
+  readSync(fd, b, 0, len, size - len);
+  return b;
 }

@@ -52,7 +52,6 @@ export interface TestRunResult {
 
 export function testRun(progFd: number, packet: Buffer, opts: TestRunOptions = {}): TestRunResult {
   const l = lib();
-  if (packet.length < 14) throw new Error(`testRun: a tc program needs at least an Ethernet header (got ${packet.length} bytes)`);
   const dataOut = Buffer.alloc(opts.dataOutSize ?? packet.length + 2048);
 
   const wantCtx =
@@ -96,7 +95,6 @@ export function testRun(progFd: number, packet: Buffer, opts: TestRunOptions = {
  */
 export function testRunAsync(progFd: number, packet: Buffer): Promise<number> {
   const l = lib();
-  if (packet.length < 14) throw new Error(`testRun: a tc program needs at least an Ethernet header (got ${packet.length} bytes)`);
   const dataOut = Buffer.alloc(packet.length + 2048);
   const o = runOpts(packet, dataOut, 1);
   const run = l.bpf_prog_test_run_opts as unknown as { async(fd: number, opts: TestRunOpts, cb: (err: unknown, ret: number) => void): void };
@@ -114,6 +112,7 @@ export function testRunAsync(progFd: number, packet: Buffer): Promise<number> {
 
 /** struct bpf_test_run_opts for these buffers (addresses only: the caller keeps the Buffers referenced until the run returns) */
 function runOpts(packet: Buffer, dataOut: Buffer, repeat: number, ctxIn?: Buffer, ctxOut?: Buffer): TestRunOpts {
+  if (packet.length < 14) throw new Error(`testRun: a tc program needs at least an Ethernet header (got ${packet.length} bytes)`);
   return {
     sz: TEST_RUN_OPTS_SIZE,
     data_in: koffi.address(packet),
