@@ -108,10 +108,14 @@ if (session) {
 const runtime = new RuntimePolicies(join(dir, 'policies.json'));
 const times: number[] = [];
 const ops: number[] = [];
+// minor page faults per update: 12 µs each on the development VM (docs/benchmarks.md)
+const faults: number[] = [];
+const parts: unknown[] = [];
 for (let i = 0; i < updates; i++) {
   // the benchmark's added dependencies (client -> server, a new port each)
   const d = i < 100 ? probeDep(i) : { name: `added-${i}`, port: 20000 + i, proto: 'tcp' };
   const body = JSON.stringify({ policies: [{ name: d.name, from: entries[0]!.labels, to: entries[1]!.labels, ports: [`${d.port}/${d.proto}`] }] });
+  const f0 = process.resourceUsage().minorPageFault;
   const t1 = performance.now();
   const parsed = parsePoliciesDocument(body, 'POST /v1/policies');
   if (!parsed.ok) throw new Error(parsed.errors.join('\n'));
@@ -119,9 +123,13 @@ for (let i = 0; i < updates; i++) {
   const s = await manager.changeRules(added, removed);
   await runtime.save();
   times.push(performance.now() - t1);
+  faults.push(process.resourceUsage().minorPageFault - f0);
   ops.push(s.ops);
+  parts.push(s.parts);
 }
-if (times.length) console.log(`first update ${times[0]!.toFixed(2)} ms; runtime policy add x${updates}: p50 ${percentile(times, 50).toFixed(2)} ms, p99 ${percentile(times, 99).toFixed(2)} ms, max ${Math.max(...times).toFixed(2)} ms, ops/update ${percentile(ops, 50)}`);
+if (times.length) console.log(`first update ${times[0]!.toFixed(2)} ms; runtime policy add x${updates}: p50 ${percentile(times, 50).toFixed(2)} ms, p99 ${percentile(times, 99).toFixed(2)} ms, max ${Math.max(...times).toFixed(2)} ms, ops/update ${percentile(ops, 50)}; minor page faults per update p50 ${Math.round(percentile(faults, 50))}, p99 ${Math.round(percentile(faults, 99))}, total ${faults.reduce((a, b) => a + b, 0)}`);
+// SHOW_SLOW=N: the N slowest updates, with their page faults and the manager's parts
+if (process.env.SHOW_SLOW) for (const i of times.map((_, i) => i).sort((a, b) => times[b]! - times[a]!).slice(0, +process.env.SHOW_SLOW)) console.log(`slow update ${i}: ${times[i]!.toFixed(2)} ms, ${faults[i]} minor faults`, parts[i]);
 if (session) {
   const { profile } = await post('Profiler.stop');
   writeFileSync(process.env.PROFILE_UPDATES!, JSON.stringify(profile));
