@@ -336,21 +336,21 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
 
   /**
    * The underlay interface made again (a bond or VLAN re-created, a driver
-   * reloaded) has a new index: the senders' entry follows it, or packets to
-   * other nodes would go to an interface that is gone (and be lost). While
+   * reloaded) has a new index: the senders' entry must follow it, or packets
+   * to other nodes would go to an interface that is gone (and be lost). While
    * it is missing, the entry names none and the programs send through the
-   * tunnel device, which routes by address.
+   * tunnel device, which routes by address. Returns whether the index
+   * changed (checkTunnel writes the entry).
    */
-  private async checkUnderlay(manager: Manager): Promise<void> {
+  private followUnderlay(): boolean {
     const now = interfaceIndex(this.o.underlay);
-    if (now === this.underlayIfindex) return;
+    if (now === this.underlayIfindex) return false;
     const was = this.underlayIfindex;
     this.underlayIfindex = now;
     this.underlayChanges++;
-    if (this.tunnelIfindex) await manager.setTunnel(this.tunnelInfo(this.tunnelIfindex));
-    if (now && this.datapath) this.attachUnderlay(this.datapath);
     if (now === 0) this.log.error({ underlay: this.o.underlay, was }, 'the underlay interface is gone: packets to other nodes go through the tunnel device until it is back');
     else this.log.warn({ underlay: this.o.underlay, was, now }, 'the underlay interface was made again: packets to other nodes follow its new index');
+    return true;
   }
 
   /**
@@ -389,29 +389,42 @@ export class ClusterNode implements EndpointIdentities, EndpointObserver {
     return false;
   }
 
+  /**
+   * Every 5 s: the underlay's index, from_underlay on it, the tunnel device
+   * and from_overlay on it, each put back if it went. The kernel deletes a
+   * VXLAN device with its underlay interface, so an underlay made again
+   * usually means a device made again too: the senders' entry is written
+   * once, after both are back, naming both new indexes (written between the
+   * two, it named a device that was gone for as long as making it took).
+   */
   private async checkTunnel(manager: Manager, datapath: TunnelPort): Promise<void> {
-    await this.checkUnderlay(manager).catch((err: Error) => this.log.error({ err: err.message }, 'could not follow the underlay interface'));
+    let moved = this.followUnderlay();
     // from_underlay only saves work (the device receives everything without it), but a
-    // missing one is drift all the same: put back, counted, logged
-    // (not attached for a reason already said: tried again quietly, the slot may be free now)
+    // missing one is drift all the same: put back, counted, logged (on an underlay made
+    // again, said above already; not attached for a reason already said: tried again
+    // quietly, the slot may be free now)
     if (this.underlayIfindex && !datapath.underlayAttached(this.underlayIfindex)) {
       const wasOn = this.underlayNotAttached === undefined;
-      if (this.attachUnderlay(datapath) && wasOn) {
+      if (this.attachUnderlay(datapath) && wasOn && !moved) {
         this.tunnelRepairs++;
         this.log.error({ underlay: this.o.underlay, ifindex: this.underlayIfindex }, 'from_underlay was missing from the underlay interface: attached again');
       }
     }
-    if (this.tunnelIfindex && datapath.tunnelAttached(this.tunnelIfindex)) return;
-    try {
-      const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
-      datapath.attachTunnel(t.ifindex);
-      // a device made again has a new ifindex: the senders' entry follows
-      if (t.ifindex !== this.tunnelIfindex) await manager.setTunnel(this.tunnelInfo(t.ifindex));
-      this.tunnelIfindex = t.ifindex;
-      this.tunnelRepairs++;
-      this.log.error({ device: this.o.tunnelDevice, ifindex: t.ifindex, recreated: t.created }, 'the tunnel program was missing: attached again');
-    } catch (err) {
-      this.log.error({ device: this.o.tunnelDevice, err: (err as Error).message }, 'the tunnel program is missing and could not be attached again: nothing from other nodes is delivered');
+    if (!this.tunnelIfindex || !datapath.tunnelAttached(this.tunnelIfindex)) {
+      try {
+        const t = await ensureTunnelDevice(this.o.tunnelDevice, this.o.tunnelPort, this.o.underlay, this.underlay.mtu);
+        datapath.attachTunnel(t.ifindex);
+        // a device made again has a new ifindex: the senders' entry follows
+        if (t.ifindex !== this.tunnelIfindex) moved = true;
+        this.tunnelIfindex = t.ifindex;
+        this.tunnelRepairs++;
+        this.log.error({ device: this.o.tunnelDevice, ifindex: t.ifindex, recreated: t.created }, 'the tunnel program was missing: attached again');
+      } catch (err) {
+        this.log.error({ device: this.o.tunnelDevice, err: (err as Error).message }, 'the tunnel program is missing and could not be attached again: nothing from other nodes is delivered');
+      }
+    }
+    if (moved && this.tunnelIfindex) {
+      await manager.setTunnel(this.tunnelInfo(this.tunnelIfindex)).catch((err: Error) => this.log.error({ err: err.message }, 'could not follow the underlay interface'));
     }
   }
 
