@@ -46,6 +46,13 @@ export async function detectBastion(cmd: string[], repo: string | null): Promise
   return { available: true, note: `${cmd.join(' ')}: run and down found` };
 }
 
+/** One API update as the daemon logged it: when its request reached the handler and its writes were in the maps (hrMs() clock), and how long the daemon waited for a CPU meanwhile. */
+export interface DaemonApply {
+  received: number;
+  written: number;
+  runqueue?: number;
+}
+
 /* ------------------------------------------------------------ config */
 
 function labelsYaml(l: Record<string, string>): string {
@@ -260,13 +267,16 @@ export class BastionDaemon {
    * the daemon's handler and when its writes were in the maps (the
    * "policies applied" line's mono times, on the clock of hrMs()).
    */
-  apiAppliesSince(offset: number): Map<string, { received: number; written: number }> {
-    const out = new Map<string, { received: number; written: number }>();
+  apiAppliesSince(offset: number): Map<string, DaemonApply> {
+    const out = new Map<string, DaemonApply>();
     for (const rec of this.logLinesSince(offset, ['policies applied'])) {
       const mono = rec.mono as { received?: unknown; written?: unknown } | undefined;
+      const sched = rec.sched as { runqueue?: unknown } | undefined;
       const policies = rec.policies as Array<{ name?: unknown }> | undefined;
       const name = policies?.[0]?.name;
-      if (typeof name === 'string' && typeof mono?.received === 'number' && typeof mono.written === 'number') out.set(name, { received: mono.received, written: mono.written });
+      if (typeof name === 'string' && typeof mono?.received === 'number' && typeof mono.written === 'number') {
+        out.set(name, { received: mono.received, written: mono.written, ...(typeof sched?.runqueue === 'number' ? { runqueue: sched.runqueue } : {}) });
+      }
     }
     return out;
   }

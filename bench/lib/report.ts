@@ -206,14 +206,14 @@ export function renderMarkdown(doc: any): string {
     L.push('');
     const phased = (doc.scale as ScalePoint[]).filter((p) => p.bastion?.update_phases_ms);
     if (phased.length) {
-      L.push('Where a Bastion update\'s time goes (p50 / p99, ms): the harness until its request is in the daemon\'s socket; until the daemon\'s handler runs (HTTP); the daemon reading, parsing and validating the document, compiling and writing the maps; until the probe\'s connection succeeds. Last column: from the request in the socket until enforced, Bastion\'s share of the update time.');
+      L.push('Where a Bastion update\'s time goes (p50 / p99, ms): the harness until its request is in the daemon\'s socket; until the daemon\'s handler runs (HTTP); the daemon reading, parsing and validating the document, compiling and writing the maps; until the probe\'s connection succeeds. Then: from the request in the socket until enforced, Bastion\'s share of the update time; and, of the daemon\'s part, how long its thread waited for a CPU that other processes held.');
       L.push('');
-      L.push('| containers | client | to daemon | daemon | detect | request in socket → enforced |');
-      L.push('|---|---|---|---|---|---|');
+      L.push('| containers | client | to daemon | daemon | detect | request in socket → enforced | daemon waiting for a CPU |');
+      L.push('|---|---|---|---|---|---|---|');
       for (const p of phased) {
         const ph = p.bastion!.update_phases_ms!;
         const c = (s: { p50: number; p99: number }) => `${fmt(s.p50)} / ${fmt(s.p99)}`;
-        L.push(`| ${p.containers.toLocaleString('en-US')} | ${c(ph.client)} | ${c(ph.to_daemon)} | ${c(ph.daemon)} | ${c(ph.detect)} | ${ph.sent_to_enforced ? c(ph.sent_to_enforced) : 'n/a'} |`);
+        L.push(`| ${p.containers.toLocaleString('en-US')} | ${c(ph.client)} | ${c(ph.to_daemon)} | ${c(ph.daemon)} | ${c(ph.detect)} | ${ph.sent_to_enforced ? c(ph.sent_to_enforced) : 'n/a'} | ${ph.daemon_cpu_wait ? c(ph.daemon_cpu_wait) : 'n/a'} |`);
       }
       L.push('');
     }

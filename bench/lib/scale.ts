@@ -9,7 +9,7 @@
  */
 import type { MemoryParts } from './memory-parts.js';
 import { join } from 'node:path';
-import { BastionDaemon, policyLine, renderConfig } from './bastion.js';
+import { BastionDaemon, policyLine, renderConfig, type DaemonApply } from './bastion.js';
 import type { Context } from './context.js';
 import { CONN_PORT, DENIED_PORT, PROBE_BASE, fillerDeps, orderedDeps, pairDeps, probeDep, type Dep } from './deps.js';
 import { Background, hrMs, inNs, run, sleep } from './exec.js';
@@ -84,7 +84,16 @@ export interface BastionPoint extends BackendPoint {
    * succeeds (every update with a request, joined or not): Bastion's share
    * of an update, without the harness's own (client).
    */
-  update_phases_ms: { client: PhaseStats; to_daemon: PhaseStats; daemon: PhaseStats; detect: PhaseStats; sent_to_enforced: PhaseStats; samples: number } | null;
+  update_phases_ms: {
+    client: PhaseStats;
+    to_daemon: PhaseStats;
+    daemon: PhaseStats;
+    detect: PhaseStats;
+    sent_to_enforced: PhaseStats;
+    /** of the daemon's part: time its thread was runnable but waited for a CPU (its log's sched.runqueue), when logged */
+    daemon_cpu_wait?: PhaseStats;
+    samples: number;
+  } | null;
 }
 
 export interface ScalePoint {
@@ -256,7 +265,7 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
     const phases = updatePhases(upd.update_times, daemon.apiAppliesSince(mark));
     if (phases) {
       const f = (s: PhaseStats) => `${s.p50.toFixed(2)}/${s.p99.toFixed(2)}`;
-      ctx.log(`  scale ${n}: update p50/p99 by part (ms): client ${f(phases.client)}, to daemon ${f(phases.to_daemon)}, daemon ${f(phases.daemon)}, detect ${f(phases.detect)}; from the request in the daemon's socket ${f(phases.sent_to_enforced)}`);
+      ctx.log(`  scale ${n}: update p50/p99 by part (ms): client ${f(phases.client)}, to daemon ${f(phases.to_daemon)}, daemon ${f(phases.daemon)}, detect ${f(phases.detect)}; from the request in the daemon's socket ${f(phases.sent_to_enforced)}${phases.daemon_cpu_wait ? `; the daemon waiting for a CPU ${f(phases.daemon_cpu_wait)}` : ''}`);
     }
     return {
       ...conn,
@@ -283,9 +292,10 @@ async function bastionPoint(ctx: Context, topo: Topology, n: number, fillers: De
 /** The parts of each update's time, from the harness's times and the daemon's (same clock), joined by policy name. */
 export function updatePhases(
   times: UpdateStats['update_times'],
-  daemon: Map<string, { received: number; written: number }>,
+  daemon: Map<string, DaemonApply>,
 ): BastionPoint['update_phases_ms'] {
   const parts = { client: [] as number[], to_daemon: [] as number[], daemon: [] as number[], detect: [] as number[] };
+  const cpuWait: number[] = [];
   for (const t of times) {
     const d = daemon.get(t.name);
     if (!d || t.sent === undefined) continue;
@@ -293,6 +303,7 @@ export function updatePhases(
     parts.to_daemon.push(d.received - t.sent);
     parts.daemon.push(d.written - d.received);
     parts.detect.push(t.ok - d.written);
+    if (d.runqueue !== undefined) cpuWait.push(d.runqueue);
   }
   if (!parts.client.length) return null;
   const stats = (xs: number[]): PhaseStats => ({ p50: percentile(xs, 50), p99: percentile(xs, 99), max: Math.max(...xs) });
@@ -303,6 +314,7 @@ export function updatePhases(
     daemon: stats(parts.daemon),
     detect: stats(parts.detect),
     sent_to_enforced: stats(fromSent),
+    ...(cpuWait.length ? { daemon_cpu_wait: stats(cpuWait) } : {}),
     samples: parts.client.length,
   };
 }

@@ -216,6 +216,11 @@ test('updatePhases splits each update at the daemon\'s times and skips what cann
   assert.equal(ph.sent_to_enforced.p50, 3.5);
   assert.equal(ph.sent_to_enforced.max, 9.75);
   assert.equal(updatePhases([{ name: 'c', start: 1, ok: 2 }], daemon), null);
+  // no daemon that logs its CPU wait: no such figure
+  assert.equal(ph.daemon_cpu_wait, undefined);
+  const waited = updatePhases(times, new Map([['a', { received: 101.5, written: 103.5, runqueue: 0.25 }], ['b', { received: 201.25, written: 209, runqueue: 4 }]]))!;
+  assert.equal(waited.daemon_cpu_wait!.max, 4);
+  assert.equal(waited.daemon_cpu_wait!.p50, 2.125);
 });
 
 test('memory parts: smaps split by kind of mapping, and V8 figures from the metrics text', async () => {

@@ -127,6 +127,12 @@ for (let i = 0; i < updates; i++) {
   ops.push(s.ops);
   parts.push(s.parts);
 }
+if (parts.length) {
+  // the manager's own parts (queue, compile, commit), without the parse and the runtime file's save
+  const of = (k: string) => parts.map((p) => (p as Record<string, number> | undefined)?.[k] ?? 0);
+  const show = (k: string) => `${k} ${percentile(of(k), 50).toFixed(3)}/${percentile(of(k), 99).toFixed(3)}`;
+  console.log(`manager's parts p50/p99 (ms): ${['queued', 'compile', 'commit'].map(show).join(', ')}`);
+}
 if (times.length) console.log(`first update ${times[0]!.toFixed(2)} ms; runtime policy add x${updates}: p50 ${percentile(times, 50).toFixed(2)} ms, p99 ${percentile(times, 99).toFixed(2)} ms, max ${Math.max(...times).toFixed(2)} ms, ops/update ${percentile(ops, 50)}; minor page faults per update p50 ${Math.round(percentile(faults, 50))}, p99 ${Math.round(percentile(faults, 99))}, total ${faults.reduce((a, b) => a + b, 0)}`);
 // SHOW_SLOW=N: the N slowest updates, with their page faults and the manager's parts
 if (process.env.SHOW_SLOW) for (const i of times.map((_, i) => i).sort((a, b) => times[b]! - times[a]!).slice(0, +process.env.SHOW_SLOW)) console.log(`slow update ${i}: ${times[i]!.toFixed(2)} ms, ${faults[i]} minor faults`, parts[i]);

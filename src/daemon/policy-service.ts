@@ -9,6 +9,7 @@ import type { Manager } from '../manager/manager.js';
 import type { LoadedConfig } from './config-source.js';
 import { RuntimePolicies, parsePoliciesDocument, policyRow, toDocumentPolicy } from './runtime-policies.js';
 import type { PolicyConfig } from '../policy/bastion-config.js';
+import { threadSched, schedBetween } from '../sys/thread-sched.js';
 import { monotonicMs } from '../sys/clock.js';
 import { fail, succeed, type Outcome, type PolicyAddResult, type PolicyChange, type PolicyDeleteResult, type PolicyRow, type RuntimePoliciesStatus } from '../api/types.js';
 
@@ -116,16 +117,19 @@ export class RuntimePolicyService {
     const actions: PolicyChange[] = parsed.policies.map((p) => ({ name: p.name, action: unchanged.has(p.name) ? 'unchanged' : this.store.get(p.name) ? 'replaced' : 'created' }));
     if (opts.dryRun) return succeed({ dryRun: true, policies: actions });
     const { added, removed } = this.store.set(parsed.policies.filter((p) => !unchanged.has(p.name)));
+    const before = threadSched();
     const stats = await manager.changeRules(added, removed);
     const writtenAt = monotonicMs();
+    const sched = schedBetween(before, threadSched());
     const ms = +(performance.now() - t0).toFixed(3);
     await this.save();
     // mono: when the request reached the daemon and when its writes were in the maps, on the
     // clock of process.hrtime (CLOCK_MONOTONIC), so that a benchmark can line them up with
     // its own and a probe's times (bench/lib/scale.ts: where an update's time goes)
-    // parts: where the daemon's time went (parse and validate; then the manager's queue, compile, commit)
+    // parts: where the daemon's time went (parse and validate; then the manager's queue, compile, commit);
+    // sched: over the manager's part, ms the daemon waited for a CPU and times it was taken off one
     this.log.info(
-      { policies: actions, ops: stats.ops, ms, parts: { parse: parseMs, ...stats.parts }, mono: { received: +receivedAt.toFixed(3), written: +writtenAt.toFixed(3) } },
+      { policies: actions, ops: stats.ops, ms, parts: { parse: parseMs, ...stats.parts }, sched, mono: { received: +receivedAt.toFixed(3), written: +writtenAt.toFixed(3) } },
       'policies applied',
     );
     return succeed({ policies: actions, entries: stats.ops, ms });

@@ -20,17 +20,29 @@ export type MapOp =
   | { op: 'upsert'; map: MapName; key: Buffer; value: Buffer }
   | { op: 'delete'; map: MapName; key: Buffer };
 
-/** map name -> hex(key) -> entry */
-export type EntrySet = Map<MapName, Map<string, MapEntry>>;
+/**
+ * A slice's entries: map name -> key -> value, both as latin1 strings (one
+ * character per byte), the form the store packs and compares them in. A
+ * slice is rebuilt on every change that touches its endpoint, so its
+ * entries are made as strings directly (src/datapath/layout.ts, the
+ * `...Latin1` encoders): no Buffer per key and value.
+ */
+export type EntrySet = Map<MapName, Map<string, string>>;
 
 export function emptyEntrySet(): EntrySet {
   return new Map();
 }
 
+/** Add an entry given as latin1 key and value (a later one of the same key replaces it). */
+export function addPacked(set: EntrySet, map: MapName, key: string, value: string): void {
+  let m = set.get(map);
+  if (!m) set.set(map, (m = new Map()));
+  m.set(key, value);
+}
+
+/** Add an entry given as Buffers. */
 export function addEntry(set: EntrySet, e: MapEntry): void {
-  let m = set.get(e.map);
-  if (!m) set.set(e.map, (m = new Map()));
-  m.set(e.key.toString('hex'), e);
+  addPacked(set, e.map, e.key.toString('latin1'), e.value.toString('latin1'));
 }
 
 /** The maps slices write to; a slice names them by index in this list (the order of writes is writeOrder's, not this). */
@@ -140,15 +152,29 @@ export class SliceStore {
     for (const [map, entries] of next) {
       const m = mapIndex(map);
       seen.add(m);
-      const before = unpack(prev[m]);
+      const keys: string[] = [];
+      const values: string[] = [];
       const parts: string[] = [];
+      for (const [key, value] of entries) {
+        keys.push(key);
+        values.push(value);
+        parts.push(record(key, value));
+      }
+      const now = parts.length ? parts.join('') : undefined;
+      // The same entries in the same order: this slice changes nothing in
+      // this map (most of a policy change's slices: its neighbours, address
+      // and endpoint entries), so there is nothing to diff or recount.
+      if (now === prev[m]) {
+        packed[m] = prev[m];
+        continue;
+      }
+      const before = unpack(prev[m]);
       const owned = m === OWNED;
       const shared = this.shared[m]!;
       const byDatapath = map === MAP_NAMES.epStats;
-      for (const e of entries.values()) {
-        const key = e.key.toString('latin1');
-        const value = e.value.toString('latin1');
-        parts.push(record(key, value));
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i]!;
+        const value = values[i]!;
         const old = before.get(key);
         before.delete(key);
         if (owned) {
@@ -171,7 +197,7 @@ export class SliceStore {
         shared.set(key, this.held(changed ? value : valueOf(cur), holders));
         if (changed) this.noteShared(m, key, valueOf(cur), value);
       }
-      packed[m] = parts.length ? parts.join('') : undefined;
+      packed[m] = now;
       this.release(m, before);
     }
     prev.forEach((p, m) => {

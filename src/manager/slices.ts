@@ -27,18 +27,19 @@ import {
   encodeIpKey,
   encodeIpcacheKey,
   encodeIpcacheVal,
-  encodeNeighKey,
+  encodeNeighKeyLatin1,
   encodeRemoteEndpoint,
   encodeTunnelInfo,
   type TunnelInfo,
-  encodePolicyKey,
-  encodePolicyVal,
+  encodePolicyKeyLatin1,
+  encodePolicyValLatin1,
   encodeU32,
+  u32Latin1,
 } from '../datapath/layout.js';
 import type { Endpoint } from './endpoint.js';
 import type { RemoteEndpoint } from './remote.js';
 import type { Mode, Rule } from '../policy/model.js';
-import { addEntry, emptyEntrySet, type EntrySet } from './entries.js';
+import { addEntry, addPacked, emptyEntrySet, type EntrySet } from './entries.js';
 import { createCompileContext, compileEndpointSlice, type CompileContext, type CompileEndpoint } from '../policy/compile.js';
 import { mustParseCidr4 } from '../net/ip.js';
 
@@ -71,6 +72,8 @@ export interface SliceCompilerOptions {
 }
 
 const ZERO_STATS = encodeEpStats({ txPackets: 0n, txBytes: 0n, rxPackets: 0n, rxBytes: 0n, drops: 0n });
+/** A neighbour pair's value: present. */
+const NEIGH_PRESENT = u32Latin1(1);
 
 export class SliceCompiler {
   private readonly ctx: CompileContext;
@@ -185,7 +188,7 @@ export class SliceCompiler {
       addEntry(set, { map: MAP_NAMES.remote, key: encodeIpKey(r.ipv4), value: encodeRemoteEndpoint({ identity: r.identity, nodeIpv4: r.nodeIp, mac: r.mac, flags: 0 }) });
     };
     for (const e of compiled.policy) {
-      addEntry(set, { map: MAP_NAMES.policy, key: encodePolicyKey(e.key), value: encodePolicyVal(e.val) });
+      addPacked(set, MAP_NAMES.policy, encodePolicyKeyLatin1(e.key), encodePolicyValLatin1(e.val));
       if (e.key.peerId === ID_ANY) wildcard = true;
       // another node's endpoint this one depends on (either way): its entry comes with this slice
       const r = remote?.get(e.key.peerId);
@@ -197,14 +200,14 @@ export class SliceCompiler {
     for (const n of compiled.neigh) {
       // pairs keyed by a remote endpoint are its own node's business
       if (remote?.has(n.epId)) continue;
-      addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey(n), value: encodeU32(1) });
+      addPacked(set, MAP_NAMES.neigh, encodeNeighKeyLatin1(n), NEIGH_PRESENT);
     }
     // Reaching another node's endpoint may go through the gateway (its
     // address not on the container's link): let it resolve the gateway.
-    if (remotePeers) addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey({ epId: ep.identity, peerId: ID_HOST }), value: encodeU32(1) });
+    if (remotePeers) addPacked(set, MAP_NAMES.neigh, encodeNeighKeyLatin1({ epId: ep.identity, peerId: ID_HOST }), NEIGH_PRESENT);
     // A wildcard peer lets the endpoint resolve anyone it may now talk to.
     if (wildcard) {
-      addEntry(set, { map: MAP_NAMES.neigh, key: encodeNeighKey({ epId: ep.identity, peerId: ID_ANY }), value: encodeU32(1) });
+      addPacked(set, MAP_NAMES.neigh, encodeNeighKeyLatin1({ epId: ep.identity, peerId: ID_ANY }), NEIGH_PRESENT);
     }
     return set;
   }

@@ -621,3 +621,18 @@ describe('layout.ts constants match the C headers', { skip: clang && existsSync(
     assert.equal(L.IPCACHE_PREFIX_HOST, 32);
   });
 });
+
+describe('latin1 encoders (the manager\'s slices)', () => {
+  const u32 = fc.integer({ min: 0, max: 0xffffffff });
+  it('write the same bytes as the Buffer encoders (property)', () => {
+    fc.assert(
+      fc.property(u32, u32, u32, fc.integer({ min: 0, max: 1 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 0, max: 65535 }), fc.integer({ min: 0, max: 128 }), (a, b, c, direction, proto, dport, prefixlen) => {
+        const key = { prefixlen, epId: a, peerId: b, direction, proto, dport };
+        assert.equal(L.encodePolicyKeyLatin1(key), L.encodePolicyKey(key).toString('latin1'));
+        assert.equal(L.encodePolicyValLatin1({ ruleId: c, flags: a }), L.encodePolicyVal({ ruleId: c, flags: a }).toString('latin1'));
+        assert.equal(L.encodeNeighKeyLatin1({ epId: a, peerId: b }), L.encodeNeighKey({ epId: a, peerId: b }).toString('latin1'));
+        assert.equal(L.u32Latin1(c), L.encodeU32(c).toString('latin1'));
+      }),
+    );
+  });
+});
