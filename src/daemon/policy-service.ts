@@ -90,6 +90,8 @@ export class RuntimePolicyService {
   /** Add or replace runtime policies from a policies document; all of it or nothing (or, dry run, only check it). */
   async add(text: string, source: string, opts: { dryRun?: boolean; receivedAt?: number } = {}): Promise<Outcome<PolicyAddResult>> {
     const receivedAt = opts.receivedAt ?? monotonicMs();
+    // page faults cost 12 µs each on the development VM (docs/benchmarks.md): counted over the whole change
+    const faultsBefore = process.resourceUsage().minorPageFault;
     const manager = this.manager;
     if (this.closing || !manager) return fail('stopping', ['daemon is stopping']);
     if (this.cluster) return fail('conflict', [CLUSTER_POLICIES]);
@@ -121,15 +123,17 @@ export class RuntimePolicyService {
     const stats = await manager.changeRules(added, removed);
     const writtenAt = monotonicMs();
     const sched = schedBetween(before, threadSched());
+    const faults = process.resourceUsage().minorPageFault - faultsBefore;
     const ms = +(performance.now() - t0).toFixed(3);
     await this.save();
     // mono: when the request reached the daemon and when its writes were in the maps, on the
     // clock of process.hrtime (CLOCK_MONOTONIC), so that a benchmark can line them up with
     // its own and a probe's times (bench/lib/scale.ts: where an update's time goes)
     // parts: where the daemon's time went (parse and validate; then the manager's queue, compile, commit);
-    // sched: over the manager's part, ms the daemon waited for a CPU and times it was taken off one
+    // sched: over the manager's part, ms the daemon waited for a CPU and times it was taken off one;
+    // faults: the process's minor page faults from the request to the writes
     this.log.info(
-      { policies: actions, ops: stats.ops, ms, parts: { parse: parseMs, ...stats.parts }, sched, mono: { received: +receivedAt.toFixed(3), written: +writtenAt.toFixed(3) } },
+      { policies: actions, ops: stats.ops, ms, parts: { parse: parseMs, ...stats.parts }, sched, faults, mono: { received: +receivedAt.toFixed(3), written: +writtenAt.toFixed(3) } },
       'policies applied',
     );
     return succeed({ policies: actions, entries: stats.ops, ms });
