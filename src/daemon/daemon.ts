@@ -5,10 +5,10 @@
  * its own module. When the daemon stops, for whatever reason, enforcement
  * stays: the programs stay attached and the maps pinned.
  */
-import { rehearsePolicyChanges } from '../manager/rehearsal.js';
 import { existsSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
+import { rehearsePolicyChanges } from '../manager/rehearsal.js';
 import { Manager } from '../manager/manager.js';
 import type { PlatformSource } from '../manager/endpoint.js';
 import type { PolicySet } from '../policy/model.js';
