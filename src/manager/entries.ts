@@ -152,14 +152,8 @@ export class SliceStore {
     for (const [map, entries] of next) {
       const m = mapIndex(map);
       seen.add(m);
-      const keys: string[] = [];
-      const values: string[] = [];
       const parts: string[] = [];
-      for (const [key, value] of entries) {
-        keys.push(key);
-        values.push(value);
-        parts.push(record(key, value));
-      }
+      for (const [key, value] of entries) parts.push(record(key, value));
       const now = parts.length ? parts.join('') : undefined;
       // The same entries in the same order: this slice changes nothing in
       // this map (most of a policy change's slices: its neighbours, address
@@ -172,9 +166,7 @@ export class SliceStore {
       const owned = m === OWNED;
       const shared = this.shared[m]!;
       const byDatapath = map === MAP_NAMES.epStats;
-      for (let i = 0; i < keys.length; i++) {
-        const key = keys[i]!;
-        const value = values[i]!;
+      for (const [key, value] of entries) {
         const old = before.get(key);
         before.delete(key);
         if (owned) {
