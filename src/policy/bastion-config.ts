@@ -29,7 +29,7 @@ import { readJsonDocument } from './json-document.js';
 import { z } from 'zod';
 import type { LabelSelector, Mode, Peer, PolicySet, PortRange, Rule } from './model.js';
 import { BUILTIN_LABELS } from './model.js';
-import { closest, describeValue, isPlainObject, quote, unknownFieldMessage, unknownFields, yamlErrorLine, type Issue, type IssueCode, type Path } from './errors.js';
+import { EXCERPT_MAX, closest, describeValue, isPlainObject, quote, unknownFieldMessage, unknownFields, yamlErrorLine, type Issue, type IssueCode, type Path } from './errors.js';
 import { LabelIndex, formatSelector, parseSelector, validateLabels } from './selector.js';
 import { parsePortSpec } from './ports.js';
 import { canonicalPeer } from './compile.js';
@@ -204,7 +204,11 @@ function policyEnd(containerNames: ReadonlySet<string>) {
     if (v === undefined) return fail(`required: ${expected}`, 'required');
     if (typeof v === 'string') {
       if (v === 'host') return { kind: 'host' };
-      if (containerNames.has(v)) return fail(`${quote(v)} is not a peer: to select the container ${v}, write { ${BUILTIN_LABELS.name}: ${v} }`);
+      if (containerNames.has(v)) {
+        // the hint repeats the name only when it is short enough to show whole (an error quotes at most an excerpt of the input)
+        if ([...v].length > EXCERPT_MAX) return fail(`${quote(v)} is not a peer: to select that container, write { ${BUILTIN_LABELS.name}: <its name> }`);
+        return fail(`${quote(v)} is not a peer: to select the container ${v}, write { ${BUILTIN_LABELS.name}: ${v} }`);
+      }
       return fail(`${quote(v)} is not a peer: ${expected}${v === 'any' || v === 'world' ? ` (everything outside is { cidr: 0.0.0.0/0 })` : ''}`);
     }
     if (!isPlainObject(v)) return fail(`${expected}, got ${describe(v)}`, 'invalid-type');

@@ -279,6 +279,14 @@ policies:
     configOf(parseConfigText(`${base}  - name: x\n    from: { bastion.io/name: web }\n    to: host\n`, 'config.yaml'));
   });
 
+  it('a container\'s name given as a peer: the hint repeats the name only when it is short enough to show whole', () => {
+    // found by the config fuzzer: a 70-character name was echoed twice in full, past the excerpt bound
+    const long = 'x'.repeat(70);
+    const errs = errorsOf(`containers:\n  - name: ${long}\n    netns: a\npolicies:\n  - name: p\n    from: host\n    to: ${long}\n`);
+    assert.ok(errs.includes('config.yaml: policies[0] (p).to: "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…" is not a peer: to select that container, write { bastion.io/name: <its name> }'), errs.join('\n'));
+    for (const e of errs) assert.ok(!e.includes(long), e);
+  });
+
   it('containers are required when no platform supplies them', () => {
     assert.deepEqual(errorsOf('policies: []\n', { containersRequired: true }), [
       'config.yaml: containers: required: no platform supplies containers here, so the file must list the containers to protect',
