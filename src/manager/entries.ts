@@ -9,6 +9,7 @@ import type { MapName } from '../datapath/layout.js';
 import { MAP_NAMES } from '../datapath/layout.js';
 import { writeOrder, type IdentityCounts, type Write, type WriteMap } from '../policy/diff.js';
 import { MapDigest } from './digest.js';
+import { PairKeyMap } from './pair-key-map.js';
 
 export interface MapEntry {
   map: MapName;
@@ -73,6 +74,14 @@ const KIND: Record<string, WriteMap> = {
   [MAP_NAMES.tunnel]: 'config',
 };
 
+/** What the store asks of its index of one shared map (a Map, or a PairKeyMap for 8-byte keys). */
+interface SharedIndex extends Iterable<[string, string]> {
+  get(key: string): string | undefined;
+  set(key: string, held: string): unknown;
+  delete(key: string): boolean;
+  readonly size: number;
+}
+
 /** One entry's change: its value before (undefined: absent) and after (undefined: deleted), as latin1 strings. */
 export interface EntryChange {
   map: MapName;
@@ -114,8 +123,12 @@ export interface EntryChange {
 export class SliceStore {
   /** slice id → packed entries, by STORE_MAPS index */
   private readonly slices = new Map<string, Array<string | undefined>>();
-  /** per shared map (by STORE_MAPS index): key → its value and the number of slices holding it (see held()) */
-  private readonly shared: Array<Map<string, string>> = STORE_MAPS.map(() => new Map());
+  /**
+   * per shared map (by STORE_MAPS index): key → its value and the number of
+   * slices holding it (see held()); the neighbour pairs, most of the shared
+   * entries, in typed arrays (pair-key-map.ts)
+   */
+  private readonly shared: SharedIndex[] = STORE_MAPS.map((m) => (m === MAP_NAMES.neigh ? new PairKeyMap() : new Map()));
   /** the few distinct held() strings of small entries, so equal ones are one string */
   private readonly smallHeld = new Map<string, string>();
   /** entries of the owned (policy) map, over all slices */

@@ -23,10 +23,13 @@ function entrySet(slice: number, want: Want): EntrySet {
     const first = shared ? w.key : 16 * slice + w.key;
     // keys of several lengths, with bytes above 0x7f (latin1 must keep them); a
     // policy key as layout.ts makes it: prefix length, then the slice's endpoint identity
+    // (a neighbour key is two identities, 8 bytes, as the map's key size requires)
     const key =
       MAPS[w.map] === MAP_NAMES.policy
         ? Buffer.from([w.key, 0, 0, 0, 0x80 + slice, 1, 0, 0, 0xff - w.key, 0, 0, 0, 1, 6, 0, w.key])
-        : Buffer.from([first, 0xff - w.key, 0x80 | w.key].slice(0, 1 + (w.key % 3)));
+        : shared
+          ? Buffer.from([w.key, 0x80 | w.key, 0, 0, 0xff - w.key, 0, 0, 0x81])
+          : Buffer.from([first, 0xff - w.key, 0x80 | w.key].slice(0, 1 + (w.key % 3)));
     addEntry(set, { map: MAPS[w.map]!, key, value: Buffer.from([shared ? 1 : w.value, 0xfe]) });
   }
   return set;
@@ -136,7 +139,7 @@ describe('SliceStore', () => {
     const store = new SliceStore();
     const neigh = () => {
       const set = emptyEntrySet();
-      addEntry(set, { map: MAP_NAMES.neigh, key: Buffer.from([1, 2]), value: Buffer.from([1]) });
+      addEntry(set, { map: MAP_NAMES.neigh, key: Buffer.from([1, 0, 0, 0, 2, 0, 0, 0]), value: Buffer.from([1]) });
       return set;
     };
     store.replace('a', neigh());
