@@ -32,7 +32,17 @@
 #define BASTION_MAX_FRAGS	8192
 #define BASTION_MAX_EVENT_RL	16384	/* (endpoint, verdict, reason) event budgets */
 #define BASTION_MAX_FLOW_SUM	65536	/* (source, destination, protocol, port) keys of allowed flows summarised */
-#define BASTION_EVENTS_BYTES	(4 * 1024 * 1024)
+/*
+ * The flow ring buffer: 1 MiB, about 14,500 events (64 bytes and a record
+ * header of 8 each). Events are rate
+ * limited (about 100 a second per endpoint, verdict and reason) and the
+ * reader is woken within 1 ms, or at once past an eighth of the buffer, so
+ * it is far from full unless the daemon stalls; a full buffer loses events
+ * and counts them (REASON_EVENTS_LOST). Its data pages are mapped twice in
+ * the reader (for the wrap-around), so every MiB here is two of the
+ * daemon's resident size: 4 MiB cost 8 MB for nothing measured.
+ */
+#define BASTION_EVENTS_BYTES	(1024 * 1024)
 #define BASTION_NR_COUNTERS	64
 
 /* ---------------------------------------------------------- identities */
