@@ -6,9 +6,9 @@
  * place, so this times the map part of a check (read back in batches,
  * digests compared) and a repair.
  *
- *   node --expose-gc --max-semi-space-size=4 dist/bench/tools/drift-check.js [N=5000] [checks=5]
+ *   node --expose-gc --max-semi-space-size=2 dist/bench/tools/drift-check.js [N=5000] [checks=5]
  *
- * (4 MB semi-spaces, as bin/bastion runs the daemon: with the default, a
+ * (2 MB semi-spaces, as bin/bastion runs the daemon: with the default, a
  * young-generation collection during a check held the event loop 40 ms.)
  *
  * Needs root (bpffs). The benchmark suite measures the real daemon; this is
