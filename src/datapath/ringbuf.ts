@@ -5,8 +5,9 @@
  * and calls a C callback for each; here that callback is a koffi registered
  * callback that copies the record into the reader's Buffer (the record
  * lives in the shared mapping and is reused as soon as the callback returns)
- * and hands it to the JS listener, which decodes it before the next one. Everything happens synchronously on the main thread:
- * no worker, no blocking ring_buffer__poll.
+ * and hands it to the JS listener, which decodes it before the next one.
+ * Everything happens synchronously on the main thread: no worker, no
+ * blocking ring_buffer__poll.
  *
  * What triggers a consume:
  *  - 'epoll' (default): libuv watches libbpf's epoll fd, which turns readable
@@ -26,7 +27,9 @@ import { libcFunction } from '../sys/libc.js';
  */
 export type RingBufListener = (record: Buffer) => void;
 
-const memcpy = () => libcFunction<(dst: Buffer, src: Pointer, n: number) => Pointer>('void *memcpy(void *dst, const void *src, size_t n)');
+type Memcpy = (dst: Buffer, src: Pointer, n: number) => Pointer;
+let memcpyFn: Memcpy | undefined;
+const memcpy = (): Memcpy => (memcpyFn ??= libcFunction<Memcpy>('void *memcpy(void *dst, const void *src, size_t n)'));
 
 export interface RingBufOptions {
   wakeup?: 'epoll' | 'interval';
@@ -151,11 +154,11 @@ export class RingBufReader {
         const len = Number(size);
         // Copy out: the record aliases the ring, which the producer reuses
         // once we return. The copy goes into the reader's own buffer with a
-        // plain memcpy: a koffi.view per record made an external ArrayBuffer
-        // whose malloc'd bookkeeping, freed later by V8's sweeper, grew
-        // glibc's heap by 3 MB at 15,000 records a second (3 MB steady with
-        // the memcpy), scattered between live blocks where only a trim
-        // gives it back.
+        // plain memcpy. A koffi.view per record made an external
+        // ArrayBuffer whose malloc'd bookkeeping is freed later by V8's
+        // sweeper, scattered between live blocks where only a trim gives it
+        // back: 20 s at 15,000 records a second ended with 6.1 MB of glibc
+        // heap that way, 2.9 MB with the memcpy.
         if (len > this.scratch.length) this.scratch = Buffer.alloc(Math.max(len, 2 * this.scratch.length));
         memcpy()(this.scratch, data, len);
         const record = this.scratch.subarray(0, len);
