@@ -28,8 +28,6 @@ import { libcFunction } from '../sys/libc.js';
 export type RingBufListener = (record: Buffer) => void;
 
 type Memcpy = (dst: Buffer, src: Pointer, n: number) => Pointer;
-let memcpyFn: Memcpy | undefined;
-const memcpy = (): Memcpy => (memcpyFn ??= libcFunction<Memcpy>('void *memcpy(void *dst, const void *src, size_t n)'));
 
 export interface RingBufOptions {
   wakeup?: 'epoll' | 'interval';
@@ -146,6 +144,7 @@ export class RingBufReader {
   private open(): void {
     if (this.rb) return;
     const l = lib();
+    const memcpy = libcFunction<Memcpy>('void *memcpy(void *dst, const void *src, size_t n)');
     // Registered, not transient: libbpf keeps the pointer inside the
     // ring_buffer and calls it from every later consume.
     this.cb = koffi.register(
@@ -160,7 +159,7 @@ export class RingBufReader {
         // back: 20 s at 15,000 records a second ended with 6.1 MB of glibc
         // heap that way, 2.9 MB with the memcpy.
         if (len > this.scratch.length) this.scratch = Buffer.alloc(Math.max(len, 2 * this.scratch.length));
-        memcpy()(this.scratch, data, len);
+        memcpy(this.scratch, data, len);
         const record = this.scratch.subarray(0, len);
         this.total++;
         try {
