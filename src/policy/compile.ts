@@ -201,23 +201,44 @@ type PeerRef =
  * A rule as the compiler holds it. There are 100,000 of them at 5,000
  * containers, so every field costs 0.8 MB: the direction rides in the low
  * bit of `numDir` (rule number × 2 + direction) and the port keys are the
- * port list's shared, cached compilation, not two fields of their own.
+ * port list's shared, cached compilation, not two fields of their own. The
+ * rule itself is not kept: its parts are (the config's own, shared objects),
+ * and `ruleOf` puts them together again for the few callers that list
+ * rules, where a Rule object of its own cost 64 bytes a rule, 6.4 MB.
  */
 interface RuleInfo {
-  rule: Rule;
+  /** the rule's id (the string RuleNumbers keys by, not a copy) */
+  id: string;
   /** place in rule order (flow events and explain report rules in this order) */
   seq: number;
   /** the rule's number (flow events name rules by it) × 2, plus DIR_EGRESS or DIR_INGRESS */
   numDir: number;
   subject: SelState;
+  /** the rule's subject as it came (equal, by canonical form, to subject.selector; not always the same object) */
+  subjectSource: LabelSelector;
   peers: PeerRef[];
+  /** the rule's peer list as it came */
+  peerSource: Peer[];
   ports: CompiledPorts;
+}
+
+/** The rule a RuleInfo holds, put together from its parts. */
+function ruleOf(info: RuleInfo): Rule {
+  return {
+    id: info.id,
+    subject: info.subjectSource,
+    direction: (info.numDir & 1) === DIR_INGRESS ? 'ingress' : 'egress',
+    peers: info.peerSource,
+    ports: info.ports.source,
+  };
 }
 
 /** A port list compiled: policy-key tails, and the named ports that resolve per destination. */
 interface CompiledPorts {
   keys: PortKey[];
   named: PortRange[];
+  /** the list compiled (rules are given back with it) */
+  source: PortRange[];
 }
 
 interface SelState {
@@ -261,14 +282,14 @@ const NO_NAMED: PortRange[] = [];
 
 /** Port lists are immutable and shared by many rules (a config's are interned): their keys are made once per list. */
 const portKeysCache = new WeakMap<readonly PortRange[], CompiledPorts>();
-function portKeysOf(ports: readonly PortRange[]): CompiledPorts {
+function portKeysOf(ports: PortRange[]): CompiledPorts {
   let r = portKeysCache.get(ports);
   if (!r) portKeysCache.set(ports, (r = makePortKeys(ports)));
   return r;
 }
 
-function makePortKeys(ports: readonly PortRange[]): CompiledPorts {
-  if (ports.length === 0) return { keys: [portKey(PROTO_ANY, 0, POLICY_PREFIX_ANY_PROTO)], named: [] };
+function makePortKeys(ports: PortRange[]): CompiledPorts {
+  if (ports.length === 0) return { keys: [portKey(PROTO_ANY, 0, POLICY_PREFIX_ANY_PROTO)], named: NO_NAMED, source: ports };
   const keys: PortKey[] = [];
   const named: PortRange[] = [];
   for (const p of ports) {
@@ -295,7 +316,7 @@ function makePortKeys(ports: readonly PortRange[]): CompiledPorts {
         break; // unknown protocol: allows nothing
     }
   }
-  return { keys, named: named.length ? named : NO_NAMED };
+  return { keys, named: named.length ? named : NO_NAMED, source: ports };
 }
 
 /** A named port resolved on a destination: [proto, port] or undefined. */
@@ -319,15 +340,13 @@ function canonSel(s: LabelSelector): string {
   return c;
 }
 
-function canonicalRule(r: Rule): string {
-  // fields joined by NUL; the free-form parts (id, peers) are JSON strings, so no field can contain one
-  return [
-    JSON.stringify(r.id),
-    r.direction,
-    canonSel(r.subject),
-    JSON.stringify(r.peers.map((p) => canonicalPeer(p))),
-    r.ports.map((p) => `${p.protocol}/${p.from}/${p.to}/${p.name === undefined ? '' : JSON.stringify(p.name)}`).join(' '),
-  ].join('\0');
+/** Canonical text of a peer list (a JSON string: no peer's text can run into the next). */
+function canonicalPeers(peers: readonly Peer[]): string {
+  return JSON.stringify(peers.map((p) => canonicalPeer(p)));
+}
+
+function canonicalPorts(ports: readonly PortRange[]): string {
+  return ports.map((p) => `${p.protocol}/${p.from}/${p.to}/${p.name === undefined ? '' : JSON.stringify(p.name)}`).join(' ');
 }
 
 /** Canonical text of a peer (equal peers ⟺ equal texts). */
@@ -398,7 +417,7 @@ export class CompileContext {
     return this.eps.values();
   }
   rules(): Rule[] {
-    return this.bag.all().map((i) => i.rule);
+    return this.bag.all().map(ruleOf);
   }
   hostAddrs(): readonly string[] {
     return this.hosts;
@@ -422,7 +441,7 @@ export class CompileContext {
   /** The rules whose subject selects this endpoint, in rule order. */
   rulesFor(ep: CompileEndpoint): Rule[] {
     const set = new Set(this.infosFor(ep));
-    return this.bag.all().filter((i) => set.has(i)).map((i) => i.rule);
+    return this.bag.all().filter((i) => set.has(i)).map(ruleOf);
   }
 
   /** Keys of the managed endpoints a selector matches. */
@@ -549,7 +568,7 @@ export class CompileContext {
     }
     for (const info of removed) {
       this.bag.remove(info);
-      this.leftIds.add(info.rule.id);
+      this.leftIds.add(info.id);
       for (const m of info.subject.members) affected.add(m);
       this.unlink(info);
     }
@@ -762,11 +781,13 @@ export class CompileContext {
     const ports = portKeysOf(r.ports);
     const dir = numDir & 1;
     const info: RuleInfo = {
-      rule: r,
+      id: r.id,
       seq: 0,
       numDir,
       subject: undefined as unknown as SelState,
+      subjectSource: r.subject,
       peers: [],
+      peerSource: r.peers,
       ports,
     };
     info.subject = this.selState(r.subject);
@@ -1030,10 +1051,9 @@ class RuleBag {
     const cur = this.slots[this.slotOf(r)];
     if (cur === undefined) return undefined;
     const list = Array.isArray(cur) ? cur : [cur];
-    let canon: string | undefined;
     for (let i = list.length - 1; i >= 0; i--) {
       const info = list[i]!;
-      if (info.rule === r || sameRule(info.rule, r, (canon ??= canonicalRule(r)))) {
+      if (holdsRule(info, r)) {
         this.remove(info);
         return info;
       }
@@ -1060,11 +1080,16 @@ class RuleBag {
   }
 }
 
-/** Same id and direction assumed; `canonB` is canonicalRule(b). */
-function sameRule(a: Rule, b: Rule, canonB: string): boolean {
-  // interned parts (one config's selectors, peer lists and ports) compare by reference
-  if (a.subject === b.subject && a.peers === b.peers && a.ports === b.ports) return true;
-  return canonicalRule(a) === canonB;
+/**
+ * Does the info hold a rule equal to r (its slot's: same number and direction
+ * assumed)? Interned parts (one config's selectors, peer lists and ports)
+ * compare by reference; others by canonical form.
+ */
+function holdsRule(info: RuleInfo, r: Rule): boolean {
+  if (info.id !== r.id) return false;
+  if (info.subjectSource !== r.subject && info.subject.canon !== canonSel(r.subject)) return false;
+  if (info.peerSource !== r.peers && canonicalPeers(info.peerSource) !== canonicalPeers(r.peers)) return false;
+  return info.ports.source === r.ports || canonicalPorts(info.ports.source) === canonicalPorts(r.ports);
 }
 
 function inPeer(cp: { cidr: Cidr4; except: Cidr4[] }, ip: number): boolean {

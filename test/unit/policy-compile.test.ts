@@ -455,6 +455,34 @@ describe('compile: incremental context', () => {
     assert.deepEqual([...ctx.upsertEndpoint({ key: 'y', identity: 998, ipv4: '10.9.9.8', labels: { app: 'a5' } })].sort(), ['e14', 'e24', 'e34', 'e4', 'e44', 'y']);
   });
 
+  it('rules are kept as their parts: a reload of equal copies changes nothing, rules() gives each rule its own parts back', () => {
+    const eps: CompileEndpoint[] = Array.from({ length: 6 }, (_, i) => ({ key: `e${i}`, identity: 300 + i, ipv4: `10.0.0.${i + 1}`, labels: { app: `a${i % 3}`, tier: 't' } }));
+    // r1 and r2 have one subject written two ways (one selector state in the compiler)
+    const r1: Rule = { id: 'r1', subject: { matchLabels: { app: 'a0', tier: 't' } }, direction: 'egress', peers: [{ kind: 'endpoints', selector: sel('a1') }], ports: [{ protocol: 'tcp', from: 80, to: 80 }] };
+    const r2: Rule = { id: 'r2', subject: { matchLabels: { tier: 't', app: 'a0' } }, direction: 'ingress', peers: [{ kind: 'cidr', cidr: '10.9.0.0/16' }], ports: [] };
+    const r3: Rule = { id: 'r3', subject: sel('a2'), direction: 'egress', peers: [{ kind: 'host' }], ports: [{ protocol: 'udp', from: 53, to: 53, name: undefined }] };
+    const rules = [r1, r2, r3];
+    const ctx = createCompileContext({ endpoints: eps, rules, hostAddrs: [], ...allocators() });
+    const got = ctx.rules();
+    assert.deepEqual(got, rules);
+    got.forEach((r, i) => {
+      assert.equal(r.subject, rules[i]!.subject, `rule ${r.id}: its own subject object`);
+      assert.equal(r.peers, rules[i]!.peers);
+      assert.equal(r.ports, rules[i]!.ports);
+    });
+    // the config read again: equal rules in new objects
+    const copies = structuredClone(rules);
+    assert.deepEqual([...ctx.setRules(copies)], [], 'equal copies: nothing to recompile');
+    // one port changed: the subjects of that rule only
+    const changed = structuredClone(rules);
+    changed[2]!.ports = [{ protocol: 'udp', from: 54, to: 54 }];
+    assert.deepEqual([...ctx.setRules(changed)].sort(), ['e2', 'e5']);
+    // an equal copy removes the rule it equals
+    assert.deepEqual([...ctx.removeRules([structuredClone(r2)])].sort(), ['e0', 'e3']);
+    assert.deepEqual(ctx.rules(), [r1, changed[2]]);
+    assert.deepEqual(ctx.takeGoneRuleIds(), ['r2']);
+  });
+
   it('a slice for an endpoint the context does not know (or knows with other labels) still uses the right rules', () => {
     const rules: Rule[] = [{ id: 'r', subject: sel('web'), direction: 'egress', peers: [{ kind: 'host' }], ports: [] }];
     const ctx = createCompileContext(input(rules));
