@@ -93,7 +93,9 @@ t = performance.now();
 await manager.upsertEndpoints(loaded.containers.map((spec) => ({ spec, known: found.get(spec.key)! })));
 mem(`endpoints placed (${writes} writes)`, t);
 found.clear();
-mem('discovery results dropped');
+// the daemon keeps the config without its rule list (ConfigReloader's withoutRules)
+loaded.policy = { mode: loaded.policy.mode, rules: [] };
+mem('discovery results, rule list dropped');
 if (process.env.HEAP_SNAPSHOT) console.log(`heap snapshot: ${v8.writeHeapSnapshot(process.env.HEAP_SNAPSHOT)}`);
 
 // PROFILE_UPDATES=FILE: a CPU profile of the update series alone
